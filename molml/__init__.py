@@ -1,0 +1,3 @@
+"""molml: graph and molecular deep learning on PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""RDKit side of molml: parsing, standardization, graph featurizers and fingerprints."""

@@ -1,0 +1,1 @@
+"""Data side of molml: readers, dataset registry, splits and the Lightning DataModule."""

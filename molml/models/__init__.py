@@ -1,0 +1,1 @@
+"""Encoders, readouts, heads and the Lightning module."""
