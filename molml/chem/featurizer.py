@@ -1,0 +1,277 @@
+"""Atom and bond featurizers that turn molecules into PyTorch Geometric graphs.
+
+Default atom features (98 columns, in this order):
+
+==================  ==========================================================  =====
+feature             values (one-hot; "other" catches anything not listed)        width
+==================  ==========================================================  =====
+element             dummy ``*`` (Z=0), H..Xe (Z=1..54), Pt, Au, Hg, Pb, Bi, other  61
+total degree        0..6, other                                                    8
+formal charge       -3..+3, other                                                  8
+chirality tag       unspecified, CW, CCW, other                                    4
+total H count       0..4, other                                                    6
+hybridization       S, SP, SP2, SP2D, SP3, SP3D, SP3D2, other/unspecified          8
+aromatic            0/1                                                            1
+in ring             0/1                                                            1
+mass / 100          isotope mass when an isotope is given, else average mass       1
+==================  ==========================================================  =====
+
+Default bond features (14 columns): bond type (single, double, triple, aromatic, other),
+conjugated, in ring, stereo (none, any, Z, E, cis, trans, other).
+
+Each bond becomes two directed edges stored next to each other (edge ``2k`` is ``u->v`` and
+edge ``2k+1`` is ``v->u``), so the reverse of edge ``e`` is ``e ^ 1`` in any batch; the D-MPNN
+relies on this. Molecules with one atom (``C``, ``[Na+]``) get an empty edge list.
+
+Speed: RDKit is asked for each atom's raw properties once, as one tuple; the one-hot row for
+each distinct tuple is built once per process and then looked up, so the per-atom Python work is
+a handful of RDKit calls and a dict lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from rdkit import Chem
+from torch_geometric.data import Data
+
+from molml.chem.parsing import parse_smiles
+from molml.errors import InvalidMoleculeError
+
+DEFAULT_ELEMENTS: tuple[int, ...] = (*range(0, 55), 78, 79, 80, 82, 83)
+DEGREES = tuple(range(7))
+FORMAL_CHARGES = tuple(range(-3, 4))
+CHIRAL_TAGS = (
+    Chem.ChiralType.CHI_UNSPECIFIED,
+    Chem.ChiralType.CHI_TETRAHEDRAL_CW,
+    Chem.ChiralType.CHI_TETRAHEDRAL_CCW,
+)
+H_COUNTS = tuple(range(5))
+HYBRIDIZATIONS = (
+    Chem.HybridizationType.S,
+    Chem.HybridizationType.SP,
+    Chem.HybridizationType.SP2,
+    Chem.HybridizationType.SP2D,
+    Chem.HybridizationType.SP3,
+    Chem.HybridizationType.SP3D,
+    Chem.HybridizationType.SP3D2,
+)
+BOND_TYPES = (
+    Chem.BondType.SINGLE,
+    Chem.BondType.DOUBLE,
+    Chem.BondType.TRIPLE,
+    Chem.BondType.AROMATIC,
+)
+BOND_STEREO = (
+    Chem.BondStereo.STEREONONE,
+    Chem.BondStereo.STEREOANY,
+    Chem.BondStereo.STEREOZ,
+    Chem.BondStereo.STEREOE,
+    Chem.BondStereo.STEREOCIS,
+    Chem.BondStereo.STEREOTRANS,
+)
+_PERIODIC_TABLE = Chem.GetPeriodicTable()
+
+
+def _one_hot(value: Any, choices: Sequence[Any]) -> list[float]:
+    """One-hot over ``choices`` plus a trailing "other" slot."""
+    row = [0.0] * (len(choices) + 1)
+    try:
+        row[choices.index(value)] = 1.0
+    except ValueError:
+        row[-1] = 1.0
+    return row
+
+
+class MolGraphFeaturizer:
+    """Turn a SMILES string or RDKit molecule into a ``torch_geometric.data.Data`` graph.
+
+    Args:
+        elements: atomic numbers that get their own one-hot slot (0 is the dummy atom ``*``).
+        add_hydrogens: make hydrogens explicit atoms of the graph.
+        standardize: keep the largest fragment, neutralize and normalize (RDKit MolStandardize)
+            before featurizing. Off by default so salts and mixtures stay as given.
+    """
+
+    def __init__(
+        self,
+        elements: Sequence[int] = DEFAULT_ELEMENTS,
+        add_hydrogens: bool = False,
+        standardize: bool = False,
+    ) -> None:
+        self.elements = tuple(int(z) for z in elements)
+        self.add_hydrogens = add_hydrogens
+        self.standardize = standardize
+        self._atom_rows: dict[tuple, int] = {}
+        self._bond_rows: dict[tuple, int] = {}
+        self._atom_table = np.zeros((64, self.atom_dim), dtype=np.float32)
+        self._bond_table = np.zeros((16, self.bond_dim), dtype=np.float32)
+
+    @property
+    def atom_dim(self) -> int:
+        """Width of the atom feature matrix ``x``."""
+        return len(self.elements) + 1 + 8 + 8 + 4 + 6 + 8 + 3
+
+    @property
+    def bond_dim(self) -> int:
+        """Width of the edge feature matrix ``edge_attr``."""
+        return 14
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-able description from which :meth:`from_config` rebuilds this featurizer."""
+        return {
+            "class": "MolGraphFeaturizer",
+            "elements": list(self.elements),
+            "add_hydrogens": self.add_hydrogens,
+            "standardize": self.standardize,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MolGraphFeaturizer:
+        """Rebuild a featurizer from :meth:`to_config` output."""
+        params = {k: v for k, v in config.items() if k != "class"}
+        return cls(**params)
+
+    def __repr__(self) -> str:
+        return (
+            f"MolGraphFeaturizer(atom_dim={self.atom_dim}, bond_dim={self.bond_dim}, "
+            f"add_hydrogens={self.add_hydrogens}, standardize={self.standardize})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.to_config()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**{k: v for k, v in state.items() if k != "class"})
+
+    def mol(self, smiles_or_mol: str | Chem.Mol) -> Chem.Mol:
+        """Parse (and optionally standardize / add hydrogens) one input molecule."""
+        if isinstance(smiles_or_mol, Chem.Mol):
+            mol = smiles_or_mol
+            if mol.GetNumAtoms() == 0:
+                raise InvalidMoleculeError("molecule has no atoms")
+        else:
+            mol = parse_smiles(smiles_or_mol, standardize_mol=self.standardize)
+        if self.add_hydrogens:
+            mol = Chem.AddHs(mol)
+        return mol
+
+    def arrays(
+        self, mol: Chem.Mol, *, has_chirality: bool = True, has_bond_stereo: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)``.
+
+        ``has_chirality=False`` / ``has_bond_stereo=False`` promise that no atom carries a chiral
+        tag / no bond a stereo label (true for SMILES without ``@`` / ``/`` and ``\\``), which
+        saves two RDKit calls per atom and bond.
+        """
+        unspecified, stereo_none = CHIRAL_TAGS[0], BOND_STEREO[0]
+        atom_keys = [
+            (
+                a.GetAtomicNum(),
+                a.GetTotalDegree(),
+                a.GetFormalCharge(),
+                a.GetChiralTag() if has_chirality else unspecified,
+                a.GetTotalNumHs(),
+                a.GetHybridization(),
+                a.GetIsAromatic(),
+                a.IsInRing(),
+                a.GetIsotope(),
+            )
+            for a in mol.GetAtoms()
+        ]
+        rows = self._atom_rows
+        atom_ids = [rows[k] if k in rows else self._atom_row(k) for k in atom_keys]
+        x = self._atom_table[atom_ids]
+
+        bonds = [
+            (
+                b.GetBeginAtomIdx(),
+                b.GetEndAtomIdx(),
+                (
+                    b.GetBondType(),
+                    b.GetIsConjugated(),
+                    b.IsInRing(),
+                    b.GetStereo() if has_bond_stereo else stereo_none,
+                ),
+            )
+            for b in mol.GetBonds()
+        ]
+        if not bonds:
+            return x, np.zeros((2, 0), dtype=np.int64), np.zeros((0, self.bond_dim), np.float32)
+        brows = self._bond_rows
+        bond_ids = [brows[b[2]] if b[2] in brows else self._bond_row(b[2]) for b in bonds]
+        ends = np.array([(b[0], b[1]) for b in bonds], dtype=np.int64).T
+        edge_index = np.empty((2, 2 * len(bonds)), dtype=np.int64)
+        edge_index[:, 0::2] = ends
+        edge_index[:, 1::2] = ends[::-1]
+        edge_attr = self._bond_table[np.repeat(bond_ids, 2)]
+        return x, edge_index, edge_attr
+
+    def featurize(self, smiles_or_mol: str | Chem.Mol) -> tuple[np.ndarray, ...]:
+        """Parse and featurize one molecule to numpy arrays ``(x, edge_index, edge_attr)``."""
+        mol = self.mol(smiles_or_mol)
+        if isinstance(smiles_or_mol, str) and not self.add_hydrogens and not self.standardize:
+            return self.arrays(
+                mol,
+                has_chirality="@" in smiles_or_mol,
+                has_bond_stereo="/" in smiles_or_mol or "\\" in smiles_or_mol,
+            )
+        return self.arrays(mol)
+
+    def __call__(self, smiles_or_mol: str | Chem.Mol, y: Sequence[float] | None = None) -> Data:
+        """Featurize one molecule. Raises :class:`InvalidMoleculeError` for bad input."""
+        x, edge_index, edge_attr = self.featurize(smiles_or_mol)
+        data = Data(
+            x=torch.from_numpy(x),
+            edge_index=torch.from_numpy(edge_index),
+            edge_attr=torch.from_numpy(edge_attr),
+        )
+        if y is not None:
+            target = torch.as_tensor(y, dtype=torch.float32).reshape(1, -1)
+            data.y = torch.nan_to_num(target, nan=0.0)
+            data.y_mask = ~torch.isnan(target)
+        return data
+
+    def _atom_row(self, key: tuple) -> int:
+        z, degree, charge, chiral, n_h, hybrid, aromatic, in_ring, isotope = key
+        if isotope:
+            mass = _PERIODIC_TABLE.GetMassForIsotope(z, isotope)
+        else:
+            mass = _PERIODIC_TABLE.GetAtomicWeight(z)
+        features = [
+            *_one_hot(z, self.elements),
+            *_one_hot(degree, DEGREES),
+            *_one_hot(charge, FORMAL_CHARGES),
+            *_one_hot(chiral, CHIRAL_TAGS),
+            *_one_hot(n_h, H_COUNTS),
+            *_one_hot(hybrid, HYBRIDIZATIONS),
+            float(aromatic),
+            float(in_ring),
+            mass / 100.0,
+        ]
+        self._atom_table = _append_row(self._atom_table, len(self._atom_rows), features)
+        self._atom_rows[key] = len(self._atom_rows)
+        return self._atom_rows[key]
+
+    def _bond_row(self, key: tuple) -> int:
+        bond_type, conjugated, in_ring, stereo = key
+        features = [
+            *_one_hot(bond_type, BOND_TYPES),
+            float(conjugated),
+            float(in_ring),
+            *_one_hot(stereo, BOND_STEREO),
+        ]
+        self._bond_table = _append_row(self._bond_table, len(self._bond_rows), features)
+        self._bond_rows[key] = len(self._bond_rows)
+        return self._bond_rows[key]
+
+
+def _append_row(table: np.ndarray, index: int, row: list[float]) -> np.ndarray:
+    if index >= len(table):
+        table = np.concatenate([table, np.zeros_like(table)])
+    table[index] = row
+    return table
