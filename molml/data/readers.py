@@ -1,0 +1,419 @@
+"""Read molecule tables (CSV/TSV, Parquet, SMILES files, SDF; optionally gzipped) into pandas.
+
+Every reader returns a DataFrame with a ``row`` column (1-based record number in the input:
+the line number of the data row for text formats, the record number for SDF and Parquet) and a
+``smiles`` column (``str``; missing, blank or unreadable entries are NaN). Rows are never
+dropped, so later errors can always name the offending row of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
+
+from molml.errors import DataError
+
+_KINDS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".smi": "smi",
+    ".smiles": "smi",
+    ".sdf": "sdf",
+    ".mol": "sdf",
+}
+SUPPORTED_SUFFIXES: tuple[str, ...] = (
+    *_KINDS,
+    *(f"{suffix}.gz" for suffix in _KINDS if suffix != ".parquet"),
+)
+"""File name endings understood by the readers (``.gz`` works on all but Parquet)."""
+
+_SMILES_NAMES = ("smiles", "SMILES", "Smiles")
+_SDF_TITLE = "_Name"
+_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+Chunks = Iterator[pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    kind: str  # csv | tsv | parquet | smi | sdf
+    gzipped: bool
+
+    @property
+    def sep(self) -> str:
+        return "\t" if self.kind == "tsv" else ","
+
+
+def read_molecules(
+    path: str | Path,
+    *,
+    smiles_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    has_header: bool | None = None,
+) -> pd.DataFrame:
+    """Read a whole molecule file into a DataFrame with ``row`` and ``smiles`` columns.
+
+    ``smiles_column`` names the SMILES column (default: ``smiles``/``SMILES``/``Smiles``, else
+    the first column; for SDF the SMILES RDKit writes for each record, or the named SD tag).
+    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
+    ``has_header`` applies to CSV/TSV (default True; without a header the columns are
+    ``column_1``, ``column_2``, ...) and SMILES files (default: detected).
+    Raises :class:`DataError` naming the file for missing/empty/unsupported files, missing or
+    duplicate columns and unparsable content.
+    """
+    reader = _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size=None)
+    frames = list(reader())
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def iter_molecule_chunks(
+    path: str | Path,
+    *,
+    chunk_size: int = 10000,
+    smiles_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+    has_header: bool | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Stream a molecule file as DataFrames of at most ``chunk_size`` rows (bounded memory).
+
+    Same arguments and columns as :func:`read_molecules`; concatenating the chunks gives the
+    same rows. File and column problems are raised by this call; a file without data rows
+    raises when iterated.
+    """
+    if chunk_size < 1:
+        raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size)()
+
+
+def list_columns(path: str | Path, *, has_header: bool | None = None) -> list[str]:
+    """Column names that :func:`read_molecules` can select from ``path``.
+
+    For SDF these are ``smiles`` (written by RDKit; it shadows an SD tag of that name),
+    ``_Name`` (the record title) and every SD tag in the file; for a SMILES file without a
+    header line, ``smiles`` and ``id``.
+    """
+    return _columns(_source(path), has_header)
+
+
+# --------------------------------------------------------------------------------------------
+# Column bookkeeping shared by all formats
+
+
+def _open_reader(
+    path: str | Path,
+    smiles_column: str | None,
+    columns: Sequence[str] | None,
+    id_column: str | None,
+    has_header: bool | None,
+    chunk_size: int | None,
+) -> Callable[[], Chunks]:
+    """Validate the file and the requested columns, then return the chunk generator."""
+    source = _source(path)
+    available = _columns(source, has_header)
+    duplicates = sorted({name for name in available if available.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{source.path}: duplicate column name(s) in header: {duplicates}")
+    if smiles_column is None:
+        smiles_from = next((c for c in _SMILES_NAMES if c in available), available[0])
+    else:
+        smiles_from = smiles_column
+    wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
+    missing = [name for name in dict.fromkeys(wanted) if name not in available]
+    if missing:
+        raise DataError(
+            f"{source.path}: column(s) {missing} not found; the file has columns {available}"
+        )
+    generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
+    candidates = available if columns is None else wanted
+    keep = list(dict.fromkeys(c for c in candidates if c not in (smiles_from, generated)))
+    clash = [c for c in keep if c in ("row", "smiles")]
+    if clash:
+        raise DataError(
+            f"{source.path}: column(s) {clash} clash with the 'row'/'smiles' columns molml adds; "
+            f"pass columns=... to select other columns"
+        )
+    read = {
+        "csv": _csv_chunks,
+        "tsv": _csv_chunks,
+        "parquet": _parquet_chunks,
+        "smi": _smi_chunks,
+        "sdf": _sdf_chunks,
+    }[source.kind]
+    usecols = None if columns is None else [smiles_from, *keep]
+
+    def chunks() -> Chunks:
+        total = 0
+        raw_chunks = read(source, has_header, chunk_size, usecols, smiles_from, id_column)
+        for raw in raw_chunks:
+            if raw.empty:
+                continue
+            total += len(raw)
+            yield _finish(raw, smiles_from, keep)
+        if total == 0:
+            raise DataError(f"{source.path}: no data rows")
+
+    return chunks
+
+
+def _finish(raw: pd.DataFrame, smiles_from: str, keep: list[str]) -> pd.DataFrame:
+    raw = raw.reset_index(drop=True)
+    out = raw.loc[:, keep]
+    out.insert(0, "smiles", raw[smiles_from].map(_clean_smiles))
+    out.insert(0, "row", raw["row"])
+    return out
+
+
+def _clean_smiles(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _source(path: str | Path) -> _Source:
+    path = Path(path)
+    name = path.name.lower()
+    gzipped = name.endswith(".gz")
+    stem = name[:-3] if gzipped else name
+    kind = _KINDS.get(Path(stem).suffix)
+    if kind is None or (gzipped and kind == "parquet"):
+        raise DataError(
+            f"{path}: unsupported file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    return _Source(path, kind, gzipped)
+
+
+def _columns(source: _Source, has_header: bool | None) -> list[str]:
+    if source.kind in ("csv", "tsv"):
+        return _csv_columns(source, has_header)
+    if source.kind == "parquet":
+        return list(_parquet_file(source).schema_arrow.names)
+    if source.kind == "smi":
+        return _smi_layout(source, has_header)[0]
+    return ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
+
+
+@contextmanager
+def _open_text(source: _Source) -> Iterator[IO[str]]:
+    opener = gzip.open if source.gzipped else open
+    try:
+        with opener(source.path, "rt", encoding="utf-8-sig", newline="") as handle:
+            yield handle
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise DataError(f"{source.path}: cannot read file: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# CSV / TSV
+
+
+def _csv_columns(source: _Source, has_header: bool | None) -> list[str]:
+    with _open_text(source) as handle:
+        first = next(csv.reader(handle, delimiter=source.sep), None)
+    if not first:
+        raise DataError(f"{source.path}: empty file (no header line)")
+    if has_header is False:
+        return [f"column_{i}" for i in range(1, len(first) + 1)]
+    return first
+
+
+def _csv_chunks(
+    source: _Source,
+    has_header: bool | None,
+    chunk_size: int | None,
+    usecols: list[str] | None,
+    smiles_from: str,
+    id_column: str | None,
+) -> Chunks:
+    header = has_header is not False
+    as_text = {name: str for name in (smiles_from, id_column) if name}
+    options: dict[str, Any] = {
+        "sep": source.sep,
+        "header": 0 if header else None,
+        "usecols": usecols,
+        "dtype": as_text,
+        "skip_blank_lines": False,  # keeps row numbers equal to line numbers
+        "encoding": "utf-8-sig",
+        "compression": "gzip" if source.gzipped else None,
+    }
+    if not header:
+        options["names"] = _csv_columns(source, False)
+    first_line = 2 if header else 1
+    try:
+        if chunk_size is None:
+            frames: Iterator[pd.DataFrame] = iter([pd.read_csv(source.path, **options)])
+        else:
+            frames = pd.read_csv(source.path, chunksize=chunk_size, **options)
+        for frame in frames:
+            frame.insert(0, "row", range(first_line, first_line + len(frame)))
+            first_line += len(frame)
+            yield frame
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"{source.path}: cannot parse file: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet
+
+
+def _parquet_file(source: _Source) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(source.path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{source.path}: cannot read Parquet file: {exc}") from exc
+
+
+def _parquet_chunks(
+    source: _Source,
+    has_header: bool | None,
+    chunk_size: int | None,
+    usecols: list[str] | None,
+    smiles_from: str,
+    id_column: str | None,
+) -> Chunks:
+    parquet = _parquet_file(source)
+    try:
+        if chunk_size is None:
+            tables: Iterator[Any] = iter([parquet.read(columns=usecols)])
+        else:
+            tables = parquet.iter_batches(batch_size=chunk_size, columns=usecols)
+        first_row = 1
+        for table in tables:
+            frame = table.to_pandas()
+            frame.insert(0, "row", range(first_row, first_row + len(frame)))
+            first_row += len(frame)
+            yield frame
+    except (OSError, ValueError) as exc:  # pyarrow errors derive from these
+        raise DataError(f"{source.path}: cannot read Parquet file: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# SMILES files: "SMILES [id]" per line, whitespace separated, optional header line
+
+
+def _parses_as_smiles(token: str) -> bool:
+    with BlockLogs():
+        return Chem.MolFromSmiles(token) is not None
+
+
+def _smi_layout(source: _Source, has_header: bool | None) -> tuple[list[str], bool]:
+    """Column names and whether line 1 is a header."""
+    with _open_text(source) as handle:
+        first = handle.readline().split()
+    if has_header is None:
+        has_header = bool(
+            first and _NAME_LIKE.fullmatch(first[0]) and not _parses_as_smiles(first[0])
+        )
+    if not has_header:
+        return ["smiles", "id"], False
+    if not first:
+        raise DataError(f"{source.path}: header line is empty")
+    return (first if len(first) > 1 else [*first, "id"]), True
+
+
+def _smi_chunks(
+    source: _Source,
+    has_header: bool | None,
+    chunk_size: int | None,
+    usecols: list[str] | None,
+    smiles_from: str,
+    id_column: str | None,
+) -> Chunks:
+    names, header = _smi_layout(source, has_header)
+    with _open_text(source) as handle:
+        lines = enumerate(handle, start=1)
+        if header:
+            next(lines)
+        while block := list(islice(lines, chunk_size)):
+            records = []
+            for number, line in block:
+                fields = line.strip().split(maxsplit=len(names) - 1)
+                records.append([number, *fields, *[None] * (len(names) - len(fields))])
+            yield pd.DataFrame(records, columns=["row", *names], dtype=object)
+
+
+# --------------------------------------------------------------------------------------------
+# SDF / MOL
+
+
+def _sdf_scan(source: _Source) -> tuple[list[str], int]:
+    """SD tag names (in order of first appearance) and number of records, from a text scan.
+
+    Whitespace after the last ``$$$$`` is not a record (RDKit would report it as one).
+    """
+    tags: dict[str, None] = {}
+    records = 0
+    in_data = expect_header = pending = False
+    with _open_text(source) as handle:
+        for raw in handle:
+            line = raw.rstrip("\r\n")
+            if line.startswith("$$$$"):
+                records += 1
+                in_data = expect_header = pending = False
+                continue
+            pending = pending or bool(line.strip())
+            if line.startswith("M  END"):
+                in_data = expect_header = True
+            elif in_data and expect_header and line.startswith(">"):
+                match = re.search(r"<([^>]*)>", line)
+                if match and match.group(1) != "smiles":  # shadowed by the generated column
+                    tags.setdefault(match.group(1))
+                expect_header = False
+            elif in_data and not line.strip():
+                expect_header = True
+    return list(tags), records + pending
+
+
+def _sdf_chunks(
+    source: _Source,
+    has_header: bool | None,
+    chunk_size: int | None,
+    usecols: list[str] | None,
+    smiles_from: str,
+    id_column: str | None,
+) -> Chunks:
+    tags, n_records = _sdf_scan(source)
+    names = ["smiles", _SDF_TITLE, *tags]
+    opener = gzip.open if source.gzipped else open
+    try:
+        with opener(source.path, "rb") as handle, BlockLogs():
+            supplier = islice(enumerate(Chem.ForwardSDMolSupplier(handle), start=1), n_records)
+            while block := list(islice(supplier, chunk_size)):
+                records = [_sdf_record(number, mol) for number, mol in block]
+                yield pd.DataFrame.from_records(records, columns=["row", *names])
+    except (OSError, EOFError, RuntimeError) as exc:
+        raise DataError(f"{source.path}: cannot read SDF: {exc}") from exc
+
+
+def _sdf_record(number: int, mol: Chem.Mol | None) -> dict[str, Any]:
+    if mol is None:  # RDKit could not read this record: keep it, without SMILES or tags
+        return {"row": number}
+    try:
+        smiles = Chem.MolToSmiles(mol)
+    except RuntimeError:
+        smiles = None
+    record: dict[str, Any] = {name: mol.GetProp(name) for name in mol.GetPropNames()}
+    record[_SDF_TITLE] = mol.GetProp(_SDF_TITLE) if mol.HasProp(_SDF_TITLE) else None
+    record.update(row=number, smiles=smiles)
+    return record

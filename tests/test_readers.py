@@ -1,0 +1,243 @@
+"""Readers: every format on real files written here, errors, chunked streaming."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rdkit import Chem
+
+from molml.data.readers import iter_molecule_chunks, list_columns, read_molecules
+from molml.errors import DataError
+
+SHARED = Path(os.environ.get("MOLML_DATA_DIR", "/work/shared/datasets"))
+
+CSV_TEXT = "id,smiles,y,label\n001,CCO,1.5,a\n002,,2.5,b\n003,c1ccccc1,,c\n004,CC(=O)O,4.0,d\n"
+
+
+def write(path: Path, text: str) -> Path:
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def gzip_copy(path: Path) -> Path:
+    target = path.with_name(path.name + ".gz")
+    with path.open("rb") as src, gzip.open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return target
+
+
+def write_sdf(path: Path) -> Path:
+    """Four records; the second has a corrupted counts line RDKit cannot read."""
+    records = []
+    for number, smiles in enumerate(["CCO", "c1ccccc1", "CC(=O)O", "N"], start=1):
+        mol = Chem.MolFromSmiles(smiles)
+        mol.SetProp("_Name", f"mol{number}")
+        mol.SetProp("activity", str(number * 1.5))
+        mol.SetProp("code", f"00{number}")
+        records.append(Chem.MolToMolBlock(mol))
+        records[-1] += f"\n>  <activity>\n{number * 1.5}\n\n>  <code>\n00{number}\n\n$$$$\n"
+    block = records[1].split("\n")
+    block[3] = "xx  corrupted counts line"
+    records[1] = "\n".join(block)
+    return write(path, "".join(records))
+
+
+def test_csv_keeps_every_row_with_line_numbers(tmp_path: Path) -> None:
+    df = read_molecules(write(tmp_path / "m.csv", CSV_TEXT), id_column="id")
+    assert list(df.columns) == ["row", "smiles", "id", "y", "label"]
+    assert df["row"].tolist() == [2, 3, 4, 5]
+    assert df["smiles"].iloc[0] == "CCO"
+    assert pd.isna(df["smiles"].iloc[1])  # empty cell stays a row
+    assert df["id"].tolist() == ["001", "002", "003", "004"]  # ids read as text
+    assert df["y"].iloc[1] == 2.5 and pd.isna(df["y"].iloc[2])
+    assert all(isinstance(s, str) for s in df["smiles"].dropna())
+
+
+@pytest.mark.parametrize("name", ["m.csv.gz", "m.tsv", "m.tab", "m.tsv.gz", "m.parquet"])
+def test_other_tabular_formats_match_csv(tmp_path: Path, name: str) -> None:
+    expected = read_molecules(write(tmp_path / "ref.csv", CSV_TEXT), id_column="id")
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        pd.read_csv(tmp_path / "ref.csv", dtype={"id": str}).to_parquet(path)
+        expected["row"] -= 1  # Parquet rows count from the first record, there is no header
+    else:
+        sep = "," if ".csv" in name else "\t"
+        write(path, CSV_TEXT.replace(",", sep))
+    df = read_molecules(path, id_column="id")
+    pd.testing.assert_frame_equal(df, expected, check_dtype=False)
+
+
+def test_csv_without_header_and_explicit_smiles_column(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.csv", "5.0,CCO\n6.0,CCN\n")
+    df = read_molecules(path, has_header=False, smiles_column="column_2")
+    assert list(df.columns) == ["row", "smiles", "column_1"]
+    assert df["row"].tolist() == [1, 2]
+    assert df["smiles"].tolist() == ["CCO", "CCN"]
+    renamed = write(tmp_path / "r.csv", "Structure,y\nCCO,1\n")
+    assert read_molecules(renamed, smiles_column="Structure")["smiles"].tolist() == ["CCO"]
+
+
+def test_default_smiles_column_is_found_by_name_or_first(tmp_path: Path) -> None:
+    by_name = read_molecules(write(tmp_path / "a.csv", "y,SMILES\n1,CCO\n"))
+    assert by_name["smiles"].tolist() == ["CCO"] and list(by_name.columns) == ["row", "smiles", "y"]
+    first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
+    assert first["smiles"].tolist() == ["CCN"] and list(first.columns) == ["row", "smiles", "y"]
+
+
+def test_smi_without_header(tmp_path: Path) -> None:
+    path = write(tmp_path / "lib.smi", "CCO mol1\nc1ccccc1\tmol2\n\nCC(=O)O\n")
+    df = read_molecules(path)
+    assert list(df.columns) == ["row", "smiles", "id"]
+    assert df["row"].tolist() == [1, 2, 3, 4]
+    assert df["smiles"].iloc[[0, 1, 3]].tolist() == ["CCO", "c1ccccc1", "CC(=O)O"]
+    assert pd.isna(df["smiles"].iloc[2])  # blank line kept as a row
+    assert df["id"].iloc[1] == "mol2" and pd.isna(df["id"].iloc[3])
+
+
+@pytest.mark.parametrize("name", ["lib.smi", "lib.smiles", "lib.smi.gz"])
+def test_smi_with_detected_header(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path / name, "SMILES Name\nCCO ethanol\nCCN ethylamine\n")
+    assert list_columns(path) == ["SMILES", "Name"]
+    df = read_molecules(path, id_column="Name")
+    assert list(df.columns) == ["row", "smiles", "Name"]
+    assert df["row"].tolist() == [2, 3]
+    assert df["Name"].tolist() == ["ethanol", "ethylamine"]
+
+
+def test_smi_header_override(tmp_path: Path) -> None:
+    path = write(tmp_path / "lib.smi", "CCO first\nCCN second\n")
+    assert read_molecules(path, has_header=True)["smiles"].tolist() == ["CCN"]
+    headed = write(tmp_path / "h.smi", "smiles\nCCO\n")
+    assert read_molecules(headed, has_header=False)["smiles"].tolist() == ["smiles", "CCO"]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_sdf_keeps_unreadable_record(tmp_path: Path, gzipped: bool) -> None:
+    path = write_sdf(tmp_path / "lib.sdf")
+    if gzipped:
+        path = gzip_copy(path)
+    assert list_columns(path) == ["smiles", "_Name", "activity", "code"]
+    df = read_molecules(path, id_column="_Name")
+    assert list(df.columns) == ["row", "smiles", "_Name", "activity", "code"]
+    assert df["row"].tolist() == [1, 2, 3, 4]
+    assert df["smiles"].iloc[[0, 2, 3]].tolist() == ["CCO", "CC(=O)O", "N"]
+    assert pd.isna(df["smiles"].iloc[1]) and pd.isna(df["code"].iloc[1])
+    assert df["_Name"].iloc[3] == "mol4"
+    assert df["code"].iloc[0] == "001"  # SD values are kept as read (text)
+
+
+def test_sdf_written_by_rdkit(tmp_path: Path) -> None:
+    path = tmp_path / "w.sdf"
+    with Chem.SDWriter(str(path)) as writer:
+        for number, smiles in enumerate(["C", "O=C=O"], start=1):
+            mol = Chem.MolFromSmiles(smiles)
+            mol.SetProp("value", str(number))
+            writer.write(mol)
+    df = read_molecules(path, columns=["value"])
+    assert df.to_dict("list") == {"row": [1, 2], "smiles": ["C", "O=C=O"], "value": ["1", "2"]}
+
+
+def test_columns_selection(tmp_path: Path) -> None:
+    df = read_molecules(write(tmp_path / "m.csv", CSV_TEXT), columns=["label"])
+    assert list(df.columns) == ["row", "smiles", "label"]
+    assert df["label"].tolist() == ["a", "b", "c", "d"]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(DataError, match="file not found: .*nope.csv"):
+        read_molecules("/nonexistent/nope.csv")
+
+
+def test_unsupported_suffix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"unsupported.*\.csv.*\.sdf\.gz"):
+        read_molecules(write(tmp_path / "m.xlsx", "x"))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("empty.csv", "", "empty file"),
+        ("header.csv", "smiles,y\n", "no data rows"),
+        ("header.smi", "smiles name\n", "no data rows"),
+        ("empty.sdf", "\n", "no data rows"),
+        ("empty.csv.gz", "", "empty file"),
+    ],
+)
+def test_empty_inputs(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = write(tmp_path / name, text)
+    with pytest.raises(DataError, match=message) as info:
+        read_molecules(path)
+    assert name in str(info.value)
+
+
+def test_missing_column_lists_existing(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.csv", CSV_TEXT)
+    with pytest.raises(DataError) as info:
+        read_molecules(path, columns=["y", "pIC50"])
+    message = str(info.value)
+    assert "pIC50" in message and "m.csv" in message
+    assert "['id', 'smiles', 'y', 'label']" in message
+    with pytest.raises(DataError, match="Structure"):
+        read_molecules(path, smiles_column="Structure")
+    with pytest.raises(DataError, match="cid"):
+        iter_molecule_chunks(path, id_column="cid")  # raised before iterating
+
+
+def test_duplicate_header_column(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"dup.csv.*duplicate.*\['y'\]"):
+        read_molecules(write(tmp_path / "dup.csv", "smiles,y,y\nCCO,1,2\n"))
+
+
+def test_malformed_csv_names_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="bad.csv"):
+        read_molecules(write(tmp_path / "bad.csv", "smiles,y\nCCO,1\nCCN,1,2,3\n"))
+
+
+def test_reserved_column_names_clash(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.csv", "SMILES,smiles,row\nCCO,x,1\n")
+    with pytest.raises(DataError, match="clash"):
+        read_molecules(path, smiles_column="SMILES")
+    assert read_molecules(path, smiles_column="SMILES", columns=[])["smiles"].tolist() == ["CCO"]
+
+
+@pytest.mark.parametrize("name", ["m.csv", "lib.smi", "lib.sdf", "m.parquet"])
+def test_chunks_concatenate_to_full_read(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name == "lib.sdf":
+        write_sdf(path)
+    elif name == "lib.smi":
+        write(path, "smiles id\n" + "".join(f"{'C' * i} m{i}\n" for i in range(1, 8)))
+    else:
+        write(tmp_path / "m.csv", CSV_TEXT + "".join(f"00{i},{'C' * i},{i},x\n" for i in range(5)))
+        if name == "m.parquet":
+            pd.read_csv(tmp_path / "m.csv").to_parquet(path)
+    full = read_molecules(path)
+    chunks = list(iter_molecule_chunks(path, chunk_size=2))
+    assert all(len(chunk) <= 2 for chunk in chunks)
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), full, check_dtype=False)
+
+
+def test_chunks_on_real_dataset() -> None:
+    path = SHARED / "tox21.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    full = read_molecules(path)
+    chunks = list(iter_molecule_chunks(path, chunk_size=3000))
+    assert [len(chunk) for chunk in chunks] == [3000, 3000, 1831]
+    joined = pd.concat(chunks, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, full, check_dtype=False)
+    assert full["row"].iloc[-1] == 7832
+
+
+def test_chunk_size_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="chunk_size"):
+        iter_molecule_chunks(write(tmp_path / "m.csv", CSV_TEXT), chunk_size=0)
