@@ -211,20 +211,24 @@ class MolGraphFeaturizer:
         edge_attr = self._bond_table[np.repeat(bond_ids, 2)]
         return x, edge_index, edge_attr
 
-    def featurize(self, smiles_or_mol: str | Chem.Mol) -> tuple[np.ndarray, ...]:
-        """Parse and featurize one molecule to numpy arrays ``(x, edge_index, edge_attr)``."""
+    def featurize(
+        self, smiles_or_mol: str | Chem.Mol
+    ) -> tuple[Chem.Mol, np.ndarray, np.ndarray, np.ndarray]:
+        """Parse and featurize one molecule: ``(mol, x, edge_index, edge_attr)``."""
         mol = self.mol(smiles_or_mol)
         if isinstance(smiles_or_mol, str) and not self.add_hydrogens and not self.standardize:
-            return self.arrays(
+            arrays = self.arrays(
                 mol,
                 has_chirality="@" in smiles_or_mol,
                 has_bond_stereo="/" in smiles_or_mol or "\\" in smiles_or_mol,
             )
-        return self.arrays(mol)
+        else:
+            arrays = self.arrays(mol)
+        return (mol, *arrays)
 
     def __call__(self, smiles_or_mol: str | Chem.Mol, y: Sequence[float] | None = None) -> Data:
         """Featurize one molecule. Raises :class:`InvalidMoleculeError` for bad input."""
-        x, edge_index, edge_attr = self.featurize(smiles_or_mol)
+        _, x, edge_index, edge_attr = self.featurize(smiles_or_mol)
         data = Data(
             x=torch.from_numpy(x),
             edge_index=torch.from_numpy(edge_index),

@@ -18,22 +18,26 @@ _FAST_SANITIZE = Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_S
 _EXPLICIT_HYDROGEN = re.compile(r"\[\d*H[^a-z]")  # [H], [2H], [H+]; not [nH] or [Hg]
 
 
-def _fast_mol_from_smiles(text: str) -> Chem.Mol | None:
+def _fast_mol_from_smiles(text: str) -> Chem.Mol:
     """Same molecule as ``Chem.MolFromSmiles(text)``, about 40% faster.
 
     SMILES with explicit hydrogen atoms take RDKit's standard path, because removing those
     hydrogens needs the full sanitization.
     """
     if _EXPLICIT_HYDROGEN.search(text):
-        return Chem.MolFromSmiles(text)
+        mol = Chem.MolFromSmiles(text)
+        if mol is None:
+            raise InvalidMoleculeError(f"RDKit cannot parse or sanitize SMILES {text!r}")
+        return mol
     mol = Chem.MolFromSmiles(text, sanitize=False)
     if mol is None:
-        return None
+        raise InvalidMoleculeError(f"invalid SMILES syntax: {text!r}")
     try:
         Chem.FastFindRings(mol)
         Chem.SanitizeMol(mol, _FAST_SANITIZE)
-    except Exception:  # RDKit raises assorted sanitization errors (valence, kekulization)
-        return None
+    except Exception as exc:  # RDKit raises assorted sanitization errors (valence, kekulization)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidMoleculeError(f"RDKit cannot sanitize SMILES {text!r}: {reason}") from exc
     if "@" in text or "/" in text or "\\" in text:
         Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
     return mol
@@ -71,8 +75,6 @@ def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     if not text:
         raise InvalidMoleculeError("empty SMILES")
     mol = _fast_mol_from_smiles(text)
-    if mol is None:
-        raise InvalidMoleculeError(f"RDKit cannot parse or sanitize SMILES {text!r}")
     if mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError(f"SMILES {text!r} has no atoms")
     if standardize_mol:

@@ -1,0 +1,107 @@
+"""Lightning callbacks: prediction files and MLflow artifacts of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
+
+
+def mlflow_loggers(trainer: L.Trainer) -> list[MLFlowLogger]:
+    """The trainer's MLflow loggers (rank 0 only)."""
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write ``molml predict`` results to CSV: one row per input row, invalid ones with reasons.
+
+    Args:
+        output: CSV path (default: ``predictions.csv`` in the run directory).
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        frame = trainer.datamodule.predict_frame.copy()
+        columns = pl_module._prediction_columns()
+        if predictions:
+            rows = torch.cat([p["row"] for p in predictions]).numpy()
+            values = torch.cat([p["prediction"] for p in predictions]).float()
+            values = values.reshape(len(rows), -1).numpy()
+        else:
+            rows, values = np.zeros(0, dtype=np.int64), np.zeros((0, len(columns)))
+        for j, column in enumerate(columns):
+            frame[column] = np.nan
+            frame.loc[rows, column] = values[:, j]
+        frame = frame[[c for c in frame.columns if c != "status"] + ["status"]]
+        path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+        print(f"predictions for {len(frame)} rows written to {path}")
+
+
+class MlflowArtifacts(L.Callback):
+    """Log the run's config, split files and best checkpoint to MLflow at the end of fit/test."""
+
+    def _log_run_files(self, trainer: L.Trainer, checkpoint: bool) -> None:
+        for logger in mlflow_loggers(trainer):
+            run_dir = Path(trainer.log_dir or ".")
+            for name in RUN_FILES:
+                if (run_dir / name).is_file():
+                    logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+            if checkpoint and best and Path(best).is_file():
+                logger.experiment.log_artifact(logger.run_id, best, artifact_path="checkpoints")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_run_files(trainer, checkpoint=True)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log_run_files(trainer, checkpoint=False)
+
+
+class MolmlSaveConfig(SaveConfigCallback):
+    """Save ``config.yaml`` and log the full, flattened config as MLflow params."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        loggers = mlflow_loggers(trainer)
+        if not loggers:
+            return
+        flat = _flatten(self.parser.dump(self.config, skip_none=False, format="json"))
+        for logger in loggers:
+            logger.log_hyperparams({k: str(v)[:6000] for k, v in flat.items()})
+
+
+def _flatten(config_json: str) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else key)
+        else:
+            out[prefix] = node
+
+    walk(json.loads(config_json), "")
+    return out

@@ -1,0 +1,86 @@
+"""The ``molml`` command.
+
+``molml fit|validate|test|predict`` are Lightning CLI verbs over :class:`MoleculeModel` and
+:class:`MoleculeDataModule` (``--config``, ``--print_config`` and dotted overrides work as in
+any LightningCLI); ``molml quickstart`` trains and screens the offline demo model.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+
+from molml.callbacks import MolmlSaveConfig
+from molml.data.datamodule import MoleculeDataModule
+from molml.models.module import MoleculeModel
+
+
+class MolmlCLI(LightningCLI):
+    """LightningCLI with the data module's task description linked into the model."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        for source, target in (
+            ("data.tasks", "model.tasks"),
+            ("data.task_type", "model.task_type"),
+            ("data.num_classes", "model.num_classes"),
+            ("data.featurizer_config", "model.featurizer"),
+        ):
+            parser.link_arguments(source, target, apply_on="instantiate")
+        parser.set_defaults(
+            {f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()}
+        )
+
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 50,
+    "deterministic": True,
+    "logger": [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+        {
+            "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+            "init_args": {
+                "tracking_uri": "sqlite:///runs/mlflow.db",
+                "artifact_location": "runs/mlartifacts",
+            },
+        },
+    ],
+    "callbacks": [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"monitor": "val/loss", "filename": "best", "save_last": True},
+        },
+        {"class_path": "molml.callbacks.MlflowArtifacts"},
+        {"class_path": "molml.callbacks.PredictionWriter"},
+    ],
+}
+
+
+def make_cli(args: list[str] | None = None, run: bool = True) -> MolmlCLI:
+    """Build the Lightning CLI (``run=False`` instantiates without running a verb)."""
+    return MolmlCLI(
+        MoleculeModel,
+        MoleculeDataModule,
+        save_config_callback=MolmlSaveConfig,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        args=args,
+        run=run,
+        parser_kwargs={"prog": "molml"},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``molml`` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "quickstart":
+        from molml.quickstart import main as quickstart
+
+        quickstart(args[1:])
+        return
+    make_cli(args)
+
+
+if __name__ == "__main__":
+    main()

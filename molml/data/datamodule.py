@@ -1,0 +1,349 @@
+"""The molml LightningDataModule: table -> validated targets -> cached graphs -> split -> loaders.
+
+Reading and validating the table happens at construction (so task names and the task type are
+known before the model is built); featurization and splitting happen in ``prepare_data`` /
+``setup``, cached on disk and shared by all ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from torch.utils.data import Subset
+from torch_geometric.loader import DataLoader
+
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.data.graphs import FeaturizedMolecules, GraphStore, featurize_molecules
+from molml.data.readers import read_molecules
+from molml.data.registry import dataset_path, get_card
+from molml.data.splits import Split, make_split, split_report
+from molml.errors import DataError
+from molml.models.metrics import TASK_TYPES
+
+log = logging.getLogger("molml")
+
+
+class MoleculeDataModule(L.LightningDataModule):
+    """Molecules and targets from a registry dataset or a file, featurized and split.
+
+    Args:
+        dataset: a registry name (``esol``, ``bbbp``, ...; see ``molml.data.registry``).
+        path: or a CSV/TSV/Parquet/SMI/SDF file (gzip too).
+        smiles_column, target_columns: columns to use (default: the card's, or the SMILES column
+            and every other column of the file).
+        task_type: ``regression``, ``classification`` (binary, one or more tasks) or
+            ``multiclass``; inferred when not given (all labels 0/1 -> classification).
+        data_dir: directory holding registry CSVs (default: ``$MOLML_DATA_DIR``).
+        featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
+        split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
+            ``predefined`` (with ``split_file`` in chemprop's JSON format or ``split_column``).
+        split_sizes, split_seed: fractions for train/val/test and the seed.
+        strict: fail on the first invalid SMILES instead of reporting and skipping it.
+        predict_path: file to predict on with ``molml predict`` (default: the test split).
+        cache_dir: where featurized graphs are cached (``None`` disables the cache).
+        featurize_jobs: processes for featurization (-1: all cores).
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        path: str | None = None,
+        smiles_column: str | None = None,
+        target_columns: list[str] | None = None,
+        task_type: str | None = None,
+        data_dir: str | None = None,
+        featurizer: MolGraphFeaturizer | None = None,
+        split: str = "scaffold",
+        split_sizes: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        split_file: str | None = None,
+        split_column: str | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        strict: bool = False,
+        predict_path: str | None = None,
+        cache_dir: str | None = ".molml_cache",
+        featurize_jobs: int = -1,
+    ) -> None:
+        super().__init__()
+        # task_type is resolved below and handed to the model, which logs the resolved value
+        self.save_hyperparameters(ignore=["featurizer", "task_type"])
+        if (dataset is None) == (path is None):
+            raise DataError("give exactly one of `dataset` (a registry name) or `path` (a file)")
+        self.featurizer = featurizer or MolGraphFeaturizer()
+        self.source, smiles_column, target_columns, card_task = _resolve_source(
+            dataset, path, data_dir, smiles_column, target_columns
+        )
+        extra = [split_column] if split_column else []
+        columns = None if target_columns is None else [*target_columns, *extra]
+        self.table = read_molecules(self.source, smiles_column=smiles_column, columns=columns)
+        if target_columns is None:
+            not_targets = {"smiles", "row", *extra}
+            target_columns = [c for c in self.table.columns if c not in not_targets]
+        if not target_columns:
+            raise DataError(f"{self.source}: no target columns besides the SMILES column")
+        self.tasks = list(target_columns)
+        self.targets = _numeric_targets(self.table, self.tasks, self.source)
+        self.task_type = task_type or card_task or _infer_task_type(self.targets)
+        _check_labels(self.targets, self.tasks, self.task_type, self.table, self.source)
+        self.split_values = self.table[split_column].tolist() if split_column else None
+        self.featurized: FeaturizedMolecules | None = None
+        self.split: Split | None = None
+        self.report: dict[str, Any] | None = None
+        self.predict_frame: pd.DataFrame | None = None
+        self._predict_store: GraphStore | None = None
+
+    @property
+    def featurizer_config(self) -> dict[str, Any]:
+        """The featurizer's config, passed on to the model and stored in its checkpoint."""
+        return self.featurizer.to_config()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes for multiclass tasks (2 otherwise)."""
+        if self.task_type != "multiclass":
+            return 2
+        return int(np.nanmax(self.targets)) + 1
+
+    # ------------------------------------------------------------------ featurize + split
+    def _featurize(self, smiles: Sequence[str]) -> FeaturizedMolecules:
+        return featurize_molecules(
+            smiles,
+            self.featurizer,
+            n_jobs=self.hparams.featurize_jobs,
+            cache_dir=self.hparams.cache_dir,
+        )
+
+    def prepare_data(self) -> None:
+        """Featurize once (rank 0) so the other ranks read the cache."""
+        if self.hparams.cache_dir is not None:
+            self._featurize(self.table["smiles"].tolist())
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.featurized is None:
+            self.featurized = self._featurize(self.table["smiles"].tolist())
+            self._report_invalid(self.featurized, self.table, "training data")
+            self.graphs = self.featurized.graphs.with_targets(self.targets[self.featurized.valid])
+            self.split = self._make_split()
+            self.report = self._split_report()
+            self._write_reports()
+        if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
+            frame = read_molecules(self.hparams.predict_path)
+            result = self._featurize(frame["smiles"].tolist())
+            frame["status"] = "ok"
+            for position, reason in result.errors.items():
+                frame.loc[frame.index[position], "status"] = reason
+            self.predict_frame, self._predict_store = frame, result.graphs
+
+    def _make_split(self) -> Split:
+        hp = self.hparams
+        valid = self.featurized.valid
+        positions = np.flatnonzero(valid)
+        if hp.split == "predefined" and hp.split_file:
+            split = _to_store_indices(Split.from_json(hp.split_file), positions, hp.split_file)
+        else:
+            values = self.split_values
+            split = make_split(
+                hp.split,
+                smiles=self.table["smiles"].to_numpy()[valid].tolist(),
+                y=self.targets[valid],
+                task_type=self.task_type,
+                sizes=tuple(hp.split_sizes),
+                seed=hp.split_seed,
+                scaffolds=self.featurized.scaffolds,
+                split_column_values=None if values is None else list(np.asarray(values)[valid]),
+                n=int(valid.sum()),
+            )
+        split.validate(len(self.graphs))
+        if len(split.train) == 0:
+            raise DataError(f"{self.source}: the training split is empty")
+        return split
+
+    def _split_report(self) -> dict[str, Any]:
+        valid = self.featurized.valid
+        report = split_report(
+            self.split,
+            smiles=self.table["smiles"].to_numpy()[valid].tolist(),
+            y=self.targets[valid],
+            task_names=self.tasks,
+            task_type=self.task_type,
+            scaffolds=self.featurized.scaffolds,
+            canonical_smiles=self.featurized.canonical_smiles,
+        )
+        report["method"] = self.hparams.split
+        report["seed"] = self.hparams.split_seed
+        report["source"] = str(self.source)
+        report["invalid_molecules"] = len(self.featurized.errors)
+        return report
+
+    def split_rows(self) -> Split:
+        """The split as 0-based row positions of the input table (chemprop's splits format)."""
+        positions = np.flatnonzero(self.featurized.valid)
+        return Split(*(positions[part] for part in self.split.parts()))
+
+    def _report_invalid(self, result: FeaturizedMolecules, table: pd.DataFrame, what: str) -> None:
+        if not result.errors:
+            return
+        lines = [
+            f"row {table['row'].iloc[pos]}: {reason}"
+            for pos, reason in sorted(result.errors.items())
+        ]
+        message = (
+            f"{self.source}: {len(lines)} of {len(table)} molecules in the {what} could not be "
+            f"featurized and are left out:\n  " + "\n  ".join(lines[:20])
+        )
+        if len(lines) > 20:
+            message += f"\n  ... and {len(lines) - 20} more (see invalid_rows.csv in the run dir)"
+        if self.hparams.strict:
+            raise DataError(message + "\n(strict=True: stopping)")
+        log.warning(message)
+
+    def _write_reports(self) -> None:
+        directory = self.run_dir()
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "split_report.json").write_text(json.dumps(self.report, indent=2))
+        self.split_rows().to_json(directory / "split.json")
+        if self.featurized.errors:
+            rows = sorted(self.featurized.errors)
+            pd.DataFrame(
+                {
+                    "row": self.table["row"].iloc[rows].to_numpy(),
+                    "smiles": self.table["smiles"].iloc[rows].to_numpy(),
+                    "reason": [self.featurized.errors[r] for r in rows],
+                }
+            ).to_csv(directory / "invalid_rows.csv", index=False)
+
+    def run_dir(self) -> Path | None:
+        """The trainer's log directory (rank 0 only), where reports are written."""
+        trainer = self.trainer
+        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+            return None
+        return Path(trainer.log_dir)
+
+    # ------------------------------------------------------------------ statistics + loaders
+    def target_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-task mean and standard deviation of the training labels (NaN ignored)."""
+        y = self.graphs.y[self.split.train].numpy()
+        mean = np.nan_to_num(np.nanmean(y, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(y, axis=0), nan=1.0)
+        return mean, np.where(std > 0, std, 1.0)
+
+    def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            Subset(self.graphs, indices.tolist()),
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.split.train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split.val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split.test, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self._predict_store is None:
+            rows = self.split_rows().test
+            frame = self.table.iloc[rows][["row", "smiles"]].reset_index(drop=True)
+            frame["status"] = "ok"
+            self.predict_frame = frame
+            return self._loader(self.split.test, shuffle=False)
+        return DataLoader(self._predict_store, batch_size=self.hparams.batch_size)
+
+
+def _resolve_source(
+    dataset: str | None,
+    path: str | None,
+    data_dir: str | None,
+    smiles_column: str | None,
+    target_columns: list[str] | None,
+) -> tuple[Path, str | None, list[str] | None, str | None]:
+    if path is not None:
+        return Path(path), smiles_column, target_columns, None
+    card = get_card(dataset)
+    return (
+        dataset_path(dataset, data_dir=data_dir),
+        smiles_column or card.smiles_column,
+        target_columns or list(card.target_columns),
+        card.task_type,
+    )
+
+
+def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> np.ndarray:
+    out = np.empty((len(table), len(columns)), dtype=np.float64)
+    for j, column in enumerate(columns):
+        raw = table[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            examples = ", ".join(
+                f"row {r} ({v!r})" for r, v in zip(table["row"][bad][:5], raw[bad][:5], strict=True)
+            )
+            raise DataError(
+                f"{source}: target column {column!r} has {int(bad.sum())} non-numeric values: "
+                f"{examples}"
+            )
+        if values.isna().all():
+            raise DataError(f"{source}: target column {column!r} has no values (all empty/NaN)")
+        out[:, j] = values.to_numpy(dtype=np.float64)
+    return out
+
+
+def _infer_task_type(y: np.ndarray) -> str:
+    labels = y[~np.isnan(y)]
+    return "classification" if np.isin(labels, (0.0, 1.0)).all() else "regression"
+
+
+def _check_labels(
+    y: np.ndarray, tasks: list[str], task_type: str, table: pd.DataFrame, source: Path
+) -> None:
+    if task_type not in TASK_TYPES:
+        raise DataError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
+    if task_type == "regression":
+        return
+    for j, task in enumerate(tasks):
+        column = y[:, j]
+        labelled = ~np.isnan(column)
+        if task_type == "classification":
+            bad = labelled & ~np.isin(column, (0.0, 1.0))
+            allowed = "0 or 1"
+        else:
+            bad = labelled & ((column < 0) | (column != np.round(column)))
+            allowed = "class indices 0, 1, 2, ..."
+        if bad.any():
+            rows = table["row"].to_numpy()[bad][:5].tolist()
+            values = sorted(set(column[bad].tolist()))[:5]
+            raise DataError(
+                f"{source}: column {task!r} is a {task_type} target but has values other than "
+                f"{allowed}: {values} (rows {rows}); set task_type: regression if it is continuous"
+            )
+
+
+def _to_store_indices(split: Split, positions: np.ndarray, source: str) -> Split:
+    """Map a split of input-row positions onto the valid molecules (invalid rows dropped)."""
+    lookup = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
+    lookup[positions] = np.arange(len(positions))
+    parts = []
+    for part in split.parts():
+        if len(part) and part.max() >= len(lookup):
+            raise DataError(f"{source}: split index {int(part.max())} is beyond the data")
+        mapped = lookup[part]
+        if (mapped < 0).any():
+            log.warning("%s: %d split rows are invalid molecules, left out", source, (mapped < 0).sum())
+        parts.append(mapped[mapped >= 0])
+    return Split(*parts)

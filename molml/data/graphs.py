@@ -1,0 +1,256 @@
+"""Featurize many molecules into one contiguous graph store, in parallel, cached on disk.
+
+A :class:`GraphStore` keeps all atoms, edges and targets of a dataset in a few large tensors
+plus offsets, so it loads from the cache in one ``torch.load(weights_only=True)`` and yields a
+``torch_geometric.data.Data`` per molecule by slicing (no copies).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem.Scaffolds import MurckoScaffold
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
+
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.errors import InvalidMoleculeError
+
+CACHE_FORMAT = 1
+
+
+@dataclass
+class GraphStore(Dataset):
+    """Graphs of ``n`` molecules in contiguous tensors.
+
+    ``x[atom_ptr[i]:atom_ptr[i+1]]`` are molecule ``i``'s atoms; its edges (with atom indices
+    local to the molecule) are ``edge_index[:, edge_ptr[i]:edge_ptr[i+1]]``. ``y`` holds targets
+    with NaN for a missing label; ``rows`` the molecule's row in the source table.
+    """
+
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    edge_attr: torch.Tensor
+    atom_ptr: torch.Tensor
+    edge_ptr: torch.Tensor
+    rows: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.atom_ptr) - 1
+
+    def __getitem__(self, i: int) -> Data:
+        a0, a1 = int(self.atom_ptr[i]), int(self.atom_ptr[i + 1])
+        e0, e1 = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
+        data = Data(
+            x=self.x[a0:a1],
+            edge_index=self.edge_index[:, e0:e1],
+            edge_attr=self.edge_attr[e0:e1],
+            row=self.rows[i : i + 1],
+        )
+        if self.y is not None:
+            target = self.y[i : i + 1]
+            data.y_mask = ~torch.isnan(target)
+            data.y = torch.nan_to_num(target, nan=0.0)
+        return data
+
+    def with_targets(self, y: np.ndarray | torch.Tensor) -> GraphStore:
+        """The same graphs with a target matrix ``[n, n_tasks]`` attached (NaN = missing)."""
+        y = torch.as_tensor(y, dtype=torch.float32).reshape(len(self), -1)
+        return GraphStore(
+            self.x, self.edge_index, self.edge_attr, self.atom_ptr, self.edge_ptr, self.rows, y
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the store with ``torch.save`` (tensors only, loadable with weights_only)."""
+        tensors = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        torch.save({"format": CACHE_FORMAT, **tensors}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GraphStore:
+        """Read a store written by :meth:`save`."""
+        blob = torch.load(path, weights_only=True)
+        if blob.pop("format", None) != CACHE_FORMAT:
+            raise ValueError(f"{path} has an old cache format")
+        return cls(**blob)
+
+
+@dataclass
+class FeaturizedMolecules:
+    """Result of featurizing a list of SMILES: graphs for the valid ones, reasons for the rest."""
+
+    graphs: GraphStore
+    valid: np.ndarray  # bool [n_input]
+    errors: dict[int, str] = field(default_factory=dict)  # input position -> reason
+    scaffolds: list[str] | None = None  # per valid molecule
+    canonical_smiles: list[str] | None = None  # per valid molecule
+
+
+def _featurize_chunk(
+    args: tuple[dict, int, Sequence[str], bool],
+) -> tuple[int, dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
+    config, start, smiles, with_scaffolds = args
+    featurizer = _worker_featurizer(json.dumps(config, sort_keys=True))
+    xs, eis, eas, n_atoms, n_edges, positions = [], [], [], [], [], []
+    errors: dict[int, str] = {}
+    scaffolds: list[str] = []
+    canonical: list[str] = []
+    for offset, smi in enumerate(smiles):
+        try:
+            mol, x, ei, ea = featurizer.featurize(smi)
+            if with_scaffolds:
+                canonical.append(Chem.MolToSmiles(mol))
+                scaffolds.append(_scaffold(mol))
+        except InvalidMoleculeError as exc:
+            errors[start + offset] = str(exc)
+            continue
+        except Exception as exc:  # an RDKit failure on one molecule never loses the batch
+            errors[start + offset] = f"featurization failed: {exc}"
+            continue
+        xs.append(x)
+        eis.append(ei)
+        eas.append(ea)
+        n_atoms.append(len(x))
+        n_edges.append(ei.shape[1])
+        positions.append(start + offset)
+    arrays = {
+        "x": np.concatenate(xs) if xs else np.zeros((0, featurizer.atom_dim), np.float32),
+        "edge_index": np.concatenate(eis, axis=1) if eis else np.zeros((2, 0), np.int64),
+        "edge_attr": np.concatenate(eas) if eas else np.zeros((0, featurizer.bond_dim), np.float32),
+        "n_atoms": np.asarray(n_atoms, dtype=np.int64),
+        "n_edges": np.asarray(n_edges, dtype=np.int64),
+        "positions": np.asarray(positions, dtype=np.int64),
+    }
+    return start, arrays, errors, scaffolds, canonical
+
+
+_WORKER_FEATURIZERS: dict[str, MolGraphFeaturizer] = {}
+
+
+def _worker_featurizer(config_key: str) -> MolGraphFeaturizer:
+    """One featurizer per process and config, so its row cache stays warm across chunks."""
+    if config_key not in _WORKER_FEATURIZERS:
+        _WORKER_FEATURIZERS[config_key] = MolGraphFeaturizer.from_config(json.loads(config_key))
+    return _WORKER_FEATURIZERS[config_key]
+
+
+def _scaffold(mol: Chem.Mol) -> str:
+    try:
+        return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+    except Exception:  # odd valences can break the scaffold fragmenter; keep the molecule
+        return Chem.MolToSmiles(mol)
+
+
+def _chunks(smiles: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[str]]]:
+    for start in range(0, len(smiles), size):
+        yield start, smiles[start : start + size]
+
+
+def featurize_molecules(
+    smiles: Sequence[str],
+    featurizer: MolGraphFeaturizer,
+    *,
+    n_jobs: int = -1,
+    chunk_size: int = 1000,
+    with_scaffolds: bool = True,
+    progress: bool = True,
+    cache_dir: str | Path | None = None,
+) -> FeaturizedMolecules:
+    """Featurize ``smiles`` with all cores (``n_jobs=-1``), never failing on one molecule.
+
+    Invalid SMILES end up in ``errors`` (input position -> reason). With ``cache_dir``, the
+    result is stored under a key hashed from the SMILES and the featurizer config, so a second
+    call with the same inputs loads it instead of featurizing again.
+    """
+    smiles = ["" if s is None or (isinstance(s, float) and np.isnan(s)) else s for s in smiles]
+    config = featurizer.to_config()
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"graphs-{_cache_key(smiles, config, with_scaffolds)}.pt"
+        if cache_path.exists():
+            return _load_cached(cache_path, len(smiles))
+
+    jobs = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, n_jobs)
+    tasks = [(config, start, chunk, with_scaffolds) for start, chunk in _chunks(smiles, chunk_size)]
+    bar = tqdm(total=len(smiles), desc="featurizing", unit="mol", disable=not progress)
+    results = []
+    if jobs == 1 or len(tasks) == 1:
+        for task in tasks:
+            results.append(_featurize_chunk(task))
+            bar.update(len(task[2]))
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(min(jobs, len(tasks))) as pool:
+            for result in pool.imap(_featurize_chunk, tasks):
+                results.append(result)
+                bar.update(len(tasks[len(results) - 1][2]))
+    bar.close()
+    result = _assemble(results, len(smiles), with_scaffolds)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        _save_cached(result, cache_path)
+    return result
+
+
+def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:
+    parts = [r[1] for r in results]
+    n_atoms = np.concatenate([p["n_atoms"] for p in parts])
+    n_edges = np.concatenate([p["n_edges"] for p in parts])
+    positions = np.concatenate([p["positions"] for p in parts])
+    store = GraphStore(
+        x=torch.from_numpy(np.concatenate([p["x"] for p in parts])),
+        edge_index=torch.from_numpy(np.concatenate([p["edge_index"] for p in parts], axis=1)),
+        edge_attr=torch.from_numpy(np.concatenate([p["edge_attr"] for p in parts])),
+        atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_atoms)])),
+        edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_edges)])),
+        rows=torch.from_numpy(positions),
+    )
+    valid = np.zeros(n, dtype=bool)
+    valid[positions] = True
+    errors = {k: v for r in results for k, v in r[2].items()}
+    scaffolds = [s for r in results for s in r[3]] if with_scaffolds else None
+    canonical = [s for r in results for s in r[4]] if with_scaffolds else None
+    return FeaturizedMolecules(store, valid, errors, scaffolds, canonical)
+
+
+def _cache_key(smiles: Sequence[str], config: dict, with_scaffolds: bool) -> str:
+    digest = hashlib.sha256()
+    meta = {"featurizer": config, "scaffolds": with_scaffolds, "format": CACHE_FORMAT}
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    for smi in smiles:
+        digest.update(smi.encode() if isinstance(smi, str) else repr(smi).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:24]
+
+
+def _save_cached(result: FeaturizedMolecules, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    result.graphs.save(tmp)
+    sidecar = {
+        "errors": {str(k): v for k, v in result.errors.items()},
+        "scaffolds": result.scaffolds,
+        "canonical_smiles": result.canonical_smiles,
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    os.replace(tmp, path)
+
+
+def _load_cached(path: Path, n: int) -> FeaturizedMolecules:
+    graphs = GraphStore.load(path)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    valid = np.zeros(n, dtype=bool)
+    valid[graphs.rows.numpy()] = True
+    errors = {int(k): v for k, v in sidecar["errors"].items()}
+    return FeaturizedMolecules(
+        graphs, valid, errors, sidecar["scaffolds"], sidecar["canonical_smiles"]
+    )

@@ -1,0 +1,264 @@
+"""The molml LightningModule: embed -> encoder -> readout -> feed-forward head.
+
+Regression targets are standardized inside the module with the training split's mean and
+standard deviation, kept as buffers, so they travel in the checkpoint and predictions come out in
+the original units. Missing labels (NaN) are masked out of the loss and the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.loader import DataLoader
+
+from molml import __version__
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.errors import InvalidMoleculeError
+from molml.models.encoders import DMPNN, Encoder, make_activation
+from molml.models.metrics import TASK_TYPES, MolecularMetrics
+from molml.models.readout import make_readout
+
+CHECKPOINT_FORMAT = 1
+
+
+class MoleculeModel(L.LightningModule):
+    """A graph model for molecular property prediction.
+
+    Args:
+        encoder: message-passing encoder (default: ``DMPNN()``).
+        readout: ``sum``, ``mean``, ``max`` or ``attention``.
+        ffn_hidden_dim, ffn_num_layers, dropout, activation: the feed-forward head.
+        lr, weight_decay, warmup_epochs: Adam with linear warm-up from ``lr/10`` then cosine
+            decay to ``lr/10``.
+        tasks, task_type, num_classes: what is predicted; the data module fills these in.
+        featurizer: the featurizer config (``MolGraphFeaturizer.to_config()``); the data module
+            fills it in and it is stored in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        readout: str = "mean",
+        ffn_hidden_dim: int = 300,
+        ffn_num_layers: int = 2,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_epochs: int = 2,
+        tasks: Sequence[str] = ("target",),
+        task_type: str = "regression",
+        num_classes: int = 2,
+        featurizer: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
+        self.save_hyperparameters(ignore=["encoder"])
+        self.encoder = encoder if encoder is not None else DMPNN()
+        self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
+        self.tasks = list(tasks)
+        self.task_type = task_type
+        self.num_classes = num_classes if task_type == "multiclass" else 1
+        hidden = self.encoder.hidden_dim
+        self.atom_embedding = nn.Linear(self.featurizer.atom_dim, hidden)
+        self.bond_embedding = nn.Linear(self.featurizer.bond_dim, hidden)
+        self.readout = make_readout(readout, self.encoder.out_dim)
+        self.head = _feed_forward(
+            self.encoder.out_dim,
+            ffn_hidden_dim,
+            len(self.tasks) * self.num_classes,
+            ffn_num_layers,
+            dropout,
+            activation,
+        )
+        self.register_buffer("target_mean", torch.zeros(len(self.tasks)))
+        self.register_buffer("target_std", torch.ones(len(self.tasks)))
+        self.metrics = nn.ModuleDict(
+            {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
+        )
+
+    # ------------------------------------------------------------------ forward
+    def embed_batch(self, batch: Batch) -> Tensor:
+        """Molecule embeddings (the readout output) for a PyG batch."""
+        x = self.atom_embedding(batch.x)
+        edge_attr = self.bond_embedding(batch.edge_attr)
+        atoms = self.encoder(x, batch.edge_index, edge_attr, batch.batch)
+        return self.readout(atoms, batch.batch, dim_size=batch.num_graphs)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Raw outputs: standardized values (regression) or logits (classification)."""
+        out = self.head(self.embed_batch(batch))
+        if self.task_type == "multiclass":
+            out = out.view(-1, len(self.tasks), self.num_classes)
+        return out
+
+    def to_prediction(self, out: Tensor) -> Tensor:
+        """Raw outputs -> original units / probabilities."""
+        if self.task_type == "regression":
+            return out * self.target_std + self.target_mean
+        if self.task_type == "classification":
+            return torch.sigmoid(out)
+        return torch.softmax(out, dim=-1)
+
+    # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if stage == "fit" and self.task_type == "regression" and datamodule is not None:
+            mean, std = datamodule.target_statistics()
+            self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def loss(self, out: Tensor, batch: Batch) -> Tensor:
+        """Mean loss over the labelled (task, molecule) pairs of the batch."""
+        y, mask = batch.y, batch.y_mask
+        if self.task_type == "regression":
+            per_label = F.mse_loss(out, (y - self.target_mean) / self.target_std, reduction="none")
+        elif self.task_type == "classification":
+            per_label = F.binary_cross_entropy_with_logits(out, y, reduction="none")
+        else:
+            per_label = F.cross_entropy(
+                out.reshape(-1, self.num_classes), y.long().reshape(-1), reduction="none"
+            ).view_as(y)
+        mask = mask.float()
+        return (per_label * mask).sum() / mask.sum().clamp_min(1.0)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch), batch)
+        self.log("train/loss", loss, batch_size=batch.num_graphs, prog_bar=True, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: Batch, stage: str) -> None:
+        out = self(batch)
+        self.log(f"{stage}/loss", self.loss(out, batch), batch_size=batch.num_graphs, sync_dist=True)
+        self.metrics[stage].update(self.to_prediction(out), batch.y, batch.y_mask)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_metrics(self, stage: str) -> None:
+        values = self.metrics[stage].compute()
+        for key, value in values.items():  # averages in the progress bar, per-task in the logs
+            self.log(f"{stage}/{key}", value, prog_bar="/" not in key)
+        self.metrics[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        return {"row": batch.row, "prediction": self.to_prediction(self(batch))}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = min(total, int(total * hp.warmup_epochs / epochs))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return 0.1 + 0.9 * step / max(1, warmup)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["molml"] = self.spec()
+
+    def spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model from plain data (no pickled code)."""
+        hparams = {k: v for k, v in self.hparams.items() if k not in ("tasks", "featurizer")}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "molml_version": __version__,
+            "encoder": {
+                "class_path": f"{type(self.encoder).__module__}.{type(self.encoder).__qualname__}",
+                "init_args": dict(self.encoder.config),
+            },
+            "hparams": hparams,
+            "tasks": self.tasks,
+            "task_type": self.task_type,
+            "featurizer": self.featurizer.to_config(),
+        }
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, smiles: Sequence[str], batch_size: int = 256) -> pd.DataFrame:
+        """Predict for SMILES strings; one row per input, in input order.
+
+        Columns: ``smiles``, one per task (original units or probabilities; for multiclass one
+        column per task and class), and ``status``: ``ok`` or why the molecule failed (its
+        predictions are NaN).
+        """
+        values, status = self._run(smiles, batch_size, embed=False)
+        columns = self._prediction_columns()
+        frame = pd.DataFrame(values.reshape(len(smiles), -1), columns=columns)
+        frame.insert(0, "smiles", list(smiles))
+        frame["status"] = status
+        return frame
+
+    @torch.no_grad()
+    def embed(self, smiles: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Learned molecule embeddings ``[n, dim]`` (NaN rows for invalid SMILES)."""
+        values, _ = self._run(smiles, batch_size, embed=True)
+        return values
+
+    def _prediction_columns(self) -> list[str]:
+        if self.task_type != "multiclass":
+            return list(self.tasks)
+        return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
+
+    def _run(self, smiles: Sequence[str], batch_size: int, embed: bool) -> tuple[np.ndarray, list]:
+        was_training = self.training
+        self.eval()
+        status: list[str] = []
+        graphs, positions = [], []
+        for i, smi in enumerate(smiles):
+            try:
+                graphs.append(self.featurizer(smi))
+                positions.append(i)
+                status.append("ok")
+            except InvalidMoleculeError as exc:
+                status.append(str(exc))
+        width = self.encoder.out_dim if embed else len(self._prediction_columns())
+        values = np.full((len(smiles), width), np.nan, dtype=np.float32)
+        device = next(self.parameters()).device
+        done = 0
+        for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
+            batch = batch.to(device)
+            out = self.embed_batch(batch) if embed else self.to_prediction(self(batch))
+            rows = positions[done : done + batch.num_graphs]
+            values[rows] = out.reshape(batch.num_graphs, -1).float().cpu().numpy()
+            done += batch.num_graphs
+        self.train(was_training)
+        return values, status
+
+
+def _feed_forward(
+    in_dim: int, hidden: int, out_dim: int, num_layers: int, dropout: float, activation: str
+) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_layers - 1):
+        layers += [nn.Dropout(dropout), nn.Linear(dim, hidden), make_activation(activation)]
+        dim = hidden
+    layers += [nn.Dropout(dropout), nn.Linear(dim, out_dim)]
+    return nn.Sequential(*layers)
