@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
 
         quickstart(args[1:])
         return
-    make_cli(args)
+    make_cli(None if argv is None else args)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ class MoleculeDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self._predict_store is None:
             rows = self.split_rows().test
-            frame = self.table.iloc[rows][["row", "smiles"]].reset_index(drop=True)
+            frame = self.table.iloc[rows][["row", "smiles"]]  # index = input position
             frame["status"] = "ok"
             self.predict_frame = frame
             return self._loader(self.split.test, shuffle=False)

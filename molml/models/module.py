@@ -7,6 +7,7 @@ the original units. Missing labels (NaN) are masked out of the loss and the metr
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -185,7 +186,10 @@ class MoleculeModel(L.LightningModule):
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this model from plain data (no pickled code)."""
-        hparams = {k: v for k, v in self.hparams.items() if k not in ("tasks", "featurizer")}
+        own = set(inspect.signature(MoleculeModel.__init__).parameters) - {"self", "encoder"}
+        hparams = {
+            k: v for k, v in self.hparams.items() if k in own and k not in ("tasks", "featurizer")
+        }
         return {
             "format": CHECKPOINT_FORMAT,
             "molml_version": __version__,
