@@ -28,9 +28,7 @@ class MolmlCLI(LightningCLI):
             ("data.featurizer_config", "model.featurizer"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
-        parser.set_defaults(
-            {f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()}
-        )
+        parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {

@@ -344,6 +344,8 @@ def _to_store_indices(split: Split, positions: np.ndarray, source: str) -> Split
             raise DataError(f"{source}: split index {int(part.max())} is beyond the data")
         mapped = lookup[part]
         if (mapped < 0).any():
-            log.warning("%s: %d split rows are invalid molecules, left out", source, (mapped < 0).sum())
+            log.warning(
+                "%s: %d split rows are invalid molecules, left out", source, (mapped < 0).sum()
+            )
         parts.append(mapped[mapped >= 0])
     return Split(*parts)

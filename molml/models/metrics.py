@@ -21,8 +21,14 @@ from torchmetrics.utilities import dim_zero_cat
 
 TASK_TYPES = ("regression", "classification", "multiclass")
 DEFAULT_METRIC = {"regression": "rmse", "classification": "roc_auc", "multiclass": "accuracy"}
-HIGHER_IS_BETTER = {"rmse": False, "mae": False, "r2": True, "roc_auc": True, "pr_auc": True,
-                    "accuracy": True}
+HIGHER_IS_BETTER = {
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "roc_auc": True,
+    "pr_auc": True,
+    "accuracy": True,
+}
 
 
 class MolecularMetrics(Metric):

@@ -140,7 +140,9 @@ class MoleculeModel(L.LightningModule):
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
         out = self(batch)
-        self.log(f"{stage}/loss", self.loss(out, batch), batch_size=batch.num_graphs, sync_dist=True)
+        self.log(
+            f"{stage}/loss", self.loss(out, batch), batch_size=batch.num_graphs, sync_dist=True
+        )
         self.metrics[stage].update(self.to_prediction(out), batch.y, batch.y_mask)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -178,7 +180,10 @@ class MoleculeModel(L.LightningModule):
             return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
