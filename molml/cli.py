@@ -33,7 +33,7 @@ class MolmlCLI(LightningCLI):
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 50,
-    "deterministic": True,
+    "deterministic": "warn",
     "logger": [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
         {
