@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from molml.plots import parity_plot, roc_plot
+
 RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
 
 
@@ -77,6 +79,24 @@ class MlflowArtifacts(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_run_files(trainer, checkpoint=False)
+
+
+class EvaluationPlots(L.Callback):
+    """After ``test``: a parity plot (regression) or ROC curves (classification), as PNG in the
+    run directory and as MLflow artifacts."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        outputs = getattr(pl_module, "test_outputs", None)
+        if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
+            return
+        preds, target, mask = (t.cpu().numpy() for t in outputs)
+        run_dir = Path(trainer.log_dir or ".")
+        if pl_module.task_type == "regression":
+            path = parity_plot(preds, target, mask, pl_module.tasks, run_dir / "test_parity.png")
+        else:
+            path = roc_plot(preds, target, mask, pl_module.tasks, run_dir / "test_roc.png")
+        for logger in mlflow_loggers(trainer):
+            logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="plots")
 
 
 class MolmlSaveConfig(SaveConfigCallback):

@@ -50,6 +50,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
             "init_args": {"monitor": "val/loss", "filename": "best", "save_last": True},
         },
         {"class_path": "molml.callbacks.MlflowArtifacts"},
+        {"class_path": "molml.callbacks.EvaluationPlots"},
         {"class_path": "molml.callbacks.PredictionWriter"},
     ],
 }

@@ -9,7 +9,6 @@ unpickled, never code. The model is rebuilt from the plain-data spec that
 from __future__ import annotations
 
 import importlib
-import pickle
 from pathlib import Path
 
 import torch
@@ -27,25 +26,33 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mo
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # torch raises assorted errors on non-checkpoints (IndexError...)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
         raise CheckpointError(
             f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "
-            f"with weights_only=True: {str(exc).splitlines()[0]})"
+            f"with weights_only=True: {reason})"
         ) from exc
     if not isinstance(checkpoint, dict) or "molml" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not a molml checkpoint")
     spec = checkpoint["molml"]
+    if not isinstance(spec, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: malformed 'molml' or 'state_dict' entry in the checkpoint")
     if spec.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} was written by molml {spec.get('molml_version', '?')} in checkpoint format "
             f"{spec.get('format')}; this molml {__version__} reads format {CHECKPOINT_FORMAT}"
         )
-    model = MoleculeModel(
-        encoder=_build_encoder(spec["encoder"], path),
-        tasks=spec["tasks"],
-        featurizer=spec["featurizer"],
-        **spec["hparams"],
-    )
+    try:
+        model = MoleculeModel(
+            encoder=_build_encoder(spec["encoder"], path),
+            tasks=spec["tasks"],
+            featurizer=spec["featurizer"],
+            **spec["hparams"],
+        )
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the stored model spec is incomplete: {exc!r}") from exc
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:

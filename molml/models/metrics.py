@@ -55,8 +55,12 @@ class MolecularMetrics(Metric):
         self.target.append(target.detach().float())
         self.mask.append(mask.detach().bool())
 
+    def gathered(self) -> tuple[Tensor, Tensor, Tensor]:
+        """All predictions, targets and masks seen so far (synced across ranks by compute)."""
+        return tuple(dim_zero_cat(s) for s in (self.preds, self.target, self.mask))
+
     def compute(self) -> dict[str, Tensor]:
-        preds, target, mask = (dim_zero_cat(s) for s in (self.preds, self.target, self.mask))
+        preds, target, mask = self.gathered()
         per_task: dict[str, list[Tensor]] = {}
         for t, name in enumerate(self.task_names):
             m = mask[:, t]

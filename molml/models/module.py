@@ -87,6 +87,7 @@ class MoleculeModel(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
         )
+        self.test_outputs: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
     def embed_batch(self, batch: Batch) -> Tensor:
@@ -121,7 +122,10 @@ class MoleculeModel(L.LightningModule):
 
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         """Mean loss over the labelled (task, molecule) pairs of the batch."""
-        y, mask = batch.y, batch.y_mask
+        mask = batch.y_mask
+        # unlabelled entries may hold any value (NaN, inf); zero them so they cannot leak
+        # NaN into the loss or its gradient through ``per_label * 0``
+        y = torch.where(mask, batch.y, torch.zeros_like(batch.y))
         if self.task_type == "regression":
             per_label = F.mse_loss(out, (y - self.target_mean) / self.target_std, reduction="none")
         elif self.task_type == "classification":
@@ -152,10 +156,13 @@ class MoleculeModel(L.LightningModule):
         self._evaluate(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
-        values = self.metrics[stage].compute()
+        metric = self.metrics[stage]
+        values = metric.compute()
         for key, value in values.items():  # averages in the progress bar, per-task in the logs
             self.log(f"{stage}/{key}", value, prog_bar="/" not in key)
-        self.metrics[stage].reset()
+        if stage == "test":  # kept for plots (molml.callbacks.EvaluationPlots)
+            self.test_outputs = metric.gathered()
+        metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
