@@ -1,0 +1,149 @@
+"""The real ``molml`` CLI in-process: fit -> test -> predict with the saved config and
+checkpoint, ``--print_config`` round trip, and the MLflow store of the run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import REPO, require_dataset
+
+import molml
+from molml.cli import main
+
+CONFIG = REPO / "configs" / "esol_dmpnn.yaml"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted((root / "runs" / "esol_dmpnn").glob("version_*"), key=lambda p: int(p.name[8:]))
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One short ``molml fit`` of the shipped ESOL config in a temporary working directory."""
+    require_dataset("esol")
+    root = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mp.chdir(root)
+        mp.setattr(sys, "argv", ["molml"])  # pytest's own arguments are not the CLI's
+        main(
+            [
+                "fit",
+                "--config",
+                str(CONFIG),
+                "--trainer.max_epochs",
+                "2",
+                "--data.cache_dir",
+                str(root / "cache"),
+                "--data.featurize_jobs",
+                "1",
+                *QUIET,
+            ]
+        )
+        yield root
+
+
+@pytest.fixture
+def in_run_root(fitted: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(fitted)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    return fitted
+
+
+def test_fit_writes_the_run_files(fitted: Path) -> None:
+    (run,) = run_dirs(fitted)[:1]
+    for name in ("metrics.csv", "split_report.json", "split.json", "config.yaml"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert list((fitted / "cache").glob("graphs-*.pt")), "featurized graphs were not cached"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].max() == 1  # two epochs
+    assert metrics["val/rmse"].notna().sum() == 2
+    report = json.loads((run / "split_report.json").read_text())
+    assert report["method"] == "scaffold" and report["shared_scaffolds"]["total"] == 0
+    split = json.loads((run / "split.json").read_text())[0]
+    assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 1128
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["max_epochs"] == 2
+    assert config["data"]["dataset"] == "esol"
+    # the checkpoint is plain data and loads as a model
+    raw = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert raw["molml"]["tasks"] == ["logSolubility"]
+    model = molml.load_model(run / "checkpoints" / "best.ckpt")
+    assert model.predict(["CCO"])["status"].tolist() == ["ok"]
+
+
+def test_test_and_predict_from_saved_config(in_run_root: Path) -> None:
+    run = run_dirs(in_run_root)[0]
+    config, best = run / "config.yaml", run / "checkpoints" / "best.ckpt"
+    n_test = len(json.loads((run / "split.json").read_text())[0]["test"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = set(run_dirs(in_run_root))
+        main(["test", "--config", str(config), "--ckpt_path", str(best), *QUIET])
+        (test_run,) = set(run_dirs(in_run_root)) - before
+        main(["predict", "--config", str(config), "--ckpt_path", str(best), *QUIET])
+        (predict_run,) = set(run_dirs(in_run_root)) - before - {test_run}
+
+    tested = pd.read_csv(test_run / "metrics.csv")
+    assert tested["test/rmse"].notna().any() and (tested["test/rmse"].dropna() > 0).all()
+
+    predictions = pd.read_csv(predict_run / "predictions.csv")
+    assert len(predictions) == n_test
+    assert list(predictions.columns) == ["row", "smiles", "logSolubility", "status"]
+    assert (predictions["status"] == "ok").all()
+    assert predictions["logSolubility"].notna().all()
+    # the predictions are the checkpoint's: same numbers as load_model(...).predict
+    model = molml.load_model(best)
+    direct = model.predict(predictions["smiles"].head(8).tolist())
+    assert (direct["logSolubility"] - predictions["logSolubility"].head(8)).abs().max() < 1e-4
+
+
+def test_print_config_is_yaml_that_reruns(in_run_root: Path, capsys) -> None:
+    run = run_dirs(in_run_root)[0]
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(run / "config.yaml"), "--print_config"])
+    assert info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["dataset"] == "esol"
+    assert printed["model"]["encoder"]["class_path"].endswith("DMPNN")
+    path = in_run_root / "printed.yaml"
+    path.write_text(yaml.safe_dump(printed))
+    before = len(run_dirs(in_run_root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["fit", "--config", str(path), "--trainer.max_epochs", "1", *QUIET])
+    rerun = run_dirs(in_run_root)[-1]
+    assert len(run_dirs(in_run_root)) == before + 1
+    assert (rerun / "checkpoints" / "best.ckpt").is_file()
+    assert pd.read_csv(rerun / "metrics.csv")["epoch"].max() == 0
+
+
+def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{fitted / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("esol_dmpnn")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert runs
+    first = runs[0]
+    params = first.data.params
+    assert params["data.dataset"] == "esol"
+    assert params["trainer.max_epochs"] == "2"
+    assert params["model.encoder.class_path"].endswith("DMPNN")
+    metrics = first.data.metrics
+    assert "val/rmse" in metrics and metrics["val/rmse"] > 0
+    assert "train/loss_epoch" in metrics
+    history = client.get_metric_history(first.info.run_id, "val/rmse")
+    assert len(history) == 2
+    artifacts = {a.path for a in client.list_artifacts(first.info.run_id)}
+    assert {"config.yaml", "split.json", "split_report.json", "checkpoints"} <= artifacts

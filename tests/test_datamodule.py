@@ -1,0 +1,234 @@
+"""MoleculeDataModule on bad and good input: typed errors naming file/column/row, reports,
+task-type inference, scaffold and predefined splits, target statistics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import require_dataset
+from rdkit import Chem
+from rdkit.Chem.Scaffolds import MurckoScaffold
+
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.splits import Split
+from molml.errors import DataError
+
+FAST = {"cache_dir": None, "featurize_jobs": 1}
+
+
+def make_dm(path: Path | str, **kwargs) -> MoleculeDataModule:
+    return MoleculeDataModule(path=str(path), **{**FAST, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def esol_frame() -> pd.DataFrame:
+    return pd.read_csv(require_dataset("esol")).head(150).reset_index(drop=True)
+
+
+@pytest.fixture
+def esol_csv(esol_frame: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "esol_small.csv"
+    esol_frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def invalid_csv(esol_frame: pd.DataFrame, tmp_path: Path) -> tuple[Path, dict[int, str]]:
+    """ESOL rows with invalid SMILES at known file lines (line 1 is the header)."""
+    frame = esol_frame.copy()
+    bad = {5: "C1CC", 17: "not_a_smiles", 40: "C(C)(C)(C)(C)C"}
+    for position, smiles in bad.items():
+        frame.loc[position, "smiles"] = smiles
+    path = tmp_path / "with_invalid.csv"
+    frame.to_csv(path, index=False)
+    return path, {position + 2: smiles for position, smiles in bad.items()}
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.csv"
+    with pytest.raises(DataError, match="nope.csv"):
+        make_dm(path)
+
+
+def test_missing_target_column_lists_columns(esol_csv: Path) -> None:
+    with pytest.raises(DataError) as info:
+        make_dm(esol_csv, target_columns=["solubility"])
+    message = str(info.value)
+    assert "esol_small.csv" in message and "solubility" in message
+    assert "logSolubility" in message and "smiles" in message  # the columns the file has
+
+
+def test_missing_smiles_column(esol_csv: Path) -> None:
+    with pytest.raises(DataError, match=r"esol_small\.csv.*SMILES_COL.*logSolubility"):
+        make_dm(esol_csv, smiles_column="SMILES_COL")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv.*empty"):
+        make_dm(empty)
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("smiles,y\n")
+    with pytest.raises(DataError, match=r"header_only\.csv.*no data rows"):
+        make_dm(header_only)
+
+
+def test_no_target_columns(tmp_path: Path) -> None:
+    path = tmp_path / "only_smiles.csv"
+    path.write_text("smiles\nCCO\nCCC\n")
+    with pytest.raises(DataError, match=r"only_smiles\.csv.*no target columns"):
+        make_dm(path)
+
+
+def test_all_nan_target_column(tmp_path: Path) -> None:
+    path = tmp_path / "nan_target.csv"
+    path.write_text("smiles,good,empty\nCCO,1.0,\nCCC,2.0,\nCCN,3.0,nan\n")
+    with pytest.raises(DataError, match=r"nan_target\.csv.*'empty'.*no values"):
+        make_dm(path)
+
+
+def test_non_numeric_targets(tmp_path: Path) -> None:
+    path = tmp_path / "text_target.csv"
+    path.write_text("smiles,y\nCCO,1.0\nCCC,high\nCCN,3.0\nCCCl,low\n")
+    with pytest.raises(DataError) as info:
+        make_dm(path)
+    message = str(info.value)
+    assert "text_target.csv" in message and "'y'" in message
+    assert "row 3 ('high')" in message and "row 5 ('low')" in message
+    assert "2 non-numeric" in message
+
+
+def test_classification_labels_other_than_0_1(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("smiles,active\nCCO,0\nCCC,1\nCCN,2\nCCCl,1\nCCBr,0.5\n")
+    with pytest.raises(DataError) as info:
+        make_dm(path, task_type="classification")
+    message = str(info.value)
+    assert "labels.csv" in message and "'active'" in message
+    assert "[0.5, 2.0]" in message and "rows [4, 6]" in message
+    # the same file is fine as a regression target
+    assert make_dm(path, task_type="regression").task_type == "regression"
+
+
+def test_unknown_task_type(esol_csv: Path) -> None:
+    with pytest.raises(DataError, match="unknown task_type 'ranking'"):
+        make_dm(esol_csv, task_type="ranking")
+
+
+def test_task_type_inference(tmp_path: Path, esol_csv: Path) -> None:
+    binary = tmp_path / "binary.csv"
+    binary.write_text("smiles,a,b\nCCO,0,1\nCCC,1,\nCCN,,0\nCCCl,1,1\n")
+    dm = make_dm(binary)
+    assert dm.task_type == "classification" and dm.tasks == ["a", "b"]
+    assert np.isnan(dm.targets[1, 1]) and np.isnan(dm.targets[2, 0])
+    assert make_dm(esol_csv).task_type == "regression"
+    # the registry card decides for registry datasets
+    require_dataset("bbbp")
+    assert MoleculeDataModule(dataset="bbbp", **FAST).task_type == "classification"
+
+
+# ---------------------------------------------------------------------------- invalid molecules
+
+
+def test_invalid_smiles_are_reported_with_rows(invalid_csv, caplog) -> None:
+    path, bad_lines = invalid_csv
+    dm = make_dm(path, split="random")
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        dm.setup("fit")
+    warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert "with_invalid.csv" in warning and "3 of 150" in warning
+    for line in bad_lines:
+        assert f"row {line}:" in warning
+    assert dm.report["invalid_molecules"] == 3
+    assert dm.report["n_molecules"] == 147
+    assert len(dm.graphs) == 147
+    # the remaining molecules keep their own targets
+    kept = np.delete(np.arange(150), [line - 2 for line in bad_lines])
+    assert np.allclose(dm.graphs.y[:, 0].numpy(), dm.targets[kept, 0])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.y.shape == (min(64, len(dm.split.train)), 1) and bool(batch.y_mask.all())
+
+
+def test_invalid_smiles_strict(invalid_csv) -> None:
+    path, bad_lines = invalid_csv
+    dm = make_dm(path, strict=True)
+    with pytest.raises(DataError) as info:
+        dm.setup("fit")
+    message = str(info.value)
+    assert "with_invalid.csv" in message and "strict=True" in message
+    assert all(f"row {line}:" in message for line in bad_lines)
+
+
+# ---------------------------------------------------------------------------- splits
+
+
+def test_scaffold_split_shares_no_scaffold() -> None:
+    require_dataset("esol")
+    dm = MoleculeDataModule(dataset="esol", split="scaffold", **FAST)
+    dm.setup("fit")
+    report = dm.report
+    assert report["method"] == "scaffold"
+    assert report["shared_scaffolds"]["total"] == 0
+    assert sum(report["sizes"].values()) == len(dm.table) == 1128
+    assert report["sizes"]["test"] > 50 and report["sizes"]["val"] > 50
+    # check independently with RDKit: no Murcko scaffold appears in two parts
+    rows = dm.split_rows()
+    scaffolds = [
+        {
+            MurckoScaffold.MurckoScaffoldSmiles(mol=Chem.MolFromSmiles(dm.table["smiles"][i]))
+            for i in part
+        }
+        for part in rows.parts()
+    ]
+    assert not (scaffolds[0] & scaffolds[1]) and not (scaffolds[0] & scaffolds[2])
+    assert not (scaffolds[1] & scaffolds[2])
+
+
+def test_predefined_split_file_round_trip(invalid_csv, tmp_path: Path) -> None:
+    path, _ = invalid_csv
+    first = make_dm(path, split="random", split_seed=3)
+    first.setup("fit")
+    split_file = tmp_path / "split.json"
+    first.split_rows().to_json(split_file)
+    record = json.loads(split_file.read_text())[0]
+    assert sorted(record) == ["test", "train", "val"]
+    assert not {5, 17, 40} & set(record["train"] + record["val"] + record["test"])  # invalid rows
+
+    second = make_dm(path, split="predefined", split_file=str(split_file))
+    second.setup("fit")
+    for a, b in zip(first.split.parts(), second.split.parts(), strict=True):
+        assert np.array_equal(a, b)
+    for a, b in zip(first.split_rows().parts(), second.split_rows().parts(), strict=True):
+        assert np.array_equal(a, b)
+    assert second.report["method"] == "predefined"
+
+    # a split naming rows beyond the file is a DataError naming the split file
+    Split(np.array([0, 1]), np.array([2]), np.array([500])).to_json(tmp_path / "far.json")
+    third = make_dm(path, split="predefined", split_file=str(tmp_path / "far.json"))
+    with pytest.raises(DataError, match=r"far\.json.*500"):
+        third.setup("fit")
+
+
+def test_target_statistics_ignore_nan(tmp_path: Path, esol_frame: pd.DataFrame) -> None:
+    frame = esol_frame[["smiles", "logSolubility"]].copy()
+    frame["second"] = np.where(np.arange(len(frame)) % 3 == 0, np.nan, frame["logSolubility"] * 2)
+    path = tmp_path / "two_tasks.csv"
+    frame.to_csv(path, index=False)
+    dm = make_dm(path, split="random")
+    dm.setup("fit")
+    mean, std = dm.target_statistics()
+    train = dm.targets[dm.split.train]
+    assert np.isnan(train[:, 1]).any()
+    assert np.all(np.isfinite(mean)) and np.all(np.isfinite(std))
+    assert np.allclose(mean, np.nanmean(train, axis=0), atol=1e-5)
+    assert np.allclose(std, np.nanstd(train, axis=0), atol=1e-5)
+    assert not np.allclose(mean[1], 2 * train[:, 0].mean(), atol=1e-3)  # NaN rows really left out
