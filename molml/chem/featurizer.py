@@ -8,7 +8,7 @@ feature             values (one-hot; "other" catches anything not listed)       
 element             dummy ``*`` (Z=0), H..Xe (Z=1..54), Pt, Au, Hg, Pb, Bi, other  61
 total degree        0..6, other                                                    8
 formal charge       -3..+3, other                                                  8
-chirality tag       unspecified, CW, CCW, other                                    4
+chirality (CIP)     none, R, S, other                                              4
 total H count       0..4, other                                                    6
 hybridization       S, SP, SP2, SP2D, SP3, SP3D, SP3D2, other/unspecified          8
 aromatic            0/1                                                            1
@@ -44,11 +44,7 @@ from molml.errors import InvalidMoleculeError
 DEFAULT_ELEMENTS: tuple[int, ...] = (*range(0, 55), 78, 79, 80, 82, 83)
 DEGREES = tuple(range(7))
 FORMAL_CHARGES = tuple(range(-3, 4))
-CHIRAL_TAGS = (
-    Chem.ChiralType.CHI_UNSPECIFIED,
-    Chem.ChiralType.CHI_TETRAHEDRAL_CW,
-    Chem.ChiralType.CHI_TETRAHEDRAL_CCW,
-)
+CIP_LABELS = ("", "R", "S")  # CIP label of a stereocentre ("": none or unassigned)
 H_COUNTS = tuple(range(5))
 HYBRIDIZATIONS = (
     Chem.HybridizationType.S,
@@ -164,17 +160,22 @@ class MolGraphFeaturizer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)``.
 
-        ``has_chirality=False`` / ``has_bond_stereo=False`` promise that no atom carries a chiral
-        tag / no bond a stereo label (true for SMILES without ``@`` / ``/`` and ``\\``), which
-        saves two RDKit calls per atom and bond.
+        ``has_chirality=False`` / ``has_bond_stereo=False`` promise that no atom is a specified
+        stereocentre / no bond has a stereo label (true for SMILES without ``@`` / ``/`` and
+        ``\\``), which saves RDKit calls per atom and bond.
+
+        Stereocentres are described by their CIP label (R/S), which, unlike RDKit's CW/CCW
+        chiral tag, does not depend on the order in which the atoms were written.
         """
-        unspecified, stereo_none = CHIRAL_TAGS[0], BOND_STEREO[0]
+        stereo_none = BOND_STEREO[0]
+        if has_chirality:
+            Chem.AssignStereochemistry(mol, cleanIt=True)  # no-op when parsing already did it
         atom_keys = [
             (
                 a.GetAtomicNum(),
                 a.GetTotalDegree(),
                 a.GetFormalCharge(),
-                a.GetChiralTag() if has_chirality else unspecified,
+                a.GetProp("_CIPCode") if has_chirality and a.HasProp("_CIPCode") else "",
                 a.GetTotalNumHs(),
                 a.GetHybridization(),
                 a.GetIsAromatic(),
@@ -250,7 +251,7 @@ class MolGraphFeaturizer:
             *_one_hot(z, self.elements),
             *_one_hot(degree, DEGREES),
             *_one_hot(charge, FORMAL_CHARGES),
-            *_one_hot(chiral, CHIRAL_TAGS),
+            *_one_hot(chiral, CIP_LABELS),
             *_one_hot(n_h, H_COUNTS),
             *_one_hot(hybrid, HYBRIDIZATIONS),
             float(aromatic),
