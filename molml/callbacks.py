@@ -44,7 +44,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_indices: Sequence[Any],
     ) -> None:
         frame = trainer.datamodule.predict_frame.copy()
-        columns = pl_module._prediction_columns()
+        columns = pl_module.prediction_columns()
         if predictions:
             rows = torch.cat([p["row"] for p in predictions]).numpy()
             values = torch.cat([p["prediction"] for p in predictions]).float()

@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
 
         quickstart(args[1:])
         return
+    if args and args[0] == "screen":
+        from molml.screen.run import main as screen
+
+        screen(args[1:])
+        return
     make_cli(None if argv is None else args)
 
 

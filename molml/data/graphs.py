@@ -20,7 +20,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from torch.utils.data import Dataset
-from torch_geometric.data import Data
+from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from molml.chem.featurizer import MolGraphFeaturizer
@@ -71,6 +71,43 @@ class GraphStore(Dataset):
             self.x, self.edge_index, self.edge_attr, self.atom_ptr, self.edge_ptr, self.rows, y
         )
 
+    def batch(self, start: int, stop: int) -> Batch:
+        """Molecules ``start..stop-1`` as one PyG ``Batch`` (slices of the store, no per-graph
+        ``Data`` objects), on the store's device."""
+        atom_ptr = self.atom_ptr[start : stop + 1]
+        edge_ptr = self.edge_ptr[start : stop + 1]
+        a0, e0 = int(atom_ptr[0]), int(edge_ptr[0])
+        a1, e1 = int(atom_ptr[-1]), int(edge_ptr[-1])
+        graph_ids = torch.arange(stop - start, device=atom_ptr.device)
+        atom_offsets = torch.repeat_interleave(atom_ptr[:-1] - a0, edge_ptr.diff())
+        batch = Batch(
+            x=self.x[a0:a1],
+            edge_index=self.edge_index[:, e0:e1] + atom_offsets,
+            edge_attr=self.edge_attr[e0:e1],
+            batch=torch.repeat_interleave(graph_ids, atom_ptr.diff()),
+            ptr=atom_ptr - a0,
+            row=self.rows[start:stop],
+        )
+        if self.y is not None:
+            target = self.y[start:stop]
+            batch.y_mask = ~torch.isnan(target)
+            batch.y = torch.nan_to_num(target, nan=0.0)
+        return batch
+
+    @classmethod
+    def from_arrays(cls, parts: Sequence[dict[str, np.ndarray]]) -> GraphStore:
+        """Concatenate the array dicts of :func:`featurize_block` into one store."""
+        n_atoms = np.concatenate([p["n_atoms"] for p in parts])
+        n_edges = np.concatenate([p["n_edges"] for p in parts])
+        return cls(
+            x=torch.from_numpy(np.concatenate([p["x"] for p in parts])),
+            edge_index=torch.from_numpy(np.concatenate([p["edge_index"] for p in parts], axis=1)),
+            edge_attr=torch.from_numpy(np.concatenate([p["edge_attr"] for p in parts])),
+            atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_atoms)])),
+            edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_edges)])),
+            rows=torch.from_numpy(np.concatenate([p["positions"] for p in parts])),
+        )
+
     def save(self, path: str | Path) -> None:
         """Write the store with ``torch.save`` (tensors only, loadable with weights_only)."""
         tensors = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -96,11 +133,20 @@ class FeaturizedMolecules:
     canonical_smiles: list[str] | None = None  # per valid molecule
 
 
-def _featurize_chunk(
-    args: tuple[dict, int, Sequence[str], bool],
-) -> tuple[int, dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
-    config, start, smiles, with_scaffolds = args
-    featurizer = _worker_featurizer(json.dumps(config, sort_keys=True))
+def featurize_block(
+    featurizer: MolGraphFeaturizer,
+    smiles: Sequence[str | None],
+    *,
+    start: int = 0,
+    with_scaffolds: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
+    """Featurize a list of SMILES in this process, never failing on one molecule.
+
+    Returns the concatenated arrays (``x``, ``edge_index`` with molecule-local atom indices,
+    ``edge_attr``, ``n_atoms``, ``n_edges``, ``positions`` = ``start`` + index of each valid
+    molecule), the reasons for the invalid ones by position, and (``with_scaffolds``) the
+    canonical SMILES and Murcko scaffold of each valid molecule.
+    """
     xs, eis, eas, n_atoms, n_edges, positions = [], [], [], [], [], []
     errors: dict[int, str] = {}
     scaffolds: list[str] = []
@@ -131,14 +177,26 @@ def _featurize_chunk(
         "n_edges": np.asarray(n_edges, dtype=np.int64),
         "positions": np.asarray(positions, dtype=np.int64),
     }
+    return arrays, errors, scaffolds, canonical
+
+
+def _featurize_chunk(
+    args: tuple[dict, int, Sequence[str], bool],
+) -> tuple[int, dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
+    config, start, smiles, with_scaffolds = args
+    featurizer = worker_featurizer(config)
+    arrays, errors, scaffolds, canonical = featurize_block(
+        featurizer, smiles, start=start, with_scaffolds=with_scaffolds
+    )
     return start, arrays, errors, scaffolds, canonical
 
 
 _WORKER_FEATURIZERS: dict[str, MolGraphFeaturizer] = {}
 
 
-def _worker_featurizer(config_key: str) -> MolGraphFeaturizer:
+def worker_featurizer(config: dict) -> MolGraphFeaturizer:
     """One featurizer per process and config, so its row cache stays warm across chunks."""
+    config_key = json.dumps(config, sort_keys=True)
     if config_key not in _WORKER_FEATURIZERS:
         _WORKER_FEATURIZERS[config_key] = MolGraphFeaturizer.from_config(json.loads(config_key))
     return _WORKER_FEATURIZERS[config_key]
@@ -203,20 +261,9 @@ def featurize_molecules(
 
 
 def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:
-    parts = [r[1] for r in results]
-    n_atoms = np.concatenate([p["n_atoms"] for p in parts])
-    n_edges = np.concatenate([p["n_edges"] for p in parts])
-    positions = np.concatenate([p["positions"] for p in parts])
-    store = GraphStore(
-        x=torch.from_numpy(np.concatenate([p["x"] for p in parts])),
-        edge_index=torch.from_numpy(np.concatenate([p["edge_index"] for p in parts], axis=1)),
-        edge_attr=torch.from_numpy(np.concatenate([p["edge_attr"] for p in parts])),
-        atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_atoms)])),
-        edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_edges)])),
-        rows=torch.from_numpy(positions),
-    )
+    store = GraphStore.from_arrays([r[1] for r in results])
     valid = np.zeros(n, dtype=bool)
-    valid[positions] = True
+    valid[store.rows.numpy()] = True
     errors = {k: v for r in results for k, v in r[2].items()}
     scaffolds = [s for r in results for s in r[3]] if with_scaffolds else None
     canonical = [s for r in results for s in r[4]] if with_scaffolds else None

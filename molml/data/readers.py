@@ -112,6 +112,29 @@ def list_columns(path: str | Path, *, has_header: bool | None = None) -> list[st
     return _columns(_source(path), has_header)
 
 
+def count_records(path: str | Path, *, has_header: bool | None = None) -> int:
+    """Number of data rows in ``path`` from a quick scan (lines, Parquet footer, SDF ``$$$$``).
+
+    Meant for progress bars: a CSV field spanning several lines is counted once per line.
+    """
+    source = _source(path)
+    if source.kind == "parquet":
+        return _parquet_file(source).metadata.num_rows
+    if source.kind == "sdf":
+        return _sdf_scan(source)[1]
+    smi = source.kind == "smi"
+    header = _smi_layout(source, has_header)[1] if smi else has_header is not False
+    opener = gzip.open if source.gzipped else open
+    lines = 0
+    last = b"\n"
+    with opener(source.path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    lines += last != b"\n"  # a last line without a newline
+    return max(0, lines - header)
+
+
 # --------------------------------------------------------------------------------------------
 # Column bookkeeping shared by all formats
 

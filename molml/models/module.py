@@ -225,7 +225,7 @@ class MoleculeModel(L.LightningModule):
         predictions are NaN).
         """
         values, status = self._run(smiles, batch_size, embed=False)
-        columns = self._prediction_columns()
+        columns = self.prediction_columns()
         frame = pd.DataFrame(values.reshape(len(smiles), -1), columns=columns)
         frame.insert(0, "smiles", list(smiles))
         frame["status"] = status
@@ -237,7 +237,8 @@ class MoleculeModel(L.LightningModule):
         values, _ = self._run(smiles, batch_size, embed=True)
         return values
 
-    def _prediction_columns(self) -> list[str]:
+    def prediction_columns(self) -> list[str]:
+        """Names of the prediction columns: the tasks, or ``<task>_class<k>`` for multiclass."""
         if self.task_type != "multiclass":
             return list(self.tasks)
         return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
@@ -254,7 +255,7 @@ class MoleculeModel(L.LightningModule):
                 status.append("ok")
             except InvalidMoleculeError as exc:
                 status.append(str(exc))
-        width = self.encoder.out_dim if embed else len(self._prediction_columns())
+        width = self.encoder.out_dim if embed else len(self.prediction_columns())
         values = np.full((len(smiles), width), np.nan, dtype=np.float32)
         device = next(self.parameters()).device
         done = 0

@@ -1,0 +1,268 @@
+"""``molml screen``: score a compound library with one or more trained models.
+
+The library is streamed in chunks (memory does not grow with its size), featurized in
+DataLoader worker processes, and scored through ``Trainer.predict``, so devices, precision and
+multi-process / multi-node DDP come from Lightning. Every input row gets exactly one output row
+with its record number, identifier, SMILES, predictions and a ``status`` (``ok`` or the reason).
+An interrupted screen rerun with the same command resumes from its finished chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from molml import __version__
+from molml.data.readers import count_records, list_columns
+from molml.errors import DataError, MolmlError
+from molml.models.loading import load_model
+from molml.screen.chunks import ScreenDataModule
+from molml.screen.module import ScreeningModule
+from molml.screen.output import (
+    OUTPUT_SUFFIXES,
+    ChunkWriter,
+    PartsDirectory,
+    check_output_path,
+    merge_parts,
+    output_schema,
+)
+
+log = logging.getLogger("molml")
+
+
+def screen_library(
+    models: Sequence[str | Path],
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    smiles_column: str | None = None,
+    id_column: str | None = None,
+    has_header: bool | None = None,
+    chunk_size: int = 5000,
+    batch_size: int = 512,
+    num_workers: int | None = None,
+    top_k: int | None = None,
+    top_k_by: str | None = None,
+    lowest: bool = False,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Screen ``input_path`` with the checkpoints in ``models`` and write ``output_path``.
+
+    Returns a summary (rows, ok, failed, failure reasons, seconds, molecules per second) on
+    global rank 0, also written next to the output as ``<output>.summary.json``; other ranks
+    return ``None``.
+    """
+    started = time.perf_counter()
+    output = check_output_path(output_path)
+    input_path = Path(input_path)
+    if id_column is None and input_path.name.lower().removesuffix(".gz").endswith(".smi"):
+        columns = list_columns(input_path, has_header=has_header)
+        id_column = columns[1] if len(columns) > 1 else None
+    reader_options = {
+        "smiles_column": smiles_column,
+        "id_column": id_column,
+        "has_header": has_header,
+    }
+    list_columns(input_path, has_header=has_header)  # file problems surface before any work
+    loaded = [load_model(path) for path in models]
+    module = ScreeningModule(loaded, batch_size=batch_size)
+    if top_k is not None:
+        top_k_by = top_k_by or module.columns[0]
+        if top_k_by not in module.output_columns:
+            raise DataError(
+                f"--top-k-by {top_k_by!r} is not an output column; choose from "
+                f"{module.output_columns}"
+            )
+
+    parts = PartsDirectory(output)
+    setup_rank = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
+    if setup_rank and overwrite:
+        parts.remove()
+    manifest = {
+        "molml_version": __version__,
+        "input": str(input_path.resolve()),
+        "input_size": input_path.stat().st_size,
+        "input_mtime_ns": input_path.stat().st_mtime_ns,
+        "models": [_file_digest(Path(p)) for p in models],
+        "chunk_size": chunk_size,
+        "reader": reader_options,
+    }
+    if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
+        raise DataError(f"{output} already exists; pass --overwrite to replace it")
+    resumed = parts.start(manifest) if setup_rank else 0
+    if resumed:
+        log.info("resuming: %d chunks of %s already screened", resumed, input_path)
+
+    world = _world_size(devices, num_nodes)
+    workers = num_workers if num_workers is not None else _default_workers(world)
+    schema = output_schema(id_column, module.output_columns)
+    writer = ChunkWriter(
+        parts, schema, count_records(input_path, has_header=has_header), progress=progress
+    )
+    datamodule = ScreenDataModule(
+        workers,
+        path=str(input_path),
+        featurizers=module.featurizers,
+        chunk_size=chunk_size,
+        reader_options=reader_options,
+        is_done=parts.is_done,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[writer],
+    )
+    with warnings.catch_warnings():  # chunks are not index-addressable; nothing is lost
+        warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return None
+    counts = merge_parts(parts, output, top_k=top_k, top_k_by=top_k_by, lowest=lowest)
+    parts.remove()
+    seconds = time.perf_counter() - started
+    summary = {
+        "input": str(input_path),
+        "output": str(output),
+        "models": [str(p) for p in models],
+        **counts,
+        "resumed_chunks": resumed,
+        "screened_this_run": writer.rows_written * trainer.world_size,
+        "seconds": round(seconds, 2),
+        "molecules_per_second": round(writer.rows_written * trainer.world_size / seconds, 1),
+    }
+    Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _world_size(devices: int | str, num_nodes: int) -> int:
+    per_node = int(devices) if str(devices).isdigit() else 1
+    return max(1, per_node) * num_nodes
+
+
+def _default_workers(world_size: int) -> int:
+    """Featurization processes per rank: the cores this rank can use, minus the model's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // world_size - 1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``molml screen``."""
+    parser = argparse.ArgumentParser(
+        prog="molml screen",
+        description="Score a compound library with trained molml models (streamed, resumable).",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="checkpoint; repeat for an ensemble (mean and std per task)",
+    )
+    parser.add_argument(
+        "--input", required=True, help="library: .smi/.csv/.tsv/.sdf (optionally .gz) or .parquet"
+    )
+    parser.add_argument("--output", required=True, help=f"one of {', '.join(OUTPUT_SUFFIXES)}")
+    parser.add_argument("--smiles-column", help="SMILES column (default: smiles, else first)")
+    parser.add_argument("--id-column", help="identifier column copied to the output")
+    header = parser.add_mutually_exclusive_group()
+    header.add_argument(
+        "--header",
+        dest="has_header",
+        action="store_true",
+        default=None,
+        help="the first line is a header (CSV default; detected for .smi)",
+    )
+    header.add_argument("--no-header", dest="has_header", action="store_false")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=5000,
+        help="rows per unit of work and of resuming (default 5000)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="molecules per forward pass (default 512)"
+    )
+    parser.add_argument(
+        "--num-workers", type=int, help="featurization processes per device (default: free cores)"
+    )
+    parser.add_argument("--top-k", type=int, help="keep only the best N molecules")
+    parser.add_argument("--top-k-by", help="column ranking --top-k (default: first task)")
+    parser.add_argument("--lowest", action="store_true", help="--top-k keeps the lowest values")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    parser.add_argument("--devices", default="1", help="devices per node (Lightning)")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="e.g. ddp (Lightning)")
+    parser.add_argument("--precision", help="e.g. bf16-mixed, 16-mixed, 32-true (Lightning)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output and discard partial results"
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    return parser
+
+
+def main(argv: Sequence[str]) -> None:
+    """Entry point of ``molml screen``."""
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    devices: int | str = int(args.devices) if args.devices.isdigit() else args.devices
+    try:
+        summary = _run(args, devices)
+    except MolmlError as exc:
+        raise SystemExit(f"molml screen: error: {exc}") from exc
+    if summary is not None:
+        print(json.dumps(summary, indent=2))
+
+
+def _run(args: argparse.Namespace, devices: int | str) -> dict[str, Any] | None:
+    return screen_library(
+        args.model,
+        args.input,
+        args.output,
+        smiles_column=args.smiles_column,
+        id_column=args.id_column,
+        has_header=args.has_header,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        top_k=args.top_k,
+        top_k_by=args.top_k_by,
+        lowest=args.lowest,
+        accelerator=args.accelerator,
+        devices=devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
