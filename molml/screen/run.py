@@ -24,7 +24,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from molml import __version__
-from molml.data.readers import count_records, list_columns
+from molml.data.readers import count_records, iter_molecule_chunks, list_columns
 from molml.errors import DataError, MolmlError
 from molml.models.loading import load_model
 from molml.screen.chunks import ScreenDataModule
@@ -80,7 +80,8 @@ def screen_library(
         "id_column": id_column,
         "has_header": has_header,
     }
-    list_columns(input_path, has_header=has_header)  # file problems surface before any work
+    # file and column problems surface here, before any work is done
+    iter_molecule_chunks(input_path, columns=[], **reader_options)
     loaded = [load_model(path) for path in models]
     module = ScreeningModule(loaded, batch_size=batch_size)
     if top_k is not None:

@@ -1,0 +1,362 @@
+"""molml screen: streamed library screening with real checkpoints, real files and real processes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import require_dataset
+from lightning.pytorch.callbacks import ModelCheckpoint
+from rdkit import Chem, RDConfig
+
+import molml
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.readers import count_records
+from molml.errors import CheckpointError, DataError
+from molml.models import DMPNN, MoleculeModel
+from molml.screen import screen_library
+
+NCI = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+BIG = "C" * 500  # a 500-heavy-atom chain
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def nci_lines(n: int) -> list[str]:
+    return NCI.read_text().splitlines()[:n]
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        yield
+
+
+def _train(tmp_path: Path, seed: int, name: str) -> tuple[Path, MoleculeModel, MoleculeDataModule]:
+    L.seed_everything(seed)
+    table = pd.read_csv(require_dataset("esol")).head(150)
+    table.to_csv(tmp_path / "esol150.csv", index=False)
+    dm = MoleculeDataModule(
+        path=str(tmp_path / "esol150.csv"),
+        split="scaffold",
+        batch_size=32,
+        cache_dir=None,
+        featurize_jobs=1,
+    )
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=32, depth=2),
+        ffn_hidden_dim=32,
+        tasks=dm.tasks,
+        task_type=dm.task_type,
+        featurizer=dm.featurizer_config,
+    )
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / name, filename="best", monitor="val/loss")
+    L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint],
+        default_root_dir=str(tmp_path),
+    ).fit(model, datamodule=dm)
+    return Path(checkpoint.best_model_path), model, dm
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("screen_models")
+    first, model, dm = _train(root, 0, "a")
+    second, _, _ = _train(root, 1, "b")
+    return {"ckpt": first, "ckpt2": second, "model": model, "dm": dm, "root": root}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NCI molecules (ids in column 2) plus the awkward lines a real library has."""
+    lines = nci_lines(400)
+    lines[10] = "not_a_smiles bad1"
+    lines[20] = ""  # blank line
+    lines[30] = f"{BIG} chain500"
+    lines[40] = "C1CC unclosed"
+    path = tmp_path_factory.mktemp("lib") / "library.smi.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def screen(models, library, output, **kwargs) -> dict:
+    options = {"chunk_size": 64, "num_workers": 1, "accelerator": "cpu", "progress": False}
+    return screen_library(models, library, output, **{**options, **kwargs})
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "molml.cli", "screen", *args, "--no-progress"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+# ---------------------------------------------------------------------------- correctness
+
+
+def test_every_row_once_in_input_order_with_the_models_predictions(trained, library, tmp_path):
+    out = tmp_path / "scores.csv"
+    summary = screen([trained["ckpt"]], library, out)
+    scores = pd.read_csv(out, keep_default_na=False, na_values=[""])
+    assert len(scores) == 400 == summary["rows"] == count_records(library)
+    assert scores["row"].tolist() == list(range(1, 401))
+    assert list(scores.columns) == ["row", "id", "smiles", "logSolubility", "status"]
+
+    status = scores.set_index("row")["status"]
+    assert status[11].startswith("invalid SMILES syntax") and status[41].startswith("invalid")
+    assert status[21].startswith("missing SMILES")
+    assert status[31] == "ok" and scores.loc[30, "id"] == "chain500"
+    assert summary["failed"] == (status != "ok").sum() and summary["ok"] == (status == "ok").sum()
+    assert scores.loc[status.to_numpy() != "ok", "logSolubility"].isna().all()
+
+    expected = molml.load_model(trained["ckpt"]).predict(
+        [s if isinstance(s, str) else None for s in scores["smiles"]]
+    )
+    ok = (scores["status"] == "ok").to_numpy()
+    assert (expected["status"].to_numpy() == "ok")[ok].all()
+    assert np.allclose(
+        scores["logSolubility"], expected["logSolubility"], atol=1e-5, equal_nan=True
+    )
+    assert not out.with_name(out.name + ".parts").exists()
+    assert json.loads(Path(f"{out}.summary.json").read_text())["rows"] == 400
+
+
+def test_screen_and_predict_equal_the_predictions_made_during_test(trained, tmp_path):
+    dm = trained["dm"]
+    model = molml.load_model(trained["ckpt"])
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(
+        model, datamodule=dm
+    )
+    during_test = model.test_outputs[0][:, 0].numpy()
+    test_smiles = dm.table["smiles"].iloc[dm.split_rows().test].tolist()
+    assert np.allclose(model.predict(test_smiles)["logSolubility"], during_test, atol=1e-5)
+
+    library = tmp_path / "test_split.csv"
+    pd.DataFrame({"smiles": test_smiles}).to_csv(library, index=False)
+    screen([trained["ckpt"]], library, tmp_path / "out.parquet", batch_size=7)
+    scores = pd.read_parquet(tmp_path / "out.parquet")
+    assert np.allclose(scores["logSolubility"], during_test, atol=1e-5)
+
+
+def test_ensemble_gives_mean_and_std(trained, library, tmp_path):
+    out = tmp_path / "ensemble.parquet"
+    screen([trained["ckpt"], trained["ckpt2"]], library, out)
+    scores = pd.read_parquet(out)
+    assert list(scores.columns) == [
+        "row",
+        "id",
+        "smiles",
+        "logSolubility",
+        "logSolubility_std",
+        "status",
+    ]
+    smiles = scores["smiles"].tolist()
+    members = np.stack(
+        [
+            molml.load_model(p).predict(smiles)["logSolubility"].to_numpy()
+            for p in (trained["ckpt"], trained["ckpt2"])
+        ]
+    )
+    assert np.allclose(scores["logSolubility"], members.mean(0), atol=1e-5, equal_nan=True)
+    assert np.allclose(scores["logSolubility_std"], members.std(0), atol=1e-5, equal_nan=True)
+    assert (scores.loc[scores["status"] == "ok", "logSolubility_std"] > 0).all()
+
+
+def test_top_k_keeps_the_best_and_reports_failures_elsewhere(trained, library, tmp_path):
+    full = tmp_path / "full.parquet"
+    screen([trained["ckpt"]], library, full)
+    everything = pd.read_parquet(full)
+    out = tmp_path / "top.csv"
+    summary = screen([trained["ckpt"]], library, out, top_k=25, lowest=True)
+    top = pd.read_csv(out)
+    expected = everything[everything["status"] == "ok"].nsmallest(25, "logSolubility")
+    assert top["row"].tolist() == expected["row"].tolist()
+    failed = pd.read_csv(summary["failed_rows"])
+    assert sorted(failed["row"]) == everything.loc[everything["status"] != "ok", "row"].tolist()
+    assert summary["rows"] == 400 and summary["failed"] == len(failed)
+
+
+# ---------------------------------------------------------------------------- input formats
+
+
+def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, tmp_path):
+    smiles = [line.split()[0] for line in nci_lines(30)]
+    csv = tmp_path / "lib.csv"
+    pd.DataFrame(
+        {
+            "compound": [f"c{i}" for i in range(30)],
+            "smiles": [None if i == 3 else s for i, s in enumerate(smiles)],
+        }
+    ).to_csv(csv, index=False)
+    out = tmp_path / "from_csv.tsv"
+    screen([trained["ckpt"]], csv, out, id_column="compound")
+    scores = pd.read_csv(out, sep="\t")
+    assert len(scores) == 30 and scores["compound"].tolist() == [f"c{i}" for i in range(30)]
+    assert scores["status"][3].startswith("missing SMILES")
+
+    blocks = [Chem.MolToMolBlock(Chem.MolFromSmiles(s)) for s in smiles[:5]]
+    blocks[2] = "broken\n\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\nnonsense\nM  END\n"
+    sdf = tmp_path / "lib.sdf"
+    sdf.write_text("".join(f"{b}$$$$\n" for b in blocks))
+    screen([trained["ckpt"]], sdf, tmp_path / "from_sdf.csv.gz")
+    scores = pd.read_csv(tmp_path / "from_sdf.csv.gz")
+    assert scores["row"].tolist() == [1, 2, 3, 4, 5]
+    assert (
+        scores["status"][2].startswith("missing SMILES") and (scores["status"] != "ok").sum() == 1
+    )
+
+    parquet = tmp_path / "lib.parquet"
+    pd.DataFrame({"smiles": smiles}).to_parquet(parquet)
+    screen([trained["ckpt"]], parquet, tmp_path / "from_parquet.parquet")
+    assert len(pd.read_parquet(tmp_path / "from_parquet.parquet")) == 30
+
+
+def test_smi_with_and_without_header(trained, tmp_path):
+    lines = nci_lines(20)
+    plain, headed = tmp_path / "plain.smi", tmp_path / "headed.smi"
+    plain.write_text("\n".join(lines) + "\n")
+    headed.write_text("SMILES Name\n" + "\n".join(lines) + "\n")
+    screen([trained["ckpt"]], plain, tmp_path / "plain.csv")
+    screen([trained["ckpt"]], headed, tmp_path / "headed.csv")
+    a, b = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "headed.csv")
+    assert len(a) == len(b) == 20
+    assert a["id"].tolist() == b["Name"].tolist()
+    assert np.allclose(a["logSolubility"], b["logSolubility"])
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_clear_errors_before_any_work(trained, library, tmp_path):
+    csv = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["CCO"], "name": ["x"]}).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=r"\['smiles', 'name'\]"):
+        screen([trained["ckpt"]], csv, tmp_path / "o.csv", smiles_column="SMILES")
+    with pytest.raises(DataError, match="does not exist"):
+        screen([trained["ckpt"]], csv, tmp_path / "missing_dir" / "o.csv")
+    with pytest.raises(DataError, match="output must end with"):
+        screen([trained["ckpt"]], csv, tmp_path / "o.xlsx")
+    not_a_checkpoint = tmp_path / "model.ckpt"
+    not_a_checkpoint.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a molml checkpoint"):
+        screen([not_a_checkpoint], csv, tmp_path / "o.csv")
+    screen([trained["ckpt"]], csv, tmp_path / "o.csv")
+    with pytest.raises(DataError, match="already exists"):
+        screen([trained["ckpt"]], csv, tmp_path / "o.csv")
+    screen([trained["ckpt"]], csv, tmp_path / "o.csv", overwrite=True)
+
+
+def test_cli_reports_errors_without_a_traceback(trained, tmp_path):
+    result = run_cli(
+        "--model",
+        str(trained["ckpt"]),
+        "--input",
+        str(tmp_path / "nope.smi"),
+        "--output",
+        str(tmp_path / "o.csv"),
+    )
+    assert result.returncode != 0
+    assert "molml screen: error: file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- resume and ranks
+
+
+def _big_library(tmp_path: Path) -> Path:
+    path = tmp_path / "big.smi"
+    path.write_text("\n".join(nci_lines(5000) * 2) + "\n")
+    return path
+
+
+def test_resume_after_kill_gives_the_uninterrupted_output(trained, tmp_path):
+    library = _big_library(tmp_path)
+    reference = tmp_path / "reference.parquet"
+    screen([trained["ckpt"]], library, reference, chunk_size=100)
+
+    out = tmp_path / "resumed.parquet"
+    args = [
+        "--model",
+        str(trained["ckpt"]),
+        "--input",
+        str(library),
+        "--output",
+        str(out),
+        "--chunk-size",
+        "100",
+        "--num-workers",
+        "1",
+    ]
+    command = [sys.executable, "-m", "molml.cli", "screen", *args, "--no-progress"]
+    process = subprocess.Popen(
+        command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.time() + 120
+    while len(list(parts.glob("part-*.parquet"))) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list(parts.glob("part-*.parquet")))
+    assert 5 <= done_before < 100 and not out.exists(), "the kill did not land mid-run"
+
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["resumed_chunks"] >= done_before
+    assert summary["screened_this_run"] == summary["rows"] - 100 * summary["resumed_chunks"]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(reference))
+
+
+def test_resume_refuses_parts_from_a_different_command(trained, library, tmp_path):
+    out = tmp_path / "o.csv"
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    (parts / "manifest.json").write_text(json.dumps({"chunk_size": 1}))
+    with pytest.raises(DataError, match="different screen .*chunk_size"):
+        screen([trained["ckpt"]], library, out)
+
+
+def test_two_processes_give_the_one_process_output(trained, tmp_path):
+    library = tmp_path / "lib.smi"
+    library.write_text("\n".join([*nci_lines(1500), "bad_smiles x"]) + "\n")
+    single = tmp_path / "single.parquet"
+    screen([trained["ckpt"]], library, single, chunk_size=200)
+    double = tmp_path / "double.parquet"
+    result = run_cli(
+        "--model",
+        str(trained["ckpt"]),
+        "--input",
+        str(library),
+        "--output",
+        str(double),
+        "--chunk-size",
+        "200",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--num-workers",
+        "0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(double), pd.read_parquet(single))
