@@ -39,7 +39,7 @@ class ScreeningModule(L.LightningModule):
         batch_size: molecules per forward pass of a graph model.
     """
 
-    def __init__(self, models: Sequence[Any], batch_size: int = 512) -> None:
+    def __init__(self, models: Sequence[Any], batch_size: int = 128) -> None:
         super().__init__()
         if not models:
             raise ValueError("screening needs at least one model")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 
 from molml import __version__
@@ -49,8 +50,8 @@ def screen_library(
     smiles_column: str | None = None,
     id_column: str | None = None,
     has_header: bool | None = None,
-    chunk_size: int = 5000,
-    batch_size: int = 512,
+    chunk_size: int = 2000,
+    batch_size: int | None = None,
     num_workers: int | None = None,
     top_k: int | None = None,
     top_k_by: str | None = None,
@@ -83,7 +84,7 @@ def screen_library(
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
     loaded = [load_model(path) for path in models]
-    module = ScreeningModule(loaded, batch_size=batch_size)
+    module = ScreeningModule(loaded)
     if top_k is not None:
         top_k_by = top_k_by or module.columns[0]
         if top_k_by not in module.output_columns:
@@ -138,6 +139,7 @@ def screen_library(
     )
     with warnings.catch_warnings():  # chunks are not index-addressable; nothing is lost
         warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
+        module.batch_size = batch_size or _default_batch_size(trainer)
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
@@ -173,9 +175,18 @@ def _world_size(devices: int | str, num_nodes: int) -> int:
 
 
 def _default_workers(world_size: int) -> int:
-    """Featurization processes per rank: the cores this rank can use, minus the model's."""
+    """Featurization processes per rank: the cores this rank can use.
+
+    Workers block once their prefetched chunks are queued, so on a CPU they share the cores
+    with the model's threads; measured best on 2 cores (``scripts/bench_screen.py``).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // world_size - 1)
+    return max(1, (cores or 1) // world_size)
+
+
+def _default_batch_size(trainer: L.Trainer) -> int:
+    """Small batches keep a CPU's caches warm; GPUs want large ones."""
+    return 128 if isinstance(trainer.accelerator, CPUAccelerator) else 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,14 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chunk-size",
         type=int,
-        default=5000,
-        help="rows per unit of work and of resuming (default 5000)",
+        default=2000,
+        help="rows per unit of work and of resuming (default 2000)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=512, help="molecules per forward pass (default 512)"
+        "--batch-size",
+        type=int,
+        help="molecules per forward pass (default 128 on CPU, 1024 on GPU)",
     )
     parser.add_argument(
-        "--num-workers", type=int, help="featurization processes per device (default: free cores)"
+        "--num-workers",
+        type=int,
+        help="featurization processes per device (default: cores per device)",
     )
     parser.add_argument("--top-k", type=int, help="keep only the best N molecules")
     parser.add_argument("--top-k-by", help="column ranking --top-k (default: first task)")

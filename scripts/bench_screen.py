@@ -1,0 +1,206 @@
+"""Screening throughput and memory: ``molml screen`` on libraries of growing size.
+
+Builds a library from the MoleculeNet CSVs in ``$MOLML_DATA_DIR`` (all SMILES, repeated and
+shuffled up to the largest size, invalid ones included), writes prefixes of it as ``.smi.gz``,
+screens each with a D-MPNN checkpoint (hidden 300, depth 3; trained for one epoch on ESOL
+unless ``--model`` is given) in a fresh ``molml screen`` process, and reports molecules per
+second and peak memory: sampled over the whole process tree (the screening process plus its
+featurization workers) as PSS, so pages shared by the forked workers count once, and as the
+peak RSS of the screening process itself.
+
+    python scripts/bench_screen.py                       # 50k and 200k molecules
+    python scripts/bench_screen.py --sizes 50000 200000 1000000 --num-workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.registry import dataset_path, list_datasets
+from molml.models import DMPNN, MoleculeModel
+
+
+def library_smiles(n: int, seed: int) -> list[str]:
+    """``n`` SMILES drawn from every registry dataset, repeated and shuffled."""
+    pool: list[str] = []
+    for name in list_datasets():
+        pool += pd.read_csv(dataset_path(name), usecols=[0]).iloc[:, 0].astype(str).tolist()
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < n:
+        rng.shuffle(pool)
+        out += pool
+    return out[:n]
+
+
+def train_checkpoint(workdir: Path) -> Path:
+    """A D-MPNN of the benchmark size, one epoch on ESOL (its weights do not matter here)."""
+    L.seed_everything(0)
+    dm = MoleculeDataModule(dataset="esol", split="scaffold", cache_dir=None)
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=300, depth=3),
+        tasks=dm.tasks,
+        task_type=dm.task_type,
+        featurizer=dm.featurizer_config,
+    )
+    checkpoint = ModelCheckpoint(dirpath=workdir, filename="dmpnn", monitor="val/loss")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint],
+    )
+    trainer.fit(model, datamodule=dm)
+    return Path(checkpoint.best_model_path)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` memory field in KiB (0 once the process is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith(field)).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def _tree_memory_kib(pid: int) -> int:
+    """Proportional set size (PSS) of ``pid`` and its descendants (KiB), from /proc.
+
+    PSS splits pages shared between the forked workers and their parent, so the sum is the
+    memory the screen really holds (plain RSS would count torch's shared pages per process).
+    """
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += int(next(x for x in rollup.splitlines() if x.startswith("Pss:")).split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> dict:
+    """One ``molml screen`` process; returns its summary plus wall time and peak memory."""
+    command = [
+        sys.executable,
+        "-m",
+        "molml.cli",
+        "screen",
+        "--model",
+        str(model),
+        "--input",
+        str(library),
+        "--output",
+        str(output),
+        "--no-progress",
+        "--overwrite",
+        *extra,
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    peak = [0, 0]  # PSS of the tree, peak RSS (VmHWM) of the screening process
+
+    def sample() -> None:
+        while process.poll() is None:
+            peak[0] = max(peak[0], _tree_memory_kib(process.pid))
+            peak[1] = max(peak[1], _status_kib(process.pid, "VmHWM"))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = process.communicate()
+    sampler.join()
+    wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"molml screen failed ({process.returncode}): {' '.join(command)}")
+    summary = json.loads(stdout[stdout.index("{") :])
+    return {
+        **summary,
+        "wall_seconds": round(wall, 2),
+        "peak_pss_all_processes_mib": round(peak[0] / 1024, 1),
+        "peak_rss_main_process_mib": round(peak[1] / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000])
+    parser.add_argument("--model", type=Path, help="checkpoint (default: train a D-MPNN)")
+    parser.add_argument("--num-workers", type=int, help="passed to molml screen")
+    parser.add_argument("--chunk-size", type=int, help="passed to molml screen")
+    parser.add_argument("--batch-size", type=int, help="passed to molml screen")
+    parser.add_argument("--precision", help="passed to molml screen, e.g. bf16-mixed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/screen.json"))
+    args = parser.parse_args()
+
+    extra = []
+    for flag in ("num_workers", "chunk_size", "batch_size", "precision"):
+        if getattr(args, flag) is not None:
+            extra += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model = args.model or train_checkpoint(workdir)
+        smiles = library_smiles(max(args.sizes), args.seed)
+        rows = []
+        for size in sorted(args.sizes):
+            library = workdir / f"library_{size}.smi.gz"
+            with gzip.open(library, "wt") as handle:
+                handle.writelines(f"{s} mol{i}\n" for i, s in enumerate(smiles[:size]))
+            result = run_screen(model, library, workdir / f"scores_{size}.parquet", extra)
+            rows.append({"size": size, **result})
+            print(f"screened {size:,} molecules in {result['wall_seconds']} s", flush=True)
+
+    print(
+        f"\nmolml screen, D-MPNN hidden 300 depth 3, {os.cpu_count()} cores, {platform.machine()}"
+    )
+    print(
+        f"{'molecules':>10} {'failed':>7} {'mol/s':>8} {'wall s':>8} {'peak PSS all':>13} "
+        f"{'peak RSS main':>14}"
+    )
+    for r in rows:
+        print(
+            f"{r['size']:>10,} {r['failed']:>7} {r['molecules_per_second']:>8.0f} "
+            f"{r['wall_seconds']:>8.1f} {r['peak_pss_all_processes_mib']:>9.0f} MiB "
+            f"{r['peak_rss_main_process_mib']:>10.0f} MiB"
+        )
+    if len(rows) > 1:
+        first, last = rows[0], rows[-1]
+        growth = last["peak_pss_all_processes_mib"] / first["peak_pss_all_processes_mib"] - 1
+        print(f"peak memory growth {first['size']:,} -> {last['size']:,}: {growth:+.1%}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps({"cores": os.cpu_count(), "options": extra, "runs": rows}, indent=2)
+    )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
