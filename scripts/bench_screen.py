@@ -67,6 +67,7 @@ def train_checkpoint(workdir: Path) -> Path:
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[checkpoint],
+        default_root_dir=str(workdir),
     )
     trainer.fit(model, datamodule=dm)
     return Path(checkpoint.best_model_path)

@@ -140,7 +140,10 @@ def test_every_row_once_in_input_order_with_the_models_predictions(trained, libr
 def test_screen_and_predict_equal_the_predictions_made_during_test(trained, tmp_path):
     dm = trained["dm"]
     model = molml.load_model(trained["ckpt"])
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(model, datamodule=dm)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.test(model, datamodule=dm)
     during_test = model.test_outputs[0][:, 0].numpy()
     test_smiles = dm.table["smiles"].iloc[dm.split_rows().test].tolist()
     assert np.allclose(model.predict(test_smiles)["logSolubility"], during_test, atol=1e-5)
@@ -358,3 +361,14 @@ def test_two_processes_give_the_one_process_output(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(double), pd.read_parquet(single))
+
+
+def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path):
+    screen([trained["ckpt"]], library, tmp_path / "fp32.parquet")
+    screen([trained["ckpt"]], library, tmp_path / "bf16.parquet", precision="bf16-mixed")
+    fp32 = pd.read_parquet(tmp_path / "fp32.parquet")
+    bf16 = pd.read_parquet(tmp_path / "bf16.parquet")
+    assert (fp32["status"] == bf16["status"]).all()
+    difference = (fp32["logSolubility"] - bf16["logSolubility"]).abs()
+    assert difference.max() < 0.1 and difference.max() > 0  # rounded, yet the same ranking
+    assert fp32["logSolubility"].corr(bf16["logSolubility"], method="spearman") > 0.99

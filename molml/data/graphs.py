@@ -94,6 +94,11 @@ class GraphStore(Dataset):
             batch.y = torch.nan_to_num(target, nan=0.0)
         return batch
 
+    def to(self, device: torch.device | str) -> GraphStore:
+        """The same store with every tensor on ``device``."""
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return GraphStore(**{k: v if v is None else v.to(device) for k, v in fields.items()})
+
     @classmethod
     def from_arrays(cls, parts: Sequence[dict[str, np.ndarray]]) -> GraphStore:
         """Concatenate the array dicts of :func:`featurize_block` into one store."""

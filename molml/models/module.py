@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch
-from torch_geometric.loader import DataLoader
 
 from molml import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
-from molml.errors import InvalidMoleculeError
+from molml.data.graphs import GraphStore, featurize_block
 from molml.models.encoders import DMPNN, Encoder, make_activation
 from molml.models.metrics import TASK_TYPES, MolecularMetrics
 from molml.models.readout import make_readout
@@ -246,25 +245,17 @@ class MoleculeModel(L.LightningModule):
     def _run(self, smiles: Sequence[str], batch_size: int, embed: bool) -> tuple[np.ndarray, list]:
         was_training = self.training
         self.eval()
-        status: list[str] = []
-        graphs, positions = [], []
-        for i, smi in enumerate(smiles):
-            try:
-                graphs.append(self.featurizer(smi))
-                positions.append(i)
-                status.append("ok")
-            except InvalidMoleculeError as exc:
-                status.append(str(exc))
+        arrays, errors, _, _ = featurize_block(self.featurizer, list(smiles))
+        store = GraphStore.from_arrays([arrays]).to(self.device)
+        status = [errors.get(i, "ok") for i in range(len(smiles))]
         width = self.encoder.out_dim if embed else len(self.prediction_columns())
         values = np.full((len(smiles), width), np.nan, dtype=np.float32)
-        device = next(self.parameters()).device
-        done = 0
-        for batch in DataLoader(graphs, batch_size=batch_size, shuffle=False):
-            batch = batch.to(device)
+        positions = arrays["positions"]
+        for start in range(0, len(store), batch_size):
+            stop = min(start + batch_size, len(store))
+            batch = store.batch(start, stop)
             out = self.embed_batch(batch) if embed else self.to_prediction(self(batch))
-            rows = positions[done : done + batch.num_graphs]
-            values[rows] = out.reshape(batch.num_graphs, -1).float().cpu().numpy()
-            done += batch.num_graphs
+            values[positions[start:stop]] = out.reshape(stop - start, -1).float().cpu().numpy()
         self.train(was_training)
         return values, status
 
