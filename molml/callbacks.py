@@ -18,6 +18,12 @@ from molml.plots import parity_plot, roc_plot
 RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
 
 
+def run_directory(trainer: L.Trainer) -> Path:
+    """The run's log directory. Call it on every rank: under DDP, ``trainer.log_dir`` is a
+    broadcast from rank 0, so calling it on rank 0 alone would hang."""
+    return Path(trainer.log_dir or ".")
+
+
 def mlflow_loggers(trainer: L.Trainer) -> list[MLFlowLogger]:
     """The trainer's MLflow loggers (rank 0 only)."""
     if not trainer.is_global_zero:
@@ -43,19 +49,27 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
+        run_dir = run_directory(trainer)
         frame = trainer.datamodule.predict_frame.copy()
         columns = pl_module.prediction_columns()
         if predictions:
-            rows = torch.cat([p["row"] for p in predictions]).numpy()
-            values = torch.cat([p["prediction"] for p in predictions]).float()
+            rows = torch.cat([p["row"] for p in predictions]).cpu().numpy()
+            values = torch.cat([p["prediction"] for p in predictions]).float().cpu()
             values = values.reshape(len(rows), -1).numpy()
         else:
             rows, values = np.zeros(0, dtype=np.int64), np.zeros((0, len(columns)))
+        if trainer.world_size > 1:  # every rank predicted its own molecules: gather them
+            gathered = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (rows, values))
+            rows = np.concatenate([r for r, _ in gathered])
+            values = np.concatenate([v for _, v in gathered])
+        if not trainer.is_global_zero:
+            return
         for j, column in enumerate(columns):
             frame[column] = np.nan
             frame.loc[rows, column] = values[:, j]
         frame = frame[[c for c in frame.columns if c != "status"] + ["status"]]
-        path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.csv")
+        path = Path(self.output or run_dir / "predictions.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False)
         print(f"predictions for {len(frame)} rows written to {path}")
@@ -65,8 +79,8 @@ class MlflowArtifacts(L.Callback):
     """Log the run's config, split files and best checkpoint to MLflow at the end of fit/test."""
 
     def _log_run_files(self, trainer: L.Trainer, checkpoint: bool) -> None:
+        run_dir = run_directory(trainer)
         for logger in mlflow_loggers(trainer):
-            run_dir = Path(trainer.log_dir or ".")
             for name in RUN_FILES:
                 if (run_dir / name).is_file():
                     logger.experiment.log_artifact(logger.run_id, str(run_dir / name))
@@ -86,11 +100,11 @@ class EvaluationPlots(L.Callback):
     run directory and as MLflow artifacts."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        run_dir = run_directory(trainer)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
             return
         preds, target, mask = (t.cpu().numpy() for t in outputs)
-        run_dir = Path(trainer.log_dir or ".")
         if pl_module.task_type == "regression":
             path = parity_plot(preds, target, mask, pl_module.tasks, run_dir / "test_parity.png")
         else:

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
 
@@ -225,9 +226,12 @@ class MoleculeDataModule(L.LightningDataModule):
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""
         trainer = self.trainer
-        if trainer is None or not trainer.is_global_zero or trainer.log_dir is None:
+        if trainer is None:
             return None
-        return Path(trainer.log_dir)
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        if not trainer.is_global_zero or log_dir is None:
+            return None
+        return Path(log_dir)
 
     # ------------------------------------------------------------------ statistics + loaders
     def target_statistics(self) -> tuple[np.ndarray, np.ndarray]:
@@ -239,10 +243,20 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        dataset = Subset(self.graphs, indices.tolist())
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Lightning's default DistributedSampler pads ranks to equal length by repeating
+            # molecules, which would count them twice in validation and test metrics
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            Subset(self.graphs, indices.tolist()),
+            dataset,
             batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
         )

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch
+from torchmetrics import MeanMetric
 
 from molml import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
@@ -86,6 +87,8 @@ class MoleculeModel(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
         )
+        # mean loss over labelled entries, summed over all ranks (exact under DDP)
+        self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.test_outputs: tuple[Tensor, Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ forward
@@ -138,14 +141,20 @@ class MoleculeModel(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch), batch)
-        self.log("train/loss", loss, batch_size=batch.num_graphs, prog_bar=True, on_epoch=True)
+        self.log(
+            "train/loss",
+            loss,
+            batch_size=batch.num_graphs,
+            prog_bar=True,
+            on_epoch=True,
+            sync_dist=True,
+        )
         return loss
 
     def _evaluate(self, batch: Batch, stage: str) -> None:
         out = self(batch)
-        self.log(
-            f"{stage}/loss", self.loss(out, batch), batch_size=batch.num_graphs, sync_dist=True
-        )
+        n_labels = batch.y_mask.sum()
+        self.eval_losses[stage].update(self.loss(out, batch), weight=n_labels.clamp_min(1))
         self.metrics[stage].update(self.to_prediction(out), batch.y, batch.y_mask)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -156,9 +165,11 @@ class MoleculeModel(L.LightningModule):
 
     def _log_metrics(self, stage: str) -> None:
         metric = self.metrics[stage]
+        self.log(f"{stage}/loss", self.eval_losses[stage].compute(), sync_dist=True)
+        self.eval_losses[stage].reset()
         values = metric.compute()
         for key, value in values.items():  # averages in the progress bar, per-task in the logs
-            self.log(f"{stage}/{key}", value, prog_bar="/" not in key)
+            self.log(f"{stage}/{key}", value, prog_bar="/" not in key, sync_dist=True)
         if stage == "test":  # kept for plots (molml.callbacks.EvaluationPlots)
             self.test_outputs = metric.gathered()
         metric.reset()
