@@ -26,6 +26,7 @@ class MolmlCLI(LightningCLI):
             ("data.task_type", "model.task_type"),
             ("data.num_classes", "model.num_classes"),
             ("data.featurizer_config", "model.featurizer"),
+            ("data.molecule_features_config", "model.molecule_features"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})

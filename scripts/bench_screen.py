@@ -132,7 +132,7 @@ def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> di
         while process.poll() is None:
             peak[0] = max(peak[0], _tree_memory_kib(process.pid))
             peak[1] = max(peak[1], _status_kib(process.pid, "VmHWM"))
-            time.sleep(0.2)
+            time.sleep(1.0)  # reading smaps_rollup walks page tables: not too often
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

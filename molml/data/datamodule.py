@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
 
 from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.fingerprints import make_fingerprint
 from molml.data.graphs import FeaturizedMolecules, GraphStore, featurize_molecules
 from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path, get_card
@@ -50,6 +52,9 @@ class MoleculeDataModule(L.LightningDataModule):
         predict_path: file to predict on with ``molml predict`` (default: the test split).
         cache_dir: where featurized graphs are cached (``None`` disables the cache).
         featurize_jobs: processes for featurization (-1: all cores).
+        molecule_features: molecule-level features concatenated before the model's head, by
+            fingerprint name (``rdkit2d`` for RDKit's 2D descriptors, ``maccs``, ``ecfp4``, ...);
+            normalized with the training split's statistics inside the model.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class MoleculeDataModule(L.LightningDataModule):
         predict_path: str | None = None,
         cache_dir: str | None = ".molml_cache",
         featurize_jobs: int = -1,
+        molecule_features: str | None = None,
     ) -> None:
         super().__init__()
         # task_type is resolved below and handed to the model, which logs the resolved value
@@ -79,6 +85,7 @@ class MoleculeDataModule(L.LightningDataModule):
         if (dataset is None) == (path is None):
             raise DataError("give exactly one of `dataset` (a registry name) or `path` (a file)")
         self.featurizer = featurizer or MolGraphFeaturizer()
+        self.molecule_features = make_fingerprint(molecule_features) if molecule_features else None
         self.source, smiles_column, target_columns, card_task = _resolve_source(
             dataset, path, data_dir, smiles_column, target_columns
         )
@@ -102,6 +109,11 @@ class MoleculeDataModule(L.LightningDataModule):
         self._predict_store: GraphStore | None = None
 
     @property
+    def molecule_features_config(self) -> dict[str, Any] | None:
+        """Config of the molecule-level features (stored in the model's checkpoint), if any."""
+        return self.molecule_features.to_config() if self.molecule_features else None
+
+    @property
     def featurizer_config(self) -> dict[str, Any]:
         """The featurizer's config, passed on to the model and stored in its checkpoint."""
         return self.featurizer.to_config()
@@ -120,6 +132,7 @@ class MoleculeDataModule(L.LightningDataModule):
             self.featurizer,
             n_jobs=self.hparams.featurize_jobs,
             cache_dir=self.hparams.cache_dir,
+            molecule_features=self.molecule_features,
         )
 
     def prepare_data(self) -> None:
@@ -240,6 +253,18 @@ class MoleculeDataModule(L.LightningDataModule):
         mean = np.nan_to_num(np.nanmean(y, axis=0), nan=0.0)
         std = np.nan_to_num(np.nanstd(y, axis=0), nan=1.0)
         return mean, np.where(std > 0, std, 1.0)
+
+    def feature_statistics(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Mean and standard deviation of each molecule-level feature on the training split
+        (NaN ignored; constant or all-NaN features get mean 0 and std 1)."""
+        if self.graphs.features is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+            features = self.graphs.features[self.split.train].double().numpy()
+            mean = np.nan_to_num(np.nanmean(features, axis=0), nan=0.0)
+            std = np.nan_to_num(np.nanstd(features, axis=0), nan=1.0)
+        return mean, np.where(std > 1e-8, std, 1.0)
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers

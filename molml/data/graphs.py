@@ -24,6 +24,7 @@ from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.errors import InvalidMoleculeError
 
 CACHE_FORMAT = 1
@@ -35,7 +36,8 @@ class GraphStore(Dataset):
 
     ``x[atom_ptr[i]:atom_ptr[i+1]]`` are molecule ``i``'s atoms; its edges (with atom indices
     local to the molecule) are ``edge_index[:, edge_ptr[i]:edge_ptr[i+1]]``. ``y`` holds targets
-    with NaN for a missing label; ``rows`` the molecule's row in the source table.
+    with NaN for a missing label; ``rows`` the molecule's row in the source table; ``features``
+    optional molecule-level features ``[n, d]`` (e.g. RDKit descriptors) for the model's head.
     """
 
     x: torch.Tensor
@@ -45,6 +47,7 @@ class GraphStore(Dataset):
     edge_ptr: torch.Tensor
     rows: torch.Tensor
     y: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.atom_ptr) - 1
@@ -58,6 +61,8 @@ class GraphStore(Dataset):
             edge_attr=self.edge_attr[e0:e1],
             row=self.rows[i : i + 1],
         )
+        if self.features is not None:
+            data.features = self.features[i : i + 1]
         if self.y is not None:
             target = self.y[i : i + 1]
             data.y_mask = ~torch.isnan(target)
@@ -68,7 +73,14 @@ class GraphStore(Dataset):
         """The same graphs with a target matrix ``[n, n_tasks]`` attached (NaN = missing)."""
         y = torch.as_tensor(y, dtype=torch.float32).reshape(len(self), -1)
         return GraphStore(
-            self.x, self.edge_index, self.edge_attr, self.atom_ptr, self.edge_ptr, self.rows, y
+            self.x,
+            self.edge_index,
+            self.edge_attr,
+            self.atom_ptr,
+            self.edge_ptr,
+            self.rows,
+            y,
+            self.features,
         )
 
     def batch(self, start: int, stop: int) -> Batch:
@@ -88,6 +100,8 @@ class GraphStore(Dataset):
             ptr=atom_ptr - a0,
             row=self.rows[start:stop],
         )
+        if self.features is not None:
+            batch.features = self.features[start:stop]
         if self.y is not None:
             target = self.y[start:stop]
             batch.y_mask = ~torch.isnan(target)
@@ -111,6 +125,11 @@ class GraphStore(Dataset):
             atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_atoms)])),
             edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_edges)])),
             rows=torch.from_numpy(np.concatenate([p["positions"] for p in parts])),
+            features=(
+                torch.from_numpy(np.concatenate([p["features"] for p in parts]))
+                if "features" in parts[0]
+                else None
+            ),
         )
 
     def save(self, path: str | Path) -> None:
@@ -144,21 +163,25 @@ def featurize_block(
     *,
     start: int = 0,
     with_scaffolds: bool = False,
+    molecule_features: FingerprintFeaturizer | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
     """Featurize a list of SMILES in this process, never failing on one molecule.
 
     Returns the concatenated arrays (``x``, ``edge_index`` with molecule-local atom indices,
     ``edge_attr``, ``n_atoms``, ``n_edges``, ``positions`` = ``start`` + index of each valid
-    molecule), the reasons for the invalid ones by position, and (``with_scaffolds``) the
-    canonical SMILES and Murcko scaffold of each valid molecule.
+    molecule, and ``features`` when ``molecule_features`` is given), the reasons for the
+    invalid ones by position, and (``with_scaffolds``) the canonical SMILES and Murcko
+    scaffold of each valid molecule.
     """
-    xs, eis, eas, n_atoms, n_edges, positions = [], [], [], [], [], []
+    xs, eis, eas, n_atoms, n_edges, positions, features = [], [], [], [], [], [], []
     errors: dict[int, str] = {}
     scaffolds: list[str] = []
     canonical: list[str] = []
     for offset, smi in enumerate(smiles):
         try:
             mol, x, ei, ea = featurizer.featurize(smi)
+            if molecule_features is not None:
+                features.append(molecule_features(mol))
             if with_scaffolds:
                 canonical.append(Chem.MolToSmiles(mol))
                 scaffolds.append(_scaffold(mol))
@@ -182,16 +205,23 @@ def featurize_block(
         "n_edges": np.asarray(n_edges, dtype=np.int64),
         "positions": np.asarray(positions, dtype=np.int64),
     }
+    if molecule_features is not None:
+        arrays["features"] = (
+            np.stack(features) if features else np.zeros((0, molecule_features.dim), np.float32)
+        )
     return arrays, errors, scaffolds, canonical
 
 
 def _featurize_chunk(
-    args: tuple[dict, int, Sequence[str], bool],
+    args: tuple[dict, dict | None, int, Sequence[str], bool],
 ) -> tuple[int, dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
-    config, start, smiles, with_scaffolds = args
-    featurizer = worker_featurizer(config)
+    config, features_config, start, smiles, with_scaffolds = args
     arrays, errors, scaffolds, canonical = featurize_block(
-        featurizer, smiles, start=start, with_scaffolds=with_scaffolds
+        worker_featurizer(config),
+        smiles,
+        start=start,
+        with_scaffolds=with_scaffolds,
+        molecule_features=fingerprint_from_config(features_config) if features_config else None,
     )
     return start, arrays, errors, scaffolds, canonical
 
@@ -228,35 +258,47 @@ def featurize_molecules(
     with_scaffolds: bool = True,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    molecule_features: FingerprintFeaturizer | None = None,
 ) -> FeaturizedMolecules:
     """Featurize ``smiles`` with all cores (``n_jobs=-1``), never failing on one molecule.
 
     Invalid SMILES end up in ``errors`` (input position -> reason). With ``cache_dir``, the
     result is stored under a key hashed from the SMILES and the featurizer config, so a second
-    call with the same inputs loads it instead of featurizing again.
+    call with the same inputs loads it instead of featurizing again. ``molecule_features``
+    adds a molecule-level feature vector per graph (``GraphStore.features``).
     """
     smiles = ["" if s is None or (isinstance(s, float) and np.isnan(s)) else s for s in smiles]
     config = featurizer.to_config()
+    features_config = molecule_features.to_config() if molecule_features is not None else None
+    if features_config is not None:
+        config_for_key = {**config, "molecule_features": features_config}
+    else:
+        config_for_key = config
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"graphs-{_cache_key(smiles, config, with_scaffolds)}.pt"
+        cache_path = (
+            Path(cache_dir) / f"graphs-{_cache_key(smiles, config_for_key, with_scaffolds)}.pt"
+        )
         if cache_path.exists():
             return _load_cached(cache_path, len(smiles))
 
     jobs = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, n_jobs)
-    tasks = [(config, start, chunk, with_scaffolds) for start, chunk in _chunks(smiles, chunk_size)]
+    tasks = [
+        (config, features_config, start, chunk, with_scaffolds)
+        for start, chunk in _chunks(smiles, chunk_size)
+    ]
     bar = tqdm(total=len(smiles), desc="featurizing", unit="mol", disable=not progress)
     results = []
     if jobs == 1 or len(tasks) == 1:
         for task in tasks:
             results.append(_featurize_chunk(task))
-            bar.update(len(task[2]))
+            bar.update(len(task[3]))
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(min(jobs, len(tasks))) as pool:
             for result in pool.imap(_featurize_chunk, tasks):
                 results.append(result)
-                bar.update(len(tasks[len(results) - 1][2]))
+                bar.update(len(tasks[len(results) - 1][3]))
     bar.close()
     result = _assemble(results, len(smiles), with_scaffolds)
     if cache_path is not None:

@@ -23,12 +23,14 @@ from torchmetrics import MeanMetric
 
 from molml import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.fingerprints import fingerprint_from_config
 from molml.data.graphs import GraphStore, featurize_block
 from molml.models.encoders import DMPNN, Encoder, make_activation
 from molml.models.metrics import TASK_TYPES, MolecularMetrics
-from molml.models.readout import make_readout
+from molml.models.readout import make_readout, readout_dim
 
 CHECKPOINT_FORMAT = 1
+FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 
 
 class MoleculeModel(L.LightningModule):
@@ -36,13 +38,16 @@ class MoleculeModel(L.LightningModule):
 
     Args:
         encoder: message-passing encoder (default: ``DMPNN()``).
-        readout: ``sum``, ``mean``, ``max`` or ``attention``.
+        readout: ``sum``, ``mean``, ``max``, ``attention`` or ``set2set``.
         ffn_hidden_dim, ffn_num_layers, dropout, activation: the feed-forward head.
         lr, weight_decay, warmup_epochs: Adam with linear warm-up from ``lr/10`` then cosine
             decay to ``lr/10``.
         tasks, task_type, num_classes: what is predicted; the data module fills these in.
         featurizer: the featurizer config (``MolGraphFeaturizer.to_config()``); the data module
             fills it in and it is stored in the checkpoint.
+        molecule_features: config of molecule-level features (e.g. RDKit 2D descriptors)
+            concatenated to the molecule embedding before the head, standardized with the
+            training split's statistics (kept as buffers); the data module fills it in.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class MoleculeModel(L.LightningModule):
         task_type: str = "regression",
         num_classes: int = 2,
         featurizer: dict[str, Any] | None = None,
+        molecule_features: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
@@ -74,8 +80,12 @@ class MoleculeModel(L.LightningModule):
         self.atom_embedding = nn.Linear(self.featurizer.atom_dim, hidden)
         self.bond_embedding = nn.Linear(self.featurizer.bond_dim, hidden)
         self.readout = make_readout(readout, self.encoder.out_dim)
+        self.molecule_features = (
+            fingerprint_from_config(molecule_features) if molecule_features else None
+        )
+        n_features = self.molecule_features.dim if self.molecule_features else 0
         self.head = _feed_forward(
-            self.encoder.out_dim,
+            readout_dim(readout, self.encoder.out_dim) + n_features,
             ffn_hidden_dim,
             len(self.tasks) * self.num_classes,
             ffn_num_layers,
@@ -84,6 +94,8 @@ class MoleculeModel(L.LightningModule):
         )
         self.register_buffer("target_mean", torch.zeros(len(self.tasks)))
         self.register_buffer("target_std", torch.ones(len(self.tasks)))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
         self.metrics = nn.ModuleDict(
             {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
         )
@@ -101,7 +113,13 @@ class MoleculeModel(L.LightningModule):
 
     def forward(self, batch: Batch) -> Tensor:
         """Raw outputs: standardized values (regression) or logits (classification)."""
-        out = self.head(self.embed_batch(batch))
+        embedding = self.embed_batch(batch)
+        if self.molecule_features is not None:
+            features = (batch.features - self.feature_mean) / self.feature_std
+            # missing descriptors sit at the training mean; extreme ones are clipped
+            features = torch.nan_to_num(features, nan=0.0).clamp(-FEATURE_CLIP, FEATURE_CLIP)
+            embedding = torch.cat([embedding, features.to(embedding.dtype)], dim=1)
+        out = self.head(embedding)
         if self.task_type == "multiclass":
             out = out.view(-1, len(self.tasks), self.num_classes)
         return out
@@ -117,10 +135,16 @@ class MoleculeModel(L.LightningModule):
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if stage == "fit" and self.task_type == "regression" and datamodule is not None:
+        if stage != "fit" or datamodule is None:
+            return
+        if self.task_type == "regression":
             mean, std = datamodule.target_statistics()
             self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        if self.molecule_features is not None:
+            mean, std = datamodule.feature_statistics()
+            self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         """Mean loss over the labelled (task, molecule) pairs of the batch."""
@@ -256,10 +280,13 @@ class MoleculeModel(L.LightningModule):
     def _run(self, smiles: Sequence[str], batch_size: int, embed: bool) -> tuple[np.ndarray, list]:
         was_training = self.training
         self.eval()
-        arrays, errors, _, _ = featurize_block(self.featurizer, list(smiles))
+        arrays, errors, _, _ = featurize_block(
+            self.featurizer, list(smiles), molecule_features=self.molecule_features
+        )
         store = GraphStore.from_arrays([arrays]).to(self.device)
         status = [errors.get(i, "ok") for i in range(len(smiles))]
-        width = self.encoder.out_dim if embed else len(self.prediction_columns())
+        embed_width = readout_dim(self.hparams.readout, self.encoder.out_dim)
+        width = embed_width if embed else len(self.prediction_columns())
         values = np.full((len(smiles), width), np.nan, dtype=np.float32)
         positions = arrays["positions"]
         for start in range(0, len(store), batch_size):

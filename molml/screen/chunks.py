@@ -18,6 +18,7 @@ import lightning as L
 import pandas as pd
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from molml.chem.fingerprints import fingerprint_from_config
 from molml.data.graphs import GraphStore, featurize_block, worker_featurizer
 from molml.data.readers import iter_molecule_chunks
 
@@ -45,12 +46,18 @@ def featurizer_key(config: dict[str, Any]) -> str:
 
 
 def featurize_rows(index: int, rows: pd.DataFrame, featurizers: dict[str, dict]) -> ScreenChunk:
-    """Featurize the SMILES of ``rows`` with every featurizer; failures go to ``status``."""
+    """Featurize the SMILES of ``rows`` for every featurization config (``{"graph": ...,
+    "molecule_features": ...}``); failures go to ``status``."""
     smiles = rows["smiles"].tolist()
     status = ["ok" if isinstance(s, str) else MISSING_SMILES for s in smiles]
     arrays_by_key = {}
     for key, config in featurizers.items():
-        arrays, errors, _, _ = featurize_block(worker_featurizer(config), smiles)
+        features = config["molecule_features"]
+        arrays, errors, _, _ = featurize_block(
+            worker_featurizer(config["graph"]),
+            smiles,
+            molecule_features=fingerprint_from_config(features) if features else None,
+        )
         for position, reason in errors.items():
             if status[position] == "ok":
                 status[position] = reason
@@ -66,7 +73,7 @@ class LibraryChunks(IterableDataset):
 
     Args:
         path: the library (any format :func:`molml.data.readers.iter_molecule_chunks` reads).
-        featurizers: featurizer key -> config, one per distinct graph featurizer of the models.
+        featurizers: key -> featurization config (graph featurizer + molecule features) needed.
         chunk_size: input rows per chunk (the unit of work, of output files and of resuming).
         reader_options: ``smiles_column``, ``id_column``, ``has_header`` for the reader.
         is_done: tells whether a chunk index already has its result (skipped when true).

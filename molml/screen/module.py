@@ -22,6 +22,16 @@ from molml.models.module import MoleculeModel
 from molml.screen.chunks import ScreenChunk, featurizer_key
 
 
+def featurization_config(model: MoleculeModel) -> dict[str, Any]:
+    """What a graph model needs computed per molecule: its graph featurizer and, if it uses
+    them, its molecule-level features."""
+    features = model.molecule_features
+    return {
+        "graph": model.featurizer.to_config(),
+        "molecule_features": features.to_config() if features is not None else None,
+    }
+
+
 def prediction_columns(model: Any) -> list[str]:
     """The prediction columns a model's ``predict`` returns, in order."""
     if isinstance(model, MoleculeModel):
@@ -56,8 +66,8 @@ class ScreeningModule(L.LightningModule):
 
     @property
     def featurizers(self) -> dict[str, dict]:
-        """Featurizer key -> config for every distinct graph featurizer of the models."""
-        configs = [m.featurizer.to_config() for m in self.graph_models]
+        """Featurizer key -> config for every distinct featurization the graph models need."""
+        configs = [featurization_config(m) for m in self.graph_models]
         return {featurizer_key(c): c for c in configs}
 
     @property
@@ -91,7 +101,7 @@ class ScreeningModule(L.LightningModule):
         return out
 
     def _graph_predictions(self, model: MoleculeModel, chunk: ScreenChunk, n: int) -> np.ndarray:
-        store = chunk.graphs[featurizer_key(model.featurizer.to_config())]
+        store = chunk.graphs[featurizer_key(featurization_config(model))]
         values = np.full((n, len(self.columns)), np.nan)
         positions = store.rows.cpu().numpy()
         for start in range(0, len(store), self.batch_size):
