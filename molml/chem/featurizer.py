@@ -14,7 +14,15 @@ hybridization       S, SP, SP2, SP2D, SP3, SP3D, SP3D2, other/unspecified       
 aromatic            0/1                                                            1
 in ring             0/1                                                            1
 mass / 100          isotope mass when an isotope is given, else average mass       1
+RWSE (optional)     return probability of a k-step random walk, k = 1..K           K
 ==================  ==========================================================  =====
+
+The random-walk structural encoding (RWSE, Dwivedi et al. 2022) is off by default
+(``random_walk_steps=0``). With ``random_walk_steps=K`` the last ``K`` columns of ``x`` hold,
+for each atom, the diagonal of ``P^1 .. P^K`` where ``P = D^-1 A`` is the random-walk matrix of
+the molecular graph: the probability that a random walk from the atom is back at it after
+``k`` steps. It describes the rings and branching around each atom without depending on the
+atom order, which is what graph Transformers (GPS) lack. An atom without bonds gets zeros.
 
 Default bond features (14 columns): bond type (single, double, triple, aromatic, other),
 conjugated, in ring, stereo (none, any, Z, E, cis, trans, other).
@@ -90,6 +98,8 @@ class MolGraphFeaturizer:
         add_hydrogens: make hydrogens explicit atoms of the graph.
         standardize: keep the largest fragment, neutralize and normalize (RDKit MolStandardize)
             before featurizing. Off by default so salts and mixtures stay as given.
+        random_walk_steps: append this many random-walk structural encoding columns to ``x``
+            (see the module docstring); 0 (default) appends none.
     """
 
     def __init__(
@@ -97,19 +107,23 @@ class MolGraphFeaturizer:
         elements: Sequence[int] = DEFAULT_ELEMENTS,
         add_hydrogens: bool = False,
         standardize: bool = False,
+        random_walk_steps: int = 0,
     ) -> None:
+        if random_walk_steps < 0:
+            raise ValueError("random_walk_steps must be 0 or more")
         self.elements = tuple(int(z) for z in elements)
         self.add_hydrogens = add_hydrogens
         self.standardize = standardize
+        self.random_walk_steps = int(random_walk_steps)
         self._atom_rows: dict[tuple, int] = {}
         self._bond_rows: dict[tuple, int] = {}
-        self._atom_table = np.zeros((64, self.atom_dim), dtype=np.float32)
+        self._atom_table = np.zeros((64, self.atom_dim - self.random_walk_steps), np.float32)
         self._bond_table = np.zeros((16, self.bond_dim), dtype=np.float32)
 
     @property
     def atom_dim(self) -> int:
         """Width of the atom feature matrix ``x``."""
-        return len(self.elements) + 1 + 8 + 8 + 4 + 6 + 8 + 3
+        return len(self.elements) + 1 + 8 + 8 + 4 + 6 + 8 + 3 + self.random_walk_steps
 
     @property
     def bond_dim(self) -> int:
@@ -123,6 +137,7 @@ class MolGraphFeaturizer:
             "elements": list(self.elements),
             "add_hydrogens": self.add_hydrogens,
             "standardize": self.standardize,
+            "random_walk_steps": self.random_walk_steps,
         }
 
     @classmethod
@@ -134,7 +149,8 @@ class MolGraphFeaturizer:
     def __repr__(self) -> str:
         return (
             f"MolGraphFeaturizer(atom_dim={self.atom_dim}, bond_dim={self.bond_dim}, "
-            f"add_hydrogens={self.add_hydrogens}, standardize={self.standardize})"
+            f"add_hydrogens={self.add_hydrogens}, standardize={self.standardize}, "
+            f"random_walk_steps={self.random_walk_steps})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -187,6 +203,8 @@ class MolGraphFeaturizer:
         rows = self._atom_rows
         atom_ids = [rows[k] if k in rows else self._atom_row(k) for k in atom_keys]
         x = self._atom_table[atom_ids]
+        if self.random_walk_steps:
+            x = np.hstack([x, random_walk_encoding(mol, self.random_walk_steps)])
 
         bonds = [
             (
@@ -273,6 +291,19 @@ class MolGraphFeaturizer:
         self._bond_table = _append_row(self._bond_table, len(self._bond_rows), features)
         self._bond_rows[key] = len(self._bond_rows)
         return self._bond_rows[key]
+
+
+def random_walk_encoding(mol: Chem.Mol, steps: int) -> np.ndarray:
+    """``[num_atoms, steps]``: column ``k-1`` is the diagonal of ``P^k``, ``P = D^-1 A``."""
+    adjacency = Chem.GetAdjacencyMatrix(mol).astype(np.float64)
+    degree = adjacency.sum(axis=1, keepdims=True)
+    walk = np.divide(adjacency, degree, out=np.zeros_like(adjacency), where=degree > 0)
+    encoding = np.empty((len(walk), steps), dtype=np.float32)
+    power = walk
+    for k in range(steps):
+        encoding[:, k] = np.diagonal(power)
+        power = power @ walk
+    return encoding
 
 
 def _append_row(table: np.ndarray, index: int, row: list[float]) -> np.ndarray:

@@ -4,15 +4,32 @@ The model embeds raw atom and bond features to ``encoder.hidden_dim`` before cal
 encoder, so encoders never depend on the featurizer's widths and can be picked freely from a
 config. Every encoder records its constructor arguments in ``self.config`` so a checkpoint can
 rebuild it without pickling code.
+
+==============  ===============================================================================
+encoder         idea
+==============  ===============================================================================
+``DMPNN``       directed bond messages (Yang et al. 2019, chemprop)
+``GINE``        GIN with bond features (Hu et al. 2020)
+``GATv2``       multi-head dynamic attention over bonded neighbours (Brody et al. 2022)
+``AttentiveFP`` gated graph attention + GRU updates (Xiong et al. 2019)
+``PNA``         several aggregators with degree scalers (Corso et al. 2020)
+``GPS``         local GINE messages + global attention per layer (Rampasek et al. 2022);
+                pair it with ``MolGraphFeaturizer(random_walk_steps=16)``
+``Graphormer``  a pure Transformer with shortest-path and degree encodings (Ying et al. 2021)
+==============  ===============================================================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GINEConv
+from torch_geometric.nn import GATConv, GATv2Conv, GINEConv, GPSConv, PNAConv
+from torch_geometric.nn.models.attentive_fp import GATEConv
+from torch_geometric.utils import degree, to_dense_adj, to_dense_batch
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
@@ -105,3 +122,366 @@ class GINE(Encoder):
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = h + self.dropout(self.act(norm(conv(h, edge_index, edge_attr))))
         return h
+
+
+def _check_heads(hidden_dim: int, heads: int) -> None:
+    if heads < 1 or hidden_dim % heads:
+        raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of heads ({heads})")
+
+
+class GATv2(Encoder):
+    """Multi-head GATv2 attention over bonded neighbours (Brody et al. 2022), on PyG's
+    ``GATv2Conv`` with bond features in the attention scores, plus residual connections and
+    batch norm. Each layer's ``heads`` heads of width ``hidden_dim / heads`` are concatenated.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 300,
+        depth: int = 3,
+        heads: int = 4,
+        dropout: float = 0.0,
+        activation: str = "elu",
+    ) -> None:
+        super().__init__(
+            hidden_dim=hidden_dim, depth=depth, heads=heads, dropout=dropout, activation=activation
+        )
+        _check_heads(hidden_dim, heads)
+        self.hidden_dim = self.out_dim = hidden_dim
+        self.convs = nn.ModuleList(
+            GATv2Conv(
+                hidden_dim,
+                hidden_dim // heads,
+                heads=heads,
+                edge_dim=hidden_dim,
+                dropout=dropout,
+                add_self_loops=True,  # an atom also attends to itself (and lone ions to something)
+            )
+            for _ in range(depth)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(depth))
+        self.act = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        h = x
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = h + self.dropout(self.act(norm(conv(h, edge_index, edge_attr))))
+        return h
+
+
+class AttentiveFP(Encoder):
+    """The atom-level part of Attentive FP (Xiong et al. 2019), on PyG's layers.
+
+    The first layer is a gated attention layer that reads bond features (PyG's ``GATEConv``);
+    the next ``depth - 1`` are graph attention layers (``GATConv``). After each, a GRU cell
+    updates every atom's state from the attention context, as in the paper.
+
+    The paper's molecule-level part (a super node that attends over the atoms for a few GRU
+    steps) is the ``attentivefp`` readout (:class:`molml.models.readout.AttentiveFPReadout`),
+    not part of this class: encoders return atom embeddings, so the molecule-level attention
+    stays swappable like any other readout and the paper's full model is
+    ``MoleculeModel(encoder=AttentiveFP(), readout="attentivefp")``.
+    """
+
+    def __init__(self, hidden_dim: int = 300, depth: int = 3, dropout: float = 0.0) -> None:
+        super().__init__(hidden_dim=hidden_dim, depth=depth, dropout=dropout)
+        if depth < 1:
+            raise ValueError("depth must be at least 1")
+        self.hidden_dim = self.out_dim = hidden_dim
+        self.gate_conv = GATEConv(hidden_dim, hidden_dim, edge_dim=hidden_dim, dropout=dropout)
+        self.convs = nn.ModuleList(
+            GATConv(
+                hidden_dim, hidden_dim, dropout=dropout, add_self_loops=False, negative_slope=0.01
+            )
+            for _ in range(depth - 1)
+        )
+        self.grus = nn.ModuleList(nn.GRUCell(hidden_dim, hidden_dim) for _ in range(depth))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        h = F.leaky_relu(x)
+        for layer, gru in enumerate(self.grus):
+            if layer == 0:
+                context = self.gate_conv(h, edge_index, edge_attr)
+            else:
+                context = self.convs[layer - 1](h, edge_index)
+            context = self.dropout(F.elu(context))
+            h = gru(context, h).relu()
+        return h
+
+
+# Atoms per 1,000 with 0..6 heavy-atom neighbours in MoleculeNet lipo, esol and bbbp (mean).
+DRUG_LIKE_DEGREE_HISTOGRAM = (1, 209, 471, 294, 25, 0, 0)
+
+
+class PNA(Encoder):
+    """Principal Neighbourhood Aggregation (Corso et al. 2020) on PyG's ``PNAConv``, with bond
+    features, residual connections and batch norm.
+
+    Each layer aggregates neighbours with mean, min, max and standard deviation, each scaled by
+    identity, amplification and attenuation, which need the average log-degree of the training
+    graphs. ``degree_histogram[d]`` is the number (or share) of atoms with ``d`` neighbours; the
+    default is the share per 1,000 atoms of heavy-atom degrees 0..6 in MoleculeNet molecules,
+    which fits drug-like sets. Give your own (``torch_geometric.utils.degree`` over the training
+    graphs) for very different molecules or with explicit hydrogens. ``towers`` splits the
+    channels into independent towers, which keeps the layer at the size of the other encoders.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 300,
+        depth: int = 3,
+        towers: int = 5,
+        degree_histogram: Sequence[int] = DRUG_LIKE_DEGREE_HISTOGRAM,
+        dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        degree_histogram = [int(count) for count in degree_histogram]
+        super().__init__(
+            hidden_dim=hidden_dim,
+            depth=depth,
+            towers=towers,
+            degree_histogram=degree_histogram,
+            dropout=dropout,
+            activation=activation,
+        )
+        if towers < 1 or hidden_dim % towers:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of towers ({towers})")
+        if not any(degree_histogram) or min(degree_histogram) < 0:
+            raise ValueError("degree_histogram needs non-negative counts, not all zero")
+        self.hidden_dim = self.out_dim = hidden_dim
+        histogram = torch.tensor(degree_histogram, dtype=torch.long)
+        self.convs = nn.ModuleList(
+            PNAConv(
+                hidden_dim,
+                hidden_dim,
+                aggregators=["mean", "min", "max", "std"],
+                scalers=["identity", "amplification", "attenuation"],
+                deg=histogram,
+                edge_dim=hidden_dim,
+                towers=towers,
+                divide_input=True,
+            )
+            for _ in range(depth)
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(depth))
+        self.act = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        h = x
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = h + self.dropout(self.act(norm(conv(h, edge_index, edge_attr))))
+        return h
+
+
+class GPS(Encoder):
+    """GPS graph Transformer (Rampasek et al. 2022) on PyG's ``GPSConv``.
+
+    Each layer adds a local GINE message-passing update and a global multi-head attention over
+    all atoms of the molecule, each with a residual connection and batch norm, then a
+    feed-forward block. Attention alone cannot see the bonds, so atoms need positional or
+    structural encodings: use ``MolGraphFeaturizer(random_walk_steps=16)``, whose random-walk
+    columns reach this encoder through the model's atom embedding.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 300,
+        depth: int = 3,
+        heads: int = 4,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__(
+            hidden_dim=hidden_dim,
+            depth=depth,
+            heads=heads,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
+        )
+        _check_heads(hidden_dim, heads)
+        self.hidden_dim = self.out_dim = hidden_dim
+        self.layers = nn.ModuleList(
+            GPSConv(
+                hidden_dim,
+                GINEConv(
+                    nn.Sequential(
+                        nn.Linear(hidden_dim, hidden_dim),
+                        make_activation(activation),
+                        nn.Linear(hidden_dim, hidden_dim),
+                    ),
+                    train_eps=True,
+                ),
+                heads=heads,
+                dropout=dropout,
+                act=activation,
+                attn_kwargs={"dropout": attention_dropout},
+            )
+            for _ in range(depth)
+        )
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        h = x
+        for layer in self.layers:
+            h = layer(h, edge_index, batch, edge_attr=edge_attr)
+        return h
+
+
+class Graphormer(Encoder):
+    """A Graphormer-style Transformer (Ying et al. 2021): full attention over the atoms of each
+    molecule, steered by graph structure instead of message passing.
+
+    - Degree (centrality) encoding: a learned vector per atom degree (capped at ``max_degree``)
+      is added to each atom's input.
+    - Spatial encoding: every attention score gets a learned bias per head for the shortest-path
+      distance between the two atoms: 0 (itself), 1 .. ``max_distance - 1``, one bucket for
+      ``max_distance`` or more, and one for atoms in different fragments (salts, mixtures).
+    - Bond encoding: bonded pairs also get a per-head bias projected from the bond embedding
+      (Graphormer averages bond features along the whole shortest path; the direct bond is the
+      cheap part of that).
+
+    The bias is computed once per batch and shared by all blocks. Molecules are padded to the
+    largest in the batch; padded atoms are masked out of every attention, so they never change a
+    real atom's output. Blocks are pre-LayerNorm, with ``F.scaled_dot_product_attention``.
+    """
+
+    def __init__(
+        self,
+        hidden_dim: int = 300,
+        depth: int = 3,
+        heads: int = 4,
+        ffn_dim: int = 600,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        max_distance: int = 10,
+        max_degree: int = 6,
+        activation: str = "gelu",
+    ) -> None:
+        super().__init__(
+            hidden_dim=hidden_dim,
+            depth=depth,
+            heads=heads,
+            ffn_dim=ffn_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            max_distance=max_distance,
+            max_degree=max_degree,
+            activation=activation,
+        )
+        _check_heads(hidden_dim, heads)
+        if max_distance < 2:
+            raise ValueError("max_distance must be at least 2")
+        self.hidden_dim = self.out_dim = hidden_dim
+        self.heads = heads
+        self.max_distance = max_distance
+        self.max_degree = max_degree
+        self.degree_embedding = nn.Embedding(max_degree + 1, hidden_dim)
+        self.distance_bias = nn.Embedding(max_distance + 2, heads)
+        self.bond_bias = nn.Linear(hidden_dim, heads)
+        self.blocks = nn.ModuleList(
+            _TransformerBlock(hidden_dim, heads, ffn_dim, dropout, attention_dropout, activation)
+            for _ in range(depth)
+        )
+        self.final_norm = nn.LayerNorm(hidden_dim)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+        atom_degree = degree(edge_index[1], x.size(0), dtype=torch.long)
+        h = x + self.degree_embedding(atom_degree.clamp(max=self.max_degree))
+        dense, mask = to_dense_batch(h, batch)
+        bias = self.attention_bias(edge_index, edge_attr, batch, mask)
+        return self.encode_dense(dense, bias)[mask]
+
+    def attention_bias(
+        self, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, mask: Tensor
+    ) -> Tensor:
+        """``[B, heads, N, N]`` additive attention bias; ``-inf`` for padded keys (``~mask``)."""
+        num_graphs, num_atoms = mask.shape
+        buckets = shortest_path_buckets(edge_index, batch, num_graphs, num_atoms, self.max_distance)
+        bonds = to_dense_adj(
+            edge_index, batch, self.bond_bias(edge_attr), num_atoms, batch_size=num_graphs
+        )
+        bias = (self.distance_bias(buckets) + bonds).permute(0, 3, 1, 2)
+        return bias.masked_fill(~mask[:, None, None, :], float("-inf"))
+
+    def encode_dense(self, h: Tensor, bias: Tensor) -> Tensor:
+        """Transformer blocks over padded atoms ``[B, N, dim]`` with the bias of
+        :meth:`attention_bias`."""
+        for block in self.blocks:
+            h = block(h, bias)
+        return self.final_norm(h)
+
+
+def shortest_path_buckets(
+    edge_index: Tensor, batch: Tensor, num_graphs: int, num_atoms: int, max_distance: int
+) -> Tensor:
+    """``[B, N, N]`` shortest-path distance between the atoms of each padded molecule, capped:
+    ``0 .. max_distance`` (the last meaning ``max_distance`` or more) and ``max_distance + 1``
+    for atoms that are not connected (other fragments, padding).
+
+    Breadth-first search on the dense adjacency by boolean matrix products; whether pairs
+    further apart are connected at all comes from squaring the reachability matrix.
+    """
+    device = edge_index.device
+    with torch.autocast(device_type=device.type, enabled=False):
+        adjacency = to_dense_adj(edge_index, batch, None, num_atoms, batch_size=num_graphs) > 0
+        adjacency = adjacency.float()
+        reached = torch.eye(num_atoms, device=device, dtype=torch.bool).expand_as(adjacency)
+        buckets = torch.full_like(adjacency, max_distance + 1, dtype=torch.long)
+        buckets.masked_fill_(reached, 0)
+        for distance in range(1, max_distance):
+            step = reached | (torch.bmm(reached.float(), adjacency) > 0)
+            buckets.masked_fill_(step & ~reached, distance)
+            reached = step
+        connected, span = reached, max_distance - 1  # pairs within `span` bonds
+        while span < num_atoms - 1:
+            connected = torch.bmm(connected.float(), connected.float()) > 0
+            span *= 2
+        buckets.masked_fill_(connected & ~reached, max_distance)
+    return buckets
+
+
+class _TransformerBlock(nn.Module):
+    """Pre-LayerNorm Transformer block whose attention takes an additive bias per head."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attention_dropout = attention_dropout
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention_out = nn.Linear(dim, dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim),
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, dim),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, bias: Tensor) -> Tensor:
+        num_graphs, num_atoms, dim = h.shape
+        qkv = self.qkv(self.attention_norm(h))
+        q, k, v = qkv.view(num_graphs, num_atoms, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias.to(q.dtype),
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        attended = attended.transpose(1, 2).reshape(num_graphs, num_atoms, dim)
+        h = h + self.dropout(self.attention_out(attended))
+        return h + self.dropout(self.ffn(self.ffn_norm(h)))

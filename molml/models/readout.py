@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
-from torch import nn
-from torch_geometric.nn import aggr
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv, aggr
 
-READOUTS = ("sum", "mean", "max", "attention", "set2set")
+READOUTS = ("sum", "mean", "max", "attention", "set2set", "attentivefp")
 SET2SET_STEPS = 3
+ATTENTIVEFP_STEPS = 2
+
+
+class AttentiveFPReadout(aggr.Aggregation):
+    """The molecule-level part of Attentive FP (Xiong et al. 2019).
+
+    The molecule starts as the sum of its atoms; then, for ``steps`` rounds, it attends over its
+    atoms with a graph attention layer (PyG's ``GATConv`` on atom -> molecule edges) and a GRU
+    cell updates it from that context.
+    """
+
+    def __init__(self, dim: int, steps: int = ATTENTIVEFP_STEPS) -> None:
+        super().__init__()
+        self.steps = steps
+        self.attention = GATConv(dim, dim, add_self_loops=False, negative_slope=0.01)
+        self.gru = nn.GRUCell(dim, dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        index: Tensor | None = None,
+        ptr: Tensor | None = None,
+        dim_size: int | None = None,
+        dim: int = -2,
+    ) -> Tensor:
+        self.assert_index_present(index)
+        self.assert_two_dimensional_input(x, dim)
+        molecule = self.reduce(x, index, ptr, dim_size, dim, reduce="sum").relu()
+        atoms = torch.arange(x.size(0), device=x.device)
+        atom_to_molecule = torch.stack([atoms, index])
+        for _ in range(self.steps):
+            context = F.elu(self.attention((x, molecule), atom_to_molecule))
+            molecule = self.gru(context, molecule).relu()
+        return molecule
 
 
 def make_readout(name: str, dim: int) -> aggr.Aggregation:
-    """``sum``, ``mean``, ``max``, ``attention`` (gated attention pooling, Li et al. 2016) or
-    ``set2set`` (Vinyals et al. 2016, 3 LSTM steps; its output is ``2 * dim`` wide)."""
+    """``sum``, ``mean``, ``max``, ``attention`` (gated attention pooling, Li et al. 2016),
+    ``set2set`` (Vinyals et al. 2016, 3 LSTM steps; its output is ``2 * dim`` wide) or
+    ``attentivefp`` (Attentive FP's molecule-level attention with GRU updates, 2 steps)."""
     if name == "sum":
         return aggr.SumAggregation()
     if name == "mean":
@@ -22,6 +59,8 @@ def make_readout(name: str, dim: int) -> aggr.Aggregation:
         return aggr.AttentionalAggregation(gate_nn=nn.Linear(dim, 1), nn=nn.Linear(dim, dim))
     if name == "set2set":
         return aggr.Set2Set(dim, processing_steps=SET2SET_STEPS)
+    if name == "attentivefp":
+        return AttentiveFPReadout(dim)
     raise ValueError(f"unknown readout {name!r}; choose from {READOUTS}")
 
 
