@@ -94,8 +94,9 @@ class MoleculeModel(L.LightningModule):
         )
         self.register_buffer("target_mean", torch.zeros(len(self.tasks)))
         self.register_buffer("target_std", torch.ones(len(self.tasks)))
-        self.register_buffer("feature_mean", torch.zeros(n_features))
-        self.register_buffer("feature_std", torch.ones(n_features))
+        if n_features:  # only then, so checkpoints of models without them keep loading
+            self.register_buffer("feature_mean", torch.zeros(n_features))
+            self.register_buffer("feature_std", torch.ones(n_features))
         self.metrics = nn.ModuleDict(
             {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
         )
