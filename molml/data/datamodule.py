@@ -2,7 +2,9 @@
 
 Reading and validating the table happens at construction (so task names and the task type are
 known before the model is built); featurization and splitting happen in ``prepare_data`` /
-``setup``, cached on disk and shared by all ranks.
+``setup``, cached on disk and shared by all ranks. :class:`MoleculeTable` holds the reading,
+validation, splitting and reporting steps on their own, so that other models (the fingerprint
+baselines) use exactly the same data and splits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,164 @@ from molml.errors import DataError
 from molml.models.metrics import TASK_TYPES
 
 log = logging.getLogger("molml")
+
+
+@dataclass
+class MoleculeTable:
+    """A molecule table with validated targets, and the steps that split and report on it.
+
+    ``frame`` has the reader's ``row`` (line number) and ``smiles`` columns plus the target
+    columns; ``targets`` is float ``[n, n_tasks]`` with NaN for a missing label. Splits are made
+    over the valid molecules only (``valid``: bool ``[n]``, from whatever featurization the model
+    uses), so their indices count valid molecules in input order.
+    """
+
+    source: Path
+    frame: pd.DataFrame
+    tasks: list[str]
+    targets: np.ndarray
+    task_type: str
+    split_values: list | None = None
+
+    @classmethod
+    def read(
+        cls,
+        dataset: str | None = None,
+        path: str | None = None,
+        *,
+        data_dir: str | None = None,
+        smiles_column: str | None = None,
+        target_columns: list[str] | None = None,
+        task_type: str | None = None,
+        split_column: str | None = None,
+    ) -> MoleculeTable:
+        """Read a registry dataset or a file and validate its targets (arguments as in
+        :class:`MoleculeDataModule`)."""
+        if (dataset is None) == (path is None):
+            raise DataError("give exactly one of `dataset` (a registry name) or `path` (a file)")
+        source, smiles_column, target_columns, card_task = _resolve_source(
+            dataset, path, data_dir, smiles_column, target_columns
+        )
+        extra = [split_column] if split_column else []
+        columns = None if target_columns is None else [*target_columns, *extra]
+        frame = read_molecules(source, smiles_column=smiles_column, columns=columns)
+        if target_columns is None:
+            not_targets = {"smiles", "row", *extra}
+            target_columns = [c for c in frame.columns if c not in not_targets]
+        if not target_columns:
+            raise DataError(f"{source}: no target columns besides the SMILES column")
+        tasks = list(target_columns)
+        targets = _numeric_targets(frame, tasks, source)
+        task_type = task_type or card_task or _infer_task_type(targets)
+        _check_labels(targets, tasks, task_type, frame, source)
+        split_values = frame[split_column].tolist() if split_column else None
+        return cls(source, frame, tasks, targets, task_type, split_values)
+
+    def report_invalid(self, errors: dict[int, str], what: str, *, strict: bool) -> None:
+        """Log the invalid molecules (input position -> reason) with their row numbers, or
+        raise :class:`DataError` with ``strict``."""
+        if not errors:
+            return
+        rows = self.frame["row"]
+        lines = [f"row {rows.iloc[pos]}: {reason}" for pos, reason in sorted(errors.items())]
+        message = (
+            f"{self.source}: {len(lines)} of {len(self.frame)} molecules in the {what} could not "
+            f"be featurized and are left out:\n  " + "\n  ".join(lines[:20])
+        )
+        if len(lines) > 20:
+            message += f"\n  ... and {len(lines) - 20} more (see invalid_rows.csv in the run dir)"
+        if strict:
+            raise DataError(message + "\n(strict=True: stopping)")
+        log.warning(message)
+
+    def make_split(
+        self,
+        valid: np.ndarray,
+        scaffolds: Sequence[str] | None,
+        *,
+        method: str,
+        sizes: Sequence[float],
+        seed: int,
+        split_file: str | None = None,
+    ) -> Split:
+        """Split the valid molecules (``scaffolds``: one per valid molecule, or None)."""
+        if method == "predefined" and split_file:
+            positions = np.flatnonzero(valid)
+            split = _to_store_indices(Split.from_json(split_file), positions, split_file)
+        else:
+            values = self.split_values
+            split = make_split(
+                method,
+                smiles=self.frame["smiles"].to_numpy()[valid].tolist(),
+                y=self.targets[valid],
+                task_type=self.task_type,
+                sizes=tuple(sizes),
+                seed=seed,
+                scaffolds=scaffolds,
+                split_column_values=None if values is None else list(np.asarray(values)[valid]),
+                n=int(valid.sum()),
+            )
+        split.validate(int(valid.sum()))
+        if len(split.train) == 0:
+            raise DataError(f"{self.source}: the training split is empty")
+        return split
+
+    def split_report(
+        self,
+        split: Split,
+        valid: np.ndarray,
+        scaffolds: Sequence[str] | None,
+        canonical_smiles: Sequence[str] | None,
+        *,
+        method: str,
+        seed: int,
+        n_invalid: int,
+    ) -> dict[str, Any]:
+        """:func:`~molml.data.splits.split_report` of a split made by :meth:`make_split`,
+        with its method, seed, source and number of invalid molecules."""
+        report = split_report(
+            split,
+            smiles=self.frame["smiles"].to_numpy()[valid].tolist(),
+            y=self.targets[valid],
+            task_names=self.tasks,
+            task_type=self.task_type,
+            scaffolds=scaffolds,
+            canonical_smiles=canonical_smiles,
+        )
+        report["method"] = method
+        report["seed"] = seed
+        report["source"] = str(self.source)
+        report["invalid_molecules"] = n_invalid
+        return report
+
+    def write_split_files(
+        self,
+        directory: Path,
+        split: Split,
+        valid: np.ndarray,
+        report: dict[str, Any],
+        errors: dict[int, str],
+    ) -> None:
+        """Write ``split_report.json``, ``split.json`` (row positions) and, when molecules were
+        left out, ``invalid_rows.csv`` into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "split_report.json").write_text(json.dumps(report, indent=2))
+        split_rows(split, valid).to_json(directory / "split.json")
+        if errors:
+            rows = sorted(errors)
+            pd.DataFrame(
+                {
+                    "row": self.frame["row"].iloc[rows].to_numpy(),
+                    "smiles": self.frame["smiles"].iloc[rows].to_numpy(),
+                    "reason": [errors[r] for r in rows],
+                }
+            ).to_csv(directory / "invalid_rows.csv", index=False)
+
+
+def split_rows(split: Split, valid: np.ndarray) -> Split:
+    """A split of the valid molecules as 0-based row positions of the input table."""
+    positions = np.flatnonzero(valid)
+    return Split(*(positions[part] for part in split.parts()))
 
 
 class MoleculeDataModule(L.LightningDataModule):
@@ -82,26 +243,22 @@ class MoleculeDataModule(L.LightningDataModule):
         super().__init__()
         # task_type is resolved below and handed to the model, which logs the resolved value
         self.save_hyperparameters(ignore=["featurizer", "task_type"])
-        if (dataset is None) == (path is None):
-            raise DataError("give exactly one of `dataset` (a registry name) or `path` (a file)")
+        self.molecules = MoleculeTable.read(
+            dataset,
+            path,
+            data_dir=data_dir,
+            smiles_column=smiles_column,
+            target_columns=target_columns,
+            task_type=task_type,
+            split_column=split_column,
+        )
         self.featurizer = featurizer or MolGraphFeaturizer()
         self.molecule_features = make_fingerprint(molecule_features) if molecule_features else None
-        self.source, smiles_column, target_columns, card_task = _resolve_source(
-            dataset, path, data_dir, smiles_column, target_columns
-        )
-        extra = [split_column] if split_column else []
-        columns = None if target_columns is None else [*target_columns, *extra]
-        self.table = read_molecules(self.source, smiles_column=smiles_column, columns=columns)
-        if target_columns is None:
-            not_targets = {"smiles", "row", *extra}
-            target_columns = [c for c in self.table.columns if c not in not_targets]
-        if not target_columns:
-            raise DataError(f"{self.source}: no target columns besides the SMILES column")
-        self.tasks = list(target_columns)
-        self.targets = _numeric_targets(self.table, self.tasks, self.source)
-        self.task_type = task_type or card_task or _infer_task_type(self.targets)
-        _check_labels(self.targets, self.tasks, self.task_type, self.table, self.source)
-        self.split_values = self.table[split_column].tolist() if split_column else None
+        self.source = self.molecules.source
+        self.table = self.molecules.frame
+        self.tasks = self.molecules.tasks
+        self.targets = self.molecules.targets
+        self.task_type = self.molecules.task_type
         self.featurized: FeaturizedMolecules | None = None
         self.split: Split | None = None
         self.report: dict[str, Any] | None = None
@@ -142,11 +299,29 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.featurized is None:
-            self.featurized = self._featurize(self.table["smiles"].tolist())
-            self._report_invalid(self.featurized, self.table, "training data")
-            self.graphs = self.featurized.graphs.with_targets(self.targets[self.featurized.valid])
-            self.split = self._make_split()
-            self.report = self._split_report()
+            featurized = self.featurized = self._featurize(self.table["smiles"].tolist())
+            self.molecules.report_invalid(
+                featurized.errors, "training data", strict=self.hparams.strict
+            )
+            self.graphs = featurized.graphs.with_targets(self.targets[featurized.valid])
+            hp = self.hparams
+            self.split = self.molecules.make_split(
+                featurized.valid,
+                featurized.scaffolds,
+                method=hp.split,
+                sizes=hp.split_sizes,
+                seed=hp.split_seed,
+                split_file=hp.split_file,
+            )
+            self.report = self.molecules.split_report(
+                self.split,
+                featurized.valid,
+                featurized.scaffolds,
+                featurized.canonical_smiles,
+                method=hp.split,
+                seed=hp.split_seed,
+                n_invalid=len(featurized.errors),
+            )
             self._write_reports()
         if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
             frame = read_molecules(self.hparams.predict_path)
@@ -156,85 +331,16 @@ class MoleculeDataModule(L.LightningDataModule):
                 frame.loc[frame.index[position], "status"] = reason
             self.predict_frame, self._predict_store = frame, result.graphs
 
-    def _make_split(self) -> Split:
-        hp = self.hparams
-        valid = self.featurized.valid
-        positions = np.flatnonzero(valid)
-        if hp.split == "predefined" and hp.split_file:
-            split = _to_store_indices(Split.from_json(hp.split_file), positions, hp.split_file)
-        else:
-            values = self.split_values
-            split = make_split(
-                hp.split,
-                smiles=self.table["smiles"].to_numpy()[valid].tolist(),
-                y=self.targets[valid],
-                task_type=self.task_type,
-                sizes=tuple(hp.split_sizes),
-                seed=hp.split_seed,
-                scaffolds=self.featurized.scaffolds,
-                split_column_values=None if values is None else list(np.asarray(values)[valid]),
-                n=int(valid.sum()),
-            )
-        split.validate(len(self.graphs))
-        if len(split.train) == 0:
-            raise DataError(f"{self.source}: the training split is empty")
-        return split
-
-    def _split_report(self) -> dict[str, Any]:
-        valid = self.featurized.valid
-        report = split_report(
-            self.split,
-            smiles=self.table["smiles"].to_numpy()[valid].tolist(),
-            y=self.targets[valid],
-            task_names=self.tasks,
-            task_type=self.task_type,
-            scaffolds=self.featurized.scaffolds,
-            canonical_smiles=self.featurized.canonical_smiles,
-        )
-        report["method"] = self.hparams.split
-        report["seed"] = self.hparams.split_seed
-        report["source"] = str(self.source)
-        report["invalid_molecules"] = len(self.featurized.errors)
-        return report
-
     def split_rows(self) -> Split:
         """The split as 0-based row positions of the input table (chemprop's splits format)."""
-        positions = np.flatnonzero(self.featurized.valid)
-        return Split(*(positions[part] for part in self.split.parts()))
-
-    def _report_invalid(self, result: FeaturizedMolecules, table: pd.DataFrame, what: str) -> None:
-        if not result.errors:
-            return
-        lines = [
-            f"row {table['row'].iloc[pos]}: {reason}"
-            for pos, reason in sorted(result.errors.items())
-        ]
-        message = (
-            f"{self.source}: {len(lines)} of {len(table)} molecules in the {what} could not be "
-            f"featurized and are left out:\n  " + "\n  ".join(lines[:20])
-        )
-        if len(lines) > 20:
-            message += f"\n  ... and {len(lines) - 20} more (see invalid_rows.csv in the run dir)"
-        if self.hparams.strict:
-            raise DataError(message + "\n(strict=True: stopping)")
-        log.warning(message)
+        return split_rows(self.split, self.featurized.valid)
 
     def _write_reports(self) -> None:
         directory = self.run_dir()
-        if directory is None:
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "split_report.json").write_text(json.dumps(self.report, indent=2))
-        self.split_rows().to_json(directory / "split.json")
-        if self.featurized.errors:
-            rows = sorted(self.featurized.errors)
-            pd.DataFrame(
-                {
-                    "row": self.table["row"].iloc[rows].to_numpy(),
-                    "smiles": self.table["smiles"].iloc[rows].to_numpy(),
-                    "reason": [self.featurized.errors[r] for r in rows],
-                }
-            ).to_csv(directory / "invalid_rows.csv", index=False)
+        if directory is not None:
+            self.molecules.write_split_files(
+                directory, self.split, self.featurized.valid, self.report, self.featurized.errors
+            )
 
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""
