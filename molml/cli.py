@@ -2,7 +2,8 @@
 
 ``molml fit|validate|test|predict`` are Lightning CLI verbs over :class:`MoleculeModel` and
 :class:`MoleculeDataModule` (``--config``, ``--print_config`` and dotted overrides work as in
-any LightningCLI); ``molml quickstart`` trains and screens the offline demo model.
+any LightningCLI); ``molml quickstart`` trains and screens the offline demo model;
+``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         from molml.quickstart import main as quickstart
 
         quickstart(args[1:])
+        return
+    if args and args[0] == "baseline":
+        from molml.baselines.cli import main as baseline
+
+        baseline(args[1:])
         return
     if args and args[0] == "screen":
         from molml.screen.run import main as screen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,10 +19,23 @@ from molml.errors import CheckpointError
 from molml.models.encoders import Encoder
 from molml.models.module import CHECKPOINT_FORMAT, MoleculeModel
 
+if TYPE_CHECKING:
+    from molml.baselines import BaselineModel
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MoleculeModel:
-    """Load a trained molml model from a checkpoint file, ready for ``predict`` / ``embed``."""
+
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> MoleculeModel | BaselineModel:
+    """Load a trained molml model from a checkpoint file, ready for ``predict`` / ``embed``.
+
+    A fingerprint baseline (its saved directory or ``baseline.json``) loads as a
+    :class:`~molml.baselines.BaselineModel`, which offers the same ``predict``.
+    """
     path = Path(path)
+    if path.is_dir() or path.suffix == ".json":
+        from molml.baselines import load_baseline
+
+        return load_baseline(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

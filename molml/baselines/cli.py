@@ -1,0 +1,58 @@
+"""``molml baseline fit|test|predict``: fingerprint baselines from a YAML config.
+
+Options follow the ``molml`` graph CLI: ``--config file.yaml`` (repeatable), dotted overrides
+such as ``--data.split_seed 3`` or ``--estimator.params.max_depth 8``, and ``--print_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from molml.baselines.config import BaselineConfig
+from molml.baselines.run import run_fit, run_predict, run_test
+
+_COMMANDS: dict[str, str] = {
+    "fit": "featurize, split, fit one model per task, evaluate and save",
+    "test": "evaluate a saved baseline (--model) on the test split",
+    "predict": "predict with a saved baseline (--model) on data.predict_path or the test split",
+}
+
+
+def build_parser() -> ArgumentParser:
+    """The ``molml baseline`` parser with one subcommand per verb."""
+    parser = ArgumentParser(prog="molml baseline", description=__doc__.splitlines()[0])
+    commands = parser.add_subcommands()
+    for name, help_text in _COMMANDS.items():
+        command = ArgumentParser(description=help_text)
+        command.add_argument("--config", action=ActionConfigFile, help="YAML config file")
+        command.add_class_arguments(BaselineConfig)
+        if name != "fit":
+            command.add_argument(
+                "--model", type=str, required=True, help="saved baseline: a run's model directory"
+            )
+        commands.add_subcommand(name, command, help=help_text)
+    return parser
+
+
+def run(args: list[str]) -> Path:
+    """Run one ``molml baseline`` command; returns its run directory."""
+    parser = build_parser()
+    namespace = parser.parse_args(args)
+    command = namespace.subcommand
+    options = parser.instantiate(namespace)[command]
+    config = BaselineConfig(
+        **{field.name: options[field.name] for field in dataclasses.fields(BaselineConfig)}
+    )
+    if command == "fit":
+        return run_fit(config)
+    runner: Callable[[BaselineConfig, str], Path] = run_test if command == "test" else run_predict
+    return runner(config, options["model"])
+
+
+def main(argv: Sequence[str]) -> None:
+    """Entry point of ``molml baseline`` (``argv``: the arguments after ``baseline``)."""
+    run(list(argv))

@@ -1,0 +1,124 @@
+"""Configuration of a baseline run: plain dataclasses, read from YAML by ``molml baseline``.
+
+The ``data`` section takes the same options as :class:`~molml.data.datamodule.MoleculeDataModule`,
+so a graph model and a baseline given the same values train and test on the same molecules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from molml.chem.fingerprints import FingerprintFeaturizer, make_fingerprint
+
+Estimator = Literal["xgboost", "random_forest"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+
+
+@dataclass
+class DataConfig:
+    """Molecules, targets and split (the options of ``MoleculeDataModule``).
+
+    Args:
+        dataset: a registry name (``esol``, ``bbbp``, ...).
+        path: or a CSV/TSV/Parquet/SMI/SDF file (gzip too).
+        smiles_column: SMILES column (default: the card's, or ``smiles``).
+        target_columns: target columns (default: the card's, or every other column).
+        task_type: ``regression`` or ``classification``; inferred when not given.
+        data_dir: directory holding registry CSVs (default: ``$MOLML_DATA_DIR``).
+        split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
+            ``predefined`` (with ``split_file`` or ``split_column``).
+        split_sizes: train/validation/test fractions.
+        split_seed: seed of the split.
+        split_file: chemprop-style split JSON (row positions), e.g. a graph run's ``split.json``.
+        split_column: column holding train/val/test per row.
+        strict: stop at the first invalid SMILES instead of reporting and skipping it.
+        predict_path: file to predict on with ``molml baseline predict`` (default: test split).
+    """
+
+    dataset: str | None = None
+    path: str | None = None
+    smiles_column: str | None = None
+    target_columns: list[str] | None = None
+    task_type: str | None = None
+    data_dir: str | None = None
+    split: str = "scaffold"
+    split_sizes: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    split_file: str | None = None
+    split_column: str | None = None
+    strict: bool = False
+    predict_path: str | None = None
+
+
+@dataclass
+class FeaturesConfig:
+    """Fingerprint features, built by ``molml.chem.fingerprints.make_fingerprint(name, **params)``.
+
+    Args:
+        name: ``ecfp4``, ``ecfp6``, ``fcfp4``, ``fcfp6``, ``morgan``, ``atompair``, ``maccs``,
+            ``rdkit2d`` or ``concat`` (``params: {parts: [{class: morgan, ...}, ...]}``).
+        params: the fingerprint's parameters, e.g. ``{radius: 2, n_bits: 2048, counts: true}``.
+        n_jobs: processes for featurizing the training data (-1: all cores).
+    """
+
+    name: str = "ecfp4"
+    params: dict[str, Any] = field(default_factory=dict)
+    n_jobs: int = -1
+
+    def make(self) -> FingerprintFeaturizer:
+        """The featurizer this section describes."""
+        return make_fingerprint(self.name, **self.params)
+
+
+@dataclass
+class EstimatorConfig:
+    """The model fitted per task.
+
+    Args:
+        name: ``xgboost`` (XGBRegressor / XGBClassifier) or ``random_forest`` (scikit-learn).
+        params: keyword arguments of the estimator class, e.g. ``{n_estimators: 500,
+            learning_rate: 0.05}``. For XGBoost classification, ``scale_pos_weight`` defaults
+            to negatives / positives among each task's training labels.
+        early_stopping_rounds: XGBoost stops when the validation loss has not improved for this
+            many rounds and keeps the best iteration (null: no early stopping).
+    """
+
+    name: Estimator = "xgboost"
+    params: dict[str, Any] = field(default_factory=dict)
+    early_stopping_rounds: int | None = 50
+
+
+@dataclass
+class BaselineConfig:
+    """A fingerprint baseline run.
+
+    Args:
+        data: molecules, targets and split.
+        features: the fingerprint.
+        estimator: the model fitted per task.
+        seed: random state of the estimator.
+        name: run name; runs go to ``<output_dir>/<name>/version_<n>``
+            (default: ``<dataset>_<fingerprint>_<estimator>``).
+        output_dir: root of the run directories.
+        tracking_uri: MLflow tracking URI (null: no MLflow logging).
+        artifact_location: where a new MLflow experiment stores its artifacts.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    seed: int = 0
+    name: str | None = None
+    output_dir: str = "runs"
+    tracking_uri: str | None = "sqlite:///runs/mlflow.db"
+    artifact_location: str = "runs/mlartifacts"
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or one made from the dataset, fingerprint and estimator."""
+        if self.name:
+            return self.name
+        source = self.data.dataset or Path(self.data.path or "data").name.split(".")[0]
+        return f"{source}_{self.features.name}_{self.estimator.name}"

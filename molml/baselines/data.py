@@ -1,0 +1,145 @@
+"""Training data of a baseline: the graph models' table, validation and split, with fingerprints.
+
+Reading, target validation, invalid-molecule reports and splitting are
+:class:`~molml.data.datamodule.MoleculeTable`'s, as in the graph data module. Splits are made
+over the molecules that parse, with the same scaffolds and the same seed, so a baseline and a
+graph model given the same data options get the same split indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+
+from molml.baselines.config import DataConfig
+from molml.chem.fingerprints import FingerprintFeaturizer
+from molml.chem.parsing import parse_smiles
+from molml.data.datamodule import MoleculeTable, split_rows
+from molml.data.splits import Split, murcko_scaffold
+from molml.errors import InvalidMoleculeError
+
+
+def featurize(
+    featurizer: FingerprintFeaturizer, smiles: Sequence[Any], n_jobs: int = 1
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Fingerprints of many molecules: ``(X, valid, errors)``.
+
+    ``X`` is float32 ``[n, dim]`` (NaN rows where invalid), ``valid`` bool ``[n]`` and ``errors``
+    maps the position of each invalid input (bad SMILES, None, NaN, ...) to the reason.
+    """
+    smiles = list(smiles)
+    X, valid = featurizer.transform(smiles, n_jobs=n_jobs)
+    errors = {int(i): _failure_reason(featurizer, smiles[i]) for i in np.flatnonzero(~valid)}
+    return X, valid, errors
+
+
+def _failure_reason(featurizer: FingerprintFeaturizer, smiles: Any) -> str:
+    try:
+        featurizer(smiles)
+    except InvalidMoleculeError as exc:
+        return str(exc)
+    return f"{featurizer.name} featurization failed"
+
+
+def canonical_and_scaffold(smiles: str) -> tuple[str, str]:
+    """Canonical SMILES and Bemis-Murcko scaffold of one valid molecule, as the graph
+    featurization computes them for splits (the canonical SMILES stands in for a scaffold that
+    RDKit cannot fragment)."""
+    mol = parse_smiles(smiles)
+    canonical = Chem.MolToSmiles(mol)
+    try:
+        return canonical, murcko_scaffold(mol)
+    except Exception:  # odd valences can break the scaffold fragmenter; keep the molecule
+        return canonical, canonical
+
+
+@dataclass
+class FingerprintData:
+    """A molecule table with fingerprints of its valid molecules and their split.
+
+    ``features`` and the split's indices refer to the valid molecules in input order;
+    ``errors`` maps the input position of each invalid molecule to the reason.
+    """
+
+    molecules: MoleculeTable
+    features: np.ndarray
+    valid: np.ndarray
+    errors: dict[int, str]
+    split: Split
+    report: dict[str, Any]
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.molecules.tasks
+
+    @property
+    def task_type(self) -> str:
+        return self.molecules.task_type
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Features and targets (NaN = missing label) of split part ``name``."""
+        index = self.split.named_parts()[name]
+        return self.features[index], self.molecules.targets[self.valid][index]
+
+    def labelled(self, name: str, task: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of the rows of part ``name`` where task ``task`` is labelled."""
+        X, y = self.part(name)
+        known = ~np.isnan(y[:, task])
+        return X[known], y[known, task]
+
+    def split_rows(self) -> Split:
+        """The split as 0-based row positions of the input table."""
+        return split_rows(self.split, self.valid)
+
+    def write_split_files(self, directory: Path) -> None:
+        """``split_report.json``, ``split.json`` and ``invalid_rows.csv`` (if any)."""
+        self.molecules.write_split_files(
+            directory, self.split, self.valid, self.report, self.errors
+        )
+
+
+def load_fingerprint_data(
+    config: DataConfig, featurizer: FingerprintFeaturizer, n_jobs: int = -1
+) -> FingerprintData:
+    """Read, validate, featurize and split the data that ``config`` describes.
+
+    Invalid molecules are reported with their row numbers and left out (``strict``: an error).
+    """
+    molecules = MoleculeTable.read(
+        config.dataset,
+        config.path,
+        data_dir=config.data_dir,
+        smiles_column=config.smiles_column,
+        target_columns=config.target_columns,
+        task_type=config.task_type,
+        split_column=config.split_column,
+    )
+    smiles = molecules.frame["smiles"].tolist()
+    X, valid, errors = featurize(featurizer, smiles, n_jobs=n_jobs)
+    molecules.report_invalid(errors, "training data", strict=config.strict)
+    keys = [canonical_and_scaffold(smiles[i]) for i in np.flatnonzero(valid)]
+    canonical = [c for c, _ in keys]
+    scaffolds = [s for _, s in keys]
+    split = molecules.make_split(
+        valid,
+        scaffolds,
+        method=config.split,
+        sizes=config.split_sizes,
+        seed=config.split_seed,
+        split_file=config.split_file,
+    )
+    report = molecules.split_report(
+        split,
+        valid,
+        scaffolds,
+        canonical,
+        method=config.split,
+        seed=config.split_seed,
+        n_invalid=len(errors),
+    )
+    return FingerprintData(molecules, X[valid], valid, errors, split, report)
