@@ -372,3 +372,33 @@ def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path
     difference = (fp32["logSolubility"] - bf16["logSolubility"]).abs()
     assert difference.max() < 0.1 and difference.max() > 0  # rounded, yet the same ranking
     assert fp32["logSolubility"].corr(bf16["logSolubility"], method="spearman") > 0.99
+
+
+def test_baselines_screen_like_graph_models(trained, library, tmp_path):
+    from molml.baselines.config import BaselineConfig, DataConfig, EstimatorConfig, FeaturesConfig
+    from molml.baselines.run import fit_baseline
+
+    config = BaselineConfig(
+        data=DataConfig(path=str(trained["root"] / "esol150.csv"), split="scaffold"),
+        features=FeaturesConfig(name="ecfp4", params={"n_bits": 512}, n_jobs=1),
+        estimator=EstimatorConfig(params={"n_estimators": 20, "max_depth": 3}),
+        tracking_uri=None,
+    )
+    fit_baseline(config).model.save(tmp_path / "xgb")
+    baseline = molml.load_model(tmp_path / "xgb")
+    out = tmp_path / "xgb.parquet"
+    screen([tmp_path / "xgb"], library, out)
+    scores = pd.read_parquet(out)
+    expected = baseline.predict([s if isinstance(s, str) else None for s in scores["smiles"]])
+    assert len(scores) == 400
+    assert ((scores["status"] == "ok") == (expected["status"] == "ok")).all()
+    assert np.allclose(scores["logSolubility"], expected["logSolubility"], equal_nan=True)
+
+    mixed = tmp_path / "mixed.parquet"
+    screen([trained["ckpt"], tmp_path / "xgb"], library, mixed)
+    both = pd.read_parquet(mixed)
+    smiles = [s if isinstance(s, str) else None for s in scores["smiles"]]
+    graph = molml.load_model(trained["ckpt"]).predict(smiles)["logSolubility"]
+    mean = (graph + expected["logSolubility"]) / 2
+    assert np.allclose(both["logSolubility"], mean, atol=1e-5, equal_nan=True)
+    assert (both["status"] == scores["status"]).all()
