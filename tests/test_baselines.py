@@ -27,6 +27,7 @@ from molml.baselines import (
     EstimatorConfig,
     FeaturesConfig,
     FitResult,
+    estimators,
     fit_baseline,
     load_baseline,
 )
@@ -122,7 +123,7 @@ def test_xgboost_round_trip_without_pickle(esol_xgb: FitResult, tmp_path: Path) 
 
 @pytest.mark.parametrize("task_type", ["regression", "classification"])
 def test_forest_arrays_match_scikit_learn(
-    esol_xgb: FitResult, task_type: str, tmp_path: Path
+    esol_xgb: FitResult, task_type: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     X, y = esol_xgb.data.labelled("train", 0)
     X = X.copy()
@@ -142,6 +143,8 @@ def test_forest_arrays_match_scikit_learn(
         else forest.predict(X_test)
     )
     arrays = ForestTaskModel.from_sklearn(forest)
+    np.testing.assert_allclose(arrays.predict(X_test), expected, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(estimators, "_MOLECULES_PER_BLOCK", 10)  # predicted block by block
     np.testing.assert_allclose(arrays.predict(X_test), expected, rtol=1e-12, atol=1e-12)
     arrays.save(tmp_path / "forest.npz")
     saved_files_are_plain(tmp_path)

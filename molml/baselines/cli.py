@@ -24,7 +24,9 @@ _COMMANDS: dict[str, str] = {
 
 def build_parser() -> ArgumentParser:
     """The ``molml baseline`` parser with one subcommand per verb."""
-    parser = ArgumentParser(prog="molml baseline", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="molml baseline", description="Fingerprint + XGBoost / random forest baselines."
+    )
     commands = parser.add_subcommands()
     for name, help_text in _COMMANDS.items():
         command = ArgumentParser(description=help_text)

@@ -79,7 +79,7 @@ class ForestTaskModel:
         cls, forest: RandomForestRegressor | RandomForestClassifier
     ) -> ForestTaskModel:
         """Node arrays of a fitted scikit-learn forest (single output; binary if a classifier)."""
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in _FOREST_ARRAYS[:-1]}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in _NODE_ARRAYS}
         roots, offset = [], 0
         positive = None
         if isinstance(forest, RandomForestClassifier):
@@ -114,6 +114,11 @@ class ForestTaskModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
+        blocks = range(0, len(X), _MOLECULES_PER_BLOCK)  # bounds the [trees, molecules] arrays
+        out = [self._predict_block(X[i : i + _MOLECULES_PER_BLOCK]) for i in blocks]
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _predict_block(self, X: np.ndarray) -> np.ndarray:
         molecules = np.arange(len(X))
         node = np.repeat(self.roots[:, None], len(X), axis=1)  # [trees, molecules]
         for _ in range(self.depth):
@@ -135,7 +140,9 @@ class ForestTaskModel:
             return cls(**arrays, depth=int(stored["depth"]))
 
 
-_FOREST_ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "value", "roots")
+_NODE_ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "value")
+_FOREST_ARRAYS = (*_NODE_ARRAYS, "roots")
+_MOLECULES_PER_BLOCK = 2048
 TASK_MODELS: dict[str, type[XGBoostTaskModel] | type[ForestTaskModel]] = {
     "xgboost": XGBoostTaskModel,
     "random_forest": ForestTaskModel,
