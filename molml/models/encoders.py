@@ -155,7 +155,7 @@ class GATv2(Encoder):
                 heads=heads,
                 edge_dim=hidden_dim,
                 dropout=dropout,
-                add_self_loops=True,  # an atom also attends to itself (and lone ions to something)
+                add_self_loops=True,  # atoms attend to themselves too, so lone ions get a message
             )
             for _ in range(depth)
         )
@@ -201,13 +201,11 @@ class AttentiveFP(Encoder):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
         h = F.leaky_relu(x)
-        for layer, gru in enumerate(self.grus):
-            if layer == 0:
-                context = self.gate_conv(h, edge_index, edge_attr)
-            else:
-                context = self.convs[layer - 1](h, edge_index)
-            context = self.dropout(F.elu(context))
-            h = gru(context, h).relu()
+        context = self.gate_conv(h, edge_index, edge_attr)
+        h = self.grus[0](self.dropout(F.elu(context)), h).relu()
+        for conv, gru in zip(self.convs, self.grus[1:], strict=True):
+            context = conv(h, edge_index)
+            h = gru(self.dropout(F.elu(context)), h).relu()
         return h
 
 
@@ -344,9 +342,10 @@ class Graphormer(Encoder):
       (Graphormer averages bond features along the whole shortest path; the direct bond is the
       cheap part of that).
 
-    The bias is computed once per batch and shared by all blocks. Molecules are padded to the
-    largest in the batch; padded atoms are masked out of every attention, so they never change a
-    real atom's output. Blocks are pre-LayerNorm, with ``F.scaled_dot_product_attention``.
+    The bias is computed once per batch and shared by all blocks. For attention, molecules are
+    padded to the largest in the batch; padded atoms are masked out as keys, so they never
+    change a real atom's output (and as queries they see real atoms, so no row is all masked).
+    Blocks are pre-LayerNorm, with ``F.scaled_dot_product_attention``.
     """
 
     def __init__(
@@ -391,9 +390,11 @@ class Graphormer(Encoder):
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
         atom_degree = degree(edge_index[1], x.size(0), dtype=torch.long)
         h = x + self.degree_embedding(atom_degree.clamp(max=self.max_degree))
-        dense, mask = to_dense_batch(h, batch)
+        mask = padding_mask(batch)
         bias = self.attention_bias(edge_index, edge_attr, batch, mask)
-        return self.encode_dense(dense, bias)[mask]
+        for block in self.blocks:
+            h = block(h, batch, mask, bias)
+        return self.final_norm(h)
 
     def attention_bias(
         self, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, mask: Tensor
@@ -407,12 +408,12 @@ class Graphormer(Encoder):
         bias = (self.distance_bias(buckets) + bonds).permute(0, 3, 1, 2)
         return bias.masked_fill(~mask[:, None, None, :], float("-inf"))
 
-    def encode_dense(self, h: Tensor, bias: Tensor) -> Tensor:
-        """Transformer blocks over padded atoms ``[B, N, dim]`` with the bias of
-        :meth:`attention_bias`."""
-        for block in self.blocks:
-            h = block(h, bias)
-        return self.final_norm(h)
+
+def padding_mask(batch: Tensor) -> Tensor:
+    """``[B, N]``: which slots of the molecules padded to ``N`` atoms hold real atoms."""
+    atoms_per_molecule = torch.bincount(batch)
+    slots = torch.arange(int(atoms_per_molecule.max()), device=batch.device)
+    return slots < atoms_per_molecule[:, None]
 
 
 def shortest_path_buckets(
@@ -445,7 +446,11 @@ def shortest_path_buckets(
 
 
 class _TransformerBlock(nn.Module):
-    """Pre-LayerNorm Transformer block whose attention takes an additive bias per head."""
+    """Pre-LayerNorm Transformer block whose attention takes an additive bias per head.
+
+    Atoms stay unpadded ``[num_atoms, dim]`` for the projections and the feed-forward part;
+    only queries, keys and values are padded per molecule for the attention itself.
+    """
 
     def __init__(
         self,
@@ -471,9 +476,10 @@ class _TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, bias: Tensor) -> Tensor:
-        num_graphs, num_atoms, dim = h.shape
+    def forward(self, h: Tensor, batch: Tensor, mask: Tensor, bias: Tensor) -> Tensor:
+        num_graphs, num_atoms = mask.shape
         qkv = self.qkv(self.attention_norm(h))
+        qkv, _ = to_dense_batch(qkv, batch, max_num_nodes=num_atoms, batch_size=num_graphs)
         q, k, v = qkv.view(num_graphs, num_atoms, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
             q,
@@ -482,6 +488,6 @@ class _TransformerBlock(nn.Module):
             attn_mask=bias.to(q.dtype),
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        attended = attended.transpose(1, 2).reshape(num_graphs, num_atoms, dim)
+        attended = attended.transpose(1, 2)[mask].flatten(1)  # real atoms, heads concatenated
         h = h + self.dropout(self.attention_out(attended))
         return h + self.dropout(self.ffn(self.ffn_norm(h)))
