@@ -16,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 from molml.callbacks import MolmlSaveConfig
 from molml.data.datamodule import MoleculeDataModule
 from molml.models.module import MoleculeModel
+from molml.tracking import absolute_tracking_uri
 
 
 class MolmlCLI(LightningCLI):
@@ -31,6 +32,15 @@ class MolmlCLI(LightningCLI):
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
+
+    def before_instantiate_classes(self) -> None:
+        """Make relative MLflow ``sqlite:///`` stores absolute (see :mod:`molml.tracking`)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.trainer.logger
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and isinstance(init_args.get("tracking_uri"), str):
+                init_args.tracking_uri = absolute_tracking_uri(init_args.tracking_uri)
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {

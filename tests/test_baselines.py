@@ -303,7 +303,7 @@ def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     assert "test" in capsys.readouterr().out
 
     # MLflow: one run in the local store, with the test metric and the model as artifacts
-    mlflow.set_tracking_uri("sqlite:///runs/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["esol_xgb"])
     assert len(runs) == 1
     assert runs["metrics.test/rmse"][0] == pytest.approx(metrics["test"]["rmse"], rel=1e-6)

@@ -29,6 +29,7 @@ from molml.data.readers import read_molecules
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.models.metrics import MolecularMetrics
+from molml.tracking import absolute_tracking_uri
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names
 
@@ -202,10 +203,8 @@ def _log_to_mlflow(config: BaselineConfig, run_dir: Path, metrics: dict[str, dic
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    if config.tracking_uri.startswith("sqlite:///"):  # sqlite creates the file, not its folder
-        database = Path(config.tracking_uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(config.tracking_uri)
+    tracking_uri = absolute_tracking_uri(config.tracking_uri)
+    client = MlflowClient(tracking_uri)
     name = config.run_name
     experiment = client.get_experiment_by_name(name)
     experiment_id = (
