@@ -14,8 +14,8 @@ Usage:
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
                               [--out runs/benchmark] [--report-only]
 
-Models: dmpnn, gine, gps (graph models, from configs/lipo_<model>.yaml with the dataset,
-metric and seed replaced), xgb_ecfp (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and
+Models: dmpnn, gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from
+configs/lipo_<model>.yaml with the dataset, metric and seed replaced), xgb_ecfp (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and
 rf_ecfp (configs/esol_rf.yaml: random forest on ECFP4 counts + RDKit descriptors).
 """
 
@@ -61,7 +61,11 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "dmpnn": ModelEntry("D-MPNN", "graph", REPO / "configs" / "lipo_dmpnn.yaml"),
     "gine": ModelEntry("GINE", "graph", REPO / "configs" / "lipo_gine.yaml"),
+    "gatv2": ModelEntry("GATv2", "graph", REPO / "configs" / "lipo_gatv2.yaml"),
+    "attentivefp": ModelEntry("AttentiveFP", "graph", REPO / "configs" / "lipo_attentivefp.yaml"),
+    "pna": ModelEntry("PNA", "graph", REPO / "configs" / "lipo_pna.yaml"),
     "gps": ModelEntry("GPS", "graph", REPO / "configs" / "lipo_gps.yaml"),
+    "graphormer": ModelEntry("Graphormer", "graph", REPO / "configs" / "lipo_graphormer.yaml"),
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
 }

@@ -328,15 +328,19 @@ def _cache_key(smiles: Sequence[str], config: dict, with_scaffolds: bool) -> str
 
 
 def _save_cached(result: FeaturizedMolecules, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    result.graphs.save(tmp)
+    """Write the cache atomically: concurrent runs featurizing the same data never collide."""
+    partial = f".{os.getpid()}.tmp"
     sidecar = {
         "errors": {str(k): v for k, v in result.errors.items()},
         "scaffolds": result.scaffolds,
         "canonical_smiles": result.canonical_smiles,
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
-    os.replace(tmp, path)
+    sidecar_tmp = path.with_suffix(".json" + partial)
+    sidecar_tmp.write_text(json.dumps(sidecar))
+    os.replace(sidecar_tmp, path.with_suffix(".json"))
+    graphs_tmp = path.with_suffix(partial)
+    result.graphs.save(graphs_tmp)
+    os.replace(graphs_tmp, path)
 
 
 def _load_cached(path: Path, n: int) -> FeaturizedMolecules:
