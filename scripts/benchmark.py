@@ -16,7 +16,8 @@ Usage:
 
 Models: dmpnn, gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from
 configs/lipo_<model>.yaml with the dataset, metric and seed replaced), xgb_ecfp
-(configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml: random forest on ECFP4 counts + RDKit descriptors).
+(configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
+random forest on ECFP4 counts + RDKit descriptors).
 """
 
 from __future__ import annotations
