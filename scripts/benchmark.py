@@ -59,14 +59,20 @@ class ModelEntry:
     template: Path
 
 
+GRAPH_MODELS = {
+    "dmpnn": "D-MPNN",
+    "gine": "GINE",
+    "gatv2": "GATv2",
+    "attentivefp": "AttentiveFP",
+    "pna": "PNA",
+    "gps": "GPS",
+    "graphormer": "Graphormer",
+}
 MODELS: dict[str, ModelEntry] = {
-    "dmpnn": ModelEntry("D-MPNN", "graph", REPO / "configs" / "lipo_dmpnn.yaml"),
-    "gine": ModelEntry("GINE", "graph", REPO / "configs" / "lipo_gine.yaml"),
-    "gatv2": ModelEntry("GATv2", "graph", REPO / "configs" / "lipo_gatv2.yaml"),
-    "attentivefp": ModelEntry("AttentiveFP", "graph", REPO / "configs" / "lipo_attentivefp.yaml"),
-    "pna": ModelEntry("PNA", "graph", REPO / "configs" / "lipo_pna.yaml"),
-    "gps": ModelEntry("GPS", "graph", REPO / "configs" / "lipo_gps.yaml"),
-    "graphormer": ModelEntry("Graphormer", "graph", REPO / "configs" / "lipo_graphormer.yaml"),
+    **{
+        name: ModelEntry(title, "graph", REPO / "configs" / f"lipo_{name}.yaml")
+        for name, title in GRAPH_MODELS.items()
+    },
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
 }

@@ -33,7 +33,7 @@ def test_every_encoder_has_an_example_config() -> None:
 
 
 @pytest.mark.parametrize("config", GRAPH_CONFIGS, ids=lambda p: p.stem)
-def test_shipped_config_fits_one_batch(
+def test_shipped_config_fits_and_predicts(
     config: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch
 ) -> None:
     require_dataset(yaml.safe_load(config.read_text())["data"]["dataset"])
