@@ -1,7 +1,7 @@
 """molml: graph and molecular deep learning on PyTorch."""
 
-__version__ = "0.1.0"
+from molml._version import __version__
+from molml.models.encoders import register_encoder
+from molml.predict import Predictor, load_model
 
-from molml.models import load_model  # noqa: E402
-
-__all__ = ["__version__", "load_model"]
+__all__ = ["Predictor", "__version__", "load_model", "register_encoder"]

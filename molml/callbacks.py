@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from molml.plots import parity_plot, roc_plot
 
+TEST_METRICS_FILE = "test_metrics.json"
 RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
 
 
@@ -97,10 +100,14 @@ class MlflowArtifacts(L.Callback):
 
 class EvaluationPlots(L.Callback):
     """After ``test``: a parity plot (regression) or ROC curves (classification), as PNG in the
-    run directory and as MLflow artifacts."""
+    run directory and as MLflow artifacts; the tested checkpoint's metrics are recorded in
+    ``test_metrics.json`` of the checkpoint's run (``{checkpoint file name: metrics}``), where
+    ``molml.load_model(...).metadata`` finds them."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
+        if trainer.is_global_zero and trainer.ckpt_path:
+            record_test_metrics(Path(trainer.ckpt_path), trainer.callback_metrics)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
             return
@@ -111,6 +118,22 @@ class EvaluationPlots(L.Callback):
             path = roc_plot(preds, target, mask, pl_module.tasks, run_dir / "test_roc.png")
         for logger in mlflow_loggers(trainer):
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="plots")
+
+
+def record_test_metrics(checkpoint: Path, metrics: dict[str, Any]) -> Path:
+    """Add ``checkpoint``'s test metrics to ``test_metrics.json`` of its run directory (the
+    parent of its ``checkpoints/`` folder)."""
+    record = checkpoint.parent.parent / TEST_METRICS_FILE
+    recorded = json.loads(record.read_text()) if record.is_file() else {}
+    recorded[checkpoint.name] = {
+        key.removeprefix("test/"): float(value)
+        for key, value in metrics.items()
+        if key.startswith("test/")
+    }
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps(recorded, indent=2))
+    os.replace(tmp, record)
+    return record
 
 
 class MolmlSaveConfig(SaveConfigCallback):
@@ -126,8 +149,6 @@ class MolmlSaveConfig(SaveConfigCallback):
 
 
 def _flatten(config_json: str) -> dict[str, Any]:
-    import json
-
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:

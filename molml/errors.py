@@ -17,3 +17,12 @@ class DataError(MolmlError, ValueError):
 
 class CheckpointError(MolmlError, ValueError):
     """A file is not a loadable molml checkpoint."""
+
+
+class TrainingError(MolmlError, RuntimeError):
+    """Training cannot go on (for example, the loss became NaN or infinite)."""
+
+
+class PredictorError(MolmlError, ValueError):
+    """A trained model was asked for something it cannot do (e.g. an embedding of a baseline
+    ensemble)."""

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from molml.cli import make_cli
-    from molml.models.loading import load_model
+    from molml.predict import load_model
 
     out = Path(args.out)
     data_csv = out / "nci5k_logp.csv"

@@ -43,7 +43,7 @@ from molml import __version__
 from molml.baselines.cli import run as run_baseline
 from molml.cli import make_cli
 from molml.data.registry import get_card
-from molml.models.metrics import HIGHER_IS_BETTER
+from molml.tasks import HIGHER_IS_BETTER
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = ("esol", "freesolv", "lipo", "bbbp", "bace", "clintox", "sider", "tox21")

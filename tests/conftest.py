@@ -52,3 +52,103 @@ def require_dataset(name: str) -> Path:
 def dataset_csv() -> Callable[[str], Path]:
     """``dataset_csv("esol")`` -> the CSV path, or skip the test when it is missing."""
     return require_dataset
+
+
+# ---------------------------------------------------------------------------- generated data
+# Data the project makes itself, so the data and model paths are tested on any machine:
+# real NCI molecules shipped with RDKit, with targets RDKit computes.
+
+NCI_LIBRARY = Path(__import__("rdkit").__file__).parent / "Data" / "NCI" / "first_5K.smi"
+GENERATED_TASKS = ["logp", "tpsa"]
+INVALID_SMILES = ["C1CC", "not_a_smiles", "c1cccc1"]  # unclosed ring, garbage, bad aromaticity
+
+
+def nci_smiles(n: int) -> list[str]:
+    """The first ``n`` SMILES of RDKit's NCI sample that RDKit parses."""
+    from rdkit import Chem
+
+    out = []
+    with NCI_LIBRARY.open() as handle:
+        for line in handle:
+            smiles = line.split()[0]
+            if Chem.MolFromSmiles(smiles) is not None:
+                out.append(smiles)
+                if len(out) == n:
+                    break
+    return out
+
+
+def write_property_csv(path: Path, n: int, *, invalid: bool = True) -> Path:
+    """``smiles,id,logp,tpsa,active``: Crippen logP and TPSA (regression, TPSA masked on every
+    7th row) and a rare binary label (logP > 4.5, ~8% positives); plus invalid SMILES rows."""
+    import numpy as np
+    import pandas as pd
+    from rdkit import Chem
+    from rdkit.Chem import Crippen, rdMolDescriptors
+
+    smiles = nci_smiles(n)
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    logp = np.array([Crippen.MolLogP(m) for m in mols])
+    tpsa = np.array([rdMolDescriptors.CalcTPSA(m) for m in mols])
+    tpsa[::7] = np.nan
+    frame = pd.DataFrame(
+        {
+            "smiles": smiles,
+            "id": [f"nci{i}" for i in range(n)],
+            "logp": logp.round(4),
+            "tpsa": tpsa.round(3),
+            "active": (logp > 4.5).astype(float),
+        }
+    )
+    if invalid:
+        bad = pd.DataFrame({"smiles": INVALID_SMILES, "id": [f"bad{i}" for i in range(3)]})
+        frame = pd.concat([frame.iloc[:40], bad, frame.iloc[40:]], ignore_index=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def property_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 NCI molecules + 3 invalid rows with RDKit-computed targets (see
+    :func:`write_property_csv`)."""
+    return write_property_csv(tmp_path_factory.mktemp("generated") / "nci_props.csv", 400)
+
+
+@pytest.fixture(scope="session")
+def graph_run(property_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small D-MPNN trained for two epochs on logP + TPSA, its checkpoint, tested once."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from molml.callbacks import EvaluationPlots
+    from molml.data.datamodule import MoleculeDataModule
+    from molml.models import DMPNN, MoleculeModel
+
+    root = tmp_path_factory.mktemp("graph_run")
+    L.seed_everything(0)
+    dm = MoleculeDataModule(
+        path=str(property_csv),
+        target_columns=GENERATED_TASKS,
+        cache_dir=None,
+        featurize_jobs=1,
+        batch_size=32,
+    )
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=48, depth=2),
+        ffn_hidden_dim=48,
+        tasks=dm.tasks,
+        featurizer=dm.featurizer_config,
+    )
+    checkpoint = ModelCheckpoint(dirpath=root / "run" / "checkpoints", filename="best")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        callbacks=[checkpoint, EvaluationPlots()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
+    trainer.fit(model, datamodule=dm)
+    (tested,) = trainer.test(model, datamodule=dm, ckpt_path="best", verbose=False)
+    return {"dm": dm, "model": model, "ckpt": Path(checkpoint.best_model_path), "tested": tested}

@@ -22,7 +22,6 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 import molml
 from molml.baselines import (
     BaselineConfig,
-    BaselineModel,
     DataConfig,
     EstimatorConfig,
     FeaturesConfig,
@@ -35,6 +34,7 @@ from molml.baselines.estimators import ForestTaskModel, fit_task_model
 from molml.cli import main
 from molml.data.datamodule import MoleculeDataModule
 from molml.errors import CheckpointError, DataError
+from molml.predict import BaselinePredictor
 
 # small and single-threaded: the tests share two cores
 XGB_FAST = {"n_estimators": 80, "learning_rate": 0.15, "max_depth": 5, "n_jobs": 1}
@@ -109,15 +109,18 @@ def test_xgboost_round_trip_without_pickle(esol_xgb: FitResult, tmp_path: Path) 
     assert "learner" in booster  # XGBoost's own JSON model format
 
     loaded = molml.load_model(tmp_path / "model")
-    assert isinstance(loaded, BaselineModel)
+    assert isinstance(loaded, BaselinePredictor)
     assert loaded.tasks == model.tasks and loaded.task_type == "regression"
     assert loaded.featurizer.to_config() == model.featurizer.to_config()
     smiles = esol_xgb.data.molecules.frame["smiles"].head(300).tolist()
     before, after = model.predict(smiles), loaded.predict(smiles, batch_size=64)
     pd.testing.assert_frame_equal(before, after)
     # the booster is saved cut to its best iteration; the fit summary travels with the model
-    assert loaded.fit_summaries == model.fit_summaries
-    assert loaded.task_models[0].booster.num_boosted_rounds() == model.fit_summaries[0]["n_trees"]
+    assert loaded.model.fit_summaries == model.fit_summaries
+    assert (
+        loaded.model.task_models[0].booster.num_boosted_rounds()
+        == model.fit_summaries[0]["n_trees"]
+    )
     assert molml.load_model(tmp_path / "model" / "baseline.json").tasks == model.tasks
 
 

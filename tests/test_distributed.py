@@ -90,7 +90,7 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
     dm = MoleculeDataModule(
         path=str(tmp_path / "esol_subset.csv"), split="scaffold", cache_dir=None, featurize_jobs=1
     )
-    model = molml.load_model(best)
+    model = molml.load_model(best).model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = L.Trainer(
@@ -113,7 +113,7 @@ def test_bf16_mixed_training_on_cpu_saves_a_loadable_checkpoint(tmp_path: Path) 
     molml_cli("fit", "--config", str(config), "--trainer.precision", "bf16-mixed", cwd=tmp_path)
     best = tmp_path / "runs" / "ddp" / "version_0" / "checkpoints" / "best.ckpt"
     model = molml.load_model(best)
-    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert all(p.dtype == torch.float32 for p in model.model.parameters())  # fp32 master weights
     predictions = model.predict(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
     assert (predictions["status"] == "ok").all()
     assert np.isfinite(predictions["logSolubility"]).all()

@@ -35,6 +35,7 @@ from molml.models import (
 )
 from molml.models.encoders import padding_mask, shortest_path_buckets
 from molml.models.readout import make_readout, readout_dim
+from molml.predict import GraphPredictor
 
 HIDDEN = 32
 RANDOM_WALK_STEPS = 8
@@ -378,11 +379,11 @@ def test_checkpoint_rebuilds_through_load_model(encoder: str, tmp_path: Path) ->
     ).fit(model, datamodule=dm)
 
     loaded = molml.load_model(checkpoint.best_model_path)
-    assert type(loaded.encoder) is type(model.encoder)
-    assert loaded.encoder.config == model.encoder.config
+    assert type(loaded.model.encoder) is type(model.encoder)
+    assert loaded.model.encoder.config == model.encoder.config
     assert loaded.featurizer.random_walk_steps == RANDOM_WALK_STEPS
     probe = [*MOLECULES, "not a smiles"]
-    expected, got = model.predict(probe), loaded.predict(probe)
+    expected, got = GraphPredictor(model).predict(probe), loaded.predict(probe)
     assert got["status"].tolist() == expected["status"].tolist()
     assert np.allclose(got["logp"], expected["logp"], atol=1e-6, equal_nan=True)
     assert np.isfinite(got["logp"][: len(MOLECULES)]).all()

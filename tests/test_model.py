@@ -22,7 +22,8 @@ from molml.chem.featurizer import DEFAULT_ELEMENTS, MolGraphFeaturizer
 from molml.data.datamodule import MoleculeDataModule
 from molml.errors import CheckpointError
 from molml.models import DMPNN, GINE, MoleculeModel
-from molml.models.metrics import MolecularMetrics
+from molml.predict import GraphPredictor
+from molml.tasks import MolecularMetrics
 
 INVALID = "C1CC"
 CHIRAL = slice(len(DEFAULT_ELEMENTS) + 17, len(DEFAULT_ELEMENTS) + 21)  # chirality tag one-hot
@@ -108,7 +109,7 @@ def test_training_lowers_the_loss(tmp_path: Path) -> None:
     assert after < 0.7 * before, (before, after)  # about 0.47x in practice
     # targets are standardized with the training split's statistics, kept as buffers
     assert torch.allclose(model.target_mean, torch.as_tensor(mean, dtype=torch.float32))
-    predictions = model.predict(dm.table["smiles"].head(10).tolist())
+    predictions = GraphPredictor(model).predict(dm.table["smiles"].head(10).tolist())
     assert predictions["logSolubility"].between(-12, 3).all()  # original units, not z-scores
 
 
@@ -126,7 +127,7 @@ def test_classification_and_multitask_train_without_nan(tmp_path, dataset, n, ta
     loss = fit.callback_metrics["train/loss_epoch"]
     assert torch.isfinite(loss) and loss > 0
     assert params_finite(model)
-    out = model.predict(dm.table["smiles"].head(20).tolist())
+    out = GraphPredictor(model).predict(dm.table["smiles"].head(20).tolist())
     values = out[dm.tasks].to_numpy()
     assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all()
 
@@ -217,9 +218,9 @@ def test_load_model_round_trip(tmp_path: Path) -> None:
     assert raw["molml"]["featurizer"] == dm.featurizer_config
 
     smiles = [*dm.table["smiles"].head(6).tolist(), INVALID, "c1ccccc1CCN"]
-    expected = model.predict(smiles)
+    expected = GraphPredictor(model).predict(smiles)
     loaded = molml.load_model(best)
-    assert not loaded.training
+    assert not loaded.model.training
     got = loaded.predict(smiles)
     assert list(got.columns) == ["smiles", "logSolubility", "status"]
     assert got["status"].tolist()[6].startswith("invalid SMILES") and "C1CC" in got["status"][6]
@@ -231,8 +232,9 @@ def test_load_model_round_trip(tmp_path: Path) -> None:
         atol=1e-6,
         equal_nan=True,
     )
-    assert torch.equal(loaded.target_mean, model.target_mean)
-    assert np.allclose(loaded.embed(smiles), model.embed(smiles), atol=1e-6, equal_nan=True)
+    assert torch.equal(loaded.model.target_mean, model.target_mean)
+    own = GraphPredictor(model).embed(smiles)
+    assert np.allclose(loaded.embed(smiles), own, atol=1e-6, equal_nan=True)
 
 
 def test_load_model_rejects_other_files(tmp_path: Path) -> None:
@@ -322,14 +324,15 @@ def test_atom_order_does_not_change_predictions(encoder_cls) -> None:
         tasks=["a", "b"],
         featurizer=feat.to_config(),
     ).eval()
+    predictor = GraphPredictor(model)
     rng = np.random.default_rng(0)
     originals = ["CC(=O)Nc1ccc(O)cc1", "O=C(O)c1ccccc1OC(C)=O", "C/C=C/CO", "CC(=O)[O-].[Na+]"]
     shuffled = [renumbered_smiles(s, rng) for s in originals]
-    a = model.predict(originals)[["a", "b"]].to_numpy()
-    b = model.predict(shuffled)[["a", "b"]].to_numpy()
+    a = predictor.predict(originals)[["a", "b"]].to_numpy()
+    b = predictor.predict(shuffled)[["a", "b"]].to_numpy()
     assert np.allclose(a, b, atol=1e-5)
     assert not np.allclose(a[0], a[1], atol=1e-5)  # the model does tell molecules apart
-    embed_a, embed_b = model.embed(originals), model.embed(shuffled)
+    embed_a, embed_b = predictor.embed(originals), predictor.embed(shuffled)
     assert np.allclose(embed_a, embed_b, atol=1e-5)
 
 

@@ -17,6 +17,7 @@ import molml
 from molml.chem.fingerprints import make_fingerprint
 from molml.data.datamodule import MoleculeDataModule
 from molml.models import DMPNN, MoleculeModel
+from molml.predict import GraphPredictor
 from molml.screen import screen_library
 
 SMILES = ["CCO", "c1ccccc1O", "not a smiles", "CC(=O)Nc1ccc(O)cc1", "[Na+].[Cl-]"]
@@ -81,10 +82,10 @@ def test_the_head_sees_the_descriptors(fitted) -> None:
 
 def test_checkpoint_round_trip_predicts_identically_and_screens(fitted, tmp_path: Path) -> None:
     model, loaded = fitted["model"], molml.load_model(fitted["ckpt"])
-    assert loaded.molecule_features.to_config() == fitted["dm"].molecule_features_config
-    assert loaded.hparams.readout == "set2set" and loaded.embed(["CCO"]).shape == (1, 64)
-    model.load_state_dict(loaded.state_dict())
-    expected, got = model.predict(SMILES), loaded.predict(SMILES)
+    assert loaded.model.molecule_features.to_config() == fitted["dm"].molecule_features_config
+    assert loaded.model.hparams.readout == "set2set" and loaded.embed(["CCO"]).shape == (1, 64)
+    model.load_state_dict(loaded.model.state_dict())
+    expected, got = GraphPredictor(model).predict(SMILES), loaded.predict(SMILES)
     assert got["status"].tolist()[2].startswith("invalid SMILES")
     assert np.allclose(got["logSolubility"], expected["logSolubility"], equal_nan=True)
 

@@ -139,14 +139,15 @@ def test_every_row_once_in_input_order_with_the_models_predictions(trained, libr
 
 def test_screen_and_predict_equal_the_predictions_made_during_test(trained, tmp_path):
     dm = trained["dm"]
-    model = molml.load_model(trained["ckpt"])
+    predictor = molml.load_model(trained["ckpt"])
+    model = predictor.model
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path
     )
     trainer.test(model, datamodule=dm)
     during_test = model.test_outputs[0][:, 0].numpy()
     test_smiles = dm.table["smiles"].iloc[dm.split_rows().test].tolist()
-    assert np.allclose(model.predict(test_smiles)["logSolubility"], during_test, atol=1e-5)
+    assert np.allclose(predictor.predict(test_smiles)["logSolubility"], during_test, atol=1e-5)
 
     library = tmp_path / "test_split.csv"
     pd.DataFrame({"smiles": test_smiles}).to_csv(library, index=False)

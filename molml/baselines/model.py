@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from molml import __version__
+from molml._version import __version__
 from molml.baselines.data import featurize
 from molml.baselines.estimators import TASK_MODELS, TaskModel
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config

@@ -28,7 +28,7 @@ from molml.baselines.model import BaselineModel, load_baseline
 from molml.data.readers import read_molecules
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
-from molml.models.metrics import MolecularMetrics
+from molml.tasks import MolecularMetrics
 from molml.tracking import absolute_tracking_uri
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names

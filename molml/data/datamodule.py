@@ -31,7 +31,7 @@ from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import Split, make_split, split_report
 from molml.errors import DataError
-from molml.models.metrics import TASK_TYPES
+from molml.tasks import TASK_TYPES, target_scaling
 
 log = logging.getLogger("molml")
 
@@ -342,6 +342,20 @@ class MoleculeDataModule(L.LightningDataModule):
                 directory, self.split, self.featurized.valid, self.report, self.featurized.errors
             )
 
+    def describe(self) -> dict[str, Any]:
+        """What a model trained on this data saw: dataset name or file, rows, split sizes."""
+        hp = self.hparams
+        info: dict[str, Any] = {
+            "name": hp.dataset or Path(self.source).stem,
+            "source": str(self.source),
+            "rows": len(self.table),
+            "split": hp.split,
+            "split_seed": hp.split_seed,
+        }
+        if self.split is not None:
+            info.update({name: len(part) for name, part in self.split.named_parts().items()})
+        return info
+
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""
         trainer = self.trainer
@@ -355,10 +369,7 @@ class MoleculeDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ statistics + loaders
     def target_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-task mean and standard deviation of the training labels (NaN ignored)."""
-        y = self.graphs.y[self.split.train].numpy()
-        mean = np.nan_to_num(np.nanmean(y, axis=0), nan=0.0)
-        std = np.nan_to_num(np.nanstd(y, axis=0), nan=1.0)
-        return mean, np.where(std > 0, std, 1.0)
+        return target_scaling(self.graphs.y[self.split.train].numpy())
 
     def feature_statistics(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Mean and standard deviation of each molecule-level feature on the training split

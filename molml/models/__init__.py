@@ -1,7 +1,16 @@
 """Encoders, readouts, heads and the Lightning module."""
 
-from molml.models.encoders import DMPNN, GINE, GPS, PNA, AttentiveFP, Encoder, GATv2, Graphormer
-from molml.models.loading import load_model
+from molml.models.encoders import (
+    DMPNN,
+    GINE,
+    GPS,
+    PNA,
+    AttentiveFP,
+    Encoder,
+    GATv2,
+    Graphormer,
+    register_encoder,
+)
 from molml.models.module import MoleculeModel
 
 __all__ = [
@@ -14,5 +23,5 @@ __all__ = [
     "GATv2",
     "Graphormer",
     "MoleculeModel",
-    "load_model",
+    "register_encoder",
 ]

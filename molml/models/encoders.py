@@ -22,7 +22,7 @@ encoder         idea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,39 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
 
+EncoderType = TypeVar("EncoderType", bound=type[Encoder])
+_REGISTRY: dict[str, type[Encoder]] = {}
+
+
+def class_path(cls: type) -> str:
+    """The dotted import path of a class, as configs and checkpoints name it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_encoder(cls: EncoderType) -> EncoderType:
+    """Allow checkpoints to rebuild encoder class ``cls`` (usable as a class decorator).
+
+    Checkpoints name their encoder by class path; ``load_model`` builds only registered
+    classes and never imports a module a checkpoint names. molml's own encoders are
+    registered; register your own subclass of :class:`Encoder` before loading its checkpoints.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Encoder)) or cls is Encoder:
+        raise TypeError(f"{cls!r} is not a concrete subclass of molml's Encoder")
+    _REGISTRY[class_path(cls)] = cls
+    return cls
+
+
+def registered_encoder(path: str) -> type[Encoder] | None:
+    """The registered encoder class with this class path, or None."""
+    return _REGISTRY.get(path)
+
+
+def registered_encoders() -> list[str]:
+    """Class paths of all registered encoders."""
+    return sorted(_REGISTRY)
+
+
+@register_encoder
 class DMPNN(Encoder):
     """Directed message passing (Yang et al. 2019, chemprop's bond message passing).
 
@@ -93,6 +126,7 @@ class DMPNN(Encoder):
         return self.dropout(self.act(self.W_o(torch.cat([x, atom_messages], dim=1))))
 
 
+@register_encoder
 class GINE(Encoder):
     """GIN with edge features (Hu et al. 2020) on PyG's ``GINEConv``, with residual connections."""
 
@@ -129,6 +163,7 @@ def _check_heads(hidden_dim: int, heads: int) -> None:
         raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of heads ({heads})")
 
 
+@register_encoder
 class GATv2(Encoder):
     """Multi-head GATv2 attention over bonded neighbours (Brody et al. 2022), on PyG's
     ``GATv2Conv`` with bond features in the attention scores, plus residual connections and
@@ -170,6 +205,7 @@ class GATv2(Encoder):
         return h
 
 
+@register_encoder
 class AttentiveFP(Encoder):
     """The atom-level part of Attentive FP (Xiong et al. 2019), on PyG's layers.
 
@@ -213,6 +249,7 @@ class AttentiveFP(Encoder):
 DRUG_LIKE_DEGREE_HISTOGRAM = (1, 209, 471, 294, 25, 0, 0)
 
 
+@register_encoder
 class PNA(Encoder):
     """Principal Neighbourhood Aggregation (Corso et al. 2020) on PyG's ``PNAConv``, with bond
     features, residual connections and batch norm.
@@ -249,7 +286,8 @@ class PNA(Encoder):
         if not any(degree_histogram) or min(degree_histogram) < 0:
             raise ValueError("degree_histogram needs non-negative counts, not all zero")
         self.hidden_dim = self.out_dim = hidden_dim
-        histogram = torch.tensor(degree_histogram, dtype=torch.long)
+        # on the CPU even when built on the meta device: PNAConv reads the values
+        histogram = torch.tensor(degree_histogram, dtype=torch.long, device="cpu")
         self.convs = nn.ModuleList(
             PNAConv(
                 hidden_dim,
@@ -274,6 +312,7 @@ class PNA(Encoder):
         return h
 
 
+@register_encoder
 class GPS(Encoder):
     """GPS graph Transformer (Rampasek et al. 2022) on PyG's ``GPSConv``.
 
@@ -329,6 +368,7 @@ class GPS(Encoder):
         return h
 
 
+@register_encoder
 class Graphormer(Encoder):
     """A Graphormer-style Transformer (Ying et al. 2021): full attention over the atoms of each
     molecule, steered by graph structure instead of message passing.

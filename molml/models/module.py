@@ -13,21 +13,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torchmetrics import MeanMetric
 
-from molml import __version__
+from molml._version import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import fingerprint_from_config
-from molml.data.graphs import GraphStore, featurize_block
-from molml.models.encoders import DMPNN, Encoder, make_activation
-from molml.models.metrics import TASK_TYPES, MolecularMetrics
+from molml.errors import TrainingError
+from molml.models.encoders import DMPNN, Encoder, class_path, make_activation
 from molml.models.readout import make_readout, readout_dim
+from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
 CHECKPOINT_FORMAT = 1
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
@@ -127,11 +125,18 @@ class MoleculeModel(L.LightningModule):
 
     def to_prediction(self, out: Tensor) -> Tensor:
         """Raw outputs -> original units / probabilities."""
-        if self.task_type == "regression":
-            return out * self.target_std + self.target_mean
-        if self.task_type == "classification":
-            return torch.sigmoid(out)
-        return torch.softmax(out, dim=-1)
+        return to_prediction(out, self.task_type, self.target_mean, self.target_std)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of :meth:`embed_batch`'s molecule embeddings."""
+        return readout_dim(self.hparams.readout, self.encoder.out_dim)
+
+    def prediction_columns(self) -> list[str]:
+        """Names of the prediction columns: the tasks, or ``<task>_class<k>`` for multiclass."""
+        if self.task_type != "multiclass":
+            return list(self.tasks)
+        return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
@@ -166,6 +171,11 @@ class MoleculeModel(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch), batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, batch "
+                f"{batch_idx}; lower model.lr or check the targets' range"
+            )
         self.log(
             "train/loss",
             loss,
@@ -179,7 +189,8 @@ class MoleculeModel(L.LightningModule):
     def _evaluate(self, batch: Batch, stage: str) -> None:
         out = self(batch)
         n_labels = batch.y_mask.sum()
-        self.eval_losses[stage].update(self.loss(out, batch), weight=n_labels.clamp_min(1))
+        if n_labels > 0:  # a batch without labels carries no weight in the mean loss
+            self.eval_losses[stage].update(self.loss(out, batch), weight=n_labels)
         self.metrics[stage].update(self.to_prediction(out), batch.y, batch.y_mask)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -195,8 +206,8 @@ class MoleculeModel(L.LightningModule):
         values = metric.compute()
         for key, value in values.items():  # averages in the progress bar, per-task in the logs
             self.log(f"{stage}/{key}", value, prog_bar="/" not in key, sync_dist=True)
-        if stage == "test":  # kept for plots (molml.callbacks.EvaluationPlots)
-            self.test_outputs = metric.gathered()
+        if stage == "test":  # all ranks' outputs, kept for plots (molml.callbacks.EvaluationPlots)
+            self.test_outputs = metric.computed_on
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -230,6 +241,10 @@ class MoleculeModel(L.LightningModule):
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["molml"] = self.spec()
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        describe = getattr(datamodule, "describe", None)
+        if describe is not None:
+            checkpoint["molml"]["training_data"] = describe()
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this model from plain data (no pickled code)."""
@@ -241,7 +256,7 @@ class MoleculeModel(L.LightningModule):
             "format": CHECKPOINT_FORMAT,
             "molml_version": __version__,
             "encoder": {
-                "class_path": f"{type(self.encoder).__module__}.{type(self.encoder).__qualname__}",
+                "class_path": class_path(type(self.encoder)),
                 "init_args": dict(self.encoder.config),
             },
             "hparams": hparams,
@@ -249,54 +264,6 @@ class MoleculeModel(L.LightningModule):
             "task_type": self.task_type,
             "featurizer": self.featurizer.to_config(),
         }
-
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def predict(self, smiles: Sequence[str], batch_size: int = 256) -> pd.DataFrame:
-        """Predict for SMILES strings; one row per input, in input order.
-
-        Columns: ``smiles``, one per task (original units or probabilities; for multiclass one
-        column per task and class), and ``status``: ``ok`` or why the molecule failed (its
-        predictions are NaN).
-        """
-        values, status = self._run(smiles, batch_size, embed=False)
-        columns = self.prediction_columns()
-        frame = pd.DataFrame(values.reshape(len(smiles), -1), columns=columns)
-        frame.insert(0, "smiles", list(smiles))
-        frame["status"] = status
-        return frame
-
-    @torch.no_grad()
-    def embed(self, smiles: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Learned molecule embeddings ``[n, dim]`` (NaN rows for invalid SMILES)."""
-        values, _ = self._run(smiles, batch_size, embed=True)
-        return values
-
-    def prediction_columns(self) -> list[str]:
-        """Names of the prediction columns: the tasks, or ``<task>_class<k>`` for multiclass."""
-        if self.task_type != "multiclass":
-            return list(self.tasks)
-        return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
-
-    def _run(self, smiles: Sequence[str], batch_size: int, embed: bool) -> tuple[np.ndarray, list]:
-        was_training = self.training
-        self.eval()
-        arrays, errors, _, _ = featurize_block(
-            self.featurizer, list(smiles), molecule_features=self.molecule_features
-        )
-        store = GraphStore.from_arrays([arrays]).to(self.device)
-        status = [errors.get(i, "ok") for i in range(len(smiles))]
-        embed_width = readout_dim(self.hparams.readout, self.encoder.out_dim)
-        width = embed_width if embed else len(self.prediction_columns())
-        values = np.full((len(smiles), width), np.nan, dtype=np.float32)
-        positions = arrays["positions"]
-        for start in range(0, len(store), batch_size):
-            stop = min(start + batch_size, len(store))
-            batch = store.batch(start, stop)
-            out = self.embed_batch(batch) if embed else self.to_prediction(self(batch))
-            values[positions[start:stop]] = out.reshape(stop - start, -1).float().cpu().numpy()
-        self.train(was_training)
-        return values, status
 
 
 def _feed_forward(

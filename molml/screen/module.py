@@ -1,14 +1,14 @@
-"""Inference over screening chunks with one model or an ensemble, on whatever the Trainer gives.
+"""Inference over screening chunks with any :class:`~molml.predict.Predictor`, on whatever
+device and precision the Trainer gives.
 
-Graph models run on the chunk's graphs in mini-batches on the Trainer's device and precision.
-Other models (fingerprint baselines) are called through their ``predict(smiles)``. With several
-models, each prediction column becomes the ensemble mean and gains a ``<column>_std`` column
-(population standard deviation over the members).
+Graph models run on the chunk's pre-featurized graphs in mini-batches (their weights are
+submodules of this LightningModule, so the Trainer places them). Other models (fingerprint
+baselines) are called through their ``predict_values(smiles)``. An ensemble's columns are the
+members' mean plus ``<column>_std`` (population standard deviation over the members).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -17,95 +17,71 @@ import pandas as pd
 import torch
 from torch import nn
 
-from molml.errors import CheckpointError
-from molml.models.module import MoleculeModel
+from molml.predict import EnsemblePredictor, GraphPredictor, Predictor
 from molml.screen.chunks import ScreenChunk, featurizer_key
 
-
-def featurization_config(model: MoleculeModel) -> dict[str, Any]:
-    """What a graph model needs computed per molecule: its graph featurizer and, if it uses
-    them, its molecule-level features."""
-    features = model.molecule_features
-    return {
-        "graph": model.featurizer.to_config(),
-        "molecule_features": features.to_config() if features is not None else None,
-    }
-
-
-def prediction_columns(model: Any) -> list[str]:
-    """The prediction columns a model's ``predict`` returns, in order."""
-    if isinstance(model, MoleculeModel):
-        return model.prediction_columns()
-    if model.task_type == "multiclass":
-        raise CheckpointError("multiclass models other than graph models cannot be screened")
-    return list(model.tasks)
+NON_FINITE = "non-finite prediction"
 
 
 class ScreeningModule(L.LightningModule):
-    """Runs the given models on :class:`ScreenChunk` batches (``Trainer.predict``).
+    """Runs a predictor on :class:`ScreenChunk` batches (``Trainer.predict``).
 
     Args:
-        models: loaded models (``molml.load_model``); they must predict the same columns.
+        predictor: a loaded model or ensemble (``molml.load_model``).
         batch_size: molecules per forward pass of a graph model.
     """
 
-    def __init__(self, models: Sequence[Any], batch_size: int = 128) -> None:
+    def __init__(self, predictor: Predictor, batch_size: int = 128) -> None:
         super().__init__()
-        if not models:
-            raise ValueError("screening needs at least one model")
-        self.columns = prediction_columns(models[0])
-        for model in models[1:]:
-            if prediction_columns(model) != self.columns:
-                raise CheckpointError(
-                    "ensemble members predict different columns: "
-                    f"{self.columns} vs {prediction_columns(model)}"
-                )
-        self.graph_models = nn.ModuleList(m for m in models if isinstance(m, MoleculeModel))
-        self.other_models = [m for m in models if not isinstance(m, MoleculeModel)]
+        self.predictor = predictor
+        self.members = predictor.members
+        # registered as submodules so the Trainer moves them to its device
+        self.graph_models = nn.ModuleList(
+            m.model for m in self.members if isinstance(m, GraphPredictor)
+        )
         self.batch_size = batch_size
 
     @property
-    def featurizers(self) -> dict[str, dict]:
+    def featurizers(self) -> dict[str, dict[str, Any]]:
         """Featurizer key -> config for every distinct featurization the graph models need."""
-        configs = [featurization_config(m) for m in self.graph_models]
+        configs = [m.featurization for m in self.members if isinstance(m, GraphPredictor)]
         return {featurizer_key(c): c for c in configs}
 
     @property
     def output_columns(self) -> list[str]:
         """Prediction columns of the output (``_std`` columns for an ensemble)."""
-        if len(self.graph_models) + len(self.other_models) == 1:
-            return list(self.columns)
-        return [*self.columns, *(f"{c}_std" for c in self.columns)]
+        return self.predictor.prediction_columns()
 
     @torch.no_grad()
     def predict_step(self, chunk: ScreenChunk, batch_idx: int) -> pd.DataFrame:
         rows = chunk.rows
         status = rows["status"].to_numpy(dtype=object)
-        members = [self._graph_predictions(m, chunk, len(rows)) for m in self.graph_models]
-        for model in self.other_models:
-            frame = model.predict(rows["smiles"].tolist(), batch_size=self.batch_size)
-            failed = (frame["status"] != "ok").to_numpy() & (status == "ok")
-            status[failed] = frame["status"].to_numpy()[failed]
-            members.append(frame[self.columns].to_numpy(dtype=np.float64))
-        stacked = np.stack(members)
-        stacked[:, status != "ok"] = np.nan
+        member_values = []
+        for member in self.members:
+            values, member_status = self._member_values(member, chunk)
+            failed = (member_status != "ok") & (status == "ok")
+            status[failed] = member_status[failed]
+            member_values.append(values)
+        if isinstance(self.predictor, EnsemblePredictor):
+            values = EnsemblePredictor.combine(member_values, status)
+        else:
+            values = member_values[0]
+            values[status != "ok"] = np.nan
+        status[(status == "ok") & ~np.isfinite(values).all(axis=1)] = NON_FINITE
         out = rows.drop(columns="status")
-        mean = stacked.mean(axis=0)
-        for i, column in enumerate(self.columns):
-            out[column] = mean[:, i]
-        if len(members) > 1:
-            std = stacked.std(axis=0)
-            for i, column in enumerate(self.columns):
-                out[f"{column}_std"] = std[:, i]
+        for i, column in enumerate(self.output_columns):
+            out[column] = values[:, i]
         out["status"] = status
         return out
 
-    def _graph_predictions(self, model: MoleculeModel, chunk: ScreenChunk, n: int) -> np.ndarray:
-        store = chunk.graphs[featurizer_key(featurization_config(model))]
-        values = np.full((n, len(self.columns)), np.nan)
-        positions = store.rows.cpu().numpy()
-        for start in range(0, len(store), self.batch_size):
-            stop = min(start + self.batch_size, len(store))
-            out = model.to_prediction(model(store.batch(start, stop)))
-            values[positions[start:stop]] = out.reshape(stop - start, -1).float().cpu().numpy()
-        return values
+    def _member_values(
+        self, member: Predictor, chunk: ScreenChunk
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = len(chunk.rows)
+        if isinstance(member, GraphPredictor):
+            store = chunk.graphs[featurizer_key(member.featurization)]
+            values = np.full((n, len(member.prediction_columns())), np.nan)
+            values[store.rows.cpu().numpy()] = member.predict_store(store, self.batch_size)
+            return values, np.full(n, "ok", dtype=object)
+        values, status = member.predict_values(chunk.rows["smiles"].tolist(), self.batch_size)
+        return np.array(values, dtype=np.float64), np.asarray(status, dtype=object)

@@ -24,10 +24,11 @@ import lightning as L
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 
-from molml import __version__
+from molml._version import __version__
 from molml.data.readers import count_records, iter_molecule_chunks, list_columns
 from molml.errors import DataError, MolmlError
-from molml.models.loading import load_model
+from molml.options import check_int
+from molml.predict import load_model
 from molml.screen.chunks import ScreenDataModule
 from molml.screen.module import ScreeningModule
 from molml.screen.output import (
@@ -71,6 +72,14 @@ def screen_library(
     return ``None``.
     """
     started = time.perf_counter()
+    for name, value, minimum in (
+        ("chunk_size", chunk_size, 1),
+        ("batch_size", batch_size, 1),
+        ("num_workers", num_workers, 0),
+        ("top_k", top_k, 1),
+        ("num_nodes", num_nodes, 1),
+    ):
+        check_int(value, name, minimum=minimum, allow_none=name not in ("chunk_size", "num_nodes"))
     output = check_output_path(output_path)
     input_path = Path(input_path)
     if id_column is None and input_path.name.lower().removesuffix(".gz").endswith(".smi"):
@@ -83,10 +92,9 @@ def screen_library(
     }
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
-    loaded = [load_model(path) for path in models]
-    module = ScreeningModule(loaded)
+    module = ScreeningModule(load_model(list(models)))
     if top_k is not None:
-        top_k_by = top_k_by or module.columns[0]
+        top_k_by = top_k_by or module.output_columns[0]
         if top_k_by not in module.output_columns:
             raise DataError(
                 f"--top-k-by {top_k_by!r} is not an output column; choose from "
@@ -109,6 +117,7 @@ def screen_library(
     if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
         raise DataError(f"{output} already exists; pass --overwrite to replace it")
     resumed = parts.start(manifest) if setup_rank else 0
+    rows_before = parts.rows_done() if setup_rank else 0
     if resumed:
         log.info("resuming: %d chunks of %s already screened", resumed, input_path)
 
@@ -140,7 +149,12 @@ def screen_library(
     with warnings.catch_warnings():  # chunks are not index-addressable; nothing is lost
         warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
         module.batch_size = batch_size or _default_batch_size(trainer)
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        try:
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        except BaseException:
+            if setup_rank and not parts.done():  # nothing to resume from: leave no trace
+                parts.remove()
+            raise
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return None
@@ -153,9 +167,9 @@ def screen_library(
         "models": [str(p) for p in models],
         **counts,
         "resumed_chunks": resumed,
-        "screened_this_run": writer.rows_written * trainer.world_size,
+        "screened_this_run": counts["rows"] - rows_before,
         "seconds": round(seconds, 2),
-        "molecules_per_second": round(writer.rows_written * trainer.world_size / seconds, 1),
+        "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
     }
     Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,13 +1,19 @@
-"""Masked multitask metrics on torchmetrics, exact under DDP (states are gathered, not averaged).
+"""What is predicted and how it is scored: task types, target scaling and metrics.
 
-Regression: RMSE, MAE, R2 per task and averaged. Classification: ROC-AUC and PR-AUC per task
-and averaged; a task whose labels in the split have a single class is skipped with a warning.
+The ground floor shared by the data module, the graph models and the fingerprint baselines
+(it imports none of them).
+
+Metrics are masked and multitask, on torchmetrics, and exact under DDP (states are gathered,
+not averaged). Regression: RMSE, MAE, R2 per task and averaged. Classification: ROC-AUC and
+PR-AUC per task and averaged; a task whose labels in the split have a single class is skipped
+with a warning.
 """
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -31,6 +37,26 @@ HIGHER_IS_BETTER = {
 }
 
 
+def target_scaling(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-task mean and standard deviation of regression targets ``[n, tasks]`` (NaN =
+    missing, ignored); an unlabelled task gets 0 and 1, a constant one standard deviation 1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nan_to_num(np.nanmean(y, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(y, axis=0), nan=1.0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def to_prediction(out: Tensor, task_type: str, mean: Tensor, std: Tensor) -> Tensor:
+    """A model's raw outputs in the user's units: regression outputs unscaled with the training
+    ``mean``/``std``, binary logits as probabilities, multiclass logits as class probabilities."""
+    if task_type == "regression":
+        return out * std + mean
+    if task_type == "classification":
+        return torch.sigmoid(out)
+    return torch.softmax(out, dim=-1)
+
+
 class MolecularMetrics(Metric):
     """Collects predictions, targets and label masks; computes per-task metrics at the end.
 
@@ -49,6 +75,7 @@ class MolecularMetrics(Metric):
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
         self.add_state("mask", default=[], dist_reduce_fx="cat")
+        self.computed_on: tuple[Tensor, Tensor, Tensor] | None = None
 
     def update(self, preds: Tensor, target: Tensor, mask: Tensor) -> None:
         self.preds.append(preds.detach().float())
@@ -56,11 +83,13 @@ class MolecularMetrics(Metric):
         self.mask.append(mask.detach().bool())
 
     def gathered(self) -> tuple[Tensor, Tensor, Tensor]:
-        """All predictions, targets and masks seen so far (synced across ranks by compute)."""
+        """This process's predictions, targets and masks (all ranks' inside ``compute``)."""
         return tuple(dim_zero_cat(s) for s in (self.preds, self.target, self.mask))
 
     def compute(self) -> dict[str, Tensor]:
-        preds, target, mask = self.gathered()
+        # torchmetrics syncs the states across ranks for compute() only and restores the local
+        # ones after, so the gathered outputs are kept here (``computed_on``) for plots
+        preds, target, mask = self.computed_on = self.gathered()
         per_task: dict[str, list[Tensor]] = {}
         for t, name in enumerate(self.task_names):
             m = mask[:, t]
@@ -77,9 +106,15 @@ class MolecularMetrics(Metric):
     def _task_metrics(self, p: Tensor, y: Tensor, name: str) -> dict[str, Tensor]:
         if self.task_type == "regression":
             err = p - y
+            out = {"rmse": err.pow(2).mean().sqrt(), "mae": err.abs().mean()}
             ss_tot = ((y - y.mean()) ** 2).sum()
-            r2 = 1 - (err**2).sum() / ss_tot if ss_tot > 0 else torch.tensor(float("nan"))
-            return {"rmse": err.pow(2).mean().sqrt(), "mae": err.abs().mean(), "r2": r2}
+            if ss_tot > 0:  # R2 is undefined for constant targets: left out of the mean
+                out["r2"] = 1 - (err**2).sum() / ss_tot
+            else:
+                warnings.warn(
+                    f"task {name!r} has constant targets in this split; R2 skipped", stacklevel=2
+                )
+            return out
         if self.task_type == "classification":
             labels = y.long()
             if labels.min() == labels.max():

@@ -1,0 +1,20 @@
+"""Every kind of trained model behind one interface: ``load_model(path) -> Predictor``.
+
+A :class:`Predictor` turns SMILES into a DataFrame of predictions (one row per input, in input
+order, with a ``status`` column), whether it wraps a graph checkpoint, a fingerprint baseline
+or an ensemble of several. Screening, and everything built on trained models, takes one.
+"""
+
+from molml.predict.base import Predictor
+from molml.predict.baseline import BaselinePredictor
+from molml.predict.ensemble import EnsemblePredictor
+from molml.predict.graph import GraphPredictor
+from molml.predict.loading import load_model
+
+__all__ = [
+    "BaselinePredictor",
+    "EnsemblePredictor",
+    "GraphPredictor",
+    "Predictor",
+    "load_model",
+]

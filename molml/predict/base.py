@@ -1,0 +1,108 @@
+"""The :class:`Predictor` interface shared by graph models, baselines and ensembles."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from molml.errors import DataError, PredictorError
+from molml.options import check_int
+
+DEFAULT_BATCH_SIZE = 256
+
+
+def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
+    """The molecules of a ``predict``/``embed`` call as a list.
+
+    One string is one molecule; any other iterable (list, tuple, generator, pandas Series,
+    numpy array) gives one molecule per item. Items that are not strings are kept and reported
+    as invalid rows, so the output still has one row per input.
+    """
+    if isinstance(smiles, str):
+        return [smiles]
+    wrong = DataError(f"expected a SMILES string or SMILES strings, got {type(smiles).__name__}")
+    if smiles is None or isinstance(smiles, (bytes, bytearray, dict)):
+        raise wrong
+    try:
+        return list(smiles)
+    except TypeError as exc:
+        raise wrong from exc
+
+
+class Predictor(ABC):
+    """A trained model that predicts molecular properties from SMILES.
+
+    Every predictor has ``tasks``, ``task_type``, ``prediction_columns()``, ``metadata``,
+    ``predict(smiles)`` and (where the model has a learned representation) ``embed(smiles)``.
+    ``predict`` never fails on one molecule: an invalid one gets NaN predictions and a
+    ``status`` saying why; every other row says ``ok``.
+    """
+
+    kind: str = "model"
+
+    @property
+    @abstractmethod
+    def tasks(self) -> list[str]:
+        """Names of the predicted tasks."""
+
+    @property
+    @abstractmethod
+    def task_type(self) -> str:
+        """``regression``, ``classification`` (binary) or ``multiclass``."""
+
+    @abstractmethod
+    def prediction_columns(self) -> list[str]:
+        """Names of the prediction columns of :meth:`predict`, in order."""
+
+    @property
+    @abstractmethod
+    def metadata(self) -> dict[str, Any]:
+        """What a user or a service needs to know about the model: kind, molml version,
+        training data, test metrics (where recorded) and featurizer settings."""
+
+    @property
+    def members(self) -> list[Predictor]:
+        """The single models this predictor averages (itself, unless an ensemble)."""
+        return [self]
+
+    @abstractmethod
+    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        """Predictions ``[n, len(prediction_columns())]`` (NaN rows for invalid molecules)
+        and the status of each molecule."""
+
+    def predict(
+        self, smiles: str | Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> pd.DataFrame:
+        """Predict for SMILES; one row per input, in input order.
+
+        Columns: ``smiles``, the prediction columns (original units for regression,
+        probabilities for classification; ``<task>_class<k>`` for multiclass) and ``status``:
+        ``ok`` or why the molecule failed (its predictions are NaN). A prediction that is not
+        finite is never ``ok``.
+        """
+        check_int(batch_size, "batch_size", minimum=1)
+        smiles = as_smiles_list(smiles)
+        values, status = self.predict_values(smiles, batch_size)
+        columns = self.prediction_columns()
+        values = np.asarray(values, dtype=np.float64).reshape(len(smiles), len(columns))
+        status = [
+            "non-finite prediction" if s == "ok" and not np.isfinite(row).all() else s
+            for s, row in zip(status, values, strict=True)
+        ]
+        frame = pd.DataFrame(values, columns=columns)
+        frame.insert(0, "smiles", smiles)
+        frame["status"] = status
+        return frame
+
+    def embed(
+        self, smiles: str | Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        """Molecule representations ``[n, dim]`` (NaN rows for invalid SMILES)."""
+        raise PredictorError(f"a {self.kind} predictor has no molecule embedding")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(tasks={self.tasks!r}, task_type={self.task_type!r})"

@@ -1,0 +1,85 @@
+"""An ensemble of trained models predicting the same columns: their mean and spread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from molml._version import __version__
+from molml.errors import CheckpointError
+from molml.predict.base import Predictor
+
+
+class EnsemblePredictor(Predictor):
+    """The mean of several predictors (graph models and baselines may be mixed).
+
+    ``predict`` returns the members' mean in each prediction column plus ``<column>_std``, the
+    population standard deviation over the members. A molecule is ``ok`` only if every member
+    could score it; otherwise its status is the first member's reason.
+    """
+
+    kind = "ensemble"
+
+    def __init__(self, members: Sequence[Predictor]) -> None:
+        flat = [single for member in members for single in member.members]
+        if len(flat) < 2:
+            raise CheckpointError("an ensemble needs at least two models")
+        columns = flat[0].prediction_columns()
+        for member in flat[1:]:
+            if member.prediction_columns() != columns or member.task_type != flat[0].task_type:
+                raise CheckpointError(
+                    "ensemble members predict different things: "
+                    f"{flat[0].task_type} {columns} vs {member.task_type} "
+                    f"{member.prediction_columns()}"
+                )
+        self._members = flat
+
+    @property
+    def members(self) -> list[Predictor]:
+        return list(self._members)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self._members[0].tasks
+
+    @property
+    def task_type(self) -> str:
+        return self._members[0].task_type
+
+    def member_columns(self) -> list[str]:
+        """The columns every member predicts (the ensemble's means)."""
+        return self._members[0].prediction_columns()
+
+    def prediction_columns(self) -> list[str]:
+        columns = self.member_columns()
+        return [*columns, *(f"{c}_std" for c in columns)]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "molml_version": __version__,
+            "tasks": self.tasks,
+            "task_type": self.task_type,
+            "members": [member.metadata for member in self._members],
+        }
+
+    @staticmethod
+    def combine(member_values: Sequence[np.ndarray], status: np.ndarray) -> np.ndarray:
+        """Mean and population standard deviation over members ``[n, columns]`` each, NaN
+        where ``status`` is not ``ok``; returns ``[n, 2 * columns]``."""
+        stacked = np.stack(member_values).astype(np.float64)
+        stacked[:, status != "ok"] = np.nan
+        return np.concatenate([stacked.mean(axis=0), stacked.std(axis=0)], axis=1)
+
+    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        status = np.full(len(smiles), "ok", dtype=object)
+        member_values = []
+        for member in self._members:
+            values, member_status = member.predict_values(smiles, batch_size)
+            failed = (np.asarray(member_status, dtype=object) != "ok") & (status == "ok")
+            status[failed] = np.asarray(member_status, dtype=object)[failed]
+            member_values.append(values)
+        return self.combine(member_values, status), status.tolist()

@@ -1,0 +1,143 @@
+"""Predictions of a trained graph model (:class:`~molml.models.MoleculeModel`) from SMILES."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from molml._version import __version__
+from molml.callbacks import TEST_METRICS_FILE
+from molml.data.graphs import GraphStore, featurize_block
+from molml.models.module import MoleculeModel
+from molml.options import check_int
+from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor, as_smiles_list
+
+
+class GraphPredictor(Predictor):
+    """A trained :class:`MoleculeModel` that featurizes SMILES itself.
+
+    Args:
+        model: the trained model (put in eval mode).
+        spec: the checkpoint's spec (training data, versions), if loaded from a file.
+        source: the checkpoint file it came from, if any.
+    """
+
+    kind = "graph"
+
+    def __init__(
+        self,
+        model: MoleculeModel,
+        spec: dict[str, Any] | None = None,
+        source: str | Path | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.spec = spec or model.spec()
+        self.source = Path(source) if source is not None else None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.tasks)
+
+    @property
+    def task_type(self) -> str:
+        return self.model.task_type
+
+    @property
+    def featurizer(self):  # noqa: ANN201 - MolGraphFeaturizer
+        """The graph featurizer the model was trained with."""
+        return self.model.featurizer
+
+    def prediction_columns(self) -> list[str]:
+        return self.model.prediction_columns()
+
+    @property
+    def featurization(self) -> dict[str, Any]:
+        """What must be computed per molecule: the graph featurizer's config and the
+        molecule-level features' config (or None)."""
+        features = self.model.molecule_features
+        return {
+            "graph": self.model.featurizer.to_config(),
+            "molecule_features": features.to_config() if features is not None else None,
+        }
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": str(self.source) if self.source else None,
+            "molml_version": __version__,
+            "trained_with_molml": self.spec.get("molml_version"),
+            "encoder": self.spec["encoder"]["class_path"].rsplit(".", 1)[-1],
+            "encoder_args": dict(self.spec["encoder"].get("init_args", {})),
+            "tasks": self.tasks,
+            "task_type": self.task_type,
+            "training_data": self.spec.get("training_data"),
+            "test_metrics": self._recorded_test_metrics(),
+            "featurizer": self.featurization,
+        }
+
+    def _recorded_test_metrics(self) -> dict[str, float] | None:
+        """Test metrics of this checkpoint, as ``molml test`` recorded them in its run."""
+        if self.source is None:
+            return None
+        record = self.source.parent.parent / TEST_METRICS_FILE
+        if not record.is_file():
+            return None
+        try:
+            metrics = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return None
+        return metrics.get(self.source.name) if isinstance(metrics, dict) else None
+
+    @torch.no_grad()
+    def predict_store(self, store: GraphStore, batch_size: int) -> np.ndarray:
+        """Predictions ``[len(store), columns]`` for featurized molecules, on the model's
+        device (and precision, under the caller's autocast)."""
+        model = self.model
+        store = store.to(model.device)
+        out = np.empty((len(store), len(self.prediction_columns())), dtype=np.float64)
+        for start in range(0, len(store), batch_size):
+            stop = min(start + batch_size, len(store))
+            values = model.to_prediction(model(store.batch(start, stop)))
+            out[start:stop] = values.reshape(stop - start, -1).float().cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def _embed_store(self, store: GraphStore, batch_size: int) -> np.ndarray:
+        model = self.model
+        store = store.to(model.device)
+        out = np.empty((len(store), model.embedding_dim), dtype=np.float32)
+        for start in range(0, len(store), batch_size):
+            stop = min(start + batch_size, len(store))
+            out[start:stop] = model.embed_batch(store.batch(start, stop)).float().cpu().numpy()
+        return out
+
+    def _featurize(self, smiles: list[Any]) -> tuple[GraphStore, np.ndarray, list[str]]:
+        arrays, errors, _, _ = featurize_block(
+            self.model.featurizer, smiles, molecule_features=self.model.molecule_features
+        )
+        status = [errors.get(i, "ok") for i in range(len(smiles))]
+        return GraphStore.from_arrays([arrays]), arrays["positions"], status
+
+    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        store, positions, status = self._featurize(smiles)
+        values = np.full((len(smiles), len(self.prediction_columns())), np.nan)
+        values[positions] = self.predict_store(store, batch_size)
+        return values, status
+
+    def embed(
+        self, smiles: str | Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        """Learned molecule embeddings (the readout's output) ``[n, dim]``; NaN rows for
+        invalid SMILES."""
+        check_int(batch_size, "batch_size", minimum=1)
+        smiles = as_smiles_list(smiles)
+        store, positions, _ = self._featurize(smiles)
+        values = np.full((len(smiles), self.model.embedding_dim), np.nan, dtype=np.float32)
+        values[positions] = self._embed_store(store, batch_size)
+        return values

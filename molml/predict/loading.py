@@ -1,0 +1,39 @@
+"""``molml.load_model``: any saved molml model (or several, as an ensemble) as a Predictor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from molml.baselines.model import SPEC_FILE, load_baseline
+from molml.models.checkpoint import load_checkpoint, refuse_url
+from molml.predict.base import Predictor
+from molml.predict.baseline import BaselinePredictor
+from molml.predict.ensemble import EnsemblePredictor
+from molml.predict.graph import GraphPredictor
+
+
+def load_model(
+    path: str | Path | Sequence[str | Path], map_location: str | torch.device = "cpu"
+) -> Predictor:
+    """Load a trained molml model, ready for ``predict`` / ``embed``.
+
+    ``path`` is a graph checkpoint (``.ckpt``), a fingerprint baseline (its saved directory or
+    its ``baseline.json``), or a list of such paths, which loads as an
+    :class:`EnsemblePredictor` (mean and spread of the members). Checkpoints are read without
+    unpickling code and their encoder must be a registered class (see
+    :func:`molml.register_encoder`); anything else raises :class:`molml.errors.CheckpointError`.
+    """
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        if len(paths) == 1:
+            return load_model(paths[0], map_location)
+        return EnsemblePredictor([load_model(p, map_location) for p in paths])
+    refuse_url(path)
+    path = Path(path)
+    if path.is_dir() or path.name == SPEC_FILE or path.suffix == ".json":
+        return BaselinePredictor(load_baseline(path), source=path)
+    model, spec = load_checkpoint(path, map_location)
+    return GraphPredictor(model, spec, source=path)

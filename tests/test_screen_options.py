@@ -1,0 +1,79 @@
+"""``molml screen`` options and failures on data the tests generate: every numeric option is
+checked before any work, a failed screen leaves nothing that blocks its rerun, and the summary
+counts what was really screened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from molml.errors import DataError
+from molml.screen import screen_library
+from molml.screen.module import ScreeningModule
+from molml.screen.run import main as screen_main
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    path = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": ["CCO", "c1ccccc1O", "C1CC", "CCN"] * 5}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("chunk_size", 0),
+        ("batch_size", 0),
+        ("batch_size", -1),
+        ("num_workers", -1),
+        ("top_k", -1),
+        ("top_k", 0),
+        ("num_nodes", 0),
+    ],
+)
+def test_numeric_options_are_checked_before_any_work(
+    graph_run, library: Path, tmp_path: Path, option: str, value: int
+) -> None:
+    out = tmp_path / "scores.csv"
+    with pytest.raises(DataError, match=f"{option} must be an integer >= "):
+        screen_library([graph_run["ckpt"]], library, out, progress=False, **{option: value})
+    assert not out.exists() and not out.with_name(out.name + ".parts").exists()
+
+
+def test_the_command_line_reports_a_bad_option_in_one_line(graph_run, library, tmp_path, capsys):
+    argv = ["--model", str(graph_run["ckpt"]), "--input", str(library)]
+    with pytest.raises(SystemExit) as exit_info:
+        screen_main([*argv, "--output", str(tmp_path / "o.csv"), "--batch-size", "-1"])
+    assert exit_info.value.code != 0
+    assert "batch_size must be an integer >= 1, got -1" in str(exit_info.value.code) + str(
+        capsys.readouterr().err
+    )
+
+
+def test_a_failed_screen_leaves_nothing_that_blocks_the_rerun(
+    graph_run, library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self, chunk, batch_idx):
+        raise RuntimeError("the device went away")
+
+    out = tmp_path / "scores.csv"
+    with monkeypatch.context() as patch:
+        patch.setattr(ScreeningModule, "predict_step", fail)
+        with pytest.raises(RuntimeError, match="device went away"):
+            screen_library([graph_run["ckpt"]], library, out, num_workers=0, progress=False)
+    assert not out.with_name(out.name + ".parts").exists()
+    # the rerun may even change options: no stale partial results are in the way
+    summary = screen_library([graph_run["ckpt"]], library, out, chunk_size=7, progress=False)
+    assert summary["rows"] == 20 and summary["ok"] == 15
+
+
+def test_summary_counts_the_rows_screened_in_this_run(graph_run, library, tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    summary = screen_library([graph_run["ckpt"]], library, out, chunk_size=6, progress=False)
+    assert summary["rows"] == summary["screened_this_run"] == 20
+    assert summary["failed"] == 5 and summary["ok"] == 15
+    assert json.loads(Path(f"{out}.summary.json").read_text())["screened_this_run"] == 20
