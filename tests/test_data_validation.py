@@ -202,6 +202,24 @@ def test_one_class_only_outside_training_is_accepted(tmp_path) -> None:
     assert len(dm.split.train) == 12
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("1e300", r"1e\+300")]
+)
+def test_non_finite_targets_are_refused(tmp_path, value: str, shown: str) -> None:
+    smiles = nci_smiles(12)
+    lines = ["smiles,y,z"] + [f"{s},{i}.5,{i}" for i, s in enumerate(smiles)]
+    lines[4] = f"{smiles[3]},{value},3"  # file row 5
+    lines[9] = f"{smiles[8]},-2.5,{value}"  # file row 10
+    path = tmp_path / "huge.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"huge\.csv: target column 'y' .* row 5 \({shown}\)"):
+        make_dm(path)
+    with pytest.raises(DataError, match=rf"huge\.csv: target column 'z' .* row 10 \({shown}\)"):
+        make_dm(path, target_columns=["z"])
+    with pytest.raises(DataError, match=r"target column 'y' .* not finite"):
+        fit_baseline(baseline_config(path))
+
+
 # ---------------------------------------------------------------------------- standardize
 
 

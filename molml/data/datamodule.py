@@ -509,6 +509,18 @@ def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> n
             )
         if values.isna().all():
             raise DataError(f"{source}: target column {column!r} has no values (all empty/NaN)")
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
+            as_float32 = values.to_numpy(dtype=np.float64).astype(np.float32)
+        infinite = values.notna().to_numpy() & ~np.isfinite(as_float32)
+        if infinite.any():
+            examples = ", ".join(
+                f"row {r} ({v})"
+                for r, v in zip(table["row"][infinite][:5], raw[infinite][:5], strict=True)
+            )
+            raise DataError(
+                f"{source}: target column {column!r} has {int(infinite.sum())} value(s) that are "
+                f"not finite as float32 (inf, or beyond +-3.4e38): {examples}"
+            )
         out[:, j] = values.to_numpy(dtype=np.float64)
     return out
 
