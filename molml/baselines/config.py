@@ -34,6 +34,9 @@ class DataConfig:
         split_file: chemprop-style split JSON (row positions), e.g. a graph run's ``split.json``.
         split_column: column holding train/val/test per row.
         strict: stop at the first invalid SMILES instead of reporting and skipping it.
+        standardize: group molecules for scaffold splits by their standardized form (largest
+            fragment, neutralized), as a graph model whose featurizer has ``standardize: true``
+            does; set it to the graph model's value to get its split.
         predict_path: file to predict on with ``molml baseline predict`` (default: test split).
     """
 
@@ -49,6 +52,7 @@ class DataConfig:
     split_file: str | None = None
     split_column: str | None = None
     strict: bool = False
+    standardize: bool = False
     predict_path: str | None = None
 
 

@@ -2,8 +2,10 @@
 
 Reading, target validation, invalid-molecule reports and splitting are
 :class:`~molml.data.datamodule.MoleculeTable`'s, as in the graph data module. Splits are made
-over the molecules that parse, with the same scaffolds and the same seed, so a baseline and a
-graph model given the same data options get the same split indices.
+over the molecules that parse, with the same scaffolds (:func:`~molml.data.splits.split_keys`
+of the molecule, standardized with ``data.standardize`` as a graph featurizer with
+``standardize: true`` does) and the same seed, so a baseline and a graph model given the same
+data options get the same split indices.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rdkit import Chem
 
 from molml.baselines.config import DataConfig
 from molml.chem.fingerprints import FingerprintFeaturizer
 from molml.chem.parsing import parse_smiles
 from molml.data.datamodule import MoleculeTable, split_rows
-from molml.data.splits import Split, murcko_scaffold
+from molml.data.splits import Split, split_keys
 from molml.errors import InvalidMoleculeError
 
 
@@ -46,16 +47,24 @@ def _failure_reason(featurizer: FingerprintFeaturizer, smiles: Any) -> str:
     return f"{featurizer.name} featurization failed"
 
 
-def canonical_and_scaffold(smiles: str) -> tuple[str, str]:
-    """Canonical SMILES and Bemis-Murcko scaffold of one valid molecule, as the graph
-    featurization computes them for splits (the canonical SMILES stands in for a scaffold that
-    RDKit cannot fragment)."""
-    mol = parse_smiles(smiles)
-    canonical = Chem.MolToSmiles(mol)
-    try:
-        return canonical, murcko_scaffold(mol)
-    except Exception:  # odd valences can break the scaffold fragmenter; keep the molecule
-        return canonical, canonical
+def _split_keys_of_rows(
+    smiles: Sequence[Any], valid: np.ndarray, errors: dict[int, str], *, standardize: bool
+) -> tuple[list[str], list[str]]:
+    """Canonical SMILES and scaffolds of the valid rows (:func:`~molml.data.splits.split_keys`
+    of the molecule standardized when ``standardize``, as a graph featurizer with
+    ``standardize=True`` reads it). A row that fails standardization is marked invalid in
+    ``valid`` and ``errors``, as the graph featurization leaves it out."""
+    canonical, scaffolds = [], []
+    for position in np.flatnonzero(valid):
+        try:
+            keys = split_keys(parse_smiles(smiles[position], standardize_mol=standardize))
+        except InvalidMoleculeError as exc:
+            valid[position] = False
+            errors[int(position)] = str(exc)
+            continue
+        canonical.append(keys[0])
+        scaffolds.append(keys[1])
+    return canonical, scaffolds
 
 
 @dataclass
@@ -121,10 +130,9 @@ def load_fingerprint_data(
     )
     smiles = molecules.frame["smiles"].tolist()
     X, valid, errors = featurize(featurizer, smiles, n_jobs=n_jobs)
+    standardize = config.standardize
+    canonical, scaffolds = _split_keys_of_rows(smiles, valid, errors, standardize=standardize)
     molecules.report_invalid(errors, "training data", strict=config.strict)
-    keys = [canonical_and_scaffold(smiles[i]) for i in np.flatnonzero(valid)]
-    canonical = [c for c, _ in keys]
-    scaffolds = [s for _, s in keys]
     split = molecules.make_split(
         valid,
         scaffolds,

@@ -13,7 +13,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ class MoleculeTable:
     ``frame`` has the reader's ``row`` (line number) and ``smiles`` columns plus the target
     columns; ``targets`` is float ``[n, n_tasks]`` with NaN for a missing label. Splits are made
     over the valid molecules only (``valid``: bool ``[n]``, from whatever featurization the model
-    uses), so their indices count valid molecules in input order.
+    uses), so their indices count valid molecules in input order. ``split_notes`` holds what
+    :meth:`make_split` found worth reporting (rows of a split file that are invalid molecules).
     """
 
     source: Path
@@ -52,6 +53,8 @@ class MoleculeTable:
     targets: np.ndarray
     task_type: str
     split_values: list | None = None
+    split_column: str | None = None
+    split_notes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(
@@ -85,7 +88,7 @@ class MoleculeTable:
         task_type = task_type or card_task or _infer_task_type(targets)
         _check_labels(targets, tasks, task_type, frame, source)
         split_values = frame[split_column].tolist() if split_column else None
-        return cls(source, frame, tasks, targets, task_type, split_values)
+        return cls(source, frame, tasks, targets, task_type, split_values, split_column)
 
     def report_invalid(self, errors: dict[int, str], what: str, *, strict: bool) -> None:
         """Log the invalid molecules (input position -> reason) with their row numbers, or
@@ -114,10 +117,19 @@ class MoleculeTable:
         seed: int,
         split_file: str | None = None,
     ) -> Split:
-        """Split the valid molecules (``scaffolds``: one per valid molecule, or None)."""
-        if method == "predefined" and split_file:
-            positions = np.flatnonzero(valid)
-            split = _to_store_indices(Split.from_json(split_file), positions, split_file)
+        """Split the valid molecules (``scaffolds``: one per valid molecule, or None).
+
+        Raises :class:`DataError` for a split file or column given without the ``predefined``
+        split, split-file indices beyond the table, an empty train, val or test part, and a
+        binary task with one class among its training labels. Rows of a split file that are
+        invalid molecules are left out (logged, and counted in :meth:`split_report`), and valid
+        molecules in no part are logged.
+        """
+        self._check_split_options(method, split_file)
+        self.split_notes = {}
+        if split_file:
+            split, dropped = _split_file_to_valid(split_file, valid, self.source)
+            self.split_notes["split_file_invalid_rows"] = dropped
         else:
             values = self.split_values
             split = make_split(
@@ -132,9 +144,60 @@ class MoleculeTable:
                 n=int(valid.sum()),
             )
         split.validate(int(valid.sum()))
-        if len(split.train) == 0:
-            raise DataError(f"{self.source}: the training split is empty")
+        if split_file:
+            how = f"split file {split_file}"
+        elif method == "predefined":
+            how = f"split column {self.split_column!r}"
+        else:
+            how = f"{method} split with sizes {tuple(sizes)}"
+        self._check_split(split, valid, how)
         return split
+
+    def _check_split_options(self, method: str, split_file: str | None) -> None:
+        given = [
+            f"{name} {value!r}"
+            for name, value in (("split_file", split_file), ("split_column", self.split_column))
+            if value
+        ]
+        if given and method != "predefined":
+            raise DataError(
+                f"{self.source}: {given[0]} is given but split is {method!r}; "
+                "set split: predefined to use it, or leave it out"
+            )
+        if len(given) == 2:
+            raise DataError(f"{self.source}: give one of {' or '.join(given)}, not both")
+
+    def _check_split(self, split: Split, valid: np.ndarray, how: str) -> None:
+        """Warn about valid molecules in no part; refuse empty parts and one-class tasks."""
+        n_valid = int(valid.sum())
+        unused = n_valid - sum(len(part) for part in split.parts())
+        if unused:
+            log.warning(
+                "%s: %d of %d valid molecules are in no part of the split (%s) and are not used",
+                self.source,
+                unused,
+                n_valid,
+                how,
+            )
+        for name, part in split.named_parts().items():
+            if len(part) == 0:
+                raise DataError(
+                    f"{self.source}: the {name} part of the split is empty ({n_valid} valid "
+                    f"molecules, {how}); train, val and test each need at least one molecule"
+                )
+        if self.task_type != "classification":
+            return
+        train = self.targets[valid][split.train]
+        for j, task in enumerate(self.tasks):
+            labels = train[~np.isnan(train[:, j]), j]
+            classes = np.unique(labels)
+            if len(classes) == 1:
+                raise DataError(
+                    f"{self.source}: classification task {task!r} has only class "
+                    f"{int(classes[0])} in the training split ({labels.size} labelled molecules, "
+                    f"{how}); a classifier cannot learn from one class: use a split that puts "
+                    "both classes in training (e.g. scaffold_stratified) or leave the task out"
+                )
 
     def split_report(
         self,
@@ -162,6 +225,7 @@ class MoleculeTable:
         report["seed"] = seed
         report["source"] = str(self.source)
         report["invalid_molecules"] = n_invalid
+        report.update(self.split_notes)
         return report
 
     def write_split_files(
@@ -456,6 +520,18 @@ def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> n
             )
         if values.isna().all():
             raise DataError(f"{source}: target column {column!r} has no values (all empty/NaN)")
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
+            as_float32 = values.to_numpy(dtype=np.float64).astype(np.float32)
+        infinite = values.notna().to_numpy() & ~np.isfinite(as_float32)
+        if infinite.any():
+            examples = ", ".join(
+                f"row {r} ({v})"
+                for r, v in zip(table["row"][infinite][:5], raw[infinite][:5], strict=True)
+            )
+            raise DataError(
+                f"{source}: target column {column!r} has {int(infinite.sum())} value(s) that are "
+                f"not finite as float32 (inf, or beyond +-3.4e38): {examples}"
+            )
         out[:, j] = values.to_numpy(dtype=np.float64)
     return out
 
@@ -490,18 +566,32 @@ def _check_labels(
             )
 
 
-def _to_store_indices(split: Split, positions: np.ndarray, source: str) -> Split:
-    """Map a split of input-row positions onto the valid molecules (invalid rows dropped)."""
-    lookup = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
-    lookup[positions] = np.arange(len(positions))
-    parts = []
-    for part in split.parts():
-        if len(part) and part.max() >= len(lookup):
-            raise DataError(f"{source}: split index {int(part.max())} is beyond the data")
-        mapped = lookup[part]
-        if (mapped < 0).any():
-            log.warning(
-                "%s: %d split rows are invalid molecules, left out", source, (mapped < 0).sum()
+def _split_file_to_valid(
+    split_file: str, valid: np.ndarray, source: Path
+) -> tuple[Split, dict[str, int]]:
+    """A split file's 0-based row positions mapped onto the valid molecules, and how many rows
+    of each part were invalid molecules and left out."""
+    split = Split.from_json(split_file)
+    n_rows = len(valid)
+    for name, part in split.named_parts().items():
+        beyond = part[part >= n_rows]
+        if beyond.size:
+            raise DataError(
+                f"split file {split_file}: {name!r} index {int(beyond.max())} is beyond the "
+                f"{n_rows} rows of {source} (0-based row positions 0 to {n_rows - 1})"
             )
+    lookup = np.full(n_rows, -1, dtype=np.int64)
+    lookup[valid] = np.arange(int(valid.sum()))
+    parts, dropped = [], {}
+    for name, part in split.named_parts().items():
+        mapped = lookup[part]
+        dropped[name] = int((mapped < 0).sum())
         parts.append(mapped[mapped >= 0])
-    return Split(*parts)
+    if any(dropped.values()):
+        log.warning(
+            "split file %s: %d rows are invalid molecules and are left out (%s)",
+            split_file,
+            sum(dropped.values()),
+            ", ".join(f"{name} {count}" for name, count in dropped.items()),
+        )
+    return Split(*parts), dropped

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rdkit import Chem
-from rdkit.Chem.Scaffolds import MurckoScaffold
 from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
+from molml.data.splits import split_keys
 from molml.errors import InvalidMoleculeError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: split keys ignore explicit hydrogens
 
 
 @dataclass
@@ -171,7 +170,7 @@ def featurize_block(
     ``edge_attr``, ``n_atoms``, ``n_edges``, ``positions`` = ``start`` + index of each valid
     molecule, and ``features`` when ``molecule_features`` is given), the reasons for the
     invalid ones by position, and (``with_scaffolds``) the canonical SMILES and Murcko
-    scaffold of each valid molecule.
+    scaffold of each valid molecule, as :func:`~molml.data.splits.split_keys` gives them.
     """
     xs, eis, eas, n_atoms, n_edges, positions, features = [], [], [], [], [], [], []
     errors: dict[int, str] = {}
@@ -183,8 +182,9 @@ def featurize_block(
             if molecule_features is not None:
                 features.append(molecule_features(mol))
             if with_scaffolds:
-                canonical.append(Chem.MolToSmiles(mol))
-                scaffolds.append(_scaffold(mol))
+                canonical_smiles, scaffold = split_keys(mol)
+                canonical.append(canonical_smiles)
+                scaffolds.append(scaffold)
         except InvalidMoleculeError as exc:
             errors[start + offset] = str(exc)
             continue
@@ -235,13 +235,6 @@ def worker_featurizer(config: dict) -> MolGraphFeaturizer:
     if config_key not in _WORKER_FEATURIZERS:
         _WORKER_FEATURIZERS[config_key] = MolGraphFeaturizer.from_config(json.loads(config_key))
     return _WORKER_FEATURIZERS[config_key]
-
-
-def _scaffold(mol: Chem.Mol) -> str:
-    try:
-        return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
-    except Exception:  # odd valences can break the scaffold fragmenter; keep the molecule
-        return Chem.MolToSmiles(mol)
 
 
 def _chunks(smiles: Sequence[str], size: int) -> Iterator[tuple[int, Sequence[str]]]:

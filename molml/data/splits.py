@@ -155,6 +155,26 @@ def murcko_scaffold(smiles_or_mol: str | Chem.Mol) -> str:
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
 
 
+def split_keys(mol: Chem.Mol) -> tuple[str, str]:
+    """Canonical SMILES and Bemis-Murcko scaffold by which splits group one row's molecule.
+
+    Graph models and baselines both key their splits with this, on the row's molecule as
+    :func:`~molml.chem.parsing.parse_smiles` gives it: standardized when the data is
+    (``standardize_mol=True``, the graph featurizer's ``standardize``), so a salt or mixture
+    falls in the same scaffold group for both. Explicit hydrogens (a featurizer's
+    ``add_hydrogens``) are ignored. A scaffold RDKit cannot fragment falls back to the
+    canonical SMILES.
+    """
+    if mol.GetNumAtoms() != mol.GetNumHeavyAtoms():
+        mol = Chem.RemoveHs(mol, sanitize=False)
+        Chem.FastFindRings(mol)  # as parse_smiles finds them; the scaffold needs ring info
+    canonical = Chem.MolToSmiles(mol)
+    try:
+        return canonical, murcko_scaffold(mol)
+    except Exception:  # odd valences can break the scaffold fragmenter; keep the molecule
+        return canonical, canonical
+
+
 def _parse_all(smiles: Sequence[str]) -> list[Chem.Mol]:
     """Parse every SMILES, raising :class:`DataError` that names the first bad row."""
     mols = []

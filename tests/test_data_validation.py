@@ -1,0 +1,286 @@
+"""The training data path refuses what it cannot train on honestly: predefined split files with
+invalid or missing rows, empty split parts, one-class training labels, non-finite targets and
+split options that would be ignored; and graph models and baselines split salts and mixtures
+alike when molecules are standardized. Every check runs for graph models and baselines alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rdkit
+from rdkit import Chem
+from rdkit.Chem import Crippen
+
+from molml.baselines import (
+    BaselineConfig,
+    DataConfig,
+    EstimatorConfig,
+    FeaturesConfig,
+    fit_baseline,
+)
+from molml.baselines.data import load_fingerprint_data
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.fingerprints import make_fingerprint
+from molml.chem.parsing import parse_smiles
+from molml.cli import main
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.splits import Split, murcko_scaffold
+from molml.errors import DataError
+
+NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
+FAST = {"cache_dir": None, "featurize_jobs": 1}
+TOSYLATE = "Cc1ccc(cc1)S(=O)(=O)O"
+
+
+def make_dm(path: Path | str, **kwargs) -> MoleculeDataModule:
+    return MoleculeDataModule(path=str(path), **{**FAST, **kwargs})
+
+
+def baseline_config(path: Path, **data) -> BaselineConfig:
+    return BaselineConfig(
+        data=DataConfig(path=str(path), **data),
+        features=FeaturesConfig(name="ecfp4", params={"n_bits": 256}, n_jobs=1),
+        estimator=EstimatorConfig(params={"n_estimators": 5, "n_jobs": 1}),
+        tracking_uri=None,
+    )
+
+
+def nci_smiles(n: int, min_heavy_atoms: int = 0) -> list[str]:
+    """The first ``n`` NCI molecules (shipped with RDKit) that parse, as canonical SMILES."""
+    out = []
+    for line in NCI.read_text().splitlines():
+        mol = Chem.MolFromSmiles(line.split()[0])
+        if mol is not None and mol.GetNumHeavyAtoms() >= min_heavy_atoms:
+            out.append(Chem.MolToSmiles(mol))
+        if len(out) == n:
+            break
+    return out
+
+
+def logp_csv(path: Path, smiles: list[str]) -> Path:
+    """A CSV of ``smiles`` with Crippen logP (computed on the parsable ones) as target ``y``."""
+    targets = []
+    for smi in smiles:
+        mol = Chem.MolFromSmiles(smi)
+        targets.append(Crippen.MolLogP(mol) if mol is not None else 0.0)
+    pd.DataFrame({"smiles": smiles, "y": targets}).to_csv(path, index=False)
+    return path
+
+
+def warnings_text(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+# ---------------------------------------------------------------------------- split files
+
+
+def test_split_file_rows_that_are_invalid_molecules_are_dropped(tmp_path, caplog) -> None:
+    smiles = nci_smiles(18) + ["C1CC", "not_a_smiles"]  # the last two rows are invalid
+    path = logp_csv(tmp_path / "trailing_invalid.csv", smiles)
+    split_file = tmp_path / "split.json"
+    Split(train=range(12), val=[12, 13, 18], test=[14, 15, 16, 17, 19]).to_json(split_file)
+
+    dm = make_dm(path, split="predefined", split_file=str(split_file))
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        dm.setup("fit")
+    rows = dm.split_rows()
+    assert rows.train.tolist() == list(range(12))
+    assert rows.val.tolist() == [12, 13] and rows.test.tolist() == [14, 15, 16, 17]
+    assert dm.report["split_file_invalid_rows"] == {"train": 0, "val": 1, "test": 1}
+    assert "split.json: 2 rows are invalid molecules" in warnings_text(caplog)
+
+    # the same file drives a baseline to the same rows and the same report
+    data = fit_baseline(baseline_config(path, split="predefined", split_file=str(split_file))).data
+    for ours, theirs in zip(data.split_rows().parts(), rows.parts(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert data.report == dm.report
+
+
+def test_split_file_index_beyond_the_rows_names_index_and_row_count(tmp_path) -> None:
+    path = logp_csv(tmp_path / "twenty.csv", nci_smiles(18) + ["C1CC", "not_a_smiles"])
+    split_file = tmp_path / "far.json"
+    Split(train=range(12), val=[12, 13], test=[14, 20]).to_json(split_file)
+    with pytest.raises(DataError, match=r"far\.json: 'test' index 20 is beyond the 20 rows"):
+        make_dm(path, split="predefined", split_file=str(split_file)).setup("fit")
+
+
+def test_split_file_covering_few_rows_warns_and_counts_the_rest(tmp_path, caplog) -> None:
+    path = logp_csv(tmp_path / "sixty.csv", nci_smiles(60))
+    split_file = tmp_path / "five.json"
+    Split(train=[0, 1, 2], val=[3], test=[4]).to_json(split_file)
+    dm = make_dm(path, split="predefined", split_file=str(split_file))
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        dm.setup("fit")
+    assert dm.report["n_unassigned"] == 55
+    warning = warnings_text(caplog)
+    assert "five.json" in warning and "55 of 60 valid molecules are in no part" in warning
+
+
+@pytest.mark.parametrize("option", ["split_file", "split_column"])
+def test_split_file_or_column_needs_the_predefined_split(tmp_path, option: str) -> None:
+    smiles = nci_smiles(20)
+    frame = pd.DataFrame({"smiles": smiles, "y": np.arange(20.0), "fold": ["train"] * 20})
+    path = tmp_path / "with_fold.csv"
+    frame.to_csv(path, index=False)
+    split_file = tmp_path / "split.json"
+    Split(train=range(16), val=[16, 17], test=[18, 19]).to_json(split_file)
+    given = {"split_file": str(split_file)} if option == "split_file" else {"split_column": "fold"}
+    target = {"target_columns": ["y"]}
+    with pytest.raises(DataError, match=rf"{option} .* split is 'random'.*predefined"):
+        make_dm(path, split="random", **target, **given).setup("fit")
+    with pytest.raises(DataError, match=rf"{option} .* split is 'random'.*predefined"):
+        fit_baseline(baseline_config(path, split="random", **target, **given))
+
+
+# ---------------------------------------------------------------------------- empty parts
+
+
+def test_empty_split_part_names_the_part_and_the_valid_rows(tmp_path) -> None:
+    path = logp_csv(tmp_path / "three.csv", ["CCO", "c1ccccc1O", "CCN", "C1CC"])
+    with pytest.raises(DataError, match=r"three\.csv: the val part .* is empty.*3 valid"):
+        make_dm(path, split="random").setup("fit")
+    with pytest.raises(DataError, match=r"three\.csv: the val part .* is empty.*3 valid"):
+        fit_baseline(baseline_config(path, split="random"))
+
+    split_file = tmp_path / "no_test.json"
+    Split(train=[0, 1], val=[2], test=[3]).to_json(split_file)  # row 3 is invalid
+    with pytest.raises(DataError, match=r"the test part .* is empty.*3 valid"):
+        make_dm(path, split="predefined", split_file=str(split_file)).setup("fit")
+
+
+def test_molml_fit_on_too_few_molecules_fails(tmp_path, monkeypatch) -> None:
+    path = logp_csv(tmp_path / "three.csv", ["CCO", "c1ccccc1O", "CCN"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["molml"])
+    args = ["fit", "--data.path", str(path), "--data.split", "random", "--data.cache_dir", "null"]
+    args += ["--data.featurize_jobs", "1", "--trainer.max_epochs", "1", "--trainer.logger", "false"]
+    with pytest.raises(DataError, match=r"three\.csv: the val part .* is empty.*3 valid"):
+        main(args)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def classification_csv(path: Path, labels: dict[str, list[float]]) -> Path:
+    smiles = nci_smiles(len(next(iter(labels.values()))))
+    pd.DataFrame({"smiles": smiles, **labels}).to_csv(path, index=False)
+    return path
+
+
+def test_one_class_in_training_labels_is_refused(tmp_path) -> None:
+    nan = float("nan")
+    # rows 0-11 train, 12-15 val, 16-19 test; task 'b' is all 1 in train
+    a = [0, 1] * 6 + [0, 1, 0, 1] + [1, 0, 1, 0]
+    b = [1] * 10 + [nan, nan] + [0, 1, 0, 1] + [0, 1, 1, 0]
+    path = classification_csv(tmp_path / "binary.csv", {"a": a, "b": b})
+    split_file = tmp_path / "split.json"
+    Split(train=range(12), val=range(12, 16), test=range(16, 20)).to_json(split_file)
+    options = {"split": "predefined", "split_file": str(split_file)}
+    message = r"binary\.csv: classification task 'b' has only class 1 in the training split"
+    with pytest.raises(DataError, match=message):
+        make_dm(path, **options).setup("fit")
+    with pytest.raises(DataError, match=message):
+        fit_baseline(baseline_config(path, **options))
+
+
+def test_one_class_only_outside_training_is_accepted(tmp_path) -> None:
+    nan = float("nan")
+    # both tasks see both classes in train; 'b' has one class (and gaps) in val and test
+    a = [0, 1] * 6 + [0, 1, 0, 1] + [1, 0, 1, 0]
+    b = [0, 1] * 5 + [nan, 1] + [1, 1, nan, 1] + [0, 0, 0, nan]
+    path = classification_csv(tmp_path / "binary.csv", {"a": a, "b": b})
+    split_file = tmp_path / "split.json"
+    Split(train=range(12), val=range(12, 16), test=range(16, 20)).to_json(split_file)
+    dm = make_dm(path, split="predefined", split_file=str(split_file))
+    dm.setup("fit")
+    assert len(dm.split.train) == 12
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("inf", "inf"), ("-inf", "-inf"), ("1e300", r"1e\+300")]
+)
+def test_non_finite_targets_are_refused(tmp_path, value: str, shown: str) -> None:
+    smiles = nci_smiles(12)
+    lines = ["smiles,y,z"] + [f"{s},{i}.5,{i}" for i, s in enumerate(smiles)]
+    lines[4] = f"{smiles[3]},{value},3"  # file row 5
+    lines[9] = f"{smiles[8]},-2.5,{value}"  # file row 10
+    path = tmp_path / "huge.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"huge\.csv: target column 'y' .* row 5 \({shown}\)"):
+        make_dm(path)
+    with pytest.raises(DataError, match=rf"huge\.csv: target column 'z' .* row 10 \({shown}\)"):
+        make_dm(path, target_columns=["z"])
+    with pytest.raises(DataError, match=r"target column 'y' .* not finite"):
+        fit_baseline(baseline_config(path))
+
+
+# ---------------------------------------------------------------------------- standardize
+
+
+def salts_and_mixtures_csv(path: Path) -> Path:
+    """NCI molecules where every third one is a tosylate salt (the counterion has a ring, so
+    its scaffold changes when standardization keeps the largest fragment) and every fifth one a
+    hydrochloride."""
+    smiles = nci_smiles(120, min_heavy_atoms=16)
+    for i in range(0, len(smiles), 3):
+        smiles[i] = f"{smiles[i]}.{TOSYLATE}"
+    for i in range(1, len(smiles), 5):
+        smiles[i] = f"{smiles[i]}.Cl"
+    return logp_csv(path, smiles)
+
+
+@pytest.mark.parametrize("split", ["scaffold", "scaffold_stratified"])
+def test_salts_and_mixtures_split_alike_when_standardized(tmp_path, split: str) -> None:
+    path = salts_and_mixtures_csv(tmp_path / "salts.csv")
+    smiles = pd.read_csv(path)["smiles"].tolist()
+    changed = [
+        murcko_scaffold(parse_smiles(s)) != murcko_scaffold(parse_smiles(s, standardize_mol=True))
+        for s in smiles
+    ]
+    assert sum(changed) >= 30  # the data really tells the two molecules apart
+
+    standardized = MolGraphFeaturizer(standardize=True)
+    graph = make_dm(path, split=split, split_seed=2, featurizer=standardized)
+    graph.setup("fit")
+    config = DataConfig(path=str(path), split=split, split_seed=2, standardize=True)
+    baseline = load_fingerprint_data(config, make_fingerprint("ecfp4", n_bits=256), n_jobs=1)
+    for ours, theirs in zip(baseline.split_rows().parts(), graph.split_rows().parts(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert baseline.report == graph.report
+    # the parts share no scaffold of the standardized molecules
+    assert graph.report["shared_scaffolds"]["total"] == 0
+    parts = [
+        {murcko_scaffold(parse_smiles(smiles[i], standardize_mol=True)) for i in part}
+        for part in graph.split_rows().parts()
+    ]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+
+    # explicit hydrogens in the graph do not change how rows are grouped
+    with_h = make_dm(
+        path,
+        split=split,
+        split_seed=2,
+        featurizer=MolGraphFeaturizer(standardize=True, add_hydrogens=True),
+    )
+    with_h.setup("fit")
+    for ours, theirs in zip(with_h.split_rows().parts(), graph.split_rows().parts(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert with_h.report == graph.report
+
+
+def test_split_report_json_records_dropped_split_file_rows(tmp_path) -> None:
+    path = logp_csv(tmp_path / "rows.csv", nci_smiles(18) + ["C1CC", "not_a_smiles"])
+    split_file = tmp_path / "split.json"
+    Split(train=range(12), val=[12, 13, 18], test=[14, 15, 16, 17, 19]).to_json(split_file)
+    config = baseline_config(path, split="predefined", split_file=str(split_file))
+    data = fit_baseline(config).data
+    data.write_split_files(tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "split_report.json").read_text())
+    assert report["split_file_invalid_rows"] == {"train": 0, "val": 1, "test": 1}
+    assert report["invalid_molecules"] == 2 and report["n_unassigned"] == 0
