@@ -9,7 +9,7 @@ task (XGBoost JSON, or the random forest's node arrays as ``.npz``). Nothing is 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,29 @@ from molml import __version__
 from molml.baselines.data import featurize
 from molml.baselines.estimators import TASK_MODELS, TaskModel
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
-from molml.errors import CheckpointError
+from molml.errors import CheckpointError, DataError
 
 BASELINE_FORMAT = 1
 SPEC_FILE = "baseline.json"
+TASK_TYPES = ("regression", "classification")
 _KIND = "molml-baseline"
+_SPEC_KEYS = (
+    "kind",
+    "format",
+    "molml_version",
+    "estimator",
+    "tasks",
+    "task_type",
+    "featurizer",
+    "task_models",
+)
 
 
 class BaselineModel:
     """Fingerprint features + one fitted estimator per task.
 
     Offers what ``molml.load_model`` gives for a graph model: ``tasks``, ``task_type``,
-    ``featurizer`` and ``predict(smiles, batch_size)``.
+    ``featurizer``, ``predict(smiles, batch_size)`` and ``embed(smiles, batch_size)``.
 
     Args:
         featurizer: the fingerprint the estimators were trained on.
@@ -74,13 +85,14 @@ class BaselineModel:
         """Predictions ``[n, tasks]`` for fingerprints ``X`` (values or probabilities)."""
         return np.stack([model.predict(X) for model in self.task_models], axis=1)
 
-    def predict(self, smiles: Sequence[Any], batch_size: int = 1024) -> pd.DataFrame:
-        """Predict for SMILES strings; one row per input, in input order.
+    def predict(self, smiles: str | Iterable[Any], batch_size: int = 1024) -> pd.DataFrame:
+        """Predict for SMILES strings (one string is one molecule); one row per input, in order.
 
         Columns: ``smiles``, one per task (original units or probabilities) and ``status``:
         ``ok`` or why the molecule failed (invalid SMILES, None, ...; its predictions are NaN).
         """
-        smiles = list(smiles)
+        smiles = _smiles_list(smiles)
+        _check_batch_size(batch_size)
         values = np.full((len(smiles), len(self.tasks)), np.nan)
         status = ["ok"] * len(smiles)
         for start in range(0, len(smiles), batch_size):
@@ -90,9 +102,24 @@ class BaselineModel:
             if valid.any():
                 values[start + np.flatnonzero(valid)] = self.predict_features(X[valid])
         frame = pd.DataFrame(values, columns=self.tasks)
-        frame.insert(0, "smiles", smiles)
-        frame["status"] = status
+        frame.insert(0, "smiles", _text_column(smiles))
+        frame["status"] = _text_column(status)
         return frame
+
+    def embed(self, smiles: str | Iterable[Any], batch_size: int = 1024) -> np.ndarray:
+        """The representation the estimators see: fingerprint features, float32
+        ``[n, featurizer.dim]``, in input order, with NaN rows for invalid SMILES (None, ...).
+
+        A baseline learns no embedding of its own; this is its featurizer's output.
+        """
+        smiles = _smiles_list(smiles)
+        _check_batch_size(batch_size)
+        X = np.empty((len(smiles), self.featurizer.dim), dtype=np.float32)
+        for start in range(0, len(smiles), batch_size):
+            X[start : start + batch_size] = self.featurizer.transform(
+                smiles[start : start + batch_size]
+            )[0]
+        return X
 
     def spec(self) -> dict[str, Any]:
         """Everything but the task models' own files, as plain data."""
@@ -127,9 +154,33 @@ def _model_file(index: int, model: TaskModel) -> str:
     return f"task_{index:03d}{model.suffix}"
 
 
+def _smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
+    """The molecules of a ``predict`` / ``embed`` call: one SMILES string or an iterable."""
+    if isinstance(smiles, str):
+        return [smiles]
+    if not isinstance(smiles, Iterable):
+        raise DataError(
+            f"expected a SMILES string or an iterable of SMILES strings, got "
+            f"{type(smiles).__name__}"
+        )
+    return list(smiles)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _text_column(values: list[Any]) -> pd.Series:
+    """A column of text; when empty, still text rather than pandas' default float."""
+    return pd.Series(values, dtype=None if values else "str")
+
+
 def load_baseline(path: str | Path) -> BaselineModel:
     """Load a baseline saved by :meth:`BaselineModel.save` (its directory or ``baseline.json``).
 
+    The spec is checked entry by entry, task files must be plain file names inside the model
+    directory, and every task model is checked against the fingerprint before it is used.
     Raises :class:`CheckpointError` with the reason for anything else.
     """
     path = Path(path)
