@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import rdkit
+import xgboost as xgb
 from rdkit import Chem
 from rdkit.Chem import Crippen
 
+import molml
 from molml.baselines import (
     BaselineConfig,
     DataConfig,
@@ -25,7 +27,7 @@ from molml.baselines import (
     FitResult,
     fit_baseline,
 )
-from molml.errors import DataError
+from molml.errors import CheckpointError, DataError
 
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 N_BITS = 256
@@ -95,6 +97,203 @@ def edit_spec(directory: Path, change: Callable[[dict], Any]) -> None:
     spec = json.loads((directory / "baseline.json").read_text())
     change(spec)
     (directory / "baseline.json").write_text(json.dumps(spec))
+
+
+# ---------------------------------------------------------------------------- task file paths
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent", "subdirectory", "symlink"])
+def test_task_file_outside_the_model_directory_is_refused(
+    copy_model: Callable[[str], Path], tmp_path: Path, where: str
+) -> None:
+    model = copy_model("xgboost")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(model / "task_000.json", outside / "stolen.json")
+    entry = {
+        "absolute": str(outside / "stolen.json"),
+        "parent": "../outside/stolen.json",
+        "subdirectory": "sub/task_000.json",
+        "symlink": "task_000.json",
+    }[where]
+    if where == "subdirectory":
+        (model / "sub").mkdir()
+        shutil.copy(model / "task_000.json", model / "sub" / "task_000.json")
+    if where == "symlink":
+        (model / "task_000.json").unlink()
+        (model / "task_000.json").symlink_to(outside / "stolen.json")
+    edit_spec(model, lambda spec: spec["task_models"][0].update(file=entry))
+    with pytest.raises(CheckpointError, match="task file") as info:
+        molml.load_model(model)
+    assert entry in str(info.value)
+
+
+# ---------------------------------------------------------------------------- baseline.json
+
+
+def _set(key: str, value: Any) -> Callable[[dict], None]:
+    return lambda spec: spec.update({key: value})
+
+
+SPEC_CHANGES: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "task type multiclass": (_set("task_type", "multiclass"), r"task_type.*regression"),
+    "task type not a string": (_set("task_type", 3), r"task_type.*classification"),
+    "tasks empty": (_set("tasks", []), "tasks"),
+    "tasks a string": (_set("tasks", "logp"), "tasks"),
+    "tasks not strings": (_set("tasks", [1]), "tasks"),
+    "more tasks than models": (_set("tasks", ["logp", "other"]), r"2 tasks.*1 task model"),
+    "duplicate tasks": (
+        lambda s: s.update(tasks=["a", "a"], task_models=s["task_models"] * 2),
+        "unique",
+    ),
+    "unknown estimator": (_set("estimator", "svm"), r"'svm'.*random_forest.*xgboost"),
+    "estimator missing": (lambda s: s.pop("estimator"), "estimator"),
+    "extra key": (_set("code", "import os"), "code"),
+    "task models a dict": (_set("task_models", {"file": "task_000.json"}), "task_models"),
+    "task model entry a string": (_set("task_models", ["task_000.json"]), "task_models"),
+    "task model without file": (_set("task_models", [{"task": "logp"}]), "file"),
+    "task file a number": (_set("task_models", [{"file": 3}]), "file"),
+    "featurizer a string": (_set("featurizer", "ecfp4"), "featurizer"),
+    "unknown fingerprint": (_set("featurizer", {"class": "nope"}), "nope"),
+    "fingerprint bad parameter": (
+        lambda s: s["featurizer"].update(n_bits="many"),
+        "featurizer",
+    ),
+    "format true": (_set("format", True), "format"),
+}
+
+
+@pytest.mark.parametrize("name", list(SPEC_CHANGES))
+def test_malformed_spec_is_a_checkpoint_error(copy_model: Callable[[str], Path], name: str) -> None:
+    change, message = SPEC_CHANGES[name]
+    model = copy_model("xgboost")
+    edit_spec(model, change)
+    with pytest.raises(CheckpointError, match=message) as info:
+        molml.load_model(model)
+    assert "baseline.json" in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------- forest arrays
+
+
+def _forest_change(name: str, arrays: dict[str, np.ndarray]) -> None:
+    """Damage the node arrays of a saved forest in one way."""
+    n = len(arrays["feature"])
+    internal = np.flatnonzero(arrays["left"] != np.arange(n))
+    first, last = internal[0], internal[-1]
+    if name == "child out of range":
+        arrays["left"][first] = n + 5
+    elif name == "negative child":
+        arrays["right"][first] = -3
+    elif name == "feature beyond fingerprint":
+        arrays["feature"][first] = N_BITS
+    elif name == "huge depth":
+        arrays["depth"] = np.int64(10**9)
+    elif name == "depth too small":
+        arrays["depth"] = np.int64(1)
+    elif name == "inconsistent lengths":
+        arrays["threshold"] = arrays["threshold"][:-1]
+    elif name == "nan threshold":
+        arrays["threshold"][first] = np.nan
+    elif name == "nan leaf value":
+        arrays["value"][arrays["left"] == np.arange(n)] = np.nan
+    elif name == "cycle":
+        arrays["right"][last] = arrays["roots"][0]
+    elif name == "shared child":
+        arrays["right"][first] = arrays["left"][first]
+    elif name == "root out of range":
+        arrays["roots"][-1] = n
+    elif name == "float feature indices":
+        arrays["feature"] = arrays["feature"].astype(np.float64)
+    elif name == "two-dimensional values":
+        arrays["value"] = arrays["value"][:, None]
+    elif name == "missing array":
+        del arrays["roots"]
+    elif name == "depth an array":
+        arrays["depth"] = np.array([3, 4])
+
+
+FOREST_CHANGES = {
+    "child out of range": r"left\[.*nodes",
+    "negative child": r"right\[.* = -3",
+    "feature beyond fingerprint": rf"feature\[\d+\].*fingerprint.*{N_BITS}",
+    "huge depth": "depth",
+    "depth too small": "depth",
+    "inconsistent lengths": "length",
+    "nan threshold": "threshold",
+    "nan leaf value": "value",
+    "cycle": "child",
+    "shared child": "parent",
+    "root out of range": r"roots\[",
+    "float feature indices": "feature",
+    "two-dimensional values": "value",
+    "missing array": "roots",
+    "depth an array": "depth",
+}
+
+
+@pytest.mark.parametrize("name", list(FOREST_CHANGES))
+def test_tampered_forest_arrays_are_refused_on_load(
+    copy_model: Callable[[str], Path], name: str
+) -> None:
+    model = copy_model("random_forest")
+    path = model / "task_000.npz"
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key].copy() for key in stored.files}
+    _forest_change(name, arrays)
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    with pytest.raises(CheckpointError, match=FOREST_CHANGES[name]) as info:
+        molml.load_model(model)
+    assert "task_000.npz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_untouched_forest_loads_and_predicts_as_fitted(
+    copy_model: Callable[[str], Path], logp_csv: Path
+) -> None:
+    loaded = molml.load_model(copy_model("random_forest"))
+    smiles = pd.read_csv(logp_csv)["smiles"].tolist()
+    assert loaded.task_models[0].depth == 6
+    assert loaded.predict(smiles)["logp"].notna().all()
+
+
+def test_forest_file_that_is_not_an_npz(copy_model: Callable[[str], Path]) -> None:
+    model = copy_model("random_forest")
+    (model / "task_000.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="task_000.npz"):
+        molml.load_model(model)
+
+
+# ---------------------------------------------------------------------------- XGBoost files
+
+
+def test_xgboost_file_that_xgboost_cannot_read(copy_model: Callable[[str], Path]) -> None:
+    model = copy_model("xgboost")
+    (model / "task_000.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="task_000.json.*XGBoost") as info:
+        molml.load_model(model)
+    assert "\n" not in str(info.value) and "Stack trace" not in str(info.value)
+
+
+def test_xgboost_model_of_another_feature_count(copy_model: Callable[[str], Path]) -> None:
+    model = copy_model("xgboost")
+    rng = np.random.default_rng(0)
+    other = xgb.train(
+        {"nthread": 1}, xgb.DMatrix(rng.random((30, 7)), label=rng.random(30)), num_boost_round=2
+    )
+    other.save_model(model / "task_000.json")
+    with pytest.raises(CheckpointError, match=rf"task_000.json.*7 features.*{N_BITS}"):
+        molml.load_model(model)
+
+
+def test_xgboost_model_with_several_outputs(copy_model: Callable[[str], Path]) -> None:
+    model = copy_model("xgboost")
+    rng = np.random.default_rng(0)
+    data = xgb.DMatrix(rng.random((30, N_BITS)), label=rng.integers(0, 3, 30))
+    params = {"objective": "multi:softprob", "num_class": 3, "nthread": 1}
+    xgb.train(params, data, num_boost_round=2).save_model(model / "task_000.json")
+    with pytest.raises(CheckpointError, match="task_000.json.*one value per molecule"):
+        molml.load_model(model)
 
 
 # ---------------------------------------------------------------------------- predict, embed

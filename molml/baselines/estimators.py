@@ -4,10 +4,14 @@ XGBoost models are kept as their ``Booster`` and saved in XGBoost's own JSON for
 scikit-learn random forest is turned into plain node arrays (``.npz``, read back with
 ``allow_pickle=False``) and predicted by a vectorized traversal of all its trees at once, which
 reproduces scikit-learn's predictions (missing values follow each node's learned direction).
+
+Loading checks a model against the fingerprint it is used with: a file that was broken or
+crafted is refused with a :class:`CheckpointError` rather than failing or looping at predict time.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +21,7 @@ import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from molml.baselines.config import EstimatorConfig
-from molml.errors import DataError
+from molml.errors import CheckpointError, DataError
 
 
 class TaskModel(Protocol):
@@ -48,10 +52,26 @@ class XGBoostTaskModel:
         self.booster.save_model(path)
 
     @classmethod
-    def load(cls, path: Path) -> XGBoostTaskModel:
-        """Read a model written by :meth:`save`."""
+    def load(cls, path: Path, n_features: int) -> XGBoostTaskModel:
+        """Read a model written by :meth:`save` for fingerprints of ``n_features`` features."""
         booster = xgb.Booster()
-        booster.load_model(path)
+        try:
+            booster.load_model(path)
+            probe = booster.inplace_predict(np.zeros((1, booster.num_features()), np.float32))
+        except xgb.core.XGBoostError as exc:
+            raise CheckpointError(
+                f"{path}: XGBoost cannot read this model file: {_first_line(exc)}"
+            ) from exc
+        if booster.num_features() != n_features:
+            raise CheckpointError(
+                f"{path}: the booster takes {booster.num_features()} features, the fingerprint "
+                f"gives {n_features}"
+            )
+        if np.shape(probe) != (1,):
+            raise CheckpointError(
+                f"{path}: the booster predicts {np.size(probe)} values per molecule; a task "
+                f"model gives one value per molecule"
+            )
         return cls(booster)
 
 
@@ -133,15 +153,122 @@ class ForestTaskModel:
             np.savez_compressed(handle, depth=np.int64(self.depth), **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> ForestTaskModel:
-        """Read a model written by :meth:`save` (plain arrays only, no pickle)."""
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in _FOREST_ARRAYS}
-            return cls(**arrays, depth=int(stored["depth"]))
+    def load(cls, path: Path, n_features: int) -> ForestTaskModel:
+        """Read a model written by :meth:`save` (plain arrays only, no pickle) for fingerprints
+        of ``n_features`` features.
+
+        The arrays are checked for what :meth:`predict` relies on: node arrays of one length and
+        dtype, indices in range, internal nodes whose children come after them and have no other
+        parent (so every path ends on a leaf), ``depth`` equal to the deepest leaf's depth, and
+        thresholds that are numbers and finite leaf values.
+        """
+        try:
+            stored = np.load(path, allow_pickle=False)
+            if not isinstance(stored, np.lib.npyio.NpzFile):
+                raise ValueError("one array, not an .npz archive of node arrays")
+            with stored:
+                arrays = {name: stored[name] for name in stored.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise CheckpointError(
+                f"{path}: not a random forest node file: {_first_line(exc)}"
+            ) from exc
+        try:
+            return _checked_forest(arrays, n_features)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def _checked_forest(arrays: dict[str, np.ndarray], n_features: int) -> ForestTaskModel:
+    """A :class:`ForestTaskModel` of stored ``arrays``; ValueError naming what is wrong."""
+    expected = {*_FOREST_ARRAYS, "depth"}
+    if set(arrays) != expected:
+        missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+        raise ValueError(f"missing arrays {missing}, unexpected arrays {extra}")
+    for name, kinds in _DTYPE_KINDS.items():
+        array = arrays[name]
+        if array.ndim != 1 or array.dtype.kind not in kinds:
+            raise ValueError(
+                f"{name} must be a 1-D array of {_KIND_NAMES[kinds]}, got {array.dtype} "
+                f"of shape {array.shape}"
+            )
+    depth = arrays["depth"]
+    if depth.ndim != 0 or depth.dtype.kind not in "iu":
+        raise ValueError(f"depth must be one integer, got {depth.dtype} of shape {depth.shape}")
+    n = len(arrays["feature"])
+    lengths = {name: len(arrays[name]) for name in _NODE_ARRAYS}
+    if n == 0 or set(lengths.values()) != {n} or len(arrays["roots"]) == 0:
+        raise ValueError(f"node arrays must have one non-zero length, got lengths {lengths}")
+    for name, bound in (("roots", n), ("left", n), ("right", n), ("feature", n_features)):
+        bad = np.flatnonzero((arrays[name] < 0) | (arrays[name] >= bound))
+        if len(bad):
+            where = f"roots[{bad[0]}]" if name == "roots" else f"{name}[{bad[0]}] (node {bad[0]})"
+            of = "the fingerprint's features" if name == "feature" else "the nodes"
+            raise ValueError(f"index {where} = {arrays[name][bad[0]]} is outside {of} [0, {bound})")
+    feature, left, right, roots = (
+        arrays[name].astype(np.int64) for name in ("feature", "left", "right", "roots")
+    )
+    nodes = np.arange(n)
+    leaf = (left == nodes) & (right == nodes)
+    backward = np.flatnonzero(~leaf & ((left <= nodes) | (right <= nodes)))
+    if len(backward):
+        i = backward[0]
+        raise ValueError(
+            f"node {i} has children {left[i]} and {right[i]}: children must come after their "
+            f"parent, and only a leaf points to itself"
+        )
+    parents = np.bincount(np.concatenate([left[~leaf], right[~leaf]]), minlength=n)
+    is_root = np.zeros(n, dtype=bool)
+    is_root[roots] = True
+    wrong = np.flatnonzero(parents != np.where(is_root, 0, 1))
+    if len(wrong) or len(np.unique(roots)) != len(roots):
+        i = wrong[0] if len(wrong) else roots[0]
+        raise ValueError(
+            f"node {i} has {parents[i]} parent(s){' and is a root' if is_root[i] else ''}: "
+            f"each root has no parent and every other node exactly one, once"
+        )
+    level, tree_depth = roots, 0  # a forest now: every node is on exactly one level
+    while len(level := level[~leaf[level]]):
+        level = np.concatenate([left[level], right[level]])
+        tree_depth += 1
+    if int(depth) != tree_depth:
+        raise ValueError(f"depth {int(depth)} does not match the trees' depth {tree_depth}")
+    threshold, value = arrays["threshold"], arrays["value"]
+    # an infinite threshold is scikit-learn's split of missing from present values; NaN is none
+    for name, values, bad in (
+        ("threshold", threshold, ~leaf & np.isnan(threshold)),
+        ("leaf value", value, leaf & ~np.isfinite(value)),
+    ):
+        if bad.any():
+            i = np.flatnonzero(bad)[0]
+            raise ValueError(f"the {name} of node {i} is {values[i]}")
+    return ForestTaskModel(
+        feature=feature,
+        threshold=threshold.astype(np.float64),
+        left=left,
+        right=right,
+        missing_left=arrays["missing_left"],
+        value=value.astype(np.float64),
+        roots=roots,
+        depth=tree_depth,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 _NODE_ARRAYS = ("feature", "threshold", "left", "right", "missing_left", "value")
 _FOREST_ARRAYS = (*_NODE_ARRAYS, "roots")
+_DTYPE_KINDS = {
+    "feature": "iu",
+    "threshold": "f",
+    "left": "iu",
+    "right": "iu",
+    "missing_left": "b",
+    "value": "f",
+    "roots": "iu",
+}
+_KIND_NAMES = {"iu": "integers", "f": "floats", "b": "booleans"}
 _MOLECULES_PER_BLOCK = 2048
 TASK_MODELS: dict[str, type[XGBoostTaskModel] | type[ForestTaskModel]] = {
     "xgboost": XGBoostTaskModel,

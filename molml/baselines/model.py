@@ -193,25 +193,92 @@ def load_baseline(path: str | Path) -> BaselineModel:
         raise CheckpointError(f"{spec_path}: cannot read baseline spec: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("kind") != _KIND:
         raise CheckpointError(f"{spec_path} is not a molml baseline spec")
-    if spec.get("format") != BASELINE_FORMAT:
+    if type(spec.get("format")) is not int or spec["format"] != BASELINE_FORMAT:
         raise CheckpointError(
             f"{spec_path} was written by molml {spec.get('molml_version', '?')} in baseline "
-            f"format {spec.get('format')}; this molml {__version__} reads format {BASELINE_FORMAT}"
+            f"format {spec.get('format')!r}; this molml {__version__} reads format "
+            f"{BASELINE_FORMAT}"
         )
+    _check_spec(spec, spec_path)
+    featurizer = _featurizer(spec["featurizer"], spec_path)
+    model_class = TASK_MODELS[spec["estimator"]]
+    task_models = [
+        model_class.load(_task_file(spec_path, entry["file"]), n_features=featurizer.dim)
+        for entry in spec["task_models"]
+    ]
+    return BaselineModel(
+        featurizer=featurizer,
+        tasks=spec["tasks"],
+        task_type=spec["task_type"],
+        estimator=spec["estimator"],
+        task_models=task_models,
+        fit_summaries=[
+            {k: v for k, v in entry.items() if k != "file"} for entry in spec["task_models"]
+        ],
+    )
+
+
+def _check_spec(spec: dict[str, Any], spec_path: Path) -> None:
+    """Refuse a spec whose keys, types or values :meth:`BaselineModel.spec` would not write."""
+
+    def refuse(reason: str) -> CheckpointError:
+        return CheckpointError(f"{spec_path}: {reason}")
+
+    missing = [key for key in _SPEC_KEYS if key not in spec]
+    if missing:
+        raise refuse(f"missing keys {missing}; a baseline spec has {list(_SPEC_KEYS)}")
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise refuse(f"unknown keys {unknown}; a baseline spec has {list(_SPEC_KEYS)}")
+    if not isinstance(spec["molml_version"], str):
+        raise refuse(f"molml_version must be a string, got {spec['molml_version']!r}")
+    if spec["estimator"] not in TASK_MODELS:
+        raise refuse(f"estimator {spec['estimator']!r} is not one of {sorted(TASK_MODELS)}")
+    if spec["task_type"] not in TASK_TYPES:
+        raise refuse(f"task_type {spec['task_type']!r} is not one of {list(TASK_TYPES)}")
+    tasks = spec["tasks"]
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks)):
+        raise refuse(f"tasks must be a non-empty list of task names, got {tasks!r}")
+    if len(set(tasks)) != len(tasks):
+        raise refuse(f"tasks must be unique, got {tasks!r}")
+    entries = spec["task_models"]
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        raise refuse(f"task_models must be a list of objects, one per task, got {entries!r}")
+    if len(entries) != len(tasks):
+        raise refuse(f"{len(tasks)} tasks but {len(entries)} task model entries")
+    for entry in entries:
+        if not isinstance(entry.get("file"), str):
+            raise refuse(f"task model entry {entry!r} has no file name")
+    if not isinstance(spec["featurizer"], dict):
+        raise refuse(f"featurizer must be a fingerprint config object, got {spec['featurizer']!r}")
+
+
+def _featurizer(config: dict[str, Any], spec_path: Path) -> FingerprintFeaturizer:
+    """The stored fingerprint, checked on one molecule: it must give ``dim`` features."""
     try:
-        model_class = TASK_MODELS[spec["estimator"]]
-        task_models = [model_class.load(spec_path.parent / e["file"]) for e in spec["task_models"]]
-        return BaselineModel(
-            featurizer=fingerprint_from_config(spec["featurizer"]),
-            tasks=spec["tasks"],
-            task_type=spec["task_type"],
-            estimator=spec["estimator"],
-            task_models=task_models,
-            fit_summaries=[
-                {k: v for k, v in entry.items() if k != "file"} for entry in spec["task_models"]
-            ],
+        featurizer = fingerprint_from_config(config)
+        features = featurizer("C")
+    except (TypeError, ValueError, KeyError) as exc:  # InvalidMoleculeError is a ValueError
+        raise CheckpointError(f"{spec_path}: featurizer {config!r} cannot be built: {exc}") from exc
+    if np.shape(features) != (featurizer.dim,):
+        raise CheckpointError(
+            f"{spec_path}: featurizer {config!r} gives {np.shape(features)} features for "
+            f"methane, not {featurizer.dim!r}"
         )
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{spec_path}: incomplete or unreadable baseline: {exc!r}") from exc
+    return featurizer
+
+
+def _task_file(spec_path: Path, name: str) -> Path:
+    """The task file ``name`` of the model directory; only a plain file name in it is taken."""
+    directory = spec_path.parent
+    if name in ("", ".", "..") or Path(name).name != name or any(c in name for c in "/\\\0"):
+        raise CheckpointError(
+            f"{spec_path}: task file {name!r} is not a plain file name in the model directory"
+        )
+    path = directory / name
+    if path.resolve().parent != directory.resolve():
+        raise CheckpointError(
+            f"{spec_path}: task file {name!r} leads outside the model directory "
+            f"(to {path.resolve()})"
+        )
+    return path
