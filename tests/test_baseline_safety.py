@@ -296,6 +296,27 @@ def test_xgboost_model_with_several_outputs(copy_model: Callable[[str], Path]) -
         molml.load_model(model)
 
 
+# ---------------------------------------------------------------------------- single class
+
+
+def test_single_class_training_labels_name_task_split_and_class(
+    logp_csv: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(logp_csv)
+    frame["active"] = 1
+    frame.to_csv(tmp_path / "one_class.csv", index=False)
+    with pytest.raises(DataError) as info:
+        fit(
+            tmp_path / "one_class.csv",
+            XGB_SMALL,
+            target_columns=["active"],
+            task_type="classification",
+        )
+    message = str(info.value)
+    assert "task 'active'" in message and "train split" in message and "class 1" in message
+    assert "\n" not in message
+
+
 # ---------------------------------------------------------------------------- predict, embed
 
 

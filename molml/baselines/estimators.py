@@ -290,12 +290,14 @@ def fit_task_model(
     X_val, y_val = val
     classification = task_type == "classification"
     summary: dict[str, Any] = {"task": task, "n_train": len(y_train), "n_val": len(y_val)}
+    if len(y_train) == 0:
+        raise DataError(f"task {task!r} has no labelled rows in the train split")
     if classification:
         n_positive = int(y_train.sum())
         if n_positive in (0, len(y_train)):
             raise DataError(
-                f"task {task!r}: its {len(y_train)} training labels are all "
-                f"{int(y_train[0]) if len(y_train) else 'missing'}; a classifier needs both classes"
+                f"task {task!r}: all {len(y_train)} labelled rows of the train split are class "
+                f"{int(y_train[0])}; a binary classifier needs both classes (0 and 1) there"
             )
         summary["n_positive"] = n_positive
     if config.name == "random_forest":
