@@ -317,6 +317,21 @@ def test_single_class_training_labels_name_task_split_and_class(
     assert "\n" not in message
 
 
+def test_task_without_training_labels_is_named(logp_csv: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(logp_csv)
+    frame["split"] = np.where(np.arange(len(frame)) < 160, "train", "test")
+    frame["sparse"] = np.where(frame["split"] == "test", 1.0, np.nan)  # labelled in test only
+    frame.to_csv(tmp_path / "sparse.csv", index=False)
+    with pytest.raises(DataError, match="task 'sparse' has no labelled rows in the train split"):
+        fit(
+            tmp_path / "sparse.csv",
+            XGB_SMALL,
+            target_columns=["logp", "sparse"],
+            split="predefined",
+            split_column="split",
+        )
+
+
 # ---------------------------------------------------------------------------- predict, embed
 
 
