@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import rdkit
 import xgboost as xgb
+import yaml
+from conftest import REPO
 from rdkit import Chem
 from rdkit.Chem import Crippen
 
@@ -27,6 +29,7 @@ from molml.baselines import (
     FitResult,
     fit_baseline,
 )
+from molml.baselines.cli import main as baseline_main
 from molml.errors import CheckpointError, DataError
 
 NCI = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
@@ -294,6 +297,52 @@ def test_xgboost_model_with_several_outputs(copy_model: Callable[[str], Path]) -
     xgb.train(params, data, num_boost_round=2).save_model(model / "task_000.json")
     with pytest.raises(CheckpointError, match="task_000.json.*one value per molecule"):
         molml.load_model(model)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("estimator", "typo", "suggestion"),
+    [("xgboost", "n_estimator", "n_estimators"), ("random_forest", "max_dept", "max_depth")],
+)
+def test_unknown_estimator_parameter_is_refused_before_featurizing(
+    tmp_path: Path, estimator: str, typo: str, suggestion: str
+) -> None:
+    config = {
+        "data": {"path": str(tmp_path / "not_there.csv")},  # reading it would fail differently
+        "estimator": {"name": estimator, "params": {typo: 10}},
+        "tracking_uri": None,
+        "output_dir": str(tmp_path / "runs"),
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(DataError, match=rf"'{typo}'.*{suggestion}"):
+        baseline_main(["fit", "--config", str(tmp_path / "config.yaml")])
+    with pytest.raises(DataError, match=rf"'{typo}'.*{suggestion}"):
+        EstimatorConfig(name=estimator, params={typo: 10})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_known_estimator_parameters_are_accepted() -> None:
+    EstimatorConfig(params={"n_estimators": 5, "eta": 0.1, "lambda": 2.0, "nthread": 1})
+    EstimatorConfig(name="random_forest", params={"class_weight": "balanced", "max_depth": 4})
+
+
+@pytest.mark.parametrize("name", ["esol_xgb", "bbbp_xgb", "esol_rf"])
+def test_shipped_configs_pass_parameter_validation(name: str) -> None:
+    config = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
+    assert EstimatorConfig(**config["estimator"]).params == config["estimator"]["params"]
+
+
+def test_early_stopping_in_params_points_to_its_own_option() -> None:
+    with pytest.raises(DataError, match="estimator.early_stopping_rounds"):
+        EstimatorConfig(params={"early_stopping_rounds": 10})
+
+
+def test_unknown_estimator_name_lists_the_choices() -> None:
+    with pytest.raises(DataError, match="'svm'") as info:
+        EstimatorConfig(name="svm")  # type: ignore[arg-type]
+    assert "xgboost" in str(info.value) and "random_forest" in str(info.value)
 
 
 # ---------------------------------------------------------------------------- single class
