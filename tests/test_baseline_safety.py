@@ -278,6 +278,63 @@ def test_xgboost_file_that_xgboost_cannot_read(copy_model: Callable[[str], Path]
     assert "\n" not in str(info.value) and "Stack trace" not in str(info.value)
 
 
+def _xgboost_change(name: str, model: dict) -> None:
+    """Damage the first tree (or the tree list) of an XGBoost JSON model in one way."""
+    trees = model["learner"]["gradient_booster"]["model"]
+    tree = trees["trees"][0]
+    internal = [i for i, child in enumerate(tree["left_children"]) if child != -1]
+    if name == "split feature beyond fingerprint":
+        tree["split_indices"][internal[0]] = 100_000
+    elif name == "child out of range":
+        tree["left_children"][internal[0]] = 10**6
+    elif name == "root as a child":
+        tree["left_children"][internal[-1]] = 0
+    elif name == "shared child":
+        tree["right_children"][internal[0]] = tree["left_children"][internal[0]]
+    elif name == "one child":
+        tree["right_children"][internal[0]] = -1
+    elif name == "short array":
+        tree["split_indices"] = tree["split_indices"][:-1]
+    elif name == "tree info out of range":
+        trees["tree_info"][0] = 5
+    elif name == "no trees entry":
+        del trees["trees"]
+
+
+XGBOOST_CHANGES = {
+    "split feature beyond fingerprint": rf"tree 0: split feature 100000 .*{N_BITS}",
+    "child out of range": "tree 0: a child index",
+    "root as a child": "tree 0: a child index",
+    "shared child": "tree 0: a node has two parents",
+    "one child": "tree 0: a node has one child",
+    "short array": "tree 0: node arrays",
+    "tree info out of range": "tree_info",
+    "no trees entry": "no entry 'trees'",
+}
+
+
+@pytest.mark.parametrize("name", list(XGBOOST_CHANGES))
+def test_crafted_xgboost_trees_are_refused_on_load(
+    copy_model: Callable[[str], Path], name: str
+) -> None:
+    """XGBoost loads such trees without a word and crashes the process at predict time."""
+    model = copy_model("xgboost")
+    booster = json.loads((model / "task_000.json").read_text())
+    _xgboost_change(name, booster)
+    (model / "task_000.json").write_text(json.dumps(booster))
+    with pytest.raises(CheckpointError, match=XGBOOST_CHANGES[name]) as info:
+        molml.load_model(model)
+    assert "task_000.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_dart_booster_passes_the_checks(logp_csv: Path, tmp_path: Path) -> None:
+    params = {**XGB_SMALL.params, "booster": "dart"}
+    fitted = fit(logp_csv, EstimatorConfig(params=params, early_stopping_rounds=None)).model
+    loaded = molml.load_model(fitted.save(tmp_path / "dart"))
+    smiles = pd.read_csv(logp_csv)["smiles"].head(50).tolist()
+    pd.testing.assert_frame_equal(loaded.predict(smiles), fitted.predict(smiles))
+
+
 def test_xgboost_model_of_another_feature_count(copy_model: Callable[[str], Path]) -> None:
     model = copy_model("xgboost")
     rng = np.random.default_rng(0)

@@ -11,6 +11,7 @@ crafted is refused with a :class:`CheckpointError` rather than failing or loopin
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,26 +54,96 @@ class XGBoostTaskModel:
 
     @classmethod
     def load(cls, path: Path, n_features: int) -> XGBoostTaskModel:
-        """Read a model written by :meth:`save` for fingerprints of ``n_features`` features."""
+        """Read a model written by :meth:`save` for fingerprints of ``n_features`` features.
+
+        XGBoost's loader does not check tree structure, and a crafted tree crashes the process
+        at predict time; the JSON is checked first (see :func:`_check_xgboost_json`).
+        """
+        try:
+            model = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise CheckpointError(
+                f"{path}: cannot read it as an XGBoost JSON model: {_first_line(exc)}"
+            ) from exc
+        try:
+            _check_xgboost_json(model, n_features)
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: not an XGBoost JSON model: no entry {exc}") from exc
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: not an XGBoost JSON model: {exc}") from exc
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
         booster = xgb.Booster()
         try:
             booster.load_model(path)
-            probe = booster.inplace_predict(np.zeros((1, booster.num_features()), np.float32))
         except xgb.core.XGBoostError as exc:
             raise CheckpointError(
                 f"{path}: XGBoost cannot read this model file: {_first_line(exc)}"
             ) from exc
-        if booster.num_features() != n_features:
-            raise CheckpointError(
-                f"{path}: the booster takes {booster.num_features()} features, the fingerprint "
-                f"gives {n_features}"
-            )
-        if np.shape(probe) != (1,):
-            raise CheckpointError(
-                f"{path}: the booster predicts {np.size(probe)} values per molecule; a task "
-                f"model gives one value per molecule"
-            )
         return cls(booster)
+
+
+def _check_xgboost_json(model: dict[str, Any], n_features: int) -> None:
+    """ValueError unless an XGBoost JSON model takes ``n_features`` features, gives one value
+    per molecule and its trees are trees: every child in range with one parent, none of them
+    the root (so every path ends on a leaf), split features below ``n_features``."""
+    learner = model["learner"]
+    params = learner["learner_model_param"]
+    if int(params["num_feature"]) != n_features:
+        raise ValueError(
+            f"the booster takes {params['num_feature']} features, the fingerprint gives "
+            f"{n_features}"
+        )
+    outputs = max(int(params.get("num_class", 0)), int(params.get("num_target", 1)))
+    if outputs != 1:
+        raise ValueError(
+            f"the booster predicts {outputs} values per molecule; a task model gives one value "
+            "per molecule"
+        )
+    booster = learner["gradient_booster"]
+    if booster["name"] not in ("gbtree", "dart"):
+        raise ValueError(f"booster {booster['name']!r} is not a tree booster (gbtree, dart)")
+    trees_model = (booster["gbtree"] if booster["name"] == "dart" else booster)["model"]
+    trees = trees_model["trees"]
+    if list(trees_model["tree_info"]) != [0] * len(trees):
+        raise ValueError("tree_info must give output group 0 for each tree")
+    indptr = np.asarray(trees_model["iteration_indptr"])
+    if indptr.dtype.kind not in "iu" or indptr[0] != 0 or indptr[-1] != len(trees):
+        raise ValueError("iteration_indptr must run from 0 to the number of trees")
+    if (np.diff(indptr) < 0).any():
+        raise ValueError("iteration_indptr must not decrease")
+    for number, tree in enumerate(trees):
+        reason = _xgboost_tree_problem(tree, n_features)
+        if reason:
+            raise ValueError(f"tree {number}: {reason}")
+
+
+def _xgboost_tree_problem(tree: dict[str, Any], n_features: int) -> str | None:
+    """What is wrong with one tree of an XGBoost JSON model, or None."""
+    n = int(tree["tree_param"]["num_nodes"])
+    if int(tree["tree_param"].get("size_leaf_vector", 1)) > 1:
+        return "vector leaves (several outputs) are not a single-task model"
+    arrays = {key: np.asarray(tree[key]) for key in _XGBOOST_TREE_ARRAYS}
+    lengths = {key: len(array) for key, array in arrays.items()}
+    if n < 1 or set(lengths.values()) != {n}:
+        return f"node arrays must have num_nodes = {n} entries, got lengths {lengths}"
+    left, right, split = (arrays[k] for k in ("left_children", "right_children", "split_indices"))
+    if any(a.ndim != 1 or a.dtype.kind not in "iu" for a in (left, right, split)):
+        return "children and split indices must be integers"
+    if (arrays["split_type"] != 0).any():
+        return "categorical splits are not supported"
+    internal = left != -1
+    if (internal != (right != -1)).any():
+        return "a node has one child; a node has two or none (-1)"
+    children = np.concatenate([left[internal], right[internal]])
+    if ((children < 1) | (children >= n)).any():
+        return f"a child index is outside the non-root nodes [1, {n})"
+    if (np.bincount(children, minlength=n) > 1).any():
+        return "a node has two parents"
+    bad = internal & ((split < 0) | (split >= n_features))
+    if bad.any():
+        return f"split feature {split[bad][0]} is outside the fingerprint's {n_features} features"
+    return None
 
 
 @dataclass
@@ -269,6 +340,18 @@ _DTYPE_KINDS = {
     "roots": "iu",
 }
 _KIND_NAMES = {"iu": "integers", "f": "floats", "b": "booleans"}
+_XGBOOST_TREE_ARRAYS = (
+    "left_children",
+    "right_children",
+    "parents",
+    "split_indices",
+    "split_conditions",
+    "split_type",
+    "default_left",
+    "base_weights",
+    "loss_changes",
+    "sum_hessian",
+)
 _MOLECULES_PER_BLOCK = 2048
 TASK_MODELS: dict[str, type[XGBoostTaskModel] | type[ForestTaskModel]] = {
     "xgboost": XGBoostTaskModel,
