@@ -391,6 +391,12 @@ def test_shipped_configs_pass_parameter_validation(name: str) -> None:
     assert EstimatorConfig(**config["estimator"]).params == config["estimator"]["params"]
 
 
+def test_linear_booster_is_refused_in_the_config() -> None:
+    """gblinear cannot predict in place, so a baseline fitted with it failed after fitting."""
+    with pytest.raises(DataError, match="booster 'gblinear'.*gbtree"):
+        EstimatorConfig(params={"booster": "gblinear"})
+
+
 def test_early_stopping_in_params_points_to_its_own_option() -> None:
     with pytest.raises(DataError, match="estimator.early_stopping_rounds"):
         EstimatorConfig(params={"early_stopping_rounds": 10})

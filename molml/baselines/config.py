@@ -18,6 +18,7 @@ from molml.errors import DataError
 Estimator = Literal["xgboost", "random_forest"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 
+_BOOSTERS = ("gbtree", "dart")
 # XGBoost's own parameter names (https://xgboost.readthedocs.io/en/stable/parameter.html) that
 # XGBRegressor / XGBClassifier pass on to the booster but do not list in get_params(): aliases
 # and the tree, DART, linear and regression-objective parameters.
@@ -150,6 +151,11 @@ class EstimatorConfig:
             raise DataError(
                 "estimator.params.early_stopping_rounds is set by estimator.early_stopping_rounds; "
                 "give it there"
+            )
+        if self.name == "xgboost" and self.params.get("booster", "gbtree") not in _BOOSTERS:
+            raise DataError(
+                f"estimator.params.booster {self.params['booster']!r}: baselines take the tree "
+                f"boosters {list(_BOOSTERS)} (gblinear has no in-place prediction)"
             )
         valid = estimator_params(self.name)
         unknown = [key for key in self.params if key not in valid]
