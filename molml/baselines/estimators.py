@@ -287,12 +287,14 @@ def _checked_forest(arrays: dict[str, np.ndarray], n_features: int) -> ForestTas
             f"node {i} has children {left[i]} and {right[i]}: children must come after their "
             f"parent, and only a leaf points to itself"
         )
+    if len(np.unique(roots)) != len(roots):
+        raise ValueError("roots must be distinct nodes")
     parents = np.bincount(np.concatenate([left[~leaf], right[~leaf]]), minlength=n)
     is_root = np.zeros(n, dtype=bool)
     is_root[roots] = True
     wrong = np.flatnonzero(parents != np.where(is_root, 0, 1))
-    if len(wrong) or len(np.unique(roots)) != len(roots):
-        i = wrong[0] if len(wrong) else roots[0]
+    if len(wrong):
+        i = wrong[0]
         raise ValueError(
             f"node {i} has {parents[i]} parent(s){' and is a root' if is_root[i] else ''}: "
             f"each root has no parent and every other node exactly one, once"
