@@ -152,7 +152,8 @@ def test_forest_arrays_match_scikit_learn(
     arrays.save(tmp_path / "forest.npz")
     saved_files_are_plain(tmp_path)
     np.testing.assert_array_equal(
-        ForestTaskModel.load(tmp_path / "forest.npz").predict(X_test), arrays.predict(X_test)
+        ForestTaskModel.load(tmp_path / "forest.npz", n_features=X_test.shape[1]).predict(X_test),
+        arrays.predict(X_test),
     )
 
 

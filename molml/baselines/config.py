@@ -6,14 +6,66 @@ so a graph model and a baseline given the same values train and test on the same
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from molml.chem.fingerprints import FingerprintFeaturizer, make_fingerprint
+from molml.errors import DataError
 
 Estimator = Literal["xgboost", "random_forest"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+
+_BOOSTERS = ("gbtree", "dart")
+# XGBoost's own parameter names (https://xgboost.readthedocs.io/en/stable/parameter.html) that
+# XGBRegressor / XGBClassifier pass on to the booster but do not list in get_params(): aliases
+# and the tree, DART, linear and regression-objective parameters.
+_XGBOOST_NATIVE_PARAMS = frozenset(
+    {
+        "eta",
+        "min_split_loss",
+        "lambda",
+        "alpha",
+        "nthread",
+        "seed",
+        "seed_per_iteration",
+        "disable_default_eval_metric",
+        "updater",
+        "refresh_leaf",
+        "process_type",
+        "max_cached_hist_node",
+        "sample_type",
+        "normalize_type",
+        "rate_drop",
+        "one_drop",
+        "skip_drop",
+        "feature_selector",
+        "top_k",
+        "tweedie_variance_power",
+        "huber_slope",
+        "quantile_alpha",
+    }
+)
+
+
+@cache
+def estimator_params(name: str) -> frozenset[str]:
+    """The parameter names ``estimator.params`` accepts for estimator ``name``.
+
+    XGBoost: the scikit-learn API's ``get_params()`` plus booster parameters it passes on;
+    random forest: scikit-learn's regressor and classifier parameters (``class_weight``).
+    """
+    if name == "xgboost":
+        import xgboost as xgb
+
+        return frozenset(xgb.XGBRegressor().get_params()) | _XGBOOST_NATIVE_PARAMS
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    return frozenset(RandomForestRegressor().get_params()) | set(
+        RandomForestClassifier().get_params()
+    )
 
 
 @dataclass
@@ -92,6 +144,33 @@ class EstimatorConfig:
     name: Estimator = "xgboost"
     params: dict[str, Any] = field(default_factory=dict)
     early_stopping_rounds: int | None = 50
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown estimator or parameter name now, before any data is read."""
+        if self.name not in ESTIMATORS:
+            raise DataError(f"estimator.name {self.name!r} is not one of {list(ESTIMATORS)}")
+        if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):
+            raise DataError(f"estimator.params must map parameter names to values: {self.params!r}")
+        if "early_stopping_rounds" in self.params:
+            raise DataError(
+                "estimator.params.early_stopping_rounds is set by estimator.early_stopping_rounds; "
+                "give it there"
+            )
+        if self.name == "xgboost" and self.params.get("booster", "gbtree") not in _BOOSTERS:
+            raise DataError(
+                f"estimator.params.booster {self.params['booster']!r}: baselines take the tree "
+                f"boosters {list(_BOOSTERS)} (gblinear has no in-place prediction)"
+            )
+        valid = estimator_params(self.name)
+        unknown = [key for key in self.params if key not in valid]
+        if unknown:
+            hints = "; ".join(f"{key!r} ({_closest(key, valid)})" for key in unknown)
+            raise DataError(f"estimator.params: unknown {self.name} parameter(s): {hints}")
+
+
+def _closest(name: str, valid: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=3)
+    return f"did you mean {' or '.join(map(repr, close))}?" if close else "no close match"
 
 
 @dataclass

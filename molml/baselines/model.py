@@ -9,7 +9,7 @@ task (XGBoost JSON, or the random forest's node arrays as ``.npz``). Nothing is 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,29 @@ from molml._version import __version__
 from molml.baselines.data import featurize
 from molml.baselines.estimators import TASK_MODELS, TaskModel
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
-from molml.errors import CheckpointError
+from molml.errors import CheckpointError, DataError
 
 BASELINE_FORMAT = 1
 SPEC_FILE = "baseline.json"
+TASK_TYPES = ("regression", "classification")
 _KIND = "molml-baseline"
+_SPEC_KEYS = (
+    "kind",
+    "format",
+    "molml_version",
+    "estimator",
+    "tasks",
+    "task_type",
+    "featurizer",
+    "task_models",
+)
 
 
 class BaselineModel:
     """Fingerprint features + one fitted estimator per task.
 
     Offers what ``molml.load_model`` gives for a graph model: ``tasks``, ``task_type``,
-    ``featurizer`` and ``predict(smiles, batch_size)``.
+    ``featurizer``, ``predict(smiles, batch_size)`` and ``embed(smiles, batch_size)``.
 
     Args:
         featurizer: the fingerprint the estimators were trained on.
@@ -74,13 +85,14 @@ class BaselineModel:
         """Predictions ``[n, tasks]`` for fingerprints ``X`` (values or probabilities)."""
         return np.stack([model.predict(X) for model in self.task_models], axis=1)
 
-    def predict(self, smiles: Sequence[Any], batch_size: int = 1024) -> pd.DataFrame:
-        """Predict for SMILES strings; one row per input, in input order.
+    def predict(self, smiles: str | Iterable[Any], batch_size: int = 1024) -> pd.DataFrame:
+        """Predict for SMILES strings (one string is one molecule); one row per input, in order.
 
         Columns: ``smiles``, one per task (original units or probabilities) and ``status``:
         ``ok`` or why the molecule failed (invalid SMILES, None, ...; its predictions are NaN).
         """
-        smiles = list(smiles)
+        smiles = _smiles_list(smiles)
+        _check_batch_size(batch_size)
         values = np.full((len(smiles), len(self.tasks)), np.nan)
         status = ["ok"] * len(smiles)
         for start in range(0, len(smiles), batch_size):
@@ -90,9 +102,24 @@ class BaselineModel:
             if valid.any():
                 values[start + np.flatnonzero(valid)] = self.predict_features(X[valid])
         frame = pd.DataFrame(values, columns=self.tasks)
-        frame.insert(0, "smiles", smiles)
-        frame["status"] = status
+        frame.insert(0, "smiles", _text_column(smiles))
+        frame["status"] = _text_column(status)
         return frame
+
+    def embed(self, smiles: str | Iterable[Any], batch_size: int = 1024) -> np.ndarray:
+        """The representation the estimators see: fingerprint features, float32
+        ``[n, featurizer.dim]``, in input order, with NaN rows for invalid SMILES (None, ...).
+
+        A baseline learns no embedding of its own; this is its featurizer's output.
+        """
+        smiles = _smiles_list(smiles)
+        _check_batch_size(batch_size)
+        X = np.empty((len(smiles), self.featurizer.dim), dtype=np.float32)
+        for start in range(0, len(smiles), batch_size):
+            X[start : start + batch_size] = self.featurizer.transform(
+                smiles[start : start + batch_size]
+            )[0]
+        return X
 
     def spec(self) -> dict[str, Any]:
         """Everything but the task models' own files, as plain data."""
@@ -127,9 +154,33 @@ def _model_file(index: int, model: TaskModel) -> str:
     return f"task_{index:03d}{model.suffix}"
 
 
+def _smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
+    """The molecules of a ``predict`` / ``embed`` call: one SMILES string or an iterable."""
+    if isinstance(smiles, str):
+        return [smiles]
+    if not isinstance(smiles, Iterable):
+        raise DataError(
+            f"expected a SMILES string or an iterable of SMILES strings, got "
+            f"{type(smiles).__name__}"
+        )
+    return list(smiles)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _text_column(values: list[Any]) -> pd.Series:
+    """A column of text; when empty, still text rather than pandas' default float."""
+    return pd.Series(values, dtype=None if values else "str")
+
+
 def load_baseline(path: str | Path) -> BaselineModel:
     """Load a baseline saved by :meth:`BaselineModel.save` (its directory or ``baseline.json``).
 
+    The spec is checked entry by entry, task files must be plain file names inside the model
+    directory, and every task model is checked against the fingerprint before it is used.
     Raises :class:`CheckpointError` with the reason for anything else.
     """
     path = Path(path)
@@ -142,25 +193,92 @@ def load_baseline(path: str | Path) -> BaselineModel:
         raise CheckpointError(f"{spec_path}: cannot read baseline spec: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("kind") != _KIND:
         raise CheckpointError(f"{spec_path} is not a molml baseline spec")
-    if spec.get("format") != BASELINE_FORMAT:
+    if type(spec.get("format")) is not int or spec["format"] != BASELINE_FORMAT:
         raise CheckpointError(
             f"{spec_path} was written by molml {spec.get('molml_version', '?')} in baseline "
-            f"format {spec.get('format')}; this molml {__version__} reads format {BASELINE_FORMAT}"
+            f"format {spec.get('format')!r}; this molml {__version__} reads format "
+            f"{BASELINE_FORMAT}"
         )
+    _check_spec(spec, spec_path)
+    featurizer = _featurizer(spec["featurizer"], spec_path)
+    model_class = TASK_MODELS[spec["estimator"]]
+    task_models = [
+        model_class.load(_task_file(spec_path, entry["file"]), n_features=featurizer.dim)
+        for entry in spec["task_models"]
+    ]
+    return BaselineModel(
+        featurizer=featurizer,
+        tasks=spec["tasks"],
+        task_type=spec["task_type"],
+        estimator=spec["estimator"],
+        task_models=task_models,
+        fit_summaries=[
+            {k: v for k, v in entry.items() if k != "file"} for entry in spec["task_models"]
+        ],
+    )
+
+
+def _check_spec(spec: dict[str, Any], spec_path: Path) -> None:
+    """Refuse a spec whose keys, types or values :meth:`BaselineModel.spec` would not write."""
+
+    def refuse(reason: str) -> CheckpointError:
+        return CheckpointError(f"{spec_path}: {reason}")
+
+    missing = [key for key in _SPEC_KEYS if key not in spec]
+    if missing:
+        raise refuse(f"missing keys {missing}; a baseline spec has {list(_SPEC_KEYS)}")
+    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    if unknown:
+        raise refuse(f"unknown keys {unknown}; a baseline spec has {list(_SPEC_KEYS)}")
+    if not isinstance(spec["molml_version"], str):
+        raise refuse(f"molml_version must be a string, got {spec['molml_version']!r}")
+    if spec["estimator"] not in TASK_MODELS:
+        raise refuse(f"estimator {spec['estimator']!r} is not one of {sorted(TASK_MODELS)}")
+    if spec["task_type"] not in TASK_TYPES:
+        raise refuse(f"task_type {spec['task_type']!r} is not one of {list(TASK_TYPES)}")
+    tasks = spec["tasks"]
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) and t for t in tasks)):
+        raise refuse(f"tasks must be a non-empty list of task names, got {tasks!r}")
+    if len(set(tasks)) != len(tasks):
+        raise refuse(f"tasks must be unique, got {tasks!r}")
+    entries = spec["task_models"]
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        raise refuse(f"task_models must be a list of objects, one per task, got {entries!r}")
+    if len(entries) != len(tasks):
+        raise refuse(f"{len(tasks)} tasks but {len(entries)} task model entries")
+    for entry in entries:
+        if not isinstance(entry.get("file"), str):
+            raise refuse(f"task model entry {entry!r} has no file name")
+    if not isinstance(spec["featurizer"], dict):
+        raise refuse(f"featurizer must be a fingerprint config object, got {spec['featurizer']!r}")
+
+
+def _featurizer(config: dict[str, Any], spec_path: Path) -> FingerprintFeaturizer:
+    """The stored fingerprint, checked on one molecule: it must give ``dim`` features."""
     try:
-        model_class = TASK_MODELS[spec["estimator"]]
-        task_models = [model_class.load(spec_path.parent / e["file"]) for e in spec["task_models"]]
-        return BaselineModel(
-            featurizer=fingerprint_from_config(spec["featurizer"]),
-            tasks=spec["tasks"],
-            task_type=spec["task_type"],
-            estimator=spec["estimator"],
-            task_models=task_models,
-            fit_summaries=[
-                {k: v for k, v in entry.items() if k != "file"} for entry in spec["task_models"]
-            ],
+        featurizer = fingerprint_from_config(config)
+        features = featurizer("C")
+    except (TypeError, ValueError, KeyError) as exc:  # InvalidMoleculeError is a ValueError
+        raise CheckpointError(f"{spec_path}: featurizer {config!r} cannot be built: {exc}") from exc
+    if np.shape(features) != (featurizer.dim,):
+        raise CheckpointError(
+            f"{spec_path}: featurizer {config!r} gives {np.shape(features)} features for "
+            f"methane, not {featurizer.dim!r}"
         )
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{spec_path}: incomplete or unreadable baseline: {exc!r}") from exc
+    return featurizer
+
+
+def _task_file(spec_path: Path, name: str) -> Path:
+    """The task file ``name`` of the model directory; only a plain file name in it is taken."""
+    directory = spec_path.parent
+    if name in ("", ".", "..") or Path(name).name != name or any(c in name for c in "/\\\0"):
+        raise CheckpointError(
+            f"{spec_path}: task file {name!r} is not a plain file name in the model directory"
+        )
+    path = directory / name
+    if path.resolve().parent != directory.resolve():
+        raise CheckpointError(
+            f"{spec_path}: task file {name!r} leads outside the model directory "
+            f"(to {path.resolve()})"
+        )
+    return path
