@@ -14,3 +14,10 @@ def check_int(value: object, name: str, *, minimum: int = 0, allow_none: bool = 
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_jobs(value: object, name: str) -> None:
+    """Raise :class:`DataError` unless ``value`` is a number of processes: ``-1`` (all cores)
+    or an integer ``>= 1``."""
+    if value != -1:
+        check_int(value, name, minimum=1)

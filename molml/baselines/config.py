@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args
 
 from molml.chem.fingerprints import FingerprintFeaturizer, make_fingerprint
 from molml.errors import DataError
+from molml.options import check_jobs
 
 Estimator = Literal["xgboost", "random_forest"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -122,6 +123,9 @@ class FeaturesConfig:
     name: str = "ecfp4"
     params: dict[str, Any] = field(default_factory=dict)
     n_jobs: int = -1
+
+    def __post_init__(self) -> None:
+        check_jobs(self.n_jobs, "features.n_jobs")
 
     def make(self) -> FingerprintFeaturizer:
         """The featurizer this section describes."""

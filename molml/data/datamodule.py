@@ -31,6 +31,7 @@ from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import Split, make_split, split_report
 from molml.errors import DataError
+from molml.options import check_int, check_jobs
 from molml.tasks import TASK_TYPES, target_scaling
 
 log = logging.getLogger("molml")
@@ -305,6 +306,9 @@ class MoleculeDataModule(L.LightningDataModule):
         molecule_features: str | None = None,
     ) -> None:
         super().__init__()
+        check_int(batch_size, "data.batch_size", minimum=1)
+        check_int(num_workers, "data.num_workers", minimum=0)
+        check_jobs(featurize_jobs, "data.featurize_jobs")
         # task_type is resolved below and handed to the model, which logs the resolved value
         self.save_hyperparameters(ignore=["featurizer", "task_type"])
         self.molecules = MoleculeTable.read(

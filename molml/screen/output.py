@@ -8,6 +8,7 @@ merged in chunk order, which is input order, and the parts directory is removed.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -40,6 +41,42 @@ def check_output_path(output: str | Path) -> Path:
     if not output.parent.is_dir():
         raise DataError(f"{output}: output directory {output.parent} does not exist")
     return output
+
+
+class OutputLock:
+    """An exclusive lock on ``<output>.lock`` for as long as one screen writes ``output``.
+
+    A second screen of the same output fails at once with a :class:`DataError` instead of
+    racing the first one for its parts and its merge. The lock is the operating system's
+    (``flock``), so a killed screen never leaves a stale lock behind.
+    """
+
+    def __init__(self, output: Path) -> None:
+        self.path = output.with_name(output.name + ".lock")
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> OutputLock:
+        while True:
+            handle = open(self.path, "a")  # noqa: SIM115 - held until __exit__
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise DataError(
+                    f"another molml screen is writing {self.path.with_suffix('')} right now "
+                    f"(it holds {self.path}); wait for it or choose another --output"
+                ) from None
+            # the holder before us may have removed the file between our open and our lock
+            if self.path.exists() and os.path.samestat(os.fstat(handle.fileno()), self.path.stat()):
+                self._handle = handle
+                return self
+            handle.close()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)
+            self._handle.close()
+            self._handle = None
 
 
 class PartsDirectory:
@@ -125,7 +162,6 @@ class ChunkWriter(BasePredictionWriter):
         self.total = total
         self.progress = progress
         self.bar: tqdm | None = None
-        self.rows_written = 0
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.progress:
@@ -144,7 +180,6 @@ class ChunkWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         self.parts.write(batch.index, prediction, self.schema)
-        self.rows_written += len(prediction)
         if self.bar is not None:
             self.bar.update(len(prediction) * trainer.world_size)
 

@@ -17,6 +17,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from molml.screen.module import ScreeningModule
 from molml.screen.output import (
     OUTPUT_SUFFIXES,
     ChunkWriter,
+    OutputLock,
     PartsDirectory,
     check_output_path,
     merge_parts,
@@ -103,76 +105,77 @@ def screen_library(
 
     parts = PartsDirectory(output)
     setup_rank = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
-    if setup_rank and overwrite:
-        parts.remove()
-    manifest = {
-        "molml_version": __version__,
-        "input": str(input_path.resolve()),
-        "input_size": input_path.stat().st_size,
-        "input_mtime_ns": input_path.stat().st_mtime_ns,
-        "models": [_file_digest(Path(p)) for p in models],
-        "chunk_size": chunk_size,
-        "reader": reader_options,
-    }
-    if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
-        raise DataError(f"{output} already exists; pass --overwrite to replace it")
-    resumed = parts.start(manifest) if setup_rank else 0
-    rows_before = parts.rows_done() if setup_rank else 0
-    if resumed:
-        log.info("resuming: %d chunks of %s already screened", resumed, input_path)
+    with OutputLock(output) if setup_rank else nullcontext():
+        if setup_rank and overwrite:
+            parts.remove()
+        manifest = {
+            "molml_version": __version__,
+            "input": str(input_path.resolve()),
+            "input_size": input_path.stat().st_size,
+            "input_mtime_ns": input_path.stat().st_mtime_ns,
+            "models": [_file_digest(Path(p)) for p in models],
+            "chunk_size": chunk_size,
+            "reader": reader_options,
+        }
+        if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
+            raise DataError(f"{output} already exists; pass --overwrite to replace it")
+        resumed = parts.start(manifest) if setup_rank else 0
+        rows_before = parts.rows_done() if setup_rank else 0
+        if resumed:
+            log.info("resuming: %d chunks of %s already screened", resumed, input_path)
 
-    world = _world_size(devices, num_nodes)
-    workers = num_workers if num_workers is not None else _default_workers(world)
-    schema = output_schema(id_column, module.output_columns)
-    writer = ChunkWriter(
-        parts, schema, count_records(input_path, has_header=has_header), progress=progress
-    )
-    datamodule = ScreenDataModule(
-        workers,
-        path=str(input_path),
-        featurizers=module.featurizers,
-        chunk_size=chunk_size,
-        reader_options=reader_options,
-        is_done=parts.is_done,
-    )
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=precision,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[writer],
-    )
-    with warnings.catch_warnings():  # chunks are not index-addressable; nothing is lost
-        warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
-        module.batch_size = batch_size or _default_batch_size(trainer)
-        try:
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
-        except BaseException:
-            if setup_rank and not parts.done():  # nothing to resume from: leave no trace
-                parts.remove()
-            raise
-    trainer.strategy.barrier()
-    if not trainer.is_global_zero:
-        return None
-    counts = merge_parts(parts, output, top_k=top_k, top_k_by=top_k_by, lowest=lowest)
-    parts.remove()
-    seconds = time.perf_counter() - started
-    summary = {
-        "input": str(input_path),
-        "output": str(output),
-        "models": [str(p) for p in models],
-        **counts,
-        "resumed_chunks": resumed,
-        "screened_this_run": counts["rows"] - rows_before,
-        "seconds": round(seconds, 2),
-        "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
-    }
-    Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        world = _world_size(devices, num_nodes)
+        workers = num_workers if num_workers is not None else _default_workers(world)
+        schema = output_schema(id_column, module.output_columns)
+        writer = ChunkWriter(
+            parts, schema, count_records(input_path, has_header=has_header), progress=progress
+        )
+        datamodule = ScreenDataModule(
+            workers,
+            path=str(input_path),
+            featurizers=module.featurizers,
+            chunk_size=chunk_size,
+            reader_options=reader_options,
+            is_done=parts.is_done,
+        )
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=precision,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[writer],
+        )
+        with warnings.catch_warnings():  # chunks are not index-addressable; nothing is lost
+            warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
+            module.batch_size = batch_size or _default_batch_size(trainer)
+            try:
+                trainer.predict(module, datamodule=datamodule, return_predictions=False)
+            except BaseException:
+                if setup_rank and not parts.done():  # nothing to resume from: leave no trace
+                    parts.remove()
+                raise
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            return None
+        counts = merge_parts(parts, output, top_k=top_k, top_k_by=top_k_by, lowest=lowest)
+        parts.remove()
+        seconds = time.perf_counter() - started
+        summary = {
+            "input": str(input_path),
+            "output": str(output),
+            "models": [str(p) for p in models],
+            **counts,
+            "resumed_chunks": resumed,
+            "screened_this_run": counts["rows"] - rows_before,
+            "seconds": round(seconds, 2),
+            "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
+        }
+        Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
 
 
 def _file_digest(path: Path) -> str:

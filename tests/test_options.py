@@ -1,6 +1,6 @@
-"""``molml screen`` options and failures on data the tests generate: every numeric option is
-checked before any work, a failed screen leaves nothing that blocks its rerun, and the summary
-counts what was really screened."""
+"""Options and failures of ``molml screen`` and the data options, on data the tests generate:
+every numeric option is checked before any work, a failed screen leaves nothing that blocks
+its rerun, two screens cannot write one output, and the summary counts what was screened."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from molml.errors import DataError
 from molml.screen import screen_library
 from molml.screen.module import ScreeningModule
+from molml.screen.output import OutputLock
 from molml.screen.run import main as screen_main
 
 
@@ -77,3 +78,31 @@ def test_summary_counts_the_rows_screened_in_this_run(graph_run, library, tmp_pa
     assert summary["rows"] == summary["screened_this_run"] == 20
     assert summary["failed"] == 5 and summary["ok"] == 15
     assert json.loads(Path(f"{out}.summary.json").read_text())["screened_this_run"] == 20
+
+
+def test_two_screens_of_one_output_cannot_run_at_once(graph_run, library, tmp_path) -> None:
+    out = tmp_path / "scores.csv"
+    with OutputLock(out):  # what a running screen of the same output holds
+        with pytest.raises(DataError, match="another molml screen is writing"):
+            screen_library([graph_run["ckpt"]], library, out, progress=False)
+        assert not out.exists() and not out.with_name(out.name + ".parts").exists()
+    assert screen_library([graph_run["ckpt"]], library, out, progress=False)["rows"] == 20
+    assert not out.with_name(out.name + ".lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch_size", 0), ("num_workers", -1), ("featurize_jobs", 0), ("featurize_jobs", -2)],
+)
+def test_training_data_options_are_checked(property_csv, option, value) -> None:
+    from molml.data.datamodule import MoleculeDataModule
+
+    with pytest.raises(DataError, match=f"data.{option} must be an integer >= "):
+        MoleculeDataModule(path=str(property_csv), **{option: value})
+
+
+def test_baseline_feature_jobs_are_checked() -> None:
+    from molml.baselines import FeaturesConfig
+
+    with pytest.raises(DataError, match="features.n_jobs must be an integer >= 1"):
+        FeaturesConfig(n_jobs=0)
