@@ -3,14 +3,25 @@ crash, never a silently wrong row, always a typed error or an invalid row with i
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
 from rdkit import Chem
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.parsing import MAX_ATOMS, parse_smiles
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.graphs import featurize_molecules
+from molml.data.readers import count_records, iter_molecule_chunks, read_molecules
+from molml.errors import DataError, InvalidMoleculeError
+from molml.screen import screen_library
 
 FAST = {"cache_dir": None, "featurize_jobs": 1}
 
@@ -65,3 +76,37 @@ def test_largest_accepted_molecule_same_as_rdkit() -> None:
     assert ours.GetRingInfo().NumRings() == 2
     _, x, edge_index, _ = MolGraphFeaturizer(add_hydrogens=True).featurize(smiles)
     assert x.shape[0] > ours.GetNumAtoms() and edge_index.shape[1] == 2 * (x.shape[0] + 1)
+
+
+# ---------------------------------------------------------------------------- trailing text
+
+
+@pytest.mark.parametrize("text", ["CCO junk", "C C", "CCØ", "CCé", "CCO\tx", "C\u00a0C"])
+def test_smiles_with_trailing_text_or_non_ascii_is_invalid(text: str) -> None:
+    with pytest.raises(InvalidMoleculeError, match="whitespace|non-ASCII"):
+        parse_smiles(text)
+    with pytest.raises(InvalidMoleculeError):
+        MolGraphFeaturizer().featurize(text)
+
+
+def test_surrounding_whitespace_is_stripped() -> None:
+    assert Chem.MolToSmiles(parse_smiles("  CCO\t\n")) == "CCO"
+
+
+def test_csv_cell_with_trailing_text_is_an_invalid_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("smiles,y\nCCO junk,1\nC C,2\nCCé,3\n CCO ,4\n", encoding="utf-8")
+    frame = read_molecules(path)
+    result = featurize_molecules(frame["smiles"].tolist(), MolGraphFeaturizer(), n_jobs=1)
+    assert result.valid.tolist() == [False, False, False, True]
+    assert all("SMILES" in result.errors[i] for i in range(3))
+
+
+def test_smi_name_after_whitespace_is_split_off(tmp_path: Path) -> None:
+    path = tmp_path / "lib.smi"
+    path.write_text("CCO ethanol\nc1ccccc1\tbenzene ring\nCCé bad\n", encoding="utf-8")
+    frame = read_molecules(path)
+    assert frame["smiles"].tolist() == ["CCO", "c1ccccc1", "CCé"]
+    assert frame["id"].tolist() == ["ethanol", "benzene ring", "bad"]
+    result = featurize_molecules(frame["smiles"].tolist(), MolGraphFeaturizer(), n_jobs=1)
+    assert result.valid.tolist() == [True, True, False]

@@ -33,6 +33,19 @@ def _quoted(text: str) -> str:
     return repr(text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...")
 
 
+def _check_characters(text: str) -> None:
+    """Reject text RDKit would silently cut short: it stops reading at whitespace (what follows
+    is taken as a name) and at some non-ASCII characters. SMILES are printable ASCII."""
+    bad = next((i for i, ch in enumerate(text) if not "!" <= ch <= "~"), None)
+    if bad is None:
+        return
+    ch = text[bad]
+    kind = "whitespace" if ch.isspace() else "non-ASCII" if ord(ch) > 127 else "control"
+    raise InvalidMoleculeError(
+        f"SMILES {_quoted(text)} contains {kind} character {ch!r} at position {bad + 1}"
+    )
+
+
 def _mol_from_smiles(text: str) -> Chem.Mol:
     """Same molecule as ``Chem.MolFromSmiles(text)``, about 40% faster.
 
@@ -88,15 +101,17 @@ def standardize(mol: Chem.Mol) -> Chem.Mol:
 def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     """Parse one SMILES into a sanitized RDKit molecule.
 
-    Raises :class:`InvalidMoleculeError` with a short reason for empty, non-string or
-    unparsable input and for molecules of more than :data:`MAX_ATOMS` atoms (RDKit's own
-    diagnostics are silenced).
+    Leading and trailing whitespace is ignored. Raises :class:`InvalidMoleculeError` with a
+    short reason for empty, non-string or unparsable input, for whitespace or non-ASCII
+    characters inside the SMILES (a name belongs in its own column) and for molecules of more
+    than :data:`MAX_ATOMS` atoms (RDKit's own diagnostics are silenced).
     """
     if not isinstance(smiles, str):
         raise InvalidMoleculeError(f"not a SMILES string: {smiles!r}")
     text = smiles.strip()
     if not text:
         raise InvalidMoleculeError("empty SMILES")
+    _check_characters(text)
     mol = _mol_from_smiles(text)
     if mol.GetNumAtoms() == 0:
         raise InvalidMoleculeError(f"SMILES {_quoted(text)} has no atoms")
