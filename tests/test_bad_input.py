@@ -110,3 +110,29 @@ def test_smi_name_after_whitespace_is_split_off(tmp_path: Path) -> None:
     assert frame["id"].tolist() == ["ethanol", "benzene ring", "bad"]
     result = featurize_molecules(frame["smiles"].tolist(), MolGraphFeaturizer(), n_jobs=1)
     assert result.valid.tolist() == [True, True, False]
+
+
+# ---------------------------------------------------------------------------- truncated gzip
+
+
+def truncated_gzip(path: Path, text: str) -> Path:
+    data = gzip.compress(text.encode())
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("name", ["lib.csv.gz", "lib.smi.gz", "lib.sdf.gz"])
+def test_truncated_gzip_is_a_data_error(tmp_path: Path, name: str) -> None:
+    if name.startswith("lib.sdf"):
+        block = Chem.MolToMolBlock(Chem.MolFromSmiles("c1ccccc1CCO")) + "$$$$\n"
+        text = block * 3000
+    else:
+        text = "smiles,id\n" + "".join(f"CCO,{i}\n" for i in range(20000))
+        text = text.replace(",", " ") if "smi" in name else text
+    path = truncated_gzip(tmp_path / name, text)
+    with pytest.raises(DataError, match=rf"{name}.*truncated or corrupt"):
+        count_records(path)
+    with pytest.raises(DataError, match=rf"{name}.*truncated or corrupt"):
+        read_molecules(path)
+    with pytest.raises(DataError, match=rf"{name}.*truncated or corrupt"):
+        list(iter_molecule_chunks(path, chunk_size=100))

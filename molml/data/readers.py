@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 
 _SMILES_NAMES = ("smiles", "SMILES", "Smiles")
 _SDF_TITLE = "_Name"
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 _NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 Chunks = Iterator[pd.DataFrame]
@@ -74,8 +76,8 @@ def read_molecules(
     ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
     ``has_header`` applies to CSV/TSV (default True; without a header the columns are
     ``column_1``, ``column_2``, ...) and SMILES files (default: detected).
-    Raises :class:`DataError` naming the file for missing/empty/unsupported files, missing or
-    duplicate columns and unparsable content.
+    Raises :class:`DataError` naming the file for missing/empty/unsupported/truncated files,
+    missing or duplicate columns and unparsable content.
     """
     reader = _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size=None)
     frames = list(reader())
@@ -116,6 +118,7 @@ def count_records(path: str | Path, *, has_header: bool | None = None) -> int:
     """Number of data rows in ``path`` from a quick scan (lines, Parquet footer, SDF ``$$$$``).
 
     Meant for progress bars: a CSV field spanning several lines is counted once per line.
+    Raises :class:`DataError` for a truncated or corrupt gzip file.
     """
     source = _source(path)
     if source.kind == "parquet":
@@ -127,10 +130,13 @@ def count_records(path: str | Path, *, has_header: bool | None = None) -> int:
     opener = gzip.open if source.gzipped else open
     lines = 0
     last = b"\n"
-    with opener(source.path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
+    try:
+        with opener(source.path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except (OSError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc) from exc
     lines += last != b"\n"  # a last line without a newline
     return max(0, lines - header)
 
@@ -243,8 +249,15 @@ def _open_text(source: _Source) -> Iterator[IO[str]]:
     try:
         with opener(source.path, "rt", encoding="utf-8-sig", newline="") as handle:
             yield handle
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"{source.path}: cannot read file: {exc}") from exc
+    except (OSError, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc) from exc
+
+
+def _read_error(source: _Source, exc: Exception, what: str = "cannot read file") -> DataError:
+    """The DataError for an exception raised while reading ``source``."""
+    if source.gzipped and isinstance(exc, _GZIP_ERRORS):
+        return DataError(f"{source.path}: gzip file is truncated or corrupt ({exc})")
+    return DataError(f"{source.path}: {what}: {exc}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,8 +305,8 @@ def _csv_chunks(
             frame.insert(0, "row", range(first_line, first_line + len(frame)))
             first_line += len(frame)
             yield frame
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DataError(f"{source.path}: cannot parse file: {exc}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc, "cannot parse file") from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,8 +438,8 @@ def _sdf_chunks(
             while block := list(islice(supplier, chunk_size)):
                 records = [_sdf_record(number, mol) for number, mol in block]
                 yield pd.DataFrame.from_records(records, columns=["row", *names])
-    except (OSError, EOFError, RuntimeError) as exc:
-        raise DataError(f"{source.path}: cannot read SDF: {exc}") from exc
+    except (OSError, RuntimeError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc, "cannot read SDF") from exc
 
 
 def _sdf_record(number: int, mol: Chem.Mol | None) -> dict[str, Any]:
