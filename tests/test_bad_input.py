@@ -136,3 +136,26 @@ def test_truncated_gzip_is_a_data_error(tmp_path: Path, name: str) -> None:
         read_molecules(path)
     with pytest.raises(DataError, match=rf"{name}.*truncated or corrupt"):
         list(iter_molecule_chunks(path, chunk_size=100))
+
+
+# ---------------------------------------------------------------------------- .smi header
+
+
+def test_smi_invalid_name_like_first_record_is_a_data_row(tmp_path: Path) -> None:
+    path = tmp_path / "lib.smi"
+    path.write_text("C1CC mol1\nCCO mol2\n")
+    frame = read_molecules(path)
+    assert list(frame.columns) == ["row", "smiles", "id"]
+    assert frame["row"].tolist() == [1, 2]
+    assert frame["id"].tolist() == ["mol1", "mol2"]
+    result = featurize_molecules(frame["smiles"].tolist(), MolGraphFeaturizer(), n_jobs=1)
+    assert result.valid.tolist() == [False, True] and "C1CC" in result.errors[0]
+
+
+@pytest.mark.parametrize("header", ["smiles name", "SMILES\tID", "canonical_smiles id"])
+def test_smi_header_named_smiles_is_a_header(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "lib.smi"
+    path.write_text(f"{header}\nCCO mol2\n")
+    frame = read_molecules(path)
+    assert frame["row"].tolist() == [2]
+    assert list(frame.columns) == ["row", "smiles", header.split()[1]]

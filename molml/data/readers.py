@@ -45,7 +45,6 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 _SMILES_NAMES = ("smiles", "SMILES", "Smiles")
 _SDF_TITLE = "_Name"
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
-_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 Chunks = Iterator[pd.DataFrame]
 
@@ -75,7 +74,8 @@ def read_molecules(
     the first column; for SDF the SMILES RDKit writes for each record, or the named SD tag).
     ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
     ``has_header`` applies to CSV/TSV (default True; without a header the columns are
-    ``column_1``, ``column_2``, ...) and SMILES files (default: detected).
+    ``column_1``, ``column_2``, ...) and SMILES files (default: line 1 is a header when its first
+    token contains ``smiles`` in any case, e.g. ``SMILES Name`` or ``canonical_smiles id``).
     Raises :class:`DataError` naming the file for missing/empty/unsupported/truncated files,
     missing or duplicate columns and unparsable content.
     """
@@ -348,19 +348,18 @@ def _parquet_chunks(
 # SMILES files: "SMILES [id]" per line, whitespace separated, optional header line
 
 
-def _parses_as_smiles(token: str) -> bool:
-    with BlockLogs():
-        return Chem.MolFromSmiles(token) is not None
-
-
 def _smi_layout(source: _Source, has_header: bool | None) -> tuple[list[str], bool]:
-    """Column names and whether line 1 is a header."""
+    """Column names and whether line 1 is a header.
+
+    Line 1 is taken as a header when its first token contains ``smiles`` in any case (``SMILES
+    Name``, ``canonical_smiles id``): no SMILES contains those letters in a row. Any other first
+    line is data, even an invalid SMILES that looks like a word: a missed header costs one
+    invalid row, a lost first record would go unnoticed.
+    """
     with _open_text(source) as handle:
         first = handle.readline().split()
     if has_header is None:
-        has_header = bool(
-            first and _NAME_LIKE.fullmatch(first[0]) and not _parses_as_smiles(first[0])
-        )
+        has_header = bool(first and "smiles" in first[0].lower())
     if not has_header:
         return ["smiles", "id"], False
     if not first:
