@@ -159,3 +159,38 @@ def test_smi_header_named_smiles_is_a_header(tmp_path: Path, header: str) -> Non
     frame = read_molecules(path)
     assert frame["row"].tolist() == [2]
     assert list(frame.columns) == ["row", "smiles", header.split()[1]]
+
+
+# ---------------------------------------------------------------------------- NA-like ids
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".csv.gz"])
+def test_na_like_ids_and_smiles_stay_text(tmp_path: Path, suffix: str) -> None:
+    sep = "\t" if suffix == ".tsv" else ","
+    rows = [("CCO", "NA", "1.5"), ("CC", "None", ""), ("C", "null", "NA"), ("CCC", "N/A", "4")]
+    text = "\n".join(sep.join(r) for r in [("smiles", "id", "y"), *rows]) + "\n"
+    path = tmp_path / f"m{suffix}"
+    if suffix.endswith(".gz"):
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    frame = read_molecules(path, id_column="id")
+    assert frame["id"].tolist() == ["NA", "None", "null", "N/A"]
+    assert frame["y"].iloc[[0, 3]].tolist() == [1.5, 4.0]
+    assert frame["y"].iloc[[1, 2]].isna().all()  # empty and NA targets are missing labels
+    na_smiles = tmp_path / f"s{suffix.removesuffix('.gz')}"
+    na_smiles.write_text(f"smiles{sep}y\nNA{sep}1\n{sep}2\n")
+    assert read_molecules(na_smiles)["smiles"].tolist()[0] == "NA"
+
+
+# ---------------------------------------------------------------------------- row numbers
+
+
+def test_row_is_the_line_where_a_multiline_record_starts(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text('smiles,note,y\nCCO,"two\nlines",1\nCC,plain,2\n\nC,"a\n\nb",3\nN,x,4\n')
+    frame = read_molecules(path)
+    assert frame["smiles"].tolist()[:2] == ["CCO", "CC"]
+    assert frame["row"].tolist() == [2, 4, 5, 6, 9]
+    chunks = list(iter_molecule_chunks(path, chunk_size=2))
+    assert pd.concat(chunks)["row"].tolist() == [2, 4, 5, 6, 9]

@@ -1,9 +1,11 @@
 """Read molecule tables (CSV/TSV, Parquet, SMILES files, SDF; optionally gzipped) into pandas.
 
-Every reader returns a DataFrame with a ``row`` column (1-based record number in the input:
-the line number of the data row for text formats, the record number for SDF and Parquet) and a
-``smiles`` column (``str``; missing, blank or unreadable entries are NaN). Rows are never
-dropped, so later errors can always name the offending row of the file.
+Every reader returns a DataFrame with a ``row`` column (1-based position in the input: the
+line on which the data row starts for text formats, also when a quoted CSV field spans several
+lines; the record number for SDF and Parquet) and a ``smiles`` column (``str``; missing, blank
+or unreadable entries are NaN). Rows are never dropped, so later errors can always name the
+offending row of the file. The SMILES and id columns are read as text exactly as written (an id
+``NA`` stays ``"NA"``); in other columns empty cells and pandas' usual NA strings are missing.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 _SMILES_NAMES = ("smiles", "SMILES", "Smiles")
 _SDF_TITLE = "_Name"
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+# pandas' default missing-value strings, kept for every column except the SMILES and id columns
+_NA_STRINGS = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
+
 
 Chunks = Iterator[pd.DataFrame]
 
@@ -283,30 +291,46 @@ def _csv_chunks(
     id_column: str | None,
 ) -> Chunks:
     header = has_header is not False
-    as_text = {name: str for name in (smiles_from, id_column) if name}
+    text = [name for name in (smiles_from, id_column) if name]
+    names = _csv_columns(source, has_header)
     options: dict[str, Any] = {
         "sep": source.sep,
         "header": 0 if header else None,
         "usecols": usecols,
-        "dtype": as_text,
-        "skip_blank_lines": False,  # keeps row numbers equal to line numbers
+        "dtype": dict.fromkeys(text, str),
+        "keep_default_na": False,  # text columns keep "NA", "None", "null" ...
+        "na_values": {name: [""] if name in text else _NA_STRINGS for name in names},
+        "skip_blank_lines": False,  # a blank line is a row, as in every other format
         "encoding": "utf-8-sig",
         "compression": "gzip" if source.gzipped else None,
     }
     if not header:
-        options["names"] = _csv_columns(source, False)
-    first_line = 2 if header else 1
+        options["names"] = names
     try:
+        starts = _record_lines(source, header)
         if chunk_size is None:
             frames: Iterator[pd.DataFrame] = iter([pd.read_csv(source.path, **options)])
         else:
             frames = pd.read_csv(source.path, chunksize=chunk_size, **options)
         for frame in frames:
-            frame.insert(0, "row", range(first_line, first_line + len(frame)))
-            first_line += len(frame)
+            frame.insert(0, "row", list(islice(starts, len(frame))))
             yield frame
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot parse file") from exc
+
+
+def _record_lines(source: _Source, header: bool) -> Iterator[int]:
+    """The line on which each data record of a CSV/TSV file starts (quoted fields may hold
+    line breaks, so records and lines differ)."""
+    with _open_text(source) as handle:
+        reader = csv.reader(handle, delimiter=source.sep)
+        if header:
+            next(reader, None)
+        while True:
+            start = reader.line_num + 1
+            if next(reader, None) is None:
+                return
+            yield start
 
 
 # --------------------------------------------------------------------------------------------
