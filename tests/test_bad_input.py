@@ -194,3 +194,26 @@ def test_row_is_the_line_where_a_multiline_record_starts(tmp_path: Path) -> None
     assert frame["row"].tolist() == [2, 4, 5, 6, 9]
     chunks = list(iter_molecule_chunks(path, chunk_size=2))
     assert pd.concat(chunks)["row"].tolist() == [2, 4, 5, 6, 9]
+
+
+# ---------------------------------------------------------------------------- SMILES column
+
+
+def test_first_column_fallback_warns(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("structure,y\nCCO,1\nCCC,2\n")
+    with pytest.warns(UserWarning, match=r"'structure'.*\['structure', 'y'\]"):
+        frame = read_molecules(path)
+    assert frame["smiles"].tolist() == ["CCO", "CCC"]
+
+
+def test_training_data_without_any_molecule_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "names.csv"
+    names = [f"compound_{i}" for i in range(20)]
+    pd.DataFrame({"name": names, "mol": ["CCO"] * 20, "y": np.arange(20.0)}).to_csv(
+        path, index=False
+    )
+    with pytest.warns(UserWarning, match="'name'"):
+        dm = MoleculeDataModule(path=str(path), target_columns=["y"], split="random", **FAST)
+    with pytest.raises(DataError, match=r"names\.csv.*'name'.*\['name', 'mol', 'y'\]"):
+        dm.setup("fit")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -53,8 +54,14 @@ _NA_STRINGS = (
     *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
 )
 
-
 Chunks = Iterator[pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    chunks: Callable[[], Chunks]
+    smiles_column: str  # the column the SMILES are read from
+    columns: list[str]  # every column of the file
 
 
 @dataclass(frozen=True)
@@ -79,17 +86,20 @@ def read_molecules(
     """Read a whole molecule file into a DataFrame with ``row`` and ``smiles`` columns.
 
     ``smiles_column`` names the SMILES column (default: ``smiles``/``SMILES``/``Smiles``, else
-    the first column; for SDF the SMILES RDKit writes for each record, or the named SD tag).
-    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
-    ``has_header`` applies to CSV/TSV (default True; without a header the columns are
+    the first column, with a warning; for SDF the SMILES RDKit writes for each record, or the
+    named SD tag). ``columns`` restricts the other columns kept (default: all); ``id_column`` is
+    kept too. ``has_header`` applies to CSV/TSV (default True; without a header the columns are
     ``column_1``, ``column_2``, ...) and SMILES files (default: line 1 is a header when its first
     token contains ``smiles`` in any case, e.g. ``SMILES Name`` or ``canonical_smiles id``).
+    ``frame.attrs`` records the ``smiles_column`` read and the file's ``columns``.
     Raises :class:`DataError` naming the file for missing/empty/unsupported/truncated files,
     missing or duplicate columns and unparsable content.
     """
     reader = _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size=None)
-    frames = list(reader())
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frames = list(reader.chunks())
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame.attrs.update(smiles_column=reader.smiles_column, columns=reader.columns)
+    return frame
 
 
 def iter_molecule_chunks(
@@ -109,7 +119,7 @@ def iter_molecule_chunks(
     """
     if chunk_size < 1:
         raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size)()
+    return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size).chunks()
 
 
 def list_columns(path: str | Path, *, has_header: bool | None = None) -> list[str]:
@@ -160,8 +170,8 @@ def _open_reader(
     id_column: str | None,
     has_header: bool | None,
     chunk_size: int | None,
-) -> Callable[[], Chunks]:
-    """Validate the file and the requested columns, then return the chunk generator."""
+) -> _Reader:
+    """Validate the file and the requested columns, then return the reader."""
     source = _source(path)
     available = _columns(source, has_header)
     duplicates = sorted({name for name in available if available.count(name) > 1})
@@ -169,6 +179,13 @@ def _open_reader(
         raise DataError(f"{source.path}: duplicate column name(s) in header: {duplicates}")
     if smiles_column is None:
         smiles_from = next((c for c in _SMILES_NAMES if c in available), available[0])
+        if smiles_from not in _SMILES_NAMES and source.kind != "smi":  # .smi: first by format
+            warnings.warn(
+                f"{source.path}: no column is named {'/'.join(_SMILES_NAMES)}; reading SMILES "
+                f"from the first column {smiles_from!r} (the file has columns {available}); "
+                f"pass smiles_column to choose another",
+                stacklevel=3,
+            )
     else:
         smiles_from = smiles_column
     wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
@@ -206,7 +223,7 @@ def _open_reader(
         if total == 0:
             raise DataError(f"{source.path}: no data rows")
 
-    return chunks
+    return _Reader(chunks, smiles_from, available)
 
 
 def _finish(raw: pd.DataFrame, smiles_from: str, keep: list[str]) -> pd.DataFrame:
