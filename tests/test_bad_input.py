@@ -217,3 +217,43 @@ def test_training_data_without_any_molecule_is_a_data_error(tmp_path: Path) -> N
         dm = MoleculeDataModule(path=str(path), target_columns=["y"], split="random", **FAST)
     with pytest.raises(DataError, match=r"names\.csv.*'name'.*\['name', 'mol', 'y'\]"):
         dm.setup("fit")
+
+
+# ---------------------------------------------------------------------------- screen output
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "read_only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    immutable = False
+    try:
+        (directory / "probe").touch()
+    except OSError:
+        pass
+    else:  # root ignores mode bits: make the directory immutable instead
+        (directory / "probe").unlink()
+        immutable = subprocess.run(["chattr", "+i", str(directory)], check=False).returncode == 0
+        if not immutable:
+            pytest.skip("cannot make a read-only directory here")
+    yield directory
+    if immutable:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    directory.chmod(0o755)
+
+
+def test_screen_read_only_output_directory(tmp_path: Path, read_only_dir: Path) -> None:
+    library = tmp_path / "lib.smi"
+    library.write_text("CCO a\n")
+    with pytest.raises(DataError, match=rf"{read_only_dir}.*not writable"):
+        screen_library([tmp_path / "model.ckpt"], library, read_only_dir / "out.csv")
+
+
+def test_screen_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
+    library = tmp_path / "lib.csv"
+    library.write_text("smiles\nCCO\n")
+    for output in (library, tmp_path / "." / "lib.csv"):
+        with pytest.raises(DataError, match="is the input"):
+            screen_library([tmp_path / "model.ckpt"], library, output, overwrite=True)
+    assert library.read_text() == "smiles\nCCO\n"

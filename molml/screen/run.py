@@ -71,7 +71,7 @@ def screen_library(
     return ``None``.
     """
     started = time.perf_counter()
-    output = check_output_path(output_path)
+    output = check_output_path(output_path, input_path)
     input_path = Path(input_path)
     if id_column is None and input_path.name.lower().removesuffix(".gz").endswith(".smi"):
         columns = list_columns(input_path, has_header=has_header)
