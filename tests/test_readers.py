@@ -89,7 +89,8 @@ def test_csv_without_header_and_explicit_smiles_column(tmp_path: Path) -> None:
 def test_default_smiles_column_is_found_by_name_or_first(tmp_path: Path) -> None:
     by_name = read_molecules(write(tmp_path / "a.csv", "y,SMILES\n1,CCO\n"))
     assert by_name["smiles"].tolist() == ["CCO"] and list(by_name.columns) == ["row", "smiles", "y"]
-    first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
+    with pytest.warns(UserWarning, match="first column 'mol'"):
+        first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
     assert first["smiles"].tolist() == ["CCN"] and list(first.columns) == ["row", "smiles", "y"]
 
 

@@ -93,10 +93,17 @@ class MoleculeTable:
 
     def report_invalid(self, errors: dict[int, str], what: str, *, strict: bool) -> None:
         """Log the invalid molecules (input position -> reason) with their row numbers, or
-        raise :class:`DataError` with ``strict``."""
+        raise :class:`DataError` with ``strict`` or when no molecule at all is valid."""
         if not errors:
             return
         rows = self.frame["row"]
+        if len(errors) == len(self.frame):
+            first = min(errors)
+            raise DataError(
+                f"{self.source}: no row of SMILES column {self.frame.attrs.get('smiles_column')!r} "
+                f"is a valid molecule (row {rows.iloc[first]}: {errors[first]}); the file has "
+                f"columns {self.frame.attrs.get('columns')}; choose one with smiles_column"
+            )
         lines = [f"row {rows.iloc[pos]}: {reason}" for pos, reason in sorted(errors.items())]
         message = (
             f"{self.source}: {len(lines)} of {len(self.frame)} molecules in the {what} could not "

@@ -1,9 +1,11 @@
 """Read molecule tables (CSV/TSV, Parquet, SMILES files, SDF; optionally gzipped) into pandas.
 
-Every reader returns a DataFrame with a ``row`` column (1-based record number in the input:
-the line number of the data row for text formats, the record number for SDF and Parquet) and a
-``smiles`` column (``str``; missing, blank or unreadable entries are NaN). Rows are never
-dropped, so later errors can always name the offending row of the file.
+Every reader returns a DataFrame with a ``row`` column (1-based position in the input: the
+line on which the data row starts for text formats, also when a quoted CSV field spans several
+lines; the record number for SDF and Parquet) and a ``smiles`` column (``str``; missing, blank
+or unreadable entries are NaN). Rows are never dropped, so later errors can always name the
+offending row of the file. The SMILES and id columns are read as text exactly as written (an id
+``NA`` stays ``"NA"``); in other columns empty cells and pandas' usual NA strings are missing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,9 +47,21 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 
 _SMILES_NAMES = ("smiles", "SMILES", "Smiles")
 _SDF_TITLE = "_Name"
-_NAME_LIKE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+# pandas' default missing-value strings, kept for every column except the SMILES and id columns
+_NA_STRINGS = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
 
 Chunks = Iterator[pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class _Reader:
+    chunks: Callable[[], Chunks]
+    smiles_column: str  # the column the SMILES are read from
+    columns: list[str]  # every column of the file
 
 
 @dataclass(frozen=True)
@@ -70,16 +86,20 @@ def read_molecules(
     """Read a whole molecule file into a DataFrame with ``row`` and ``smiles`` columns.
 
     ``smiles_column`` names the SMILES column (default: ``smiles``/``SMILES``/``Smiles``, else
-    the first column; for SDF the SMILES RDKit writes for each record, or the named SD tag).
-    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
-    ``has_header`` applies to CSV/TSV (default True; without a header the columns are
-    ``column_1``, ``column_2``, ...) and SMILES files (default: detected).
-    Raises :class:`DataError` naming the file for missing/empty/unsupported files, missing or
-    duplicate columns and unparsable content.
+    the first column, with a warning; for SDF the SMILES RDKit writes for each record, or the
+    named SD tag). ``columns`` restricts the other columns kept (default: all); ``id_column`` is
+    kept too. ``has_header`` applies to CSV/TSV (default True; without a header the columns are
+    ``column_1``, ``column_2``, ...) and SMILES files (default: line 1 is a header when its first
+    token contains ``smiles`` in any case, e.g. ``SMILES Name`` or ``canonical_smiles id``).
+    ``frame.attrs`` records the ``smiles_column`` read and the file's ``columns``.
+    Raises :class:`DataError` naming the file for missing/empty/unsupported/truncated files,
+    missing or duplicate columns and unparsable content.
     """
     reader = _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size=None)
-    frames = list(reader())
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frames = list(reader.chunks())
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    frame.attrs.update(smiles_column=reader.smiles_column, columns=reader.columns)
+    return frame
 
 
 def iter_molecule_chunks(
@@ -99,7 +119,7 @@ def iter_molecule_chunks(
     """
     if chunk_size < 1:
         raise DataError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size)()
+    return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size).chunks()
 
 
 def list_columns(path: str | Path, *, has_header: bool | None = None) -> list[str]:
@@ -116,6 +136,7 @@ def count_records(path: str | Path, *, has_header: bool | None = None) -> int:
     """Number of data rows in ``path`` from a quick scan (lines, Parquet footer, SDF ``$$$$``).
 
     Meant for progress bars: a CSV field spanning several lines is counted once per line.
+    Raises :class:`DataError` for a truncated or corrupt gzip file.
     """
     source = _source(path)
     if source.kind == "parquet":
@@ -127,10 +148,13 @@ def count_records(path: str | Path, *, has_header: bool | None = None) -> int:
     opener = gzip.open if source.gzipped else open
     lines = 0
     last = b"\n"
-    with opener(source.path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            lines += block.count(b"\n")
-            last = block[-1:]
+    try:
+        with opener(source.path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except (OSError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc) from exc
     lines += last != b"\n"  # a last line without a newline
     return max(0, lines - header)
 
@@ -146,8 +170,8 @@ def _open_reader(
     id_column: str | None,
     has_header: bool | None,
     chunk_size: int | None,
-) -> Callable[[], Chunks]:
-    """Validate the file and the requested columns, then return the chunk generator."""
+) -> _Reader:
+    """Validate the file and the requested columns, then return the reader."""
     source = _source(path)
     available = _columns(source, has_header)
     duplicates = sorted({name for name in available if available.count(name) > 1})
@@ -155,6 +179,13 @@ def _open_reader(
         raise DataError(f"{source.path}: duplicate column name(s) in header: {duplicates}")
     if smiles_column is None:
         smiles_from = next((c for c in _SMILES_NAMES if c in available), available[0])
+        if smiles_from not in _SMILES_NAMES and source.kind != "smi":  # .smi: first by format
+            warnings.warn(
+                f"{source.path}: no column is named {'/'.join(_SMILES_NAMES)}; reading SMILES "
+                f"from the first column {smiles_from!r} (the file has columns {available}); "
+                f"pass smiles_column to choose another",
+                stacklevel=3,
+            )
     else:
         smiles_from = smiles_column
     wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
@@ -192,7 +223,7 @@ def _open_reader(
         if total == 0:
             raise DataError(f"{source.path}: no data rows")
 
-    return chunks
+    return _Reader(chunks, smiles_from, available)
 
 
 def _finish(raw: pd.DataFrame, smiles_from: str, keep: list[str]) -> pd.DataFrame:
@@ -243,8 +274,15 @@ def _open_text(source: _Source) -> Iterator[IO[str]]:
     try:
         with opener(source.path, "rt", encoding="utf-8-sig", newline="") as handle:
             yield handle
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"{source.path}: cannot read file: {exc}") from exc
+    except (OSError, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc) from exc
+
+
+def _read_error(source: _Source, exc: Exception, what: str = "cannot read file") -> DataError:
+    """The DataError for an exception raised while reading ``source``."""
+    if source.gzipped and isinstance(exc, _GZIP_ERRORS):
+        return DataError(f"{source.path}: gzip file is truncated or corrupt ({exc})")
+    return DataError(f"{source.path}: {what}: {exc}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,30 +308,46 @@ def _csv_chunks(
     id_column: str | None,
 ) -> Chunks:
     header = has_header is not False
-    as_text = {name: str for name in (smiles_from, id_column) if name}
+    text = [name for name in (smiles_from, id_column) if name]
+    names = _csv_columns(source, has_header)
     options: dict[str, Any] = {
         "sep": source.sep,
         "header": 0 if header else None,
         "usecols": usecols,
-        "dtype": as_text,
-        "skip_blank_lines": False,  # keeps row numbers equal to line numbers
+        "dtype": dict.fromkeys(text, str),
+        "keep_default_na": False,  # text columns keep "NA", "None", "null" ...
+        "na_values": {name: [""] if name in text else _NA_STRINGS for name in names},
+        "skip_blank_lines": False,  # a blank line is a row, as in every other format
         "encoding": "utf-8-sig",
         "compression": "gzip" if source.gzipped else None,
     }
     if not header:
-        options["names"] = _csv_columns(source, False)
-    first_line = 2 if header else 1
+        options["names"] = names
     try:
+        starts = _record_lines(source, header)
         if chunk_size is None:
             frames: Iterator[pd.DataFrame] = iter([pd.read_csv(source.path, **options)])
         else:
             frames = pd.read_csv(source.path, chunksize=chunk_size, **options)
         for frame in frames:
-            frame.insert(0, "row", range(first_line, first_line + len(frame)))
-            first_line += len(frame)
+            frame.insert(0, "row", list(islice(starts, len(frame))))
             yield frame
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DataError(f"{source.path}: cannot parse file: {exc}") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc, "cannot parse file") from exc
+
+
+def _record_lines(source: _Source, header: bool) -> Iterator[int]:
+    """The line on which each data record of a CSV/TSV file starts (quoted fields may hold
+    line breaks, so records and lines differ)."""
+    with _open_text(source) as handle:
+        reader = csv.reader(handle, delimiter=source.sep)
+        if header:
+            next(reader, None)
+        while True:
+            start = reader.line_num + 1
+            if next(reader, None) is None:
+                return
+            yield start
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,19 +389,18 @@ def _parquet_chunks(
 # SMILES files: "SMILES [id]" per line, whitespace separated, optional header line
 
 
-def _parses_as_smiles(token: str) -> bool:
-    with BlockLogs():
-        return Chem.MolFromSmiles(token) is not None
-
-
 def _smi_layout(source: _Source, has_header: bool | None) -> tuple[list[str], bool]:
-    """Column names and whether line 1 is a header."""
+    """Column names and whether line 1 is a header.
+
+    Line 1 is taken as a header when its first token contains ``smiles`` in any case (``SMILES
+    Name``, ``canonical_smiles id``): no SMILES contains those letters in a row. Any other first
+    line is data, even an invalid SMILES that looks like a word: a missed header costs one
+    invalid row, a lost first record would go unnoticed.
+    """
     with _open_text(source) as handle:
         first = handle.readline().split()
     if has_header is None:
-        has_header = bool(
-            first and _NAME_LIKE.fullmatch(first[0]) and not _parses_as_smiles(first[0])
-        )
+        has_header = bool(first and "smiles" in first[0].lower())
     if not has_header:
         return ["smiles", "id"], False
     if not first:
@@ -425,8 +478,8 @@ def _sdf_chunks(
             while block := list(islice(supplier, chunk_size)):
                 records = [_sdf_record(number, mol) for number, mol in block]
                 yield pd.DataFrame.from_records(records, columns=["row", *names])
-    except (OSError, EOFError, RuntimeError) as exc:
-        raise DataError(f"{source.path}: cannot read SDF: {exc}") from exc
+    except (OSError, RuntimeError, *_GZIP_ERRORS) as exc:
+        raise _read_error(source, exc, "cannot read SDF") from exc
 
 
 def _sdf_record(number: int, mol: Chem.Mol | None) -> dict[str, Any]:

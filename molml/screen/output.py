@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,13 +34,25 @@ OUTPUT_SUFFIXES = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
 _PART_GLOB = "part-*.parquet"
 
 
-def check_output_path(output: str | Path) -> Path:
-    """Validate the output file name and its directory before any work is done."""
+def check_output_path(output: str | Path, input_path: str | Path) -> Path:
+    """Validate the output file name and its directory before any work is done.
+
+    The directory must exist and be writable, and the output must not be the input file.
+    """
     output = Path(output)
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         raise DataError(f"{output}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}")
     if not output.parent.is_dir():
         raise DataError(f"{output}: output directory {output.parent} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"{output}: output directory {output.parent} is not writable ({exc.strerror})"
+        ) from exc
+    if output.exists() and Path(input_path).exists() and output.samefile(input_path):
+        raise DataError(f"{output} is the input file; choose another output path")
     return output
 
 

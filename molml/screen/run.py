@@ -82,7 +82,7 @@ def screen_library(
         ("num_nodes", num_nodes, 1),
     ):
         check_int(value, name, minimum=minimum, allow_none=name not in ("chunk_size", "num_nodes"))
-    output = check_output_path(output_path)
+    output = check_output_path(output_path, input_path)
     input_path = Path(input_path)
     if id_column is None and input_path.name.lower().removesuffix(".gz").endswith(".smi"):
         columns = list_columns(input_path, has_header=has_header)
