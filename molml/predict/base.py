@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,3 +107,33 @@ class Predictor(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tasks={self.tasks!r}, task_type={self.task_type!r})"
+
+
+class SingleModelPredictor(Predictor):
+    """A predictor around one trained model object (a graph model or a baseline) that knows
+    its tasks, task type, featurizer and prediction columns.
+
+    Args:
+        model: the trained model.
+        source: the file or directory it was loaded from, if any.
+    """
+
+    def __init__(self, model: Any, source: str | Path | None = None) -> None:
+        self.model = model
+        self.source = Path(source) if source is not None else None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.tasks)
+
+    @property
+    def task_type(self) -> str:
+        return self.model.task_type
+
+    @property
+    def featurizer(self) -> Any:
+        """The featurizer the model was trained with (graph featurizer or fingerprint)."""
+        return self.model.featurizer
+
+    def prediction_columns(self) -> list[str]:
+        return self.model.prediction_columns()

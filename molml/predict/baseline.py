@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,12 +11,12 @@ import numpy as np
 from molml._version import __version__
 from molml.baselines.model import BaselineModel
 from molml.options import check_int
-from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor, as_smiles_list
+from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
 
 RUN_METRICS_FILE = "metrics.json"  # written by ``molml baseline fit`` beside ``model/``
 
 
-class BaselinePredictor(Predictor):
+class BaselinePredictor(SingleModelPredictor):
     """A fingerprint + XGBoost / random-forest model.
 
     Args:
@@ -27,25 +26,7 @@ class BaselinePredictor(Predictor):
 
     kind = "baseline"
 
-    def __init__(self, model: BaselineModel, source: str | Path | None = None) -> None:
-        self.model = model
-        self.source = Path(source) if source is not None else None
-
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.model.tasks)
-
-    @property
-    def task_type(self) -> str:
-        return self.model.task_type
-
-    @property
-    def featurizer(self):  # noqa: ANN201 - FingerprintFeaturizer
-        """The fingerprint the estimators were trained on."""
-        return self.model.featurizer
-
-    def prediction_columns(self) -> list[str]:
-        return self.model.prediction_columns()
+    model: BaselineModel
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from molml.callbacks import TEST_METRICS_FILE
 from molml.data.graphs import GraphStore, featurize_block
 from molml.models.module import MoleculeModel
 from molml.options import check_int
-from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor, as_smiles_list
+from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
 
 
-class GraphPredictor(Predictor):
+class GraphPredictor(SingleModelPredictor):
     """A trained :class:`MoleculeModel` that featurizes SMILES itself.
 
     Args:
@@ -29,31 +29,16 @@ class GraphPredictor(Predictor):
 
     kind = "graph"
 
+    model: MoleculeModel
+
     def __init__(
         self,
         model: MoleculeModel,
         spec: dict[str, Any] | None = None,
         source: str | Path | None = None,
     ) -> None:
-        self.model = model.eval()
+        super().__init__(model.eval(), source)
         self.spec = spec or model.spec()
-        self.source = Path(source) if source is not None else None
-
-    @property
-    def tasks(self) -> list[str]:
-        return list(self.model.tasks)
-
-    @property
-    def task_type(self) -> str:
-        return self.model.task_type
-
-    @property
-    def featurizer(self):  # noqa: ANN201 - MolGraphFeaturizer
-        """The graph featurizer the model was trained with."""
-        return self.model.featurizer
-
-    def prediction_columns(self) -> list[str]:
-        return self.model.prediction_columns()
 
     @property
     def featurization(self) -> dict[str, Any]:
