@@ -241,8 +241,9 @@ class MoleculeDataModule(L.LightningDataModule):
         molecule_features: str | None = None,
     ) -> None:
         super().__init__()
-        # task_type is resolved below and handed to the model, which logs the resolved value
-        self.save_hyperparameters(ignore=["featurizer", "task_type"])
+        # task_type and molecule_features are resolved below and handed to the model, which
+        # logs the resolved values (the same key with another value would clash in the loggers)
+        self.save_hyperparameters(ignore=["featurizer", "task_type", "molecule_features"])
         self.molecules = MoleculeTable.read(
             dataset,
             path,
