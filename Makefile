@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.molml-installed
 export MOLML_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup run test test-all test-wheel lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,22 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -q -m ""
+
+# molml as installed from its wheel (not editable), run outside the checkout: the packaging
+# tests, then `molml quickstart` from a fresh venv that reuses .venv's dependencies (offline).
+WHEEL_DIR := build/wheel-check
+test-wheel: setup
+	$(BIN)/pytest -q -m slow tests/test_packaging.py
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(WHEEL_DIR) .
+	$(BIN)/python -m venv --without-pip $(WHEEL_DIR)/venv
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))' > \
+		"$$($(WHEEL_DIR)/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/molml-deps.pth"
+	$(BIN)/pip --python $(WHEEL_DIR)/venv/bin/python install --quiet --no-deps --ignore-installed \
+		$(WHEEL_DIR)/molml-*.whl
+	cd "$$(mktemp -d)" && trap 'rm -rf "$$PWD"' EXIT && \
+		$(abspath $(WHEEL_DIR))/venv/bin/python -c 'import molml, sys; assert molml.__file__.startswith(sys.prefix)' && \
+		$(abspath $(WHEEL_DIR))/venv/bin/molml quickstart --max-epochs 1
 
 lint: setup
 	$(BIN)/ruff check molml tests scripts

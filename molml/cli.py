@@ -8,6 +8,7 @@ any LightningCLI); ``molml quickstart`` trains and screens the offline demo mode
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from molml.callbacks import MolmlSaveConfig
 from molml.data.datamodule import MoleculeDataModule
+from molml.errors import EXIT_CODES_HELP, run_command
 from molml.models.module import MoleculeModel
 from molml.tracking import absolute_tracking_uri
 
@@ -68,6 +70,12 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+DESCRIPTION = (
+    "Molecular property prediction. Lightning verbs: fit, validate, test, predict; "
+    "also: molml quickstart | screen | baseline fit|test|predict (each with --help)."
+)
+
+
 def make_cli(args: list[str] | None = None, run: bool = True) -> MolmlCLI:
     """Build the Lightning CLI (``run=False`` instantiates without running a verb)."""
     return MolmlCLI(
@@ -78,29 +86,43 @@ def make_cli(args: list[str] | None = None, run: bool = True) -> MolmlCLI:
         seed_everything_default=0,
         args=args,
         run=run,
-        parser_kwargs={"prog": "molml"},
+        parser_kwargs={"prog": "molml", "description": DESCRIPTION, "epilog": EXIT_CODES_HELP},
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``molml`` console script."""
+    """Entry point of the ``molml`` console script.
+
+    ``--debug`` anywhere in ``argv`` is taken out before parsing; errors then print their
+    traceback besides the one-line message (see :func:`molml.errors.run_command`).
+    """
     args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    args = [arg for arg in args if arg != "--debug"]
+    if argv is None:  # LightningCLI reads sys.argv itself
+        sys.argv[1:] = args
+    verb = args[:2] if args[:1] == ["baseline"] else args[:1]
+    prog = " ".join(["molml", *(word for word in verb if not word.startswith("-"))])
+    run_command(prog, lambda: _run_verb(args, from_sys_argv=argv is None), debug=debug)
+
+
+def _run_verb(args: list[str], from_sys_argv: bool) -> None:
     if args and args[0] == "quickstart":
         from molml.quickstart import main as quickstart
 
         quickstart(args[1:])
-        return
-    if args and args[0] == "baseline":
+    elif args and args[0] == "baseline":
         from molml.baselines.cli import main as baseline
 
         baseline(args[1:])
-        return
-    if args and args[0] == "screen":
+    elif args and args[0] == "screen":
         from molml.screen.run import main as screen
 
         screen(args[1:])
-        return
-    make_cli(None if argv is None else args)
+    else:
+        # the seed is recorded in the run's config.yaml; a one-line error stays one line
+        logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+        make_cli(None if from_sys_argv else args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from typing import TypeVar
+
 
 class MolmlError(Exception):
     """Base class of all molml errors."""
@@ -26,3 +32,86 @@ class TrainingError(MolmlError, RuntimeError):
 class PredictorError(MolmlError, ValueError):
     """A trained model was asked for something it cannot do (e.g. an embedding of a baseline
     ensemble)."""
+
+
+EXIT_FAILURE = 1
+"""Exit code of a command that failed for any other reason."""
+EXIT_BAD_INPUT = 2
+"""Exit code for bad input or usage: a :class:`DataError` or :class:`InvalidMoleculeError`."""
+EXIT_CHECKPOINT = 3
+"""Exit code for a :class:`CheckpointError`."""
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success; 2 bad input or usage (data, molecules, arguments); "
+    "3 checkpoint cannot be loaded; 1 any other error. Errors print one line "
+    "'molml <verb>: error: <message>'; add --debug anywhere for the traceback."
+)
+
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+_RERAISED = re.compile(r"^((?:\w+\.)*)(\w+): (.*)$")  # "molml.errors.DataError: message"
+
+T = TypeVar("T")
+
+
+def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> T:
+    """Run one ``molml`` verb; an error becomes one stderr line and a documented exit code.
+
+    The line is ``<prog>: error: <message>`` (``prog``: ``molml fit``, ``molml screen``, ...);
+    a molml error wrapped by Lightning or re-raised from a worker process prints its own
+    message. ``debug`` adds the traceback.
+    """
+    try:
+        return command()
+    except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
+        raise SystemExit(exit_code(exc)) from None
+
+
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code for ``exc`` (see :data:`EXIT_CODES_HELP`)."""
+    name = _describe(exc)[0]
+    if name == CheckpointError.__name__:
+        return EXIT_CHECKPOINT
+    if name in (DataError.__name__, InvalidMoleculeError.__name__):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILURE
+
+
+def error_message(exc: BaseException) -> str:
+    """One line: the molml error's own message, else ``<type>: <message>``."""
+    return _describe(exc)[1]
+
+
+def _describe(exc: BaseException) -> tuple[str | None, str]:
+    """The class name of the molml error behind ``exc`` (``None`` if none) and one message line.
+
+    The molml error may be wrapped (raised from or during another exception) or re-raised from
+    a worker process, whose message then holds the worker's traceback and the original error.
+    """
+    error = next((e for e in _chain(exc) if isinstance(e, MolmlError)), None)
+    source = exc if error is None else error
+    name = None if error is None else type(error).__name__
+    text = str(source)
+    if _WORKER_TRACEBACK in text:
+        text = text.strip().splitlines()[-1]
+        if match := _RERAISED.match(text):
+            name = match[2] if match[1] == "molml.errors." else name
+            text = match[3]
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    if name is None:
+        line = f"{type(source).__name__}: {line}" if line else type(source).__name__
+    return name, line
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if current is not None and all(current is not s for s in seen):
+            seen.append(current)
+            pending += [current.__cause__, current.__context__]
+    return seen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from importlib import resources
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,8 @@ from rdkit.Chem import Crippen
 from molml.chem.parsing import parse_smiles
 from molml.errors import InvalidMoleculeError
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+CONFIG = resources.files("molml") / "configs" / "quickstart.yaml"
+"""The quickstart config: package data, built from the checkout's top-level ``configs/``."""
 NCI_LIBRARY = Path(rdkit.__file__).parent / "Data" / "NCI" / "first_5K.smi"
 
 
@@ -65,10 +67,11 @@ def main(argv: list[str] | None = None) -> None:
         f"dataset: {rows} NCI molecules from {NCI_LIBRARY.name}, Crippen logP target -> {data_csv}"
     )
 
-    cli_args = ["--config", str(CONFIG), "--data.path", str(data_csv)]
+    cli_args = ["--data.path", str(data_csv)]
     if args.max_epochs is not None:
         cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
-    cli = make_cli(cli_args, run=False)
+    with resources.as_file(CONFIG) as config:
+        cli = make_cli(["--config", str(config), *cli_args], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path
     test_metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)[0]

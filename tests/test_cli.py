@@ -4,6 +4,7 @@ checkpoint, ``--print_config`` round trip, and the MLflow store of the run."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from conftest import REPO, require_dataset
 
 import molml
 from molml.cli import main
+from molml.errors import EXIT_BAD_INPUT, EXIT_CHECKPOINT
 
 CONFIG = REPO / "configs" / "esol_dmpnn.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -147,3 +149,76 @@ def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:
     assert len(history) == 2
     artifacts = {a.path for a in client.list_artifacts(first.info.run_id)}
     assert {"config.yaml", "split.json", "split_report.json", "checkpoints"} <= artifacts
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def run_molml(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m molml.cli ARGS`` in ``cwd``, as a user runs the command."""
+    return subprocess.run(
+        [sys.executable, "-m", "molml.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_missing_file_is_one_stderr_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = run_molml(tmp_path, "fit", "--data.path", "missing.csv")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.splitlines() == ["molml fit: error: file not found: missing.csv"]
+
+
+def test_missing_column_is_one_stderr_line_and_exit_code_2(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("smiles,y\nCCO,1\nCCC,2\n")
+    result = run_molml(tmp_path, "fit", "--data.path", "x.csv", "--data.target_columns", "[nope]")
+    assert result.returncode == EXIT_BAD_INPUT
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("molml fit: error: x.csv: column(s) ['nope'] not found")
+
+
+def test_debug_anywhere_adds_the_traceback(tmp_path: Path) -> None:
+    expected = "molml baseline fit: error: file not found: missing.csv"
+    result = run_molml(tmp_path, "baseline", "fit", "--data.path", "missing.csv", "--debug")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1] == expected
+    plain = run_molml(tmp_path, "baseline", "fit", "--data.path", "missing.csv")
+    assert plain.stderr.splitlines() == [expected]
+
+
+def test_unreadable_checkpoint_exits_with_code_3(tmp_path: Path) -> None:
+    (tmp_path / "lib.smi").write_text("CCO ethanol\n")
+    (tmp_path / "bad.ckpt").write_text("hello")
+    result = run_molml(
+        tmp_path, "screen", "--model", "bad.ckpt", "--input", "lib.smi", "--output", "o.csv"
+    )
+    assert result.returncode == EXIT_CHECKPOINT
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("molml screen: error: bad.ckpt is not a molml checkpoint")
+
+
+def test_error_in_a_screening_worker_is_one_line(fitted: Path, tmp_path: Path) -> None:
+    rows = [f"CCO,a{i}" for i in range(6)] + ['"CCC,broken'] + [f"CCN,b{i}" for i in range(6)]
+    (tmp_path / "lib.csv").write_text("smiles,id\n" + "\n".join(rows) + "\n")
+    best = run_dirs(fitted)[0] / "checkpoints" / "best.ckpt"
+    args = ["--input", "lib.csv", "--output", "o.csv", "--chunk-size", "2", "--num-workers", "1"]
+    result = run_molml(tmp_path, "screen", "--model", str(best), *args, "--no-progress")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "Traceback" not in result.stderr and "worker" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        "molml screen: error: lib.csv: cannot parse file: Error tokenizing data. "
+        "C error: EOF inside string starting at row 7"
+    ]
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 success; 2 bad input" in out and "3 checkpoint" in out
+    assert "--debug" in out

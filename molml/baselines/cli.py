@@ -41,9 +41,13 @@ def build_parser() -> ArgumentParser:
 
 
 def run(args: list[str]) -> Path:
-    """Run one ``molml baseline`` command; returns its run directory."""
+    """Run one ``molml baseline`` command; returns its run directory.
+
+    ``test`` and ``predict`` without ``--config`` use the config of the run that saved
+    ``--model`` (``<run>/config.yaml``), so a saved baseline is tested on its own data and split.
+    """
     parser = build_parser()
-    namespace = parser.parse_args(args)
+    namespace = parser.parse_args(_with_run_config(args))
     command = namespace.subcommand
     options = parser.instantiate(namespace)[command]
     config = BaselineConfig(
@@ -53,6 +57,17 @@ def run(args: list[str]) -> Path:
         return run_fit(config)
     runner: Callable[[BaselineConfig, str], Path] = run_test if command == "test" else run_predict
     return runner(config, options["model"])
+
+
+def _with_run_config(args: list[str]) -> list[str]:
+    if not args or args[0] == "fit" or any(a.split("=")[0] == "--config" for a in args):
+        return args
+    models = [v for k, v in zip(args, args[1:], strict=False) if k == "--model"]
+    models += [a.split("=", 1)[1] for a in args if a.startswith("--model=")]
+    run_config = Path(models[-1]).parent / "config.yaml" if models else None
+    if run_config is None or not run_config.is_file():
+        return args
+    return [args[0], "--config", str(run_config), *args[1:]]
 
 
 def main(argv: Sequence[str]) -> None:

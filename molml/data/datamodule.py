@@ -316,8 +316,9 @@ class MoleculeDataModule(L.LightningDataModule):
         check_int(batch_size, "data.batch_size", minimum=1)
         check_int(num_workers, "data.num_workers", minimum=0)
         check_jobs(featurize_jobs, "data.featurize_jobs")
-        # task_type is resolved below and handed to the model, which logs the resolved value
-        self.save_hyperparameters(ignore=["featurizer", "task_type"])
+        # task_type and molecule_features are resolved below and handed to the model, which
+        # logs the resolved values (the same key with another value would clash in the loggers)
+        self.save_hyperparameters(ignore=["featurizer", "task_type", "molecule_features"])
         self.molecules = MoleculeTable.read(
             dataset,
             path,

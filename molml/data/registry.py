@@ -1,4 +1,4 @@
-"""Registry of benchmark datasets, described by YAML cards in ``<repo>/datasets/*.yaml``.
+"""Registry of benchmark datasets, described by YAML cards shipped as ``molml/datasets/*.yaml``.
 
 A card names the file, its checksum, the SMILES and target columns, the task and the usual
 metric. :func:`dataset_path` finds the file in a local data directory (``data_dir`` or the
@@ -17,15 +17,19 @@ import tempfile
 import urllib.request
 import warnings
 from dataclasses import MISSING, dataclass, fields
+from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import yaml
 
 from molml.errors import DataError
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
-"""Where the dataset cards live: the ``datasets/`` folder of the source checkout."""
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+CARDS_DIR: Traversable = resources.files("molml") / "datasets"
+"""The dataset cards: package data, built from the checkout's top-level ``datasets/`` folder."""
 
 DEFAULT_CACHE_DIR = Path("~/.cache/molml/datasets")
 TASK_TYPES = ("regression", "classification", "multiclass")
@@ -55,7 +59,11 @@ class DatasetCard:
 
 def list_datasets() -> list[str]:
     """Names of all datasets with a card, sorted."""
-    return sorted(path.stem for path in _cards_dir().glob("*.yaml"))
+    return sorted(
+        entry.name.removesuffix(".yaml")
+        for entry in _cards_dir().iterdir()
+        if entry.name.endswith(".yaml")
+    )
 
 
 def get_card(name: str) -> DatasetCard:
@@ -110,16 +118,16 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _cards_dir() -> Path:
+def _cards_dir() -> Traversable:
     if not CARDS_DIR.is_dir():
         raise DataError(
-            f"dataset cards directory not found: {CARDS_DIR} (the registry needs molml installed "
-            f"from its source checkout, e.g. `pip install -e .`)"
+            f"dataset cards directory not found: {CARDS_DIR} (molml is installed without its "
+            f"package data; reinstall it from a wheel or its source checkout)"
         )
     return CARDS_DIR
 
 
-def _load_card(path: Path) -> DatasetCard:
+def _load_card(path: Traversable) -> DatasetCard:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -138,9 +146,9 @@ def _load_card(path: Path) -> DatasetCard:
     return card
 
 
-def _check_card(card: DatasetCard, path: Path) -> None:
+def _check_card(card: DatasetCard, path: Traversable) -> None:
     problems = []
-    if card.name != path.stem:
+    if f"{card.name}.yaml" != path.name:
         problems.append(f"name {card.name!r} differs from the file name")
     text: dict[str, Any] = {
         "description": card.description,

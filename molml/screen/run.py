@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from molml._version import __version__
 from molml.data.readers import count_records, iter_molecule_chunks, list_columns
-from molml.errors import DataError, MolmlError
+from molml.errors import DataError
 from molml.options import check_int
 from molml.predict import load_model
 from molml.screen.chunks import ScreenDataModule
@@ -273,10 +273,7 @@ def main(argv: Sequence[str]) -> None:
     args = build_parser().parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     devices: int | str = int(args.devices) if args.devices.isdigit() else args.devices
-    try:
-        summary = _run(args, devices)
-    except MolmlError as exc:
-        raise SystemExit(f"molml screen: error: {exc}") from exc
+    summary = _run(args, devices)  # errors: one line and an exit code (molml.errors)
     if summary is not None:
         print(json.dumps(summary, indent=2))
 

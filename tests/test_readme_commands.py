@@ -1,0 +1,172 @@
+"""Every ``molml`` command the README shows, run as written.
+
+The commands are read from the README's fenced code blocks (shell variables such as ``$RUN``
+expanded, line continuations joined), so a command added to the README without a check here
+fails :func:`test_every_readme_command_has_a_check`. They run in-process, in README order, in one
+temporary working directory (config paths resolved against the repository), with the shipped
+configs' loggers and callbacks; commands that train get a one-epoch, two-batch trainer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shlex
+import string
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, require_dataset
+
+from molml.cli import main
+
+README = REPO / "README.md"
+SHORT_TRAINING = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "2",
+    "--trainer.limit_test_batches",
+    "2",
+]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+SHORT_BASELINE = ["--estimator.params.n_estimators", "20"]
+# The hybrid model of the README's "Models" section (given inline there, not in a code block).
+HYBRID = "molml fit --config configs/esol_dmpnn.yaml --data.molecule_features rdkit2d"
+LIBRARY_SIZE = 24
+
+
+def readme_commands(text: str) -> list[str]:
+    """``molml ...`` lines of the fenced code blocks, variables expanded, continuations joined."""
+    commands: list[str] = []
+    for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S):
+        variables: dict[str, str] = {}
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if assignment := re.fullmatch(r"([A-Z_]+)=(\S+)", line):
+                variables[assignment[1]] = assignment[2]
+            elif line.startswith("molml "):
+                expanded = string.Template(line).substitute(variables)
+                commands.append(shlex.join(shlex.split(expanded)))
+    return commands
+
+
+def new_files(root: Path, before: set[Path], name: str) -> list[Path]:
+    """Files ``name`` that the command wrote into a run directory ``runs/<name>/version_N``."""
+    found = (root / "runs").glob(f"*/version_*/**/{name}")
+    return sorted(p for p in found if p not in before)
+
+
+def check_fit(root: Path, before: set[Path]) -> None:
+    (ckpt,) = new_files(root, before, "best.ckpt")
+    assert (ckpt.parent.parent / "split_report.json").is_file()
+    assert pd.read_csv(ckpt.parent.parent / "metrics.csv")["val/rmse"].notna().any()
+
+
+def check_test(root: Path, before: set[Path]) -> None:
+    (metrics,) = new_files(root, before, "metrics.csv")
+    assert pd.read_csv(metrics)["test/rmse"].notna().any()
+
+
+def check_predict(root: Path, before: set[Path]) -> None:
+    (predictions,) = new_files(root, before, "predictions.csv")
+    frame = pd.read_csv(predictions)
+    assert len(frame) == LIBRARY_SIZE and (frame["status"] == "ok").all()
+
+
+def check_hybrid(root: Path, before: set[Path]) -> None:
+    check_fit(root, before)
+    (config,) = new_files(root, before, "config.yaml")
+    assert yaml.safe_load(config.read_text())["data"]["molecule_features"] == "rdkit2d"
+
+
+def check_baseline_fit(root: Path, before: set[Path]) -> None:
+    assert (root / "runs" / "esol_xgb" / "version_0" / "model" / "baseline.json").is_file()
+
+
+def check_baseline_test(root: Path, before: set[Path]) -> None:
+    (metrics,) = new_files(root, before, "metrics.json")
+    assert "rmse" in metrics.read_text()
+
+
+def check_screen(root: Path, before: set[Path]) -> None:
+    scores = pd.read_parquet(root / "scores.parquet")
+    assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
+
+
+# README command -> (datasets it needs, what it must have written)
+CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
+    "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
+    "molml test --config runs/esol_dmpnn/version_0/config.yaml "
+    "--ckpt_path runs/esol_dmpnn/version_0/checkpoints/best.ckpt": (("esol",), check_test),
+    "molml predict --config runs/esol_dmpnn/version_0/config.yaml "
+    "--ckpt_path runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
+    "--data.predict_path library.csv": (("esol",), check_predict),
+    "molml fit --config configs/lipo_gps.yaml": (("lipo",), check_fit),
+    "molml fit --config configs/esol_dmpnn.yaml --model.encoder.class_path molml.models.GINE": (
+        ("esol",),
+        check_fit,
+    ),
+    HYBRID: (("esol",), check_hybrid),
+    "molml baseline fit --config configs/esol_xgb.yaml": (("esol",), check_baseline_fit),
+    "molml baseline test --model runs/esol_xgb/version_0/model": (("esol",), check_baseline_test),
+    "molml baseline predict --model runs/esol_xgb/version_0/model "
+    "--data.predict_path library.csv": (("esol",), check_predict),
+    "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
+    "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
+}
+
+
+def cli_args(command: str) -> list[str]:
+    """The command's arguments, config paths made absolute, short training appended."""
+    args = shlex.split(command)[1:]
+    args = [str(REPO / a) if a.startswith("configs/") else a for a in args]
+    if args[0] == "fit":
+        args += SHORT_TRAINING + QUIET
+    elif args[0] in ("test", "predict"):
+        args += QUIET
+    elif args[:2] == ["baseline", "fit"]:
+        args += SHORT_BASELINE
+    return args
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory with the README's ``library.csv`` and ``library.smi.gz``."""
+    esol = require_dataset("esol")
+    root = tmp_path_factory.mktemp("readme")
+    smiles = pd.read_csv(esol)["smiles"].head(LIBRARY_SIZE)
+    smiles.to_frame().to_csv(root / "library.csv", index=False)
+    with gzip.open(root / "library.smi.gz", "wt") as handle:
+        handle.writelines(f"{s} mol{i}\n" for i, s in enumerate(smiles))
+    return root
+
+
+def test_every_readme_command_has_a_check() -> None:
+    commands = readme_commands(README.read_text())
+    assert commands, "no molml commands found in the README's code blocks"
+    assert set(commands) == set(CHECKS) - {HYBRID}
+    assert "--data.molecule_features rdkit2d" in README.read_text()
+
+
+@pytest.mark.parametrize("command", list(CHECKS))
+def test_readme_command_runs(
+    command: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    datasets, check = CHECKS[command]
+    for name in datasets:
+        require_dataset(name)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "argv", ["molml"])  # pytest's own arguments are not the CLI's
+    before = set(workdir.rglob("*"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(cli_args(command))
+    check(workdir, before)
