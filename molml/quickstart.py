@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config")
     args = parser.parse_args(argv)
 
-    from molml.cli import make_cli
     from molml.predict import load_model
+    from molml.training import make_cli
 
     out = Path(args.out)
     data_csv = out / "nci5k_logp.csv"

@@ -41,9 +41,9 @@ import yaml
 
 from molml import __version__
 from molml.baselines.cli import run as run_baseline
-from molml.cli import make_cli
 from molml.data.registry import get_card
 from molml.tasks import HIGHER_IS_BETTER
+from molml.training import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = ("esol", "freesolv", "lipo", "bbbp", "bace", "clintox", "sider", "tox21")

@@ -29,9 +29,10 @@ LAYERS: dict[str, int] = {
     "tune": 5,
     "export": 5,
     "report": 5,
-    "cli": 6,
+    "training": 5,
     "quickstart": 6,
     "serve": 6,
+    "cli": 7,
 }
 
 

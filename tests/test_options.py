@@ -106,3 +106,13 @@ def test_baseline_feature_jobs_are_checked() -> None:
 
     with pytest.raises(DataError, match="features.n_jobs must be an integer >= 1"):
         FeaturesConfig(n_jobs=0)
+
+
+def test_a_remote_checkpoint_path_is_refused_by_the_lightning_verbs(property_csv, capsys) -> None:
+    from molml.cli import main
+
+    argv = ["test", "--data.path", str(property_csv), "--data.target_columns", '["logp"]']
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--ckpt_path", "https://example.org/best.ckpt"])
+    assert exit_info.value.code == 2
+    assert "only local checkpoint files are read, not URLs" in capsys.readouterr().err
