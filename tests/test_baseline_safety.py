@@ -256,7 +256,7 @@ def test_untouched_forest_loads_and_predicts_as_fitted(
 ) -> None:
     loaded = molml.load_model(copy_model("random_forest"))
     smiles = pd.read_csv(logp_csv)["smiles"].tolist()
-    assert loaded.task_models[0].depth == 6
+    assert loaded.model.task_models[0].depth == 6
     assert loaded.predict(smiles)["logp"].notna().all()
 
 
@@ -431,7 +431,8 @@ def test_single_class_training_labels_name_task_split_and_class(
 
 def test_task_without_training_labels_is_named(logp_csv: Path, tmp_path: Path) -> None:
     frame = pd.read_csv(logp_csv)
-    frame["split"] = np.where(np.arange(len(frame)) < 160, "train", "test")
+    position = np.arange(len(frame))
+    frame["split"] = np.select([position < 140, position < 160], ["train", "val"], "test")
     frame["sparse"] = np.where(frame["split"] == "test", 1.0, np.nan)  # labelled in test only
     frame.to_csv(tmp_path / "sparse.csv", index=False)
     with pytest.raises(DataError, match="task 'sparse' has no labelled rows in the train split"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,14 +154,20 @@ def test_empty_split_part_names_the_part_and_the_valid_rows(tmp_path) -> None:
         make_dm(path, split="predefined", split_file=str(split_file)).setup("fit")
 
 
-def test_molml_fit_on_too_few_molecules_fails(tmp_path, monkeypatch) -> None:
+def test_molml_fit_on_too_few_molecules_fails(tmp_path, monkeypatch, capsys) -> None:
     path = logp_csv(tmp_path / "three.csv", ["CCO", "c1ccccc1O", "CCN"])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["molml"])
     args = ["fit", "--data.path", str(path), "--data.split", "random", "--data.cache_dir", "null"]
     args += ["--data.featurize_jobs", "1", "--trainer.max_epochs", "1", "--trainer.logger", "false"]
-    with pytest.raises(DataError, match=r"three\.csv: the val part .* is empty.*3 valid"):
+    with pytest.raises(SystemExit) as exit_info:
         main(args)
+    assert exit_info.value.code == 2  # bad input
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1  # one line, no traceback
+    assert re.search(
+        r"^molml fit: error: .*three\.csv: the val part .* is empty.*3 valid", errors[0]
+    )
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
@@ -182,7 +189,7 @@ def test_one_class_in_training_labels_is_refused(tmp_path) -> None:
     split_file = tmp_path / "split.json"
     Split(train=range(12), val=range(12, 16), test=range(16, 20)).to_json(split_file)
     options = {"split": "predefined", "split_file": str(split_file)}
-    message = r"binary\.csv: classification task 'b' has only class 1 in the training split"
+    message = r"binary\.csv: classification task 'b' has only class 1 in the train split"
     with pytest.raises(DataError, match=message):
         make_dm(path, **options).setup("fit")
     with pytest.raises(DataError, match=message):

@@ -86,7 +86,7 @@ def test_checkpoint_round_trip_predicts_identically_and_screens(fitted, tmp_path
     assert loaded.model.hparams.readout == "set2set" and loaded.embed(["CCO"]).shape == (1, 64)
     model.load_state_dict(loaded.model.state_dict())
     expected, got = GraphPredictor(model).predict(SMILES), loaded.predict(SMILES)
-    assert got["status"].tolist()[2].startswith("invalid SMILES")
+    assert got["status"].tolist()[2].startswith("SMILES 'not a smiles' contains whitespace")
     assert np.allclose(got["logSolubility"], expected["logSolubility"], equal_nan=True)
 
     library = tmp_path / "lib.csv"

@@ -5,16 +5,17 @@ its rerun, two screens cannot write one output, and the summary counts what was 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from molml.cli import main as cli_main
 from molml.errors import DataError
 from molml.screen import screen_library
 from molml.screen.module import ScreeningModule
-from molml.screen.output import OutputLock
-from molml.screen.run import main as screen_main
 
 
 @pytest.fixture
@@ -46,13 +47,12 @@ def test_numeric_options_are_checked_before_any_work(
 
 
 def test_the_command_line_reports_a_bad_option_in_one_line(graph_run, library, tmp_path, capsys):
-    argv = ["--model", str(graph_run["ckpt"]), "--input", str(library)]
+    argv = ["screen", "--model", str(graph_run["ckpt"]), "--input", str(library)]
     with pytest.raises(SystemExit) as exit_info:
-        screen_main([*argv, "--output", str(tmp_path / "o.csv"), "--batch-size", "-1"])
-    assert exit_info.value.code != 0
-    assert "batch_size must be an integer >= 1, got -1" in str(exit_info.value.code) + str(
-        capsys.readouterr().err
-    )
+        cli_main([*argv, "--output", str(tmp_path / "o.csv"), "--batch-size", "-1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "molml screen: error: batch_size must be an integer >= 1, got -1"
 
 
 def test_a_failed_screen_leaves_nothing_that_blocks_the_rerun(
@@ -82,10 +82,25 @@ def test_summary_counts_the_rows_screened_in_this_run(graph_run, library, tmp_pa
 
 def test_two_screens_of_one_output_cannot_run_at_once(graph_run, library, tmp_path) -> None:
     out = tmp_path / "scores.csv"
-    with OutputLock(out):  # what a running screen of the same output holds
+    holder = subprocess.Popen(  # another process in the middle of screening the same output
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from molml.screen.output import OutputLock\n"
+            f"with OutputLock(Path({str(out)!r})):\n"
+            "    print('locked', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(DataError, match="another molml screen is writing"):
             screen_library([graph_run["ckpt"]], library, out, progress=False)
         assert not out.exists() and not out.with_name(out.name + ".parts").exists()
+    finally:
+        holder.communicate("", timeout=60)
     assert screen_library([graph_run["ckpt"]], library, out, progress=False)["rows"] == 20
     assert not out.with_name(out.name + ".lock").exists()
 

@@ -176,7 +176,8 @@ class MoleculeTable:
             raise DataError(f"{self.source}: give one of {' or '.join(given)}, not both")
 
     def _check_split(self, split: Split, valid: np.ndarray, how: str) -> None:
-        """Warn about valid molecules in no part; refuse empty parts and one-class tasks."""
+        """Warn about valid molecules in no part; refuse empty parts, tasks without training
+        labels and one-class classification tasks."""
         n_valid = int(valid.sum())
         unused = n_valid - sum(len(part) for part in split.parts())
         if unused:
@@ -193,16 +194,19 @@ class MoleculeTable:
                     f"{self.source}: the {name} part of the split is empty ({n_valid} valid "
                     f"molecules, {how}); train, val and test each need at least one molecule"
                 )
-        if self.task_type != "classification":
-            return
         train = self.targets[valid][split.train]
         for j, task in enumerate(self.tasks):
             labels = train[~np.isnan(train[:, j]), j]
+            if labels.size == 0:
+                raise DataError(
+                    f"{self.source}: task {task!r} has no labelled rows in the train split "
+                    f"({how}); nothing can be learned for it: leave the task out"
+                )
             classes = np.unique(labels)
-            if len(classes) == 1:
+            if self.task_type == "classification" and len(classes) == 1:
                 raise DataError(
                     f"{self.source}: classification task {task!r} has only class "
-                    f"{int(classes[0])} in the training split ({labels.size} labelled molecules, "
+                    f"{int(classes[0])} in the train split ({labels.size} labelled molecules, "
                     f"{how}); a classifier cannot learn from one class: use a split that puts "
                     "both classes in training (e.g. scaffold_stratified) or leave the task out"
                 )

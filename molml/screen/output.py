@@ -8,6 +8,7 @@ merged in chunk order, which is input order, and the parts directory is removed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gzip
 import json
@@ -60,8 +61,10 @@ class OutputLock:
     """An exclusive lock on ``<output>.lock`` for as long as one screen writes ``output``.
 
     A second screen of the same output fails at once with a :class:`DataError` instead of
-    racing the first one for its parts and its merge. The lock is the operating system's
-    (``flock``), so a killed screen never leaves a stale lock behind.
+    racing the first one for its parts and its merge. The lock is a POSIX record lock
+    (``lockf``): it belongs to the screening process alone (not to the featurization workers it
+    forks), and the operating system drops it when that process ends, so a killed screen never
+    leaves a stale lock behind.
     """
 
     def __init__(self, output: Path) -> None:
@@ -72,9 +75,11 @@ class OutputLock:
         while True:
             handle = open(self.path, "a")  # noqa: SIM115 - held until __exit__
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
                 handle.close()
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
                 raise DataError(
                     f"another molml screen is writing {self.path.with_suffix('')} right now "
                     f"(it holds {self.path}); wait for it or choose another --output"
