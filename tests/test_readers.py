@@ -14,7 +14,7 @@ from rdkit import Chem
 from molml.data.readers import iter_molecule_chunks, list_columns, read_molecules
 from molml.errors import DataError
 
-SHARED = Path(os.environ.get("MOLML_DATA_DIR", "/work/shared/datasets"))
+SHARED = Path(os.environ["MOLML_DATA_DIR"])  # set by conftest: the configured data directory
 
 CSV_TEXT = "id,smiles,y,label\n001,CCO,1.5,a\n002,,2.5,b\n003,c1ccccc1,,c\n004,CC(=O)O,4.0,d\n"
 

@@ -16,7 +16,7 @@ from molml.data.registry import DatasetCard, dataset_path, get_card, list_datase
 from molml.errors import DataError
 
 NAMES = ["bace", "bbbp", "clintox", "esol", "freesolv", "hiv", "lipo", "sider", "tox21"]
-SHARED = Path(os.environ.get("MOLML_DATA_DIR", "/work/shared/datasets"))
+SHARED = Path(os.environ["MOLML_DATA_DIR"])  # set by conftest: the configured data directory
 
 
 @pytest.fixture
