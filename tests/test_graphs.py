@@ -127,7 +127,8 @@ def test_cache_is_written_and_reused(mixed_smiles: list, tmp_path, monkeypatch) 
 
 
 def test_graph_store_save_load_round_trip(library_smiles: list[str], tmp_path) -> None:
-    result = featurize_molecules(library_smiles[:40], MolGraphFeaturizer(), n_jobs=1, progress=False)
+    smiles = library_smiles[:40]
+    result = featurize_molecules(smiles, MolGraphFeaturizer(), n_jobs=1, progress=False)
     y = np.arange(80, dtype=float).reshape(40, 2)
     y[3, 1] = np.nan
     store = result.graphs.with_targets(y)
