@@ -152,3 +152,23 @@ def graph_run(property_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     trainer.fit(model, datamodule=dm)
     (tested,) = trainer.test(model, datamodule=dm, ckpt_path="best", verbose=False)
     return {"dm": dm, "model": model, "ckpt": Path(checkpoint.best_model_path), "tested": tested}
+
+
+def logp_classes(logp) -> np.ndarray:  # noqa: F821 - numpy is imported lazily below
+    """A 3-class label from logP terciles (0 = lowest third); NaN stays NaN."""
+    import numpy as np
+
+    logp = np.asarray(logp, dtype=float)
+    edges = np.nanquantile(logp, [1 / 3, 2 / 3])
+    return np.where(np.isnan(logp), np.nan, np.digitize(logp, edges).astype(float))
+
+
+def write_task_csv(path: Path, n: int, columns: tuple[str, ...] = ("logp",), **kwargs) -> Path:
+    """``smiles`` plus the chosen columns of :func:`write_property_csv` (``logp``, ``tpsa``,
+    ``active``) or ``logp_class`` (:func:`logp_classes`); ``invalid`` as there."""
+    import pandas as pd
+
+    frame = pd.read_csv(write_property_csv(path, n, **kwargs))
+    frame["logp_class"] = logp_classes(frame["logp"])
+    frame[["smiles", *columns]].to_csv(path, index=False)
+    return path

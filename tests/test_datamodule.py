@@ -1,5 +1,8 @@
 """MoleculeDataModule on bad and good input: typed errors naming file/column/row, reports,
-task-type inference, scaffold and predefined splits, target statistics."""
+task-type inference, scaffold and predefined splits, target statistics.
+
+The data is generated (RDKit's NCI molecules with Crippen logP), so these run anywhere; only the
+registry test needs the MoleculeNet CSVs."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_dataset
+from conftest import require_dataset, write_task_csv
 from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
@@ -26,21 +29,23 @@ def make_dm(path: Path | str, **kwargs) -> MoleculeDataModule:
 
 
 @pytest.fixture(scope="module")
-def esol_frame() -> pd.DataFrame:
-    return pd.read_csv(require_dataset("esol")).head(150).reset_index(drop=True)
+def logp_frame(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """150 valid NCI molecules: ``smiles``, ``logp``."""
+    path = tmp_path_factory.mktemp("generated") / "logp.csv"
+    return pd.read_csv(write_task_csv(path, 150, invalid=False))
 
 
 @pytest.fixture
-def esol_csv(esol_frame: pd.DataFrame, tmp_path: Path) -> Path:
-    path = tmp_path / "esol_small.csv"
-    esol_frame.to_csv(path, index=False)
+def logp_csv(logp_frame: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "logp_small.csv"
+    logp_frame.to_csv(path, index=False)
     return path
 
 
 @pytest.fixture
-def invalid_csv(esol_frame: pd.DataFrame, tmp_path: Path) -> tuple[Path, dict[int, str]]:
-    """ESOL rows with invalid SMILES at known file lines (line 1 is the header)."""
-    frame = esol_frame.copy()
+def invalid_csv(logp_frame: pd.DataFrame, tmp_path: Path) -> tuple[Path, dict[int, str]]:
+    """NCI rows with invalid SMILES at known file lines (line 1 is the header)."""
+    frame = logp_frame.copy()
     bad = {5: "C1CC", 17: "not_a_smiles", 40: "C(C)(C)(C)(C)C"}
     for position, smiles in bad.items():
         frame.loc[position, "smiles"] = smiles
@@ -58,17 +63,17 @@ def test_missing_file(tmp_path: Path) -> None:
         make_dm(path)
 
 
-def test_missing_target_column_lists_columns(esol_csv: Path) -> None:
+def test_missing_target_column_lists_columns(logp_csv: Path) -> None:
     with pytest.raises(DataError) as info:
-        make_dm(esol_csv, target_columns=["solubility"])
+        make_dm(logp_csv, target_columns=["solubility"])
     message = str(info.value)
-    assert "esol_small.csv" in message and "solubility" in message
-    assert "logSolubility" in message and "smiles" in message  # the columns the file has
+    assert "logp_small.csv" in message and "solubility" in message
+    assert "logp" in message and "smiles" in message  # the columns the file has
 
 
-def test_missing_smiles_column(esol_csv: Path) -> None:
-    with pytest.raises(DataError, match=r"esol_small\.csv.*SMILES_COL.*logSolubility"):
-        make_dm(esol_csv, smiles_column="SMILES_COL")
+def test_missing_smiles_column(logp_csv: Path) -> None:
+    with pytest.raises(DataError, match=r"logp_small\.csv.*SMILES_COL.*logp"):
+        make_dm(logp_csv, smiles_column="SMILES_COL")
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -119,20 +124,27 @@ def test_classification_labels_other_than_0_1(tmp_path: Path) -> None:
     assert make_dm(path, task_type="regression").task_type == "regression"
 
 
-def test_unknown_task_type(esol_csv: Path) -> None:
+def test_unknown_task_type(logp_csv: Path) -> None:
     with pytest.raises(DataError, match="unknown task_type 'ranking'"):
-        make_dm(esol_csv, task_type="ranking")
+        make_dm(logp_csv, task_type="ranking")
 
 
-def test_task_type_inference(tmp_path: Path, esol_csv: Path) -> None:
+def test_task_type_inference(tmp_path: Path, logp_csv: Path) -> None:
     binary = tmp_path / "binary.csv"
     binary.write_text("smiles,a,b\nCCO,0,1\nCCC,1,\nCCN,,0\nCCCl,1,1\n")
     dm = make_dm(binary)
     assert dm.task_type == "classification" and dm.tasks == ["a", "b"]
     assert np.isnan(dm.targets[1, 1]) and np.isnan(dm.targets[2, 0])
-    assert make_dm(esol_csv).task_type == "regression"
-    # the registry card decides for registry datasets
+    assert make_dm(logp_csv).task_type == "regression"
+
+
+def test_registry_datasets_load_by_name() -> None:
+    # the card names the columns and decides the task type
+    require_dataset("esol")
     require_dataset("bbbp")
+    esol = MoleculeDataModule(dataset="esol", **FAST)
+    assert esol.tasks == ["logSolubility"] and esol.task_type == "regression"
+    assert len(esol.table) == 1128
     assert MoleculeDataModule(dataset="bbbp", **FAST).task_type == "classification"
 
 
@@ -171,15 +183,14 @@ def test_invalid_smiles_strict(invalid_csv) -> None:
 # ---------------------------------------------------------------------------- splits
 
 
-def test_scaffold_split_shares_no_scaffold() -> None:
-    require_dataset("esol")
-    dm = MoleculeDataModule(dataset="esol", split="scaffold", **FAST)
+def test_scaffold_split_shares_no_scaffold(property_csv: Path) -> None:
+    dm = make_dm(property_csv, target_columns=["logp", "tpsa"], split="scaffold")
     dm.setup("fit")
     report = dm.report
     assert report["method"] == "scaffold"
     assert report["shared_scaffolds"]["total"] == 0
-    assert sum(report["sizes"].values()) == len(dm.table) == 1128
-    assert report["sizes"]["test"] > 50 and report["sizes"]["val"] > 50
+    assert sum(report["sizes"].values()) == len(dm.graphs) == len(dm.table) - 3 == 400
+    assert report["sizes"]["test"] > 25 and report["sizes"]["val"] > 25
     # check independently with RDKit: no Murcko scaffold appears in two parts
     rows = dm.split_rows()
     scaffolds = [
@@ -218,9 +229,9 @@ def test_predefined_split_file_round_trip(invalid_csv, tmp_path: Path) -> None:
         third.setup("fit")
 
 
-def test_target_statistics_ignore_nan(tmp_path: Path, esol_frame: pd.DataFrame) -> None:
-    frame = esol_frame[["smiles", "logSolubility"]].copy()
-    frame["second"] = np.where(np.arange(len(frame)) % 3 == 0, np.nan, frame["logSolubility"] * 2)
+def test_target_statistics_ignore_nan(tmp_path: Path, logp_frame: pd.DataFrame) -> None:
+    frame = logp_frame[["smiles", "logp"]].copy()
+    frame["second"] = np.where(np.arange(len(frame)) % 3 == 0, np.nan, frame["logp"] * 2)
     path = tmp_path / "two_tasks.csv"
     frame.to_csv(path, index=False)
     dm = make_dm(path, split="random")
@@ -232,3 +243,23 @@ def test_target_statistics_ignore_nan(tmp_path: Path, esol_frame: pd.DataFrame) 
     assert np.allclose(mean, np.nanmean(train, axis=0), atol=1e-5)
     assert np.allclose(std, np.nanstd(train, axis=0), atol=1e-5)
     assert not np.allclose(mean[1], 2 * train[:, 0].mean(), atol=1e-3)  # NaN rows really left out
+
+
+def test_split_column_is_honoured_exactly(tmp_path: Path) -> None:
+    path = write_task_csv(tmp_path / "with_column.csv", 150)  # invalid SMILES at rows 40-42
+    frame = pd.read_csv(path)
+    rng = np.random.default_rng(0)
+    frame["part"] = rng.choice(["train", "val", "test"], size=len(frame), p=[0.6, 0.2, 0.2])
+    frame.to_csv(path, index=False)
+    dm = make_dm(path, split="predefined", split_column="part")
+    assert dm.tasks == ["logp"]  # the split column is not a target
+    dm.setup("fit")
+    valid = frame["smiles"].map(lambda s: Chem.MolFromSmiles(s) is not None).to_numpy()
+    assert (~valid).sum() == 3
+    for name, rows in dm.split_rows().named_parts().items():
+        expected = np.flatnonzero((frame["part"] == name).to_numpy() & valid)
+        assert np.array_equal(rows, expected), name
+    assert dm.report["method"] == "predefined"
+    assert dm.report["sizes"] == {
+        name: int(((frame["part"] == name) & valid).sum()) for name in ("train", "val", "test")
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,18 +15,37 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import require_dataset
+from conftest import write_task_csv
 
 import molml
 from molml.data.datamodule import MoleculeDataModule
 
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+TESTS = Path(__file__).resolve().parent
+# the subprocesses import this module, for GatheredTestOutputs
+ENV = {
+    **os.environ,
+    "PYTHONWARNINGS": "ignore",
+    "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p),
+}
+
+
+class GatheredTestOutputs(L.Callback):
+    """Write what each rank's model holds in ``test_outputs`` after ``test`` (for the plots)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        preds, target, mask = (t.cpu().numpy() for t in pl_module.test_outputs)
+        record = {"preds": preds.tolist(), "target": target.tolist(), "mask": mask.tolist()}
+        path = self.directory / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps(record))
 
 
 def write_config(tmp_path: Path, n_molecules: int) -> Path:
-    """A small D-MPNN config on the first ``n_molecules`` of ESOL, logging to ``tmp_path``."""
-    subset = tmp_path / "esol_subset.csv"
-    pd.read_csv(require_dataset("esol")).head(n_molecules).to_csv(subset, index=False)
+    """A small D-MPNN config on ``n_molecules`` NCI molecules with Crippen logP (plus three
+    invalid rows), logging to ``tmp_path``."""
+    subset = write_task_csv(tmp_path / "logp_subset.csv", n_molecules)
     config = {
         "seed_everything": 0,
         "data": {
@@ -76,7 +96,7 @@ def logged(run: Path, key: str) -> float:
 
 
 def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: Path) -> None:
-    # 151 molecules: a scaffold split with 16 test molecules cannot be split evenly over 2 ranks
+    # 151 molecules: a scaffold split with 15 test molecules cannot be split evenly over 2 ranks
     # with the default sampler without repeating one, so padding would show up in the metric
     config = write_config(tmp_path, 151)
     ddp = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
@@ -84,11 +104,19 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
     fit_run = tmp_path / "runs" / "ddp" / "version_0"
     best = fit_run / "checkpoints" / "best.ckpt"
     assert best.is_file()
-    molml_cli("test", "--config", str(config), "--ckpt_path", str(best), *ddp, cwd=tmp_path)
+    probe = {
+        "class_path": "test_distributed.GatheredTestOutputs",
+        "init_args": {"directory": str(tmp_path)},
+    }
+    with_probe = yaml.safe_load(config.read_text())
+    with_probe["trainer"]["callbacks"].append(probe)
+    test_config = tmp_path / "test_config.yaml"
+    test_config.write_text(yaml.safe_dump(with_probe))
+    molml_cli("test", "--config", str(test_config), "--ckpt_path", str(best), *ddp, cwd=tmp_path)
     test_run = tmp_path / "runs" / "ddp" / "version_1"
 
     dm = MoleculeDataModule(
-        path=str(tmp_path / "esol_subset.csv"), split="scaffold", cache_dir=None, featurize_jobs=1
+        path=str(tmp_path / "logp_subset.csv"), split="scaffold", cache_dir=None, featurize_jobs=1
     )
     model = molml.load_model(best).model
     with warnings.catch_warnings():
@@ -104,8 +132,18 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
     assert len(dm.split.test) % 2 == 1
     for key in ("test/rmse", "test/mae", "test/r2", "test/loss"):
         assert logged(test_run, key) == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
-    n_test = model.test_outputs[0].shape[0]
-    assert n_test == len(dm.split.test)
+    n_test = len(dm.split.test)
+    assert model.test_outputs[0].shape[0] == n_test
+    # under DDP every rank holds all ranks' test molecules (plots are drawn from them), each
+    # once: the same targets and predictions as one process, in rank-interleaved order
+    single_preds, single_target, _ = (t.numpy()[:, 0] for t in model.test_outputs)
+    for rank in (0, 1):
+        record = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        preds, target = np.array(record["preds"])[:, 0], np.array(record["target"])[:, 0]
+        assert len(preds) == len(target) == n_test, rank
+        assert np.all(record["mask"])
+        assert np.allclose(np.sort(target), np.sort(single_target))
+        assert np.allclose(np.sort(preds), np.sort(single_preds), atol=1e-5)
 
 
 def test_bf16_mixed_training_on_cpu_saves_a_loadable_checkpoint(tmp_path: Path) -> None:
@@ -116,5 +154,5 @@ def test_bf16_mixed_training_on_cpu_saves_a_loadable_checkpoint(tmp_path: Path) 
     assert all(p.dtype == torch.float32 for p in model.model.parameters())  # fp32 master weights
     predictions = model.predict(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
     assert (predictions["status"] == "ok").all()
-    assert np.isfinite(predictions["logSolubility"]).all()
+    assert np.isfinite(predictions["logp"]).all()
     assert np.isfinite(logged(tmp_path / "runs" / "ddp" / "version_0", "val/rmse"))

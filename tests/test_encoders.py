@@ -148,6 +148,11 @@ def test_output_shapes(encoder: str, readout: str) -> None:
     assert embedding.shape == (len(MOLECULES), readout_dim(readout, HIDDEN))
     out = model(batch)
     assert out.shape == (len(MOLECULES), 1) and torch.isfinite(out).all()
+    # the parts compose: head(readout(encoder(embedded atoms))), each molecule from its atoms
+    assert torch.allclose(out, model.head(embedding), atol=1e-12)
+    if readout == "sum":
+        sums = torch.zeros(len(MOLECULES), atoms.size(1), dtype=atoms.dtype)
+        assert torch.allclose(embedding, sums.index_add(0, batch.batch, atoms), atol=1e-10)
 
 
 @pytest.mark.parametrize("encoder, readout", CASES, ids=CASE_IDS)
@@ -177,12 +182,20 @@ def test_bf16_autocast_forward_and_backward(encoder: str) -> None:
     batch = graph_batch(MOLECULES, torch.float32)
     batch.y = torch.ones(len(MOLECULES), 1)
     batch.y_mask = torch.ones_like(batch.y, dtype=torch.bool)
+    reference = model.loss(model(batch), batch)
+    expected = torch.autograd.grad(reference, list(model.parameters()), allow_unused=True)
+    model.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(batch)
         loss = model.loss(out.float(), batch)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # bf16 keeps about 3 significant digits: the loss and the gradient's direction agree
+    assert loss.item() == pytest.approx(reference.item(), rel=0.05)
+    got = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    want = torch.cat([g.flatten() for g in expected if g is not None])
+    assert torch.nn.functional.cosine_similarity(got, want, dim=0) > 0.95
 
 
 # ---------------------------------------------------------------------------- invariances
@@ -255,9 +268,13 @@ def test_graphormer_padding_never_reaches_real_atoms(monkeypatch: pytest.MonkeyP
 
 def test_graphormer_single_atoms_give_finite_outputs() -> None:
     model = build_model("graphormer", "set2set")
+    atoms = ["[Na+]", "C", "[Cl-]"]
     with torch.no_grad():
-        out = model(graph_batch(["[Na+]", "C", "[Cl-]"]))
+        out = model(graph_batch(atoms))
+        alone = torch.cat([model(graph_batch([a])) for a in atoms])
     assert torch.isfinite(out).all()
+    assert torch.allclose(out, alone, atol=1e-10)  # attention over one real atom, not padding
+    assert (out[1:] - out[0]).abs().min() > 1e-4  # and different atoms stay apart
 
 
 def test_shortest_path_buckets_match_rdkit() -> None:

@@ -1,12 +1,12 @@
-"""featurize_molecules and GraphStore: parallel == serial, invalid input, cache, save/load."""
+"""featurize_molecules and GraphStore on RDKit's NCI molecules: parallel == serial, invalid
+input, cache, save/load."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from conftest import require_dataset
+from conftest import nci_smiles
 from rdkit import Chem
 
 import molml.data.graphs as graphs_module
@@ -17,14 +17,14 @@ BAD = {3: "C1CC", 7: None, 11: "", 12: "not a smiles", 20: "C(C)(C)(C)(C)C", 25:
 
 
 @pytest.fixture(scope="module")
-def esol_smiles() -> list[str]:
-    return pd.read_csv(require_dataset("esol"))["smiles"].head(240).tolist()
+def library_smiles() -> list[str]:
+    return nci_smiles(240)
 
 
 @pytest.fixture(scope="module")
-def mixed_smiles(esol_smiles: list[str]) -> list:
-    """ESOL molecules with invalid entries (bad SMILES, None, empty, NaN) at known positions."""
-    smiles: list = list(esol_smiles[:60])
+def mixed_smiles(library_smiles: list[str]) -> list:
+    """NCI molecules with invalid entries (bad SMILES, None, empty, NaN) at known positions."""
+    smiles: list = list(library_smiles[:60])
     for position, bad in BAD.items():
         smiles[position] = bad
     return smiles
@@ -47,15 +47,15 @@ def assert_same_result(a: FeaturizedMolecules, b: FeaturizedMolecules) -> None:
     assert a.canonical_smiles == b.canonical_smiles
 
 
-def test_parallel_equals_serial(esol_smiles: list[str]) -> None:
+def test_parallel_equals_serial(library_smiles: list[str]) -> None:
     feat = MolGraphFeaturizer()
-    serial = featurize_molecules(esol_smiles, feat, n_jobs=1, chunk_size=50, progress=False)
-    parallel = featurize_molecules(esol_smiles, feat, n_jobs=2, chunk_size=50, progress=False)
-    assert len(serial.graphs) == len(esol_smiles) and serial.valid.all()
+    serial = featurize_molecules(library_smiles, feat, n_jobs=1, chunk_size=50, progress=False)
+    parallel = featurize_molecules(library_smiles, feat, n_jobs=2, chunk_size=50, progress=False)
+    assert len(serial.graphs) == len(library_smiles) and serial.valid.all()
     assert_same_result(serial, parallel)
     # the contiguous store slices back into the same graphs as featurizing one by one
-    for i in (0, 1, 97, len(esol_smiles) - 1):
-        one = feat(esol_smiles[i])
+    for i in (0, 1, 97, len(library_smiles) - 1):
+        one = feat(library_smiles[i])
         got = parallel.graphs[i]
         assert torch.equal(got.x, one.x)
         assert torch.equal(got.edge_index, one.edge_index)
@@ -126,8 +126,9 @@ def test_cache_is_written_and_reused(mixed_smiles: list, tmp_path, monkeypatch) 
         )
 
 
-def test_graph_store_save_load_round_trip(esol_smiles: list[str], tmp_path) -> None:
-    result = featurize_molecules(esol_smiles[:40], MolGraphFeaturizer(), n_jobs=1, progress=False)
+def test_graph_store_save_load_round_trip(library_smiles: list[str], tmp_path) -> None:
+    smiles = library_smiles[:40]
+    result = featurize_molecules(smiles, MolGraphFeaturizer(), n_jobs=1, progress=False)
     y = np.arange(80, dtype=float).reshape(40, 2)
     y[3, 1] = np.nan
     store = result.graphs.with_targets(y)

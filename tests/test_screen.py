@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import require_dataset
+from conftest import write_task_csv
 from lightning.pytorch.callbacks import ModelCheckpoint
 from rdkit import Chem, RDConfig
 
@@ -26,6 +26,7 @@ from molml.data.readers import count_records
 from molml.errors import CheckpointError, DataError
 from molml.models import DMPNN, MoleculeModel
 from molml.screen import screen_library
+from molml.screen.run import main
 
 NCI = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 BIG = "C" * 500  # a 500-heavy-atom chain
@@ -46,10 +47,9 @@ def _quiet():
 
 def _train(tmp_path: Path, seed: int, name: str) -> tuple[Path, MoleculeModel, MoleculeDataModule]:
     L.seed_everything(seed)
-    table = pd.read_csv(require_dataset("esol")).head(150)
-    table.to_csv(tmp_path / "esol150.csv", index=False)
+    write_task_csv(tmp_path / "logp150.csv", 150)  # NCI molecules with Crippen logP
     dm = MoleculeDataModule(
-        path=str(tmp_path / "esol150.csv"),
+        path=str(tmp_path / "logp150.csv"),
         split="scaffold",
         batch_size=32,
         cache_dir=None,
@@ -116,23 +116,21 @@ def test_every_row_once_in_input_order_with_the_models_predictions(trained, libr
     scores = pd.read_csv(out, keep_default_na=False, na_values=[""])
     assert len(scores) == 400 == summary["rows"] == count_records(library)
     assert scores["row"].tolist() == list(range(1, 401))
-    assert list(scores.columns) == ["row", "id", "smiles", "logSolubility", "status"]
+    assert list(scores.columns) == ["row", "id", "smiles", "logp", "status"]
 
     status = scores.set_index("row")["status"]
     assert status[11].startswith("invalid SMILES syntax") and status[41].startswith("invalid")
     assert status[21].startswith("missing SMILES")
     assert status[31] == "ok" and scores.loc[30, "id"] == "chain500"
     assert summary["failed"] == (status != "ok").sum() and summary["ok"] == (status == "ok").sum()
-    assert scores.loc[status.to_numpy() != "ok", "logSolubility"].isna().all()
+    assert scores.loc[status.to_numpy() != "ok", "logp"].isna().all()
 
     expected = molml.load_model(trained["ckpt"]).predict(
         [s if isinstance(s, str) else None for s in scores["smiles"]]
     )
     ok = (scores["status"] == "ok").to_numpy()
     assert (expected["status"].to_numpy() == "ok")[ok].all()
-    assert np.allclose(
-        scores["logSolubility"], expected["logSolubility"], atol=1e-5, equal_nan=True
-    )
+    assert np.allclose(scores["logp"], expected["logp"], atol=1e-5, equal_nan=True)
     assert not out.with_name(out.name + ".parts").exists()
     assert json.loads(Path(f"{out}.summary.json").read_text())["rows"] == 400
 
@@ -147,13 +145,13 @@ def test_screen_and_predict_equal_the_predictions_made_during_test(trained, tmp_
     trainer.test(model, datamodule=dm)
     during_test = model.test_outputs[0][:, 0].numpy()
     test_smiles = dm.table["smiles"].iloc[dm.split_rows().test].tolist()
-    assert np.allclose(predictor.predict(test_smiles)["logSolubility"], during_test, atol=1e-5)
+    assert np.allclose(predictor.predict(test_smiles)["logp"], during_test, atol=1e-5)
 
     library = tmp_path / "test_split.csv"
     pd.DataFrame({"smiles": test_smiles}).to_csv(library, index=False)
     screen([trained["ckpt"]], library, tmp_path / "out.parquet", batch_size=7)
     scores = pd.read_parquet(tmp_path / "out.parquet")
-    assert np.allclose(scores["logSolubility"], during_test, atol=1e-5)
+    assert np.allclose(scores["logp"], during_test, atol=1e-5)
 
 
 def test_ensemble_gives_mean_and_std(trained, library, tmp_path):
@@ -164,34 +162,69 @@ def test_ensemble_gives_mean_and_std(trained, library, tmp_path):
         "row",
         "id",
         "smiles",
-        "logSolubility",
-        "logSolubility_std",
+        "logp",
+        "logp_std",
         "status",
     ]
     smiles = scores["smiles"].tolist()
     members = np.stack(
         [
-            molml.load_model(p).predict(smiles)["logSolubility"].to_numpy()
+            molml.load_model(p).predict(smiles)["logp"].to_numpy()
             for p in (trained["ckpt"], trained["ckpt2"])
         ]
     )
-    assert np.allclose(scores["logSolubility"], members.mean(0), atol=1e-5, equal_nan=True)
-    assert np.allclose(scores["logSolubility_std"], members.std(0), atol=1e-5, equal_nan=True)
-    assert (scores.loc[scores["status"] == "ok", "logSolubility_std"] > 0).all()
+    assert np.allclose(scores["logp"], members.mean(0), atol=1e-5, equal_nan=True)
+    assert np.allclose(scores["logp_std"], members.std(0), atol=1e-5, equal_nan=True)
+    assert (scores.loc[scores["status"] == "ok", "logp_std"] > 0).all()
 
 
-def test_top_k_keeps_the_best_and_reports_failures_elsewhere(trained, library, tmp_path):
+def test_top_k_keeps_the_best_and_reports_failures_elsewhere(trained, library, tmp_path, capsys):
     full = tmp_path / "full.parquet"
     screen([trained["ckpt"]], library, full)
     everything = pd.read_parquet(full)
+    ok = everything[everything["status"] == "ok"]
+    failed_rows = everything.loc[everything["status"] != "ok", "row"].tolist()
+    assert len(failed_rows) == 3
+
+    # the command line, as the README shows it: the 25 highest predictions
     out = tmp_path / "top.csv"
-    summary = screen([trained["ckpt"]], library, out, top_k=25, lowest=True)
+    main(
+        [
+            "--model",
+            str(trained["ckpt"]),
+            "--input",
+            str(library),
+            "--output",
+            str(out),
+            "--top-k",
+            "25",
+            "--chunk-size",
+            "64",
+            "--num-workers",
+            "1",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{") :])
     top = pd.read_csv(out)
-    expected = everything[everything["status"] == "ok"].nsmallest(25, "logSolubility")
-    assert top["row"].tolist() == expected["row"].tolist()
-    failed = pd.read_csv(summary["failed_rows"])
-    assert sorted(failed["row"]) == everything.loc[everything["status"] != "ok", "row"].tolist()
-    assert summary["rows"] == 400 and summary["failed"] == len(failed)
+    expected = ok.nlargest(25, "logp")
+    assert top["row"].tolist() == expected["row"].tolist()  # the k highest, best first
+    assert np.allclose(top["logp"], expected["logp"])
+    assert top["logp"].min() >= ok["logp"].nlargest(25).min()
+    failed_file = tmp_path / "top.csv.failed.csv"
+    assert summary["failed_rows"] == str(failed_file)
+    failed = pd.read_csv(failed_file)
+    assert failed["row"].tolist() == failed_rows and (failed["status"] != "ok").all()
+    assert summary["rows"] == 400 and summary["failed"] == 3
+
+    low = tmp_path / "low.csv"
+    summary = screen([trained["ckpt"]], library, low, top_k=25, lowest=True)
+    expected = ok.nsmallest(25, "logp")
+    assert pd.read_csv(low)["row"].tolist() == expected["row"].tolist()
+    assert pd.read_csv(summary["failed_rows"])["row"].tolist() == failed_rows
 
 
 # ---------------------------------------------------------------------------- input formats
@@ -239,7 +272,7 @@ def test_smi_with_and_without_header(trained, tmp_path):
     a, b = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "headed.csv")
     assert len(a) == len(b) == 20
     assert a["id"].tolist() == b["Name"].tolist()
-    assert np.allclose(a["logSolubility"], b["logSolubility"])
+    assert np.allclose(a["logp"], b["logp"])
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -370,9 +403,9 @@ def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path
     fp32 = pd.read_parquet(tmp_path / "fp32.parquet")
     bf16 = pd.read_parquet(tmp_path / "bf16.parquet")
     assert (fp32["status"] == bf16["status"]).all()
-    difference = (fp32["logSolubility"] - bf16["logSolubility"]).abs()
+    difference = (fp32["logp"] - bf16["logp"]).abs()
     assert difference.max() < 0.1 and difference.max() > 0  # rounded, yet the same ranking
-    assert fp32["logSolubility"].corr(bf16["logSolubility"], method="spearman") > 0.99
+    assert fp32["logp"].corr(bf16["logp"], method="spearman") > 0.99
 
 
 def test_baselines_screen_like_graph_models(trained, library, tmp_path):
@@ -380,7 +413,7 @@ def test_baselines_screen_like_graph_models(trained, library, tmp_path):
     from molml.baselines.run import fit_baseline
 
     config = BaselineConfig(
-        data=DataConfig(path=str(trained["root"] / "esol150.csv"), split="scaffold"),
+        data=DataConfig(path=str(trained["root"] / "logp150.csv"), split="scaffold"),
         features=FeaturesConfig(name="ecfp4", params={"n_bits": 512}, n_jobs=1),
         estimator=EstimatorConfig(params={"n_estimators": 20, "max_depth": 3}),
         tracking_uri=None,
@@ -393,13 +426,13 @@ def test_baselines_screen_like_graph_models(trained, library, tmp_path):
     expected = baseline.predict([s if isinstance(s, str) else None for s in scores["smiles"]])
     assert len(scores) == 400
     assert ((scores["status"] == "ok") == (expected["status"] == "ok")).all()
-    assert np.allclose(scores["logSolubility"], expected["logSolubility"], equal_nan=True)
+    assert np.allclose(scores["logp"], expected["logp"], equal_nan=True)
 
     mixed = tmp_path / "mixed.parquet"
     screen([trained["ckpt"], tmp_path / "xgb"], library, mixed)
     both = pd.read_parquet(mixed)
     smiles = [s if isinstance(s, str) else None for s in scores["smiles"]]
-    graph = molml.load_model(trained["ckpt"]).predict(smiles)["logSolubility"]
-    mean = (graph + expected["logSolubility"]) / 2
-    assert np.allclose(both["logSolubility"], mean, atol=1e-5, equal_nan=True)
+    graph = molml.load_model(trained["ckpt"]).predict(smiles)["logp"]
+    mean = (graph + expected["logp"]) / 2
+    assert np.allclose(both["logp"], mean, atol=1e-5, equal_nan=True)
     assert (both["status"] == scores["status"]).all()
