@@ -26,6 +26,7 @@ thousands of atoms overflow the stack and kill the process, and well before that
 seconds to minutes per molecule. Larger input is an invalid molecule with that reason.
 """
 
+_NOT_PRINTABLE_ASCII = re.compile(r"[^!-~]")
 _SHOWN_CHARS = 60  # SMILES quoted in error messages are cut to this length
 
 
@@ -36,10 +37,10 @@ def _quoted(text: str) -> str:
 def _check_characters(text: str) -> None:
     """Reject text RDKit would silently cut short: it stops reading at whitespace (what follows
     is taken as a name) and at some non-ASCII characters. SMILES are printable ASCII."""
-    bad = next((i for i, ch in enumerate(text) if not "!" <= ch <= "~"), None)
-    if bad is None:
+    found = _NOT_PRINTABLE_ASCII.search(text)
+    if found is None:
         return
-    ch = text[bad]
+    bad, ch = found.start(), found.group()
     kind = "whitespace" if ch.isspace() else "non-ASCII" if ord(ch) > 127 else "control"
     raise InvalidMoleculeError(
         f"SMILES {_quoted(text)} contains {kind} character {ch!r} at position {bad + 1}"
