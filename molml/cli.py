@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     args = [arg for arg in args if arg != "--debug"]
     if argv is None:  # LightningCLI reads sys.argv itself
         sys.argv[1:] = args
-    verb = args[:2] if args[:1] == ["baseline"] else args[:1]
+    verb = args[:2] if args[:1] in (["baseline"], ["report"]) else args[:1]
     prog = " ".join(["molml", *(word for word in verb if not word.startswith("-"))])
     run_command(prog, lambda: _run_verb(args, from_sys_argv=argv is None), debug=debug)
 
@@ -44,6 +44,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.screen.run import main as screen
 
         screen(args[1:])
+    elif args and args[0] == "report":
+        from molml.report.cli import main as report
+
+        report(args[1:])
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

@@ -172,3 +172,51 @@ def write_task_csv(path: Path, n: int, columns: tuple[str, ...] = ("logp",), **k
     frame["logp_class"] = logp_classes(frame["logp"])
     frame[["smiles", *columns]].to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def classification_runs(property_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny D-MPNN (``model.pos_weight: auto``) and an XGBoost baseline fitted with the molml
+    command on the rare ``active`` label of :func:`property_csv`, same scaffold-stratified split:
+    ``{"graph": run dir, "baseline": run dir}``."""
+    import yaml
+
+    from molml.cli import main
+
+    root = tmp_path_factory.mktemp("classification_runs")
+    data = {"path": str(property_csv), "target_columns": ["active"], "split": "scaffold_stratified"}
+    graph = {
+        "seed_everything": 0,
+        "data": {**data, "batch_size": 32, "cache_dir": None, "featurize_jobs": 1},
+        "model": {
+            "encoder": {"class_path": "molml.models.DMPNN", "init_args": {"hidden_dim": 32}},
+            "ffn_hidden_dim": 32,
+            "pos_weight": "auto",
+        },
+        "trainer": {
+            "max_epochs": 2,
+            "enable_progress_bar": False,
+            "logger": [
+                {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": str(root / "runs"), "name": "gnn"},
+                }
+            ],
+        },
+    }
+    baseline = {
+        "data": data,
+        "features": {"name": "ecfp4", "params": {"n_bits": 1024}},
+        "estimator": {"name": "xgboost", "params": {"n_estimators": 30}},
+        "name": "xgb",
+        "output_dir": str(root / "runs"),
+        "tracking_uri": None,
+    }
+    (root / "gnn.yaml").write_text(yaml.safe_dump(graph))
+    (root / "xgb.yaml").write_text(yaml.safe_dump(baseline))
+    main(["fit", "--config", str(root / "gnn.yaml")])
+    main(["baseline", "fit", "--config", str(root / "xgb.yaml")])
+    return {
+        "graph": root / "runs" / "gnn" / "version_0",
+        "baseline": root / "runs" / "xgb" / "version_0",
+    }

@@ -10,6 +10,7 @@ configs' loggers and callbacks; commands that train get a one-epoch, two-batch t
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import shlex
 import string
@@ -101,6 +102,18 @@ def check_screen(root: Path, before: set[Path]) -> None:
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
 
 
+def check_report_data(root: Path, before: set[Path]) -> None:
+    report = json.loads((root / "reports" / "data" / "report.json").read_text())
+    assert report["valid_molecules"] > 1000 and report["split"]["sizes"]["test"] > 0
+
+
+def check_report_eval(root: Path, before: set[Path]) -> None:
+    report_dir = root / "runs" / "esol_dmpnn" / "version_0" / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    assert len(report["tasks"]["logSolubility"]["metrics"]) == 2
+    assert (report_dir / "report.html").is_file()
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -119,6 +132,11 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml baseline test --model runs/esol_xgb/version_0/model": (("esol",), check_baseline_test),
     "molml baseline predict --model runs/esol_xgb/version_0/model "
     "--data.predict_path library.csv": (("esol",), check_predict),
+    "molml report data --config configs/esol_dmpnn.yaml": (("esol",), check_report_data),
+    "molml report eval --run runs/esol_dmpnn/version_0 --model runs/esol_xgb/version_0/model": (
+        ("esol",),
+        check_report_eval,
+    ),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
 }

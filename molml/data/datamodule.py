@@ -20,8 +20,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Subset
+from torch.utils.data import Subset, WeightedRandomSampler
 from torch_geometric.loader import DataLoader
 
 from molml.chem.featurizer import MolGraphFeaturizer
@@ -292,6 +293,9 @@ class MoleculeDataModule(L.LightningDataModule):
         molecule_features: molecule-level features concatenated before the model's head, by
             fingerprint name (``rdkit2d`` for RDKit's 2D descriptors, ``maccs``, ``ecfp4``, ...);
             normalized with the training split's statistics inside the model.
+        balanced_sampler: binary classification: draw training molecules with a
+            ``WeightedRandomSampler`` so that each task's classes are drawn about equally often
+            (a molecule's weight: the largest 1 / class count over its labelled tasks).
     """
 
     def __init__(
@@ -315,6 +319,7 @@ class MoleculeDataModule(L.LightningDataModule):
         cache_dir: str | None = ".molml_cache",
         featurize_jobs: int = -1,
         molecule_features: str | None = None,
+        balanced_sampler: bool = False,
     ) -> None:
         super().__init__()
         check_int(batch_size, "data.batch_size", minimum=1)
@@ -332,6 +337,11 @@ class MoleculeDataModule(L.LightningDataModule):
             task_type=task_type,
             split_column=split_column,
         )
+        if balanced_sampler and self.molecules.task_type != "classification":
+            raise DataError(
+                f"data.balanced_sampler is for binary classification; the data has "
+                f"{self.molecules.task_type} tasks {self.molecules.tasks}"
+            )
         self.featurizer = featurizer or MolGraphFeaturizer()
         self.molecule_features = make_fingerprint(molecule_features) if molecule_features else None
         self.source = self.molecules.source
@@ -451,6 +461,26 @@ class MoleculeDataModule(L.LightningDataModule):
         """Per-task mean and standard deviation of the training labels (NaN ignored)."""
         return target_scaling(self.graphs.y[self.split.train].numpy())
 
+    def positive_weights(self) -> np.ndarray:
+        """Per task, negatives / positives among the training labels (float32; a task without
+        positives or negatives gets 1)."""
+        y = self.graphs.y[self.split.train].numpy()
+        positives, negatives = np.sum(y == 1, axis=0), np.sum(y == 0, axis=0)
+        ok = (positives > 0) & (negatives > 0)
+        return np.where(ok, negatives / np.maximum(positives, 1), 1.0).astype(np.float32)
+
+    def _balanced_weights(self) -> np.ndarray:
+        """Sampling weight of each training molecule: the largest 1 / (count of its class) over
+        its labelled tasks (1 / number of molecules when it has no label)."""
+        y = self.graphs.y[self.split.train].numpy()
+        weights = np.full(len(y), 1.0 / max(len(y), 1))
+        for column in y.T:
+            for label in (0.0, 1.0):
+                members = column == label
+                if members.any():
+                    weights[members] = np.maximum(weights[members], 1.0 / members.sum())
+        return weights
+
     def feature_statistics(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Mean and standard deviation of each molecule-level feature on the training split
         (NaN ignored; constant or all-NaN features get mean 0 and std 1)."""
@@ -484,7 +514,18 @@ class MoleculeDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split.train, shuffle=True)
+        if not self.hparams.balanced_sampler:
+            return self._loader(self.split.train, shuffle=True)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            raise DataError("data.balanced_sampler works on one device only")
+        weights = torch.as_tensor(self._balanced_weights(), dtype=torch.double)
+        return DataLoader(
+            Subset(self.graphs, self.split.train.tolist()),
+            batch_size=self.hparams.batch_size,
+            sampler=WeightedRandomSampler(weights, num_samples=len(weights), replacement=True),
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.split.val, shuffle=False)

@@ -22,7 +22,7 @@ from torchmetrics import MeanMetric
 from molml._version import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import fingerprint_from_config
-from molml.errors import TrainingError
+from molml.errors import DataError, TrainingError
 from molml.models.encoders import DMPNN, Encoder, class_path, make_activation
 from molml.models.readout import make_readout, readout_dim
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
@@ -46,6 +46,9 @@ class MoleculeModel(L.LightningModule):
         molecule_features: config of molecule-level features (e.g. RDKit 2D descriptors)
             concatenated to the molecule embedding before the head, standardized with the
             training split's statistics (kept as buffers); the data module fills it in.
+        pos_weight: binary classification only: weight of the positive class in the loss, per
+            task: ``auto`` (negatives / positives among the training labels, set when fitting),
+            a list with one weight per task, or ``None`` (unweighted).
     """
 
     def __init__(
@@ -64,10 +67,12 @@ class MoleculeModel(L.LightningModule):
         num_classes: int = 2,
         featurizer: dict[str, Any] | None = None,
         molecule_features: dict[str, Any] | None = None,
+        pos_weight: str | list[float] | None = None,
     ) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
+        _check_pos_weight(pos_weight, task_type, len(tasks))
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder if encoder is not None else DMPNN()
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
@@ -95,6 +100,9 @@ class MoleculeModel(L.LightningModule):
         if n_features:  # only then, so checkpoints of models without them keep loading
             self.register_buffer("feature_mean", torch.zeros(n_features))
             self.register_buffer("feature_std", torch.ones(n_features))
+        if pos_weight is not None:  # only then, so checkpoints without it keep loading
+            weights = torch.ones(len(self.tasks)) if pos_weight == "auto" else pos_weight
+            self.register_buffer("pos_weight", torch.as_tensor(weights, dtype=torch.float32))
         self.metrics = nn.ModuleDict(
             {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
         )
@@ -147,6 +155,8 @@ class MoleculeModel(L.LightningModule):
             mean, std = datamodule.target_statistics()
             self.target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.target_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        if self.hparams.pos_weight == "auto":
+            self.pos_weight.copy_(torch.as_tensor(datamodule.positive_weights()))
         if self.molecule_features is not None:
             mean, std = datamodule.feature_statistics()
             self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -161,7 +171,9 @@ class MoleculeModel(L.LightningModule):
         if self.task_type == "regression":
             per_label = F.mse_loss(out, (y - self.target_mean) / self.target_std, reduction="none")
         elif self.task_type == "classification":
-            per_label = F.binary_cross_entropy_with_logits(out, y, reduction="none")
+            per_label = F.binary_cross_entropy_with_logits(
+                out, y, pos_weight=getattr(self, "pos_weight", None), reduction="none"
+            )
         else:
             per_label = F.cross_entropy(
                 out.reshape(-1, self.num_classes), y.long().reshape(-1), reduction="none"
@@ -264,6 +276,24 @@ class MoleculeModel(L.LightningModule):
             "task_type": self.task_type,
             "featurizer": self.featurizer.to_config(),
         }
+
+
+def _check_pos_weight(pos_weight: object, task_type: str, n_tasks: int) -> None:
+    if pos_weight is None:
+        return
+    if task_type != "classification":
+        raise DataError(f"model.pos_weight is for binary classification, not {task_type}")
+    if pos_weight == "auto":
+        return
+    if (
+        not isinstance(pos_weight, (list, tuple))
+        or len(pos_weight) != n_tasks
+        or not all(isinstance(w, (int, float)) and w > 0 for w in pos_weight)
+    ):
+        raise DataError(
+            f"model.pos_weight must be auto, null or {n_tasks} positive number(s) (one per "
+            f"task), got {pos_weight!r}"
+        )
 
 
 def _feed_forward(

@@ -1,0 +1,73 @@
+"""``molml report data|eval``: the data report and the evaluation report from the command line.
+
+``molml report data --config cfg.yaml`` (or ``--data.path file.csv --data.target_columns
+'[a, b]'``, any data option of the data module) writes ``report.html`` and ``report.json``;
+``molml report eval --run runs/x/version_0`` (or ``--model M [--model M2 ...] --config cfg``)
+evaluates trained models on the test split of their data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from molml.errors import DataError
+from molml.options import check_int
+from molml.report.config import data_options
+from molml.report.data import data_report
+from molml.report.evaluation import eval_report
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one-line DataError instead of argparse's exit
+        raise DataError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``molml report`` parser (``data`` and ``eval``); ``--data.<key>`` go unparsed."""
+    parser = _Parser(prog="molml report", description="Data and evaluation reports (HTML + JSON).")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    data = verbs.add_parser("data", help="validate and describe a molecule table")
+    data.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
+    data.add_argument("--output", default=None, help="output directory (default reports/data)")
+    data.add_argument(
+        "--conflict_threshold",
+        type=float,
+        default=1.0,
+        help="regression labels of one structure further apart than this conflict (default 1)",
+    )
+    ev = verbs.add_parser("eval", help="evaluate trained models on the test split")
+    ev.add_argument("--run", default=None, help="a run directory (config.yaml, model, split)")
+    ev.add_argument("--model", action="append", default=[], help="checkpoint or baseline dir")
+    ev.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
+    ev.add_argument("--output", default=None, help="output directory (default <run>/report)")
+    ev.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    return parser
+
+
+def main(argv: Sequence[str]) -> Path:
+    """Entry point of ``molml report``; returns the written HTML page."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    options = data_options(args.config, rest) if args.config or rest or args.verb == "data" else {}
+    if args.verb == "data":
+        output = Path(args.output or "reports/data")
+        data_report(options, output, conflict_threshold=args.conflict_threshold)
+    else:
+        check_int(args.n_bootstrap, "--n_bootstrap", minimum=10)
+        if not args.run and not args.model:
+            raise DataError("give --run RUN_DIR or --model MODEL (with --config CFG)")
+        output = Path(args.output or (Path(args.run) / "report" if args.run else "reports/eval"))
+        eval_report(
+            run=args.run,
+            models=args.model,
+            options=options or None,
+            output=output,
+            n_bootstrap=args.n_bootstrap,
+            seed=args.seed,
+        )
+    page = output / "report.html"
+    print(f"report written to {page} (numbers in {output / 'report.json'})")
+    return page

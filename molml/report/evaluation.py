@@ -1,0 +1,338 @@
+"""``molml report eval``: trained models scored on the test split of their data.
+
+Per task: metrics with bootstrap 95% confidence intervals; ROC and PR curves, calibration and
+the confusion matrix at a threshold chosen on the validation split (classification); parity
+and residual plots (regression); the error by similarity to the training set (applicability
+domain) and per scaffold group. Several models on one split are compared with a paired
+bootstrap of each metric's difference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
+
+from molml.chem.parsing import parse_smiles
+from molml.data.splits import split_keys
+from molml.errors import CheckpointError, DataError, InvalidMoleculeError
+from molml.predict import Predictor, load_model
+from molml.report.config import configured_split, data_options, read_table, standardize_option
+from molml.report.page import Page, panels, write_json
+from molml.report.stats import (
+    bootstrap_ci,
+    expected_calibration_error,
+    metrics_for,
+    morgan_fingerprints,
+    nearest_similarity,
+    paired_bootstrap,
+    youden_threshold,
+)
+
+log = logging.getLogger("molml")
+
+SIMILARITY_BINS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
+THRESHOLD_RULE = "maximum Youden J (TPR - FPR) on the validation split"
+TOP_GROUPS = 15
+
+
+def run_models(run: Path) -> list[Path]:
+    """The trained model of a run directory: its best checkpoint (``checkpoints/best*.ckpt``,
+    newest first, else any checkpoint) or its fingerprint baseline (``model/``)."""
+    checkpoints = sorted(
+        (run / "checkpoints").glob("*.ckpt"),
+        key=lambda p: (not p.name.startswith("best"), -p.stat().st_mtime),
+    )
+    if checkpoints:
+        return [checkpoints[0]]
+    if (run / "model").is_dir():
+        return [run / "model"]
+    raise CheckpointError(
+        f"run directory {run} has no trained model (checkpoints/*.ckpt or a baseline model/)"
+    )
+
+
+def eval_report(
+    *,
+    run: str | Path | None,
+    models: list[str],
+    options: dict[str, Any] | None,
+    output: str | Path,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate the run's model and ``models`` on the test split; write ``report.html``,
+    ``report.json`` and PNGs into ``output``; returns the JSON's content."""
+    output = Path(output)
+    warnings: list[str] = []
+    paths = [Path(m) for m in models]
+    if run is not None:
+        run = Path(run)
+        if not (run / "config.yaml").is_file():
+            raise DataError(f"run directory {run} has no config.yaml")
+        paths = run_models(run) + paths
+        options = options or data_options([run / "config.yaml"], [])
+        if (run / "split.json").is_file():
+            options = {**options, "split": "predefined", "split_file": str(run / "split.json")}
+        else:
+            warnings.append(f"{run} has no split.json: the split is made again from its config.")
+    if options is None:
+        raise DataError("no data for the evaluation: give --run RUN_DIR or --config CFG")
+    predictors = [load_model(p) for p in paths]
+    names = _model_names(paths)
+
+    table = read_table(options)
+    standardize = standardize_option(options)
+    mols: list[Chem.Mol | None] = []
+    for text in table.frame["smiles"]:
+        try:
+            mols.append(parse_smiles(text, standardize_mol=standardize))
+        except InvalidMoleculeError:
+            mols.append(None)
+    valid = np.array([m is not None for m in mols])
+    good = [m for m in mols if m is not None]
+    keys = [split_keys(m) for m in good]
+    split = configured_split(table, options, valid, [k[1] for k in keys])
+    smiles = table.frame["smiles"].to_numpy()[valid]
+    targets = table.targets[valid]
+    for predictor, name in zip(predictors, names, strict=True):
+        missing = set(table.tasks) - set(predictor.tasks)
+        if missing or predictor.task_type not in ("regression", "classification"):
+            raise DataError(
+                f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
+                f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
+            )
+    train_keys = {keys[i][0] for i in split.train}
+    shared = sum(keys[i][0] in train_keys for i in split.test)
+    if shared:
+        warnings.append(f"{shared} test molecules are also in the training set (same structure).")
+    fps = morgan_fingerprints(good)
+    similarity = nearest_similarity([fps[i] for i in split.test], [fps[i] for i in split.train])
+    scaffolds = np.array([keys[i][1] for i in split.test], dtype=object)
+    test_pred = [_predict(p, smiles[split.test], table.tasks) for p in predictors]
+    val_pred = [_predict(p, smiles[split.val], table.tasks) for p in predictors]
+
+    report: dict[str, Any] = {
+        "source": str(table.source),
+        "models": [str(p) for p in paths],
+        "model_names": names,
+        "split_sizes": {k: len(v) for k, v in split.named_parts().items()},
+        "task_type": table.task_type,
+        "n_bootstrap": n_bootstrap,
+        "test_in_train": int(shared),
+        "tasks": {},
+    }
+    page = Page(f"Evaluation: {', '.join(names)}", output)
+    page.text(
+        f"Data {table.source}; split sizes "
+        + ", ".join(f"{k} {v}" for k, v in report["split_sizes"].items())
+        + f". Confidence intervals: percentile bootstrap over test molecules, {n_bootstrap} "
+        "resamples, 95%."
+    )
+    page.section("Warnings")
+    warnings_at = len(page.parts)
+    classification = table.task_type == "classification"
+    if classification:
+        page.text(f"Classification threshold: {THRESHOLD_RULE}.")
+    for j, task in enumerate(table.tasks):
+        y_test, y_val = targets[split.test, j], targets[split.val, j]
+        labelled, labelled_val = ~np.isnan(y_test), ~np.isnan(y_val)
+        if not labelled.any():
+            warnings.append(f"Task {task!r} has no labelled test molecule: nothing to score.")
+            continue
+        y = y_test[labelled]
+        if classification and len(np.unique(y)) < 2:
+            warnings.append(f"Task {task!r}: the test set has one class; AUCs are undefined.")
+        preds = [p[labelled, j] for p in test_pred]
+        thresholds = [
+            youden_threshold(y_val[labelled_val], p[labelled_val, j]) if classification else None
+            for p in val_pred
+        ]
+        sim = similarity[labelled]
+        task_report = _score_task(y, preds, names, thresholds, table.task_type, n_bootstrap, seed)
+        task_report["similarity_bins"] = _by_similarity(y, preds, names, thresholds, sim)
+        task_report["scaffold_groups"] = _by_scaffold(y, preds, names, scaffolds[labelled])
+        report["tasks"][task] = task_report
+        page.section(f"Task {task}")
+        page.table(
+            [
+                {"model": name, "metric": metric, **ci}
+                for name, by_metric in task_report["metrics"].items()
+                for metric, ci in by_metric.items()
+            ]
+        )
+        if task_report.get("comparisons"):
+            page.text(
+                f"Paired bootstrap against {names[0]}: difference = other - {names[0]}; "
+                "'b_better' = fraction of resamples where the other model is better."
+            )
+            page.table(task_report["comparisons"])
+        figure = _classification_figure if classification else _regression_figure
+        page.figure(figure(y, preds, names, thresholds, sim, task), f"{task}_plots")
+        page.text(
+            "Error by similarity to the training set (max Tanimoto, Morgan r2 2048 bits, "
+            "of each test molecule to any training molecule):"
+        )
+        page.table(task_report["similarity_bins"])
+        page.text(f"The {TOP_GROUPS} largest scaffold groups of the test set:")
+        page.table(task_report["scaffold_groups"])
+    report["warnings"] = warnings
+    page.warnings(warnings, at=warnings_at)
+    page.write()
+    write_json(report, output / "report.json")
+    return report
+
+
+def _model_names(paths: list[Path]) -> list[str]:
+    names = []
+    for path in paths:
+        run = path.parent.parent if path.suffix == ".ckpt" else path.parent
+        names.append(f"{run.parent.name}/{run.name}/{path.name}")
+    return [f"{i + 1}: {n}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _predict(predictor: Predictor, smiles: np.ndarray, tasks: list[str]) -> np.ndarray:
+    frame = predictor.predict(list(smiles))
+    return frame[tasks].to_numpy(dtype=float)
+
+
+def _score_task(
+    y: np.ndarray,
+    preds: list[np.ndarray],
+    names: list[str],
+    thresholds: list[float | None],
+    task_type: str,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    metrics = metrics_for(task_type)
+    out: dict[str, Any] = {
+        "n_test": len(y),
+        "metrics": {
+            name: {m: bootstrap_ci(m, y, p, n_bootstrap=n_bootstrap, seed=seed) for m in metrics}
+            for name, p in zip(names, preds, strict=True)
+        },
+    }
+    if task_type == "classification":
+        out["ece"] = {
+            n: expected_calibration_error(y, p) for n, p in zip(names, preds, strict=True)
+        }
+        out["thresholds"] = dict(zip(names, thresholds, strict=True))
+        out["confusion"] = {
+            n: confusion_matrix(y.astype(int), (p >= t).astype(int), labels=[0, 1]).tolist()
+            for n, p, t in zip(names, preds, thresholds, strict=True)
+        }
+        for name in names:
+            out["metrics"][name]["ece"] = {"value": out["ece"][name]}
+    out["comparisons"] = [
+        {
+            "model": name,
+            "metric": m,
+            **paired_bootstrap(m, y, preds[0], p, n_bootstrap=n_bootstrap, seed=seed),
+        }
+        for name, p in zip(names[1:], preds[1:], strict=True)
+        for m in metrics
+    ]
+    return out
+
+
+def _errors(y: np.ndarray, p: np.ndarray, threshold: float | None) -> dict[str, float]:
+    if threshold is None:
+        return {"mae": float(np.abs(p - y).mean()), "rmse": float(np.sqrt(((p - y) ** 2).mean()))}
+    return {
+        "brier": float(((p - y) ** 2).mean()),
+        "accuracy": float(((p >= threshold) == (y == 1)).mean()),
+    }
+
+
+def _by_similarity(
+    y: np.ndarray,
+    preds: list[np.ndarray],
+    names: list[str],
+    thresholds: list[float | None],
+    similarity: np.ndarray,
+) -> list[dict[str, Any]]:
+    rows = []
+    edges = SIMILARITY_BINS
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (similarity >= low) & ((similarity < high) | (high == edges[-1]))
+        row: dict[str, Any] = {"similarity": f"{low:.1f}-{high:.1f}", "n": int(inside.sum())}
+        for name, p, t in zip(names, preds, thresholds, strict=True):
+            for key, value in (_errors(y[inside], p[inside], t) if inside.any() else {}).items():
+                row[f"{key} {name}" if len(names) > 1 else key] = value
+        rows.append(row)
+    return rows
+
+
+def _by_scaffold(
+    y: np.ndarray, preds: list[np.ndarray], names: list[str], scaffolds: np.ndarray
+) -> list[dict[str, Any]]:
+    values, counts = np.unique(scaffolds, return_counts=True)
+    rows = []
+    for scaffold in values[np.argsort(-counts, kind="stable")][:TOP_GROUPS]:
+        inside = scaffolds == scaffold
+        row: dict[str, Any] = {"scaffold": scaffold or "(acyclic)", "n": int(inside.sum())}
+        for name, p in zip(names, preds, strict=True):
+            key = "mean |error|" if len(names) == 1 else f"mean |error| {name}"
+            row[key] = float(np.abs(p[inside] - y[inside]).mean())
+        rows.append(row)
+    return rows
+
+
+def _regression_figure(y, preds, names, thresholds, similarity, task):  # noqa: ANN001, ANN202
+    fig, axes = panels(3 * len(preds), cols=3, size=3.8)
+    for k, (name, p) in enumerate(zip(names, preds, strict=True)):
+        parity, residual, domain = axes[3 * k : 3 * k + 3]
+        low, high = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        parity.plot([low, high], [low, high], color="grey", ls="--", lw=1)
+        parity.scatter(y, p, s=10, alpha=0.6)
+        parity.set(xlabel=f"measured {task}", ylabel="predicted", title=f"{name}: parity")
+        residual.axhline(0, color="grey", ls="--", lw=1)
+        residual.scatter(p, p - y, s=10, alpha=0.6)
+        residual.set(xlabel="predicted", ylabel="predicted - measured", title="residuals")
+        domain.scatter(similarity, np.abs(p - y), s=10, alpha=0.6)
+        domain.set(xlabel="max Tanimoto to train", ylabel="|error|", title="error vs similarity")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    return fig
+
+
+def _classification_figure(y, preds, names, thresholds, similarity, task):  # noqa: ANN001, ANN202
+    fig, axes = panels(4 * len(preds), cols=4, size=3.4)
+    y = y.astype(int)
+    for k, (name, p, t) in enumerate(zip(names, preds, thresholds, strict=True)):
+        roc, pr, calibration, confusion = axes[4 * k : 4 * k + 4]
+        roc.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+        if len(np.unique(y)) == 2:
+            fpr, tpr, _ = roc_curve(y, p)
+            roc.plot(fpr, tpr)
+            precision, recall, _ = precision_recall_curve(y, p)
+            pr.plot(recall, precision)
+        pr.axhline(y.mean(), color="grey", ls="--", lw=1)
+        roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{name}: ROC")
+        pr.set(xlabel="recall", ylabel="precision", title="precision-recall")
+        observed, predicted = calibration_curve(y, p, n_bins=10)
+        calibration.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+        calibration.plot(predicted, observed, marker="o")
+        calibration.set(
+            xlabel="mean predicted probability", ylabel="fraction positive", title="calibration"
+        )
+        matrix = confusion_matrix(y, (p >= t).astype(int), labels=[0, 1])
+        confusion.imshow(matrix, cmap="Blues")
+        for (r, c), count in np.ndenumerate(matrix):
+            confusion.text(c, r, str(count), ha="center", va="center")
+        confusion.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xlabel="predicted",
+            ylabel="measured",
+            title=f"threshold {t:.2f} (val Youden J)",
+        )
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    return fig

@@ -1,0 +1,222 @@
+"""``molml report data|eval``, the report statistics, and class weighting for graph models."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from molml.cli import main
+from molml.report.stats import bootstrap_ci, paired_bootstrap
+
+
+def run_report(args: list[str]) -> None:
+    main(["report", *args])
+
+
+def page_images(page: Path) -> list[str]:
+    """Names of the PNGs embedded in a report page (each checked to decode)."""
+    text = page.read_text()
+    names = re.findall(r'alt="([^"]+\.png)"', text)
+    for name in names:
+        with Image.open(page.parent / name) as image:
+            image.verify()
+    assert text.count("data:image/png;base64,") == len(names)
+    return names
+
+
+def test_data_report_finds_duplicates_and_conflicts(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "smiles": ["CCO", "OCC", "c1ccccc1", "C1=CC=CC=C1", "CCN", "not_a_smiles", "CCCl"]
+            + [f"C{'C' * i}O" for i in range(3, 23)],
+            "y": [1.0, 3.0, 2.0, 2.5, 0.5, 1.0, 1.0] + list(np.linspace(0, 2, 20)),
+        }
+    )
+    path = tmp_path / "dups.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(path), "--data.split", "random", "--output", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    groups = {d["canonical_smiles"]: d["rows"] for d in report["duplicates"]}
+    assert groups == {"CCO": [2, 3], "c1ccccc1": [4, 5]}  # rows are file lines (header = 1)
+    assert [(c["canonical_smiles"], c["labels"]) for c in report["conflicts"]] == [
+        ("CCO", [1.0, 3.0])  # benzene differs by 0.5 only, below the default threshold of 1
+    ]
+    assert report["invalid"][0]["row"] == 7
+    assert any("disagree by more than 1" in w for w in report["warnings"])
+    assert report["split"]["sizes"]["test"] > 0
+    html = (out / "report.html").read_text()
+    for section in (
+        "Invalid SMILES",
+        "Duplicates with conflicting labels",
+        "Descriptors",
+        "Elements and formal charges",
+        "Scaffolds",
+        "Outliers",
+        "Split",
+    ):
+        assert f"<h2>{section}</h2>" in html
+    assert set(page_images(out / "report.html")) == {
+        "labels.png",
+        "descriptors.png",
+        "scaffolds.png",
+        "split.png",
+    }
+    # a tighter threshold makes the benzene pair a conflict too
+    run_report(
+        [
+            "data",
+            "--data.path",
+            str(path),
+            "--data.split",
+            "random",
+            "--output",
+            str(out),
+            "--conflict_threshold",
+            "0.4",
+        ]
+    )
+    assert len(json.loads((out / "report.json").read_text())["conflicts"]) == 2
+
+
+def test_data_report_on_unusable_labels_still_writes(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    smiles = [f"C{'C' * i}O" for i in range(12)]
+    pd.DataFrame({"smiles": smiles, "y": [""] * 12, "c": [0.0] * 12}).to_csv(path, index=False)
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(path), "--output", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    text = " ".join(report["warnings"])
+    assert "'y' has no values" in text and "Task 'y' has no labels at all" in text
+    assert "Task 'c' has one class only" in text
+    assert "configured split cannot be used" in text
+    assert report["split"] is None and (out / "report.html").is_file()
+
+
+def test_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_report(["data"])
+    assert exc.value.code == 2 and "--data.path" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("data: {path: x.csv}\n")
+    with pytest.raises(SystemExit) as exc:
+        run_report(["eval", "--run", str(tmp_path)])
+    assert exc.value.code == 3 and "no trained model" in capsys.readouterr().err
+
+
+def test_bootstrap_ci_contains_estimate_and_shrinks() -> None:
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 2000):
+        y = rng.normal(size=n)
+        p = y + rng.normal(scale=0.5, size=n)
+        ci = bootstrap_ci("rmse", y, p, n_bootstrap=300)
+        assert ci["low"] <= ci["value"] <= ci["high"]
+        widths.append(ci["high"] - ci["low"])
+    assert widths[1] < widths[0] / 3  # ~ 1 / sqrt(n): 7x narrower expected
+    labels = (rng.random(300) < 0.3).astype(float)
+    ci = bootstrap_ci("roc_auc", labels, labels * 0.5 + rng.random(300), n_bootstrap=200)
+    assert ci["low"] <= ci["value"] <= ci["high"] <= 1.0
+
+
+def test_paired_bootstrap_difference() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=200)
+    good, bad = y + rng.normal(scale=0.3, size=200), y + rng.normal(scale=1.0, size=200)
+    same = paired_bootstrap("rmse", y, good, good, n_bootstrap=100)
+    assert same["difference"] == same["low"] == same["high"] == 0.0
+    better = paired_bootstrap("rmse", y, bad, good, n_bootstrap=200)
+    assert better["high"] < 0 and better["b_better"] == 1.0
+
+
+def test_pos_weight_loss_matches_hand_computation() -> None:
+    from molml.models import DMPNN, MoleculeModel
+
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=1),
+        ffn_hidden_dim=8,
+        tasks=["a", "b"],
+        task_type="classification",
+        pos_weight=[3.0, 1.0],
+    )
+    out = torch.tensor([[0.5, -1.0], [-2.0, 0.3]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    batch = SimpleNamespace(y=y, y_mask=torch.ones_like(y, dtype=torch.bool))
+    s = torch.sigmoid
+    expected = (
+        -3.0 * torch.log(s(torch.tensor(0.5)))  # positive of task a: weighted 3x
+        - torch.log(1 - s(torch.tensor(-1.0)))
+        - torch.log(1 - s(torch.tensor(-2.0)))
+        - torch.log(s(torch.tensor(0.3)))
+    ) / 4
+    assert torch.isclose(model.loss(out, batch), expected)
+    unweighted = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=1),
+        ffn_hidden_dim=8,
+        tasks=["a", "b"],
+        task_type="classification",
+    )
+    assert not hasattr(unweighted, "pos_weight")  # state dicts of older checkpoints still fit
+    assert unweighted.loss(out, batch) < model.loss(out, batch)
+    with pytest.raises(ValueError, match="one per task"):
+        MoleculeModel(tasks=["a", "b"], task_type="classification", pos_weight=[2.0])
+
+
+def test_balanced_sampler_draws_positives_often(property_csv: Path) -> None:
+    from molml.data.datamodule import MoleculeDataModule
+
+    dm = MoleculeDataModule(
+        path=str(property_csv),
+        target_columns=["active"],
+        cache_dir=None,
+        featurize_jobs=1,
+        split="scaffold_stratified",
+        balanced_sampler=True,
+        batch_size=500,
+    )
+    dm.setup("fit")
+    base_rate = float(dm.graphs.y[dm.split.train].mean())
+    torch.manual_seed(0)
+    drawn = torch.cat([batch.y for _ in range(5) for batch in dm.train_dataloader()])
+    assert base_rate < 0.15 and 0.35 < float(drawn.mean()) < 0.65
+    assert dm.positive_weights()[0] == pytest.approx((1 - base_rate) / base_rate, rel=1e-5)
+    with pytest.raises(ValueError, match="balanced_sampler"):
+        MoleculeDataModule(path=str(property_csv), target_columns=["logp"], balanced_sampler=True)
+
+
+def test_eval_report_compares_gnn_and_baseline(classification_runs: dict) -> None:
+    import molml
+
+    run, baseline = classification_runs["graph"], classification_runs["baseline"]
+    gnn = molml.load_model(run / "checkpoints" / "best.ckpt")
+    split = json.loads((run / "split.json").read_text())[0]
+    labels = pd.read_csv(gnn.metadata["training_data"]["source"])["active"].to_numpy()
+    train = labels[split["train"]]
+    train = train[~np.isnan(train)]
+    auto = (train == 0).sum() / (train == 1).sum()
+    assert gnn.model.pos_weight.item() == pytest.approx(auto, rel=1e-5)
+
+    run_report(
+        ["eval", "--run", str(run), "--model", str(baseline / "model"), "--n_bootstrap", "100"]
+    )
+    report = json.loads((run / "report" / "report.json").read_text())
+    task = report["tasks"]["active"]
+    assert len(task["metrics"]) == 2
+    for name, metrics in task["metrics"].items():
+        for metric in ("roc_auc", "pr_auc", "brier"):
+            ci = metrics[metric]
+            assert ci["low"] <= ci["value"] <= ci["high"], (name, metric)
+        assert 0.0 <= task["thresholds"][name] <= 1.0
+        assert np.sum(task["confusion"][name]) == task["n_test"]
+    assert {c["metric"] for c in task["comparisons"]} == {"roc_auc", "pr_auc", "brier"}
+    assert sum(b["n"] for b in task["similarity_bins"]) == task["n_test"]
+    html = (run / "report" / "report.html").read_text()
+    assert "<h2>Task active</h2>" in html and "Youden" in html
+    assert page_images(run / "report" / "report.html") == ["active_plots.png"]
