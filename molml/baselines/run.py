@@ -45,9 +45,7 @@ class FitResult:
     seconds: dict[str, float]
 
 
-def fit_baseline(
-    config: BaselineConfig, evaluate_parts: Sequence[str] = SPLIT_NAMES
-) -> FitResult:
+def fit_baseline(config: BaselineConfig, evaluate_parts: Sequence[str] = SPLIT_NAMES) -> FitResult:
     """Featurize and split the data, fit one model per task on the rows where that task is
     labelled (stopping early on the validation split) and evaluate the split parts
     ``evaluate_parts`` (all of them by default; tuning leaves out ``test``)."""
