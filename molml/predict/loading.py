@@ -43,9 +43,10 @@ def load_model(
     ``path`` is a graph checkpoint (``.ckpt``), a fingerprint baseline (its saved directory or
     its ``baseline.json``), or a list of such paths, which loads as an
     :class:`EnsemblePredictor` (mean and spread of the members), as does an ensemble manifest:
-    a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one). Checkpoints are read without
-    unpickling code and their encoder must be a registered class (see
-    :func:`molml.register_encoder`); anything else raises :class:`molml.errors.CheckpointError`.
+    a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one).
+    Checkpoints are read without unpickling code and their encoder must be a registered class
+    (see :func:`molml.register_encoder`); anything else raises
+    :class:`molml.errors.CheckpointError`.
     """
     if not isinstance(path, (str, Path)):
         paths = list(path)
