@@ -141,7 +141,9 @@ def make_job(config_paths: list[str], overrides: list[str]) -> Job:
     args = [arg for path in config_paths for arg in ("--config", path)] + overrides
     if isinstance(first, dict) and ({"estimator", "features"} & set(first)):
         return BaselineJob.from_args(args)
-    return GraphJob(full_config(args))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return GraphJob(full_config(args))
 
 
 class _MetricHistory(L.Callback):
@@ -177,7 +179,9 @@ class GraphJob(Job):
         return DEFAULT_TRACKING_URI
 
     def check(self, config: dict[str, Any]) -> None:
-        full_config(_config_args(config))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            full_config(["--config", json.dumps(config)])
 
     def _cli(self, config: dict[str, Any], directory: Path) -> Any:
         """The Lightning CLI of ``config`` built to train quietly into ``directory``."""
@@ -232,11 +236,6 @@ def _quiet_cli(config: dict[str, Any]) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return make_cli(config, run=False)
-
-
-def _config_args(config: dict[str, Any]) -> list[str]:
-    """``config`` as command-line arguments (a ``--config`` of its JSON text)."""
-    return ["--config", json.dumps(config)]
 
 
 class BaselineJob(Job):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,10 +61,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     stale running trials of a killed process are failed after two missed heartbeats."""
     if url.startswith(SQLITE_PREFIX):
         url = absolute_tracking_uri(url)
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=60)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
-        raise DataError(f"--storage {url}: cannot open the study storage ({exc})") from exc
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=60)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
+            # two processes creating a new database's tables at once: the loser retries
+            if attempt < 2 and "already exists" in str(exc):
+                time.sleep(1.0 + attempt)
+                continue
+            raise DataError(f"--storage {url}: cannot open the study storage ({exc})") from exc
+    raise AssertionError("unreachable")
 
 
 def make_pruner(pruner: str | optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
