@@ -132,8 +132,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "--data.predict_path library.csv": (("esol",), check_predict),
     "molml tune --config configs/esol_dmpnn.yaml --search configs/search/dmpnn.yaml "
     "--n-trials 50": (("esol",), check_tune),
-    "molml tune --config configs/esol_xgb.yaml --search configs/search/xgb.yaml "
-    "--n-trials 30": (("esol",), check_tune),
+    "molml tune --config configs/esol_xgb.yaml --search configs/search/xgb.yaml --n-trials 30": (
+        ("esol",),
+        check_tune,
+    ),
     "molml cv --config configs/esol_dmpnn.yaml --folds 5": (("esol",), check_cv),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
