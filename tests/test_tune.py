@@ -163,6 +163,7 @@ def test_failed_trials_are_recorded_with_their_reason(
     assert table["fail_reason"].str.contains("unknown readout 'no_such_readout'").all()
 
 
+@pytest.mark.slow  # two fresh processes importing torch and Lightning
 def test_two_processes_share_one_study_and_other_spaces_are_refused(
     property_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,7 +242,7 @@ def test_cv_fold_ensemble_loads_and_predicts(
     assert not set(folds[0]["val"]) & set(folds[0]["test"])
     model = load_model(out / "ensemble.json")
     predictions = model.predict(["CCO", "c1ccccc1O"])
-    assert list(predictions.columns[:2]) == ["logp", "logp_std"]
+    assert {"logp", "logp_std"} <= set(predictions.columns)
     assert (predictions["logp_std"] > 0).all() and (predictions["status"] == "ok").all()
 
 

@@ -110,7 +110,7 @@ def run_cv(
         "folds": n_folds,
         "split": method,
         "seed": seed,
-        "per_fold": rows,
+        "per_fold": list(rows),
         "mean": {col: float(frame[col].mean()) for col in (metric, test_metric)},
         "sd": {col: float(frame[col].std(ddof=1)) for col in (metric, test_metric)},
         "ensemble": ensemble,
