@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 
 from molml.callbacks import MolmlSaveConfig
@@ -72,13 +73,36 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 DESCRIPTION = (
     "Molecular property prediction. Lightning verbs: fit, validate, test, predict; "
-    "also: molml quickstart | screen | baseline fit|test|predict (each with --help)."
+    "also: molml quickstart | screen | tune | cv | baseline fit|test|predict (each with --help)."
 )
 
 
-def make_cli(args: list[str] | None = None, run: bool = True) -> MolmlCLI:
-    """Build the Lightning CLI (``run=False`` instantiates without running a verb)."""
-    return MolmlCLI(
+def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:
+    """Build the Lightning CLI (``run=False`` instantiates without running a verb; ``args`` may
+    then be a complete config as a dict, e.g. from :func:`full_config`)."""
+    return _build(MolmlCLI, args, run)
+
+
+class _ParseOnly(MolmlCLI):
+    """Parses and checks a config but instantiates nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def full_config(args: list[str]) -> dict[str, Any]:
+    """The complete config (every option, defaults filled in) that ``molml fit`` would run with
+    ``args`` (``--config`` files and dotted overrides, no verb), read without building a model
+    or reading data; ``molml fit --config`` accepts it written as YAML."""
+    cli = _build(_ParseOnly, args, run=False)
+    return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+
+
+def _build(cli_class: type[MolmlCLI], args: list[str] | dict[str, Any] | None, run: bool) -> Any:
+    return cli_class(
         MoleculeModel,
         MoleculeDataModule,
         save_config_callback=MolmlSaveConfig,

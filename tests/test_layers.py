@@ -24,15 +24,15 @@ LAYERS: dict[str, int] = {
     "baselines": 3,
     "callbacks": 3,
     "predict": 4,
-    "screen": 5,
-    "explain": 5,
-    "tune": 5,
-    "export": 5,
-    "report": 5,
     "training": 5,
-    "quickstart": 6,
-    "serve": 6,
-    "cli": 7,
+    "screen": 6,
+    "explain": 6,
+    "tune": 6,
+    "export": 6,
+    "report": 6,
+    "quickstart": 7,
+    "serve": 7,
+    "cli": 8,
 }
 
 

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import REPO, require_dataset
 
+from molml import load_model
 from molml.cli import main
 
 README = REPO / "README.md"
@@ -97,6 +98,16 @@ def check_baseline_test(root: Path, before: set[Path]) -> None:
     assert "rmse" in metrics.read_text()
 
 
+def check_tune(root: Path, before: set[Path]) -> None:
+    for name in ("best.yaml", "trials.csv"):
+        assert new_files(root, before, name), f"molml tune wrote no {name}"
+
+
+def check_cv(root: Path, before: set[Path]) -> None:
+    (manifest,) = new_files(root, before, "ensemble.json")
+    assert load_model(manifest).predict(["CCO"])["status"].tolist() == ["ok"]
+
+
 def check_screen(root: Path, before: set[Path]) -> None:
     scores = pd.read_parquet(root / "scores.parquet")
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
@@ -137,6 +148,13 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
         ("esol",),
         check_report_eval,
     ),
+    "molml tune --config configs/esol_dmpnn.yaml --search configs/search/dmpnn.yaml "
+    "--n-trials 50": (("esol",), check_tune),
+    "molml tune --config configs/esol_xgb.yaml --search configs/search/xgb.yaml --n-trials 30": (
+        ("esol",),
+        check_tune,
+    ),
+    "molml cv --config configs/esol_dmpnn.yaml --folds 5": (("esol",), check_cv),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
 }
@@ -152,6 +170,11 @@ def cli_args(command: str) -> list[str]:
         args += QUIET
     elif args[:2] == ["baseline", "fit"]:
         args += SHORT_BASELINE
+    elif args[0] in ("tune", "cv"):  # two trials or folds, each trained briefly
+        for option in ("--n-trials", "--folds"):
+            if option in args:
+                args[args.index(option) + 1] = "2"
+        args += SHORT_BASELINE if "xgb" in args[2] else SHORT_TRAINING + QUIET
     return args
 
 

@@ -85,6 +85,7 @@ class DataConfig:
         split_sizes: train/validation/test fractions.
         split_seed: seed of the split.
         split_file: chemprop-style split JSON (row positions), e.g. a graph run's ``split.json``.
+        split_index: which entry of a split file with several splits (0-based).
         split_column: column holding train/val/test per row.
         strict: stop at the first invalid SMILES instead of reporting and skipping it.
         standardize: group molecules for scaffold splits by their standardized form (largest
@@ -104,6 +105,7 @@ class DataConfig:
     split_seed: int = 0
     split_file: str | None = None
     split_column: str | None = None
+    split_index: int = 0
     strict: bool = False
     standardize: bool = False
     predict_path: str | None = None

@@ -140,6 +140,7 @@ def load_fingerprint_data(
         sizes=config.split_sizes,
         seed=config.split_seed,
         split_file=config.split_file,
+        split_index=config.split_index,
     )
     report = molecules.split_report(
         split,

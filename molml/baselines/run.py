@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,10 @@ class FitResult:
     seconds: dict[str, float]
 
 
-def fit_baseline(config: BaselineConfig) -> FitResult:
+def fit_baseline(config: BaselineConfig, evaluate_parts: Sequence[str] = SPLIT_NAMES) -> FitResult:
     """Featurize and split the data, fit one model per task on the rows where that task is
-    labelled (stopping early on the validation split) and evaluate every split part."""
+    labelled (stopping early on the validation split) and evaluate the split parts
+    ``evaluate_parts`` (all of them by default; tuning leaves out ``test``)."""
     featurizer = config.features.make()
     start = time.perf_counter()
     data = load_fingerprint_data(config.data, featurizer, n_jobs=config.features.n_jobs)
@@ -69,7 +71,7 @@ def fit_baseline(config: BaselineConfig) -> FitResult:
     baseline = BaselineModel(
         featurizer, data.tasks, data.task_type, config.estimator.name, task_models, summaries
     )
-    metrics = {part: evaluate(baseline, *data.part(part)) for part in SPLIT_NAMES}
+    metrics = {part: evaluate(baseline, *data.part(part)) for part in evaluate_parts}
     seconds = {"featurize": featurized - start, "fit": fitted - featurized}
     return FitResult(baseline, data, metrics, seconds)
 

@@ -125,6 +125,7 @@ class MoleculeTable:
         sizes: Sequence[float],
         seed: int,
         split_file: str | None = None,
+        split_index: int = 0,
     ) -> Split:
         """Split the valid molecules (``scaffolds``: one per valid molecule, or None).
 
@@ -137,7 +138,7 @@ class MoleculeTable:
         self._check_split_options(method, split_file)
         self.split_notes = {}
         if split_file:
-            split, dropped = _split_file_to_valid(split_file, valid, self.source)
+            split, dropped = _split_file_to_valid(split_file, split_index, valid, self.source)
             self.split_notes["split_file_invalid_rows"] = dropped
         else:
             values = self.split_values
@@ -285,6 +286,7 @@ class MoleculeDataModule(L.LightningDataModule):
         featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
         split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
             ``predefined`` (with ``split_file`` in chemprop's JSON format or ``split_column``).
+        split_index: which entry of a split file with several splits (0-based).
         split_sizes, split_seed: fractions for train/val/test and the seed.
         strict: fail on the first invalid SMILES instead of reporting and skipping it.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
@@ -312,6 +314,7 @@ class MoleculeDataModule(L.LightningDataModule):
         split_seed: int = 0,
         split_file: str | None = None,
         split_column: str | None = None,
+        split_index: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
         strict: bool = False,
@@ -324,6 +327,7 @@ class MoleculeDataModule(L.LightningDataModule):
         super().__init__()
         check_int(batch_size, "data.batch_size", minimum=1)
         check_int(num_workers, "data.num_workers", minimum=0)
+        check_int(split_index, "data.split_index", minimum=0)
         check_jobs(featurize_jobs, "data.featurize_jobs")
         # task_type and molecule_features are resolved below and handed to the model, which
         # logs the resolved values (the same key with another value would clash in the loggers)
@@ -402,6 +406,7 @@ class MoleculeDataModule(L.LightningDataModule):
                 sizes=hp.split_sizes,
                 seed=hp.split_seed,
                 split_file=hp.split_file,
+                split_index=hp.split_index,
             )
             self.report = self.molecules.split_report(
                 self.split,
@@ -624,11 +629,11 @@ def _check_labels(
 
 
 def _split_file_to_valid(
-    split_file: str, valid: np.ndarray, source: Path
+    split_file: str, index: int, valid: np.ndarray, source: Path
 ) -> tuple[Split, dict[str, int]]:
-    """A split file's 0-based row positions mapped onto the valid molecules, and how many rows
-    of each part were invalid molecules and left out."""
-    split = Split.from_json(split_file)
+    """Entry ``index`` of a split file: its 0-based row positions mapped onto the valid
+    molecules, and how many rows of each part were invalid molecules and left out."""
+    split = Split.from_json(split_file, index)
     n_rows = len(valid)
     for name, part in split.named_parts().items():
         beyond = part[part >= n_rows]

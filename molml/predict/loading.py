@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from molml.baselines.model import SPEC_FILE, load_baseline
+from molml.errors import CheckpointError
 from molml.models.checkpoint import load_checkpoint, refuse_url
 from molml.predict.base import Predictor
 from molml.predict.baseline import BaselinePredictor
 from molml.predict.ensemble import EnsemblePredictor
 from molml.predict.graph import GraphPredictor
+
+ENSEMBLE_KEY = "ensemble"
+
+
+def ensemble_members(path: Path) -> list[Path] | None:
+    """The member paths of an ensemble manifest, or None if ``path`` is not one."""
+    if path.suffix != ".json" or path.name == SPEC_FILE or not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or ENSEMBLE_KEY not in manifest:
+        return None
+    members = manifest[ENSEMBLE_KEY]
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise CheckpointError(f"{path}: {ENSEMBLE_KEY!r} must be a list of model paths")
+    return [path.parent / member for member in members]
 
 
 def load_model(
@@ -22,9 +42,11 @@ def load_model(
 
     ``path`` is a graph checkpoint (``.ckpt``), a fingerprint baseline (its saved directory or
     its ``baseline.json``), or a list of such paths, which loads as an
-    :class:`EnsemblePredictor` (mean and spread of the members). Checkpoints are read without
-    unpickling code and their encoder must be a registered class (see
-    :func:`molml.register_encoder`); anything else raises :class:`molml.errors.CheckpointError`.
+    :class:`EnsemblePredictor` (mean and spread of the members), as does an ensemble manifest:
+    a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one).
+    Checkpoints are read without unpickling code and their encoder must be a registered class
+    (see :func:`molml.register_encoder`); anything else raises
+    :class:`molml.errors.CheckpointError`.
     """
     if not isinstance(path, (str, Path)):
         paths = list(path)
@@ -33,6 +55,9 @@ def load_model(
         return EnsemblePredictor([load_model(p, map_location) for p in paths])
     refuse_url(path)
     path = Path(path)
+    members = ensemble_members(path)
+    if members is not None:
+        return load_model(members, map_location)
     if path.is_dir() or path.name == SPEC_FILE or path.suffix == ".json":
         return BaselinePredictor(load_baseline(path), source=path)
     model, spec = load_checkpoint(path, map_location)

@@ -1,0 +1,160 @@
+"""Cross-validation: k folds over the training + validation molecules, the test split held out.
+
+Fold ``i`` validates on one fold of the train+val rows and trains on the others; every fold
+model is tested on the same held-out test split. The folds are written as one chemprop-style
+split file (``folds.json``, one entry per fold, read with ``data.split_file`` +
+``data.split_index``) and the fold models are saved as an ensemble manifest
+(``ensemble.json``) that :func:`molml.load_model` loads as one :class:`EnsemblePredictor`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+
+from molml.chem.parsing import parse_smiles
+from molml.data.splits import Split, kfold_splits, split_keys
+from molml.errors import DataError
+from molml.predict import load_model
+from molml.predict.loading import ENSEMBLE_KEY
+from molml.tasks import MolecularMetrics
+from molml.tune.jobs import Fitted, Job, SplitTable, metric_direction
+from molml.tune.space import with_values
+
+FOLD_SPLITS = ("scaffold", "random", "stratified")
+
+
+def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list[Split]:
+    """``n_folds`` splits of the table's train+val rows (0-based row positions): grouped by
+    Bemis-Murcko scaffold (``scaffold``), by molecule (``random``) or by molecule with labels
+    balanced across folds (``stratified``); the test rows are the same in every fold."""
+    if method not in FOLD_SPLITS:
+        raise DataError(f"--split {method!r}: choose one of {list(FOLD_SPLITS)}")
+    rows = np.sort(np.concatenate([table.split.train, table.split.val]))
+    if method == "scaffold":
+        groups = [split_keys(parse_smiles(table.smiles[row]))[1] for row in rows]
+    else:
+        groups = [str(row) for row in rows]
+    y = table.targets[rows] if method == "stratified" else None
+    folds = kfold_splits(
+        scaffolds=groups,
+        y=y,
+        task_type=table.task_type,
+        n_folds=n_folds,
+        seed=seed,
+        val_fraction=0.0,
+    )
+    return [Split(rows[fold.train], rows[fold.test], table.split.test) for fold in folds]
+
+
+def write_folds(folds: list[Split], path: Path) -> None:
+    """Write the folds as one split file with one train/val/test entry per fold."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{name: part.tolist() for name, part in fold.named_parts().items()} for fold in folds]
+    path.write_text(json.dumps(entries))
+
+
+def fit_folds(
+    job: Job,
+    config: dict[str, Any],
+    folds_file: Path,
+    n_folds: int,
+    directory: Path,
+    metric: str,
+    trial: optuna.Trial | None = None,
+) -> list[Fitted]:
+    """Fit ``config`` once per fold of ``folds_file``; with ``trial``, report the running mean
+    of ``metric`` after each fold (the step) and stop when the trial's pruner says so."""
+    fitted: list[Fitted] = []
+    for index in range(n_folds):
+        fold = fold_config(config, folds_file, index)
+        fitted.append(job.fit(fold, directory / f"fold_{index}", metric))
+        if trial is not None:
+            trial.report(float(np.mean([f.value for f in fitted])), step=index)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {index}")
+    return fitted
+
+
+def run_cv(
+    job: Job, n_folds: int, method: str, seed: int, directory: Path, metric: str
+) -> dict[str, Any]:
+    """``molml cv``: fit one model per fold, test each and their ensemble on the test split;
+    writes ``folds.json``, ``ensemble.json``, ``cv.csv`` and ``cv.json`` into ``directory``."""
+    metric_direction(metric)
+    table = job.split_table()
+    folds = fold_splits(table, n_folds, method, seed)
+    folds_file = directory / "folds.json"
+    write_folds(folds, folds_file)
+    fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric)
+    if any(f.model_path is None for f in fitted):
+        raise DataError("a fold run saved no model; keep a ModelCheckpoint in trainer.callbacks")
+    test_metric = "test/" + metric.removeprefix("val/")
+    rows = []
+    for index, fold in enumerate(fitted):
+        tested = job.test(fold_config(job.config, folds_file, index), fold.model_path)
+        rows.append({"fold": str(index), metric: fold.value, test_metric: tested[test_metric]})
+    manifest = directory / "ensemble.json"
+    members = [str(f.model_path.resolve().relative_to(directory.resolve())) for f in fitted]
+    manifest.write_text(json.dumps({ENSEMBLE_KEY: members}, indent=2))
+    ensemble = ensemble_metrics(manifest, table)
+    frame = pd.DataFrame(rows)
+    summary = {
+        "metric": metric,
+        "folds": n_folds,
+        "split": method,
+        "seed": seed,
+        "per_fold": list(rows),
+        "mean": {col: float(frame[col].mean()) for col in (metric, test_metric)},
+        "sd": {col: float(frame[col].std(ddof=1)) for col in (metric, test_metric)},
+        "ensemble": ensemble,
+        "ensemble_manifest": str(manifest),
+    }
+    for stat in ("mean", "sd"):
+        rows.append({"fold": stat, **summary[stat]})
+    rows.append({"fold": "ensemble", metric: float("nan"), test_metric: ensemble[test_metric]})
+    pd.DataFrame(rows).to_csv(directory / "cv.csv", index=False)
+    (directory / "cv.json").write_text(json.dumps(summary, indent=2))
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f"))
+    print(f"fold models as an ensemble: {manifest} (molml.load_model({str(manifest)!r}))")
+    return summary
+
+
+def fold_config(config: dict[str, Any], folds_file: Path, index: int) -> dict[str, Any]:
+    """``config`` with its data split set to fold ``index`` of ``folds_file``."""
+    return with_values(
+        config,
+        {
+            "data.split": "predefined",
+            "data.split_file": str(folds_file),
+            "data.split_index": index,
+            "data.split_column": None,
+        },
+    )
+
+
+def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
+    """Test-split metrics of the mean prediction of the models in ``manifest``."""
+    predictor = load_model(manifest)
+    rows = table.split.test
+    frame = predictor.predict([table.smiles[row] for row in rows])
+    values = frame[predictor.member_columns()].to_numpy(dtype=np.float32)
+    n_tasks = len(table.tasks)
+    preds = values.reshape(len(rows), n_tasks, -1)
+    if table.task_type != "multiclass":
+        preds = preds[:, :, 0]
+    targets = table.targets[rows]
+    labelled = ~np.isnan(targets)
+    metrics = MolecularMetrics(table.task_type, table.tasks)
+    metrics.update(
+        torch.from_numpy(preds),
+        torch.from_numpy(np.where(labelled, targets, 0.0)),
+        torch.from_numpy(labelled),
+    )
+    return {f"test/{name}": float(value) for name, value in metrics.compute().items()}

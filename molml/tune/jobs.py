@@ -1,0 +1,307 @@
+"""What tuning and cross-validation train: a graph model (the Lightning CLI's config) or a
+fingerprint baseline (a ``molml baseline`` config), behind one small interface.
+
+A :class:`Job` holds the complete config (every option, defaults filled in), fits one config
+scored on the validation split (optionally reporting each epoch to an Optuna trial for pruning)
+and evaluates a saved model on the test split, which fitting never reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import optuna
+import pandas as pd
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
+from optuna_integration import PyTorchLightningPruningCallback
+
+from molml.baselines.config import BaselineConfig
+from molml.baselines.data import load_fingerprint_data
+from molml.baselines.model import load_baseline
+from molml.baselines.run import evaluate, fit_baseline
+from molml.data.datamodule import MoleculeTable
+from molml.data.splits import Split
+from molml.errors import DataError
+from molml.tasks import DEFAULT_METRIC, HIGHER_IS_BETTER
+from molml.tracking import SQLITE_PREFIX
+from molml.training import full_config, make_cli
+
+DEFAULT_TRACKING_URI = f"{SQLITE_PREFIX}runs/mlflow.db"
+
+
+@dataclass
+class Fitted:
+    """One fitted config: its validation score, every validation metric and the saved model."""
+
+    value: float
+    val_metrics: dict[str, float]
+    model_path: Path | None
+
+
+@dataclass
+class SplitTable:
+    """The rows of a job's data and its train/val/test split (0-based row positions)."""
+
+    smiles: list[str]
+    targets: np.ndarray
+    tasks: list[str]
+    task_type: str
+    split: Split
+
+
+class Job(ABC):
+    """A config to tune or cross-validate."""
+
+    kind: str
+    open_maps: tuple[str, ...] = ()
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.config["data"]
+
+    def table(self) -> MoleculeTable:
+        """The data's table (read and validated, not featurized)."""
+        keys = ("data_dir", "smiles_column", "target_columns", "task_type", "split_column")
+        data = self.data
+        return MoleculeTable.read(data["dataset"], data["path"], **{k: data[k] for k in keys})
+
+    def default_metric(self) -> str:
+        """``val/`` + the task type's default metric (rmse, roc_auc, accuracy)."""
+        return f"val/{DEFAULT_METRIC[self.table().task_type]}"
+
+    @abstractmethod
+    def tracking_uri(self) -> str | None:
+        """The MLflow tracking URI of the config (None: no MLflow logging)."""
+
+    @abstractmethod
+    def check(self, config: dict[str, Any]) -> None:
+        """Refuse a config the job's parser rejects (unknown options, wrong types)."""
+
+    @abstractmethod
+    def fit(
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        metric: str,
+        trial: optuna.Trial | None = None,
+    ) -> Fitted:
+        """Fit ``config`` (run files in ``directory``) and score it with ``metric``."""
+
+    @abstractmethod
+    def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
+        """Metrics of the saved model on the test split of ``config``'s data."""
+
+    @abstractmethod
+    def split_table(self) -> SplitTable:
+        """The data and its split, for cross-validation folds."""
+
+    def write_config(self, config: dict[str, Any], path: Path) -> None:
+        """Write ``config`` as YAML that the job's own verb (``molml fit`` or ``molml baseline
+        fit``) accepts with ``--config``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def metric_direction(metric: str) -> str:
+    """``minimize`` or ``maximize`` for a validation metric such as ``val/rmse`` or
+    ``val/roc_auc/active``; refuses a metric that is not a validation metric."""
+    part, _, rest = metric.partition("/")
+    name = rest.split("/")[0]
+    if part != "val":
+        raise DataError(f"--metric {metric}: trials are scored on validation metrics (val/...)")
+    if name == "loss":
+        return "minimize"
+    if name not in HIGHER_IS_BETTER:
+        known = ", ".join(f"val/{m}" for m in ("loss", *HIGHER_IS_BETTER))
+        raise DataError(f"--metric {metric}: unknown metric; choose one of {known}")
+    return "maximize" if HIGHER_IS_BETTER[name] else "minimize"
+
+
+def make_job(config_paths: list[str], overrides: list[str]) -> Job:
+    """The job a config describes: a baseline config has ``estimator``/``features`` sections,
+    anything else is a graph-model config for the Lightning CLI."""
+    if not config_paths:
+        raise DataError("--config is required")
+    for path in config_paths:
+        if not Path(path).is_file():
+            raise DataError(f"--config {path}: not found")
+    first = yaml.safe_load(Path(config_paths[0]).read_text()) or {}
+    args = [arg for path in config_paths for arg in ("--config", path)] + overrides
+    if isinstance(first, dict) and ({"estimator", "features"} & set(first)):
+        return BaselineJob.from_args(args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return GraphJob(full_config(args))
+
+
+class _MetricHistory(L.Callback):
+    """Every validation epoch's value of one metric (sanity checks left out)."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.values: list[float] = []
+        self.last: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.metric not in metrics:
+            raise DataError(
+                f"--metric {self.metric} is not logged; validation metrics: {sorted(metrics)}"
+            )
+        self.values.append(metrics[self.metric])
+        self.last = metrics
+
+
+class GraphJob(Job):
+    """A graph model trained by the Lightning Trainer from a ``molml fit`` config."""
+
+    kind = "graph"
+
+    def tracking_uri(self) -> str | None:
+        loggers = self.config["trainer"].get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if isinstance(logger, dict) and "MLFlowLogger" in logger.get("class_path", ""):
+                return logger.get("init_args", {}).get("tracking_uri") or DEFAULT_TRACKING_URI
+        return DEFAULT_TRACKING_URI
+
+    def check(self, config: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            full_config(["--config", json.dumps(config)])
+
+    def _cli(self, config: dict[str, Any], directory: Path) -> Any:
+        """The Lightning CLI of ``config`` built to train quietly into ``directory``."""
+        run = json.loads(json.dumps(config))
+        run["trainer"].update(
+            logger=False,
+            default_root_dir=str(directory),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        return _quiet_cli(run)
+
+    def fit(
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        metric: str,
+        trial: optuna.Trial | None = None,
+    ) -> Fitted:
+        self.write_config(config, directory / "config.yaml")
+        cli = self._cli(config, directory)
+        history = _MetricHistory(metric)
+        cli.trainer.callbacks.append(history)
+        if trial is not None:
+            cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        if not history.values:
+            raise DataError("training ran no validation epoch; raise trainer.max_epochs")
+        best = min if metric_direction(metric) == "minimize" else max
+        checkpoint = cli.trainer.checkpoint_callback
+        saved = checkpoint and (checkpoint.best_model_path or checkpoint.last_model_path)
+        return Fitted(best(history.values), history.last, Path(saved) if saved else None)
+
+    def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
+        cli = self._cli(config, model_path.parent.parent / "test")
+        (metrics,) = cli.trainer.test(
+            cli.model, datamodule=cli.datamodule, ckpt_path=str(model_path), verbose=False
+        )
+        return {key: float(value) for key, value in metrics.items()}
+
+    def split_table(self) -> SplitTable:
+        dm = _quiet_cli(json.loads(json.dumps(self.config))).datamodule
+        dm.setup("fit")
+        return SplitTable(
+            dm.table["smiles"].tolist(), dm.targets, dm.tasks, dm.task_type, dm.split_rows()
+        )
+
+
+def _quiet_cli(config: dict[str, Any]) -> Any:
+    """The Lightning CLI instantiated from a complete config dict (not from ``sys.argv``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return make_cli(config, run=False)
+
+
+class BaselineJob(Job):
+    """A fingerprint baseline fitted by :func:`molml.baselines.run.fit_baseline`."""
+
+    kind = "baseline"
+    open_maps = ("estimator.params", "features.params")
+
+    @staticmethod
+    def parser() -> ArgumentParser:
+        """The parser of a ``molml baseline fit`` config."""
+        parser = ArgumentParser(prog="molml tune", exit_on_error=False)
+        parser.add_argument("--config", action=ActionConfigFile)
+        parser.add_class_arguments(BaselineConfig)
+        return parser
+
+    @classmethod
+    def from_args(cls, args: list[str]) -> BaselineJob:
+        parser = cls.parser()
+        namespace = parser.parse_args(args)
+        del namespace["config"]
+        return cls(yaml.safe_load(parser.dump(namespace, skip_none=False)))
+
+    def baseline_config(self, config: dict[str, Any]) -> BaselineConfig:
+        """``config`` as a :class:`BaselineConfig` (checked: unknown estimator parameters and
+        options are refused with the closest names)."""
+        parser = self.parser()
+        namespace = parser.parse_object(config)
+        options = parser.instantiate_classes(namespace)
+        fields = dataclasses.fields(BaselineConfig)
+        return BaselineConfig(**{field.name: options[field.name] for field in fields})
+
+    def tracking_uri(self) -> str | None:
+        return self.config.get("tracking_uri")
+
+    def check(self, config: dict[str, Any]) -> None:
+        self.baseline_config(config)
+
+    def fit(
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        metric: str,
+        trial: optuna.Trial | None = None,
+    ) -> Fitted:
+        self.write_config(config, directory / "config.yaml")
+        result = fit_baseline(self.baseline_config(config), evaluate_parts=("val",))
+        val = {f"val/{name}": value for name, value in result.metrics["val"].items()}
+        if metric not in val:
+            raise DataError(f"--metric {metric} is not computed; validation metrics: {sorted(val)}")
+        result.model.save(directory / "model")
+        return Fitted(val[metric], val, directory / "model")
+
+    def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
+        model = load_baseline(model_path)
+        data = load_fingerprint_data(self.baseline_config(config).data, model.featurizer)
+        return {f"test/{k}": v for k, v in evaluate(model, *data.part("test")).items()}
+
+    def split_table(self) -> SplitTable:
+        config = self.baseline_config(self.config)
+        data = load_fingerprint_data(config.data, config.features.make(), config.features.n_jobs)
+        frame: pd.DataFrame = data.molecules.frame
+        return SplitTable(
+            frame["smiles"].tolist(),
+            data.molecules.targets,
+            data.tasks,
+            data.task_type,
+            data.split_rows(),
+        )

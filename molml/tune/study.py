@@ -1,0 +1,399 @@
+"""``molml tune``: an Optuna study over a config's options, scored on validation only.
+
+Trials train with the Lightning Trainer (pruned epoch by epoch with optuna-integration's
+Lightning callback) or fit a fingerprint baseline; with ``cv`` a trial's score is the mean
+validation metric over folds of the train+val molecules (pruned fold by fold). The study lives
+in an Optuna RDB storage (SQLite by default), so rerunning a command resumes it and several
+processes on one storage share it; the search space and metric are stored with the study and
+a study that differs is refused. After the trials, the best config is tested once on the held
+-out test split and written as ``best.yaml``, next to a trials table and Optuna's plots; MLflow
+gets one parent run per ``molml tune`` with one nested run per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from molml.errors import DataError, error_message
+from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
+from molml.tune.cv import fit_folds, fold_splits, write_folds
+from molml.tune.jobs import Job, metric_direction
+from molml.tune.space import Param, check_names, with_values
+
+log = logging.getLogger("molml")
+
+PRUNERS = ("median", "hyperband", "none")
+FAIL_REASON = "fail_reason"
+MODEL_PATH = "model_path"
+
+
+@dataclass
+class TuneOptions:
+    """Options of one ``molml tune`` run (see :mod:`molml.tune.cli`)."""
+
+    study_name: str
+    storage: str
+    metric: str
+    n_trials: int | None = None
+    timeout: float | None = None
+    pruner: str | optuna.pruners.BasePruner = "median"
+    seed: int = 0
+    cv: int | None = None
+    cv_split: str = "scaffold"
+    output_dir: Path = Path("runs/tune")
+    tracking_uri: str | None = None
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage (relative ``sqlite:///`` paths resolved, their folder created);
+    stale running trials of a killed process are failed after two missed heartbeats."""
+    if url.startswith(SQLITE_PREFIX):
+        url = absolute_tracking_uri(url)
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=60)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
+            # two processes creating a new database's tables at once: the loser retries
+            if attempt < 2 and "already exists" in str(exc):
+                time.sleep(1.0 + attempt)
+                continue
+            raise DataError(f"--storage {url}: cannot open the study storage ({exc})") from exc
+    raise AssertionError("unreachable")
+
+
+def make_pruner(pruner: str | optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
+    """``median`` (after 2 finished trials and 1 epoch), ``hyperband`` or ``none``."""
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    if pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise DataError(f"--pruner {pruner!r}: choose one of {list(PRUNERS)}")
+
+
+def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
+    """Create the study, or load it if it exists with the same search space, metric and
+    direction (refused otherwise). The TPE sampler's seed is offset by the trials already in
+    the study, so a resumed study draws new points, reproducibly."""
+    storage = open_storage(options.storage)
+    direction = metric_direction(options.metric)
+    described = [param.describe() for param in space]
+    try:
+        study = optuna.create_study(
+            study_name=options.study_name,
+            storage=storage,
+            direction=direction,
+            pruner=make_pruner(options.pruner),
+            load_if_exists=True,
+        )
+    except ValueError as exc:  # an existing study with another direction
+        raise DataError(f"study {options.study_name!r}: {exc}") from exc
+    attrs = study.user_attrs
+    expected = {"search_space": described, "metric": options.metric, "cv": options.cv}
+    if not attrs:
+        for key, value in expected.items():
+            study.set_user_attr(key, value)
+    else:
+        for key, value in expected.items():
+            if attrs.get(key) != value:
+                raise DataError(
+                    f"study {options.study_name!r} in {options.storage} was made with {key} "
+                    f"{json.dumps(attrs.get(key))}, not {json.dumps(value)}; use another "
+                    "--study-name (or the same search space, metric and --cv) to add trials"
+                )
+    if study.direction.name.lower() != direction:
+        raise DataError(
+            f"study {options.study_name!r} {study.direction.name.lower()}s its metric; "
+            f"{options.metric} is to {direction}"
+        )
+    study.sampler = optuna.samplers.TPESampler(
+        seed=options.seed + len(study.trials), n_startup_trials=5
+    )
+    return study
+
+
+def check_space(job: Job, space: list[Param]) -> None:
+    """Refuse unknown option names, and values the config's parser rejects, before any trial."""
+    check_names(space, job.config, job.open_maps)
+    for pick in (0, -1):
+        values = {
+            param.name: param.choices[pick]
+            if param.kind == "categorical"
+            else (int if param.kind == "int" else float)(param.low if pick == 0 else param.high)
+            for param in space
+        }
+        job.check(with_values(job.config, values))
+
+
+def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
+    """Run the study; returns the output directory ``<output_dir>/<study name>``."""
+    check_space(job, space)
+    study = load_study(options, space)
+    directory = Path(options.output_dir) / options.study_name
+    directory.mkdir(parents=True, exist_ok=True)
+    folds_file = None
+    if options.cv:
+        folds_file = directory / "folds.json"
+        write_folds(
+            fold_splits(job.split_table(), options.cv, options.cv_split, options.seed), folds_file
+        )
+    tracker = _Tracker(options, directory)
+    objective = _objective(job, space, options, directory, folds_file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(
+            objective,
+            n_trials=options.n_trials,
+            timeout=options.timeout,
+            catch=(Exception,),
+            callbacks=[tracker.log_trial],
+            gc_after_trial=True,
+        )
+    write_trials(study, directory / "trials.csv")
+    best = _best_trial(study)
+    outputs: dict[str, Any] = {}
+    if best is None:
+        print(f"study {options.study_name}: no trial finished; see {directory / 'trials.csv'}")
+    else:
+        outputs = finish(job, study, best, options, directory)
+    tracker.finish(study, best, directory, outputs)
+    return directory
+
+
+def _objective(
+    job: Job,
+    space: list[Param],
+    options: TuneOptions,
+    directory: Path,
+    folds_file: Path | None,
+) -> Callable[[optuna.Trial], float]:
+    def objective(trial: optuna.Trial) -> float:
+        config = with_values(job.config, {param.name: param.suggest(trial) for param in space})
+        trial_dir = directory / "trials" / f"trial_{trial.number}"
+        try:
+            if folds_file is not None:
+                fitted = fit_folds(
+                    job, config, folds_file, options.cv, trial_dir, options.metric, trial
+                )
+                value = sum(f.value for f in fitted) / len(fitted)
+            else:
+                fitted_one = job.fit(config, trial_dir, options.metric, trial)
+                value = fitted_one.value
+                if fitted_one.model_path is not None:
+                    trial.set_user_attr(MODEL_PATH, str(fitted_one.model_path.resolve()))
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr(FAIL_REASON, error_message(exc))
+            raise
+        if not math.isfinite(value):
+            trial.set_user_attr(FAIL_REASON, f"{options.metric} is {value}")
+            raise DataError(f"{options.metric} is {value}")
+        return value
+
+    return objective
+
+
+def _best_trial(study: optuna.Study) -> FrozenTrial | None:
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
+        return None
+    return study.best_trial
+
+
+def finish(
+    job: Job, study: optuna.Study, best: FrozenTrial, options: TuneOptions, directory: Path
+) -> dict[str, Any]:
+    """Write ``best.yaml``, test the best config once on the test split, draw the plots."""
+    best_config = with_values(job.config, best.params)
+    job.write_config(best_config, directory / "best.yaml")
+    test_metrics: dict[str, float] = {}
+    model_path = best.user_attrs.get(MODEL_PATH)
+    if model_path and Path(model_path).exists():
+        test_metrics = job.test(best_config, Path(model_path))
+    elif options.cv:
+        fitted = job.fit(best_config, directory / "best_fit", options.metric)
+        if fitted.model_path is not None:
+            model_path = str(fitted.model_path)
+            test_metrics = job.test(best_config, fitted.model_path)
+    summary = {
+        "study": options.study_name,
+        "metric": options.metric,
+        "best_trial": best.number,
+        "best_value": best.value,
+        "best_params": best.params,
+        "best_model": model_path,
+        "test": test_metrics,
+        "trials": {state.name: sum(t.state == state for t in study.trials) for state in TrialState},
+    }
+    (directory / "best.json").write_text(json.dumps(summary, indent=2))
+    plots = write_plots(study, directory / "plots")
+    test_key = "test/" + options.metric.removeprefix("val/")
+    print(
+        f"study {options.study_name}: best trial {best.number}, {options.metric} "
+        f"{best.value:.4f}, {test_key} {test_metrics.get(test_key, float('nan')):.4f}; "
+        f"{summary['trials']['COMPLETE']} complete, {summary['trials']['PRUNED']} pruned, "
+        f"{summary['trials']['FAIL']} failed"
+    )
+    print(f"best config: {directory / 'best.yaml'}")
+    return {"summary": summary, "plots": plots}
+
+
+def write_trials(study: optuna.Study, path: Path) -> pd.DataFrame:
+    """The trials table: number, state, value, one column per parameter, duration (s) and
+    the reason of each failed trial."""
+    rows = []
+    for trial in study.trials:
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                **{f"params_{name}": value for name, value in trial.params.items()},
+                "duration_s": duration,
+                "fail_reason": trial.user_attrs.get(FAIL_REASON, ""),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
+    """Optuna's optimisation history, parameter importances, parallel coordinates and slice
+    plots as PNG (and HTML when plotly is installed); a plot the trials cannot support yet
+    (e.g. importances of fewer than two finished trials) is left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.visualization import matplotlib as mpl_plots
+
+    directory.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "history": "plot_optimization_history",
+        "importances": "plot_param_importances",
+        "parallel_coordinate": "plot_parallel_coordinate",
+        "slice": "plot_slice",
+    }
+    written = []
+    for name, function in plots.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                axes = getattr(mpl_plots, function)(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                log.warning("tune: no %s plot (%s)", name, exc)
+                continue
+        panels = np.asarray(axes).ravel()
+        figure = panels[0].figure
+        figure.set_size_inches(max(8.0, 4.0 * len(panels) + 2.0), 6.0)
+        figure.savefig(directory / f"{name}.png", dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        written.append(directory / f"{name}.png")
+        if _has_plotly():
+            from optuna import visualization
+
+            getattr(visualization, function)(study).write_html(directory / f"{name}.html")
+            written.append(directory / f"{name}.html")
+    return written
+
+
+def _has_plotly() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("plotly") is not None
+
+
+class _Tracker:
+    """MLflow: one parent run per ``molml tune`` process, one nested run per trial."""
+
+    def __init__(self, options: TuneOptions, directory: Path) -> None:
+        self.client = None
+        self.parent_id = ""
+        if not options.tracking_uri:
+            return
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(absolute_tracking_uri(options.tracking_uri))
+        experiment = self.client.get_experiment_by_name(options.study_name)
+        self.experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(
+                options.study_name,
+                artifact_location=(Path(options.output_dir) / "mlartifacts").resolve().as_uri(),
+            )
+        )
+        parent = self.client.create_run(
+            self.experiment_id,
+            run_name=f"tune {options.study_name}",
+            tags={"molml.metric": options.metric, "molml.output": str(directory)},
+        )
+        self.parent_id = parent.info.run_id
+
+    def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial {trial.number}",
+            tags={"mlflow.parentRunId": self.parent_id},
+        )
+        tags = [RunTag("state", trial.state.name)]
+        if FAIL_REASON in trial.user_attrs:
+            tags.append(RunTag(FAIL_REASON, trial.user_attrs[FAIL_REASON][:5000]))
+        metrics = []
+        if trial.value is not None:
+            metrics.append(Metric("value", trial.value, 0, 0))
+        for step, value in trial.intermediate_values.items():
+            metrics.append(Metric("intermediate_value", value, 0, step))
+        params = [Param(name, str(value)) for name, value in trial.params.items()]
+        params.append(Param("trial_number", str(trial.number)))
+        self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
+        if trial.state == TrialState.PRUNED:
+            status = "KILLED"
+        self.client.set_terminated(run.info.run_id, status=status)
+
+    def finish(
+        self,
+        study: optuna.Study,
+        best: FrozenTrial | None,
+        directory: Path,
+        outputs: dict[str, Any],
+    ) -> None:
+        if self.client is None:
+            return
+        if best is not None:
+            from mlflow.entities import Metric
+
+            summary = outputs["summary"]
+            metrics = [Metric("best_value", best.value, 0, 0)]
+            metrics += [Metric(k, v, 0, 0) for k, v in summary["test"].items()]
+            self.client.log_batch(self.parent_id, metrics=metrics)
+            for name in ("best.yaml", "best.json", "trials.csv"):
+                self.client.log_artifact(self.parent_id, str(directory / name))
+            for plot in outputs["plots"]:
+                self.client.log_artifact(self.parent_id, str(plot), artifact_path="plots")
+        self.client.set_terminated(self.parent_id)

@@ -1,0 +1,303 @@
+"""``molml tune`` and ``molml cv``: real Optuna studies in SQLite, real Lightning and XGBoost
+fits on generated data, real MLflow runs in a local SQLite store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, write_property_csv
+
+from molml import load_model
+from molml.cli import main
+from molml.tune import TuneOptions, make_job, read_space, run_tune
+
+
+def graph_config(path: Path, data: Path, **data_options: object) -> Path:
+    """A tiny D-MPNN config on ``data``'s logP column (2 epochs of 3 batches)."""
+    config = {
+        "seed_everything": 0,
+        "data": {
+            "path": str(data),
+            "target_columns": ["logp"],
+            "batch_size": 32,
+            "cache_dir": None,
+            "featurize_jobs": 1,
+            **data_options,
+        },
+        "model": {
+            "encoder": {"class_path": "molml.models.DMPNN", "init_args": {"hidden_dim": 32}},
+            "ffn_hidden_dim": 32,
+            "warmup_epochs": 0,
+        },
+        "trainer": {
+            "max_epochs": 2,
+            "limit_train_batches": 3,
+            "accelerator": "cpu",
+            "logger": False,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/rmse", "mode": "min", "filename": "best"},
+                }
+            ],
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def xgb_config(path: Path, data: Path, **data_options: object) -> Path:
+    """A small XGBoost-on-ECFP4 baseline config on ``data``'s logP column."""
+    config = {
+        "data": {"path": str(data), "target_columns": ["logp"], **data_options},
+        "features": {"name": "ecfp4", "params": {"n_bits": 256}, "n_jobs": 1},
+        "estimator": {
+            "name": "xgboost",
+            "params": {"n_estimators": 30, "n_jobs": 1},
+            "early_stopping_rounds": 5,
+        },
+        "tracking_uri": None,
+        "output_dir": str(path.parent / "runs"),
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def space(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+GRAPH_SPACE = (
+    "model.lr: {float: [1.0e-4, 1.0e-2], log: true}\nmodel.encoder.init_args.depth: {int: [1, 3]}\n"
+)
+XGB_SPACE = "estimator.params.max_depth: {int: [2, 6]}\n"
+
+
+class PruneTrialOne(optuna.pruners.BasePruner):
+    """Prunes trial 1 at its first report, so a study of a few trials always has a pruned one."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number == 1
+
+
+def study_trials(storage: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{storage}").trials
+
+
+def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE)
+    job = make_job([str(config)], [])
+    options = TuneOptions(
+        study_name="tiny",
+        storage="sqlite:///runs/optuna.db",
+        metric="val/rmse",
+        n_trials=3,
+        pruner=PruneTrialOne(),
+        tracking_uri="sqlite:///runs/mlflow.db",
+    )
+    out = run_tune(job, read_space(search), options)
+    trials = study_trials(tmp_path / "runs" / "optuna.db", "tiny")
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    # pruned by the Lightning callback after its first validation epoch, not at the end
+    assert list(trials[1].intermediate_values) == [0]
+    assert len(trials[0].intermediate_values) == 2
+
+    # the same command again resumes the study, drawing new points
+    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+          "--study-name", "tiny", "--metric", "val/rmse"])  # fmt: skip
+    trials = study_trials(tmp_path / "runs" / "optuna.db", "tiny")
+    assert len(trials) == 4 and trials[3].state.name == "COMPLETE"
+    assert trials[3].params not in [t.params for t in trials[:3]]
+
+    table = pd.read_csv(out / "trials.csv")
+    assert table["state"].tolist() == ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"]
+    assert {"number", "value", "params_model.lr", "duration_s", "fail_reason"} <= set(table)
+    best = json.loads((out / "best.json").read_text())
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    assert best["best_value"] == min(t.value for t in completed)
+    assert np.isfinite(best["test"]["test/rmse"])
+    assert {p.name for p in (out / "plots").glob("*.png")} >= {"history.png", "slice.png"}
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2  # one per molml tune process
+    assert sorted(r.data.tags["state"] for r in nested) == ["COMPLETE"] * 3 + ["PRUNED"]
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"best.yaml", "trials.csv", "plots"} <= artifacts
+
+    best_yaml = yaml.safe_load((out / "best.yaml").read_text())
+    assert best_yaml["model"]["lr"] == best["best_params"]["model.lr"]
+    main(["fit", "--config", str(out / "best.yaml"), "--trainer.default_root_dir", "refit"])
+    assert (tmp_path / "refit" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_failed_trials_are_recorded_with_their_reason(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    search = space(tmp_path / "space.yaml", "model.readout: {categorical: [no_such_readout]}\n")
+    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
+          "--tracking-uri", "none"])  # fmt: skip
+    trials = study_trials(tmp_path / "runs" / "optuna.db", "cfg")
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the study went on after one
+    table = pd.read_csv(tmp_path / "runs" / "tune" / "cfg" / "trials.csv")
+    assert table["fail_reason"].str.contains("unknown readout 'no_such_readout'").all()
+
+
+@pytest.mark.slow  # two fresh processes importing torch and Lightning
+def test_two_processes_share_one_study_and_other_spaces_are_refused(
+    property_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = xgb_config(tmp_path / "xgb.yaml", property_csv)
+    search = space(tmp_path / "space.yaml", XGB_SPACE)
+    storage = tmp_path / "optuna.db"
+    command = [sys.executable, "-m", "molml.cli", "tune", "--config", str(config),
+               "--search", str(search), "--n-trials", "2", "--storage", f"sqlite:///{storage}",
+               "--study-name", "shared", "--output-dir", str(tmp_path / "tune")]  # fmt: skip
+    workers = [
+        subprocess.Popen([*command, "--seed", str(seed)], cwd=tmp_path, stderr=subprocess.PIPE)
+        for seed in (0, 1)
+    ]
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read().decode()[-2000:]
+    trials = study_trials(storage, "shared")
+    assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
+
+    other = space(tmp_path / "other.yaml", "estimator.params.max_depth: {int: [2, 9]}\n")
+    for extra in (["--search", str(other)], ["--search", str(search), "--metric", "val/r2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command[3:], *extra])
+        assert exit_info.value.code == 2
+        assert "use another --study-name" in capsys.readouterr().err
+    assert len(study_trials(storage, "shared")) == 4
+
+
+def poisoned_data(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A table whose test-split rows have logP 1e4 and a split file putting them in test."""
+    data = write_property_csv(tmp_path / "poisoned.csv", 240, invalid=False)
+    frame = pd.read_csv(data)
+    test_rows = np.arange(200, 240)
+    frame.loc[test_rows, "logp"] = 1e4
+    frame.to_csv(data, index=False)
+    split = tmp_path / "split.json"
+    split.write_text(
+        json.dumps(
+            [{"train": list(range(170)), "val": list(range(170, 200)), "test": test_rows.tolist()}]
+        )  # fmt: skip
+    )
+    return data, split, test_rows
+
+
+@pytest.mark.parametrize("kind", ["graph", "xgb"])
+def test_trials_never_see_test_labels(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test labels are 1e4: a trial that trained or scored on one would score ~1e3 or worse;
+    only the one test of the best config at the end sees them."""
+    monkeypatch.chdir(tmp_path)
+    data, split, _ = poisoned_data(tmp_path)
+    make = graph_config if kind == "graph" else xgb_config
+    config = make(tmp_path / "cfg.yaml", data, split="predefined", split_file=str(split))
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE if kind == "graph" else XGB_SPACE)
+    cv = ["--cv", "2"] if kind == "xgb" else []  # folds are made of train+val rows only
+    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
+          "--pruner", "none", "--tracking-uri", "none", *cv])  # fmt: skip
+    trials = study_trials(tmp_path / "runs" / "optuna.db", "cfg")
+    assert all(t.state.name == "COMPLETE" and t.value < 10 for t in trials)
+    best = json.loads((tmp_path / "runs" / "tune" / "cfg" / "best.json").read_text())
+    assert best["test"]["test/rmse"] > 1000
+
+
+def test_cv_fold_ensemble_loads_and_predicts(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    main(["cv", "--config", str(config), "--folds", "2", "--trainer.max_epochs", "1"])
+    out = tmp_path / "runs" / "cv" / "cfg"
+    summary = json.loads((out / "cv.json").read_text())
+    assert len(summary["per_fold"]) == 2 and np.isfinite(summary["ensemble"]["test/rmse"])
+    folds = json.loads((out / "folds.json").read_text())
+    assert folds[0]["test"] == folds[1]["test"]  # the test split is held out of every fold
+    assert not set(folds[0]["val"]) & set(folds[1]["val"])
+    assert not set(folds[0]["val"]) & set(folds[0]["test"])
+    model = load_model(out / "ensemble.json")
+    predictions = model.predict(["CCO", "c1ccccc1O"])
+    assert {"logp", "logp_std"} <= set(predictions.columns)
+    assert (predictions["logp_std"] > 0).all() and (predictions["status"] == "ok").all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model.encoder.init_args.hiden_dim: {int: [8, 32]}\n",
+         "closest options: model.encoder.init_args.hidden_dim"),
+        ("model.lr: {float: [0.1, 0.01]}\n", "low 0.1 is above high 0.01"),
+        ("model.lr: {float: [0.0, 0.01], log: true}\n", "a log distribution needs bounds > 0"),
+        ("model.readout: {categorical: []}\n", "non-empty list of choices"),
+        ("model.lr: {uniform: [0.1, 0.2]}\n", "give exactly one of"),
+        ("model.encoder.init_args.depth: {int: [1, 3.5]}\n", "int bounds must be integers"),
+    ],
+)  # fmt: skip
+def test_bad_search_spaces_are_refused_before_any_trial(
+    text: str,
+    message: str,
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    search = space(tmp_path / "space.yaml", text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "optuna.db").exists()
+
+
+def test_unknown_estimator_parameter_and_bad_storage_are_refused(
+    property_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = xgb_config(tmp_path / "xgb.yaml", property_csv)
+    typo = space(tmp_path / "typo.yaml", "estimator.params.max_dept: {int: [2, 6]}\n")
+    good = space(tmp_path / "good.yaml", XGB_SPACE)
+    cases = [
+        (["--search", str(typo)], "did you mean 'max_depth'"),
+        (["--search", str(good), "--storage", "nosuchdb://x"], "cannot open the study storage"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["tune", "--config", str(config), "--n-trials", "1", *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_shipped_search_spaces_fit_their_configs() -> None:
+    """Every configs/search space names options of the config it is made for."""
+    from molml.tune.study import check_space
+
+    pairs = {"dmpnn": "esol_dmpnn", "gine": "lipo_gine", "gps": "lipo_gps", "xgb": "esol_xgb"}
+    for search, config in pairs.items():
+        job = make_job([str(REPO / "configs" / f"{config}.yaml")], [])
+        check_space(job, read_space(REPO / "configs" / "search" / f"{search}.yaml"))
