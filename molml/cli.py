@@ -3,7 +3,8 @@
 ``molml fit|validate|test|predict`` are Lightning CLI verbs over :class:`MoleculeModel` and
 :class:`MoleculeDataModule` (``--config``, ``--print_config`` and dotted overrides work as in
 any LightningCLI); ``molml quickstart`` trains and screens the offline demo model;
-``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`).
+``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
+``molml explain`` draws attributions (:mod:`molml.explain.cli`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.baselines.cli import main as baseline
 
         baseline(args[1:])
+    elif args and args[0] == "explain":
+        from molml.explain.cli import main as explain
+
+        explain(args[1:])
     elif args and args[0] == "screen":
         from molml.screen.run import main as screen
 
