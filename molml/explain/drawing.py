@@ -142,6 +142,7 @@ def write_index(
             parts.append(f"<div class='bad'>{html.escape(item.status)}</div>")
         parts.append(f"<div class='smi'>{html.escape(item.smiles)}</div></div>")
         cards.append("".join(parts))
+    link = html.escape(table.relative_to(output).as_posix())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -155,7 +156,7 @@ body {{ font-family: sans-serif; margin: 16px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Red: the atom or bond raises the explained value; blue: lowers it. Colours are scaled per
-molecule (see each colour bar). All scores: <a href="{table.relative_to(output).as_posix()}">{table.name}</a>.</p>
+molecule (see each colour bar). All scores: <a href="{link}">{table.name}</a>.</p>
 <div class="grid">
 {chr(10).join(cards)}
 </div></body></html>
