@@ -5,8 +5,9 @@ networks": real molecules (RDKit's NCI sample) are labelled by substructure logi
 explanation is known, e.g. "benzene AND amide": the atoms of the matched benzene and amide are
 the ones that make a molecule positive. One multitask classifier per graph encoder (D-MPNN,
 GINE; hidden 64, depth 3) and one XGBoost ECFP4 classifier per task are trained on the first
-80% of the molecules; on the held-out positives, each method's atom scores (on the logit) are ranked against the true
-atoms: attribution ROC-AUC per molecule, averaged over the positive held-out molecules.
+80% of the molecules; on the held-out positives, each method's atom scores (on the logit) are
+ranked against the true atoms: attribution ROC-AUC per molecule, averaged over the positive
+held-out molecules.
 
 Speed: molecules explained per second by Integrated Gradients (50 steps) for a D-MPNN of hidden
 size 300, depth 3, batched (``molml.explain.explain``) and one molecule per call.
