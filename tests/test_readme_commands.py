@@ -101,6 +101,14 @@ def check_screen(root: Path, before: set[Path]) -> None:
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
 
 
+def check_explain(root: Path, before: set[Path]) -> None:
+    (table,) = new_files(root, before, "attributions.csv")
+    scores = pd.read_csv(table)
+    assert set(scores["molecule"]) == set(range(LIBRARY_SIZE))
+    assert (table.parent / "index.html").is_file()
+    assert len(list((table.parent / "molecules").glob("*.svg"))) == LIBRARY_SIZE
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -121,6 +129,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "--data.predict_path library.csv": (("esol",), check_predict),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
+    "molml explain --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
+    "--input library.csv --output explain/": (("esol",), check_explain),
+    "molml explain --model runs/esol_xgb/version_0/model --input library.csv "
+    "--output explain_xgb/": (("esol",), check_explain),
 }
 
 
