@@ -101,12 +101,15 @@ def check_screen(root: Path, before: set[Path]) -> None:
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
 
 
-def check_explain(root: Path, before: set[Path]) -> None:
-    (table,) = new_files(root, before, "attributions.csv")
-    scores = pd.read_csv(table)
-    assert set(scores["molecule"]) == set(range(LIBRARY_SIZE))
-    assert (table.parent / "index.html").is_file()
-    assert len(list((table.parent / "molecules").glob("*.svg"))) == LIBRARY_SIZE
+def check_explain(output: str) -> Callable[[Path, set[Path]], None]:
+    def check(root: Path, before: set[Path]) -> None:
+        table = root / output / "attributions.csv"
+        assert table not in before
+        assert set(pd.read_csv(table)["molecule"]) == set(range(LIBRARY_SIZE))
+        assert (root / output / "index.html").is_file()
+        assert len(list((root / output / "molecules").glob("*.svg"))) == LIBRARY_SIZE
+
+    return check
 
 
 # README command -> (datasets it needs, what it must have written)
@@ -130,9 +133,9 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
     "molml explain --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
-    "--input library.csv --output explain/": (("esol",), check_explain),
+    "--input library.csv --output explain/": (("esol",), check_explain("explain")),
     "molml explain --model runs/esol_xgb/version_0/model --input library.csv "
-    "--output explain_xgb/": (("esol",), check_explain),
+    "--output explain_xgb/": (("esol",), check_explain("explain_xgb")),
 }
 
 
