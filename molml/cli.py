@@ -5,6 +5,7 @@
 any LightningCLI); ``molml quickstart`` trains and screens the offline demo model;
 ``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
 ``molml tune`` and ``molml cv`` search hyperparameters and cross-validate (:mod:`molml.tune`).
+``molml explain`` draws attributions (:mod:`molml.explain.cli`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.tune.cli import cv_main
 
         cv_main(args[1:])
+    elif args and args[0] == "explain":
+        from molml.explain.cli import main as explain
+
+        explain(args[1:])
     elif args and args[0] == "screen":
         from molml.screen.run import main as screen
 

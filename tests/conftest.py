@@ -220,3 +220,41 @@ def classification_runs(property_csv: Path, tmp_path_factory: pytest.TempPathFac
         "graph": root / "runs" / "gnn" / "version_0",
         "baseline": root / "runs" / "xgb" / "version_0",
     }
+
+
+@pytest.fixture(scope="session")
+def ecfp_baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Saved ECFP4 (1024 bits) baselines on 300 NCI molecules: an XGBoost regressor of Crippen
+    logP (``xgb``) and a random forest classifier of "has a nitrogen" (``forest``)."""
+    import numpy as np
+    import xgboost as xgb
+    from rdkit import Chem
+    from rdkit.Chem import Crippen
+    from sklearn.ensemble import RandomForestClassifier
+
+    from molml.baselines.estimators import ForestTaskModel, XGBoostTaskModel
+    from molml.baselines.model import BaselineModel
+    from molml.chem.fingerprints import MorganFingerprint
+
+    smiles = nci_smiles(300)
+    mols = [Chem.MolFromSmiles(s) for s in smiles]
+    fingerprint = MorganFingerprint(radius=2, n_bits=1024)
+    X, _ = fingerprint.transform(smiles)
+    logp = np.array([Crippen.MolLogP(m) for m in mols])
+    nitrogen = np.array([any(a.GetSymbol() == "N" for a in m.GetAtoms()) for m in mols])
+    root = tmp_path_factory.mktemp("baselines")
+    booster = xgb.XGBRegressor(n_estimators=60, max_depth=4, n_jobs=1).fit(X, logp).get_booster()
+    forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0, n_jobs=1)
+    forest.fit(X, nitrogen.astype(int))
+    return {
+        "xgb": BaselineModel(
+            fingerprint, ["logp"], "regression", "xgboost", [XGBoostTaskModel(booster)]
+        ).save(root / "xgb"),
+        "forest": BaselineModel(
+            fingerprint,
+            ["has_n"],
+            "classification",
+            "random_forest",
+            [ForestTaskModel.from_sklearn(forest)],
+        ).save(root / "forest"),
+    }

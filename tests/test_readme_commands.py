@@ -125,6 +125,17 @@ def check_report_eval(root: Path, before: set[Path]) -> None:
     assert (report_dir / "report.html").is_file()
 
 
+def check_explain(output: str) -> Callable[[Path, set[Path]], None]:
+    def check(root: Path, before: set[Path]) -> None:
+        table = root / output / "attributions.csv"
+        assert table not in before
+        assert set(pd.read_csv(table)["molecule"]) == set(range(LIBRARY_SIZE))
+        assert (root / output / "index.html").is_file()
+        assert len(list((root / output / "molecules").glob("*.svg"))) == LIBRARY_SIZE
+
+    return check
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -157,6 +168,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml cv --config configs/esol_dmpnn.yaml --folds 5": (("esol",), check_cv),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
+    "molml explain --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
+    "--input library.csv --output explain/": (("esol",), check_explain("explain")),
+    "molml explain --model runs/esol_xgb/version_0/model --input library.csv "
+    "--output explain_xgb/": (("esol",), check_explain("explain_xgb")),
 }
 
 

@@ -199,6 +199,15 @@ class MorganFingerprint(FingerprintFeaturizer):
             return _as_features(gen.GetCountFingerprintAsNumPy(mol))
         return _as_features(gen.GetFingerprintAsNumPy(mol))
 
+    def bit_environments(self, mol: Chem.Mol) -> dict[int, list[tuple[int, int]]]:
+        """Each on-bit of ``mol`` -> the atom environments that set it, as ``(centre atom,
+        radius)`` pairs (RDKit's bit info from the same generator)."""
+        gen = _morgan_generator(self.radius, self.n_bits, self.features, self.chirality)
+        output = rdFingerprintGenerator.AdditionalOutput()
+        output.AllocateBitInfoMap()
+        gen.GetFingerprint(mol, additionalOutput=output)
+        return {bit: list(envs) for bit, envs in output.GetBitInfoMap().items()}
+
     @property
     def dim(self) -> int:
         return self.n_bits

@@ -1,0 +1,168 @@
+"""What an explanation of one molecule is, and the table all explanations make together."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from rdkit import Chem
+
+from molml.errors import DataError, PredictorError
+from molml.predict import Predictor
+
+GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
+BASELINE_METHODS = ("shap",)
+METHODS = (*GRAPH_METHODS, *BASELINE_METHODS)
+TABLE_COLUMNS = [
+    "molecule",
+    "smiles",
+    "status",
+    "task",
+    "method",
+    "prediction",
+    "explained_value",
+    "completeness_gap",
+    "unmapped_score",
+    "kind",
+    "index",
+    "label",
+    "score",
+    "score_std",
+]
+
+
+@dataclass
+class MoleculeExplanation:
+    """Attributions of one molecule's prediction for one task.
+
+    ``atom_scores`` ``[n_atoms]`` and ``bond_scores`` ``[n_bonds]`` follow RDKit's atom and bond
+    order of ``mol`` (bond scores are NaN where a method scores atoms only). ``prediction`` is in
+    the model's units (target units, or a probability); ``explained_value`` is the quantity the
+    scores explain (target units for regression, the logit for classification). For an ensemble
+    the scores are the members' mean and ``atom_std`` / ``bond_std`` their spread.
+    ``completeness_gap`` (Integrated Gradients): sum of all attributions minus
+    ``f(x) - f(baseline)``. ``unmapped_score`` (SHAP): the part of the SHAP total carried by
+    features that map to no atom. ``feature_scores``: per-feature SHAP values of features that
+    cannot be mapped to atoms (descriptors, MACCS keys), largest first.
+    """
+
+    smiles: str
+    status: str
+    task: str
+    method: str
+    mol: Chem.Mol | None = None
+    prediction: float = math.nan
+    explained_value: float = math.nan
+    atom_scores: np.ndarray | None = None
+    bond_scores: np.ndarray | None = None
+    atom_std: np.ndarray | None = None
+    bond_std: np.ndarray | None = None
+    completeness_gap: float = math.nan
+    unmapped_score: float = math.nan
+    feature_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the molecule was explained."""
+        return self.status == "ok"
+
+
+def target_column(predictor: Predictor, task: str | None) -> str:
+    """The prediction column to explain: ``task`` (a task or, for multiclass, a
+    ``<task>_class<k>`` column) or the first column; unknown names list the choices."""
+    columns = (
+        predictor.member_columns()
+        if hasattr(predictor, "member_columns")
+        else predictor.prediction_columns()
+    )
+    if task is None:
+        return columns[0]
+    if task not in columns:
+        raise DataError(f"unknown task {task!r}; this model predicts {columns}")
+    return task
+
+
+def check_method(predictor: Predictor, method: str) -> None:
+    """Raise :class:`PredictorError` unless every member of ``predictor`` supports ``method``."""
+    if method not in METHODS:
+        raise DataError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    for member in predictor.members:
+        supported = supported_methods(member)
+        if method not in supported:
+            raise PredictorError(
+                f"method {method!r} does not apply to a {member.kind} model; it supports "
+                f"{list(supported)}"
+            )
+
+
+def default_method(predictor: Predictor) -> str:
+    """``shap`` when every member is a baseline, else ``integrated_gradients``."""
+    baselines = all(member.kind == "baseline" for member in predictor.members)
+    return "shap" if baselines else "integrated_gradients"
+
+
+def supported_methods(predictor: Predictor) -> tuple[str, ...]:
+    """The attribution methods for one (non-ensemble) model."""
+    if predictor.kind == "graph":
+        return GRAPH_METHODS
+    if predictor.kind == "baseline":
+        return BASELINE_METHODS
+    return ()
+
+
+def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
+    """One table of all explanations: a row per atom (``kind`` = ``atom``) and per bond
+    (``bond``) with its ``score`` (and ``score_std`` for ensembles), a row per unmappable
+    feature (``feature``), and one row without scores for a molecule that failed."""
+    rows = []
+    for number, item in enumerate(explanations):
+        head = {
+            "molecule": number,
+            "smiles": item.smiles,
+            "status": item.status,
+            "task": item.task,
+            "method": item.method,
+            "prediction": item.prediction,
+            "explained_value": item.explained_value,
+            "completeness_gap": item.completeness_gap,
+            "unmapped_score": item.unmapped_score,
+        }
+        if not item.ok or item.mol is None or item.atom_scores is None:
+            rows.append({**head, "kind": None, "index": -1, "label": None})
+            continue
+        for atom in item.mol.GetAtoms():
+            i = atom.GetIdx()
+            rows.append(
+                {
+                    **head,
+                    "kind": "atom",
+                    "index": i,
+                    "label": f"{atom.GetSymbol()}{i}",
+                    "score": item.atom_scores[i],
+                    "score_std": _at(item.atom_std, i),
+                }
+            )
+        for bond in item.mol.GetBonds():
+            k = bond.GetIdx()
+            a, b = bond.GetBeginAtom(), bond.GetEndAtom()
+            rows.append(
+                {
+                    **head,
+                    "kind": "bond",
+                    "index": k,
+                    "label": f"{a.GetSymbol()}{a.GetIdx()}-{b.GetSymbol()}{b.GetIdx()}",
+                    "score": _at(item.bond_scores, k),
+                    "score_std": _at(item.bond_std, k),
+                }
+            )
+        for position, (name, value) in enumerate(item.feature_scores.items()):
+            rows.append(
+                {**head, "kind": "feature", "index": position, "label": name, "score": value}
+            )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def _at(values: np.ndarray | None, i: int) -> float:
+    return math.nan if values is None else float(values[i])

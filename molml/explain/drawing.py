@@ -1,0 +1,166 @@
+"""Drawings of explanations: molecules coloured by attribution (RDKit), feature bar plots and
+an HTML grid of all molecules.
+
+Atoms and bonds are coloured with a diverging colour map (blue negative, white zero, red
+positive), scaled per molecule to the largest absolute score, which the colour bar under the
+molecule states; atom highlight radii grow with the absolute score too.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from rdkit.Chem.Draw import rdMolDraw2D  # noqa: E402
+from rdkit.Geometry import Point2D  # noqa: E402
+
+from molml.explain.core import MoleculeExplanation  # noqa: E402
+
+COLOUR_MAP = "bwr"
+BAR_HEIGHT = 56  # pixels under the molecule: colour bar and its labels
+BAR_STEPS = 48
+
+
+def canvas_size(n_atoms: int) -> int:
+    """Side of the square drawing in pixels: larger for large molecules."""
+    return int(min(1200, max(400, 40 * math.sqrt(max(n_atoms, 1)) * 3.2)))
+
+
+def draw_molecule(item: MoleculeExplanation, stem: Path, units: str) -> list[Path]:
+    """Draw one explained molecule to ``<stem>.svg`` and ``<stem>.png``; returns both paths."""
+    paths = []
+    side = canvas_size(item.mol.GetNumAtoms())
+    for suffix, canvas in (
+        (".svg", rdMolDraw2D.MolDraw2DSVG(side, side + BAR_HEIGHT, side, side)),
+        (".png", rdMolDraw2D.MolDraw2DCairo(side, side + BAR_HEIGHT, side, side)),
+    ):
+        _draw(canvas, item, side, units)
+        canvas.FinishDrawing()
+        path = stem.with_suffix(suffix)
+        if suffix == ".svg":
+            path.write_text(canvas.GetDrawingText())
+        else:
+            path.write_bytes(canvas.GetDrawingText())
+        paths.append(path)
+    return paths
+
+
+def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, units: str) -> None:
+    atoms = np.nan_to_num(np.asarray(item.atom_scores, dtype=np.float64))
+    bonds = np.asarray(item.bond_scores, dtype=np.float64)
+    finite = np.concatenate([atoms, bonds[np.isfinite(bonds)]])
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    scale = scale if scale > 0 else 1.0
+    cmap = colormaps[COLOUR_MAP]
+
+    def colour(score: float) -> tuple[float, float, float]:
+        return tuple(float(c) for c in cmap(0.5 + 0.5 * score / scale)[:3])
+
+    options = canvas.drawOptions()
+    options.legendFontSize = 16
+    options.fillHighlights = True
+    options.clearBackground = True
+    options.continuousHighlight = True
+    atom_colours = {i: colour(s) for i, s in enumerate(atoms)}
+    radii = {i: 0.25 + 0.25 * abs(s) / scale for i, s in enumerate(atoms)}
+    bond_ids = [k for k, s in enumerate(bonds) if np.isfinite(s)]
+    bond_colours = {k: colour(bonds[k]) for k in bond_ids}
+    legend = f"{item.task} = {item.prediction:.4g}   ({item.method.replace('_', ' ')})"
+    if item.atom_std is not None:
+        legend += f"   ensemble: max atom std {float(np.max(item.atom_std)):.3g}"
+    rdMolDraw2D.PrepareAndDrawMolecule(
+        canvas,
+        item.mol,
+        legend=legend,
+        highlightAtoms=list(atom_colours),
+        highlightAtomColors=atom_colours,
+        highlightAtomRadii=radii,
+        highlightBonds=bond_ids,
+        highlightBondColors=bond_colours,
+    )
+    _colour_bar(canvas, side, scale, units, colour)
+
+
+def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scale: float, units: str, colour) -> None:
+    left, right = 0.15 * side, 0.85 * side
+    top, bottom = side + 6, side + 22
+    step = (right - left) / BAR_STEPS
+    canvas.SetFillPolys(True)
+    for k in range(BAR_STEPS):
+        canvas.SetColour(colour(scale * (2 * (k + 0.5) / BAR_STEPS - 1)))
+        canvas.DrawRect(
+            Point2D(left + k * step, top), Point2D(left + (k + 1) * step + 0.5, bottom), True
+        )
+    canvas.SetColour((0.0, 0.0, 0.0))
+    canvas.SetFontSize(13)
+    for text, x in ((f"{-scale:.3g}", left), ("0", (left + right) / 2), (f"{scale:.3g}", right)):
+        canvas.DrawString(text, Point2D(x, bottom + 10), 0, True)
+    canvas.DrawString(f"attribution ({units})", Point2D((left + right) / 2, bottom + 26), 0, True)
+
+
+def feature_bar_plot(item: MoleculeExplanation, path: Path, units: str) -> Path:
+    """Horizontal bars of the SHAP values of features that map to no atom (descriptors, ...)."""
+    names = list(item.feature_scores)[::-1]
+    values = [item.feature_scores[n] for n in names]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.2))
+    ax.barh(names, values, color=[colormaps[COLOUR_MAP](0.85 if v > 0 else 0.15) for v in values])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"SHAP value ({units})")
+    ax.set_title(f"{item.task} = {item.prediction:.4g}: features without atoms", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_index(
+    output: Path,
+    explanations: list[MoleculeExplanation],
+    images: dict[int, list[Path]],
+    title: str,
+    table: Path,
+) -> Path:
+    """``index.html``: a grid with one card per molecule (its drawing, by relative link)."""
+    cards = []
+    for number, item in enumerate(explanations):
+        parts = [f"<div class='card'><div class='n'>#{number}</div>"]
+        for image in images.get(number, []):
+            relative = image.relative_to(output).as_posix()
+            parts.append(f"<a href='{relative}'><img src='{relative}' loading='lazy'></a>")
+        if item.ok:
+            parts.append(f"<div>{html.escape(item.task)} = {item.prediction:.4g}</div>")
+            if math.isfinite(item.completeness_gap):
+                parts.append(f"<div class='s'>IG gap {item.completeness_gap:.2g}</div>")
+        else:
+            parts.append(f"<div class='bad'>{html.escape(item.status)}</div>")
+        parts.append(f"<div class='smi'>{html.escape(item.smiles)}</div></div>")
+        cards.append("".join(parts))
+    link = html.escape(table.relative_to(output).as_posix())
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 16px; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 12px; }}
+.card {{ border: 1px solid #ccc; border-radius: 6px; padding: 8px; font-size: 13px; }}
+.card img {{ width: 100%; height: auto; }}
+.n, .s {{ color: #666; }}
+.bad {{ color: #b00; }}
+.smi {{ font-family: monospace; font-size: 11px; word-break: break-all; color: #444; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Red: the atom or bond raises the explained value; blue: lowers it. Colours are scaled per
+molecule (see each colour bar). All scores: <a href="{link}">{table.name}</a>.</p>
+<div class="grid">
+{chr(10).join(cards)}
+</div></body></html>
+"""
+    path = output / "index.html"
+    path.write_text(page)
+    return path

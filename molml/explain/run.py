@@ -1,0 +1,163 @@
+"""``explain``: attributions of any molml predictor, and writing them as a table, drawings and
+an HTML page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from molml.errors import DataError
+from molml.explain.baseline import explain_baseline
+from molml.explain.core import (
+    MoleculeExplanation,
+    check_method,
+    default_method,
+    explanations_frame,
+    target_column,
+)
+from molml.explain.drawing import draw_molecule, feature_bar_plot, write_index
+from molml.explain.graph import explain_graph
+from molml.options import check_int
+from molml.predict import Predictor
+from molml.predict.base import as_smiles_list
+
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+
+def explain(
+    predictor: Predictor,
+    smiles: str | Iterable[Any],
+    method: str | None = None,
+    task: str | None = None,
+    *,
+    steps: int = 50,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[MoleculeExplanation]:
+    """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
+
+    Args:
+        predictor: from :func:`molml.load_model` (graph model, baseline or ensemble).
+        smiles: one SMILES or many; invalid ones get an explanation with their ``status``.
+        method: ``integrated_gradients`` (graph models' default), ``saliency``,
+            ``input_x_gradient``, ``occlusion`` (graph models) or ``shap`` (baselines' default).
+        task: the prediction column to explain (default: the first).
+        steps: Integrated Gradients interpolation steps.
+        batch_size: molecules per chunk of work.
+        progress: show a progress bar over molecules.
+
+    Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
+    are its members' mean, with their standard deviation in ``atom_std`` / ``bond_std``.
+    Use :func:`explanations_frame` for one table.
+    """
+    check_int(steps, "steps", minimum=1)
+    check_int(batch_size, "batch_size", minimum=1)
+    smiles = as_smiles_list(smiles)
+    members = predictor.members
+    method = method or default_method(predictor)
+    check_method(predictor, method)
+    column = target_column(predictor, task)
+    runs = []
+    for member in members:
+        if member.kind == "baseline":
+            runs.append(explain_baseline(member, smiles, column, progress=progress))
+        else:
+            runs.append(
+                explain_graph(
+                    member,
+                    smiles,
+                    method,
+                    column,
+                    steps=steps,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
+    return runs[0] if len(runs) == 1 else _combine(runs)
+
+
+def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]:
+    """Mean scores, their spread over members, and the mean of the scalar fields."""
+    combined = []
+    for items in zip(*runs, strict=True):
+        first = items[0]
+        bad = next((item for item in items if not item.ok), None)
+        if bad is not None:
+            combined.append(MoleculeExplanation(first.smiles, bad.status, first.task, first.method))
+            continue
+        atoms = np.stack([item.atom_scores for item in items])
+        bonds = np.stack([item.bond_scores for item in items])
+        combined.append(
+            MoleculeExplanation(
+                smiles=first.smiles,
+                status="ok",
+                task=first.task,
+                method=first.method,
+                mol=first.mol,
+                prediction=float(np.mean([i.prediction for i in items])),
+                explained_value=float(np.mean([i.explained_value for i in items])),
+                atom_scores=atoms.mean(axis=0),
+                bond_scores=bonds.mean(axis=0),
+                atom_std=atoms.std(axis=0),
+                bond_std=bonds.std(axis=0),
+                completeness_gap=float(np.mean([i.completeness_gap for i in items])),
+                unmapped_score=float(np.mean([i.unmapped_score for i in items])),
+            )
+        )
+    return combined
+
+
+def score_units(predictor: Predictor, method: str) -> str:
+    """What the scores of ``method`` on ``predictor`` are measured in."""
+    if predictor.task_type == "regression":
+        return "target units"
+    random_forest = any(
+        getattr(m.model, "estimator", "") == "random_forest" for m in predictor.members
+    )
+    return "probability" if method == "shap" and random_forest else "logit"
+
+
+def write_explanations(
+    explanations: list[MoleculeExplanation],
+    output: str | Path,
+    *,
+    units: str,
+    table: str = "attributions.csv",
+    title: str = "molml explanations",
+) -> dict[str, Any]:
+    """Write ``table`` (CSV, or Parquet by suffix), ``molecules/NNNNN.svg|png`` (plus
+    ``NNNNN_features.png`` for features without atoms) and ``index.html`` into ``output``.
+    Returns a summary (paths and counts)."""
+    if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
+        raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
+    output = Path(output)
+    drawings = output / "molecules"
+    drawings.mkdir(parents=True, exist_ok=True)
+    frame = explanations_frame(explanations)
+    table_path = output / table
+    if table_path.suffix == ".parquet":
+        frame.to_parquet(table_path, index=False)
+    else:
+        frame.to_csv(table_path, index=False)
+    images: dict[int, list[Path]] = {}
+    width = max(5, len(str(len(explanations))))
+    for number, item in enumerate(explanations):
+        if not item.ok or item.mol is None:
+            continue
+        stem = drawings / f"{number:0{width}d}"
+        svg, _ = draw_molecule(item, stem, units)
+        images[number] = [svg]
+        if item.feature_scores:
+            bars = stem.with_name(f"{stem.name}_features.png")
+            images[number].append(feature_bar_plot(item, bars, units))
+    index = write_index(output, explanations, images, title, table_path)
+    return {
+        "table": str(table_path),
+        "index": str(index),
+        "molecules": len(explanations),
+        "explained": sum(item.ok for item in explanations),
+        "failed": sum(not item.ok for item in explanations),
+    }

@@ -1,0 +1,287 @@
+"""Explanations: Captum attributions of graph models, SHAP of fingerprint baselines, ensembles,
+drawings, the HTML page and the ``molml explain`` command."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+import torch
+from conftest import INVALID_SMILES, nci_smiles
+from PIL import Image
+
+import molml
+from molml.chem.featurizer import DEFAULT_ELEMENTS
+from molml.cli import main
+from molml.errors import DataError, PredictorError
+from molml.explain import explain, explanations_frame, write_explanations
+from molml.explain.baseline import environment_atoms
+from molml.models import (
+    DMPNN,
+    GINE,
+    GPS,
+    PNA,
+    AttentiveFP,
+    GATv2,
+    Graphormer,
+    MoleculeModel,
+)
+from molml.predict import EnsemblePredictor, GraphPredictor
+
+ENCODERS = {
+    "dmpnn": partial(DMPNN, hidden_dim=16, depth=2),
+    "gine": partial(GINE, hidden_dim=16, depth=2),
+    "gatv2": partial(GATv2, hidden_dim=16, depth=2, heads=2),
+    "attentivefp": partial(AttentiveFP, hidden_dim=16, depth=2),
+    "pna": partial(PNA, hidden_dim=16, depth=2, towers=4),
+    "gps": partial(GPS, hidden_dim=16, depth=2, heads=2),
+    "graphormer": partial(Graphormer, hidden_dim=16, depth=2, heads=2, ffn_dim=32),
+}
+MOLECULES = ["CC(=O)Nc1ccc(O)cc1", "C", "[Na+].[Cl-]", "c1ccncc1CCN", "O=C(O)c1ccccc1"]
+
+
+def nitrogen_counter() -> GraphPredictor:
+    """A D-MPNN whose prediction is the number of nitrogen atoms, set by hand: the atom
+    embedding copies the nitrogen one-hot into channel 0, bonds are ignored, the encoder's output
+    layer passes channel 0 through, the readout sums and the head reads channel 0."""
+    hidden = 8
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=hidden, depth=2), readout="sum", ffn_num_layers=1
+    )
+    nitrogen = DEFAULT_ELEMENTS.index(7)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.atom_embedding.weight[0, nitrogen] = 1.0
+        model.encoder.W_o.weight[0, 0] = 1.0
+        model.head[-1].weight[0, 0] = 1.0
+    return GraphPredictor(model)
+
+
+@pytest.fixture(scope="module")
+def trained(graph_run: dict) -> GraphPredictor:
+    return molml.load_model(graph_run["ckpt"])
+
+
+def test_integrated_gradients_is_complete_on_a_trained_model(trained: GraphPredictor) -> None:
+    smiles = nci_smiles(20)
+    result = explain(trained, smiles, task="tpsa", steps=50)
+    prediction = trained.predict(smiles)["tpsa"].to_numpy()
+    explained = np.array([r.explained_value for r in result])
+    np.testing.assert_allclose(explained, prediction, rtol=1e-4, atol=1e-3)  # target units
+    # completeness: sum of attributions = f(x) - f(0) within 1% of the output range
+    gaps = np.abs([r.completeness_gap for r in result])
+    assert gaps.max() < 0.01 * (np.ptp(prediction) + 1.0), gaps
+    totals = np.array([r.atom_scores.sum() + r.bond_scores.sum() for r in result])
+    assert np.abs(totals).max() > 1.0  # the attributions are not trivially zero
+
+
+def test_the_atoms_a_model_counts_get_the_scores() -> None:
+    predictor = nitrogen_counter()
+    smiles = ["CC(=O)Nc1ccc(N)cc1", "c1ccncc1CCN", "CCOC"]
+    assert predictor.predict(smiles)["target"].tolist() == [2.0, 2.0, 0.0]
+    for method in ("integrated_gradients", "input_x_gradient", "occlusion"):
+        for item in explain(predictor, smiles, method=method):
+            is_n = np.array([a.GetSymbol() == "N" for a in item.mol.GetAtoms()])
+            np.testing.assert_allclose(item.atom_scores[is_n], 1.0, atol=1e-5)
+            np.testing.assert_allclose(item.atom_scores[~is_n], 0.0, atol=1e-5)
+            np.testing.assert_allclose(item.bond_scores, 0.0, atol=1e-5)
+
+
+def test_batched_and_single_molecule_explanations_agree(trained: GraphPredictor) -> None:
+    smiles = nci_smiles(12)
+    for method in ("integrated_gradients", "occlusion"):
+        together = explain(trained, smiles, method=method, steps=20, batch_size=5)
+        for item, smi in zip(together, smiles, strict=True):
+            (alone,) = explain(trained, smi, method=method, steps=20)
+            np.testing.assert_allclose(item.atom_scores, alone.atom_scores, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(item.bond_scores, alone.bond_scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_every_encoder_explains(encoder: str) -> None:
+    torch.manual_seed(0)
+    model = MoleculeModel(encoder=ENCODERS[encoder](), ffn_hidden_dim=16, tasks=["a", "b"])
+    predictor = GraphPredictor(model)
+    result = explain(predictor, MOLECULES, task="b", steps=16)
+    assert [r.status for r in result] == ["ok"] * len(MOLECULES)
+    for item in result:
+        assert item.atom_scores.shape == (item.mol.GetNumAtoms(),)
+        assert item.bond_scores.shape == (item.mol.GetNumBonds(),)
+        assert np.isfinite(item.atom_scores).all() and np.isfinite(item.bond_scores).all()
+        assert abs(item.completeness_gap) < 0.05 * (abs(item.explained_value) + 0.1)
+    np.testing.assert_allclose(
+        [r.prediction for r in result], predictor.predict(MOLECULES)["b"], rtol=1e-5
+    )
+
+
+def test_shap_of_xgboost_maps_on_bits_to_atoms(ecfp_baselines: dict[str, Path]) -> None:
+    predictor = molml.load_model(ecfp_baselines["xgb"])
+    smiles = nci_smiles(310)[300:]  # not seen in training
+    result = explain(predictor, smiles)
+    booster = predictor.model.task_models[0].booster
+    explainer = shap.TreeExplainer(booster)
+    X = predictor.embed(smiles)
+    values = explainer.shap_values(X)
+    prediction = predictor.predict(smiles)["logp"].to_numpy()
+    for item, x, row, predicted in zip(result, X, values, prediction, strict=True):
+        assert item.method == "shap" and item.ok
+        on_bits = row[x > 0].sum()
+        assert item.atom_scores.sum() == pytest.approx(on_bits, abs=1e-4)
+        assert item.atom_scores.sum() + item.unmapped_score == pytest.approx(row.sum(), abs=1e-4)
+        # the SHAP total is the prediction minus the expected value
+        assert row.sum() == pytest.approx(predicted - explainer.expected_value, abs=1e-3)
+        assert item.explained_value == pytest.approx(predicted, abs=1e-3)
+        assert np.isnan(item.bond_scores).all()
+
+
+def test_environment_atoms_follow_the_bonds() -> None:
+    mol = molml.chem.parsing.parse_smiles("CCOC(=O)N")
+    assert environment_atoms(mol, 3, 0) == [3]
+    assert environment_atoms(mol, 3, 1) == [2, 3, 4, 5]
+    assert environment_atoms(mol, 0, 2) == [0, 1, 2]
+
+
+def test_shap_of_a_random_forest_adds_up_to_its_probability(
+    ecfp_baselines: dict[str, Path],
+) -> None:
+    predictor = molml.load_model(ecfp_baselines["forest"])
+    smiles = ["c1ccncc1CCN", "CCCCCC", "CC(=O)Nc1ccc(O)cc1"]
+    result = explain(predictor, smiles)
+    probability = predictor.predict(smiles)["has_n"].to_numpy()
+    for item, p in zip(result, probability, strict=True):
+        assert item.explained_value == pytest.approx(p, abs=1e-6)  # interventional: exact
+    nitrogen = [a.GetIdx() for a in result[0].mol.GetAtoms() if a.GetSymbol() == "N"]
+    assert result[0].atom_scores[nitrogen].max() == pytest.approx(result[0].atom_scores.max())
+
+
+def test_methods_that_do_not_apply_name_the_ones_that_do(
+    trained: GraphPredictor, ecfp_baselines: dict[str, Path]
+) -> None:
+    with pytest.raises(PredictorError, match="integrated_gradients"):
+        explain(trained, "CCO", method="shap")
+    with pytest.raises(PredictorError, match="shap"):
+        explain(molml.load_model(ecfp_baselines["xgb"]), "CCO", method="integrated_gradients")
+    with pytest.raises(DataError, match=r"\['logp', 'tpsa'\]"):
+        explain(trained, "CCO", task="solubility")
+    with pytest.raises(DataError, match="steps"):
+        explain(trained, "CCO", steps=0)
+
+
+def test_ensembles_give_the_mean_map_and_its_spread() -> None:
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(GraphPredictor(MoleculeModel(encoder=DMPNN(hidden_dim=16, depth=2))))
+    ensemble = EnsemblePredictor(members)
+    smiles = ["CC(=O)Nc1ccc(O)cc1", "bad smiles"]
+    combined = explain(ensemble, smiles, method="saliency")
+    singles = [explain(member, smiles, method="saliency")[0] for member in members]
+    atoms = np.stack([s.atom_scores for s in singles])
+    np.testing.assert_allclose(combined[0].atom_scores, atoms.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(combined[0].atom_std, atoms.std(axis=0), rtol=1e-6)
+    assert combined[0].atom_std.max() > 0
+    assert combined[1].status != "ok"
+    frame = explanations_frame(combined)
+    assert frame.loc[frame["kind"] == "atom", "score_std"].notna().all()
+
+
+def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:
+    predictor = nitrogen_counter()
+    large = "C" * 120 + "N" + "C" * 100  # 221 heavy atoms
+    smiles = ["C", "[Na+].[Cl-]", *INVALID_SMILES, large]
+    result = explain(predictor, smiles, method="integrated_gradients", steps=8)
+    assert [r.ok for r in result] == [True, True, False, False, False, True]
+    assert result[0].bond_scores.shape == (0,) and result[1].bond_scores.shape == (0,)
+    assert int(np.argmax(result[-1].atom_scores)) == 120
+    summary = write_explanations(result, tmp_path, units="target units")
+    assert summary["explained"] == 3 and summary["failed"] == 3
+    assert sorted(p.name for p in (tmp_path / "molecules").iterdir()) == [
+        f"{i:05d}.{suffix}" for i in (0, 1, 5) for suffix in ("png", "svg")
+    ]
+    with Image.open(tmp_path / "molecules" / "00005.png") as image:
+        assert image.size[0] >= 800  # a large molecule gets a large canvas
+
+
+def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, capsys) -> None:
+    mols = tmp_path / "mols.csv"
+    smiles = [*nci_smiles(4), "not_a_smiles", "C"]
+    pd.DataFrame({"smiles": smiles}).to_csv(mols, index=False)
+    out = tmp_path / "explain"
+    args = ["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols)]
+    main([*args, "--output", str(out), "--task", "logp", "--steps", "20", "--no-progress"])
+    assert '"failed": 1' in capsys.readouterr().out
+    table = pd.read_csv(out / "attributions.csv")
+    bad = table[table["molecule"] == 4]
+    assert len(bad) == 1 and bad["status"].iloc[0] != "ok" and bad["kind"].isna().all()
+    atoms = table[table["kind"] == "atom"]
+    assert atoms.groupby("molecule").size().to_dict()[5] == 1
+    assert atoms["completeness_gap"].notna().all() and (atoms["task"] == "logp").all()
+    for number in (0, 1, 2, 3, 5):
+        svg = (out / "molecules" / f"{number:05d}.svg").read_text()
+        assert ElementTree.fromstring(svg.encode()).tag.endswith("svg")  # well-formed SVG
+        with Image.open(out / "molecules" / f"{number:05d}.png") as image:
+            image.verify()
+    page = (out / "index.html").read_text()
+    links = re.findall(r"(?:src|href)='([^']+)'", page)
+    assert len(links) == 10  # five drawings, each shown and linked
+    assert all((out / link).is_file() for link in links)
+    assert "attributions.csv" in page and page.count("logp = ") == 5
+
+    # parquet by suffix; errors are one line with the documented exit code
+    main([*args, "--output", str(out), "--table", "scores.parquet", "--no-progress"])
+    assert len(pd.read_parquet(out / "scores.parquet")) == len(table)
+    for extra, code, text in (
+        (["--task", "nope"], 2, "['logp', 'tpsa']"),
+        (["--steps", "0"], 2, "--steps"),
+        (["--method", "shap"], 1, "integrated_gradients"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--output", str(out), *extra])
+        assert exit_info.value.code == code
+        assert text in capsys.readouterr().err
+
+
+def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Path) -> None:
+    mols = tmp_path / "mols.smi"
+    mols.write_text("smiles\nCC(=O)Nc1ccc(O)cc1\nC\n")
+    out = tmp_path / "explain"
+    model = str(ecfp_baselines["xgb"])
+    main(["explain", "--model", model, "--input", str(mols), "--output", str(out), "--no-progress"])
+    table = pd.read_csv(out / "attributions.csv")
+    assert (table["method"] == "shap").all()
+    assert table.loc[table["kind"] == "atom", "score"].abs().sum() > 0
+    assert (out / "molecules" / "00000.svg").is_file()
+
+
+def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
+    import xgboost as xgb
+    from rdkit.Chem import Descriptors
+
+    from molml.baselines.estimators import XGBoostTaskModel
+    from molml.baselines.model import BaselineModel
+    from molml.chem.fingerprints import RDKitDescriptors
+    from molml.predict import BaselinePredictor
+
+    names = ["MolWt", "TPSA", "NumHDonors", "RingCount"]
+    smiles = nci_smiles(80)
+    featurizer = RDKitDescriptors(names)
+    X, _ = featurizer.transform(smiles)
+    y = np.array([Descriptors.TPSA(molml.chem.parsing.parse_smiles(s)) for s in smiles])
+    booster = xgb.XGBRegressor(n_estimators=20, max_depth=3, n_jobs=1).fit(X, y).get_booster()
+    predictor = BaselinePredictor(
+        BaselineModel(featurizer, ["tpsa"], "regression", "xgboost", [XGBoostTaskModel(booster)])
+    )
+    (item,) = explain(predictor, "CC(=O)Nc1ccc(O)cc1")
+    assert set(item.feature_scores) <= set(names) and "TPSA" in item.feature_scores
+    assert item.unmapped_score == pytest.approx(sum(item.feature_scores.values()), abs=1e-4)
+    np.testing.assert_allclose(item.atom_scores, 0.0)
+    write_explanations([item], tmp_path, units="target units")
+    assert (tmp_path / "molecules" / "00000_features.png").is_file()
+    assert "00000_features.png" in (tmp_path / "index.html").read_text()
