@@ -33,6 +33,7 @@ import httpx
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
+from prometheus_client.parser import text_string_to_metric_families
 
 from molml.data.datamodule import MoleculeDataModule
 from molml.models import DMPNN, MoleculeModel
@@ -86,6 +87,17 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def model_calls(url: str) -> tuple[float, float]:
+    """(model calls, molecules in them) so far, from the server's ``/metrics``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return found["molml_model_batch_molecules_count"], found["molml_model_batch_molecules_sum"]
 
 
 class MemorySampler(threading.Thread):
@@ -193,10 +205,12 @@ class Server:
         self.after_warmup = rss_kib(self.process.pid)
 
     def run(self, smiles: list[str], molecules: int, clients: int, requests: int) -> None:
-        cpu = cpu_seconds(self.process.pid)
+        cpu, calls = cpu_seconds(self.process.pid), model_calls(self.url)
         cell = asyncio.run(drive(self.url, smiles, molecules, clients, requests))
         cpu = cpu_seconds(self.process.pid) - cpu
+        calls = [after - before for before, after in zip(calls, model_calls(self.url), strict=True)]
         cell = {"batching": self.batching, **cell}
+        cell["molecules_per_model_call"] = round(calls[1] / calls[0], 1)
         cell["server_cpu_ms_per_request"] = round(1000 * cpu / requests, 2)
         # what one free core would sustain: load-independent, unlike mol/s on a shared machine
         cell["molecules_per_server_cpu_s"] = round(molecules * requests / cpu, 1)
@@ -264,16 +278,18 @@ def main() -> None:
 
     reference = f"; reference set {args.reference}" if args.reference else ""
     print(f"\n2-core x86-64 CPU, shared; server torch threads: {args.threads}{reference}\n")
-    print("| molecules/request | clients | micro-batching | mol/s | p50 ms | p95 ms | p99 ms "
-          "| errors | server CPU ms/request | mol per server CPU-s |")  # fmt: skip
-    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| molecules/request | clients | micro-batching | mol/s | p50 ms | p95 ms | p99 ms "
+        "| errors | mol per model call | server CPU ms/request | mol per server CPU-s |"
+    )
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     cells = [c for server in servers for c in server["cells"]]
     cells.sort(key=lambda c: (c["molecules_per_request"], c["clients"], not c["batching"]))
     for c in cells:
         print(
             f"| {c['molecules_per_request']} | {c['clients']} | {'on' if c['batching'] else 'off'} "
             f"| {c['molecules_per_s']:,.0f} | {c['p50_ms']} | {c['p95_ms']} | {c['p99_ms']} "
-            f"| {c['errors']} | {c['server_cpu_ms_per_request']} "
+            f"| {c['errors']} | {c['molecules_per_model_call']} | {c['server_cpu_ms_per_request']} "
             f"| {c['molecules_per_server_cpu_s']:,.0f} |"
         )
     print(f"\nload average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f}")

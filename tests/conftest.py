@@ -152,3 +152,56 @@ def graph_run(property_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     trainer.fit(model, datamodule=dm)
     (tested,) = trainer.test(model, datamodule=dm, ckpt_path="best", verbose=False)
     return {"dm": dm, "model": model, "ckpt": Path(checkpoint.best_model_path), "tested": tested}
+
+
+# ---------------------------------------------------------------------------- molml serve
+
+from contextlib import contextmanager  # noqa: E402 - for the helpers below
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def molml_server(args: list[str], cwd: Path | None = None, timeout: float = 120) -> Iterator[str]:
+    """Run ``molml serve ARGS --port P`` (this checkout's molml) in its own process; yields its
+    URL once ``/health`` answers, then stops it and checks that it shut down cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "molml.cli", "serve", *args, "--port", str(port)]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's molml
+    env = {**os.environ, "PYTHONPATH": path}
+    server = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, server.communicate()[0].decode()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"molml serve did not answer in {timeout} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    # uvicorn shuts down gracefully, then exits by the signal it was sent
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output

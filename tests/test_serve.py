@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +12,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import INVALID_SMILES, REPO, nci_smiles
+from conftest import INVALID_SMILES, molml_server, nci_smiles
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -271,33 +266,9 @@ def test_serve_command_errors_are_one_line_with_an_exit_code(
     assert err.startswith("molml serve: error:") and message in err and "\n" not in err
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "molml.cli", "serve", "--model", f"logp={graph_run['ckpt']}"]
-    command += ["--port", str(port), "--reference", str(property_csv), "--log-level", "warning"]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.communicate()[0].decode()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "molml serve did not answer /health in 120 s"
-            time.sleep(0.5)
+    args = ["--model", f"logp={graph_run['ckpt']}", "--reference", str(property_csv)]
+    with molml_server([*args, "--log-level", "warning"]) as url:
         response = httpx.post(f"{url}/predict", json={"smiles": [SMILES[0], "C1CC"]}, timeout=30)
         assert response.status_code == 200
         first, second = response.json()["results"]
@@ -306,9 +277,3 @@ def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> 
         assert httpx.get(f"{url}/docs", timeout=10).status_code == 200
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert metric(metrics, "molml_molecules_total", model="logp") == 2
-    finally:
-        server.terminate()
-        output = server.communicate(timeout=30)[0].decode()
-    # uvicorn shuts down gracefully, then exits by the signal it was sent
-    assert server.returncode in (0, -signal.SIGTERM), output
-    assert "Traceback" not in output, output
