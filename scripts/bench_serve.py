@@ -123,13 +123,13 @@ def free_port() -> int:
 
 
 def start_server(
-    model: Path, batching: bool, threads: int, reference: Path | None
+    model: Path, batching: bool, args: argparse.Namespace
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "molml.cli", "serve", "--model", f"dmpnn={model}"]
-    command += ["--port", str(port), "--threads", str(threads), "--log-level", "warning"]
-    command += [] if batching else ["--max-batch-size", "0"]
-    command += ["--reference", str(reference)] if reference else []
+    command += ["--port", str(port), "--threads", str(args.threads), "--log-level", "warning"]
+    command += ["--max-wait-ms", str(args.max_wait_ms)] if batching else ["--max-batch-size", "0"]
+    command += ["--reference", str(args.reference)] if args.reference else []
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's molml
     env = {**os.environ, "PYTHONPATH": path}
     server = subprocess.Popen(command, env=env)
@@ -192,7 +192,7 @@ class Server:
 
     def __init__(self, model: Path, batching: bool, args: argparse.Namespace) -> None:
         self.batching = batching
-        self.process, self.url = start_server(model, batching, args.threads, args.reference)
+        self.process, self.url = start_server(model, batching, args)
         self.sampler = MemorySampler(self.process.pid)
         self.sampler.start()
         self.cells: list[dict[str, Any]] = []
@@ -265,6 +265,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     parser.add_argument(
+        "--max-wait-ms", type=float, default=2.0, help="the batching server's --max-wait-ms"
+    )
+    parser.add_argument(
         "--reference", type=Path, help="training molecules for the applicability-domain metrics"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "serve.json")
@@ -277,7 +280,10 @@ def main() -> None:
         servers = run_all(model, args, smiles)
 
     reference = f"; reference set {args.reference}" if args.reference else ""
-    print(f"\n2-core x86-64 CPU, shared; server torch threads: {args.threads}{reference}\n")
+    print(
+        f"\n2-core x86-64 CPU, shared; server torch threads: {args.threads}; "
+        f"--max-wait-ms {args.max_wait_ms}{reference}\n"
+    )
     print(
         "| molecules/request | clients | micro-batching | mol/s | p50 ms | p95 ms | p99 ms "
         "| errors | mol per model call | server CPU ms/request | mol per server CPU-s |"
@@ -307,6 +313,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)",
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "threads": args.threads,
+        "max_wait_ms": args.max_wait_ms,
         "reference": str(args.reference) if args.reference else None,
         "requests": args.requests,
         "servers": servers,

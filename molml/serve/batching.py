@@ -3,8 +3,8 @@
 Requests wait in an asyncio queue. One task per model takes the first waiting request, gathers
 more for at most ``max_wait_ms`` (or until ``max_batch_size`` molecules are gathered), runs the
 model once on all of them in the service's model thread (so the event loop keeps answering), and
-hands every request its own rows back. Requests that arrive while the model runs are gathered
-into the next call.
+hands every request its own rows back. Up to two calls are in the executor at a time (one
+running, one waiting), and requests that arrive meanwhile are gathered into the call after.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from molml.errors import DataError
 from molml.options import check_int
 
 
@@ -64,7 +66,7 @@ class MicroBatcher:
     ) -> None:
         check_int(max_batch_size, "max_batch_size", minimum=0)
         if not max_wait_ms >= 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+            raise DataError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         self.score = score
         self.executor = executor
         self.max_batch_size = max_batch_size
@@ -73,10 +75,12 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._carry: _Pending | None = None
+        self._slots: asyncio.Semaphore | None = None  # batches running or queued in executor
 
     async def start(self) -> None:
         """Start gathering on the running event loop."""
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(2)
         self._task = asyncio.create_task(self._gather_forever())
 
     async def stop(self) -> None:
@@ -134,22 +138,39 @@ class MicroBatcher:
         return batch
 
     async def _gather_forever(self) -> None:
+        """Gather batches and hand them to the executor. One batch may wait in the executor
+        while another runs, so the model never idles for the event loop, and requests that
+        arrive meanwhile are gathered into the batch after."""
+        slots = self._slots
+        assert slots is not None
         loop = asyncio.get_running_loop()
         while True:
+            await slots.acquire()
             batch = [p for p in await self._next_batch() if not p.future.done()]
             if not batch:  # every client of the batch has gone
+                slots.release()
                 continue
             smiles = [s for p in batch for s in p.smiles]
-            try:
-                scores = await loop.run_in_executor(self.executor, self._call, smiles)
-            except Exception as exc:  # noqa: BLE001 - each waiting request gets the error
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            start = 0
-            for p in batch:
-                stop = start + len(p.smiles)
-                if not p.future.done():
-                    p.future.set_result(scores[start:stop])
-                start = stop
+            call = loop.run_in_executor(self.executor, self._call, smiles)
+            call.add_done_callback(partial(_deliver, slots, batch))
+
+
+def _deliver(slots: asyncio.Semaphore, batch: list[_Pending], call: asyncio.Future[Scores]) -> None:
+    """Give each request of a finished model call its rows (or the call's error)."""
+    slots.release()
+    if call.cancelled():
+        for p in batch:
+            p.future.cancel()
+        return
+    error = call.exception()
+    if error is not None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+        return
+    scores, start = call.result(), 0
+    for p in batch:
+        stop = start + len(p.smiles)
+        if not p.future.done():
+            p.future.set_result(scores[start:stop])
+        start = stop

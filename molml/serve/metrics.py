@@ -45,7 +45,9 @@ class ServiceMetrics:
             "molml_model_batch_molecules", "Molecules per model call",
             ["model"], buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
-        self.similarity = self.far = self.far_share = None
+        self.similarity: Histogram | None = None
+        self.far: Counter | None = None
+        self.far_share: Gauge | None = None
         self._domain_counts: dict[str, tuple[int, int]] = {}  # model -> (checked, far)
         if with_domain:
             self.similarity = Histogram(
