@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from molml.data.datamodule import MoleculeDataModule
 from molml.models import DMPNN, MoleculeModel
 from molml.quickstart import NCI_LIBRARY, write_logp_dataset
+from molml.serve import ReferenceSet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -306,6 +307,11 @@ def main() -> None:
             f"| {'on' if s['batching'] else 'off'} | {s['rss_after_warmup_mib']} MiB "
             f"| {s['rss_at_end_mib']} MiB | {s['peak_rss_mib']} MiB | {s['memory_flat']} |"
         )
+    timing = reference_timing(smiles)
+    print(
+        f"\n--reference: {timing['reference_molecules']:,} molecules built in "
+        f"{timing['build_s']} s; {timing['ms_per_molecule']} ms per molecule compared"
+    )
     goals = _goals(servers)
     print("\n" + "\n".join(f"- {name}: {'met' if ok else 'NOT met'}" for name, ok in goals.items()))
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -317,10 +323,27 @@ def main() -> None:
         "reference": str(args.reference) if args.reference else None,
         "requests": args.requests,
         "servers": servers,
+        "reference_set": timing,
         "goals": goals,
     }
     args.output.write_text(json.dumps(record, indent=2))
     print(f"\nwrote {args.output}")
+
+
+def reference_timing(smiles: list[str]) -> dict[str, float]:
+    """Seconds to build a 10,000-molecule reference set, and milliseconds per molecule to
+    compare molecules with it (what ``--reference`` costs)."""
+    references = [s for s in smiles if s != "C1CC"] * 2
+    t0 = time.perf_counter()
+    reference = ReferenceSet(references[:10_000])
+    built = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reference.max_similarity(smiles[:500])
+    return {
+        "reference_molecules": len(reference.fingerprints),
+        "build_s": round(built, 2),
+        "ms_per_molecule": round((time.perf_counter() - t0) / 500 * 1000, 2),
+    }
 
 
 def _goals(servers: list[dict[str, Any]]) -> dict[str, bool]:
