@@ -279,3 +279,29 @@ def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> 
         assert httpx.get(f"{url}/docs", timeout=10).status_code == 200
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert metric(metrics, "molml_molecules_total", model="logp") == 2
+
+
+def test_a_graph_model_and_a_baseline_are_served_side_by_side(
+    graph_run: dict, property_csv: Path, tmp_path: Path
+) -> None:
+    from molml.baselines import BaselineConfig, DataConfig, EstimatorConfig, fit_baseline
+
+    baseline = fit_baseline(
+        BaselineConfig(
+            data=DataConfig(path=str(property_csv), target_columns=["logp", "tpsa"]),
+            estimator=EstimatorConfig(params={"n_estimators": 10, "n_jobs": 1}),
+            tracking_uri=None,
+        )
+    )
+    baseline.model.save(tmp_path / "xgb")
+    predictors = load_predictors([f"dmpnn={graph_run['ckpt']}", str(tmp_path / "xgb")], False)
+    smiles = [SMILES[0], "C1CC"]
+    with TestClient(create_app(predictors)) as client:
+        models = client.get("/models").json()["models"]
+        xgb = client.post("/predict/xgb", json={"smiles": smiles}).json()["results"]
+        dmpnn = client.post("/predict/dmpnn", json={"smiles": smiles}).json()["results"]
+    assert models["xgb"]["kind"] == "baseline" and models["dmpnn"]["kind"] == "graph"
+    expected = baseline.model.predict(smiles)
+    assert xgb[0]["predictions"]["logp"] == pytest.approx(expected["logp"][0], rel=1e-5)
+    assert xgb[1]["status"] != "ok" and dmpnn[1]["status"] != "ok"
+    assert dmpnn[0]["status"] == "ok"
