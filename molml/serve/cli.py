@@ -29,6 +29,8 @@ def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor
     """The models to serve by name; with ``ensemble``, one model averaging all of them."""
     named = [model_name(spec) for spec in specs]
     if ensemble:
+        if len(named) < 2:
+            raise DataError("--ensemble needs at least two --model")
         return {"ensemble": load_model([path for _, path in named])}
     predictors: dict[str, Predictor] = {}
     for name, path in named:
