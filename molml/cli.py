@@ -6,6 +6,7 @@ any LightningCLI); ``molml quickstart`` trains and screens the offline demo mode
 ``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
 ``molml tune`` and ``molml cv`` search hyperparameters and cross-validate (:mod:`molml.tune`).
 ``molml explain`` draws attributions (:mod:`molml.explain.cli`).
+``molml serve`` serves trained models over HTTP (:mod:`molml.serve.cli`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.report.cli import main as report
 
         report(args[1:])
+    elif args and args[0] == "serve":
+        from molml.serve.cli import main as serve
+
+        serve(args[1:])
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

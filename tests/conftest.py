@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,54 @@ def ecfp_baselines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             [ForestTaskModel.from_sklearn(forest)],
         ).save(root / "forest"),
     }
+
+
+# ---------------------------------------------------------------------------- molml serve
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def molml_server(args: list[str], cwd: Path | None = None, timeout: float = 120) -> Iterator[str]:
+    """Run ``molml serve ARGS --port P`` (this checkout's molml) in its own process; yields its
+    URL once ``/health`` answers, then stops it and checks that it shut down cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "molml.cli", "serve", *args, "--port", str(port)]
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # this checkout's molml
+    env = {**os.environ, "PYTHONPATH": path}
+    server = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, server.communicate()[0].decode()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"molml serve did not answer in {timeout} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    # uvicorn shuts down gracefully, then exits by the signal it was sent
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output

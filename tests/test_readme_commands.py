@@ -13,16 +13,18 @@ import gzip
 import json
 import re
 import shlex
+import shutil
 import string
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, require_dataset
+from conftest import REPO, molml_server, require_dataset
 
 from molml import load_model
 from molml.cli import main
@@ -136,6 +138,21 @@ def check_explain(output: str) -> Callable[[Path, set[Path]], None]:
     return check
 
 
+SERVE = "molml serve --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt --reference esol.csv"
+
+
+def check_serve(root: Path, before: set[Path]) -> None:
+    """``molml serve`` runs in its own process (on a free port, not the README's 8000)."""
+    shutil.copy(require_dataset("esol"), root / "esol.csv")
+    with molml_server(shlex.split(SERVE)[2:], cwd=root) as url:
+        response = httpx.post(f"{url}/predict", json={"smiles": ["CCO", "C1CC"]}, timeout=30)
+        first, second = response.json()["results"]
+        assert first["status"] == "ok" and first["predictions"]["logSolubility"] is not None
+        assert second["status"] != "ok"
+        domain = httpx.get(f"{url}/models", timeout=10).json()["models"]["best"]
+        assert domain["applicability_domain"]["molecules"] == 1128
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -172,6 +189,7 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "--input library.csv --output explain/": (("esol",), check_explain("explain")),
     "molml explain --model runs/esol_xgb/version_0/model --input library.csv "
     "--output explain_xgb/": (("esol",), check_explain("explain_xgb")),
+    SERVE: (("esol",), check_serve),
 }
 
 
@@ -222,6 +240,9 @@ def test_readme_command_runs(
     monkeypatch.chdir(workdir)
     monkeypatch.setattr(sys, "argv", ["molml"])  # pytest's own arguments are not the CLI's
     before = set(workdir.rglob("*"))
+    if command == SERVE:  # a server runs until stopped: its check starts and stops it
+        check(workdir, before)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         main(cli_args(command))

@@ -1,0 +1,325 @@
+"""The FastAPI application: ``create_app({name: predictor})``.
+
+Endpoints: ``POST /predict`` (the only model) and ``POST /predict/{model}``, ``GET /health``,
+``GET /models``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from molml._version import __version__
+from molml.errors import DataError, error_message
+from molml.options import check_int
+from molml.predict import Predictor
+from molml.predict.base import DEFAULT_BATCH_SIZE
+from molml.serve.batching import MicroBatcher, Scores
+from molml.serve.domain import ReferenceSet
+from molml.serve.metrics import RequestMetrics, ServiceMetrics
+
+log = logging.getLogger("molml")
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_BYTES_PER_MOLECULE = 64  # JSON quotes, commas and a short id besides each SMILES
+
+
+class PredictRequest(BaseModel):
+    """Molecules to predict, with optional identifiers echoed back."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"smiles": ["CCO", "c1ccccc1O"], "ids": ["a", "b"]}]},
+    )
+
+    smiles: list[StrictStr] = Field(min_length=1, description="SMILES strings, one per molecule")
+    ids: list[StrictStr | StrictInt] | None = Field(
+        default=None, description="one identifier per SMILES (default: the position)"
+    )
+
+
+class MoleculeResult(BaseModel):
+    """The prediction for one molecule."""
+
+    id: str | int
+    smiles: str
+    predictions: dict[str, float | None] = Field(
+        description="one value per prediction column; null when the molecule failed"
+    )
+    status: str = Field(description="'ok' or why the molecule could not be predicted")
+    training_similarity: float | None = Field(
+        default=None,
+        description="maximum Tanimoto similarity (ECFP4) to the reference set, when one is set",
+    )
+    far_from_training: bool | None = Field(
+        default=None, description="training_similarity below the service's threshold"
+    )
+
+
+class PredictResponse(BaseModel):
+    """One result per input molecule, in input order."""
+
+    model: str
+    columns: list[str]
+    results: list[MoleculeResult]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    molml_version: str
+    models: list[str]
+
+
+class ModelInfo(BaseModel):
+    kind: str
+    tasks: list[str]
+    task_type: str
+    prediction_columns: list[str]
+    metadata: dict[str, Any] = Field(
+        description="molml version, training data, test metrics, featurizer (Predictor.metadata)"
+    )
+    applicability_domain: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    default: str | None = Field(description="the model POST /predict uses (only one is served)")
+    models: dict[str, ModelInfo]
+
+
+@dataclass
+class _Served:
+    predictor: Predictor
+    info: ModelInfo
+    batcher: MicroBatcher | None = None
+
+
+def create_app(
+    predictors: Mapping[str, Predictor],
+    *,
+    max_molecules: int = 1000,
+    max_smiles_length: int = 1000,
+    reference: ReferenceSet | None = None,
+    max_batch_size: int = 256,
+    max_wait_ms: float = 2.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> FastAPI:
+    """A FastAPI app serving ``predictors`` by name.
+
+    Args:
+        predictors: name -> Predictor (graph checkpoint, baseline, ensemble, ...).
+        max_molecules: most molecules per request (more: 413).
+        max_smiles_length: longest SMILES accepted (longer: 422). Request bodies over
+            ``max_molecules * (2 * max_smiles_length + 64)`` bytes are refused (413) unread.
+        reference: training molecules for the applicability-domain metrics, if any.
+        max_batch_size: most molecules of concurrent requests gathered into one model call
+            (0: one model call per request).
+        max_wait_ms: how long a request waits for others to join its model call.
+        batch_size: molecules per forward pass inside one model call.
+
+    Run it under an ASGI server (``uvicorn``) or ``fastapi.testclient.TestClient`` used as a
+    context manager, so the lifespan that starts the batching runs.
+    """
+    if not predictors:
+        raise DataError("no model to serve")
+    for name in predictors:
+        if not MODEL_NAME.match(name):
+            raise DataError(
+                f"model name {name!r} must be letters, digits, '_', '.' or '-' (it is a URL part)"
+            )
+    for option, value in (
+        ("max_molecules", max_molecules),
+        ("max_smiles_length", max_smiles_length),
+        ("batch_size", batch_size),
+    ):
+        check_int(value, option, minimum=1)
+    check_int(max_batch_size, "max_batch_size", minimum=0)
+    if not (isinstance(max_wait_ms, (int, float)) and 0 <= max_wait_ms <= 1000):
+        raise DataError(f"max_wait_ms must be a number within [0, 1000], got {max_wait_ms!r}")
+
+    metrics = ServiceMetrics(with_domain=reference is not None)
+    domain = (
+        reference.describe()
+        if reference is not None
+        else {"reference": None, "note": "no reference set given: similarity is not computed"}
+    )
+    served = {
+        name: _Served(predictor, _model_info(predictor, domain))
+        for name, predictor in predictors.items()
+    }
+    default = next(iter(served)) if len(served) == 1 else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="molml-model")
+        for name, model in served.items():
+            model.batcher = MicroBatcher(
+                _scorer(model.predictor, reference, batch_size),
+                executor,
+                max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms,
+                on_batch=lambda n, name=name: metrics.model_call(name, n),
+            )
+            await model.batcher.start()
+        try:
+            yield
+        finally:
+            for model in served.values():
+                if model.batcher is not None:
+                    await model.batcher.stop()
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="molml",
+        version=__version__,
+        description="Molecular property predictions from trained molml models.",
+        lifespan=lifespan,
+    )
+    max_body = max_molecules * (2 * max_smiles_length + _BYTES_PER_MOLECULE) + 65536
+    app.add_middleware(RequestMetrics, metrics=metrics, max_body_bytes=max_body)
+
+    async def predict(name: str, request: PredictRequest) -> PredictResponse:
+        model = served.get(name)
+        if model is None:
+            raise HTTPException(404, f"no model named {name!r}; served: {', '.join(served)}")
+        smiles = request.smiles
+        if len(smiles) > max_molecules:
+            raise HTTPException(
+                413,
+                f"{len(smiles)} molecules in one request; the limit is {max_molecules} "
+                "(--max-molecules): split the request",
+            )
+        ids = request.ids if request.ids is not None else list(range(len(smiles)))
+        if len(ids) != len(smiles):
+            raise HTTPException(422, f"{len(ids)} ids for {len(smiles)} SMILES: give one each")
+        for i, text in enumerate(smiles):
+            if len(text) > max_smiles_length:
+                raise HTTPException(
+                    422,
+                    f"smiles[{i}] has {len(text)} characters; the limit is {max_smiles_length} "
+                    "(--max-smiles-length)",
+                )
+        assert model.batcher is not None, "the app's lifespan has not started"
+        try:
+            scores = await model.batcher.predict(smiles)
+        except Exception as exc:  # noqa: BLE001 - a failing model is a 500 with its reason
+            log.exception("model %s failed", name)
+            raise HTTPException(500, f"model {name!r} failed: {error_message(exc)}") from exc
+        threshold = reference.threshold if reference is not None else math.nan
+        metrics.molecules_scored(name, scores.status, scores.similarity, threshold)
+        return PredictResponse(
+            model=name,
+            columns=model.info.prediction_columns,
+            results=_results(ids, smiles, scores, model.info.prediction_columns, threshold),
+        )
+
+    @app.post("/predict", response_model=PredictResponse, tags=["predict"])
+    async def predict_default(request: PredictRequest) -> PredictResponse:
+        """Predict with the model, when only one is served."""
+        if default is None:
+            raise HTTPException(
+                400, f"several models are served ({', '.join(served)}): POST /predict/{{model}}"
+            )
+        return await predict(default, request)
+
+    @app.post("/predict/{model}", response_model=PredictResponse, tags=["predict"])
+    async def predict_named(model: str, request: PredictRequest) -> PredictResponse:
+        """Predict with the model of that name (see ``GET /models``)."""
+        return await predict(model, request)
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    async def health() -> HealthResponse:
+        """The service is up and its models are loaded."""
+        return HealthResponse(status="ok", molml_version=__version__, models=list(served))
+
+    @app.get("/models", response_model=ModelsResponse, tags=["service"])
+    async def models() -> ModelsResponse:
+        """Tasks, task type, prediction columns and metadata of every served model."""
+        return ModelsResponse(default=default, models={name: m.info for name, m in served.items()})
+
+    @app.get("/metrics", tags=["service"])
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this service."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _scorer(
+    predictor: Predictor, reference: ReferenceSet | None, batch_size: int
+) -> Callable[[list[str]], Scores]:
+    """The function a model's batcher calls (in the model thread) on gathered SMILES."""
+
+    def score(smiles: list[str]) -> Scores:
+        frame = predictor.predict(smiles, batch_size=batch_size)
+        values = frame[predictor.prediction_columns()].to_numpy(dtype=np.float64)
+        status = frame["status"].tolist()
+        similarity = None
+        if reference is not None:
+            similarity = np.full(len(smiles), np.nan)
+            ok = [i for i, s in enumerate(status) if s == "ok"]
+            similarity[ok] = reference.max_similarity([smiles[i] for i in ok])
+        return Scores(values, status, similarity)
+
+    return score
+
+
+def _results(
+    ids: list[Any], smiles: list[str], scores: Scores, columns: list[str], threshold: float
+) -> list[MoleculeResult]:
+    results = []
+    for row, (id_, text, status) in enumerate(zip(ids, smiles, scores.status, strict=True)):
+        values = scores.values[row]
+        similarity = None
+        if scores.similarity is not None and not np.isnan(scores.similarity[row]):
+            similarity = float(scores.similarity[row])
+        results.append(
+            MoleculeResult(
+                id=id_,
+                smiles=text,
+                predictions={
+                    c: float(v) if math.isfinite(v) else None
+                    for c, v in zip(columns, values, strict=True)
+                },
+                status=status,
+                training_similarity=similarity,
+                far_from_training=None if similarity is None else similarity < threshold,
+            )
+        )
+    return results
+
+
+def _model_info(predictor: Predictor, domain: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        kind=predictor.kind,
+        tasks=predictor.tasks,
+        task_type=predictor.task_type,
+        prediction_columns=predictor.prediction_columns(),
+        metadata=_plain(predictor.metadata),
+        applicability_domain=domain,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON: numpy scalars as numbers, NaN/inf as null, other objects as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,143 @@
+"""``molml serve``: load trained models and serve them over HTTP with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from molml.errors import DataError
+from molml.options import check_int
+from molml.predict import Predictor, load_model
+from molml.predict.base import DEFAULT_BATCH_SIZE
+from molml.serve.app import MODEL_NAME, create_app
+from molml.serve.domain import DEFAULT_SIMILARITY_THRESHOLD, ReferenceSet
+
+
+def model_name(spec: str) -> tuple[str, str]:
+    """``NAME=PATH`` -> (NAME, PATH); a bare path is named after its file or directory
+    (``runs/a/checkpoints/logp.ckpt`` -> ``logp``; a baseline's ``model/baseline.json`` ->
+    ``model``)."""
+    name, sep, path = spec.partition("=")
+    if sep and MODEL_NAME.match(name) and not Path(spec).exists():
+        return name, path
+    path = Path(spec)
+    return (path.parent.name if path.suffix == ".json" else path.stem), spec
+
+
+def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor]:
+    """The models to serve by name; with ``ensemble``, one model averaging all of them."""
+    named = [model_name(spec) for spec in specs]
+    if ensemble:
+        if len(named) < 2:
+            raise DataError("--ensemble needs at least two --model")
+        return {"ensemble": load_model([path for _, path in named])}
+    predictors: dict[str, Predictor] = {}
+    for name, path in named:
+        if name in predictors:
+            raise DataError(f"two models are named {name!r}: name them with --model NAME=PATH")
+        predictors[name] = load_model(path)
+    return predictors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``molml serve``."""
+    parser = argparse.ArgumentParser(
+        prog="molml serve",
+        description="Serve trained molml models over HTTP: POST /predict, GET /health, "
+        "/models, /metrics (Prometheus), /docs.",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="checkpoint, baseline directory (any path load_model reads); repeat to serve "
+        "several side by side at /predict/NAME (default NAME: the file name without suffix)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="serve the --model paths as one ensemble (mean and std per column) named 'ensemble'",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--max-molecules", type=int, default=1000, help="most molecules per request (413)"
+    )
+    parser.add_argument(
+        "--max-smiles-length", type=int, default=1000, help="longest SMILES accepted (422)"
+    )
+    parser.add_argument(
+        "--reference",
+        help="training molecules (CSV/SMI/SDF/Parquet): report each molecule's similarity to "
+        "them and count those far from the training set",
+    )
+    parser.add_argument("--reference-smiles-column", help="SMILES column of --reference")
+    parser.add_argument(
+        "--similarity-threshold",
+        type=float,
+        default=DEFAULT_SIMILARITY_THRESHOLD,
+        help="max Tanimoto similarity (ECFP4) below which a molecule is far from the training "
+        f"set (default {DEFAULT_SIMILARITY_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=256,
+        help="most molecules of concurrent requests gathered into one model call "
+        "(0: no gathering; default 256)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=2.0,
+        help="how long a request waits for others to share its model call (default 2)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"molecules per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the model (default 1: the event loop keeps a core)",
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def main(argv: Sequence[str]) -> None:
+    """Entry point of ``molml serve``."""
+    args = build_parser().parse_args(list(argv))
+    check_int(args.port, "--port", minimum=0)
+    if args.port > 65535:
+        raise DataError(f"--port must be at most 65535, got {args.port}")
+    check_int(args.threads, "--threads", minimum=1)
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(args.threads)
+    reference = None
+    if args.reference is not None:
+        reference = ReferenceSet.from_file(
+            args.reference,
+            threshold=args.similarity_threshold,
+            smiles_column=args.reference_smiles_column,
+        )
+    app = create_app(
+        load_predictors(args.model, args.ensemble),
+        max_molecules=args.max_molecules,
+        max_smiles_length=args.max_smiles_length,
+        reference=reference,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        batch_size=args.batch_size,
+    )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    )
