@@ -3,7 +3,8 @@
 ``molml fit|validate|test|predict`` are Lightning CLI verbs over :class:`MoleculeModel` and
 :class:`MoleculeDataModule` (``--config``, ``--print_config`` and dotted overrides work as in
 any LightningCLI); ``molml quickstart`` trains and screens the offline demo model;
-``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`).
+``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
+``molml export`` writes ONNX / ``torch.export`` files (:mod:`molml.export.cli`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.screen.run import main as screen
 
         screen(args[1:])
+    elif args and args[0] == "export":
+        from molml.export.cli import main as export
+
+        export(args[1:])
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
