@@ -27,9 +27,11 @@ from molml.models import (
     GPS,
     PNA,
     AttentiveFP,
+    Encoder,
     GATv2,
     Graphormer,
     MoleculeModel,
+    register_encoder,
 )
 from molml.predict import GraphPredictor, OnnxPredictor
 from molml.predict.onnx import batch_arrays
@@ -207,6 +209,25 @@ def test_untraceable_encoders_fail_with_the_layer(
     assert error.startswith("molml export: error:") and len(error.splitlines()) == 1
     assert where in error and "use the checkpoint itself" in error
     assert not (tmp_path / "model.pt2").exists()
+
+
+class IndexAddEncoder(Encoder):
+    """Sums neighbours with index_add_, which exports to ONNX ScatterND (reduction add)."""
+
+    def __init__(self, hidden_dim: int = 32) -> None:
+        super().__init__(hidden_dim=hidden_dim)
+        self.hidden_dim = self.out_dim = hidden_dim
+
+    def forward(self, x, edge_index, edge_attr, batch):  # noqa: ANN001, ANN201
+        return x + torch.zeros_like(x).index_add_(0, edge_index[1], x[edge_index[0]])
+
+
+def test_racy_onnx_scatter_is_refused(tmp_path: Path) -> None:
+    register_encoder(IndexAddEncoder)
+    ckpt = untrained_checkpoint(tmp_path / "model.ckpt", IndexAddEncoder())
+    with pytest.raises(ExportError, match="ScatterND.*scatter_add_"):
+        export_model(ckpt, sample=None)
+    assert export_model(ckpt, format="pt2").passed  # torch.export itself is fine
 
 
 def test_parity_failure_writes_nothing_unless_unchecked(

@@ -177,10 +177,23 @@ def max_abs_diff(columns: Sequence[str], got: np.ndarray, expected: np.ndarray) 
 
 
 def _onnx_runner(program: Any) -> tuple[Any, Any]:
-    """The ONNX model of a ``torch.onnx`` program and a function running it on onnxruntime."""
+    """The ONNX model of a ``torch.onnx`` program and a function running it on onnxruntime;
+    a graph onnxruntime would compute nondeterministically raises :class:`ExportError`."""
     import onnxruntime as ort
 
     proto = program.model_proto
+    racy = [
+        node.name
+        for node in proto.graph.node
+        if node.op_type == "ScatterND"
+        and any(a.name == "reduction" and a.s not in (b"", b"none") for a in node.attribute)
+    ]
+    if racy:  # onnxruntime's multithreaded ScatterND kernel races on repeated indices
+        raise ExportError(
+            f"the ONNX graph has {len(racy)} ScatterND node(s) with a reduction ({racy[0]}, ...), "
+            "which onnxruntime computes nondeterministically on several threads; sum with "
+            "Tensor.scatter_add_ (ScatterElements) instead of index_add_ in the encoder"
+        )
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
 
