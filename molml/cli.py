@@ -7,6 +7,7 @@ any LightningCLI); ``molml quickstart`` trains and screens the offline demo mode
 ``molml tune`` and ``molml cv`` search hyperparameters and cross-validate (:mod:`molml.tune`).
 ``molml explain`` draws attributions (:mod:`molml.explain.cli`).
 ``molml serve`` serves trained models over HTTP (:mod:`molml.serve.cli`).
+``molml export`` writes ONNX / ``torch.export`` files (:mod:`molml.export.cli`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.serve.cli import main as serve
 
         serve(args[1:])
+    elif args and args[0] == "export":
+        from molml.export.cli import main as export
+
+        export(args[1:])
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

@@ -34,6 +34,10 @@ class PredictorError(MolmlError, ValueError):
     ensemble)."""
 
 
+class ExportError(MolmlError, RuntimeError):
+    """A model cannot be exported, or its export does not reproduce its predictions."""
+
+
 EXIT_FAILURE = 1
 """Exit code of a command that failed for any other reason."""
 EXIT_BAD_INPUT = 2

@@ -153,6 +153,21 @@ def check_serve(root: Path, before: set[Path]) -> None:
         assert domain["applicability_domain"]["molecules"] == 1128
 
 
+def check_export_onnx(root: Path, before: set[Path]) -> None:
+    exported = root / "esol.onnx"
+    assert exported not in before and "parity" in load_model(exported).metadata
+
+
+def check_export_pt2(root: Path, before: set[Path]) -> None:
+    exported = root / "esol.pt2"
+    assert exported not in before and exported.stat().st_size > 0
+
+
+def check_screen_onnx(root: Path, before: set[Path]) -> None:
+    scores = pd.read_parquet(root / "scores_onnx.parquet")
+    assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -190,6 +205,14 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml explain --model runs/esol_xgb/version_0/model --input library.csv "
     "--output explain_xgb/": (("esol",), check_explain("explain_xgb")),
     SERVE: (("esol",), check_serve),
+    "molml export --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt --format onnx "
+    "--output esol.onnx": (("esol",), check_export_onnx),
+    "molml export --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt --format pt2 "
+    "--output esol.pt2": (("esol",), check_export_pt2),
+    "molml screen --model esol.onnx --input library.smi.gz --output scores_onnx.parquet": (
+        ("esol",),
+        check_screen_onnx,
+    ),
 }
 
 

@@ -113,16 +113,47 @@ class MoleculeModel(L.LightningModule):
     # ------------------------------------------------------------------ forward
     def embed_batch(self, batch: Batch) -> Tensor:
         """Molecule embeddings (the readout output) for a PyG batch."""
-        x = self.atom_embedding(batch.x)
-        edge_attr = self.bond_embedding(batch.edge_attr)
-        atoms = self.encoder(x, batch.edge_index, edge_attr, batch.batch)
-        return self.readout(atoms, batch.batch, dim_size=batch.num_graphs)
+        return self.embed_tensors(
+            batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs
+        )
+
+    def embed_tensors(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_molecules: int,
+    ) -> Tensor:
+        """Molecule embeddings from the featurized tensors of ``num_molecules`` molecules
+        (``batch[i]``: the molecule of atom ``i``). ``num_molecules`` may be a symbolic size,
+        so exported graphs keep the number of molecules dynamic."""
+        atoms = self.encoder(
+            self.atom_embedding(x), edge_index, self.bond_embedding(edge_attr), batch
+        )
+        return self.readout(atoms, batch, dim_size=num_molecules)
 
     def forward(self, batch: Batch) -> Tensor:
         """Raw outputs: standardized values (regression) or logits (classification)."""
-        embedding = self.embed_batch(batch)
+        features = batch.features if self.molecule_features is not None else None
+        return self.forward_tensors(
+            batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs, features
+        )
+
+    def forward_tensors(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_molecules: int,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        """:meth:`forward` on the featurized tensors (see :meth:`embed_tensors`); ``features``
+        are the raw molecule-level features ``[num_molecules, d]`` if the model uses them."""
+        embedding = self.embed_tensors(x, edge_index, edge_attr, batch, num_molecules)
         if self.molecule_features is not None:
-            features = (batch.features - self.feature_mean) / self.feature_std
+            features = (features - self.feature_mean) / self.feature_std
             # missing descriptors sit at the training mean; extreme ones are clipped
             features = torch.nan_to_num(features, nan=0.0).clamp(-FEATURE_CLIP, FEATURE_CLIP)
             embedding = torch.cat([embedding, features.to(embedding.dtype)], dim=1)

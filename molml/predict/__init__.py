@@ -1,8 +1,9 @@
 """Every kind of trained model behind one interface: ``load_model(path) -> Predictor``.
 
 A :class:`Predictor` turns SMILES into a DataFrame of predictions (one row per input, in input
-order, with a ``status`` column), whether it wraps a graph checkpoint, a fingerprint baseline
-or an ensemble of several. Screening, and everything built on trained models, takes one.
+order, with a ``status`` column), whether it wraps a graph checkpoint, its ONNX export, a
+fingerprint baseline or an ensemble of several. Screening, and everything built on trained
+models, takes one.
 """
 
 from molml.predict.base import Predictor
@@ -10,11 +11,13 @@ from molml.predict.baseline import BaselinePredictor
 from molml.predict.ensemble import EnsemblePredictor
 from molml.predict.graph import GraphPredictor
 from molml.predict.loading import load_model
+from molml.predict.onnx import OnnxPredictor
 
 __all__ = [
     "BaselinePredictor",
     "EnsemblePredictor",
     "GraphPredictor",
+    "OnnxPredictor",
     "Predictor",
     "load_model",
 ]

@@ -40,8 +40,9 @@ def load_model(
 ) -> Predictor:
     """Load a trained molml model, ready for ``predict`` / ``embed``.
 
-    ``path`` is a graph checkpoint (``.ckpt``), a fingerprint baseline (its saved directory or
-    its ``baseline.json``), or a list of such paths, which loads as an
+    ``path`` is a graph checkpoint (``.ckpt``), a graph model exported to ONNX (``.onnx``, run
+    on onnxruntime: :class:`~molml.predict.onnx.OnnxPredictor`), a fingerprint baseline (its
+    saved directory or its ``baseline.json``), or a list of such paths, which loads as an
     :class:`EnsemblePredictor` (mean and spread of the members), as does an ensemble manifest:
     a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one).
     Checkpoints are read without unpickling code and their encoder must be a registered class
@@ -60,5 +61,9 @@ def load_model(
         return load_model(members, map_location)
     if path.is_dir() or path.name == SPEC_FILE or path.suffix == ".json":
         return BaselinePredictor(load_baseline(path), source=path)
+    if path.suffix == ".onnx":  # onnxruntime is imported only for ONNX files
+        from molml.predict.onnx import OnnxPredictor
+
+        return OnnxPredictor(path)
     model, spec = load_checkpoint(path, map_location)
     return GraphPredictor(model, spec, source=path)
