@@ -73,7 +73,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 DESCRIPTION = (
     "Molecular property prediction. Lightning verbs: fit, validate, test, predict; "
-    "also: molml quickstart | screen | tune | cv | baseline fit|test|predict (each with --help)."
+    "also: molml quickstart | screen | baseline fit|test|predict | tune | cv | explain | "
+    "report data|eval | export | serve (each with --help)."
 )
 
 
