@@ -100,13 +100,18 @@ def check_baseline_test(root: Path, before: set[Path]) -> None:
     assert "rmse" in metrics.read_text()
 
 
+def written(root: Path, before: set[Path], name: str) -> list[Path]:
+    """Files ``name`` that the command wrote anywhere under ``runs/``."""
+    return sorted(p for p in (root / "runs").rglob(name) if p not in before)
+
+
 def check_tune(root: Path, before: set[Path]) -> None:
     for name in ("best.yaml", "trials.csv"):
-        assert new_files(root, before, name), f"molml tune wrote no {name}"
+        assert written(root, before, name), f"molml tune wrote no {name}"
 
 
 def check_cv(root: Path, before: set[Path]) -> None:
-    (manifest,) = new_files(root, before, "ensemble.json")
+    (manifest,) = written(root, before, "ensemble.json")
     assert load_model(manifest).predict(["CCO"])["status"].tolist() == ["ok"]
 
 
