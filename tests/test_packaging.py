@@ -61,8 +61,10 @@ def test_wheel_ships_every_module_and_the_package_data(wheel: Path) -> None:
     sources = {p.relative_to(REPO).as_posix() for p in (REPO / "molml").rglob("*.py")}
     assert sources - names == set()
     for folder in ("configs", "datasets"):
-        shipped = {n.split("/")[-1] for n in names if n.startswith(f"molml/{folder}/")}
-        assert shipped == {p.name for p in (REPO / folder).glob("*.yaml")}, folder
+        prefix = f"molml/{folder}/"
+        shipped = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
+        expected = {p.relative_to(REPO / folder).as_posix() for p in (REPO / folder).rglob("*")}
+        assert shipped == {name for name in expected if name.endswith(".yaml")}, folder
 
 
 def test_installed_molml_is_not_the_checkout(installed: Path, tmp_path: Path) -> None:
