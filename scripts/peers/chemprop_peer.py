@@ -9,8 +9,8 @@ the last line of its stdout. It imports only chemprop and its dependencies, neve
 
 ``featurize``: SMILES -> ``MoleculeDatapoint.from_smi`` -> ``SimpleMoleculeMolGraphFeaturizer``
 (chemprop's default ``MolGraph``), one process, best of N.
-``epoch``: chemprop's default D-MPNN (``BondMessagePassing`` hidden 300, depth 3, mean
-aggregation, ``RegressionFFN`` with one hidden layer of 300, targets scaled as ``chemprop
+``epoch``: ``chemprop train``'s default D-MPNN (``BondMessagePassing`` hidden 300, depth 3,
+``NormAggregation``, ``RegressionFFN`` with one hidden layer of 300, targets scaled as ``chemprop
 train`` scales them, graphs cached as ``chemprop train`` caches them) trained with a Lightning
 ``Trainer`` on the given split; seconds of each training epoch and of each validation.
 """
@@ -101,7 +101,7 @@ def epoch(args: argparse.Namespace) -> dict:
     val_loader = data.build_dataloader(val, args.batch_size, num_workers=0, shuffle=False)
     model = models.MPNN(
         nn.BondMessagePassing(d_h=args.hidden, depth=args.depth),
-        nn.MeanAggregation(),
+        nn.NormAggregation(),  # `chemprop train`'s default aggregation
         nn.RegressionFFN(
             n_tasks=len(targets),
             input_dim=args.hidden,
