@@ -10,6 +10,17 @@ peak RSS of the screening process itself.
 
     python scripts/bench_screen.py                       # 50k and 200k molecules
     python scripts/bench_screen.py --sizes 50000 200000 1000000 --num-workers 1
+
+``--chemprop PYTHON`` (a venv with chemprop 2.3.1, ``scripts/setup_chemprop_venv.sh``) also runs
+``chemprop predict`` on the same library, right after molml, measured the same way, with a
+chemprop model of the same size (``chemprop train`` defaults: D-MPNN hidden 300, depth 3, three
+epochs on ESOL), and prints both and the ratio. ``chemprop predict`` stops at the first SMILES
+RDKit cannot parse, so with ``--chemprop`` the library holds only SMILES that RDKit parses and is
+written as a CSV (``smiles,id``) that both tools read. Each tool runs with its own defaults
+(molml: batch 128, featurization workers = cores; chemprop: batch 64, no workers) unless the
+options below set them. Without ``--chemprop`` no peer is run.
+
+    python scripts/bench_screen.py --sizes 50000 200000 --chemprop ../chemprop-venv/bin/python
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 from lightning.pytorch.callbacks import ModelCheckpoint
+from rdkit import Chem, RDLogger
 
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.registry import dataset_path, list_datasets
@@ -47,6 +59,67 @@ def library_smiles(n: int, seed: int) -> list[str]:
         rng.shuffle(pool)
         out += pool
     return out[:n]
+
+
+def parsable(smiles: list[str]) -> list[str]:
+    """The SMILES that RDKit parses (chemprop predict aborts on any other)."""
+    RDLogger.DisableLog("rdApp.*")
+    seen: dict[str, bool] = {}
+    for smi in smiles:
+        if smi not in seen:
+            seen[smi] = " " not in smi and Chem.MolFromSmiles(smi) is not None
+    return [smi for smi in smiles if seen[smi]]
+
+
+def chemprop_checkpoint(python: str, workdir: Path) -> Path:
+    """A chemprop D-MPNN with ``chemprop train``'s defaults (hidden 300, depth 3), 3 epochs."""
+    out = workdir / "chemprop_model"
+    command = [
+        str(Path(python).parent / "chemprop"),
+        "train",
+        "--data-path",
+        str(dataset_path("esol")),
+        "--task-type",
+        "regression",
+        "--epochs",
+        "3",  # chemprop refuses fewer epochs than its 2 warm-up epochs
+        "--output-dir",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"chemprop train failed:\n{done.stderr[-3000:]}")
+    return next(out.rglob("best.pt"))
+
+
+def chemprop_predict_command(
+    python: str, model: Path, library: Path, output: Path, args: argparse.Namespace
+) -> list[str]:
+    command = [
+        str(Path(python).parent / "chemprop"),
+        "predict",
+        "--test-path",
+        str(library),
+        "--smiles-columns",
+        "smiles",
+        "--model-paths",
+        str(model),
+        "--preds-path",
+        str(output),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+    ]
+    if args.chemprop_batch_size:
+        command += ["--batch-size", str(args.chemprop_batch_size)]
+    if args.chemprop_num_workers is not None:
+        command += ["--num-workers", str(args.chemprop_num_workers)]
+    return command
 
 
 def train_checkpoint(workdir: Path) -> Path:
@@ -103,7 +176,34 @@ def _tree_memory_kib(pid: int) -> int:
 
 def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> dict:
     """One ``molml screen`` process; returns its summary plus wall time and peak memory."""
-    command = [
+    command = molml_command(model, library, output, extra)
+    wall, peak, stdout = run_measured(command)
+    summary = json.loads(stdout[stdout.index("{") :])
+    return {
+        **summary,
+        "wall_seconds": round(wall, 2),
+        "peak_pss_all_processes_mib": round(peak[0] / 1024, 1),
+        "peak_rss_main_process_mib": round(peak[1] / 1024, 1),
+    }
+
+
+def run_chemprop(command: list[str], size: int, output: Path) -> dict:
+    """One ``chemprop predict`` process, measured as ``run_screen`` measures molml."""
+    wall, peak, _ = run_measured(command)
+    rows = len(pd.read_csv(output))
+    if rows != size:
+        raise SystemExit(f"chemprop predict wrote {rows} rows for {size} molecules")
+    return {
+        "rows": rows,
+        "molecules_per_second": size / wall,
+        "wall_seconds": round(wall, 2),
+        "peak_pss_all_processes_mib": round(peak[0] / 1024, 1),
+        "peak_rss_main_process_mib": round(peak[1] / 1024, 1),
+    }
+
+
+def molml_command(model: Path, library: Path, output: Path, extra: list[str]) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "molml.cli",
@@ -118,6 +218,10 @@ def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> di
         "--overwrite",
         *extra,
     ]
+
+
+def run_measured(command: list[str]) -> tuple[float, list[int], str]:
+    """Run ``command``; wall seconds, peak [PSS of the tree, RSS of the process] (KiB), stdout."""
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
@@ -140,14 +244,8 @@ def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> di
     sampler.join()
     wall = time.perf_counter() - started
     if process.returncode != 0:
-        raise SystemExit(f"molml screen failed ({process.returncode}): {' '.join(command)}")
-    summary = json.loads(stdout[stdout.index("{") :])
-    return {
-        **summary,
-        "wall_seconds": round(wall, 2),
-        "peak_pss_all_processes_mib": round(peak[0] / 1024, 1),
-        "peak_rss_main_process_mib": round(peak[1] / 1024, 1),
-    }
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
+    return wall, peak, stdout
 
 
 def main() -> None:
@@ -159,6 +257,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="passed to molml screen")
     parser.add_argument("--precision", help="passed to molml screen, e.g. bf16-mixed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chemprop", help="python of a venv with chemprop 2.3.1 (the peer)")
+    parser.add_argument("--chemprop-batch-size", type=int, help="chemprop predict --batch-size")
+    parser.add_argument("--chemprop-num-workers", type=int, help="chemprop predict --num-workers")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/screen.json"))
     args = parser.parse_args()
 
@@ -166,21 +267,41 @@ def main() -> None:
     for flag in ("num_workers", "chunk_size", "batch_size", "precision"):
         if getattr(args, flag) is not None:
             extra += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model = args.model or train_checkpoint(workdir)
-        smiles = library_smiles(max(args.sizes), args.seed)
-        rows = []
+        peer_model = chemprop_checkpoint(args.chemprop, workdir) if args.chemprop else None
+        if args.chemprop:
+            pool = parsable(library_smiles(max(args.sizes), args.seed))
+            smiles = (pool * (max(args.sizes) // len(pool) + 1))[: max(args.sizes)]
+            extra += ["--smiles-column", "smiles", "--id-column", "id"]
+        else:
+            smiles = library_smiles(max(args.sizes), args.seed)
+        rows, peer_rows = [], []
         for size in sorted(args.sizes):
-            library = workdir / f"library_{size}.smi.gz"
-            with gzip.open(library, "wt") as handle:
-                handle.writelines(f"{s} mol{i}\n" for i, s in enumerate(smiles[:size]))
+            if args.chemprop:
+                library = workdir / f"library_{size}.csv"
+                frame = pd.DataFrame({"smiles": smiles[:size], "id": range(size)})
+                frame.to_csv(library, index=False)
+            else:
+                library = workdir / f"library_{size}.smi.gz"
+                with gzip.open(library, "wt") as handle:
+                    handle.writelines(f"{s} mol{i}\n" for i, s in enumerate(smiles[:size]))
             result = run_screen(model, library, workdir / f"scores_{size}.parquet", extra)
             rows.append({"size": size, **result})
-            print(f"screened {size:,} molecules in {result['wall_seconds']} s", flush=True)
+            print(f"molml screened {size:,} molecules in {result['wall_seconds']} s", flush=True)
+            if args.chemprop:
+                output = workdir / f"chemprop_{size}.csv"
+                command = chemprop_predict_command(args.chemprop, peer_model, library, output, args)
+                peer = run_chemprop(command, size, output)
+                peer_rows.append({"size": size, **peer})
+                print(f"chemprop predicted {size:,} in {peer['wall_seconds']} s", flush=True)
+    load_after = os.getloadavg()
 
     print(
         f"\nmolml screen, D-MPNN hidden 300 depth 3, {os.cpu_count()} cores, {platform.machine()}"
+        f"; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(
         f"{'molecules':>10} {'failed':>7} {'mol/s':>8} {'wall s':>8} {'peak PSS all':>13} "
@@ -196,9 +317,35 @@ def main() -> None:
         first, last = rows[0], rows[-1]
         growth = last["peak_pss_all_processes_mib"] / first["peak_pss_all_processes_mib"] - 1
         print(f"peak memory growth {first['size']:,} -> {last['size']:,}: {growth:+.1%}")
+    if args.chemprop:
+        print("\nprocess start to output written, both tools (mol/s = molecules / wall seconds)")
+        print("| molecules | molml mol/s | chemprop mol/s | ratio | molml peak | chemprop peak |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r, p in zip(rows, peer_rows, strict=True):
+            molml_rate = r["size"] / r["wall_seconds"]
+            ratio = molml_rate / p["molecules_per_second"]
+            r["ratio_vs_chemprop_wall"] = ratio
+            print(
+                f"| {r['size']:,} | {molml_rate:,.0f} "
+                f"| {p['molecules_per_second']:,.0f} | {ratio:.2f}x "
+                f"| {r['peak_pss_all_processes_mib']:,.0f} MiB "
+                f"| {p['peak_pss_all_processes_mib']:,.0f} MiB |"
+            )
+    else:
+        print("\nno peer was run (pass --chemprop PYTHON to run chemprop predict side by side)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"cores": os.cpu_count(), "options": extra, "runs": rows}, indent=2)
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "options": extra,
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+                "runs": rows,
+                "chemprop_runs": peer_rows,
+            },
+            indent=2,
+        )
     )
     print(f"written to {args.out}")
 

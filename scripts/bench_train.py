@@ -19,6 +19,17 @@ time the cached graphs took to load, and writes the tables next to the JSON.
     python scripts/bench_train.py                                   # every encoder, lipo, CPU
     python scripts/bench_train.py --dataset esol --encoders dmpnn --profile
     python scripts/bench_train.py --accelerator gpu                 # fp32 and bf16-mixed
+
+``--chemprop PYTHON`` (the interpreter of a venv with chemprop 2.3.1, see
+``scripts/setup_chemprop_venv.sh``) also trains chemprop's default D-MPNN (hidden 300, depth 3,
+batch 64, its own ``MPNN`` and a Lightning ``Trainer``, ``scripts/peers/chemprop_peer.py``) on
+exactly molml's split of the same CSV, with the same torch thread count, after each molml
+D-MPNN run (``--rounds`` times, medians over rounds), and prints both and the ratio, for the
+training epoch alone and with validation. Without it, no peer is run and no peer figure is
+printed.
+
+    python scripts/bench_train.py --dataset esol --encoders dmpnn --threads 1 --rounds 3 \
+        --chemprop ../chemprop-venv/bin/python
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,13 +57,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.data.datamodule import MoleculeDataModule
+from molml.data.registry import dataset_path
 from molml.models import MoleculeModel
 
 ENCODERS = ("dmpnn", "gine", "gatv2", "attentivefp", "pna", "gps", "graphormer")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# chemprop 2.3.1's default D-MPNN on ESOL (902 training molecules), validation included,
-# measured on this machine class
-CHEMPROP_ESOL_EPOCH_SECONDS = 2.6
+PEER = Path(__file__).resolve().parent / "peers" / "chemprop_peer.py"
 
 
 class EpochTimer(Callback):
@@ -204,6 +216,65 @@ def profile_epoch(
     return "\n".join(lines)
 
 
+def chemprop_epochs(python: str, dm: MoleculeDataModule, job: dict[str, Any], tmp: Path) -> dict:
+    """chemprop's default D-MPNN for ``job["epochs"]`` epochs on molml's split of the same CSV."""
+    split_file = tmp / "split.json"
+    dm.split_rows().to_json(split_file)
+    command = [
+        python,
+        str(PEER),
+        *(["--threads", str(job["threads"])] if job["threads"] else []),
+        "epoch",
+        "--data",
+        str(dataset_path(job["dataset"])),
+        "--target-columns",
+        *dm.tasks,
+        "--splits-file",
+        str(split_file),
+        "--epochs",
+        str(job["epochs"]),
+        "--batch-size",
+        str(job["batch_size"]),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"chemprop peer failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peer_table(molml: list[dict[str, Any]], chemprop: list[dict[str, Any]]) -> tuple[str, dict]:
+    """Medians over rounds of molml's and chemprop's D-MPNN epochs, and their ratio."""
+
+    def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+        train = statistics.median(r["epoch_seconds"] for r in runs)
+        val = statistics.median(r["val_seconds"] for r in runs)
+        with_val = statistics.median(r["epoch_seconds"] + r["val_seconds"] for r in runs)
+        return {"train": train, "val": val, "with_val": with_val}
+
+    m, c = medians(molml), medians(chemprop)
+    summary = {
+        "molml": m,
+        "chemprop": c,
+        "ratio_train": c["train"] / m["train"],
+        "ratio_with_val": c["with_val"] / m["with_val"],
+        "molml_parameters": molml[0]["parameters"],
+        "chemprop_parameters": chemprop[0]["parameters"],
+        "rounds": len(molml),
+    }
+    lines = [
+        "| D-MPNN, hidden 300, depth 3, batch 64 | parameters | train s/epoch | val s "
+        "| epoch + val s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| molml | {molml[0]['parameters']:,} | {m['train']:.2f} | {m['val']:.2f} "
+        f"| {m['with_val']:.2f} |",
+        f"| chemprop 2.3.1 | {chemprop[0]['parameters']:,} | {c['train']:.2f} | {c['val']:.2f} "
+        f"| {c['with_val']:.2f} |",
+        f"| chemprop / molml | | {summary['ratio_train']:.2f}x | {c['val'] / m['val']:.2f}x "
+        f"| {summary['ratio_with_val']:.2f}x |",
+    ]
+    return "\n".join(lines), summary
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
         f"{'encoder':<11} {'readout':<11} {'precision':<10} {'params':>9} {'s/epoch':>8} "
@@ -233,39 +304,65 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="torch.profiler tables per run")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run; medians")
+    parser.add_argument("--chemprop", help="python of a venv with chemprop 2.3.1 (the peer)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train.json"))
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2 (the first one is a warm-up)")
+    if args.chemprop and "dmpnn" not in args.encoders:
+        parser.error("--chemprop compares D-MPNNs: include dmpnn in --encoders")
+    if args.chemprop and args.accelerator != "cpu":
+        parser.error("--chemprop is measured on CPU only")
     precisions = args.precision or (
         ["32-true", "bf16-mixed"] if args.accelerator == "gpu" else ["32-true"]
     )
 
     for featurizer in {json.dumps(load_recipe(n)["featurizer"]) for n in args.encoders}:
         make_datamodule(args.dataset, json.loads(featurizer), args.batch_size).prepare_data()
+    split_dm = None
+    if args.chemprop:
+        split_dm = make_datamodule(
+            args.dataset, load_recipe("dmpnn")["featurizer"], args.batch_size
+        )
+        split_dm.setup("fit")
 
-    rows = []
+    rows, molml_peer_runs, chemprop_runs = [], [], []
     spawn = mp.get_context("spawn")
-    for name in args.encoders:
-        for precision in precisions:
-            job = {
-                "encoder": name,
-                "dataset": args.dataset,
-                "precision": precision,
-                "accelerator": args.accelerator,
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "threads": args.threads,
-                "profile": args.profile,
-            }
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-                row = pool.submit(run, job).result()
-            rows.append(row)
-            print(
-                f"{name} {precision}: {row['epoch_seconds']:.2f} s/epoch "
-                f"({', '.join(f'{s:.2f}' for s in row['epoch_seconds_all'])})",
-                flush=True,
-            )
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for name in args.encoders:
+                for precision in precisions:
+                    job = {
+                        "encoder": name,
+                        "dataset": args.dataset,
+                        "precision": precision,
+                        "accelerator": args.accelerator,
+                        "epochs": args.epochs,
+                        "batch_size": args.batch_size,
+                        "threads": args.threads,
+                        "profile": args.profile and round_ == 0,
+                    }
+                    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                        row = pool.submit(run, job).result()
+                    row["round"] = round_
+                    rows.append(row)
+                    print(
+                        f"{name} {precision}: {row['epoch_seconds']:.2f} s/epoch "
+                        f"({', '.join(f'{s:.2f}' for s in row['epoch_seconds_all'])})",
+                        flush=True,
+                    )
+                    if args.chemprop and name == "dmpnn" and precision == "32-true":
+                        molml_peer_runs.append(row)
+                        peer = chemprop_epochs(args.chemprop, split_dm, job, Path(tmp))
+                        chemprop_runs.append(peer)
+                        print(
+                            f"chemprop 2.3.1 D-MPNN: {peer['epoch_seconds']:.2f} s/epoch "
+                            f"({', '.join(f'{s:.2f}' for s in peer['epoch_seconds_all'])})",
+                            flush=True,
+                        )
+    load_after = os.getloadavg()
 
     device = torch.cuda.get_device_name() if args.accelerator == "gpu" else platform.processor()
     print(
@@ -275,13 +372,17 @@ def main() -> None:
         f"{rows[0]['torch_threads']} torch threads)"
     )
     print(format_table(rows))
-    if args.dataset == "esol" and any(r["encoder"] == "dmpnn" for r in rows):
-        dmpnn = next(r for r in rows if r["encoder"] == "dmpnn")
-        with_val = dmpnn["epoch_seconds"] + dmpnn["val_seconds"]
+    peer_summary = None
+    if args.chemprop:
+        table, peer_summary = peer_table(molml_peer_runs, chemprop_runs)
         print(
-            f"D-MPNN epoch with validation: {with_val:.2f} s; chemprop 2.3.1 default D-MPNN: "
-            f"about {CHEMPROP_ESOL_EPOCH_SECONDS} s ({CHEMPROP_ESOL_EPOCH_SECONDS / with_val:.1f}x)"
+            f"\nmolml and chemprop {chemprop_runs[0]['chemprop']} side by side, same split and "
+            f"threads, median of {args.rounds} round(s); load average "
+            f"{load_before[0]:.1f} before, {load_after[0]:.1f} after"
         )
+        print(table)
+    else:
+        print("\nno peer was run (pass --chemprop PYTHON to train chemprop 2.3.1 side by side)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for row in rows:
         if "profile_tables" in row:
@@ -291,7 +392,15 @@ def main() -> None:
             text = row.pop("profile_tables")
             path.write_text(f"cache load (dm.setup): {row['cache_load_seconds']:.2f} s\n{text}")
             print(f"profile written to {path}")
-    args.out.write_text(json.dumps({"cores": os.cpu_count(), "runs": rows}, indent=2))
+    report = {
+        "cores": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "runs": rows,
+        "chemprop_runs": chemprop_runs,
+        "chemprop_vs_molml": peer_summary,
+    }
+    args.out.write_text(json.dumps(report, indent=2))
     print(f"written to {args.out}")
 
 

@@ -1,0 +1,217 @@
+"""End to end on a shared split: ``molml fit`` + ``molml test`` against ``chemprop train``.
+
+Both tools train a D-MPNN (hidden 300, depth 3, batch 64) on entry ``--split-index`` of
+``/work/shared/splits``-style split file (chemprop's ``--splits-file`` format) of a registry
+dataset, for ``--epochs`` epochs, as their users run them:
+
+- molml: ``molml fit --config configs/<dataset>_dmpnn.yaml --data.split predefined
+  --data.split_file <entry> --trainer.max_epochs N`` (the shipped config: its checkpoint,
+  early stopping, CSV + MLflow loggers and plots), then ``molml test`` on the best checkpoint;
+- chemprop 2.3.1: ``chemprop train --splits-file <entry> --epochs N --pytorch-seed 0`` with its
+  defaults, which trains, keeps the best validation checkpoint and tests it in one process.
+
+Timed: process start to the test metrics of the best checkpoint (for molml, both processes),
+in a fresh working directory each time, so featurization is never cached. Test RMSE is
+computed here from each tool's own output (molml's ``test_metrics.json``; chemprop's
+``test_predictions.csv`` against the CSV's labels). Rounds alternate the two tools; medians.
+Without ``--chemprop`` only molml runs.
+
+    python scripts/bench_fit.py --dataset esol --epochs 50 --rounds 2 \\
+        --chemprop ../chemprop-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from molml.data.registry import dataset_path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as out:
+        done = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{tail}")
+    return seconds
+
+
+def molml_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dict) -> dict:
+    fit = [
+        sys.executable,
+        "-m",
+        "molml.cli",
+        "fit",
+        "--config",
+        str(CONFIGS / f"{args.dataset}_dmpnn.yaml"),
+        "--data.split",
+        "predefined",
+        "--data.split_file",
+        str(split),
+        "--trainer.max_epochs",
+        str(args.epochs),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    fit_seconds = run(fit, work, env, work / "fit.log")
+    run_dir = next((work / "runs").glob("*/version_0"))
+    test = [
+        sys.executable,
+        "-m",
+        "molml.cli",
+        "test",
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--ckpt_path",
+        str(run_dir / "checkpoints" / "best.ckpt"),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    test_seconds = run(test, work, env, work / "test.log")
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())["best.ckpt"]
+    epochs_run = len(pd.read_csv(run_dir / "metrics.csv")["epoch"].dropna().unique())
+    return {
+        "seconds": fit_seconds + test_seconds,
+        "fit_seconds": fit_seconds,
+        "test_seconds": test_seconds,
+        "test_rmse": metrics["rmse"],
+        "epochs_run": epochs_run,
+    }
+
+
+def chemprop_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dict) -> dict:
+    out = work / "chemprop"
+    train = [
+        str(Path(args.chemprop).parent / "chemprop"),
+        "train",
+        "--data-path",
+        str(dataset_path(args.dataset)),
+        "--task-type",
+        "regression",
+        "--splits-file",
+        str(split),
+        "--epochs",
+        str(args.epochs),
+        "--output-dir",
+        str(out),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--pytorch-seed",
+        "0",  # molml's config seeds everything with 0
+    ]
+    seconds = run(train, work, env, work / "chemprop.log")
+    logged = re.search(r"test/mse: ([0-9.eE+-]+)", (work / "chemprop.log").read_text())
+    table = pd.read_csv(dataset_path(args.dataset))
+    test_rows = json.loads(split.read_text())[0]["test"]
+    truth = table.iloc[test_rows]
+    predicted = pd.read_csv(next(out.rglob("test_predictions.csv")))
+    if list(predicted.iloc[:, 0]) != list(truth.iloc[:, 0]):
+        raise SystemExit("chemprop's test predictions are not in the split's test order")
+    target = table.columns[1]
+    error = predicted[target].to_numpy() - truth[target].to_numpy()
+    return {
+        "seconds": seconds,
+        "test_rmse": math.sqrt(float((error**2).mean())),
+        "logged_test_rmse": math.sqrt(float(logged.group(1))) if logged else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="esol", help="registry name with a *_dmpnn config")
+    parser.add_argument(
+        "--splits-file", type=Path, help="default: $MOLML_DATA_DIR/../splits/<dataset>.splits.json"
+    )
+    parser.add_argument("--split-index", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both tools")
+    parser.add_argument("--chemprop", help="python of a venv with chemprop 2.3.1 (the peer)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/fit.json"))
+    args = parser.parse_args()
+    splits_file = args.splits_file or (
+        dataset_path(args.dataset).parent.parent / "splits" / f"{args.dataset}.splits.json"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+
+    molml_runs, chemprop_runs = [], []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        split = Path(tmp) / "split.json"  # one entry: chemprop trains one model per entry
+        split.write_text(json.dumps([json.loads(splits_file.read_text())[args.split_index]]))
+        for round_ in range(args.rounds):
+            work = Path(tmp) / f"molml_{round_}"
+            work.mkdir()
+            molml_runs.append(molml_end_to_end(args, split, work, env))
+            print(f"molml round {round_ + 1}: {molml_runs[-1]}", flush=True)
+            if args.chemprop:
+                work = Path(tmp) / f"chemprop_{round_}"
+                work.mkdir()
+                chemprop_runs.append(chemprop_end_to_end(args, split, work, env))
+                print(f"chemprop round {round_ + 1}: {chemprop_runs[-1]}", flush=True)
+    load_after = os.getloadavg()
+
+    def med(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    print(
+        f"\n{args.dataset}, {splits_file.name} entry {args.split_index}, {args.epochs} epochs, "
+        f"median of {args.rounds} round(s); {os.cpu_count()} cores {platform.machine()}, "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
+    print("| tool | wall s (start to tested best checkpoint) | test RMSE |")
+    print("| --- | ---: | ---: |")
+    molml_row = f"{med(molml_runs, 'seconds'):.1f} | {med(molml_runs, 'test_rmse'):.3f}"
+    print(f"| molml fit + test | {molml_row} |")
+    summary = None
+    if chemprop_runs:
+        ratio = med(chemprop_runs, "seconds") / med(molml_runs, "seconds")
+        print(
+            f"| chemprop train | {med(chemprop_runs, 'seconds'):.1f} "
+            f"| {med(chemprop_runs, 'test_rmse'):.3f} |"
+        )
+        print(f"| chemprop / molml | {ratio:.2f}x | |")
+        summary = {"ratio_wall": ratio}
+    else:
+        print("no peer was run (pass --chemprop PYTHON to run chemprop train side by side)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "dataset": args.dataset,
+        "splits_file": str(splits_file),
+        "split_index": args.split_index,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "cores": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "molml": molml_runs,
+        "chemprop": chemprop_runs,
+        "chemprop_vs_molml": summary,
+    }
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
