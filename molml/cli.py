@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import sys
 
+import torch
+
 from molml.errors import run_command
 from molml.training import make_cli
 
@@ -75,7 +77,13 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-        make_cli(None if from_sys_argv else args)
+        try:
+            make_cli(None if from_sys_argv else args)
+        finally:
+            # a gloo process group left to interpreter shutdown can abort the process
+            # ("terminate called without an active exception") after a multi-process run
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
