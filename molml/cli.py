@@ -3,6 +3,7 @@
 ``molml fit|validate|test|predict`` are Lightning CLI verbs over :class:`MoleculeModel` and
 :class:`MoleculeDataModule` (``--config``, ``--print_config`` and dotted overrides work as in
 any LightningCLI); ``molml quickstart`` trains and screens the offline demo model;
+``molml pretrain`` pretrains an encoder on unlabelled SMILES (:class:`~molml.training.PretrainCLI`);
 ``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
 ``molml tune`` and ``molml cv`` search hyperparameters and cross-validate (:mod:`molml.tune`).
 ``molml explain`` draws attributions (:mod:`molml.explain.cli`).
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import torch
 
 from molml.errors import run_command
-from molml.training import make_cli
+from molml.training import make_cli, make_pretrain_cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,6 +44,8 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.quickstart import main as quickstart
 
         quickstart(args[1:])
+    elif args and args[0] == "pretrain":
+        _run_lightning(lambda: make_pretrain_cli(args[1:]))
     elif args and args[0] == "baseline":
         from molml.baselines.cli import main as baseline
 
@@ -77,13 +81,17 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
-        try:
-            make_cli(None if from_sys_argv else args)
-        finally:
-            # a gloo process group left to interpreter shutdown can abort the process
-            # ("terminate called without an active exception") after a multi-process run
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
+        _run_lightning(lambda: make_cli(None if from_sys_argv else args))
+
+
+def _run_lightning(run: Callable[[], object]) -> None:
+    try:
+        run()
+    finally:
+        # a gloo process group left to interpreter shutdown can abort the process
+        # ("terminate called without an active exception") after a multi-process run
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

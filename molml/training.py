@@ -4,6 +4,8 @@ default loggers and callbacks, and checks that apply to every verb."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -11,9 +13,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from molml.callbacks import MolmlSaveConfig
 from molml.data.datamodule import MoleculeDataModule
+from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, DataError
 from molml.models.module import MoleculeModel
 from molml.tracking import absolute_tracking_uri
+
+log = logging.getLogger(__name__)
 
 
 class MolmlCLI(LightningCLI):
@@ -73,9 +78,40 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 DESCRIPTION = (
     "Molecular property prediction. Lightning verbs: fit, validate, test, predict; "
-    "also: molml quickstart | screen | baseline fit|test|predict | tune | cv | explain | "
-    "report data|eval | export | serve (each with --help)."
+    "also: molml quickstart | pretrain | screen | baseline fit|test|predict | tune | cv | "
+    "explain | report data|eval | export | serve (each with --help)."
 )
+
+
+class PretrainCLI(MolmlCLI):
+    """``molml pretrain``: ``fit`` of a :class:`MoleculeModel` on RDKit descriptor targets of
+    unlabelled molecules (:class:`PretrainDataModule`). The shards are prepared before the
+    Trainer starts its processes; a run whose checkpoint directory holds ``last.ckpt``
+    resumes from it unless ``--ckpt_path`` says otherwise."""
+
+    def before_fit(self) -> None:
+        self.datamodule.prepare_shards()
+        if self.config_init["fit"].get("ckpt_path") is not None:
+            return
+        callback = self.trainer.checkpoint_callback
+        dirpath = getattr(callback, "dirpath", None)
+        last = Path(dirpath) / "last.ckpt" if dirpath else None
+        if last is not None and last.is_file():
+            log.warning("resuming pretraining from %s", last)
+            self.config_init["fit"]["ckpt_path"] = str(last)
+
+
+def make_pretrain_cli(args: list[str]) -> PretrainCLI:
+    """Run ``molml pretrain`` with ``args`` (``--config`` files and dotted overrides)."""
+    return PretrainCLI(
+        MoleculeModel,
+        PretrainDataModule,
+        save_config_callback=MolmlSaveConfig,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=0,
+        args=["fit", *args],
+        parser_kwargs={"prog": "molml pretrain", "epilog": EXIT_CODES_HELP},
+    )
 
 
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:

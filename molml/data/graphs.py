@@ -82,6 +82,22 @@ class GraphStore(Dataset):
             self.features,
         )
 
+    def select(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> GraphStore:
+        """A new store with molecules ``indices`` (in that order), copied out of this one."""
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        atom_take, atom_ptr = _gather_ranges(self.atom_ptr, index)
+        edge_take, edge_ptr = _gather_ranges(self.edge_ptr, index)
+        return GraphStore(
+            self.x[atom_take],
+            self.edge_index[:, edge_take],
+            self.edge_attr[edge_take],
+            atom_ptr,
+            edge_ptr,
+            self.rows[index],
+            None if self.y is None else self.y[index],
+            None if self.features is None else self.features[index],
+        )
+
     def batch(self, start: int, stop: int) -> Batch:
         """Molecules ``start..stop-1`` as one PyG ``Batch`` (slices of the store, no per-graph
         ``Data`` objects), on the store's device."""
@@ -143,6 +159,15 @@ class GraphStore(Dataset):
         if blob.pop("format", None) != CACHE_FORMAT:
             raise ValueError(f"{path} has an old cache format")
         return cls(**blob)
+
+
+def _gather_ranges(ptr: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the ranges ``ptr[i]:ptr[i+1]`` for each ``i`` in ``index``, concatenated,
+    and the offsets of the new ranges."""
+    starts, counts = ptr[index], ptr[index + 1] - ptr[index]
+    new_ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+    shift = torch.repeat_interleave(starts - new_ptr[:-1], counts)
+    return torch.arange(int(new_ptr[-1])) + shift, new_ptr
 
 
 @dataclass

@@ -15,45 +15,14 @@ from typing import Any
 
 import torch
 
-from molml._version import __version__
 from molml.errors import CheckpointError
 from molml.models.encoders import Encoder, registered_encoder, registered_encoders
-from molml.models.module import CHECKPOINT_FORMAT, MoleculeModel
+from molml.models.files import read_checkpoint, refuse_url
+from molml.models.module import MoleculeModel
+
+__all__ = ["MAX_DEPTH", "load_checkpoint", "read_checkpoint", "refuse_url"]
 
 MAX_DEPTH = 100  # message-passing or Transformer layers a checkpoint may ask for
-
-
-def refuse_url(path: str | Path) -> None:
-    """Model files are read from local paths only: a URL is refused, never fetched."""
-    if "://" in str(path):
-        raise CheckpointError(f"{path}: only local model files are read, not URLs")
-
-
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dictionary of a molml checkpoint file (tensors and plain data only)."""
-    refuse_url(path)
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises assorted errors on non-checkpoints (IndexError...)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
-        raise CheckpointError(
-            f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "
-            f"with weights_only=True: {reason})"
-        ) from exc
-    if not isinstance(checkpoint, dict) or "molml" not in checkpoint:
-        raise CheckpointError(f"{path} is a PyTorch file but not a molml checkpoint")
-    spec = checkpoint["molml"]
-    if not isinstance(spec, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: malformed 'molml' or 'state_dict' entry in the checkpoint")
-    if spec.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} was written by molml {spec.get('molml_version', '?')} in checkpoint format "
-            f"{spec.get('format')}; this molml {__version__} reads format {CHECKPOINT_FORMAT}"
-        )
-    return checkpoint
 
 
 def load_checkpoint(

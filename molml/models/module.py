@@ -24,10 +24,13 @@ from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import fingerprint_from_config
 from molml.errors import DataError, TrainingError
 from molml.models.encoders import DMPNN, Encoder, class_path, make_activation
+from molml.models.files import CHECKPOINT_FORMAT
+from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
+from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import make_readout, readout_dim
+from molml.options import check_int
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
-CHECKPOINT_FORMAT = 1
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 
 
@@ -49,6 +52,13 @@ class MoleculeModel(L.LightningModule):
         pos_weight: binary classification only: weight of the positive class in the loss, per
             task: ``auto`` (negatives / positives among the training labels, set when fitting),
             a list with one weight per task, or ``None`` (unweighted).
+        pretrained: start from a pretrained encoder: a shipped name (``zinc-dmpnn``), a molml
+            checkpoint or a chemprop-format checkpoint (see :mod:`molml.models.pretrained`). Its
+            atom/bond embeddings, encoder and readout are copied in; the head starts afresh.
+        freeze_encoder_epochs: keep the embeddings, encoder and readout fixed for this many
+            epochs (learning rate 0; only the head learns), then train everything.
+        encoder_lr_ratio: learning rate of the embeddings, encoder and readout relative to
+            ``lr`` (e.g. 0.1 to fine-tune a pretrained encoder gently).
     """
 
     def __init__(
@@ -68,8 +78,14 @@ class MoleculeModel(L.LightningModule):
         featurizer: dict[str, Any] | None = None,
         molecule_features: dict[str, Any] | None = None,
         pos_weight: str | list[float] | None = None,
+        pretrained: str | None = None,
+        freeze_encoder_epochs: int = 0,
+        encoder_lr_ratio: float = 1.0,
     ) -> None:
         super().__init__()
+        check_int(freeze_encoder_epochs, "model.freeze_encoder_epochs", minimum=0)
+        if not (isinstance(encoder_lr_ratio, (int, float)) and encoder_lr_ratio > 0):
+            raise DataError(f"model.encoder_lr_ratio must be positive, got {encoder_lr_ratio!r}")
         if task_type not in TASK_TYPES:
             raise ValueError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
         _check_pos_weight(pos_weight, task_type, len(tasks))
@@ -109,6 +125,8 @@ class MoleculeModel(L.LightningModule):
         # mean loss over labelled entries, summed over all ranks (exact under DDP)
         self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.test_outputs: tuple[Tensor, Tensor, Tensor] | None = None
+        if pretrained is not None:
+            apply_pretrained(self, read_pretrained(pretrained))
 
     # ------------------------------------------------------------------ forward
     def embed_batch(self, batch: Batch) -> Tensor:
@@ -193,6 +211,13 @@ class MoleculeModel(L.LightningModule):
             self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
+    def on_train_epoch_start(self) -> None:
+        # while frozen, batch-norm statistics in the encoder must not move either
+        frozen = self.current_epoch < self.hparams.get("freeze_encoder_epochs", 0)
+        for name, module in self.named_children():
+            if f"{name}." in ENCODER_PARTS:
+                module.train(not frozen)
+
     def loss(self, out: Tensor, batch: Batch) -> Tensor:
         """Mean loss over the labelled (task, molecule) pairs of the batch."""
         mask = batch.y_mask
@@ -264,10 +289,19 @@ class MoleculeModel(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        body = [p for name, p in self.named_parameters() if name.startswith(ENCODER_PARTS)]
+        head = [p for name, p in self.named_parameters() if not name.startswith(ENCODER_PARTS)]
+        optimizer = torch.optim.Adam(
+            [
+                {"params": body, "lr": hp.lr * hp.get("encoder_lr_ratio", 1.0)},
+                {"params": head, "lr": hp.lr},
+            ],
+            weight_decay=hp.weight_decay,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total, int(total * hp.warmup_epochs / epochs))
+        frozen = int(total * hp.get("freeze_encoder_epochs", 0) / epochs)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -275,7 +309,10 @@ class MoleculeModel(L.LightningModule):
             progress = (step - warmup) / max(1, total - warmup)
             return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        def body_factor(step: int) -> float:  # Adam with learning rate 0 leaves weights as is
+            return 0.0 if step < frozen else factor(step)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [body_factor, factor])
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -292,10 +329,10 @@ class MoleculeModel(L.LightningModule):
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this model from plain data (no pickled code)."""
         own = set(inspect.signature(MoleculeModel.__init__).parameters) - {"self", "encoder"}
-        hparams = {
-            k: v for k, v in self.hparams.items() if k in own and k not in ("tasks", "featurizer")
-        }
-        return {
+        # the pretrained weights are inside this model's state: loading it must not need them
+        skip = ("tasks", "featurizer", "pretrained")
+        hparams = {k: v for k, v in self.hparams.items() if k in own and k not in skip}
+        spec = {
             "format": CHECKPOINT_FORMAT,
             "molml_version": __version__,
             "encoder": {
@@ -307,6 +344,9 @@ class MoleculeModel(L.LightningModule):
             "task_type": self.task_type,
             "featurizer": self.featurizer.to_config(),
         }
+        if self.hparams.get("pretrained") is not None:
+            spec["pretrained_from"] = self.hparams.pretrained
+        return spec
 
 
 def _check_pos_weight(pos_weight: object, task_type: str, n_tasks: int) -> None:

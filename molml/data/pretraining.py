@@ -1,0 +1,474 @@
+"""Unlabelled molecules for self-supervised pretraining, in bounded memory.
+
+SMILES are streamed from the ZINC set that the ``molsets`` package ships (source ``zinc``) or
+from the user's molecule files, featurized into graphs in shards with all RDKit 2D descriptors
+as regression targets, and cached on disk shard by shard: an interrupted preparation resumes
+at the first missing shard. Training reads one shard at a time, shuffled, so memory stays
+bounded at millions of molecules; under DDP every rank reads every shard and takes its own
+equal share of it.
+
+Descriptor targets: a descriptor whose values span orders of magnitude on the reference set
+(99.9th percentile of ``|x|`` above ``LOG_ABOVE``, e.g. ``Ipc``, ``BertzCT``) is learned as
+``sign(x) log(1 + |x|)`` (named ``<name>_slog``); every target is clipped to the reference
+set's mean +- ``CLIP_STD`` standard deviations, so that rare counts cannot dominate the loss, and
+descriptors with one value on more than ``MOST_COMMON_AT_MOST`` of the reference set (rare
+functional-group counts) are left out. The reference set is the validation set: the valid
+molecules among the first ``val_size`` SMILES. Molecules that fail to parse, or for which any
+descriptor fails or is not finite, are skipped and counted by reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.fingerprints import RDKitDescriptors
+from molml.data.graphs import GraphStore, featurize_molecules
+from molml.data.readers import iter_molecule_chunks
+from molml.errors import DataError
+from molml.options import check_int, check_jobs
+
+log = logging.getLogger(__name__)
+
+ZINC = "zinc"
+ZINC_FILE = "moses/dataset/data/train.csv.gz"
+ZINC_SETUP = "pip install --no-deps molsets==0.3.1"
+LOG_ABOVE = 1000.0
+MOST_COMMON_AT_MOST = 0.98  # descriptors with one value on more molecules are left out
+CLIP_STD = 5.0  # targets are clipped to the reference mean +- this many standard deviations
+SHARD_FORMAT = 1
+
+
+def zinc_smiles_path() -> Path:
+    """The 1.58 million ZINC SMILES (MOSES training set) inside the ``molsets`` wheel, located
+    through the distribution's metadata without importing the package."""
+    try:
+        distribution = importlib.metadata.distribution("molsets")
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError(
+            f"the ZINC pretraining set comes with the molsets package, which is not installed: "
+            f"run `{ZINC_SETUP}` (its own dependencies are not needed), or give SMILES files "
+            "as data.sources"
+        ) from None
+    for file in distribution.files or []:
+        if str(file).replace("\\", "/") == ZINC_FILE:
+            path = Path(distribution.locate_file(file))
+            if path.is_file():
+                return path
+    raise DataError(f"molsets is installed but {ZINC_FILE} is missing; reinstall: {ZINC_SETUP}")
+
+
+def source_path(source: str) -> Path:
+    """``zinc`` or a molecule file, as a path that exists."""
+    if source == ZINC:
+        return zinc_smiles_path()
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise DataError(f"pretraining source {source!r} is neither 'zinc' nor an existing file")
+    return path
+
+
+def stream_smiles(
+    sources: Sequence[str], smiles_column: str | None = None, chunk_size: int = 10000
+) -> Iterator[list[str]]:
+    """SMILES of all sources in order, in lists of at most ``chunk_size``."""
+    for source in sources:
+        path = source_path(source)
+        column = smiles_column if source != ZINC else "SMILES"
+        for chunk in iter_molecule_chunks(path, chunk_size=chunk_size, smiles_column=column):
+            yield chunk["smiles"].fillna("").astype(str).tolist()
+
+
+def take_blocks(chunks: Iterator[list[str]], sizes: Iterator[int]) -> Iterator[list[str]]:
+    """Regroup a stream of SMILES lists into blocks of the given sizes (the last may be short)."""
+    buffer: list[str] = []
+    size = next(sizes)
+    for chunk in chunks:
+        buffer.extend(chunk)
+        while len(buffer) >= size:
+            yield buffer[:size]
+            buffer = buffer[size:]
+            size = next(sizes)
+    if buffer:
+        yield buffer
+
+
+@dataclass
+class DescriptorTargets:
+    """Which RDKit descriptors are learned, and how they are transformed into targets."""
+
+    names: list[str]  # RDKit descriptor names
+    log_scaled: list[bool]
+    lower: list[float]  # clip bounds after the log transform
+    upper: list[float]
+
+    @property
+    def tasks(self) -> list[str]:
+        """Target names: the descriptor name, ``<name>_slog`` where it is log-scaled."""
+        return [f"{n}_slog" if s else n for n, s in zip(self.names, self.log_scaled, strict=True)]
+
+    @classmethod
+    def fit(cls, names: Sequence[str], values: np.ndarray) -> DescriptorTargets:
+        """Choose the transform from reference values ``[n, len(names)]`` (finite)."""
+        keep, log_scaled, lower, upper = [], [], [], []
+        for j, name in enumerate(names):
+            column = values[:, j].astype(np.float64)
+            _, counts = np.unique(column, return_counts=True)
+            if counts.max() > MOST_COMMON_AT_MOST * len(column):
+                continue  # (nearly) constant: little to learn, and a tiny spread to divide by
+            scaled = bool(np.quantile(np.abs(column), 0.999) > LOG_ABOVE)
+            if scaled:
+                column = _signed_log(column)
+            mean, std = column.mean(), column.std()
+            keep.append(name)
+            log_scaled.append(scaled)
+            lower.append(float(mean - CLIP_STD * std))
+            upper.append(float(mean + CLIP_STD * std))
+        return cls(keep, log_scaled, lower, upper)
+
+    def transform(self, values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Targets ``[n, len(self.names)]`` from descriptor values whose columns are ``names``."""
+        position = {n: j for j, n in enumerate(names)}
+        columns = values[:, [position[n] for n in self.names]].astype(np.float64)
+        scaled = np.asarray(self.log_scaled)
+        columns[:, scaled] = _signed_log(columns[:, scaled])
+        return np.clip(columns, self.lower, self.upper).astype(np.float32)
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "names": self.names,
+            "log_scaled": self.log_scaled,
+            "lower": self.lower,
+            "upper": self.upper,
+        }
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+class ShardStream(IterableDataset):
+    """The molecules of several shard files, one shard in memory at a time, in a fresh random
+    order every epoch (shard order and order within each shard). Rank ``rank`` of
+    ``world_size`` takes an equal share of every shard; DataLoader workers split the shards."""
+
+    def __init__(
+        self,
+        shards: Sequence[Path],
+        sizes: Sequence[int],
+        targets: DescriptorTargets,
+        descriptor_names: Sequence[str],
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: int = 0,
+    ) -> None:
+        self.shards, self.sizes = list(shards), list(sizes)
+        self.targets, self.descriptor_names = targets, list(descriptor_names)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(size // self.world_size for size in self.sizes)
+
+    def __iter__(self) -> Iterator[Data]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1  # persistent workers keep their copy: each counts its own epochs
+        order = rng.permutation(len(self.shards))
+        worker = get_worker_info()
+        if worker is not None:
+            order = order[worker.id :: worker.num_workers]
+        for k in order:
+            store = load_shard(self.shards[k], self.targets, self.descriptor_names)
+            share = len(store) // self.world_size
+            mine = rng.permutation(len(store))[self.rank :: self.world_size][:share]
+            for i in mine:
+                yield store[int(i)]
+
+
+def load_shard(
+    path: Path, targets: DescriptorTargets, descriptor_names: Sequence[str]
+) -> GraphStore:
+    """A cached shard with the descriptor targets attached (and the raw descriptors dropped)."""
+    store = GraphStore.load(path)
+    y = targets.transform(store.features.numpy(), descriptor_names)
+    store = store.with_targets(y)
+    store.features = None
+    return store
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Unlabelled SMILES -> graphs with RDKit descriptor targets, for ``molml pretrain``.
+
+    Args:
+        sources: ``zinc`` (the molsets package's 1.58M ZINC SMILES) and/or molecule files.
+        smiles_column: the SMILES column of the user's files (default: detected).
+        max_molecules: read at most this many SMILES in total (default: all).
+        val_size: the first this many valid molecules are the validation and reference set.
+        shard_size: molecules per cached shard (memory holds one shard per loader worker).
+        featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
+        descriptors: RDKit descriptor names to learn (default: all of RDKit's 2D descriptors).
+        batch_size, num_workers: the training DataLoader's.
+        cache_dir: where shards are kept; a run over the same inputs reuses and completes them.
+        featurize_jobs: processes for featurization and descriptors (-1: all cores).
+        seed: seed of the shuffling.
+    """
+
+    task_type = "regression"
+    num_classes = 2
+    molecule_features_config = None
+
+    def __init__(
+        self,
+        sources: list[str] | None = None,
+        smiles_column: str | None = None,
+        max_molecules: int | None = None,
+        val_size: int = 2000,
+        shard_size: int = 50000,
+        featurizer: MolGraphFeaturizer | None = None,
+        descriptors: list[str] | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        cache_dir: str = ".molml_cache/pretrain",
+        featurize_jobs: int = -1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        check_int(max_molecules, "data.max_molecules", minimum=1, allow_none=True)
+        check_int(val_size, "data.val_size", minimum=10)
+        check_int(shard_size, "data.shard_size", minimum=1)
+        check_int(batch_size, "data.batch_size", minimum=1)
+        check_int(num_workers, "data.num_workers", minimum=0)
+        check_jobs(featurize_jobs, "data.featurize_jobs")
+        self.save_hyperparameters(ignore=["featurizer"])
+        self.sources = list(sources or [ZINC])
+        self.paths = [source_path(s) for s in self.sources]  # fails early on a missing source
+        self.featurizer = featurizer or MolGraphFeaturizer()
+        self.descriptors = RDKitDescriptors(descriptors)
+        self.directory = Path(cache_dir) / self._cache_key()
+        self.skipped: dict[str, int] = {}
+        self.examples: dict[str, str] = {}  # input position (0-based, over all sources) -> why
+        self.val_store = self._prepare_val()
+        self.targets = DescriptorTargets.fit(
+            self.descriptors.names, self.val_store.features.numpy()
+        )
+        self.shard_sizes: list[int] = []
+
+    @property
+    def tasks(self) -> list[str]:
+        """Target names, one per learned descriptor."""
+        return self.targets.tasks
+
+    @property
+    def featurizer_config(self) -> dict[str, Any]:
+        return self.featurizer.to_config()
+
+    # ------------------------------------------------------------------ preparation
+    def _cache_key(self) -> str:
+        hp = self.hparams
+        meta = {
+            "format": SHARD_FORMAT,
+            "sources": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in self.paths],
+            "smiles_column": hp.smiles_column,
+            "max_molecules": hp.max_molecules,
+            "val_size": hp.val_size,
+            "shard_size": hp.shard_size,
+            "featurizer": self.featurizer.to_config(),
+            "descriptors": self.descriptors.names,
+        }
+        return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _blocks(self) -> Iterator[list[str]]:
+        """The input SMILES in blocks: the validation block, then one block per shard."""
+        hp = self.hparams
+        chunks = stream_smiles(self.sources, hp.smiles_column)
+        if hp.max_molecules is not None:
+            chunks = _limit(chunks, hp.max_molecules)
+
+        def sizes() -> Iterator[int]:
+            yield hp.val_size
+            while True:
+                yield hp.shard_size
+
+        return take_blocks(chunks, sizes())
+
+    def _featurize(
+        self, smiles: list[str], start: int
+    ) -> tuple[GraphStore, dict[str, int], dict[str, str]]:
+        """Featurize a block; molecules without every descriptor are skipped and counted
+        (returns the store, the skipped counts by reason and a few examples)."""
+        result = featurize_molecules(
+            smiles,
+            self.featurizer,
+            n_jobs=self.hparams.featurize_jobs,
+            with_scaffolds=False,
+            molecule_features=self.descriptors,
+            progress=True,
+        )
+        reasons = dict(result.errors)
+        store = result.graphs
+        finite = np.isfinite(store.features.numpy()).all(axis=1)
+        for i in np.flatnonzero(~finite):
+            missing = np.flatnonzero(~np.isfinite(store.features[i].numpy()))
+            names = ", ".join(self.descriptors.names[j] for j in missing[:3])
+            reasons[int(store.rows[i])] = f"descriptors failed or not finite: {names}"
+        store = store.select(np.flatnonzero(finite))
+        store.rows += start
+        counts = {
+            "invalid molecule": len(result.errors),
+            "descriptors failed": int((~finite).sum()),
+        }
+        examples = {str(start + p): r for p, r in sorted(reasons.items())[:5]}
+        return store, counts, examples
+
+    def _prepare_val(self) -> GraphStore:
+        path = self.directory / "val.pt"
+        if not path.exists():
+            block = next(self._blocks(), None)
+            if block is None:
+                raise DataError(f"pretraining sources {self.sources} hold no SMILES")
+            store, counts, examples = self._featurize(block, 0)
+            if len(store) < 10:
+                raise DataError(
+                    f"only {len(store)} of the first {len(block)} pretraining SMILES could be "
+                    f"featurized with all descriptors, e.g. {examples}"
+                )
+            _save_atomically(store, path, {"counts": counts, "examples": examples})
+        return GraphStore.load(path)
+
+    def prepare_shards(self) -> None:
+        """Featurize every shard not yet in the cache (resumes an interrupted preparation)."""
+        manifest = self.directory / "manifest.json"
+        if manifest.exists():
+            self.shard_sizes = json.loads(manifest.read_text())["sizes"]
+            self._read_counts()
+            return
+        hp = self.hparams
+        sizes = []
+        blocks = self._blocks()
+        next(blocks)  # the validation block
+        for k, block in enumerate(blocks):
+            path = self.directory / f"shard_{k:05d}.pt"
+            if not path.exists():
+                log.info("pretraining shard %d (%d SMILES)", k, len(block))
+                start = hp.val_size + k * hp.shard_size
+                store, counts, examples = self._featurize(block, start)
+                _save_atomically(store, path, {"counts": counts, "examples": examples})
+            sizes.append(json.loads(path.with_suffix(".json").read_text())["size"])
+        if not sizes:
+            raise DataError(
+                f"pretraining sources {self.sources} hold no molecules beyond the {hp.val_size} "
+                "validation molecules; lower data.val_size or add SMILES"
+            )
+        manifest.write_text(json.dumps({"sizes": sizes}))
+        self.shard_sizes = sizes
+        self._read_counts()
+
+    def _read_counts(self) -> None:
+        skipped: dict[str, int] = {}
+        examples: dict[str, str] = {}
+        for sidecar in sorted(self.directory.glob("*.json")):
+            if sidecar.name == "manifest.json":
+                continue
+            info = json.loads(sidecar.read_text())
+            for reason, count in info["counts"].items():
+                skipped[reason] = skipped.get(reason, 0) + count
+            examples.update(info["examples"])
+        self.skipped = skipped
+        self.examples = {k: examples[k] for k in sorted(examples, key=int)[:5]}
+        total = sum(skipped.values())
+        if total:
+            shown = "\n".join(f"  molecule {k}: {v}" for k, v in self.examples.items())
+            log.warning(
+                "pretraining data: %d molecules skipped (%s), e.g.\n%s",
+                total,
+                ", ".join(f"{k}: {v}" for k, v in skipped.items()),
+                shown,
+            )
+
+    def prepare_data(self) -> None:
+        if not self.shard_sizes:
+            self.prepare_shards()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.shard_sizes:
+            self.prepare_shards()
+
+    # ------------------------------------------------------------------ statistics + loaders
+    def target_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each target on the reference (validation) set."""
+        y = self.targets.transform(self.val_store.features.numpy(), self.descriptors.names)
+        return y.mean(axis=0), np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
+
+    def feature_statistics(self) -> None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What the pretrained model saw (stored in its checkpoint)."""
+        return {
+            "name": "pretraining",
+            "sources": [str(s) for s in self.sources],
+            "train": int(sum(self.shard_sizes)),
+            "val": len(self.val_store),
+            "shards": len(self.shard_sizes),
+            "skipped": self.skipped,
+            "targets": self.targets.to_config(),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        shards = [self.directory / f"shard_{k:05d}.pt" for k in range(len(self.shard_sizes))]
+        stream = ShardStream(
+            shards,
+            self.shard_sizes,
+            self.targets,
+            self.descriptors.names,
+            seed=self.hparams.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            epoch=trainer.current_epoch if trainer else 0,
+        )
+        workers = min(self.hparams.num_workers, len(shards))
+        return DataLoader(
+            stream,
+            batch_size=self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        y = self.targets.transform(self.val_store.features.numpy(), self.descriptors.names)
+        store = self.val_store.with_targets(y)
+        store.features = None
+        return DataLoader(store, batch_size=self.hparams.batch_size)
+
+
+def _limit(chunks: Iterator[list[str]], n: int) -> Iterator[list[str]]:
+    for chunk in chunks:
+        if n <= 0:
+            return
+        yield chunk[:n]
+        n -= len(chunk)
+
+
+def _save_atomically(store: GraphStore, path: Path, info: dict[str, Any]) -> None:
+    """Write a shard and its sidecar so that a killed run never leaves a half-written shard."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    path.with_suffix(".json").write_text(json.dumps({"size": len(store), **info}))
+    store.save(partial)
+    os.replace(partial, path)

@@ -1,0 +1,347 @@
+"""Self-supervised pretraining on RDKit descriptors, and fine-tuning from pretrained encoders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import nci_smiles, write_task_csv
+
+import molml
+from molml.chem.featurizer import MolGraphFeaturizer
+from molml.data.datamodule import MoleculeDataModule
+from molml.data.pretraining import PretrainDataModule, zinc_smiles_path
+from molml.errors import CheckpointError, DataError
+from molml.models import DMPNN, GINE, MoleculeModel
+from molml.models.checkpoint import load_checkpoint
+from molml.models.pretrained import pretrained_names
+
+TELLURIUM = "C[Te]C"  # RDKit has no Gasteiger charges for Te: 12 descriptors fail
+
+
+def write_smiles(path: Path, n: int, extra: tuple[str, ...] = ()) -> Path:
+    """A SMILES file of ``n`` NCI molecules plus ``extra`` lines, after the 60th molecule."""
+    smiles = nci_smiles(n)
+    lines = [*smiles[:60], *extra, *smiles[60:]]
+    path.write_text("smiles\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def pretrain_config(tmp_path: Path, source: Path, **trainer: object) -> Path:
+    config = {
+        "seed_everything": 0,
+        "data": {
+            "sources": [str(source)],
+            "val_size": 100,
+            "shard_size": 150,
+            "batch_size": 16,
+            "cache_dir": str(tmp_path / "cache"),
+            "featurize_jobs": 1,
+        },
+        "model": {
+            "encoder": {
+                "class_path": "molml.models.DMPNN",
+                "init_args": {"hidden_dim": 32, "depth": 2},
+            },
+            "readout": "sum",
+            "ffn_hidden_dim": 32,
+            "lr": 0.003,
+            "warmup_epochs": 0,
+        },
+        "trainer": {
+            "max_epochs": 8,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "pre"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "dirpath": str(tmp_path / "checkpoints"),
+                        "monitor": "val/loss",
+                        "filename": "best",
+                        "save_last": True,
+                        "every_n_train_steps": 1,
+                    },
+                }
+            ],
+            **trainer,
+        },
+    }
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def molml_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "molml.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``molml pretrain`` on 450 NCI molecules (plus an invalid SMILES and a molecule whose
+    descriptors fail), 8 epochs: its checkpoint directory and metrics."""
+    tmp_path = tmp_path_factory.mktemp("pretrain")
+    source = write_smiles(tmp_path / "unlabelled.csv", 450, ("not_a_smiles", TELLURIUM))
+    config = pretrain_config(tmp_path, source)
+    result = subprocess.run(
+        molml_command("pretrain", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = pd.read_csv(tmp_path / "runs" / "pre" / "version_0" / "metrics.csv")
+    return {
+        "dir": tmp_path,
+        "best": tmp_path / "checkpoints" / "best.ckpt",
+        "metrics": metrics,
+        "stderr": result.stderr,
+        "config": config,
+        "source": source,
+    }
+
+
+def test_pretraining_lowers_the_descriptor_loss(pretrained_run: dict) -> None:
+    val = pretrained_run["metrics"]["val/loss"].dropna().to_numpy()
+    assert len(val) == 8
+    assert val[-1] < 0.9 * val[0]
+    model = molml.load_model(pretrained_run["best"])
+    assert "MolWt" in model.tasks and "Ipc_slog" in model.tasks  # Ipc spans 1..1e6+: log-scaled
+    assert model.metadata["training_data"]["train"] > 300
+    # the descriptors come out in their own units: MolWt of ethanol is 46.07
+    predicted = model.predict(["CCO", "CCCCCCCCO"])
+    assert predicted["MolWt"].iloc[1] > predicted["MolWt"].iloc[0]
+
+
+def test_invalid_smiles_and_failed_descriptors_are_skipped_and_counted(
+    pretrained_run: dict,
+) -> None:
+    seen = molml.load_model(pretrained_run["best"]).metadata["training_data"]
+    skipped = seen["skipped"]
+    assert skipped["invalid molecule"] == 1
+    assert skipped["descriptors failed"] >= 1  # tellurium, and NCI molecules like it
+    assert sum(skipped.values()) + seen["train"] + seen["val"] == 452  # every input accounted
+    stderr = pretrained_run["stderr"]
+    assert f"{sum(skipped.values())} molecules skipped" in stderr
+    assert "molecule 60: invalid SMILES" in stderr
+    assert "molecule 61: descriptors failed or not finite: MaxPartialCharge" in stderr
+
+
+def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
+    pretrained_run: dict, tmp_path: Path
+) -> None:
+    config = pretrain_config(tmp_path, pretrained_run["source"], max_epochs=40)
+    command = molml_command("pretrain", "--config", str(config))
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if last.is_file() and torch.load(last, weights_only=True)["global_step"] >= 30:
+            break
+        time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    # the same command again, two more epochs than the killed run had reached
+    resumed_epochs = torch.load(last, weights_only=True)["epoch"] + 2
+    result = subprocess.run(
+        [*command, "--trainer.max_epochs", str(resumed_epochs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming pretraining from {last}" in result.stderr
+    final = torch.load(last, weights_only=True)
+    assert final["epoch"] == resumed_epochs - 1
+    assert final["global_step"] > killed_at
+    # the resumed run trained only the remaining steps, not a fresh run's
+    steps_per_epoch = len(pd.read_csv(tmp_path / "runs" / "pre" / "version_1" / "metrics.csv"))
+    assert steps_per_epoch > 0
+
+
+def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained_run: dict) -> None:
+    best = str(pretrained_run["best"])
+    source, _ = load_checkpoint(best)
+    encoder = DMPNN(hidden_dim=32, depth=2)
+    tuned = MoleculeModel(encoder=encoder, readout="sum", ffn_hidden_dim=16, pretrained=best)
+    for key, value in source.state_dict().items():
+        if key.startswith(("encoder.", "atom_embedding.", "bond_embedding.")):
+            assert torch.equal(tuned.state_dict()[key], value), key
+    fresh = MoleculeModel(encoder=DMPNN(hidden_dim=32, depth=2), readout="sum")
+    assert not torch.equal(fresh.encoder.W_h.weight, source.encoder.W_h.weight)
+    # embeddings of the fine-tuning model before any training equal the pretrained model's
+    graphs = molml.load_model(best).featurizer
+    batch = torch_batch(graphs, ["CCO", "c1ccccc1O"])
+    with torch.no_grad():
+        assert torch.allclose(tuned.eval().embed_batch(batch), source.embed_batch(batch))
+
+
+def torch_batch(featurizer: MolGraphFeaturizer, smiles: list[str]):
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([featurizer(s) for s in smiles])
+
+
+def fit(model: MoleculeModel, data: MoleculeDataModule, epochs: int) -> None:
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=data)
+
+
+@pytest.mark.parametrize("encoder_class", [DMPNN, GINE])
+def test_frozen_encoder_epochs_leave_the_encoder_unchanged(
+    encoder_class: type, tmp_path: Path
+) -> None:
+    csv = write_task_csv(tmp_path / "logp.csv", 120)
+    data = MoleculeDataModule(path=str(csv), cache_dir=None, featurize_jobs=1, batch_size=32)
+    model = MoleculeModel(
+        encoder=encoder_class(hidden_dim=16, depth=2),
+        ffn_hidden_dim=16,
+        tasks=["logp"],
+        warmup_epochs=0,
+        freeze_encoder_epochs=1,
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, data, epochs=1)
+    after = model.state_dict()
+    body = [k for k in before if k.startswith(("encoder.", "atom_embedding.", "bond_embedding."))]
+    assert body and all(torch.equal(before[k], after[k]) for k in body)  # BN statistics too
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    fit(model, data, epochs=2)  # a fresh Trainer: epoch 0 frozen again, epoch 1 trains all
+    assert not all(torch.equal(before[k], model.state_dict()[k]) for k in body)
+    assert model.encoder.training  # back in training mode once the frozen epochs are over
+
+
+def test_encoder_learning_rate_ratio_scales_the_encoder_group(tmp_path: Path) -> None:
+    csv = write_task_csv(tmp_path / "logp.csv", 60)
+    data = MoleculeDataModule(path=str(csv), cache_dir=None, featurize_jobs=1)
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=16, depth=2), tasks=["logp"], lr=0.01, encoder_lr_ratio=0.1
+    )
+    fit(model, data, epochs=1)
+    body, head = model.trainer.optimizers[0].param_groups
+    assert body["initial_lr"] == pytest.approx(0.001) and head["initial_lr"] == pytest.approx(0.01)
+
+
+def test_a_pretrained_model_with_another_featurizer_or_encoder_is_refused(
+    pretrained_run: dict,
+) -> None:
+    best = str(pretrained_run["best"])
+    other = MolGraphFeaturizer(random_walk_steps=4).to_config()
+    with pytest.raises(CheckpointError, match=r"random_walk_steps: pretrained 0, here 4"):
+        MoleculeModel(encoder=DMPNN(hidden_dim=32, depth=2), featurizer=other, pretrained=best)
+    with pytest.raises(CheckpointError, match=r"hidden_dim: pretrained 32, here 64"):
+        MoleculeModel(encoder=DMPNN(hidden_dim=64, depth=2), pretrained=best)
+    with pytest.raises(CheckpointError, match=r"DMPNN encoder, this model a \S+GINE"):
+        MoleculeModel(encoder=GINE(hidden_dim=32, depth=2), pretrained=best)
+
+
+def test_an_unknown_pretrained_name_lists_the_available_ones() -> None:
+    with pytest.raises(CheckpointError, match="available: " + ", ".join(pretrained_names())):
+        MoleculeModel(pretrained="no-such-encoder")
+
+
+def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path) -> None:
+    csv = write_task_csv(tmp_path / "logp.csv", 120)
+    result = subprocess.run(
+        molml_command(
+            "fit",
+            "--data.path",
+            str(csv),
+            "--data.cache_dir",
+            "null",
+            "--data.featurize_jobs",
+            "1",
+            "--model.encoder",
+            "molml.models.DMPNN",
+            "--model.encoder.hidden_dim",
+            "32",
+            "--model.encoder.depth",
+            "2",
+            "--model.pretrained",
+            str(pretrained_run["best"]),
+            "--model.freeze_encoder_epochs",
+            "1",
+            "--model.encoder_lr_ratio",
+            "0.5",
+            "--trainer.max_epochs",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks",
+            "[]",
+            "--trainer.enable_checkpointing",
+            "false",
+        ),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained with readout 'sum'; this model pools with 'mean'" in result.stderr
+
+
+def test_zinc_is_found_through_the_molsets_distribution_or_explained() -> None:
+    try:
+        path = zinc_smiles_path()
+    except DataError as exc:
+        assert "pip install --no-deps molsets==0.3.1" in str(exc)
+    else:
+        assert path.name == "train.csv.gz" and path.stat().st_size > 10_000_000
+
+
+def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
+    source = write_smiles(tmp_path / "unlabelled.csv", 200)
+    kwargs = dict(
+        sources=[str(source)], val_size=40, shard_size=50, cache_dir=str(tmp_path), featurize_jobs=1
+    )
+    data = PretrainDataModule(**kwargs)
+    data.prepare_shards()
+    shards = sorted(data.directory.glob("shard_*.pt"))
+    assert len(data.shard_sizes) == 4 and data.shard_sizes[-1] <= 10
+    # every input molecule is in the validation set, a shard, or counted as skipped
+    assert sum(data.shard_sizes) + len(data.val_store) + sum(data.skipped.values()) == 200
+    shards[1].unlink()  # as if the preparation had been killed there
+    (data.directory / "manifest.json").unlink()
+    mtime = shards[0].stat().st_mtime_ns
+    again = PretrainDataModule(**kwargs)
+    again.prepare_shards()
+    assert shards[1].exists() and shards[0].stat().st_mtime_ns == mtime
+    stream = again.train_dataloader().dataset
+    rows = [int(d.row) for d in stream]
+    # every training molecule once per epoch, none of the first 40 (the validation block)
+    assert len(set(rows)) == len(rows) == sum(again.shard_sizes) and min(rows) >= 40
+    assert rows != [int(d.row) for d in stream]  # reshuffled for the next epoch
+    first_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 0, "world_size": 2})]
+    second_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 1, "world_size": 2})]
+    share = sum(size // 2 for size in again.shard_sizes)
+    assert len(first_rank) == len(second_rank) == share and not set(first_rank) & set(second_rank)
+    assert np.isfinite(next(iter(stream)).y.numpy()).all()
