@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# the ZINC pretraining corpus (optional for users: molml pretrain also reads SMILES files)
+	$(BIN)/pip install --quiet --no-deps molsets==0.3.1
 	touch $(STAMP)
 
 run: setup

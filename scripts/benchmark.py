@@ -9,12 +9,20 @@ so an interrupted grid resumes where it stopped. The table (mean ± sd over seed
 dataset's default metric from its registry card, best model per dataset in bold) is written
 to ``<out>/results.md`` and ``<out>/results.json`` from whatever cells are done.
 
+With ``--splits-dir DIR`` the splits are not made here: seed S takes entry S of
+``DIR/<dataset>.splits.json`` (chemprop's split format, e.g. ``../shared/splits``) for every
+model, and the table gains the scores published with those files (``DIR/README.md``). With
+``--train-fractions 0.1 0.25 ...`` graph models also train on that random fraction of each
+training part (same validation and test parts): the data-efficiency curve.
+
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
+                              [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
                               [--out runs/benchmark] [--report-only]
 
-Models: dmpnn, gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from
+Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
+encoder), gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from
 configs/lipo_<model>.yaml with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
 random forest on ECFP4 counts + RDKit descriptors).
@@ -61,6 +69,7 @@ class ModelEntry:
 
 GRAPH_MODELS = {
     "dmpnn": "D-MPNN",
+    "dmpnn_pretrained": "D-MPNN fine-tuned",
     "gine": "GINE",
     "gatv2": "GATv2",
     "attentivefp": "AttentiveFP",
@@ -88,6 +97,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads, featurization and XGBoost jobs"
     )
+    parser.add_argument(
+        "--splits-dir", type=Path, default=None, help="use DIR/<dataset>.splits.json entry S"
+    )
+    parser.add_argument(
+        "--train-fractions",
+        nargs="+",
+        type=float,
+        default=[1.0],
+        help="graph models: fractions of each training part to train on (data-efficiency curve)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -98,8 +117,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cell_path(out: Path, model: str, dataset: str, seed: int) -> Path:
-    return out / "results" / dataset / model / f"seed_{seed}.json"
+def cell_path(out: Path, model: str, dataset: str, seed: int, fraction: float = 1.0) -> Path:
+    return out / "results" / dataset / model_key(model, fraction) / f"seed_{seed}.json"
+
+
+def model_key(model: str, fraction: float) -> str:
+    """``dmpnn`` on the whole training part, ``dmpnn@0.25`` on a quarter of it."""
+    return model if fraction == 1.0 else f"{model}@{fraction:g}"
+
+
+def split_options(dataset: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The data options that select seed ``seed``'s split."""
+    if args.splits_dir is None:
+        return {"split_seed": seed}
+    split_file = args.splits_dir / f"{dataset}.splits.json"
+    return {
+        "split": "predefined",
+        "split_file": str(split_file.resolve()),
+        "split_index": seed,
+        "split_seed": seed,
+    }
+
+
+def published_scores(splits_dir: Path | None) -> dict[str, str]:
+    """``dataset -> "mean ± sd"`` from the table in ``splits_dir/README.md``, if any."""
+    readme = splits_dir / "README.md" if splits_dir else None
+    if readme is None or not readme.is_file():
+        return {}
+    scores = {}
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and "±" in cells[2]:
+            scores[cells[0]] = cells[2]
+    return scores
 
 
 def _monitored(callbacks: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
@@ -115,17 +165,18 @@ def _monitored(callbacks: list[dict[str, Any]], metric: str) -> list[dict[str, A
 
 
 def run_graph_cell(
-    model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace
+    model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace, fraction: float
 ) -> dict[str, Any]:
     """Fit a graph model from its template config, then test its best checkpoint."""
     config = yaml.safe_load(MODELS[model].template.read_text())
-    name = f"{dataset}_{model}_seed{seed}"
+    name = f"{dataset}_{model_key(model, fraction)}_seed{seed}"
     config["seed_everything"] = seed
     config["data"].update(
         dataset=dataset,
-        split_seed=seed,
         featurize_jobs=args.threads,
         cache_dir=str(args.out / "cache"),
+        train_fraction=fraction,
+        **split_options(dataset, seed, args),
     )
     trainer = config["trainer"]
     trainer["logger"] = [
@@ -156,10 +207,13 @@ def run_graph_cell(
 
 
 def run_baseline_cell(
-    model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace
+    model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace, fraction: float
 ) -> dict[str, Any]:
     """Fit a baseline from its template config; its metrics.json holds every split's metrics."""
+    if fraction != 1.0:
+        raise ValueError("--train-fractions below 1 apply to graph models only")
     threads = str(args.threads)
+    split = [f"--data.{k}={v}" for k, v in split_options(dataset, seed, args).items()]
     run_dir = run_baseline(
         [
             "fit",
@@ -167,8 +221,7 @@ def run_baseline_cell(
             str(MODELS[model].template),
             "--data.dataset",
             dataset,
-            "--data.split_seed",
-            str(seed),
+            *split,
             "--seed",
             str(seed),
             "--name",
@@ -192,16 +245,20 @@ def run_baseline_cell(
     }
 
 
-def run_cell(model: str, dataset: str, seed: int, args: argparse.Namespace) -> None:
+def run_cell(
+    model: str, dataset: str, seed: int, args: argparse.Namespace, fraction: float = 1.0
+) -> None:
     """Run one cell and save its result JSON (atomically, so a killed run leaves no cell)."""
     metric = get_card(dataset).metric
     start = time.perf_counter()
     run = run_graph_cell if MODELS[model].kind == "graph" else run_baseline_cell
-    result = run(model, dataset, seed, metric, args)
+    result = run(model, dataset, seed, metric, args, fraction)
     record = {
         "model": model,
         "dataset": dataset,
         "seed": seed,
+        "train_fraction": fraction,
+        "split_file": str(args.splits_dir) if args.splits_dir else None,
         "metric": metric,
         **result,
         "wall_s": time.perf_counter() - start,
@@ -210,25 +267,41 @@ def run_cell(model: str, dataset: str, seed: int, args: argparse.Namespace) -> N
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = cell_path(args.out, model, dataset, seed)
+    path = cell_path(args.out, model, dataset, seed, fraction)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(record, indent=2))
     os.replace(partial, path)
     print(
-        f"[{model} {dataset} seed {seed}] test {metric} {record['test']:.4f}, "
+        f"[{model_key(model, fraction)} {dataset} seed {seed}] test {metric} "
+        f"{record['test']:.4f}, "
         f"{record['wall_s']:.0f} s",
         flush=True,
     )
 
 
-def summarize(out: Path, models: list[str], datasets: list[str]) -> dict[str, Any]:
-    """Mean, sample standard deviation, values and wall time per dataset and model."""
+def columns(args: argparse.Namespace) -> list[tuple[str, float]]:
+    """(model, train fraction) of every column: baselines on the whole training part only."""
+    return [
+        (model, fraction)
+        for fraction in sorted(set(args.train_fractions), reverse=True)
+        for model in args.models
+        if fraction == 1.0 or MODELS[model].kind == "graph"
+    ]
+
+
+def column_title(model: str, fraction: float) -> str:
+    title = MODELS[model].title
+    return title if fraction == 1.0 else f"{title} ({fraction:.0%} of train)"
+
+
+def summarize(out: Path, keys: list[str], datasets: list[str]) -> dict[str, Any]:
+    """Mean, sample standard deviation, values and wall time per dataset and column."""
     summary: dict[str, Any] = {}
     for dataset in datasets:
         card = get_card(dataset)
         row: dict[str, Any] = {}
-        for model in models:
+        for model in keys:
             cells = sorted((out / "results" / dataset / model).glob("seed_*.json"))
             records = [json.loads(p.read_text()) for p in cells]
             values = [r["test"] for r in records]
@@ -245,12 +318,22 @@ def summarize(out: Path, models: list[str], datasets: list[str]) -> dict[str, An
     return summary
 
 
-def markdown_table(summary: dict[str, Any], models: list[str]) -> str:
-    """Datasets as rows, models as columns; the best mean of each row in bold."""
-    titles = [MODELS[m].title for m in models]
+def markdown_table(
+    summary: dict[str, Any],
+    models: list[str],
+    titles: list[str],
+    reference: dict[str, str] | None = None,
+) -> str:
+    """Datasets as rows, columns ``models`` (keys) headed ``titles``; the best mean of each row
+    in bold; ``reference`` scores (published with the split files) as a last column."""
+    reference = reference or {}
+    extra = " | chemprop 2.3.1 (published with the splits)" if reference else ""
     lines = [
-        "| dataset | test metric | " + " | ".join(titles) + " |",
-        "| --- | --- | " + " | ".join("---:" for _ in models) + " |",
+        "| dataset | test metric | " + " | ".join(titles) + extra + " |",
+        "| --- | --- | "
+        + " | ".join("---:" for _ in titles)
+        + (" | ---:" if reference else "")
+        + " |",
     ]
     for dataset, entry in summary.items():
         metric, row = entry["metric"], entry["models"]
@@ -269,6 +352,8 @@ def markdown_table(summary: dict[str, Any], models: list[str]) -> str:
             if len(value["values"]) != max(len(v["values"]) for v in row.values()):
                 text += f" (n={len(value['values'])})"
             cells.append(f"**{text}**" if model == best else text)
+        if reference:
+            cells.append(reference.get(dataset, "–"))
         arrow = "↑" if higher else "↓"
         name = f"{dataset} ({entry['n_molecules']:,})"
         lines.append(f"| {name} | {metric} {arrow} | " + " | ".join(cells) + " |")
@@ -285,8 +370,10 @@ def markdown_table(summary: dict[str, Any], models: list[str]) -> str:
 
 
 def write_report(args: argparse.Namespace) -> None:
-    summary = summarize(args.out, args.models, args.datasets)
-    table = markdown_table(summary, args.models)
+    keys = [model_key(m, f) for m, f in columns(args)]
+    titles = [column_title(m, f) for m, f in columns(args)]
+    summary = summarize(args.out, keys, args.datasets)
+    table = markdown_table(summary, keys, titles, published_scores(args.splits_dir))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
@@ -298,20 +385,20 @@ def run_grid(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     """Run every unfinished cell, seed by seed; returns the cells that failed."""
     torch.set_num_threads(args.threads)
     grid = [
-        (model, dataset, seed)
+        (model, dataset, seed, fraction)
         for seed in range(args.seeds)
         for dataset in args.datasets
-        for model in args.models
+        for model, fraction in columns(args)
     ]
     todo = [cell for cell in grid if not cell_path(args.out, *cell).is_file()]
     print(f"{len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")
     failed = []
-    for model, dataset, seed in todo:
+    for model, dataset, seed, fraction in todo:
         try:
-            run_cell(model, dataset, seed, args)
+            run_cell(model, dataset, seed, args, fraction)
         except Exception:  # one failed cell must not stop a long grid; a rerun retries it
             traceback.print_exc()
-            failed.append((model, dataset, seed))
+            failed.append((model_key(model, fraction), dataset, seed))
     if failed:
         print(f"{len(failed)} cell(s) failed; run the command again to retry them: {failed}")
     return failed

@@ -24,7 +24,7 @@ from molml.data.pretraining import PretrainDataModule, zinc_smiles_path
 from molml.errors import CheckpointError, DataError
 from molml.models import DMPNN, GINE, MoleculeModel
 from molml.models.checkpoint import load_checkpoint
-from molml.models.pretrained import pretrained_names
+from molml.models.pretrained import pretrained_names, pretrained_path
 
 TELLURIUM = "C[Te]C"  # RDKit has no Gasteiger charges for Te: 12 descriptors fail
 
@@ -345,3 +345,46 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     share = sum(size // 2 for size in again.shard_sizes)
     assert len(first_rank) == len(second_rank) == share and not set(first_rank) & set(second_rank)
     assert np.isfinite(next(iter(stream)).y.numpy()).all()
+
+
+def test_the_shipped_encoder_learned_the_descriptors() -> None:
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    encoder = molml.load_pretrained("zinc-dmpnn")
+    smiles = nci_smiles(200)
+    predicted = encoder.predict(smiles)
+    assert (predicted["status"] == "ok").all()
+    for name, fn in (("MolWt", Descriptors.MolWt), ("TPSA", Descriptors.TPSA)):
+        true = np.array([fn(Chem.MolFromSmiles(s)) for s in smiles])
+        r = np.corrcoef(true, predicted[name].to_numpy())[0, 1]
+        assert r > 0.9, (name, r)  # NCI molecules, never seen in pretraining on ZINC
+    embeddings = encoder.embed(smiles[:3])
+    assert embeddings.shape == (3, 300) and np.isfinite(embeddings).all()
+    config = encoder.metadata["training_data"]
+    assert config["sources"] == ["zinc"] and config["train"] > 100_000
+
+
+def test_the_shipped_encoder_fine_tunes_with_the_default_featurizer() -> None:
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=300, depth=3), readout="sum", pretrained="zinc-dmpnn"
+    )
+    shipped, _ = load_checkpoint(pretrained_path("zinc-dmpnn"))
+    assert torch.equal(model.encoder.W_o.weight, shipped.encoder.W_o.weight)
+    assert model.spec()["pretrained_from"] == "zinc-dmpnn"
+    assert "pretrained" not in model.spec()["hparams"]  # loading the fine-tuned model needs none
+
+
+def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path) -> None:
+    csv = write_task_csv(tmp_path / "logp.csv", 200)
+    common = dict(path=str(csv), cache_dir=None, featurize_jobs=1)
+    whole = MoleculeDataModule(**common)
+    whole.setup("fit")
+    quarter = MoleculeDataModule(**common, train_fraction=0.25)
+    quarter.setup("fit")
+    assert len(quarter.split.train) == round(0.25 * len(whole.split.train))
+    assert set(quarter.split.train) < set(whole.split.train)
+    assert np.array_equal(quarter.split.val, whole.split.val)
+    assert np.array_equal(quarter.split.test, whole.split.test)
+    with pytest.raises(DataError, match="train_fraction must be in"):
+        MoleculeDataModule(**common, train_fraction=0.0)

@@ -28,6 +28,8 @@ from conftest import REPO, molml_server, require_dataset
 
 from molml import load_model
 from molml.cli import main
+from molml.data.pretraining import zinc_smiles_path
+from molml.errors import DataError
 
 README = REPO / "README.md"
 SHORT_TRAINING = [
@@ -89,6 +91,19 @@ def check_hybrid(root: Path, before: set[Path]) -> None:
     check_fit(root, before)
     (config,) = new_files(root, before, "config.yaml")
     assert yaml.safe_load(config.read_text())["data"]["molecule_features"] == "rdkit2d"
+
+
+def check_fine_tune(root: Path, before: set[Path]) -> None:
+    check_fit(root, before)
+    (ckpt,) = new_files(root, before, "best.ckpt")
+    assert load_model(ckpt).metadata["pretrained_from"] == "zinc-dmpnn"
+
+
+def check_pretrain(root: Path, before: set[Path]) -> None:
+    last = root / "runs" / "pretrain_dmpnn" / "checkpoints" / "last.ckpt"
+    assert last not in before
+    encoder = load_model(last)
+    assert "MolWt" in encoder.tasks and encoder.metadata["training_data"]["sources"] == ["zinc"]
 
 
 def check_baseline_fit(root: Path, before: set[Path]) -> None:
@@ -187,6 +202,9 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
         check_fit,
     ),
     HYBRID: (("esol",), check_hybrid),
+    "molml fit --config configs/esol_dmpnn.yaml --model.pretrained zinc-dmpnn "
+    "--model.readout sum": (("esol",), check_fine_tune),
+    "molml pretrain --config configs/pretrain_dmpnn.yaml": ((), check_pretrain),
     "molml baseline fit --config configs/esol_xgb.yaml": (("esol",), check_baseline_fit),
     "molml baseline test --model runs/esol_xgb/version_0/model": (("esol",), check_baseline_test),
     "molml baseline predict --model runs/esol_xgb/version_0/model "
@@ -227,6 +245,9 @@ def cli_args(command: str) -> list[str]:
     args = [str(REPO / a) if a.startswith("configs/") else a for a in args]
     if args[0] == "fit":
         args += SHORT_TRAINING + QUIET
+    elif args[0] == "pretrain":  # 400 ZINC molecules, two steps
+        args += ["--data.max_molecules", "400", "--data.val_size", "100", "--data.shard_size"]
+        args += ["200", "--data.featurize_jobs", "1", *SHORT_TRAINING, *QUIET]
     elif args[0] in ("test", "predict"):
         args += QUIET
     elif args[:2] == ["baseline", "fit"]:
@@ -265,6 +286,11 @@ def test_readme_command_runs(
     datasets, check = CHECKS[command]
     for name in datasets:
         require_dataset(name)
+    if command.startswith("molml pretrain"):
+        try:
+            zinc_smiles_path()
+        except DataError as exc:  # `make setup` installs molsets; a bare checkout may not
+            pytest.skip(str(exc))
     monkeypatch.chdir(workdir)
     monkeypatch.setattr(sys, "argv", ["molml"])  # pytest's own arguments are not the CLI's
     before = set(workdir.rglob("*"))

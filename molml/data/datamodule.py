@@ -287,6 +287,8 @@ class MoleculeDataModule(L.LightningDataModule):
         split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
             ``predefined`` (with ``split_file`` in chemprop's JSON format or ``split_column``).
         split_index: which entry of a split file with several splits (0-based).
+        train_fraction: train on this random fraction of the training part only (seeded with
+            ``split_seed``; validation and test parts unchanged), to measure data efficiency.
         split_sizes, split_seed: fractions for train/val/test and the seed.
         strict: fail on the first invalid SMILES instead of reporting and skipping it.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
@@ -315,6 +317,7 @@ class MoleculeDataModule(L.LightningDataModule):
         split_file: str | None = None,
         split_column: str | None = None,
         split_index: int = 0,
+        train_fraction: float = 1.0,
         batch_size: int = 64,
         num_workers: int = 0,
         strict: bool = False,
@@ -328,6 +331,8 @@ class MoleculeDataModule(L.LightningDataModule):
         check_int(batch_size, "data.batch_size", minimum=1)
         check_int(num_workers, "data.num_workers", minimum=0)
         check_int(split_index, "data.split_index", minimum=0)
+        if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
+            raise DataError(f"data.train_fraction must be in (0, 1], got {train_fraction!r}")
         check_jobs(featurize_jobs, "data.featurize_jobs")
         # task_type and molecule_features are resolved below and handed to the model, which
         # logs the resolved values (the same key with another value would clash in the loggers)
@@ -408,6 +413,8 @@ class MoleculeDataModule(L.LightningDataModule):
                 split_file=hp.split_file,
                 split_index=hp.split_index,
             )
+            if hp.train_fraction < 1:
+                self.split = _subsample_train(self.split, hp.train_fraction, hp.split_seed)
             self.report = self.molecules.split_report(
                 self.split,
                 featurized.valid,
@@ -546,6 +553,13 @@ class MoleculeDataModule(L.LightningDataModule):
             self.predict_frame = frame
             return self._loader(self.split.test, shuffle=False)
         return DataLoader(self._predict_store, batch_size=self.hparams.batch_size)
+
+
+def _subsample_train(split: Split, fraction: float, seed: int) -> Split:
+    """The split with a seeded random ``fraction`` of its training part (at least 2)."""
+    keep = max(2, round(len(split.train) * fraction))
+    train = np.sort(np.random.default_rng(seed).choice(split.train, size=keep, replace=False))
+    return Split(train, split.val, split.test)
 
 
 def _resolve_source(

@@ -10,7 +10,7 @@ from molml.predict.base import Predictor
 from molml.predict.baseline import BaselinePredictor
 from molml.predict.ensemble import EnsemblePredictor
 from molml.predict.graph import GraphPredictor
-from molml.predict.loading import load_model
+from molml.predict.loading import load_model, load_pretrained
 from molml.predict.onnx import OnnxPredictor
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "OnnxPredictor",
     "Predictor",
     "load_model",
+    "load_pretrained",
 ]

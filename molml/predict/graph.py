@@ -62,6 +62,7 @@ class GraphPredictor(SingleModelPredictor):
             "tasks": self.tasks,
             "task_type": self.task_type,
             "training_data": self.spec.get("training_data"),
+            "pretrained_from": self.spec.get("pretrained_from"),
             "test_metrics": self._recorded_test_metrics(),
             "featurizer": self.featurization,
         }

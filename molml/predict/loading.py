@@ -11,6 +11,7 @@ import torch
 from molml.baselines.model import SPEC_FILE, load_baseline
 from molml.errors import CheckpointError
 from molml.models.checkpoint import load_checkpoint, refuse_url
+from molml.models.pretrained import pretrained_path
 from molml.predict.base import Predictor
 from molml.predict.baseline import BaselinePredictor
 from molml.predict.ensemble import EnsemblePredictor
@@ -65,5 +66,16 @@ def load_model(
         from molml.predict.onnx import OnnxPredictor
 
         return OnnxPredictor(path)
+    model, spec = load_checkpoint(path, map_location)
+    return GraphPredictor(model, spec, source=path)
+
+
+def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> GraphPredictor:
+    """A pretrained encoder shipped with molml (``zinc-dmpnn``; see
+    :func:`molml.models.pretrained.pretrained_names`) or a pretraining checkpoint, as a
+    Predictor: ``embed`` gives its molecule embeddings, ``predict`` the descriptors it learned
+    (log-scaled ones, named ``<name>_slog``, as ``sign(x) log(1 + |x|)``). Fine-tune it with
+    ``MoleculeModel(pretrained=name)`` or ``molml fit ... --model.pretrained NAME``."""
+    path = pretrained_path(name)
     model, spec = load_checkpoint(path, map_location)
     return GraphPredictor(model, spec, source=path)
