@@ -117,8 +117,11 @@ class FeaturesConfig:
 
     Args:
         name: ``ecfp4``, ``ecfp6``, ``fcfp4``, ``fcfp6``, ``morgan``, ``atompair``, ``maccs``,
-            ``rdkit2d`` or ``concat`` (``params: {parts: [{class: morgan, ...}, ...]}``).
-        params: the fingerprint's parameters, e.g. ``{radius: 2, n_bits: 2048, counts: true}``.
+            ``rdkit2d``, ``pretrained`` (a graph encoder's embeddings,
+            :class:`~molml.baselines.embeddings.PretrainedEmbedding`) or ``concat``
+            (``params: {parts: [{class: morgan, ...}, {class: pretrained, model: ...}]}``).
+        params: the fingerprint's parameters, e.g. ``{radius: 2, n_bits: 2048, counts: true}``
+            or ``{model: zinc-dmpnn}`` (a shipped encoder or a molml checkpoint file).
         n_jobs: processes for featurizing the training data (-1: all cores).
     """
 

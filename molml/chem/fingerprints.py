@@ -8,12 +8,13 @@ and cached per process, which keeps the featurizers themselves picklable for mul
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from rdkit import Chem, DataStructs
@@ -55,6 +56,12 @@ class FingerprintFeaturizer:
     def feature_names(self) -> list[str]:
         """One unique name per feature column."""
         return [f"{self.name}_{i}" for i in range(self.dim)]
+
+    @property
+    def batched(self) -> bool:
+        """True when :meth:`transform` featurizes whole batches at once (a neural encoder)
+        rather than one molecule at a time."""
+        return False
 
     def to_config(self) -> dict[str, Any]:
         """JSON-able description: ``{"class": <registry key>, **params}``."""
@@ -352,6 +359,31 @@ class ConcatFingerprint(FingerprintFeaturizer):
     def feature_names(self) -> list[str]:
         return [name for part in self.parts for name in part.feature_names]
 
+    @property
+    def batched(self) -> bool:
+        return any(part.batched for part in self.parts)
+
+    def transform(
+        self, smiles: Sequence[str], *, n_jobs: int = 1, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`FingerprintFeaturizer.transform`. Batched parts get all molecules at once;
+        each run of consecutive per-molecule parts shares one parse. A row is valid where every
+        part featurized it."""
+        if not self.batched:
+            return super().transform(smiles, n_jobs=n_jobs, progress=progress)
+        smiles = list(smiles)
+        blocks = []
+        valid = np.ones(len(smiles), dtype=bool)
+        for batched, group in itertools.groupby(self.parts, key=lambda part: part.batched):
+            run = list(group)
+            for featurizer in run if batched else [ConcatFingerprint(run)]:
+                X, featurized = featurizer.transform(smiles, n_jobs=n_jobs, progress=progress)
+                blocks.append(X)
+                valid &= featurized
+        X = np.concatenate(blocks, axis=1)
+        X[~valid] = np.nan
+        return X, valid
+
     def _params(self) -> dict[str, Any]:
         return {"parts": [part.to_config() for part in self.parts]}
 
@@ -370,6 +402,20 @@ FINGERPRINTS: dict[str, type[FingerprintFeaturizer]] = {
         ConcatFingerprint,
     )
 }
+
+FingerprintType = TypeVar("FingerprintType", bound=type[FingerprintFeaturizer])
+
+
+def register_fingerprint(cls: FingerprintType) -> FingerprintType:
+    """Make featurizer class ``cls`` buildable by its ``config_name`` (usable as a class
+    decorator): in configs, concatenations and saved baselines."""
+    if not (isinstance(cls, type) and issubclass(cls, FingerprintFeaturizer)) or not isinstance(
+        getattr(cls, "config_name", None), str
+    ):
+        raise TypeError(f"{cls!r} is not a FingerprintFeaturizer subclass with a config_name")
+    FINGERPRINTS[cls.config_name] = cls
+    return cls
+
 
 _ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "ecfp4": ("morgan", {"radius": 2}),
