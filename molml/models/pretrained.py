@@ -28,7 +28,7 @@ SHIPPED: dict[str, str] = {
     # name -> file in WEIGHTS_DIR; how each was made is in its checkpoint's training_data
     "zinc-dmpnn": "zinc_dmpnn.ckpt",
 }
-POOLING_READOUTS = frozenset({"sum", "mean", "max"})  # readouts without weights
+POOLING_READOUTS = frozenset({"sum", "mean", "max", "norm"})  # readouts without weights
 TRANSFERRED = ("atom_embedding.", "bond_embedding.", "encoder.", "readout.")
 # encoder arguments that may differ between pretraining and fine-tuning
 FREE_ENCODER_ARGS = frozenset({"dropout"})
