@@ -344,6 +344,19 @@ def test_config_round_trip_and_json() -> None:
     assert default.to_config() == MolGraphFeaturizer().to_config()
 
 
+def test_chemprop_preset_config() -> None:
+    assert "preset" not in MolGraphFeaturizer().to_config()  # older configs stay equal
+    feat = MolGraphFeaturizer(preset="chemprop")
+    assert (feat.atom_dim, feat.bond_dim) == (72, 14)
+    config = feat.to_config()
+    assert config["preset"] == "chemprop" and config["elements"] == [*range(1, 37), 53]
+    again = MolGraphFeaturizer.from_config(json.loads(json.dumps(config)))
+    assert again.to_config() == config
+    assert_same_graph(again("C[C@H](N)C(=O)O"), feat("C[C@H](N)C(=O)O"))
+    with pytest.raises(ValueError, match="unknown featurizer preset"):
+        MolGraphFeaturizer(preset="chemprop1")
+
+
 def test_pickling_after_use_keeps_behaviour() -> None:
     feat = MolGraphFeaturizer(add_hydrogens=False)
     before = [feat(s) for s in ("CCO", "c1ccccc1", "F[C@H](Cl)Br")]  # fills the row caches

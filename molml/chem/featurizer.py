@@ -27,6 +27,26 @@ atom order, which is what graph Transformers (GPS) lack. An atom without bonds g
 Default bond features (14 columns): bond type (single, double, triple, aromatic, other),
 conjugated, in ring, stereo (none, any, Z, E, cis, trans, other).
 
+``preset="chemprop"`` reproduces chemprop 2's default featurization
+(``SimpleMoleculeMolGraphFeaturizer`` with the ``V2`` multi-hot atom featurizer), so chemprop
+checkpoints can be fine-tuned (:mod:`molml.models.chemprop_format`). Atom features (72 columns):
+
+==================  ==========================================================  =====
+feature             values (one-hot; "other" catches anything not listed)        width
+==================  ==========================================================  =====
+element             H..Kr (Z=1..36), I, other                                     38
+total degree        0..5, other                                                    7
+formal charge       -1, -2, +1, +2, 0, other (in this order)                       6
+chiral tag          RDKit ChiralType 0..3 (unspecified, CW, CCW, other), other     5
+total H count       0..4, other                                                    6
+hybridization       S, SP, SP2, SP2D, SP3, SP3D, SP3D2, other/unspecified          8
+aromatic            0/1                                                            1
+mass / 100          as in the default features                                     1
+==================  ==========================================================  =====
+
+Its bond features (14 columns): no-bond flag (always 0), bond type (single, double, triple,
+aromatic; other bonds have none set), conjugated, in ring, stereo (as in the default features).
+
 Each bond becomes two directed edges stored next to each other (edge ``2k`` is ``u->v`` and
 edge ``2k+1`` is ``v->u``), so the reverse of edge ``e`` is ``e ^ 1`` in any batch; the D-MPNN
 relies on this. Molecules with one atom (``C``, ``[Na+]``) get an empty edge list.
@@ -77,6 +97,11 @@ BOND_STEREO = (
     Chem.BondStereo.STEREOCIS,
     Chem.BondStereo.STEREOTRANS,
 )
+PRESETS = ("molml", "chemprop")
+CHEMPROP_ELEMENTS: tuple[int, ...] = (*range(1, 37), 53)
+CHEMPROP_DEGREES = tuple(range(6))
+CHEMPROP_FORMAL_CHARGES = (-1, -2, 1, 2, 0)
+CHEMPROP_CHIRAL_TAGS = tuple(range(4))  # int(Chem.ChiralType): unspecified, CW, CCW, other
 _PERIODIC_TABLE = Chem.GetPeriodicTable()
 
 
@@ -94,23 +119,32 @@ class MolGraphFeaturizer:
     """Turn a SMILES string or RDKit molecule into a ``torch_geometric.data.Data`` graph.
 
     Args:
-        elements: atomic numbers that get their own one-hot slot (0 is the dummy atom ``*``).
+        elements: atomic numbers that get their own one-hot slot (0 is the dummy atom ``*``);
+            default: the preset's list.
         add_hydrogens: make hydrogens explicit atoms of the graph.
         standardize: keep the largest fragment, neutralize and normalize (RDKit MolStandardize)
             before featurizing. Off by default so salts and mixtures stay as given.
         random_walk_steps: append this many random-walk structural encoding columns to ``x``
             (see the module docstring); 0 (default) appends none.
+        preset: ``molml`` (default) or ``chemprop``: the atom and bond feature layout (see the
+            module docstring).
     """
 
     def __init__(
         self,
-        elements: Sequence[int] = DEFAULT_ELEMENTS,
+        elements: Sequence[int] | None = None,
         add_hydrogens: bool = False,
         standardize: bool = False,
         random_walk_steps: int = 0,
+        preset: str = "molml",
     ) -> None:
         if random_walk_steps < 0:
             raise ValueError("random_walk_steps must be 0 or more")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown featurizer preset {preset!r}; choose from {PRESETS}")
+        self.preset = preset
+        if elements is None:
+            elements = CHEMPROP_ELEMENTS if preset == "chemprop" else DEFAULT_ELEMENTS
         self.elements = tuple(int(z) for z in elements)
         self.add_hydrogens = add_hydrogens
         self.standardize = standardize
@@ -123,6 +157,8 @@ class MolGraphFeaturizer:
     @property
     def atom_dim(self) -> int:
         """Width of the atom feature matrix ``x``."""
+        if self.preset == "chemprop":
+            return len(self.elements) + 1 + 7 + 6 + 5 + 6 + 8 + 2 + self.random_walk_steps
         return len(self.elements) + 1 + 8 + 8 + 4 + 6 + 8 + 3 + self.random_walk_steps
 
     @property
@@ -132,13 +168,16 @@ class MolGraphFeaturizer:
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able description from which :meth:`from_config` rebuilds this featurizer."""
-        return {
+        config: dict[str, Any] = {
             "class": "MolGraphFeaturizer",
             "elements": list(self.elements),
             "add_hydrogens": self.add_hydrogens,
             "standardize": self.standardize,
             "random_walk_steps": self.random_walk_steps,
         }
+        if self.preset != "molml":  # so configs written before presets existed stay equal
+            config["preset"] = self.preset
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MolGraphFeaturizer:
@@ -150,7 +189,7 @@ class MolGraphFeaturizer:
         return (
             f"MolGraphFeaturizer(atom_dim={self.atom_dim}, bond_dim={self.bond_dim}, "
             f"add_hydrogens={self.add_hydrogens}, standardize={self.standardize}, "
-            f"random_walk_steps={self.random_walk_steps})"
+            f"random_walk_steps={self.random_walk_steps}, preset={self.preset!r})"
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -181,17 +220,23 @@ class MolGraphFeaturizer:
         ``\\``), which saves RDKit calls per atom and bond.
 
         Stereocentres are described by their CIP label (R/S), which, unlike RDKit's CW/CCW
-        chiral tag, does not depend on the order in which the atoms were written.
+        chiral tag, does not depend on the order in which the atoms were written; the chemprop
+        preset uses the chiral tag, as chemprop does.
         """
         stereo_none = BOND_STEREO[0]
-        if has_chirality:
+        chemprop = self.preset == "chemprop"
+        if has_chirality and not chemprop:
             Chem.AssignStereochemistry(mol, cleanIt=True)  # no-op when parsing already did it
         atom_keys = [
             (
                 a.GetAtomicNum(),
                 a.GetTotalDegree(),
                 a.GetFormalCharge(),
-                a.GetProp("_CIPCode") if has_chirality and a.HasProp("_CIPCode") else "",
+                int(a.GetChiralTag())
+                if chemprop
+                else a.GetProp("_CIPCode")
+                if has_chirality and a.HasProp("_CIPCode")
+                else "",
                 a.GetTotalNumHs(),
                 a.GetHybridization(),
                 a.GetIsAromatic(),
@@ -265,25 +310,40 @@ class MolGraphFeaturizer:
             mass = _PERIODIC_TABLE.GetMassForIsotope(z, isotope)
         else:
             mass = _PERIODIC_TABLE.GetAtomicWeight(z)
-        features = [
-            *_one_hot(z, self.elements),
-            *_one_hot(degree, DEGREES),
-            *_one_hot(charge, FORMAL_CHARGES),
-            *_one_hot(chiral, CIP_LABELS),
-            *_one_hot(n_h, H_COUNTS),
-            *_one_hot(hybrid, HYBRIDIZATIONS),
-            float(aromatic),
-            float(in_ring),
-            mass / 100.0,
-        ]
+        if self.preset == "chemprop":
+            features = [
+                *_one_hot(z, self.elements),
+                *_one_hot(degree, CHEMPROP_DEGREES),
+                *_one_hot(charge, CHEMPROP_FORMAL_CHARGES),
+                *_one_hot(chiral, CHEMPROP_CHIRAL_TAGS),
+                *_one_hot(n_h, H_COUNTS),
+                *_one_hot(hybrid, HYBRIDIZATIONS),
+                float(aromatic),
+                0.01 * mass,
+            ]
+        else:
+            features = [
+                *_one_hot(z, self.elements),
+                *_one_hot(degree, DEGREES),
+                *_one_hot(charge, FORMAL_CHARGES),
+                *_one_hot(chiral, CIP_LABELS),
+                *_one_hot(n_h, H_COUNTS),
+                *_one_hot(hybrid, HYBRIDIZATIONS),
+                float(aromatic),
+                float(in_ring),
+                mass / 100.0,
+            ]
         self._atom_table = _append_row(self._atom_table, len(self._atom_rows), features)
         self._atom_rows[key] = len(self._atom_rows)
         return self._atom_rows[key]
 
     def _bond_row(self, key: tuple) -> int:
         bond_type, conjugated, in_ring, stereo = key
+        bond_types = _one_hot(bond_type, BOND_TYPES)
+        if self.preset == "chemprop":  # a leading no-bond flag, and no "other" bond type
+            bond_types = [0.0, *bond_types[:-1]]
         features = [
-            *_one_hot(bond_type, BOND_TYPES),
+            *bond_types,
             float(conjugated),
             float(in_ring),
             *_one_hot(stereo, BOND_STEREO),

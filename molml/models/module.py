@@ -39,7 +39,8 @@ class MoleculeModel(L.LightningModule):
 
     Args:
         encoder: message-passing encoder (default: ``DMPNN()``).
-        readout: ``sum``, ``mean``, ``max``, ``attention`` or ``set2set``.
+        readout: ``sum``, ``mean``, ``max``, ``norm`` (sum / 100), ``attention``, ``set2set``
+            or ``attentivefp`` (see :func:`~molml.models.readout.make_readout`).
         ffn_hidden_dim, ffn_num_layers, dropout, activation: the feed-forward head.
         lr, weight_decay, warmup_epochs: Adam with linear warm-up from ``lr/10`` then cosine
             decay to ``lr/10``.

@@ -28,7 +28,7 @@ SHIPPED: dict[str, str] = {
     # name -> file in WEIGHTS_DIR; how each was made is in its checkpoint's training_data
     "zinc-dmpnn": "zinc_dmpnn.ckpt",
 }
-POOLING_READOUTS = frozenset({"sum", "mean", "max"})  # readouts without weights
+POOLING_READOUTS = frozenset({"sum", "mean", "max", "norm"})  # readouts without weights
 TRANSFERRED = ("atom_embedding.", "bond_embedding.", "encoder.", "readout.")
 # encoder arguments that may differ between pretraining and fine-tuning
 FREE_ENCODER_ARGS = frozenset({"dropout"})
@@ -69,11 +69,22 @@ def pretrained_path(source: str) -> Path:
 
 def read_pretrained(source: str) -> PretrainedEncoder:
     """The encoder behind a shipped name or a molml / chemprop-format checkpoint file."""
+    # chemprop_format builds on this module's PretrainedEncoder
+    from molml.models.chemprop_format import (
+        is_chemprop_checkpoint,
+        load_chemprop_file,
+        read_chemprop_encoder,
+    )
+
     path = pretrained_path(source)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a PyTorch file at all
-        raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint: {exc}") from exc
+    except Exception as exc:  # a chemprop model file, or not a PyTorch file at all
+        raw = load_chemprop_file(path)
+        if raw is None:
+            raise CheckpointError(
+                f"{path} could not be read as a PyTorch checkpoint: {exc}"
+            ) from exc
     if isinstance(raw, dict) and "molml" in raw:
         checkpoint = read_checkpoint(path)
         spec = checkpoint["molml"]
@@ -86,6 +97,8 @@ def read_pretrained(source: str) -> PretrainedEncoder:
                 k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRANSFERRED)
             },
         )
+    if is_chemprop_checkpoint(raw):
+        return read_chemprop_encoder(source, raw)
     raise CheckpointError(f"{path} is neither a molml checkpoint nor a chemprop checkpoint")
 
 

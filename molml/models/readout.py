@@ -7,9 +7,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, aggr
 
-READOUTS = ("sum", "mean", "max", "attention", "set2set", "attentivefp")
+READOUTS = ("sum", "mean", "max", "norm", "attention", "set2set", "attentivefp")
+NORM = 100.0  # the ``norm`` readout's divisor (chemprop's default)
 SET2SET_STEPS = 3
 ATTENTIVEFP_STEPS = 2
+
+
+class NormAggregation(aggr.SumAggregation):
+    """The sum of the atoms divided by :data:`NORM` (chemprop's ``norm`` aggregation)."""
+
+    def forward(
+        self,
+        x: Tensor,
+        index: Tensor | None = None,
+        ptr: Tensor | None = None,
+        dim_size: int | None = None,
+        dim: int = -2,
+    ) -> Tensor:
+        return super().forward(x, index, ptr, dim_size, dim) / NORM
 
 
 class AttentiveFPReadout(aggr.Aggregation):
@@ -46,7 +61,8 @@ class AttentiveFPReadout(aggr.Aggregation):
 
 
 def make_readout(name: str, dim: int) -> aggr.Aggregation:
-    """``sum``, ``mean``, ``max``, ``attention`` (gated attention pooling, Li et al. 2016),
+    """``sum``, ``mean``, ``max``, ``norm`` (sum / 100, as chemprop's ``norm`` aggregation),
+    ``attention`` (gated attention pooling, Li et al. 2016),
     ``set2set`` (Vinyals et al. 2016, 3 LSTM steps; its output is ``2 * dim`` wide) or
     ``attentivefp`` (Attentive FP's molecule-level attention with GRU updates, 2 steps)."""
     if name == "sum":
@@ -55,6 +71,8 @@ def make_readout(name: str, dim: int) -> aggr.Aggregation:
         return aggr.MeanAggregation()
     if name == "max":
         return aggr.MaxAggregation()
+    if name == "norm":
+        return NormAggregation()
     if name == "attention":
         return aggr.AttentionalAggregation(gate_nn=nn.Linear(dim, 1), nn=nn.Linear(dim, dim))
     if name == "set2set":
