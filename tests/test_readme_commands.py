@@ -202,8 +202,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
         check_fit,
     ),
     HYBRID: (("esol",), check_hybrid),
-    "molml fit --config configs/esol_dmpnn.yaml --model.pretrained zinc-dmpnn "
-    "--model.readout sum": (("esol",), check_fine_tune),
+    "molml fit --config configs/esol_dmpnn.yaml --model.pretrained zinc-dmpnn": (
+        ("esol",),
+        check_fine_tune,
+    ),
     "molml pretrain --config configs/pretrain_dmpnn.yaml": ((), check_pretrain),
     "molml baseline fit --config configs/esol_xgb.yaml": (("esol",), check_baseline_fit),
     "molml baseline test --model runs/esol_xgb/version_0/model": (("esol",), check_baseline_test),

@@ -135,8 +135,8 @@ def apply_pretrained(model: nn.Module, pretrained: PretrainedEncoder) -> None:
             f"pretrained {source!r} uses readout {pretrained.readout!r}, this model {readout!r}; "
             f"set model.readout: {pretrained.readout}"
         )
-    if pretrained.readout != readout:  # no weights involved: allowed, but worth knowing
-        log.warning(
+    if pretrained.readout != readout:  # no weights involved: allowed
+        log.info(
             "pretrained %r was trained with readout %r; this model pools with %r",
             source,
             pretrained.readout,
