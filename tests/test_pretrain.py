@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -84,6 +85,12 @@ def pretrain_config(tmp_path: Path, source: Path, **trainer: object) -> Path:
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def shard_sizes(tmp_path: Path) -> list[int]:
+    """Molecules per shard of the pretraining cache under ``tmp_path``."""
+    (manifest,) = (tmp_path / "cache").glob("*/manifest.json")
+    return json.loads(manifest.read_text())["sizes"]
 
 
 def molml_command(*args: str) -> list[str]:
@@ -352,7 +359,7 @@ def test_the_shipped_encoder_learned_the_descriptors() -> None:
 
     encoder = molml.load_pretrained("zinc-dmpnn")
     # drug-like NCI molecules (never seen in pretraining): ZINC's elements and weights
-    organic = set("C N O S F Cl Br H".split())
+    organic = {"C", "N", "O", "S", "F", "Cl", "Br", "H"}
     smiles = [
         s
         for s in nci_smiles(300)
@@ -393,3 +400,27 @@ def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path
     assert np.array_equal(quarter.split.test, whole.split.test)
     with pytest.raises(DataError, match="train_fraction must be in"):
         MoleculeDataModule(**common, train_fraction=0.0)
+
+
+def test_pretraining_runs_on_two_processes_in_bf16(pretrained_run: dict, tmp_path: Path) -> None:
+    config = pretrain_config(tmp_path, pretrained_run["source"], max_epochs=1)
+    extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    result = subprocess.run(
+        [
+            *molml_command("pretrain", "--config", str(config)),
+            *extra,
+            "--trainer.precision",
+            "bf16-mixed",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    encoder = molml.load_model(tmp_path / "checkpoints" / "last.ckpt")
+    train = encoder.metadata["training_data"]["train"]
+    # each rank reads half of every shard: one epoch is half the steps of one process
+    steps = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    molecules_per_rank = sum(size // 2 for size in shard_sizes(tmp_path))
+    assert steps == -(-molecules_per_rank // 16) and molecules_per_rank < train

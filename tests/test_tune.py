@@ -111,6 +111,8 @@ def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
     out = run_tune(job, read_space(search), options)
     trials = study_trials(tmp_path / "runs" / "optuna.db", "tiny")
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    # the config's own values (MoleculeModel's default lr, DMPNN's default depth) go first
+    assert trials[0].params == {"model.lr": 0.001, "model.encoder.init_args.depth": 3}
     # pruned by the Lightning callback after its first validation epoch, not at the end
     assert list(trials[1].intermediate_values) == [0]
     assert len(trials[0].intermediate_values) == 2
@@ -301,3 +303,21 @@ def test_shipped_search_spaces_fit_their_configs() -> None:
     for search, config in pairs.items():
         job = make_job([str(REPO / "configs" / f"{config}.yaml")], [])
         check_space(job, read_space(REPO / "configs" / "search" / f"{search}.yaml"))
+
+
+def test_a_study_starts_from_the_configs_own_values_where_they_are_in_the_space(
+    tmp_path: Path,
+) -> None:
+    from molml.tune.space import config_point
+
+    config = {"model": {"lr": 0.001, "readout": "mean", "depth": 4, "width": 300}, "seed": 7}
+    searched = read_space(
+        space(
+            tmp_path / "space.yaml",
+            "model.lr: {float: [1.0e-4, 1.0e-2], log: true}\n"
+            "model.readout: {categorical: [mean, sum]}\n"
+            "model.depth: {int: [1, 3]}\n"  # the config's 4 lies outside: sampled instead
+            "model.width: {int: [100, 500], step: 150}\n",  # 300 is off the 100, 250, 400 grid
+        )
+    )
+    assert config_point(config, searched) == {"model.lr": 0.001, "model.readout": "mean"}

@@ -145,6 +145,33 @@ def check_names(params: Iterable[Param], config: dict[str, Any], open_maps: Iter
         raise DataError(f"search space: {param.name!r} is not an option of the config; {hint}")
 
 
+def config_point(config: dict[str, Any], space: Iterable[Param]) -> dict[str, Any]:
+    """The config's own value of each searched option, where it lies in the space (on its
+    step grid, among its choices): the point a study tries first, so that tuning never ends
+    with something worse on validation than the config it started from."""
+    options = flatten(config)
+    point = {}
+    for param in space:
+        value = options.get(param.name)
+        if param.kind == "categorical":
+            inside = value in param.choices
+        else:
+            inside = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and param.low <= value <= param.high
+                and (not param.step or _on_grid((value - param.low) / param.step))
+                and (param.kind == "float" or float(value).is_integer())
+            )
+        if inside:
+            point[param.name] = value
+    return point
+
+
+def _on_grid(steps: float) -> bool:
+    return abs(steps - round(steps)) < 1e-9
+
+
 def with_values(config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` with each dotted name in ``values`` set."""
     out = copy.deepcopy(config)

@@ -30,7 +30,7 @@ from molml.errors import DataError, error_message
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import Job, metric_direction
-from molml.tune.space import Param, check_names, with_values
+from molml.tune.space import Param, check_names, config_point, with_values
 
 log = logging.getLogger("molml")
 
@@ -146,6 +146,9 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
     study = load_study(options, space)
+    start = config_point(job.config, space)
+    if not study.trials and start:
+        study.enqueue_trial(start, user_attrs={"start": "the config's own values"})
     directory = Path(options.output_dir) / options.study_name
     directory.mkdir(parents=True, exist_ok=True)
     folds_file = None
