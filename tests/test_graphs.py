@@ -136,7 +136,7 @@ def test_graph_store_save_load_round_trip(library_smiles: list[str], tmp_path) -
     store.save(path)
 
     raw = torch.load(path, weights_only=True)  # plain tensors only, no pickled code
-    assert set(raw) >= {"format", "x", "edge_index", "edge_attr", "atom_ptr", "edge_ptr", "rows"}
+    assert set(raw) >= {"format", "x_rows", "x_index", "edge_index", "atom_ptr", "edge_ptr"}
 
     loaded = GraphStore.load(path)
     assert_same_store(store, loaded)
@@ -151,3 +151,24 @@ def test_graph_store_rejects_other_format(tmp_path) -> None:
     torch.save({"format": 0, "x": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="old cache format"):
         GraphStore.load(path)
+
+
+def test_saved_store_is_exact_and_compact(tmp_path) -> None:
+    from conftest import nci_smiles
+
+    from molml.chem.fingerprints import RDKitDescriptors
+
+    featurizer = MolGraphFeaturizer(random_walk_steps=4)  # continuous columns too
+    result = featurize_molecules(
+        nci_smiles(300), featurizer, n_jobs=1, progress=False, molecule_features=RDKitDescriptors()
+    )
+    store = result.graphs.with_targets(np.arange(2 * len(result.graphs)).reshape(-1, 2))
+    store.save(tmp_path / "store.pt")
+    loaded = GraphStore.load(tmp_path / "store.pt")
+    for name in store.__dataclass_fields__:
+        saved, read = getattr(store, name), getattr(loaded, name)
+        assert saved.dtype == read.dtype and saved.shape == read.shape, name
+        assert torch.equal(torch.nan_to_num(saved, nan=-1.0), torch.nan_to_num(read, nan=-1.0))
+    dense = tmp_path / "dense.pt"
+    torch.save({k: getattr(store, k) for k in store.__dataclass_fields__}, dense)
+    assert (tmp_path / "store.pt").stat().st_size < 0.5 * dense.stat().st_size
