@@ -50,7 +50,7 @@ ZINC_SETUP = "pip install --no-deps molsets==0.3.1"
 LOG_ABOVE = 1000.0
 MOST_COMMON_AT_MOST = 0.98  # descriptors with one value on more molecules are left out
 CLIP_STD = 5.0  # targets are clipped to the reference mean +- this many standard deviations
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # follows the graph cache format
 
 
 def zinc_smiles_path() -> Path:
