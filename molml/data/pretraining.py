@@ -37,7 +37,7 @@ from torch_geometric.loader import DataLoader
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import RDKitDescriptors
-from molml.data.graphs import GraphStore, featurize_molecules
+from molml.data.graphs import CACHE_FORMAT, GraphStore, featurize_molecules
 from molml.data.readers import iter_molecule_chunks
 from molml.errors import DataError
 from molml.options import check_int, check_jobs
@@ -50,7 +50,6 @@ ZINC_SETUP = "pip install --no-deps molsets==0.3.1"
 LOG_ABOVE = 1000.0
 MOST_COMMON_AT_MOST = 0.98  # descriptors with one value on more molecules are left out
 CLIP_STD = 5.0  # targets are clipped to the reference mean +- this many standard deviations
-SHARD_FORMAT = 2  # follows the graph cache format
 
 
 def zinc_smiles_path() -> Path:
@@ -281,7 +280,7 @@ class PretrainDataModule(L.LightningDataModule):
     def _cache_key(self) -> str:
         hp = self.hparams
         meta = {
-            "format": SHARD_FORMAT,
+            "format": CACHE_FORMAT,
             "sources": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in self.paths],
             "smiles_column": hp.smiles_column,
             "max_molecules": hp.max_molecules,
