@@ -22,8 +22,9 @@ Usage:
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
-encoder), gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from
-configs/lipo_<model>.yaml with the dataset, metric and seed replaced), xgb_ecfp
+encoder), dmpnn_pretrained_lr01 (the same with the encoder at a tenth of the learning rate),
+gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
+with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
 random forest on ECFP4 counts + RDKit descriptors).
 """
@@ -70,6 +71,7 @@ class ModelEntry:
 GRAPH_MODELS = {
     "dmpnn": "D-MPNN",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
+    "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
     "gine": "GINE",
     "gatv2": "GATv2",
     "attentivefp": "AttentiveFP",
