@@ -371,16 +371,52 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def curve_table(summary: dict[str, Any], models: list[str], fractions: list[float]) -> str:
+    """Datasets x training fractions as rows, graph models as columns (mean ± sd, n)."""
+    lines = [
+        "| dataset | training data | " + " | ".join(MODELS[m].title for m in models) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in models) + " |",
+    ]
+    for dataset, entry in summary.items():
+        for fraction in fractions:
+            cells = []
+            for model in models:
+                value = entry["models"].get(model_key(model, fraction))
+                if value is None:
+                    cells.append("–")
+                    continue
+                sd = f" ± {value['sd']:.3f}" if value["sd"] is not None else ""
+                cells.append(f"{value['mean']:.3f}{sd} (n={len(value['values'])})")
+            name = f"{dataset} ({entry['metric']})"
+            lines.append(f"| {name} | {fraction:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(args: argparse.Namespace) -> None:
+    """``results.md`` / ``results.json`` on the whole training parts, and with several
+    ``--train-fractions`` also ``curve.md``: the graph models at every fraction."""
     keys = [model_key(m, f) for m, f in columns(args)]
-    titles = [column_title(m, f) for m, f in columns(args)]
     summary = summarize(args.out, keys, args.datasets)
-    table = markdown_table(summary, keys, titles, published_scores(args.splits_dir))
+    whole = [(m, f) for m, f in columns(args) if f == 1.0]
+    table = markdown_table(
+        summary,
+        [model_key(m, f) for m, f in whole],
+        [column_title(m, f) for m, f in whole],
+        published_scores(args.splits_dir),
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
     print(table)
-    print(f"\nwritten: {args.out / 'results.md'}, {args.out / 'results.json'}")
+    written = [args.out / "results.md", args.out / "results.json"]
+    fractions = sorted(set(args.train_fractions), reverse=True)
+    if len(fractions) > 1:
+        graph = [m for m in args.models if MODELS[m].kind == "graph"]
+        curve = curve_table(summary, graph, fractions)
+        (args.out / "curve.md").write_text(curve + "\n")
+        print("\n" + curve)
+        written.append(args.out / "curve.md")
+    print(f"\nwritten: {', '.join(map(str, written))}")
 
 
 def run_grid(args: argparse.Namespace) -> list[tuple[str, str, int]]:
