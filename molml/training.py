@@ -4,6 +4,7 @@ default loggers and callbacks, and checks that apply to every verb."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from molml.callbacks import MolmlSaveConfig
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, DataError
+from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
 from molml.tracking import absolute_tracking_uri
 
@@ -86,19 +88,38 @@ DESCRIPTION = (
 class PretrainCLI(MolmlCLI):
     """``molml pretrain``: ``fit`` of a :class:`MoleculeModel` on RDKit descriptor targets of
     unlabelled molecules (:class:`PretrainDataModule`). The shards are prepared before the
-    Trainer starts its processes; a run whose checkpoint directory holds ``last.ckpt``
-    resumes from it unless ``--ckpt_path`` says otherwise."""
+    Trainer starts its processes. With ``--resume true`` (the default) a run whose
+    ``ModelCheckpoint`` has a fixed ``dirpath`` holding ``last.ckpt`` resumes from it, after
+    checking that the checkpoint's model is the one configured; checkpoints are written at
+    epoch ends, and the training stream is rebuilt every epoch with that epoch's shuffle."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--resume", type=bool, default=True, help="resume from last.ckpt if there is one"
+        )
+        parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
 
     def before_fit(self) -> None:
         self.datamodule.prepare_shards()
-        if self.config_init["fit"].get("ckpt_path") is not None:
+        config = self.config_init["fit"]
+        if config.get("ckpt_path") is not None or not config.get("resume"):
             return
-        callback = self.trainer.checkpoint_callback
-        dirpath = getattr(callback, "dirpath", None)
+        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
         last = Path(dirpath) / "last.ckpt" if dirpath else None
-        if last is not None and last.is_file():
-            log.warning("resuming pretraining from %s", last)
-            self.config_init["fit"]["ckpt_path"] = str(last)
+        if last is None or not last.is_file():
+            return
+        stored = read_checkpoint(last)["molml"]
+        mine = self.model.spec()
+        for key in ("encoder", "hparams", "tasks", "featurizer"):
+            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(mine[key], sort_keys=True):
+                raise DataError(
+                    f"{last} holds a run with another model {key} than this config; "
+                    "resume with the same config, or pass --resume false (or another "
+                    "checkpoint dirpath) to start afresh"
+                )
+        log.warning("resuming pretraining from %s", last)
+        config["ckpt_path"] = str(last)
 
 
 def make_pretrain_cli(args: list[str]) -> PretrainCLI:

@@ -75,7 +75,6 @@ def pretrain_config(tmp_path: Path, source: Path, **trainer: object) -> Path:
                         "monitor": "val/loss",
                         "filename": "best",
                         "save_last": True,
-                        "every_n_train_steps": 1,
                     },
                 }
             ],
@@ -166,9 +165,13 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    killed_at = torch.load(last, weights_only=True)["global_step"]
-    # the same command again, two more epochs than the killed run had reached
-    resumed_epochs = torch.load(last, weights_only=True)["epoch"] + 2
+    killed = torch.load(last, weights_only=True)
+    killed_at, steps_per_epoch = (
+        killed["global_step"],
+        killed["global_step"] // (killed["epoch"] + 1),
+    )
+    # the same command again, to one epoch beyond the last one the killed run finished
+    resumed_epochs = killed["epoch"] + 2
     result = subprocess.run(
         [*command, "--trainer.max_epochs", str(resumed_epochs)],
         capture_output=True,
@@ -180,10 +183,27 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     assert f"resuming pretraining from {last}" in result.stderr
     final = torch.load(last, weights_only=True)
     assert final["epoch"] == resumed_epochs - 1
-    assert final["global_step"] > killed_at
-    # the resumed run trained only the remaining steps, not a fresh run's
-    steps_per_epoch = len(pd.read_csv(tmp_path / "runs" / "pre" / "version_1" / "metrics.csv"))
-    assert steps_per_epoch > 0
+    assert final["global_step"] == killed_at + steps_per_epoch  # one more epoch, not a new run
+    # a changed model is not resumed from that checkpoint
+    changed = subprocess.run(
+        [*command, "--model.lr", "0.01"], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert changed.returncode == 2 and "another model hparams" in changed.stderr
+
+
+def test_pretraining_data_refuses_what_it_cannot_learn_from(tmp_path: Path) -> None:
+    source = tmp_path / "alkanes.csv"
+    source.write_text("smiles\n" + "\n".join("C" * n for n in range(2, 40)) + "\n")
+    with pytest.raises(DataError, match="every descriptor .* takes one value"):
+        PretrainDataModule(
+            sources=[str(source)],
+            val_size=20,
+            descriptors=["NumHDonors", "NumAromaticRings"],
+            cache_dir=str(tmp_path),
+            featurize_jobs=1,
+        )
+    with pytest.raises(DataError, match="0 or 1 worker"):
+        PretrainDataModule(sources=[str(source)], num_workers=2, cache_dir=str(tmp_path))
 
 
 def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained_run: dict) -> None:
@@ -345,7 +365,9 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     rows = [int(d.row) for d in stream]
     # every training molecule once per epoch, none of the first 40 (the validation block)
     assert len(set(rows)) == len(rows) == sum(again.shard_sizes) and min(rows) >= 40
-    assert rows != [int(d.row) for d in stream]  # reshuffled for the next epoch
+    assert rows == [int(d.row) for d in stream]  # an epoch's order is reproducible
+    next_epoch = type(stream)(**{**vars(stream), "epoch": 1})
+    assert rows != [int(d.row) for d in next_epoch]  # and the next epoch's is another
     first_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 0, "world_size": 2})]
     second_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 1, "world_size": 2})]
     share = sum(size // 2 for size in again.shard_sizes)

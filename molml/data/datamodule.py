@@ -557,6 +557,10 @@ class MoleculeDataModule(L.LightningDataModule):
 
 def _subsample_train(split: Split, fraction: float, seed: int) -> Split:
     """The split with a seeded random ``fraction`` of its training part (at least 2)."""
+    if len(split.train) < 2:
+        raise DataError(
+            f"data.train_fraction needs at least 2 training molecules, not {len(split.train)}"
+        )
     keep = max(2, round(len(split.train) * fraction))
     train = np.sort(np.random.default_rng(seed).choice(split.train, size=keep, replace=False))
     return Split(train, split.val, split.test)

@@ -31,7 +31,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
@@ -137,13 +137,23 @@ class DescriptorTargets:
             log_scaled.append(scaled)
             lower.append(float(mean - CLIP_STD * std))
             upper.append(float(mean + CLIP_STD * std))
+        dropped = [name for name in names if name not in keep]
+        if not keep:
+            raise DataError(
+                f"every descriptor ({', '.join(dropped[:5])}{', ...' if len(dropped) > 5 else ''})"
+                f" takes one value on more than {MOST_COMMON_AT_MOST:.0%} of the "
+                f"{len(values)} reference molecules: nothing to learn; choose other "
+                "data.descriptors or more varied molecules"
+            )
+        if dropped:
+            log.info("descriptors left out as (nearly) constant: %s", ", ".join(dropped))
         return cls(keep, log_scaled, lower, upper)
 
     def transform(self, values: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Targets ``[n, len(self.names)]`` from descriptor values whose columns are ``names``."""
         position = {n: j for j, n in enumerate(names)}
         columns = values[:, [position[n] for n in self.names]].astype(np.float64)
-        scaled = np.asarray(self.log_scaled)
+        scaled = np.asarray(self.log_scaled, dtype=bool)
         columns[:, scaled] = _signed_log(columns[:, scaled])
         return np.clip(columns, self.lower, self.upper).astype(np.float32)
 
@@ -161,9 +171,9 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
 
 
 class ShardStream(IterableDataset):
-    """The molecules of several shard files, one shard in memory at a time, in a fresh random
-    order every epoch (shard order and order within each shard). Rank ``rank`` of
-    ``world_size`` takes an equal share of every shard; DataLoader workers split the shards."""
+    """The molecules of several shard files, one shard in memory at a time, in the random order
+    of ``epoch`` (shard order and order within each shard). Rank ``rank`` of ``world_size``
+    takes an equal share of every shard. The data module builds a new stream every epoch."""
 
     def __init__(
         self,
@@ -186,12 +196,7 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Data]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1  # persistent workers keep their copy: each counts its own epochs
-        order = rng.permutation(len(self.shards))
-        worker = get_worker_info()
-        if worker is not None:
-            order = order[worker.id :: worker.num_workers]
-        for k in order:
+        for k in rng.permutation(len(self.shards)):
             store = load_shard(self.shards[k], self.targets, self.descriptor_names)
             share = len(store) // self.world_size
             mine = rng.permutation(len(store))[self.rank :: self.world_size][:share]
@@ -221,7 +226,7 @@ class PretrainDataModule(L.LightningDataModule):
         shard_size: molecules per cached shard (memory holds one shard per loader worker).
         featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
         descriptors: RDKit descriptor names to learn (default: all of RDKit's 2D descriptors).
-        batch_size, num_workers: the training DataLoader's.
+        batch_size, num_workers: the training DataLoader's (0 or 1 worker).
         cache_dir: where shards are kept; a run over the same inputs reuses and completes them.
         featurize_jobs: processes for featurization and descriptors (-1: all cores).
         seed: seed of the shuffling.
@@ -252,6 +257,12 @@ class PretrainDataModule(L.LightningDataModule):
         check_int(shard_size, "data.shard_size", minimum=1)
         check_int(batch_size, "data.batch_size", minimum=1)
         check_int(num_workers, "data.num_workers", minimum=0)
+        if num_workers > 1:
+            raise DataError(
+                f"data.num_workers is {num_workers}; pretraining reads its shards with 0 or 1 "
+                "worker (featurization, the expensive part, already runs in data.featurize_jobs "
+                "processes)"
+            )
         check_jobs(featurize_jobs, "data.featurize_jobs")
         self.save_hyperparameters(ignore=["featurizer"])
         self.sources = list(sources or [ZINC])
@@ -281,7 +292,10 @@ class PretrainDataModule(L.LightningDataModule):
         hp = self.hparams
         meta = {
             "format": CACHE_FORMAT,
-            "sources": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in self.paths],
+            "sources": [
+                {"path": str(p.resolve()), "bytes": p.stat().st_size, "mtime": p.stat().st_mtime_ns}
+                for p in self.paths
+            ],
             "smiles_column": hp.smiles_column,
             "max_molecules": hp.max_molecules,
             "val_size": hp.val_size,
@@ -342,9 +356,11 @@ class PretrainDataModule(L.LightningDataModule):
                 raise DataError(f"pretraining sources {self.sources} hold no SMILES")
             store, counts, examples = self._featurize(block, 0)
             if len(store) < 10:
+                why = f", e.g. {examples}" if examples else ""
                 raise DataError(
-                    f"only {len(store)} of the first {len(block)} pretraining SMILES could be "
-                    f"featurized with all descriptors, e.g. {examples}"
+                    f"the validation set needs at least 10 molecules with all descriptors; the "
+                    f"first {len(block)} pretraining SMILES (data.val_size "
+                    f"{self.hparams.val_size}) gave {len(store)}{why}"
                 )
             _save_atomically(store, path, {"counts": counts, "examples": examples})
         return GraphStore.load(path)
@@ -357,6 +373,8 @@ class PretrainDataModule(L.LightningDataModule):
             self._read_counts()
             return
         hp = self.hparams
+        for stale in self.directory.glob("*.tmp"):  # left by a run killed while saving
+            stale.unlink(missing_ok=True)
         sizes = []
         blocks = self._blocks()
         next(blocks)  # the validation block
@@ -441,12 +459,10 @@ class PretrainDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
             epoch=trainer.current_epoch if trainer else 0,
         )
-        workers = min(self.hparams.num_workers, len(shards))
+        # one worker reads the shards in the background; several would each end on a partial
+        # batch, which the loader's length does not count
         return DataLoader(
-            stream,
-            batch_size=self.hparams.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
+            stream, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:

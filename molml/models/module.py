@@ -212,6 +212,9 @@ class MoleculeModel(L.LightningModule):
             self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
+    def on_train_start(self) -> None:  # a run resumed inside a frozen epoch
+        self.on_train_epoch_start()
+
     def on_train_epoch_start(self) -> None:
         # while frozen, batch-norm statistics in the encoder must not move either
         frozen = self.current_epoch < self.hparams.get("freeze_encoder_epochs", 0)
@@ -302,7 +305,13 @@ class MoleculeModel(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total, int(total * hp.warmup_epochs / epochs))
-        frozen = int(total * hp.get("freeze_encoder_epochs", 0) / epochs)
+        batches = self.trainer.num_training_batches  # known once the stepping batches are
+        per_epoch = (
+            math.ceil(batches / self.trainer.accumulate_grad_batches)
+            if math.isfinite(batches)
+            else total / epochs
+        )
+        frozen = int(hp.get("freeze_encoder_epochs", 0) * per_epoch)
 
         def factor(step: int) -> float:
             if step < warmup:

@@ -147,8 +147,10 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     check_space(job, space)
     study = load_study(options, space)
     start = config_point(job.config, space)
-    if not study.trials and start:
-        study.enqueue_trial(start, user_attrs={"start": "the config's own values"})
+    if start:  # once per study, also when several processes start it together
+        study.enqueue_trial(
+            start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
+        )
     directory = Path(options.output_dir) / options.study_name
     directory.mkdir(parents=True, exist_ok=True)
     folds_file = None
