@@ -306,3 +306,19 @@ def test_a_graph_model_and_a_baseline_are_served_side_by_side(
     assert xgb[0]["predictions"]["logp"] == pytest.approx(expected["logp"][0], rel=1e-5)
     assert xgb[1]["status"] != "ok" and dmpnn[1]["status"] != "ok"
     assert dmpnn[0]["status"] == "ok"
+
+
+def test_an_overloaded_model_answers_503_at_once_and_recovers(predictor: Predictor) -> None:
+    slow = CountingPredictor(predictor, delay=1.0)
+    app = create_app({"m": slow}, max_pending=3, max_batch_size=0)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/predict", json={"smiles": ["CCO", "CCN"]})
+        time.sleep(0.3)  # the first request is being scored: 2 molecules pending
+        started = time.perf_counter()
+        refused = client.post("/predict", json={"smiles": ["CCC", "CCCl"]})
+        assert refused.status_code == 503 and time.perf_counter() - started < 0.5
+        assert refused.headers["Retry-After"] == "1" and "is busy" in refused.json()["detail"]
+        assert first.result().status_code == 200
+        # the limit never refuses a request to an idle model, even one above it
+        again = client.post("/predict", json={"smiles": ["CCC", "CCCl", "CCBr", "CCI"]})
+        assert again.status_code == 200

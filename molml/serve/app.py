@@ -25,7 +25,7 @@ from molml.errors import DataError, error_message
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import DEFAULT_BATCH_SIZE
-from molml.serve.batching import MicroBatcher, Scores
+from molml.serve.batching import MicroBatcher, Overloaded, Scores
 from molml.serve.domain import ReferenceSet
 from molml.serve.metrics import RequestMetrics, ServiceMetrics
 
@@ -113,6 +113,7 @@ def create_app(
     max_batch_size: int = 256,
     max_wait_ms: float = 2.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    max_pending: int = 20000,
 ) -> FastAPI:
     """A FastAPI app serving ``predictors`` by name.
 
@@ -126,6 +127,8 @@ def create_app(
             (0: one model call per request).
         max_wait_ms: how long a request waits for others to join its model call.
         batch_size: molecules per forward pass inside one model call.
+        max_pending: most molecules waiting for one model; beyond it requests get 503 with
+            ``Retry-After`` at once instead of queueing without bound (0: no limit).
 
     Run it under an ASGI server (``uvicorn``) or ``fastapi.testclient.TestClient`` used as a
     context manager, so the lifespan that starts the batching runs.
@@ -143,6 +146,7 @@ def create_app(
         ("batch_size", batch_size),
     ):
         check_int(value, option, minimum=1)
+    check_int(max_pending, "max_pending", minimum=0)
     check_int(max_batch_size, "max_batch_size", minimum=0)
     if not (isinstance(max_wait_ms, (int, float)) and 0 <= max_wait_ms <= 1000):
         raise DataError(f"max_wait_ms must be a number within [0, 1000], got {max_wait_ms!r}")
@@ -169,6 +173,7 @@ def create_app(
                 max_batch_size=max_batch_size,
                 max_wait_ms=max_wait_ms,
                 on_batch=lambda n, name=name: metrics.model_call(name, n),
+                max_pending=max_pending,
             )
             await model.batcher.start()
         try:
@@ -212,6 +217,10 @@ def create_app(
         assert model.batcher is not None, "the app's lifespan has not started"
         try:
             scores = await model.batcher.predict(smiles)
+        except Overloaded as exc:
+            raise HTTPException(
+                503, f"model {name!r} is busy: {exc}; retry shortly", headers={"Retry-After": "1"}
+            ) from exc
         except Exception as exc:  # noqa: BLE001 - a failing model is a 500 with its reason
             log.exception("model %s failed", name)
             raise HTTPException(500, f"model {name!r} failed: {error_message(exc)}") from exc

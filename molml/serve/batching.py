@@ -37,6 +37,10 @@ class Scores:
         return Scores(self.values[rows], self.status[rows], similarity)
 
 
+class Overloaded(Exception):
+    """More molecules are waiting for a model than the service accepts (answer 503)."""
+
+
 @dataclass
 class _Pending:
     smiles: list[str]
@@ -53,6 +57,9 @@ class MicroBatcher:
             on its own; 0 turns gathering off: one call per request).
         max_wait_ms: how long the first request of a batch waits for others.
         on_batch: called with the number of molecules of each call (for metrics).
+        max_pending: most molecules admitted and not yet answered (waiting or being scored);
+            a request that would go beyond it raises :class:`Overloaded` at once, unless
+            nothing is pending (a request is never refused by an idle model). 0: no limit.
     """
 
     def __init__(
@@ -63,8 +70,10 @@ class MicroBatcher:
         max_batch_size: int = 256,
         max_wait_ms: float = 2.0,
         on_batch: Callable[[int], Any] | None = None,
+        max_pending: int = 0,
     ) -> None:
         check_int(max_batch_size, "max_batch_size", minimum=0)
+        check_int(max_pending, "max_pending", minimum=0)
         if not max_wait_ms >= 0:
             raise DataError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
         self.score = score
@@ -72,6 +81,8 @@ class MicroBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
+        self.max_pending = max_pending
+        self.pending = 0  # molecules admitted and not yet answered
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._carry: _Pending | None = None
@@ -96,7 +107,19 @@ class MicroBatcher:
         self._task = self._queue = self._carry = None
 
     async def predict(self, smiles: list[str]) -> Scores:
-        """Scores for ``smiles``, computed together with other waiting requests."""
+        """Scores for ``smiles``, computed together with other waiting requests; raises
+        :class:`Overloaded` when ``max_pending`` molecules are already waiting."""
+        if self.max_pending and self.pending and self.pending + len(smiles) > self.max_pending:
+            raise Overloaded(
+                f"{self.pending} molecules are waiting for this model (limit {self.max_pending})"
+            )
+        self.pending += len(smiles)
+        try:
+            return await self._predict(smiles)
+        finally:
+            self.pending -= len(smiles)
+
+    async def _predict(self, smiles: list[str]) -> Scores:
         loop = asyncio.get_running_loop()
         if self.max_batch_size == 0:
             return await loop.run_in_executor(self.executor, self._call, smiles)

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-smiles-length", type=int, default=1000, help="longest SMILES accepted (422)"
     )
     parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=20000,
+        help="most molecules waiting for one model; more: 503 with Retry-After (0: no limit)",
+    )
+    parser.add_argument(
         "--reference",
         help="training molecules (CSV/SMI/SDF/Parquet): report each molecule's similarity to "
         "them and count those far from the training set",
@@ -136,6 +142,7 @@ def main(argv: Sequence[str]) -> None:
         reference=reference,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        max_pending=args.max_pending,
         batch_size=args.batch_size,
     )
     uvicorn.run(
