@@ -417,7 +417,9 @@ def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path
     quarter = MoleculeDataModule(**common, train_fraction=0.25)
     quarter.setup("fit")
     assert len(quarter.split.train) == round(0.25 * len(whole.split.train))
-    assert set(quarter.split.train) < set(whole.split.train)
+    half = MoleculeDataModule(**common, train_fraction=0.5)
+    half.setup("fit")
+    assert set(quarter.split.train) < set(half.split.train) < set(whole.split.train)
     assert np.array_equal(quarter.split.val, whole.split.val)
     assert np.array_equal(quarter.split.test, whole.split.test)
     with pytest.raises(DataError, match="train_fraction must be in"):

@@ -288,7 +288,8 @@ class MoleculeDataModule(L.LightningDataModule):
             ``predefined`` (with ``split_file`` in chemprop's JSON format or ``split_column``).
         split_index: which entry of a split file with several splits (0-based).
         train_fraction: train on this random fraction of the training part only (seeded with
-            ``split_seed``; validation and test parts unchanged), to measure data efficiency.
+            ``split_seed``, nested: 10 % is part of 25 %; validation and test parts unchanged),
+            to measure data efficiency.
         split_sizes, split_seed: fractions for train/val/test and the seed.
         strict: fail on the first invalid SMILES instead of reporting and skipping it.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
@@ -556,13 +557,15 @@ class MoleculeDataModule(L.LightningDataModule):
 
 
 def _subsample_train(split: Split, fraction: float, seed: int) -> Split:
-    """The split with a seeded random ``fraction`` of its training part (at least 2)."""
+    """The split with a seeded random ``fraction`` of its training part (at least 2); the
+    fractions of one seed are nested."""
     if len(split.train) < 2:
         raise DataError(
             f"data.train_fraction needs at least 2 training molecules, not {len(split.train)}"
         )
     keep = max(2, round(len(split.train) * fraction))
-    train = np.sort(np.random.default_rng(seed).choice(split.train, size=keep, replace=False))
+    # the first `keep` of one seeded order: a smaller fraction is part of every larger one
+    train = np.sort(np.random.default_rng(seed).permutation(split.train)[:keep])
     return Split(train, split.val, split.test)
 
 
