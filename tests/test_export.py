@@ -20,7 +20,6 @@ from molml.cli import main
 from molml.data.graphs import featurize_block
 from molml.errors import CheckpointError, ExportError
 from molml.export import export_model
-from molml.export.exporter import PT2_METADATA_FILE
 from molml.models import (
     DMPNN,
     GINE,
@@ -35,6 +34,7 @@ from molml.models import (
 )
 from molml.predict import GraphPredictor, OnnxPredictor
 from molml.predict.onnx import batch_arrays
+from molml.predict.pt2 import PT2_METADATA_FILE
 
 # one atom, a salt without bonds, a 66-heavy-atom chain, and ordinary molecules
 LONG_CHAIN = "C" * 60 + "c1ccccc1"
@@ -107,6 +107,17 @@ def test_pt2_file_carries_the_metadata(graph_run: dict, tmp_path: Path) -> None:
     torch.export.load(output, extra_files=extra)
     meta = json.loads(extra[PT2_METADATA_FILE])
     assert meta["tasks"] == ["logp", "tpsa"] and meta["parity"]["molecules"] == 202
+    # and molml.load_model runs it: the checkpoint's frame, invalid molecules included
+    smiles = ["CCO", "c1ccccc1O", "C1CC", "CC(=O)Nc1ccc(O)cc1"]
+    exported = molml.load_model(output)
+    assert exported.kind == "pt2" and exported.metadata["tasks"] == ["logp", "tpsa"]
+    got = exported.predict(smiles)
+    expected = molml.load_model(graph_run["ckpt"]).predict(smiles)
+    assert got["status"].tolist() == expected["status"].tolist()
+    np.testing.assert_allclose(got[["logp", "tpsa"]], expected[["logp", "tpsa"]], atol=1e-4)
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
+    with pytest.raises(CheckpointError, match="bad.pt2 is not a torch.export program"):
+        molml.load_model(tmp_path / "bad.pt2")
 
 
 def test_onnx_predictor_gives_the_checkpoints_frame(

@@ -36,6 +36,7 @@ from molml.predict.onnx import (
     ONNX_INPUTS,
     batch_arrays,
 )
+from molml.predict.pt2 import PT2_METADATA_FILE
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4  # fp32 parity goal: max |export - PyTorch| per prediction column
@@ -44,7 +45,6 @@ SAMPLE_SIZE = 200
 NCI_SAMPLE = Path(__import__("rdkit").__file__).parent / "Data" / "NCI" / "first_5K.smi"
 EDGE_CASES = ("C", "[Na+].[Cl-]")  # one atom; a batch without bonds
 TRACE_SMILES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")  # more than one of everything
-PT2_METADATA_FILE = "molml.json"
 
 
 class PredictionGraph(nn.Module):

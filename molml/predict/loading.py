@@ -42,7 +42,8 @@ def load_model(
     """Load a trained molml model, ready for ``predict`` / ``embed``.
 
     ``path`` is a graph checkpoint (``.ckpt``), a graph model exported to ONNX (``.onnx``, run
-    on onnxruntime: :class:`~molml.predict.onnx.OnnxPredictor`), a fingerprint baseline (its
+    on onnxruntime: :class:`~molml.predict.onnx.OnnxPredictor`) or as a ``torch.export``
+    program (``.pt2``: :class:`~molml.predict.pt2.Pt2Predictor`), a fingerprint baseline (its
     saved directory or its ``baseline.json``), or a list of such paths, which loads as an
     :class:`EnsemblePredictor` (mean and spread of the members), as does an ensemble manifest:
     a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one).
@@ -66,6 +67,10 @@ def load_model(
         from molml.predict.onnx import OnnxPredictor
 
         return OnnxPredictor(path)
+    if path.suffix == ".pt2":
+        from molml.predict.pt2 import Pt2Predictor
+
+        return Pt2Predictor(path)
     model, spec = load_checkpoint(path, map_location)
     return GraphPredictor(model, spec, source=path)
 

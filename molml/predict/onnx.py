@@ -80,7 +80,60 @@ def read_metadata(path: str | Path, custom: dict[str, str]) -> dict[str, Any]:
     return meta
 
 
-class OnnxPredictor(Predictor):
+class ExportedGraphPredictor(Predictor):
+    """A graph model exported by ``molml export``: molml's RDKit featurization, then the
+    exported graph (:meth:`run`) on each batch of featurized tensors."""
+
+    kind = "exported"
+    source: Path
+    _meta: dict[str, Any]
+
+    def _read_featurization(self) -> None:
+        featurization = self._meta["featurizer"]
+        self.featurizer = MolGraphFeaturizer.from_config(featurization["graph"])
+        features = featurization.get("molecule_features")
+        self.molecule_features: FingerprintFeaturizer | None = (
+            fingerprint_from_config(features) if features else None
+        )
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._meta["tasks"])
+
+    @property
+    def task_type(self) -> str:
+        return self._meta["task_type"]
+
+    def prediction_columns(self) -> list[str]:
+        return list(self._meta["prediction_columns"])
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {**self._meta, "kind": self.kind, "source": str(self.source)}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The exported graph's output for one batch of :func:`batch_arrays` inputs."""
+        raise NotImplementedError
+
+    def predict_arrays(self, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+        """Predictions ``[molecules, columns]`` for :func:`featurize_block`'s arrays."""
+        n = len(arrays["n_atoms"])
+        out = np.empty((n, len(self.prediction_columns())), dtype=np.float64)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            out[start:stop] = self.run(batch_arrays(arrays, start, stop)).reshape(stop - start, -1)
+        return out
+
+    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        arrays, errors, _, _ = featurize_block(
+            self.featurizer, smiles, molecule_features=self.molecule_features
+        )
+        values = np.full((len(smiles), len(self.prediction_columns())), np.nan)
+        values[arrays["positions"]] = self.predict_arrays(arrays, batch_size)
+        return values, [errors.get(i, "ok") for i in range(len(smiles))]
+
+
+class OnnxPredictor(ExportedGraphPredictor):
     """A graph model exported to ONNX, run by onnxruntime on molml's RDKit featurization.
 
     Args:
@@ -108,44 +161,8 @@ class OnnxPredictor(Predictor):
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"{self.source} is not a loadable ONNX model: {reason}") from exc
         self._meta = read_metadata(self.source, self.session.get_modelmeta().custom_metadata_map)
-        featurization = self._meta["featurizer"]
-        self.featurizer = MolGraphFeaturizer.from_config(featurization["graph"])
-        features = featurization.get("molecule_features")
-        self.molecule_features: FingerprintFeaturizer | None = (
-            fingerprint_from_config(features) if features else None
-        )
+        self._read_featurization()
         self._input_names = [i.name for i in self.session.get_inputs()]
 
-    @property
-    def tasks(self) -> list[str]:
-        return list(self._meta["tasks"])
-
-    @property
-    def task_type(self) -> str:
-        return self._meta["task_type"]
-
-    def prediction_columns(self) -> list[str]:
-        return list(self._meta["prediction_columns"])
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return {**self._meta, "kind": self.kind, "source": str(self.source)}
-
-    def predict_arrays(self, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-        """Predictions ``[molecules, columns]`` for :func:`featurize_block`'s arrays."""
-        n = len(arrays["n_atoms"])
-        out = np.empty((n, len(self.prediction_columns())), dtype=np.float64)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            inputs = batch_arrays(arrays, start, stop)
-            feed = {name: inputs[name] for name in self._input_names}
-            out[start:stop] = self.session.run(None, feed)[0].reshape(stop - start, -1)
-        return out
-
-    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
-        arrays, errors, _, _ = featurize_block(
-            self.featurizer, smiles, molecule_features=self.molecule_features
-        )
-        values = np.full((len(smiles), len(self.prediction_columns())), np.nan)
-        values[arrays["positions"]] = self.predict_arrays(arrays, batch_size)
-        return values, [errors.get(i, "ok") for i in range(len(smiles))]
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {name: inputs[name] for name in self._input_names})[0]
