@@ -321,3 +321,43 @@ def test_a_study_starts_from_the_configs_own_values_where_they_are_in_the_space(
         )
     )
     assert config_point(config, searched) == {"model.lr": 0.001, "model.readout": "mean"}
+
+
+@pytest.mark.slow  # waits out the storage's heartbeat grace period (60 s)
+def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
+    property_csv: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    slow = yaml.safe_load(config.read_text())
+    slow["trainer"].update(max_epochs=40)  # long enough to be killed in the middle
+    config.write_text(yaml.safe_dump(slow))
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE)
+    storage = tmp_path / "optuna.db"
+    command = [sys.executable, "-m", "molml.cli", "tune", "--config", str(config),
+               "--search", str(search), "--storage", f"sqlite:///{storage}",
+               "--study-name", "killed", "--metric", "val/rmse", "--pruner", "none",
+               "--output-dir", str(tmp_path / "tune")]  # fmt: skip
+    tuner = subprocess.Popen([*command, "--n-trials", "3"], cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        trials = study_trials(storage, "killed") if storage.exists() else []
+        if trials and trials[-1].state.name == "RUNNING" and trials[-1].intermediate_values:
+            break
+        time.sleep(0.5)
+    os.kill(tuner.pid, signal.SIGKILL)
+    tuner.wait()
+    killed = study_trials(storage, "killed")[-1].number
+    time.sleep(65)  # two missed heartbeats and the grace period
+    result = subprocess.run(
+        [*command, "--n-trials", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study_trials(storage, "killed")
+    assert trials[killed].state.name == "FAIL"  # not left RUNNING forever
+    assert trials[-1].state.name == "COMPLETE" and trials[-1].number > killed
+    table = pd.read_csv(tmp_path / "tune" / "killed" / "trials.csv")
+    assert table.loc[table["number"] == killed, "state"].item() == "FAIL"
