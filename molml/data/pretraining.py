@@ -207,12 +207,17 @@ class ShardStream(IterableDataset):
 def load_shard(
     path: Path, targets: DescriptorTargets, descriptor_names: Sequence[str]
 ) -> GraphStore:
-    """A cached shard with the descriptor targets attached (and the raw descriptors dropped)."""
-    store = GraphStore.load(path)
-    y = targets.transform(store.features.numpy(), descriptor_names)
-    store = store.with_targets(y)
-    store.features = None
-    return store
+    """A cached shard with the descriptor targets attached."""
+    return with_descriptor_targets(GraphStore.load(path), targets, descriptor_names)
+
+
+def with_descriptor_targets(
+    store: GraphStore, targets: DescriptorTargets, descriptor_names: Sequence[str]
+) -> GraphStore:
+    """``store`` with its raw descriptors (``features``) turned into targets (``y``)."""
+    labelled = store.with_targets(targets.transform(store.features.numpy(), descriptor_names))
+    labelled.features = None
+    return labelled
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -275,6 +280,9 @@ class PretrainDataModule(L.LightningDataModule):
         self.val_store = self._prepare_val()
         self.targets = DescriptorTargets.fit(
             self.descriptors.names, self.val_store.features.numpy()
+        )
+        self.val_targets = with_descriptor_targets(
+            self.val_store, self.targets, self.descriptors.names
         )
         self.shard_sizes: list[int] = []
 
@@ -428,7 +436,7 @@ class PretrainDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ statistics + loaders
     def target_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of each target on the reference (validation) set."""
-        y = self.targets.transform(self.val_store.features.numpy(), self.descriptors.names)
+        y = self.val_targets.y.numpy()
         return y.mean(axis=0), np.where(y.std(axis=0) > 0, y.std(axis=0), 1.0)
 
     def feature_statistics(self) -> None:
@@ -466,10 +474,7 @@ class PretrainDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        y = self.targets.transform(self.val_store.features.numpy(), self.descriptors.names)
-        store = self.val_store.with_targets(y)
-        store.features = None
-        return DataLoader(store, batch_size=self.hparams.batch_size)
+        return DataLoader(self.val_targets, batch_size=self.hparams.batch_size)
 
 
 def _limit(chunks: Iterator[list[str]], n: int) -> Iterator[list[str]]:

@@ -33,6 +33,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "
             f"with weights_only=True: {reason})"
         ) from exc
+    return check_checkpoint(path, checkpoint)
+
+
+def check_checkpoint(path: str | Path, checkpoint: Any) -> dict[str, Any]:
+    """``checkpoint``, as read from ``path``, if it is a molml checkpoint of this format."""
     if not isinstance(checkpoint, dict) or "molml" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not a molml checkpoint")
     spec = checkpoint["molml"]

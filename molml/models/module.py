@@ -217,7 +217,7 @@ class MoleculeModel(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # while frozen, batch-norm statistics in the encoder must not move either
-        frozen = self.current_epoch < self.hparams.get("freeze_encoder_epochs", 0)
+        frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
         for name, module in self.named_children():
             if f"{name}." in ENCODER_PARTS:
                 module.train(not frozen)
@@ -297,7 +297,7 @@ class MoleculeModel(L.LightningModule):
         head = [p for name, p in self.named_parameters() if not name.startswith(ENCODER_PARTS)]
         optimizer = torch.optim.Adam(
             [
-                {"params": body, "lr": hp.lr * hp.get("encoder_lr_ratio", 1.0)},
+                {"params": body, "lr": hp.lr * hp.encoder_lr_ratio},
                 {"params": head, "lr": hp.lr},
             ],
             weight_decay=hp.weight_decay,
@@ -311,7 +311,7 @@ class MoleculeModel(L.LightningModule):
             if math.isfinite(batches)
             else total / epochs
         )
-        frozen = int(hp.get("freeze_encoder_epochs", 0) * per_epoch)
+        frozen = int(hp.freeze_encoder_epochs * per_epoch)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -354,7 +354,7 @@ class MoleculeModel(L.LightningModule):
             "task_type": self.task_type,
             "featurizer": self.featurizer.to_config(),
         }
-        if self.hparams.get("pretrained") is not None:
+        if self.hparams.pretrained is not None:
             spec["pretrained_from"] = self.hparams.pretrained
         return spec
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from molml.errors import CheckpointError
 from molml.models.encoders import class_path
-from molml.models.files import read_checkpoint, refuse_url
+from molml.models.files import check_checkpoint, refuse_url
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def read_pretrained(source: str) -> PretrainedEncoder:
                 f"{path} could not be read as a PyTorch checkpoint: {exc}"
             ) from exc
     if isinstance(raw, dict) and "molml" in raw:
-        checkpoint = read_checkpoint(path)
+        checkpoint = check_checkpoint(path, raw)
         spec = checkpoint["molml"]
         return PretrainedEncoder(
             source=source,

@@ -75,12 +75,10 @@ def load_model(
     return GraphPredictor(model, spec, source=path)
 
 
-def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> GraphPredictor:
+def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> Predictor:
     """A pretrained encoder shipped with molml (``zinc-dmpnn``; see
     :func:`molml.models.pretrained.pretrained_names`) or a pretraining checkpoint, as a
     Predictor: ``embed`` gives its molecule embeddings, ``predict`` the descriptors it learned
     (log-scaled ones, named ``<name>_slog``, as ``sign(x) log(1 + |x|)``). Fine-tune it with
     ``MoleculeModel(pretrained=name)`` or ``molml fit ... --model.pretrained NAME``."""
-    path = pretrained_path(name)
-    model, spec = load_checkpoint(path, map_location)
-    return GraphPredictor(model, spec, source=path)
+    return load_model(pretrained_path(name), map_location)
