@@ -358,20 +358,21 @@ class PretrainDataModule(L.LightningDataModule):
 
     def _prepare_val(self) -> GraphStore:
         path = self.directory / "val.pt"
-        if not path.exists():
-            block = next(self._blocks(), None)
-            if block is None:
-                raise DataError(f"pretraining sources {self.sources} hold no SMILES")
-            store, counts, examples = self._featurize(block, 0)
-            if len(store) < 10:
-                why = f", e.g. {examples}" if examples else ""
-                raise DataError(
-                    f"the validation set needs at least 10 molecules with all descriptors; the "
-                    f"first {len(block)} pretraining SMILES (data.val_size "
-                    f"{self.hparams.val_size}) gave {len(store)}{why}"
-                )
-            _save_atomically(store, path, {"counts": counts, "examples": examples})
-        return GraphStore.load(path)
+        if path.exists():
+            return GraphStore.load(path)
+        block = next(self._blocks(), None)
+        if block is None:
+            raise DataError(f"pretraining sources {self.sources} hold no SMILES")
+        store, counts, examples = self._featurize(block, 0)
+        if len(store) < 10:
+            why = f", e.g. {examples}" if examples else ""
+            raise DataError(
+                f"the validation set needs at least 10 molecules with all descriptors; the "
+                f"first {len(block)} pretraining SMILES (data.val_size "
+                f"{self.hparams.val_size}) gave {len(store)}{why}"
+            )
+        _save_atomically(store, path, {"counts": counts, "examples": examples})
+        return store
 
     def prepare_shards(self) -> None:
         """Featurize every shard not yet in the cache (resumes an interrupted preparation)."""
