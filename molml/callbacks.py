@@ -16,6 +16,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from molml.plots import parity_plot, roc_plot
+from molml.tracking import record_mlflow_run
 
 TEST_METRICS_FILE = "test_metrics.json"
 RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
@@ -79,11 +80,15 @@ class PredictionWriter(BasePredictionWriter):
 
 
 class MlflowArtifacts(L.Callback):
-    """Log the run's config, split files and best checkpoint to MLflow at the end of fit/test."""
+    """Log the run's config, split files and best checkpoint to MLflow at the end of fit/test,
+    and note the MLflow run in the run directory (``mlflow_run.json``)."""
 
     def _log_run_files(self, trainer: L.Trainer, checkpoint: bool) -> None:
         run_dir = run_directory(trainer)
-        for logger in mlflow_loggers(trainer):
+        loggers = mlflow_loggers(trainer)
+        if loggers and trainer.is_global_zero:
+            record_mlflow_run(run_dir, loggers[0]._tracking_uri, loggers[0].run_id)
+        for logger in loggers:
             for name in RUN_FILES:
                 if (run_dir / name).is_file():
                     logger.experiment.log_artifact(logger.run_id, str(run_dir / name))

@@ -7,6 +7,8 @@ any LightningCLI); ``molml quickstart`` trains and screens the offline demo mode
 ``molml baseline fit|test|predict`` runs fingerprint baselines (:mod:`molml.baselines.cli`);
 ``molml tune`` and ``molml cv`` search hyperparameters and cross-validate (:mod:`molml.tune`).
 ``molml explain`` draws attributions (:mod:`molml.explain.cli`).
+``molml report`` writes data and evaluation reports; ``molml calibrate`` fits conformal
+intervals or calibrated probabilities on a validation split (:mod:`molml.report`).
 ``molml serve`` serves trained models over HTTP (:mod:`molml.serve.cli`).
 ``molml export`` writes ONNX / ``torch.export`` files (:mod:`molml.export.cli`).
 """
@@ -66,6 +68,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.screen.run import main as screen
 
         screen(args[1:])
+    elif args and args[0] == "calibrate":
+        from molml.report.calibrate import main as calibrate
+
+        calibrate(args[1:])
     elif args and args[0] == "report":
         from molml.report.cli import main as report
 

@@ -1,7 +1,9 @@
-"""MLflow tracking-URI helpers shared by the graph-model CLI and the baselines."""
+"""MLflow helpers shared by the graph-model CLI, the baselines and the reports: tracking URIs
+and the record of which MLflow run a run directory belongs to."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 SQLITE_PREFIX = "sqlite:///"
@@ -18,3 +20,29 @@ def absolute_tracking_uri(uri: str) -> str:
     database = Path(uri.removeprefix(SQLITE_PREFIX)).resolve()
     database.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
     return f"{SQLITE_PREFIX}{database}"
+
+
+MLFLOW_RUN_FILE = "mlflow_run.json"
+
+
+def record_mlflow_run(run_dir: str | Path, tracking_uri: str, run_id: str) -> Path:
+    """Note in a run directory which MLflow run it was logged to, so later artifacts (an
+    evaluation report) can join that record."""
+    path = Path(run_dir) / MLFLOW_RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}) + "\n")
+    return path
+
+
+def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: str) -> str | None:
+    """Log ``folder``'s files as artifacts of the MLflow run recorded in ``run_dir``; returns
+    the run id, or None when the run directory records no MLflow run."""
+    record = Path(run_dir) / MLFLOW_RUN_FILE
+    if not record.is_file():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    recorded = json.loads(record.read_text())
+    client = MlflowClient(recorded["tracking_uri"])
+    client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
+    return recorded["run_id"]

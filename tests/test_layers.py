@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "tasks": 1,
     "tracking": 1,
     "plots": 1,
+    "uncertainty": 1,
     "data": 2,
     "models": 3,
     "callbacks": 3,

@@ -220,3 +220,47 @@ def test_eval_report_compares_gnn_and_baseline(classification_runs: dict) -> Non
     html = (run / "report" / "report.html").read_text()
     assert "<h2>Task active</h2>" in html and "Youden" in html
     assert page_images(run / "report" / "report.html") == ["active_plots.png"]
+
+
+def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    config = {
+        "data": {"path": str(property_csv), "target_columns": ["logp"]},
+        "features": {"name": "ecfp4", "params": {"n_bits": 512}},
+        "estimator": {"name": "xgboost", "params": {"n_estimators": 20}},
+        "name": "tracked",
+        "output_dir": str(tmp_path / "runs"),
+        "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "artifact_location": str(tmp_path / "artifacts"),
+    }
+    (tmp_path / "xgb.yaml").write_text(yaml.safe_dump(config))
+    main(["baseline", "fit", "--config", str(tmp_path / "xgb.yaml")])
+    run = tmp_path / "runs" / "tracked" / "version_0"
+    recorded = json.loads((run / "mlflow_run.json").read_text())
+    run_report(["eval", "--run", str(run), "--n_bootstrap", "50"])
+    client = MlflowClient(recorded["tracking_uri"])
+    logged = {a.path for a in client.list_artifacts(recorded["run_id"], "report")}
+    assert {"report/report.html", "report/report.json", "report/logp_plots.png"} <= logged
+
+
+def test_report_split_takes_the_configured_entry_of_a_split_file(
+    property_csv: Path, tmp_path: Path
+) -> None:
+    from molml.report.heldout import split_molecules
+
+    rows = [i for i in range(403) if i not in (40, 41, 42)]  # the three invalid rows
+    entries = [
+        {"train": rows[:300], "val": rows[300:350], "test": rows[350:]},
+        {"train": rows[100:], "val": rows[50:100], "test": rows[:50]},
+    ]
+    split_file = tmp_path / "splits.json"
+    split_file.write_text(json.dumps(entries))
+    options = {"path": str(property_csv), "target_columns": ["logp"], "split": "predefined"}
+    options["split_file"] = str(split_file)
+    held = [split_molecules({**options, "split_index": k}) for k in (0, 1)]
+    tests = [set(h.smiles[h.split.test]) for h in held]
+    table = pd.read_csv(property_csv)
+    assert tests[0] == set(table["smiles"].iloc[rows[350:]])
+    assert tests[1] == set(table["smiles"].iloc[rows[:50]])

@@ -30,7 +30,7 @@ from molml.data.readers import read_molecules
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import MolecularMetrics
-from molml.tracking import absolute_tracking_uri
+from molml.tracking import absolute_tracking_uri, record_mlflow_run
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names
 
@@ -215,6 +215,7 @@ def _log_to_mlflow(config: BaselineConfig, run_dir: Path, metrics: dict[str, dic
         else client.create_experiment(name, artifact_location=config.artifact_location)
     )
     run_id = client.create_run(experiment_id, run_name=f"{name}/{run_dir.name}").info.run_id
+    record_mlflow_run(run_dir, tracking_uri, run_id)
     flat = pd.json_normalize(_config_dict(config), sep=".").iloc[0].to_dict()
     now = int(time.time() * 1000)
     client.log_batch(

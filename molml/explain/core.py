@@ -72,11 +72,7 @@ class MoleculeExplanation:
 def target_column(predictor: Predictor, task: str | None) -> str:
     """The prediction column to explain: ``task`` (a task or, for multiclass, a
     ``<task>_class<k>`` column) or the first column; unknown names list the choices."""
-    columns = (
-        predictor.member_columns()
-        if hasattr(predictor, "member_columns")
-        else predictor.prediction_columns()
-    )
+    columns = predictor.point_columns()
     if task is None:
         return columns[0]
     if task not in columns:

@@ -32,6 +32,7 @@ from molml.options import check_int
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
+MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
 
 
 class MoleculeModel(L.LightningModule):
@@ -60,6 +61,9 @@ class MoleculeModel(L.LightningModule):
             epochs (learning rate 0; only the head learns), then train everything.
         encoder_lr_ratio: learning rate of the embeddings, encoder and readout relative to
             ``lr`` (e.g. 0.1 to fine-tune a pretrained encoder gently).
+        mean_variance: regression only: the head also predicts a variance per task and the
+            model is trained with the Gaussian negative log-likelihood (a mean-variance
+            estimator); predictions then come with ``<task>_std`` columns (original units).
     """
 
     def __init__(
@@ -82,6 +86,7 @@ class MoleculeModel(L.LightningModule):
         pretrained: str | None = None,
         freeze_encoder_epochs: int = 0,
         encoder_lr_ratio: float = 1.0,
+        mean_variance: bool = False,
     ) -> None:
         super().__init__()
         check_int(freeze_encoder_epochs, "model.freeze_encoder_epochs", minimum=0)
@@ -90,6 +95,8 @@ class MoleculeModel(L.LightningModule):
         if task_type not in TASK_TYPES:
             raise ValueError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
         _check_pos_weight(pos_weight, task_type, len(tasks))
+        if mean_variance and task_type != "regression":
+            raise DataError(f"model.mean_variance is for regression, not {task_type}")
         self.save_hyperparameters(ignore=["encoder"])
         self.encoder = encoder if encoder is not None else DMPNN()
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
@@ -107,7 +114,7 @@ class MoleculeModel(L.LightningModule):
         self.head = _feed_forward(
             readout_dim(readout, self.encoder.out_dim) + n_features,
             ffn_hidden_dim,
-            len(self.tasks) * self.num_classes,
+            len(self.tasks) * self.num_classes * (2 if mean_variance else 1),
             ffn_num_layers,
             dropout,
             activation,
@@ -153,7 +160,8 @@ class MoleculeModel(L.LightningModule):
         return self.readout(atoms, batch, dim_size=num_molecules)
 
     def forward(self, batch: Batch) -> Tensor:
-        """Raw outputs: standardized values (regression) or logits (classification)."""
+        """Raw outputs: standardized values (regression) or logits (classification); a
+        mean-variance model appends one raw variance output per task (see :meth:`variance`)."""
         features = batch.features if self.molecule_features is not None else None
         return self.forward_tensors(
             batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs, features
@@ -182,8 +190,24 @@ class MoleculeModel(L.LightningModule):
         return out
 
     def to_prediction(self, out: Tensor) -> Tensor:
-        """Raw outputs -> original units / probabilities."""
-        return to_prediction(out, self.task_type, self.target_mean, self.target_std)
+        """Raw outputs -> original units / probabilities, in :meth:`prediction_columns`'
+        order (a mean-variance model: the means, then the standard deviations)."""
+        if not self.hparams.mean_variance:
+            return to_prediction(out, self.task_type, self.target_mean, self.target_std)
+        mean, raw = out.chunk(2, dim=1)
+        std = self.variance(raw).sqrt() * self.target_std
+        mean = to_prediction(mean, "regression", self.target_mean, self.target_std)
+        return torch.cat([mean, std], dim=1)
+
+    @staticmethod
+    def variance(raw: Tensor) -> Tensor:
+        """A mean-variance head's raw variance outputs -> variances (standardized units)."""
+        return F.softplus(raw) + MIN_VARIANCE
+
+    def point_predictions(self, out: Tensor) -> Tensor:
+        """Raw outputs -> the predictions that metrics score (no standard deviations)."""
+        predictions = self.to_prediction(out)
+        return predictions[:, : len(self.tasks)] if self.hparams.mean_variance else predictions
 
     @property
     def embedding_dim(self) -> int:
@@ -191,7 +215,10 @@ class MoleculeModel(L.LightningModule):
         return readout_dim(self.hparams.readout, self.encoder.out_dim)
 
     def prediction_columns(self) -> list[str]:
-        """Names of the prediction columns: the tasks, or ``<task>_class<k>`` for multiclass."""
+        """Names of the prediction columns: the tasks (then ``<task>_std`` for a mean-variance
+        model), or ``<task>_class<k>`` for multiclass."""
+        if self.hparams.mean_variance:
+            return [*self.tasks, *(f"{t}_std" for t in self.tasks)]
         if self.task_type != "multiclass":
             return list(self.tasks)
         return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
@@ -229,7 +256,12 @@ class MoleculeModel(L.LightningModule):
         # NaN into the loss or its gradient through ``per_label * 0``
         y = torch.where(mask, batch.y, torch.zeros_like(batch.y))
         if self.task_type == "regression":
-            per_label = F.mse_loss(out, (y - self.target_mean) / self.target_std, reduction="none")
+            target = (y - self.target_mean) / self.target_std
+            if self.hparams.mean_variance:
+                mean, raw = out.chunk(2, dim=1)
+                per_label = F.gaussian_nll_loss(mean, target, self.variance(raw), reduction="none")
+            else:
+                per_label = F.mse_loss(out, target, reduction="none")
         elif self.task_type == "classification":
             per_label = F.binary_cross_entropy_with_logits(
                 out, y, pos_weight=getattr(self, "pos_weight", None), reduction="none"
@@ -263,7 +295,7 @@ class MoleculeModel(L.LightningModule):
         n_labels = batch.y_mask.sum()
         if n_labels > 0:  # a batch without labels carries no weight in the mean loss
             self.eval_losses[stage].update(self.loss(out, batch), weight=n_labels)
-        self.metrics[stage].update(self.to_prediction(out), batch.y, batch.y_mask)
+        self.metrics[stage].update(self.point_predictions(out), batch.y, batch.y_mask)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from molml.errors import DataError, PredictorError
 from molml.options import check_int
 
 DEFAULT_BATCH_SIZE = 256
+UNCERTAINTY_SUFFIXES = ("_std", "_lower", "_upper")
 
 
 def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
@@ -59,6 +60,17 @@ class Predictor(ABC):
     def prediction_columns(self) -> list[str]:
         """Names of the prediction columns of :meth:`predict`, in order."""
 
+    def point_columns(self) -> list[str]:
+        """The prediction columns that hold predicted values, without the uncertainty
+        columns ``<column>_std`` (a standard deviation) and ``<column>_lower`` /
+        ``<column>_upper`` (a calibrated interval)."""
+        columns = self.prediction_columns()
+        return [
+            c
+            for c in columns
+            if not any(c.endswith(s) and c.removesuffix(s) in columns for s in UNCERTAINTY_SUFFIXES)
+        ]
+
     @property
     @abstractmethod
     def metadata(self) -> dict[str, Any]:
@@ -69,6 +81,15 @@ class Predictor(ABC):
     def members(self) -> list[Predictor]:
         """The single models this predictor averages (itself, unless an ensemble)."""
         return [self]
+
+    def combine_members(
+        self, member_values: Sequence[np.ndarray], status: np.ndarray
+    ) -> np.ndarray:
+        """This predictor's values from its members' ``[n, columns]`` values (in
+        :attr:`members` order), NaN in the rows whose ``status`` is not ``ok``."""
+        values = np.array(member_values[0], dtype=np.float64)
+        values[status != "ok"] = np.nan
+        return values
 
     @abstractmethod
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:

@@ -15,9 +15,12 @@ from molml.predict.base import Predictor
 class EnsemblePredictor(Predictor):
     """The mean of several predictors (graph models and baselines may be mixed).
 
-    ``predict`` returns the members' mean in each prediction column plus ``<column>_std``, the
-    population standard deviation over the members. A molecule is ``ok`` only if every member
-    could score it; otherwise its status is the first member's reason.
+    ``predict`` returns the members' mean in each point column plus ``<column>_std``, the
+    population standard deviation over the members; where the members predict a standard
+    deviation themselves (mean-variance models, MC dropout), ``<column>_std`` is the total:
+    ``sqrt(var over members of the means + mean over members of their variances)``. A molecule
+    is ``ok`` only if every member could score it; otherwise its status is the first member's
+    reason.
     """
 
     kind = "ensemble"
@@ -48,12 +51,8 @@ class EnsemblePredictor(Predictor):
     def task_type(self) -> str:
         return self._members[0].task_type
 
-    def member_columns(self) -> list[str]:
-        """The columns every member predicts (the ensemble's means)."""
-        return self._members[0].prediction_columns()
-
     def prediction_columns(self) -> list[str]:
-        columns = self.member_columns()
+        columns = self._members[0].point_columns()
         return [*columns, *(f"{c}_std" for c in columns)]
 
     @property
@@ -66,13 +65,21 @@ class EnsemblePredictor(Predictor):
             "members": [member.metadata for member in self._members],
         }
 
-    @staticmethod
-    def combine(member_values: Sequence[np.ndarray], status: np.ndarray) -> np.ndarray:
-        """Mean and population standard deviation over members ``[n, columns]`` each, NaN
-        where ``status`` is not ``ok``; returns ``[n, 2 * columns]``."""
+    def combine_members(
+        self, member_values: Sequence[np.ndarray], status: np.ndarray
+    ) -> np.ndarray:
+        """Mean and standard deviation over the members' ``[n, member columns]`` values, NaN
+        where ``status`` is not ``ok``; returns ``[n, len(prediction_columns())]``."""
         stacked = np.stack(member_values).astype(np.float64)
         stacked[:, status != "ok"] = np.nan
-        return np.concatenate([stacked.mean(axis=0), stacked.std(axis=0)], axis=1)
+        columns = self._members[0].prediction_columns()
+        points = self._members[0].point_columns()
+        means = stacked[:, :, [columns.index(c) for c in points]]
+        variance = means.var(axis=0)
+        for k, column in enumerate(points):
+            if f"{column}_std" in columns:
+                variance[:, k] += (stacked[:, :, columns.index(f"{column}_std")] ** 2).mean(axis=0)
+        return np.concatenate([means.mean(axis=0), np.sqrt(variance)], axis=1)
 
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
         status = np.full(len(smiles), "ok", dtype=object)
@@ -82,4 +89,4 @@ class EnsemblePredictor(Predictor):
             failed = (np.asarray(member_status, dtype=object) != "ok") & (status == "ok")
             status[failed] = np.asarray(member_status, dtype=object)[failed]
             member_values.append(values)
-        return self.combine(member_values, status), status.tolist()
+        return self.combine_members(member_values, status), status.tolist()

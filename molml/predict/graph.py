@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ import torch
 from molml._version import __version__
 from molml.callbacks import TEST_METRICS_FILE
 from molml.data.graphs import GraphStore, featurize_block
+from molml.errors import PredictorError
 from molml.models.module import MoleculeModel
 from molml.options import check_int
 from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
+
+MC_DROPOUT_SEED = 0
 
 
 class GraphPredictor(SingleModelPredictor):
@@ -25,6 +29,10 @@ class GraphPredictor(SingleModelPredictor):
         model: the trained model (put in eval mode).
         spec: the checkpoint's spec (training data, versions), if loaded from a file.
         source: the checkpoint file it came from, if any.
+        mc_dropout: if > 0, Monte Carlo dropout: predictions are the mean of this many
+            forward passes with the model's dropout layers active (fixed seed, so repeatable),
+            and every prediction column gets a ``<column>_std`` (the passes' standard
+            deviation; for a mean-variance model combined with its predicted variance).
     """
 
     kind = "graph"
@@ -36,9 +44,23 @@ class GraphPredictor(SingleModelPredictor):
         model: MoleculeModel,
         spec: dict[str, Any] | None = None,
         source: str | Path | None = None,
+        mc_dropout: int = 0,
     ) -> None:
         super().__init__(model.eval(), source)
         self.spec = spec or model.spec()
+        check_int(mc_dropout, "mc_dropout", minimum=0)
+        if mc_dropout and not any(m.p > 0 for m in _dropout_layers(model)):
+            raise PredictorError(
+                "MC dropout needs a model trained with dropout; this one has none (set "
+                "model.dropout and/or the encoder's dropout when training)"
+            )
+        self.mc_dropout = mc_dropout
+
+    def prediction_columns(self) -> list[str]:
+        columns = self.model.prediction_columns()
+        if not self.mc_dropout or self.model.hparams.mean_variance:
+            return columns
+        return [*columns, *(f"{c}_std" for c in columns)]
 
     @property
     def featurization(self) -> dict[str, Any]:
@@ -65,6 +87,7 @@ class GraphPredictor(SingleModelPredictor):
             "pretrained_from": self.spec.get("pretrained_from"),
             "test_metrics": self._recorded_test_metrics(),
             "featurizer": self.featurization,
+            "mc_dropout": self.mc_dropout,
         }
 
     def _recorded_test_metrics(self) -> dict[str, float] | None:
@@ -86,12 +109,21 @@ class GraphPredictor(SingleModelPredictor):
         device (and precision, under the caller's autocast)."""
         model = self.model
         store = store.to(model.device)
-        out = np.empty((len(store), len(self.prediction_columns())), dtype=np.float64)
-        for start in range(0, len(store), batch_size):
-            stop = min(start + batch_size, len(store))
-            values = model.to_prediction(model(store.batch(start, stop)))
-            out[start:stop] = values.reshape(stop - start, -1).float().cpu().numpy()
-        return out
+        passes = max(1, self.mc_dropout)
+        out = np.empty((passes, len(store), len(model.prediction_columns())), dtype=np.float64)
+        with _dropout_active(model, self.mc_dropout > 0):
+            for sample in range(passes):
+                for start in range(0, len(store), batch_size):
+                    stop = min(start + batch_size, len(store))
+                    values = model.to_prediction(model(store.batch(start, stop)))
+                    out[sample, start:stop] = values.reshape(stop - start, -1).float().cpu().numpy()
+        if not self.mc_dropout:
+            return out[0]
+        n_point = len(self.point_columns())
+        variance = out[:, :, :n_point].var(axis=0)
+        if self.model.hparams.mean_variance:  # the model's own (aleatoric) variance
+            variance += (out[:, :, n_point:] ** 2).mean(axis=0)
+        return np.concatenate([out[:, :, :n_point].mean(axis=0), np.sqrt(variance)], axis=1)
 
     @torch.no_grad()
     def _embed_store(self, store: GraphStore, batch_size: int) -> np.ndarray:
@@ -127,3 +159,27 @@ class GraphPredictor(SingleModelPredictor):
         values = np.full((len(smiles), self.model.embedding_dim), np.nan, dtype=np.float32)
         values[positions] = self._embed_store(store, batch_size)
         return values
+
+
+def _dropout_layers(model: torch.nn.Module) -> list[torch.nn.modules.dropout._DropoutNd]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+
+
+@contextmanager
+def _dropout_active(model: MoleculeModel, active: bool) -> Iterator[None]:
+    """Dropout layers in training mode (everything else as it is) under a fixed seed, without
+    touching the caller's random state."""
+    if not active:
+        yield
+        return
+    layers = _dropout_layers(model)
+    devices = [model.device] if model.device.type != "cpu" else []
+    with torch.random.fork_rng(devices=devices, device_type=model.device.type):
+        torch.manual_seed(MC_DROPOUT_SEED)
+        for layer in layers:
+            layer.train()
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.eval()

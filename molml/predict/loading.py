@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from molml.baselines.model import SPEC_FILE, load_baseline
-from molml.errors import CheckpointError
+from molml.errors import CheckpointError, PredictorError
 from molml.models.checkpoint import load_checkpoint, refuse_url
 from molml.models.pretrained import pretrained_path
 from molml.predict.base import Predictor
 from molml.predict.baseline import BaselinePredictor
+from molml.predict.calibrated import CalibratedPredictor, read_calibration_file
 from molml.predict.ensemble import EnsemblePredictor
 from molml.predict.graph import GraphPredictor
 
@@ -37,7 +38,9 @@ def ensemble_members(path: Path) -> list[Path] | None:
 
 
 def load_model(
-    path: str | Path | Sequence[str | Path], map_location: str | torch.device = "cpu"
+    path: str | Path | Sequence[str | Path],
+    map_location: str | torch.device = "cpu",
+    mc_dropout: int = 0,
 ) -> Predictor:
     """Load a trained molml model, ready for ``predict`` / ``embed``.
 
@@ -46,7 +49,11 @@ def load_model(
     program (``.pt2``: :class:`~molml.predict.pt2.Pt2Predictor`), a fingerprint baseline (its
     saved directory or its ``baseline.json``), or a list of such paths, which loads as an
     :class:`EnsemblePredictor` (mean and spread of the members), as does an ensemble manifest:
-    a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one).
+    a JSON file ``{"ensemble": [paths relative to the file]}`` (``molml cv`` writes one), or a
+    calibration file written by ``molml calibrate``, which loads as a
+    :class:`~molml.predict.calibrated.CalibratedPredictor` (conformal intervals or calibrated
+    probabilities). ``mc_dropout > 0`` gives graph checkpoints Monte Carlo dropout with that
+    many passes (see :class:`GraphPredictor`).
     Checkpoints are read without unpickling code and their encoder must be a registered class
     (see :func:`molml.register_encoder`); anything else raises
     :class:`molml.errors.CheckpointError`.
@@ -54,13 +61,24 @@ def load_model(
     if not isinstance(path, (str, Path)):
         paths = list(path)
         if len(paths) == 1:
-            return load_model(paths[0], map_location)
-        return EnsemblePredictor([load_model(p, map_location) for p in paths])
+            return load_model(paths[0], map_location, mc_dropout)
+        return EnsemblePredictor([load_model(p, map_location, mc_dropout) for p in paths])
     refuse_url(path)
     path = Path(path)
     members = ensemble_members(path)
     if members is not None:
-        return load_model(members, map_location)
+        return load_model(members, map_location, mc_dropout)
+    calibrated = read_calibration_file(path)
+    if calibrated is not None:
+        models, passes, calibrations, fitted_on = calibrated
+        if mc_dropout and mc_dropout != passes:
+            raise PredictorError(
+                f"{path} was calibrated with mc_dropout={passes}; load it without mc_dropout"
+            )
+        base = load_model(models, map_location, passes)
+        return CalibratedPredictor(base, calibrations, fitted_on)
+    if mc_dropout and path.suffix != ".ckpt":
+        raise PredictorError(f"MC dropout needs a graph checkpoint (.ckpt), not {path}")
     if path.is_dir() or path.name == SPEC_FILE or path.suffix == ".json":
         return BaselinePredictor(load_baseline(path), source=path)
     if path.suffix == ".onnx":  # onnxruntime is imported only for ONNX files
@@ -72,7 +90,7 @@ def load_model(
 
         return Pt2Predictor(path)
     model, spec = load_checkpoint(path, map_location)
-    return GraphPredictor(model, spec, source=path)
+    return GraphPredictor(model, spec, source=path, mc_dropout=mc_dropout)
 
 
 def load_pretrained(name: str, map_location: str | torch.device = "cpu") -> Predictor:

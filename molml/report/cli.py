@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> Path:
         if not args.run and not args.model:
             raise DataError("give --run RUN_DIR or --model MODEL (with --config CFG)")
         output = Path(args.output or (Path(args.run) / "report" if args.run else "reports/eval"))
-        eval_report(
+        evaluated = eval_report(
             run=args.run,
             models=args.model,
             options=options or None,
@@ -70,4 +70,6 @@ def main(argv: Sequence[str]) -> Path:
         )
     page = output / "report.html"
     print(f"report written to {page} (numbers in {output / 'report.json'})")
+    if args.verb == "eval" and evaluated.get("mlflow_run"):
+        print(f"and logged to MLflow run {evaluated['mlflow_run']} (artifacts report/)")
     return page

@@ -100,4 +100,5 @@ def configured_split(
         sizes=options.get("split_sizes", (0.8, 0.1, 0.1)),
         seed=options.get("split_seed", 0),
         split_file=options.get("split_file"),
+        split_index=options.get("split_index", 0),
     )

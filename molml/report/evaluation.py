@@ -14,47 +14,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rdkit import Chem
+from scipy.stats import norm
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
-from molml.chem.parsing import parse_smiles
-from molml.data.splits import split_keys
-from molml.errors import CheckpointError, DataError, InvalidMoleculeError
+from molml.errors import DataError
 from molml.predict import Predictor, load_model
-from molml.report.config import configured_split, data_options, read_table, standardize_option
+from molml.report.heldout import resolve_run, split_molecules
 from molml.report.page import Page, panels, write_json
 from molml.report.stats import (
     bootstrap_ci,
-    expected_calibration_error,
     metrics_for,
     morgan_fingerprints,
     nearest_similarity,
     paired_bootstrap,
     youden_threshold,
 )
+from molml.tracking import log_to_recorded_run
+from molml.uncertainty import expected_calibration_error, regression_uncertainty_scores
 
 log = logging.getLogger("molml")
 
 SIMILARITY_BINS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 THRESHOLD_RULE = "maximum Youden J (TPR - FPR) on the validation split"
 TOP_GROUPS = 15
-
-
-def run_models(run: Path) -> list[Path]:
-    """The trained model of a run directory: its best checkpoint (``checkpoints/best*.ckpt``,
-    newest first, else any checkpoint) or its fingerprint baseline (``model/``)."""
-    checkpoints = sorted(
-        (run / "checkpoints").glob("*.ckpt"),
-        key=lambda p: (not p.name.startswith("best"), -p.stat().st_mtime),
-    )
-    if checkpoints:
-        return [checkpoints[0]]
-    if (run / "model").is_dir():
-        return [run / "model"]
-    raise CheckpointError(
-        f"run directory {run} has no trained model (checkpoints/*.ckpt or a baseline model/)"
-    )
 
 
 def eval_report(
@@ -67,39 +50,16 @@ def eval_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate the run's model and ``models`` on the test split; write ``report.html``,
-    ``report.json`` and PNGs into ``output``; returns the JSON's content."""
+    ``report.json`` and PNGs into ``output`` (and log them as ``report/`` artifacts of the
+    run's MLflow record, if it has one); returns the JSON's content."""
     output = Path(output)
     warnings: list[str] = []
-    paths = [Path(m) for m in models]
-    if run is not None:
-        run = Path(run)
-        if not (run / "config.yaml").is_file():
-            raise DataError(f"run directory {run} has no config.yaml")
-        paths = run_models(run) + paths
-        options = options or data_options([run / "config.yaml"], [])
-        if (run / "split.json").is_file():
-            options = {**options, "split": "predefined", "split_file": str(run / "split.json")}
-        else:
-            warnings.append(f"{run} has no split.json: the split is made again from its config.")
-    if options is None:
-        raise DataError("no data for the evaluation: give --run RUN_DIR or --config CFG")
+    paths, options = resolve_run(run, models, options, warnings)
     predictors = [load_model(p) for p in paths]
     names = _model_names(paths)
-
-    table = read_table(options)
-    standardize = standardize_option(options)
-    mols: list[Chem.Mol | None] = []
-    for text in table.frame["smiles"]:
-        try:
-            mols.append(parse_smiles(text, standardize_mol=standardize))
-        except InvalidMoleculeError:
-            mols.append(None)
-    valid = np.array([m is not None for m in mols])
-    good = [m for m in mols if m is not None]
-    keys = [split_keys(m) for m in good]
-    split = configured_split(table, options, valid, [k[1] for k in keys])
-    smiles = table.frame["smiles"].to_numpy()[valid]
-    targets = table.targets[valid]
+    held = split_molecules(options)
+    table, split = held.table, held.split
+    smiles, targets, keys = held.smiles, held.targets, held.keys
     for predictor, name in zip(predictors, names, strict=True):
         missing = set(table.tasks) - set(predictor.tasks)
         if missing or predictor.task_type not in ("regression", "classification"):
@@ -111,10 +71,11 @@ def eval_report(
     shared = sum(keys[i][0] in train_keys for i in split.test)
     if shared:
         warnings.append(f"{shared} test molecules are also in the training set (same structure).")
-    fps = morgan_fingerprints(good)
+    fps = morgan_fingerprints(held.mols)
     similarity = nearest_similarity([fps[i] for i in split.test], [fps[i] for i in split.train])
     scaffolds = np.array([keys[i][1] for i in split.test], dtype=object)
-    test_pred = [_predict(p, smiles[split.test], table.tasks) for p in predictors]
+    test_frames = [p.predict(list(smiles[split.test])) for p in predictors]
+    test_pred = [f[table.tasks].to_numpy(dtype=float) for f in test_frames]
     val_pred = [_predict(p, smiles[split.val], table.tasks) for p in predictors]
 
     report: dict[str, Any] = {
@@ -157,6 +118,15 @@ def eval_report(
         task_report = _score_task(y, preds, names, thresholds, table.task_type, n_bootstrap, seed)
         task_report["similarity_bins"] = _by_similarity(y, preds, names, thresholds, sim)
         task_report["scaffold_groups"] = _by_scaffold(y, preds, names, scaffolds[labelled])
+        if not classification:
+            uncertainty = _uncertainty_columns(predictors, test_frames, names, task, labelled)
+            task_report["uncertainty"] = {
+                name: {
+                    "interval_level": level,
+                    **regression_uncertainty_scores(y, preds[names.index(name)], *columns),
+                }
+                for name, (*columns, level) in uncertainty.items()
+            }
         report["tasks"][task] = task_report
         page.section(f"Task {task}")
         page.table(
@@ -179,12 +149,28 @@ def eval_report(
             "of each test molecule to any training molecule):"
         )
         page.table(task_report["similarity_bins"])
+        if task_report.get("uncertainty"):
+            page.text(
+                "Uncertainty on the test set: coverage and mean width of the model's interval "
+                "(<task>_lower/_upper), Spearman correlation of |error| with the predicted "
+                "standard deviation (<task>_std), Gaussian negative log-likelihood and "
+                "miscalibration area (0 = the Gaussian spread is calibrated):"
+            )
+            page.table([{"model": n, **v} for n, v in task_report["uncertainty"].items()])
+            page.figure(
+                _uncertainty_figure(y, preds, names, uncertainty, task), f"{task}_uncertainty"
+            )
         page.text(f"The {TOP_GROUPS} largest scaffold groups of the test set:")
         page.table(task_report["scaffold_groups"])
     report["warnings"] = warnings
     page.warnings(warnings, at=warnings_at)
     page.write()
     write_json(report, output / "report.json")
+    if run is not None:  # the report joins the run's MLflow record, when it has one
+        try:
+            report["mlflow_run"] = log_to_recorded_run(run, output, artifact_path="report")
+        except Exception as exc:  # noqa: BLE001 - the report is written; tracking is extra
+            log.warning("the report could not be logged to the run's MLflow record: %s", exc)
     return report
 
 
@@ -199,6 +185,53 @@ def _model_names(paths: list[Path]) -> list[str]:
 def _predict(predictor: Predictor, smiles: np.ndarray, tasks: list[str]) -> np.ndarray:
     frame = predictor.predict(list(smiles))
     return frame[tasks].to_numpy(dtype=float)
+
+
+def _uncertainty_columns(
+    predictors: list[Predictor], frames: list[Any], names: list[str], task: str, rows: np.ndarray
+) -> dict[str, tuple[Any, ...]]:
+    """Per model with uncertainty columns for ``task``: (std, lower, upper) on ``rows`` (None
+    where absent) and the interval's nominal level (None without an interval)."""
+    out = {}
+    for predictor, frame, name in zip(predictors, frames, names, strict=True):
+        found = [
+            frame[f"{task}_{s}"].to_numpy(dtype=float)[rows] if f"{task}_{s}" in frame else None
+            for s in ("std", "lower", "upper")
+        ]
+        if any(column is not None for column in found):
+            calibration = predictor.metadata.get("calibration", {}).get(task, {})
+            out[name] = (*found, calibration.get("level"))
+    return out
+
+
+def _uncertainty_figure(y, preds, names, uncertainty, task):  # noqa: ANN001, ANN202
+    """Per model: |error| against the predicted std, and the observed fraction of targets
+    inside central Gaussian intervals against their level."""
+    fig, axes = panels(2 * len(uncertainty), cols=2, size=3.8)
+    levels = np.linspace(0.01, 0.99, 50)
+    for k, (name, (std, lower, upper, level)) in enumerate(uncertainty.items()):
+        error = np.abs(preds[names.index(name)] - y)
+        ranking, curve = axes[2 * k : 2 * k + 2]
+        spread = std if std is not None else (upper - lower) / 2
+        ranking.scatter(spread, error, s=10, alpha=0.6)
+        ranking.set(
+            xlabel="predicted std" if std is not None else "interval half-width",
+            ylabel=f"|error| ({task})",
+            title=f"{name}: error vs uncertainty",
+        )
+        curve.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+        if std is not None:
+            z = error / np.maximum(std, 1e-12)
+            observed = [np.mean(z <= norm.ppf(0.5 + q / 2)) for q in levels]
+            curve.plot(levels, observed, label="Gaussian intervals")
+        if lower is not None and level is not None:
+            inside = float(np.mean((y >= lower) & (y <= upper)))
+            curve.scatter([level], [inside], color="C3", zorder=3, label=f"interval: {inside:.2f}")
+        curve.legend(fontsize=7)
+        curve.set(xlabel="expected coverage", ylabel="observed coverage", title="calibration")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    return fig
 
 
 def _score_task(

@@ -133,15 +133,3 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
         return 0.5
     fpr, tpr, thresholds = roc_curve(y, p)
     return float(min(1.0, thresholds[int(np.argmax(tpr - fpr))]))
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
-    """ECE: the mean |observed positive rate - mean probability| over ``n_bins`` equal-width
-    probability bins, weighted by the bins' sizes."""
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    total = 0.0
-    for b in np.unique(bins):
-        inside = bins == b
-        total += inside.sum() * abs(y[inside].mean() - p[inside].mean())
-    return float(total / len(y))

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from molml.predict import EnsemblePredictor, GraphPredictor, Predictor
+from molml.predict import GraphPredictor, Predictor
 from molml.screen.chunks import ScreenChunk, featurizer_key
 
 NON_FINITE = "non-finite prediction"
@@ -49,7 +49,7 @@ class ScreeningModule(L.LightningModule):
 
     @property
     def output_columns(self) -> list[str]:
-        """Prediction columns of the output (``_std`` columns for an ensemble)."""
+        """Prediction columns of the output (with the predictor's uncertainty columns)."""
         return self.predictor.prediction_columns()
 
     @torch.no_grad()
@@ -62,11 +62,7 @@ class ScreeningModule(L.LightningModule):
             failed = (member_status != "ok") & (status == "ok")
             status[failed] = member_status[failed]
             member_values.append(values)
-        if isinstance(self.predictor, EnsemblePredictor):
-            values = EnsemblePredictor.combine(member_values, status)
-        else:
-            values = member_values[0]
-            values[status != "ok"] = np.nan
+        values = self.predictor.combine_members(member_values, status)
         status[(status == "ok") & ~np.isfinite(values).all(axis=1)] = NON_FINITE
         out = rows.drop(columns="status")
         for i, column in enumerate(self.output_columns):

@@ -66,12 +66,15 @@ def screen_library(
     precision: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    mc_dropout: int = 0,
 ) -> dict[str, Any] | None:
     """Screen ``input_path`` with the checkpoints in ``models`` and write ``output_path``.
 
     Returns a summary (rows, ok, failed, failure reasons, seconds, molecules per second) on
     global rank 0, also written next to the output as ``<output>.summary.json``; other ranks
-    return ``None``.
+    return ``None``. ``models`` may be a calibration file (``molml calibrate``: interval or
+    calibrated-probability columns); ``mc_dropout > 0`` adds ``<task>_std`` columns from that
+    many Monte Carlo dropout passes of each graph model.
     """
     started = time.perf_counter()
     for name, value, minimum in (
@@ -80,6 +83,7 @@ def screen_library(
         ("num_workers", num_workers, 0),
         ("top_k", top_k, 1),
         ("num_nodes", num_nodes, 1),
+        ("mc_dropout", mc_dropout, 0),
     ):
         check_int(value, name, minimum=minimum, allow_none=name not in ("chunk_size", "num_nodes"))
     output = check_output_path(output_path, input_path)
@@ -94,7 +98,7 @@ def screen_library(
     }
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
-    module = ScreeningModule(load_model(list(models)))
+    module = ScreeningModule(load_model(list(models), mc_dropout=mc_dropout))
     if top_k is not None:
         top_k_by = top_k_by or module.output_columns[0]
         if top_k_by not in module.output_columns:
@@ -116,6 +120,7 @@ def screen_library(
             "models": [_file_digest(Path(p)) for p in models],
             "chunk_size": chunk_size,
             "reader": reader_options,
+            "mc_dropout": mc_dropout,
         }
         if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
@@ -220,7 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         required=True,
-        help="checkpoint; repeat for an ensemble (mean and std per task)",
+        help="checkpoint, baseline or calibration file; repeat for an ensemble (mean and std)",
+    )
+    parser.add_argument(
+        "--mc-dropout",
+        type=int,
+        default=0,
+        help="Monte Carlo dropout passes per graph model: adds <task>_std columns (default 0)",
     )
     parser.add_argument(
         "--input", required=True, help="library: .smi/.csv/.tsv/.sdf (optionally .gz) or .parquet"
@@ -298,5 +309,6 @@ def _run(args: argparse.Namespace, devices: int | str) -> dict[str, Any] | None:
         strategy=args.strategy,
         precision=args.precision,
         overwrite=args.overwrite,
+        mc_dropout=args.mc_dropout,
         progress=args.progress,
     )

@@ -144,7 +144,7 @@ def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
     predictor = load_model(manifest)
     rows = table.split.test
     frame = predictor.predict([table.smiles[row] for row in rows])
-    values = frame[predictor.member_columns()].to_numpy(dtype=np.float32)
+    values = frame[predictor.point_columns()].to_numpy(dtype=np.float32)
     n_tasks = len(table.tasks)
     preds = values.reshape(len(rows), n_tasks, -1)
     if table.task_type != "multiclass":

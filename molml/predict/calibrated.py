@@ -1,0 +1,209 @@
+"""A predictor calibrated on held-out molecules: conformal intervals (regression) or calibrated
+probabilities (binary classification), saved as a small JSON file next to the model."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from molml._version import __version__
+from molml.errors import CheckpointError, DataError
+from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor
+from molml.uncertainty import (
+    ConformalInterval,
+    ProbabilityCalibration,
+    calibration_from_dict,
+)
+
+CALIBRATED_KEY = "calibrated"
+Calibration = ConformalInterval | ProbabilityCalibration
+
+
+class CalibratedPredictor(Predictor):
+    """A predictor whose outputs are calibrated per task.
+
+    Regression: the base predictions plus ``<task>_lower`` / ``<task>_upper``, a split-conformal
+    interval at the fitted level (``mu +- margin * <task>_std`` when the base model predicts a
+    standard deviation, else ``mu +- margin``). Binary classification: the probability columns
+    hold calibrated probabilities (Platt or isotonic).
+
+    Args:
+        base: the predictor that is calibrated (a model, an ensemble, MC dropout).
+        calibrations: task -> its fitted calibration.
+        fitted_on: a record of the calibration data (source, split, molecules).
+    """
+
+    kind = "calibrated"
+
+    def __init__(
+        self,
+        base: Predictor,
+        calibrations: dict[str, Calibration],
+        fitted_on: dict[str, Any] | None = None,
+    ) -> None:
+        if base.task_type == "multiclass":
+            raise DataError("calibration supports regression and binary classification models")
+        unknown = sorted(set(calibrations) - set(base.tasks))
+        if unknown or not calibrations:
+            raise CheckpointError(
+                f"calibrated tasks {unknown or '[]'} are not among the model's tasks {base.tasks}"
+            )
+        expected = ConformalInterval if base.task_type == "regression" else ProbabilityCalibration
+        for task, calibration in calibrations.items():
+            if not isinstance(calibration, expected):
+                raise CheckpointError(
+                    f"task {task!r}: a {base.task_type} model needs a {expected.__name__}"
+                )
+            normalized = isinstance(calibration, ConformalInterval) and calibration.normalized
+            if normalized and f"{task}_std" not in base.prediction_columns():
+                raise CheckpointError(
+                    f"task {task!r}: the interval scales a predicted standard deviation, "
+                    "which this model does not give"
+                )
+        self.base = base
+        self.calibrations = dict(calibrations)
+        self.fitted_on = fitted_on or {}
+
+    @property
+    def members(self) -> list[Predictor]:
+        return self.base.members
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.base.tasks
+
+    @property
+    def task_type(self) -> str:
+        return self.base.task_type
+
+    def prediction_columns(self) -> list[str]:
+        columns = self.base.prediction_columns()
+        if self.task_type != "regression":
+            return columns
+        bounds = [f"{t}_{side}" for t in self.calibrations for side in ("lower", "upper")]
+        return [*columns, *bounds]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **self.base.metadata,
+            "calibration": {t: c.to_dict() for t, c in self.calibrations.items()},
+            "calibrated_on": self.fitted_on,
+        }
+
+    def calibrate(self, values: np.ndarray) -> np.ndarray:
+        """The base predictor's ``[n, base columns]`` values -> this predictor's."""
+        columns = self.base.prediction_columns()
+        values = np.array(values, dtype=np.float64)
+        bounds = []
+        for task, calibration in self.calibrations.items():
+            mu = values[:, columns.index(task)]
+            if isinstance(calibration, ProbabilityCalibration):
+                values[:, columns.index(task)] = calibration.transform(mu)
+                continue
+            sigma = values[:, columns.index(f"{task}_std")] if calibration.normalized else None
+            bounds += list(calibration.bounds(mu, sigma))
+        return np.column_stack([values, *bounds]) if bounds else values
+
+    def combine_members(
+        self, member_values: Sequence[np.ndarray], status: np.ndarray
+    ) -> np.ndarray:
+        return self.calibrate(self.base.combine_members(member_values, status))
+
+    def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        values, status = self.base.predict_values(smiles, batch_size)
+        return self.calibrate(values), status
+
+    def embed(self, smiles: Any, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+        return self.base.embed(smiles, batch_size)
+
+    @classmethod
+    def fit(
+        cls,
+        base: Predictor,
+        smiles: Sequence[str],
+        targets: np.ndarray,
+        *,
+        level: float = 0.9,
+        method: str = "platt",
+        normalized: bool | None = None,
+        fitted_on: dict[str, Any] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> CalibratedPredictor:
+        """Calibrate ``base`` on labelled held-out molecules (``targets``: ``[n, tasks]`` in
+        the base's task order, NaN = unlabelled).
+
+        Regression: a conformal interval at ``level`` per task, normalized by the base's
+        ``<task>_std`` when it has one (``normalized=None``) or as asked. Classification:
+        ``method`` ``platt`` or ``isotonic``.
+        """
+        targets = np.asarray(targets, dtype=float).reshape(len(smiles), len(base.tasks))
+        frame = base.predict(list(smiles), batch_size=batch_size)
+        ok = (frame["status"] == "ok").to_numpy()
+        columns = base.prediction_columns()
+        calibrations: dict[str, Calibration] = {}
+        for j, task in enumerate(base.tasks):
+            y, mu = targets[ok, j], frame[task].to_numpy(dtype=float)[ok]
+            try:
+                if base.task_type != "regression":
+                    calibrations[task] = ProbabilityCalibration.fit(y, mu, method)
+                    continue
+                has_std = f"{task}_std" in columns
+                if normalized and not has_std:
+                    raise DataError(
+                        "normalized intervals need a model that predicts a standard deviation "
+                        "(a mean-variance model, an ensemble or MC dropout)"
+                    )
+                use_std = has_std if normalized is None else normalized
+                sigma = frame[f"{task}_std"].to_numpy(dtype=float)[ok] if use_std else None
+                calibrations[task] = ConformalInterval.fit(y, mu, sigma, level)
+            except DataError as exc:
+                raise DataError(f"task {task!r}: {exc}") from exc
+        record = {"molecules": int(len(smiles)), "scored": int(ok.sum()), **(fitted_on or {})}
+        return cls(base, calibrations, record)
+
+    def save(self, path: str | Path, models: Sequence[str | Path], mc_dropout: int = 0) -> Path:
+        """Write the calibration file: ``models`` (the files the base predictor was loaded
+        from) are stored relative to it; :func:`molml.load_model` opens it again."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            CALIBRATED_KEY: {
+                "models": [
+                    os.path.relpath(Path(m).resolve(), path.parent.resolve()) for m in models
+                ],
+                "mc_dropout": mc_dropout,
+                "tasks": {t: c.to_dict() for t, c in self.calibrations.items()},
+                "fitted_on": self.fitted_on,
+                "molml_version": __version__,
+            }
+        }
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        return path
+
+
+def read_calibration_file(
+    path: Path,
+) -> tuple[list[Path], int, dict[str, Calibration], dict[str, Any]] | None:
+    """The model paths, MC dropout passes, calibrations and record of a calibration file, or
+    None if ``path`` is not one."""
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or CALIBRATED_KEY not in manifest:
+        return None
+    body = manifest[CALIBRATED_KEY]
+    try:
+        models = [path.parent / m for m in body["models"]]
+        tasks = {t: calibration_from_dict(c) for t, c in body["tasks"].items()}
+        return models, int(body.get("mc_dropout", 0)), tasks, dict(body.get("fitted_on", {}))
+    except (KeyError, TypeError, AttributeError, DataError) as exc:
+        raise CheckpointError(f"{path}: not a valid calibration file ({exc})") from exc

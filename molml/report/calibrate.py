@@ -1,0 +1,117 @@
+"""``molml calibrate``: fit conformal intervals or calibrated probabilities on the validation
+split of a trained model's data, and write a calibration file that ``molml.load_model``,
+``molml screen`` and ``molml report eval`` open like a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from molml.errors import DataError
+from molml.options import check_int
+from molml.predict import CalibratedPredictor, load_model
+from molml.report.config import data_options
+from molml.report.heldout import resolve_run, split_molecules
+from molml.uncertainty import CLASSIFICATION_METHODS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one-line DataError instead of argparse's exit
+        raise DataError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``molml calibrate`` parser; ``--data.<key>`` options go unparsed."""
+    parser = _Parser(
+        prog="molml calibrate",
+        description="Calibrate a trained model on its validation split (conformal intervals "
+        "for regression, Platt or isotonic probabilities for classification).",
+    )
+    parser.add_argument("--run", default=None, help="a run directory (config, model, split)")
+    parser.add_argument(
+        "--model", action="append", default=[], help="checkpoint or baseline; repeat: ensemble"
+    )
+    parser.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
+    parser.add_argument("--output", required=True, help="calibration file to write (.json)")
+    parser.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    parser.add_argument(
+        "--method",
+        default="platt",
+        choices=CLASSIFICATION_METHODS,
+        help="probability calibration for classifiers (default platt: keeps the ROC-AUC)",
+    )
+    parser.add_argument(
+        "--constant-width",
+        action="store_true",
+        help="regression: intervals of one width for every molecule, even when the model "
+        "predicts a standard deviation",
+    )
+    parser.add_argument(
+        "--mc-dropout", type=int, default=0, help="Monte Carlo dropout passes (default 0: off)"
+    )
+    return parser
+
+
+def calibrate(
+    *,
+    run: str | Path | None,
+    models: list[str],
+    options: dict[str, Any] | None,
+    output: str | Path,
+    level: float = 0.9,
+    method: str = "platt",
+    constant_width: bool = False,
+    mc_dropout: int = 0,
+) -> CalibratedPredictor:
+    """Fit the calibration of the run's model (or of ``models``, several: their ensemble) on
+    the validation split and write it to ``output``; returns the calibrated predictor."""
+    output = Path(output)
+    if output.suffix != ".json":
+        raise DataError(f"--output {output}: the calibration file must end in .json")
+    warnings: list[str] = []
+    paths, options = resolve_run(run, models, options, warnings)
+    held = split_molecules(options)
+    base = load_model(paths, mc_dropout=mc_dropout)
+    missing = [t for t in base.tasks if t not in held.table.tasks]
+    if missing:
+        raise DataError(
+            f"the model predicts {missing}, which the data lacks (its tasks: {held.table.tasks})"
+        )
+    columns = [held.table.tasks.index(t) for t in base.tasks]
+    rows = held.split.val
+    calibrated = CalibratedPredictor.fit(
+        base,
+        list(held.smiles[rows]),
+        held.targets[rows][:, columns],
+        level=level,
+        method=method,
+        normalized=False if constant_width else None,
+        fitted_on={"data": str(held.table.source), "split": "val", "warnings": warnings},
+    )
+    calibrated.save(output, paths, mc_dropout=mc_dropout)
+    return calibrated
+
+
+def main(argv: Sequence[str]) -> Path:
+    """Entry point of ``molml calibrate``; returns the written calibration file."""
+    args, rest = build_parser().parse_known_args(list(argv))
+    check_int(args.mc_dropout, "--mc-dropout", minimum=0)
+    if not args.run and not args.model:
+        raise DataError("give --run RUN_DIR or --model MODEL (with --config CFG)")
+    options = data_options(args.config, rest) if args.config or rest else None
+    calibrated = calibrate(
+        run=args.run,
+        models=args.model,
+        options=options,
+        output=args.output,
+        level=args.level,
+        method=args.method,
+        constant_width=args.constant_width,
+        mc_dropout=args.mc_dropout,
+    )
+    summary = {task: c.to_dict() for task, c in calibrated.calibrations.items()}
+    print(json.dumps({"calibration": summary, "written": args.output}, indent=2))
+    return Path(args.output)

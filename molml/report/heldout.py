@@ -1,0 +1,94 @@
+"""The models of a run and the molecules of its split, as reports and calibration read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rdkit import Chem
+
+from molml.chem.parsing import parse_smiles
+from molml.data.datamodule import MoleculeTable
+from molml.data.splits import Split, split_keys
+from molml.errors import CheckpointError, DataError, InvalidMoleculeError
+from molml.report.config import configured_split, data_options, read_table, standardize_option
+
+
+def run_models(run: Path) -> list[Path]:
+    """The trained model of a run directory: its best checkpoint (``checkpoints/best*.ckpt``,
+    newest first, else any checkpoint) or its fingerprint baseline (``model/``)."""
+    checkpoints = sorted(
+        (run / "checkpoints").glob("*.ckpt"),
+        key=lambda p: (not p.name.startswith("best"), -p.stat().st_mtime),
+    )
+    if checkpoints:
+        return [checkpoints[0]]
+    if (run / "model").is_dir():
+        return [run / "model"]
+    raise CheckpointError(
+        f"run directory {run} has no trained model (checkpoints/*.ckpt or a baseline model/)"
+    )
+
+
+def resolve_run(
+    run: str | Path | None,
+    models: list[str],
+    options: dict[str, Any] | None,
+    warnings: list[str],
+) -> tuple[list[Path], dict[str, Any]]:
+    """The model paths (the run's own first) and the data options (the run's config and its
+    recorded split, unless ``options`` are given); a run without ``split.json`` adds a
+    warning."""
+    paths = [Path(m) for m in models]
+    if run is not None:
+        run = Path(run)
+        if not (run / "config.yaml").is_file():
+            raise DataError(f"run directory {run} has no config.yaml")
+        paths = run_models(run) + paths
+        options = options or data_options([run / "config.yaml"], [])
+        if (run / "split.json").is_file():
+            options = {**options, "split": "predefined", "split_file": str(run / "split.json")}
+        else:
+            warnings.append(f"{run} has no split.json: the split is made again from its config.")
+    if options is None:
+        raise DataError("no data given: use --run RUN_DIR or --config CFG")
+    if not paths:
+        raise DataError("no model given: use --run RUN_DIR or --model MODEL")
+    return paths, options
+
+
+@dataclass
+class SplitMolecules:
+    """The parseable molecules of a table and their split.
+
+    ``smiles``, ``targets``, ``mols`` and ``keys`` (identity, scaffold) are over the parseable
+    rows only; ``split``'s indices point into them.
+    """
+
+    table: MoleculeTable
+    smiles: np.ndarray
+    targets: np.ndarray
+    mols: list[Chem.Mol]
+    keys: list[tuple[str, str]]
+    split: Split
+
+
+def split_molecules(options: dict[str, Any]) -> SplitMolecules:
+    """Read the table the options describe, parse it (with the configured standardization)
+    and make the configured split."""
+    table = read_table(options)
+    standardize = standardize_option(options)
+    mols: list[Chem.Mol | None] = []
+    for text in table.frame["smiles"]:
+        try:
+            mols.append(parse_smiles(text, standardize_mol=standardize))
+        except InvalidMoleculeError:
+            mols.append(None)
+    valid = np.array([m is not None for m in mols])
+    good = [m for m in mols if m is not None]
+    keys = [split_keys(m) for m in good]
+    split = configured_split(table, options, valid, [k[1] for k in keys])
+    smiles = table.frame["smiles"].to_numpy()[valid]
+    return SplitMolecules(table, smiles, table.targets[valid], good, keys, split)

@@ -1,0 +1,268 @@
+"""Uncertainty: conformal intervals, probability calibration, mean-variance models, MC dropout,
+ensembles, calibration files and their use in screening and the evaluation report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from molml.cli import main
+from molml.errors import CheckpointError, DataError, PredictorError
+from molml.predict import CalibratedPredictor, EnsemblePredictor, GraphPredictor, load_model
+from molml.uncertainty import (
+    ConformalInterval,
+    ProbabilityCalibration,
+    conformal_margin,
+    expected_calibration_error,
+    interval_coverage,
+    miscalibration_area,
+    regression_uncertainty_scores,
+)
+
+
+def heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets ``y = mu + sigma * noise`` with a known, molecule-dependent ``sigma``."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=n)
+    sigma = np.exp(rng.normal(scale=0.7, size=n))
+    return mu + sigma * rng.normal(size=n), mu, sigma
+
+
+def test_conformal_intervals_cover_at_the_requested_level() -> None:
+    y_cal, mu_cal, sigma_cal = heteroscedastic(2000, seed=0)
+    y, mu, sigma = heteroscedastic(20000, seed=1)
+    for level in (0.8, 0.9):
+        adaptive = ConformalInterval.fit(y_cal, mu_cal, sigma_cal, level)
+        constant = ConformalInterval.fit(y_cal, mu_cal, None, level)
+        adaptive_bounds = adaptive.bounds(mu, sigma)
+        constant_bounds = constant.bounds(mu, None)
+        assert abs(interval_coverage(y, *adaptive_bounds) - level) < 0.02
+        assert abs(interval_coverage(y, *constant_bounds) - level) < 0.02
+    # at 90% the interval that knows the noise is narrower on average at the same coverage
+    width = np.mean(adaptive_bounds[1] - adaptive_bounds[0])
+    assert width < 0.95 * np.mean(constant_bounds[1] - constant_bounds[0])
+    # with the true sigma the score is |N(0, 1)|: the margin is its 90% quantile
+    assert adaptive.margin == pytest.approx(1.645, abs=0.1)
+
+
+def test_conformal_margin_is_the_finite_sample_quantile() -> None:
+    scores = np.arange(1.0, 10.0)  # n = 9: rank ceil(10 * 0.8) = 8
+    assert conformal_margin(scores, 0.8) == 8.0
+    assert conformal_margin(scores, 0.95) == np.inf  # rank 10 > n
+    with pytest.raises(DataError, match="too few"):
+        ConformalInterval.fit(np.zeros(5), np.zeros(5), None, 0.95)
+    with pytest.raises(DataError, match="between 0 and 1"):
+        conformal_margin(scores, 1.5)
+
+
+def overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels drawn from true probabilities and a model that is far too sure of them."""
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(scale=1.5, size=n)
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-true_logit))).astype(float)
+    return y, 1 / (1 + np.exp(-4 * true_logit + 1))
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_probability_calibration_improves_brier(method: str) -> None:
+    y_cal, p_cal = overconfident(3000, seed=0)
+    y, p = overconfident(5000, seed=1)
+    calibration = ProbabilityCalibration.fit(y_cal, p_cal, method)
+    calibrated = calibration.transform(p)
+    assert brier_score_loss(y, calibrated) < brier_score_loss(y, p) - 0.01
+    assert expected_calibration_error(y, calibrated) < expected_calibration_error(y, p) / 2
+    if method == "platt":  # a monotone map of the logit keeps the ranking exactly
+        assert roc_auc_score(y, calibrated) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    restored = ProbabilityCalibration(**{**calibration.to_dict(), "kind": "probability"})
+    np.testing.assert_allclose(restored.transform(p), calibrated)
+    with pytest.raises(DataError, match="both classes"):
+        ProbabilityCalibration.fit(np.ones(10), np.full(10, 0.5), method)
+
+
+def test_uncertainty_scores_tell_calibrated_from_overconfident_spread() -> None:
+    y, mu, sigma = heteroscedastic(5000, seed=2)
+    good = regression_uncertainty_scores(y, mu, sigma)
+    shrunk = regression_uncertainty_scores(y, mu, sigma / 3)
+    assert good["miscalibration_area"] < 0.02 < 0.2 < shrunk["miscalibration_area"]
+    assert good["nll"] < shrunk["nll"]
+    assert good["spearman_abs_error"] > 0.3  # |error| grows with the known sigma
+    assert miscalibration_area(y, mu, sigma * 3) > 0.2
+
+
+# ---------------------------------------------------------------------- graph models
+def train_model(property_csv: Path, root: Path, **model_args: object) -> Path:
+    """A small D-MPNN on logP for three epochs; returns its checkpoint."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from molml.data.datamodule import MoleculeDataModule
+    from molml.models import DMPNN, MoleculeModel
+
+    L.seed_everything(0)
+    dm = MoleculeDataModule(
+        path=str(property_csv), target_columns=["logp"], cache_dir=None, batch_size=32
+    )
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=32, depth=2),
+        ffn_hidden_dim=32,
+        tasks=dm.tasks,
+        featurizer=dm.featurizer_config,
+        **model_args,
+    )
+    checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor="val/rmse")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+    )
+    trainer.fit(model, datamodule=dm)
+    return Path(checkpoint.best_model_path)
+
+
+@pytest.fixture(scope="module")
+def mve_checkpoints(property_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two mean-variance D-MPNNs with dropout (seeds differ through the data order)."""
+    root = tmp_path_factory.mktemp("mve")
+    first = train_model(property_csv, root / "a", mean_variance=True, dropout=0.2)
+    L.seed_everything(1)
+    second = train_model(property_csv, root / "b", mean_variance=True, dropout=0.2, lr=2e-3)
+    return [first, second]
+
+
+def test_mean_variance_model_predicts_std_and_trains_on_gaussian_nll(
+    mve_checkpoints: list[Path], property_csv: Path
+) -> None:
+    predictor = load_model(mve_checkpoints[0])
+    assert predictor.prediction_columns() == ["logp", "logp_std"]
+    assert predictor.point_columns() == ["logp"]
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:60]
+    frame = predictor.predict(smiles)
+    ok = frame["status"] == "ok"
+    assert (frame.loc[ok, "logp_std"] > 0).all()
+    assert frame.loc[~ok, "logp_std"].isna().all()
+    # the loss is the Gaussian NLL of the standardized target under the predicted variance
+    model = predictor.model
+    batch = predictor._featurize(smiles[:8])[0].batch(0, 8)
+    batch.y = torch.randn(batch.num_graphs, 1)
+    batch.y_mask = torch.ones_like(batch.y, dtype=torch.bool)
+    with torch.no_grad():
+        out = model(batch)
+        mean, raw = out[:, :1], out[:, 1:]
+        var = torch.nn.functional.softplus(raw) + 1e-6
+        target = (batch.y - model.target_mean) / model.target_std
+        expected = (0.5 * (torch.log(var) + (target - mean) ** 2 / var)).mean()
+        assert model.loss(out, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(DataError, match="regression"):
+        type(model)(task_type="classification", mean_variance=True)
+
+
+def test_mc_dropout_is_repeatable_and_needs_dropout(
+    mve_checkpoints: list[Path], graph_run: dict, property_csv: Path
+) -> None:
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:30]
+    plain = load_model(mve_checkpoints[0]).predict(smiles)
+    mc = load_model(mve_checkpoints[0], mc_dropout=10)
+    first, second = mc.predict(smiles), mc.predict(smiles)
+    pd.testing.assert_frame_equal(first, second)
+    ok = first["status"] == "ok"
+    assert not np.allclose(first.loc[ok, "logp"], plain.loc[ok, "logp"])
+    # the passes' spread adds to the model's own variance
+    assert (first.loc[ok, "logp_std"] > 0.5 * plain.loc[ok, "logp_std"]).all()
+    assert mc.metadata["mc_dropout"] == 10
+    with pytest.raises(PredictorError, match="dropout"):
+        load_model(graph_run["ckpt"], mc_dropout=5)  # trained without dropout
+
+
+def test_ensemble_of_mean_variance_models_adds_the_variances(
+    mve_checkpoints: list[Path], property_csv: Path
+) -> None:
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:30]
+    members = [load_model(c).predict(smiles) for c in mve_checkpoints]
+    ensemble = load_model(mve_checkpoints)
+    assert isinstance(ensemble, EnsemblePredictor)
+    assert ensemble.prediction_columns() == ["logp", "logp_std"]
+    frame = ensemble.predict(smiles)
+    means = np.stack([m["logp"] for m in members])
+    variance = means.var(axis=0) + np.mean([m["logp_std"] ** 2 for m in members], axis=0)
+    np.testing.assert_allclose(frame["logp"], means.mean(axis=0))
+    np.testing.assert_allclose(frame["logp_std"], np.sqrt(variance))
+
+
+def test_calibrate_command_writes_a_file_that_screens_and_reports(
+    mve_checkpoints: list[Path], property_csv: Path, tmp_path: Path
+) -> None:
+    calibration = tmp_path / "calibrated.json"
+    data = ["--data.path", str(property_csv), "--data.target_columns", "[logp]"]
+    main(["calibrate", "--model", str(mve_checkpoints[0]), "--output", str(calibration), *data])
+    manifest = json.loads(calibration.read_text())["calibrated"]
+    assert manifest["tasks"]["logp"]["normalized"] is True
+    assert manifest["tasks"]["logp"]["n_calibration"] == 40  # the validation split
+    predictor = load_model(calibration)
+    assert isinstance(predictor, CalibratedPredictor)
+    assert predictor.prediction_columns() == ["logp", "logp_std", "logp_lower", "logp_upper"]
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:50]
+    frame = predictor.predict(smiles)
+    margin = manifest["tasks"]["logp"]["margin"]
+    np.testing.assert_allclose(frame["logp_upper"] - frame["logp"], margin * frame["logp_std"])
+
+    # the same file screens a library (resumable screening keeps the extra columns)
+    library = tmp_path / "library.csv"
+    pd.DataFrame({"smiles": smiles + ["not_a_smiles"]}).to_csv(library, index=False)
+    output = tmp_path / "screened.csv"
+    main(["screen", "--model", str(calibration), "--input", str(library), "--output",
+          str(output), "--num-workers", "0", "--no-progress"])  # fmt: skip
+    screened = pd.read_csv(output)
+    np.testing.assert_allclose(screened["logp_lower"][:50], frame["logp_lower"], rtol=1e-5)
+    assert screened["status"].iloc[-1] != "ok" and np.isnan(screened["logp_lower"].iloc[-1])
+
+    # and the evaluation report scores its interval and its standard deviation
+    report_dir = tmp_path / "report"
+    main(["report", "eval", "--model", str(calibration), "--output", str(report_dir), *data])
+    report = json.loads((report_dir / "report.json").read_text())
+    scores = next(iter(report["tasks"]["logp"]["uncertainty"].values()))
+    assert scores["interval_level"] == 0.9
+    assert 0 < scores["coverage"] <= 1 and scores["mean_width"] > 0
+    assert -1 <= scores["spearman_abs_error"] <= 1
+    html = (report_dir / "report.html").read_text()
+    assert "logp_uncertainty" in html and (report_dir / "logp_uncertainty.png").is_file()
+
+
+def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_path: Path) -> None:
+    from molml.report.calibrate import calibrate
+    from molml.report.heldout import run_models
+
+    run = classification_runs["graph"]
+    base = load_model(run_models(run)[0])
+    calibrated = calibrate(run=run, models=[], options=None, output=tmp_path / "platt.json")
+    assert calibrated.calibrations["active"].method == "platt"
+    smiles = pd.read_csv(calibrated.fitted_on["data"])["smiles"].iloc[:80].tolist()
+    raw, tuned = base.predict(smiles), load_model(tmp_path / "platt.json").predict(smiles)
+    ok = (raw["status"] == "ok").to_numpy()
+    assert not np.allclose(raw.loc[ok, "active"], tuned.loc[ok, "active"])
+    order = np.argsort(raw.loc[ok, "active"].to_numpy(), kind="stable")
+    assert np.all(np.diff(tuned.loc[ok, "active"].to_numpy()[order]) >= -1e-12)
+    with pytest.raises(CheckpointError, match="not among"):
+        CalibratedPredictor(base, {"other": calibrated.calibrations["active"]})
+
+
+def test_calibration_refuses_bad_requests(
+    graph_run: dict, property_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = GraphPredictor(graph_run["model"])
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:20]
+    targets = np.zeros((20, 2))
+    with pytest.raises(DataError, match="standard deviation"):
+        CalibratedPredictor.fit(base, smiles, targets, normalized=True)
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--model", "x.ckpt", "--output", "out.yaml", "--data.path", "x.csv"])
+    assert "must end in .json" in capsys.readouterr().err
