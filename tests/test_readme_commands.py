@@ -188,6 +188,32 @@ def check_screen_onnx(root: Path, before: set[Path]) -> None:
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
 
 
+def check_calibrate(root: Path, before: set[Path]) -> None:
+    calibrated = load_model(root / "esol_intervals.json")
+    assert calibrated.prediction_columns() == [
+        "logSolubility",
+        "logSolubility_std",
+        "logSolubility_lower",
+        "logSolubility_upper",
+    ]
+
+
+def check_screen_intervals(root: Path, before: set[Path]) -> None:
+    scores = pd.read_parquet(root / "scores_intervals.parquet")
+    ok = scores[scores["status"] == "ok"]
+    assert len(scores) == LIBRARY_SIZE and len(ok) > 0
+    assert (ok["logSolubility_lower"] < ok["logSolubility"]).all()
+    assert (ok["logSolubility"] < ok["logSolubility_upper"]).all()
+
+
+def check_report_intervals(root: Path, before: set[Path]) -> None:
+    report_dir = root / "runs" / "esol_dmpnn_mve" / "version_0" / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    scored = report["tasks"]["logSolubility"]["uncertainty"]
+    assert len(scored) == 2  # the raw model's std, the calibrated model's std and interval
+    assert [s["interval_level"] for s in scored.values()] == [None, 0.9]
+
+
 # README command -> (datasets it needs, what it must have written)
 CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml": (("esol",), check_fit),
@@ -215,6 +241,17 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml report eval --run runs/esol_dmpnn/version_0 --model runs/esol_xgb/version_0/model": (
         ("esol",),
         check_report_eval,
+    ),
+    "molml fit --config configs/esol_dmpnn_mve.yaml": (("esol",), check_fit),
+    "molml calibrate --run runs/esol_dmpnn_mve/version_0 --output esol_intervals.json": (
+        ("esol",),
+        check_calibrate,
+    ),
+    "molml screen --model esol_intervals.json --input library.smi.gz "
+    "--output scores_intervals.parquet": (("esol",), check_screen_intervals),
+    "molml report eval --run runs/esol_dmpnn_mve/version_0 --model esol_intervals.json": (
+        ("esol",),
+        check_report_intervals,
     ),
     "molml tune --config configs/esol_dmpnn.yaml --search configs/search/dmpnn.yaml "
     "--n-trials 50": (("esol",), check_tune),

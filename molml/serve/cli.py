@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from molml.baselines.model import SPEC_FILE
 from molml.errors import DataError
 from molml.options import check_int
 from molml.predict import Predictor, load_model
@@ -16,13 +17,13 @@ from molml.serve.domain import DEFAULT_SIMILARITY_THRESHOLD, ReferenceSet
 
 def model_name(spec: str) -> tuple[str, str]:
     """``NAME=PATH`` -> (NAME, PATH); a bare path is named after its file or directory
-    (``runs/a/checkpoints/logp.ckpt`` -> ``logp``; a baseline's ``model/baseline.json`` ->
-    ``model``)."""
+    (``runs/a/checkpoints/logp.ckpt`` -> ``logp``, ``esol_intervals.json`` -> ``esol_intervals``;
+    a baseline's ``model/baseline.json`` -> ``model``)."""
     name, sep, path = spec.partition("=")
     if sep and MODEL_NAME.match(name) and not Path(spec).exists():
         return name, path
     path = Path(spec)
-    return (path.parent.name if path.suffix == ".json" else path.stem), spec
+    return (path.parent.name if path.name == SPEC_FILE else path.stem), spec
 
 
 def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor]:
