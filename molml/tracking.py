@@ -26,8 +26,14 @@ MLFLOW_RUN_FILE = "mlflow_run.json"
 
 
 def record_mlflow_run(run_dir: str | Path, tracking_uri: str, run_id: str) -> Path:
-    """Note in a run directory which MLflow run it was logged to, so later artifacts (an
-    evaluation report) can join that record."""
+    """Note in a run directory which MLflow run it was logged to (the tracking URI made
+    absolute), so later artifacts (an evaluation report) can join that record from any
+    working directory."""
+    tracking_uri = absolute_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("file:") and not tracking_uri.startswith("file:///"):
+        tracking_uri = Path(tracking_uri.removeprefix("file:")).resolve().as_uri()
+    elif "://" not in tracking_uri and not tracking_uri.startswith("file:"):  # a plain path
+        tracking_uri = str(Path(tracking_uri).resolve())
     path = Path(run_dir) / MLFLOW_RUN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}) + "\n")

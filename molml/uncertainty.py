@@ -37,7 +37,7 @@ def conformal_margin(scores: np.ndarray, level: float) -> float:
     if not 0 < level < 1:
         raise DataError(f"the interval level must be between 0 and 1, got {level}")
     scores = np.sort(np.asarray(scores, dtype=float)[np.isfinite(scores)])
-    rank = math.ceil((len(scores) + 1) * level)
+    rank = math.ceil((len(scores) + 1) * level - 1e-9)  # 1e-9: no float round-up
     if len(scores) == 0 or rank > len(scores):
         return math.inf
     return float(scores[rank - 1])
@@ -75,7 +75,7 @@ class ConformalInterval:
         if not math.isfinite(margin):
             raise DataError(
                 f"{int(keep.sum())} calibration molecules are too few for a {level:g} interval "
-                f"(at least {math.ceil(level / (1 - level))} are needed)"
+                f"(at least {math.ceil(level / (1 - level) - 1e-9)} are needed)"
             )
         return cls(level, margin, sigma is not None, int(keep.sum()))
 
@@ -209,9 +209,16 @@ def regression_uncertainty_scores(
     lower: np.ndarray | None = None,
     upper: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The scores of a regression uncertainty estimate on labelled molecules: interval
-    coverage and mean width (given bounds), and Spearman(|error|, sigma), Gaussian NLL and
-    miscalibration area (given sigma)."""
+    """The scores of a regression uncertainty estimate on labelled molecules (those with any
+    value missing are left out; ``n`` counts the rest): interval coverage and mean width (given
+    bounds), and Spearman(|error|, sigma), Gaussian NLL and miscalibration area (given
+    sigma)."""
+    finite = np.isfinite(y) & np.isfinite(mu)
+    for column in (sigma, lower, upper):
+        if column is not None:
+            finite &= np.isfinite(column)
+    y, mu = np.asarray(y)[finite], np.asarray(mu)[finite]
+    sigma, lower, upper = (c[finite] if c is not None else None for c in (sigma, lower, upper))
     out: dict[str, float] = {"n": int(len(y))}
     if lower is not None and upper is not None:
         out["coverage"] = interval_coverage(y, lower, upper)

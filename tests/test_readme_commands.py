@@ -210,7 +210,7 @@ def check_report_intervals(root: Path, before: set[Path]) -> None:
     report_dir = root / "runs" / "esol_dmpnn_mve" / "version_0" / "report"
     report = json.loads((report_dir / "report.json").read_text())
     scored = report["tasks"]["logSolubility"]["uncertainty"]
-    assert len(scored) == 2  # the raw model's std, the calibrated model's std and interval
+    assert len(scored) == 2  # the raw model (std) and the calibrated one (std and interval)
     assert [s["interval_level"] for s in scored.values()] == [None, 0.9]
 
 

@@ -264,3 +264,25 @@ def test_report_split_takes_the_configured_entry_of_a_split_file(
     table = pd.read_csv(property_csv)
     assert tests[0] == set(table["smiles"].iloc[rows[350:]])
     assert tests[1] == set(table["smiles"].iloc[rows[:50]])
+
+
+def test_a_cv_fold_run_is_reported_on_its_own_split(property_csv: Path, tmp_path: Path) -> None:
+    """A fold run's config names its fold of the folds file; its split.json holds one split."""
+    import yaml
+
+    from molml.report.heldout import resolve_run, split_molecules
+
+    run = tmp_path / "fold_2"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").touch()
+    rows = [i for i in range(403) if i not in (40, 41, 42)]
+    data = {"path": str(property_csv), "target_columns": ["logp"], "split_index": 2}
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    (run / "split.json").write_text(
+        json.dumps([{"train": rows[:300], "val": rows[300:350], "test": rows[350:]}])
+    )
+    warnings: list[str] = []
+    paths, options = resolve_run(run, [], None, warnings)
+    assert paths == [run / "checkpoints" / "best.ckpt"] and not warnings
+    held = split_molecules(options)
+    assert len(held.split.test) == len(rows[350:])

@@ -242,6 +242,8 @@ def test_model_names_from_the_command_line(tmp_path: Path, graph_run: dict) -> N
     assert model_name(f"logp={ckpt}") == ("logp", ckpt)
     assert model_name(ckpt) == ("best", ckpt)
     assert model_name("runs/x/model/baseline.json") == ("model", "runs/x/model/baseline.json")
+    assert model_name("runs/cv/esol/ensemble.json") == ("esol", "runs/cv/esol/ensemble.json")
+    assert model_name("esol_intervals.json") == ("esol_intervals", "esol_intervals.json")
     with pytest.raises(molml.errors.DataError, match="two models are named 'best'"):
         load_predictors([ckpt, ckpt], ensemble=False)
     assert list(load_predictors([ckpt, ckpt], ensemble=True)) == ["ensemble"]

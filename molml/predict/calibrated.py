@@ -30,7 +30,8 @@ class CalibratedPredictor(Predictor):
     Regression: the base predictions plus ``<task>_lower`` / ``<task>_upper``, a split-conformal
     interval at the fitted level (``mu +- margin * <task>_std`` when the base model predicts a
     standard deviation, else ``mu +- margin``). Binary classification: the probability columns
-    hold calibrated probabilities (Platt or isotonic).
+    hold calibrated probabilities (Platt or isotonic); an ensemble's ``<task>_std`` stays the
+    spread of its members' uncalibrated probabilities.
 
     Args:
         base: the predictor that is calibrated (a model, an ensemble, MC dropout).

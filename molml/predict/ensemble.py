@@ -26,6 +26,12 @@ class EnsemblePredictor(Predictor):
     kind = "ensemble"
 
     def __init__(self, members: Sequence[Predictor]) -> None:
+        for member in members:
+            if member.kind == "calibrated":
+                raise CheckpointError(
+                    "a calibrated model cannot be an ensemble member (its calibration would be "
+                    "lost); calibrate the ensemble instead: molml calibrate --model A --model B"
+                )
         flat = [single for member in members for single in member.members]
         if len(flat) < 2:
             raise CheckpointError("an ensemble needs at least two models")

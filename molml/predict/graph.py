@@ -30,9 +30,11 @@ class GraphPredictor(SingleModelPredictor):
         spec: the checkpoint's spec (training data, versions), if loaded from a file.
         source: the checkpoint file it came from, if any.
         mc_dropout: if > 0, Monte Carlo dropout: predictions are the mean of this many
-            forward passes with the model's dropout layers active (fixed seed, so repeatable),
-            and every prediction column gets a ``<column>_std`` (the passes' standard
-            deviation; for a mean-variance model combined with its predicted variance).
+            forward passes with every dropout of the model active (the model in training mode,
+            except batch norm, which keeps its running statistics), and every prediction column
+            gets a ``<column>_std`` (the passes' standard deviation; for a mean-variance model
+            combined with its predicted variance). The passes are seeded, so the same molecules
+            in the same batches give the same numbers; other batch sizes draw other masks.
     """
 
     kind = "graph"
@@ -49,7 +51,7 @@ class GraphPredictor(SingleModelPredictor):
         super().__init__(model.eval(), source)
         self.spec = spec or model.spec()
         check_int(mc_dropout, "mc_dropout", minimum=0)
-        if mc_dropout and not any(m.p > 0 for m in _dropout_layers(model)):
+        if mc_dropout and not _has_dropout(model):
             raise PredictorError(
                 "MC dropout needs a model trained with dropout; this one has none (set "
                 "model.dropout and/or the encoder's dropout when training)"
@@ -161,25 +163,29 @@ class GraphPredictor(SingleModelPredictor):
         return values
 
 
-def _dropout_layers(model: torch.nn.Module) -> list[torch.nn.modules.dropout._DropoutNd]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+def _has_dropout(model: MoleculeModel) -> bool:
+    """Whether any dropout (a layer, or an encoder's attention dropout) is non-zero."""
+    layers = (m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd))
+    encoder = model.encoder.config
+    return any(m.p > 0 for m in layers) or encoder.get("attention_dropout", 0) > 0
 
 
 @contextmanager
 def _dropout_active(model: MoleculeModel, active: bool) -> Iterator[None]:
-    """Dropout layers in training mode (everything else as it is) under a fixed seed, without
-    touching the caller's random state."""
+    """The model in training mode (so functional and attention dropout are active too) but
+    batch norm in eval mode, under a fixed seed, without touching the caller's random state;
+    the model is back in eval mode afterwards."""
     if not active:
         yield
         return
-    layers = _dropout_layers(model)
     devices = [model.device] if model.device.type != "cpu" else []
     with torch.random.fork_rng(devices=devices, device_type=model.device.type):
         torch.manual_seed(MC_DROPOUT_SEED)
-        for layer in layers:
-            layer.train()
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
         try:
             yield
         finally:
-            for layer in layers:
-                layer.eval()
+            model.eval()

@@ -49,7 +49,9 @@ def resolve_run(
         paths = run_models(run) + paths
         options = options or data_options([run / "config.yaml"], [])
         if (run / "split.json").is_file():
-            options = {**options, "split": "predefined", "split_file": str(run / "split.json")}
+            # a run's split.json holds its one split (a CV fold run's config names its fold)
+            split = {"split": "predefined", "split_file": str(run / "split.json"), "split_index": 0}
+            options = {**options, **split}
         else:
             warnings.append(f"{run} has no split.json: the split is made again from its config.")
     if options is None:

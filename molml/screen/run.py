@@ -118,6 +118,8 @@ def screen_library(
             "input_size": input_path.stat().st_size,
             "input_mtime_ns": input_path.stat().st_mtime_ns,
             "models": [_file_digest(Path(p)) for p in models],
+            # the files an ensemble manifest or a calibration file points to
+            "member_files": [_file_digest(p) for p in _member_sources(module, models)],
             "chunk_size": chunk_size,
             "reader": reader_options,
             "mc_dropout": mc_dropout,
@@ -181,6 +183,13 @@ def screen_library(
         }
         Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _member_sources(module: ScreeningModule, models: Sequence[str | Path]) -> list[Path]:
+    """Model files the predictor was loaded from besides the ones named on the command line."""
+    given = {Path(p).resolve() for p in models}
+    sources = {Path(m.source).resolve() for m in module.members if getattr(m, "source", None)}
+    return sorted(sources - given)
 
 
 def _file_digest(path: Path) -> str:

@@ -18,12 +18,14 @@ from molml.serve.domain import DEFAULT_SIMILARITY_THRESHOLD, ReferenceSet
 def model_name(spec: str) -> tuple[str, str]:
     """``NAME=PATH`` -> (NAME, PATH); a bare path is named after its file or directory
     (``runs/a/checkpoints/logp.ckpt`` -> ``logp``, ``esol_intervals.json`` -> ``esol_intervals``;
-    a baseline's ``model/baseline.json`` -> ``model``)."""
+    a baseline's ``model/baseline.json`` -> ``model``, a ``molml cv`` ``<name>/ensemble.json``
+    -> ``<name>``)."""
     name, sep, path = spec.partition("=")
     if sep and MODEL_NAME.match(name) and not Path(spec).exists():
         return name, path
     path = Path(spec)
-    return (path.parent.name if path.name == SPEC_FILE else path.stem), spec
+    generic = (SPEC_FILE, "ensemble.json")  # named after their directory
+    return (path.parent.name if path.name in generic else path.stem), spec
 
 
 def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor]:
