@@ -253,14 +253,17 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
 
     # and the evaluation report scores its interval and its standard deviation
     report_dir = tmp_path / "report"
-    main(["report", "eval", "--model", str(calibration), "--output", str(report_dir), *data])
+    models = ["--model", str(mve_checkpoints[0]), "--model", str(calibration)]
+    main(["report", "eval", *models, "--output", str(report_dir), *data])
     report = json.loads((report_dir / "report.json").read_text())
-    scores = next(iter(report["tasks"]["logp"]["uncertainty"].values()))
+    raw, scores = report["tasks"]["logp"]["uncertainty"].values()
+    assert raw["interval_level"] is None and "coverage" not in raw
     assert scores["interval_level"] == 0.9
     assert 0 < scores["coverage"] <= 1 and scores["mean_width"] > 0
     assert -1 <= scores["spearman_abs_error"] <= 1
     html = (report_dir / "report.html").read_text()
     assert "logp_uncertainty" in html and (report_dir / "logp_uncertainty.png").is_file()
+    assert "<th>coverage</th>" in html  # a column only the second model has
 
 
 def test_calibrated_ensemble_and_its_refusals(

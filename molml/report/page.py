@@ -54,11 +54,12 @@ class Page:
         self.parts[position:position] = parts
 
     def table(self, rows: Sequence[dict[str, Any]], limit: int = 50) -> None:
-        """A table of dicts (the first row's keys are the columns), at most ``limit`` rows."""
+        """A table of dicts (columns: every key, in order of first appearance; a missing one
+        shows as an empty cell), at most ``limit`` rows."""
         if not rows:
             self.text("(none)")
             return
-        columns = list(rows[0])
+        columns = list(dict.fromkeys(key for row in rows for key in row))
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
         body = "".join(
             "<tr>"
