@@ -373,3 +373,75 @@ def test_targets_become_y_and_mask(feat: MolGraphFeaturizer) -> None:
     assert data.y_mask.tolist() == [[True, False, True]]
     assert not torch.isnan(data.y).any()
     assert np.allclose(data.y.numpy(), [[1.5, 0.0, 0.0]])
+
+
+# ---------------------------------------------------------------------------- block = reference
+def reference_graph(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The default features written out atom by atom from the module docstring's table, with
+    RDKit's standard parser: slow and obvious, a check on the table-driven block path."""
+    from molml.chem.featurizer import (
+        BOND_STEREO as STEREOS,
+    )
+    from molml.chem.featurizer import (
+        BOND_TYPES,
+        CIP_LABELS,
+        DEGREES,
+        FORMAL_CHARGES,
+        H_COUNTS,
+        HYBRIDIZATIONS,
+    )
+
+    def one_hot(value: object, choices: tuple) -> list[float]:
+        return [float(value == c) for c in choices] + [float(value not in choices)]
+
+    mol = Chem.MolFromSmiles(smiles)
+    Chem.AssignStereochemistry(mol, cleanIt=True, force=True)
+    table = Chem.GetPeriodicTable()
+    atoms = []
+    for a in mol.GetAtoms():
+        z, isotope = a.GetAtomicNum(), a.GetIsotope()
+        mass = table.GetMassForIsotope(z, isotope) if isotope else table.GetAtomicWeight(z)
+        cip = a.GetProp("_CIPCode") if a.HasProp("_CIPCode") else ""
+        atoms.append(
+            one_hot(z, DEFAULT_ELEMENTS)
+            + one_hot(a.GetTotalDegree(), DEGREES)
+            + one_hot(a.GetFormalCharge(), FORMAL_CHARGES)
+            + one_hot(cip, CIP_LABELS)
+            + one_hot(a.GetTotalNumHs(), H_COUNTS)
+            + one_hot(a.GetHybridization(), HYBRIDIZATIONS)
+            + [float(a.GetIsAromatic()), float(a.IsInRing()), mass / 100.0]
+        )
+    edges, bonds = [], []
+    for b in mol.GetBonds():
+        u, v = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        row = (
+            one_hot(b.GetBondType(), BOND_TYPES)
+            + [float(b.GetIsConjugated()), float(b.IsInRing())]
+            + one_hot(b.GetStereo(), STEREOS)
+        )
+        edges += [(u, v), (v, u)]
+        bonds += [row, row]
+    return (
+        np.array(atoms, dtype=np.float32),
+        np.array(edges, dtype=np.int64).reshape(-1, 2).T,
+        np.array(bonds, dtype=np.float32).reshape(-1, 14),
+    )
+
+
+def test_block_featurization_equals_the_reference_on_thousands_of_molecules() -> None:
+    from conftest import nci_smiles
+
+    from molml.data.graphs import featurize_block
+
+    smiles = nci_smiles(3000) + HIV_METALS + ["C", "[Na+].[Cl-]", "F/C=C/F", "C[C@H](N)O"]
+    arrays, errors, _, _ = featurize_block(MolGraphFeaturizer(), [*smiles, "C1CC"])
+    assert list(errors) == [len(smiles)]
+    atom_starts = np.concatenate([[0], np.cumsum(arrays["n_atoms"])])
+    edge_starts = np.concatenate([[0], np.cumsum(arrays["n_edges"])])
+    for i, text in enumerate(smiles):
+        x, edge_index, edge_attr = reference_graph(text)
+        atoms = slice(atom_starts[i], atom_starts[i + 1])
+        edges = slice(edge_starts[i], edge_starts[i + 1])
+        assert np.array_equal(arrays["x"][atoms], x), text
+        assert np.array_equal(arrays["edge_index"][:, edges], edge_index), text
+        assert np.array_equal(arrays["edge_attr"][edges], edge_attr), text

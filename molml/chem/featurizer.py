@@ -53,7 +53,8 @@ relies on this. Molecules with one atom (``C``, ``[Na+]``) get an empty edge lis
 
 Speed: RDKit is asked for each atom's raw properties once, as one tuple; the one-hot row for
 each distinct tuple is built once per process and then looked up, so the per-atom Python work is
-a handful of RDKit calls and a dict lookup.
+a handful of RDKit calls and a dict lookup. A block of molecules is gathered from the tables in
+one numpy call (:meth:`MolGraphFeaturizer.row_ids`, :meth:`MolGraphFeaturizer.gather`).
 """
 
 from __future__ import annotations
@@ -210,10 +211,12 @@ class MolGraphFeaturizer:
             mol = Chem.AddHs(mol)
         return mol
 
-    def arrays(
+    def row_ids(
         self, mol: Chem.Mol, *, has_chirality: bool = True, has_bond_stereo: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)``.
+    ) -> tuple[list[int], list[int], list[int]]:
+        """A parsed molecule as rows of the featurizer's tables: the atom table row of each
+        atom, the bond table row of each bond, and the bond ends ``[begin0, end0, begin1,
+        ...]``; :meth:`gather` turns rows into feature arrays, for one molecule or many.
 
         ``has_chirality=False`` / ``has_bond_stereo=False`` promise that no atom is a specified
         stereocentre / no bond has a stereo label (true for SMILES without ``@`` / ``/`` and
@@ -223,10 +226,12 @@ class MolGraphFeaturizer:
         chiral tag, does not depend on the order in which the atoms were written; the chemprop
         preset uses the chiral tag, as chemprop does.
         """
-        stereo_none = BOND_STEREO[0]
         chemprop = self.preset == "chemprop"
         if has_chirality and not chemprop:
             Chem.AssignStereochemistry(mol, cleanIt=True)  # no-op when parsing already did it
+        # GetAtomWithIdx over a range: RDKit's GetAtoms() iterator costs three Python calls
+        # per atom
+        atoms = list(map(mol.GetAtomWithIdx, range(mol.GetNumAtoms())))
         atom_keys = [
             (
                 a.GetAtomicNum(),
@@ -243,52 +248,68 @@ class MolGraphFeaturizer:
                 a.IsInRing(),
                 a.GetIsotope(),
             )
-            for a in mol.GetAtoms()
+            for a in atoms
         ]
         rows = self._atom_rows
         atom_ids = [rows[k] if k in rows else self._atom_row(k) for k in atom_keys]
-        x = self._atom_table[atom_ids]
+        bonds = list(map(mol.GetBondWithIdx, range(mol.GetNumBonds())))
+        stereo_none = BOND_STEREO[0]
+        bond_keys = [
+            (
+                b.GetBondType(),
+                b.GetIsConjugated(),
+                b.IsInRing(),
+                b.GetStereo() if has_bond_stereo else stereo_none,
+            )
+            for b in bonds
+        ]
+        brows = self._bond_rows
+        bond_ids = [brows[k] if k in brows else self._bond_row(k) for k in bond_keys]
+        ends = [i for b in bonds for i in (b.GetBeginAtomIdx(), b.GetEndAtomIdx())]
+        return atom_ids, bond_ids, ends
+
+    def gather(
+        self, atom_ids: Sequence[int], bond_ids: Sequence[int], ends: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows from :meth:`row_ids` (of one molecule, or of several concatenated with their
+        ``ends`` shifted to the molecule's first atom) as ``(x, edge_index, edge_attr)``
+        without random-walk columns. Each bond becomes the edges ``u->v`` and ``v->u``."""
+        x = self._atom_table[np.asarray(atom_ids, dtype=np.int64)]
+        pairs = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T
+        edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
+        edge_index[:, 0::2] = pairs
+        edge_index[:, 1::2] = pairs[::-1]
+        edge_attr = self._bond_table[np.repeat(np.asarray(bond_ids, dtype=np.int64), 2)]
+        return x, edge_index, edge_attr
+
+    def arrays(
+        self, mol: Chem.Mol, *, has_chirality: bool = True, has_bond_stereo: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)`` (see
+        :meth:`row_ids` for the flags)."""
+        ids = self.row_ids(mol, has_chirality=has_chirality, has_bond_stereo=has_bond_stereo)
+        x, edge_index, edge_attr = self.gather(*ids)
         if self.random_walk_steps:
             x = np.hstack([x, random_walk_encoding(mol, self.random_walk_steps)])
-
-        bonds = [
-            (
-                b.GetBeginAtomIdx(),
-                b.GetEndAtomIdx(),
-                (
-                    b.GetBondType(),
-                    b.GetIsConjugated(),
-                    b.IsInRing(),
-                    b.GetStereo() if has_bond_stereo else stereo_none,
-                ),
-            )
-            for b in mol.GetBonds()
-        ]
-        if not bonds:
-            return x, np.zeros((2, 0), dtype=np.int64), np.zeros((0, self.bond_dim), np.float32)
-        brows = self._bond_rows
-        bond_ids = [brows[b[2]] if b[2] in brows else self._bond_row(b[2]) for b in bonds]
-        ends = np.array([(b[0], b[1]) for b in bonds], dtype=np.int64).T
-        edge_index = np.empty((2, 2 * len(bonds)), dtype=np.int64)
-        edge_index[:, 0::2] = ends
-        edge_index[:, 1::2] = ends[::-1]
-        edge_attr = self._bond_table[np.repeat(bond_ids, 2)]
         return x, edge_index, edge_attr
+
+    def parse(self, smiles_or_mol: str | Chem.Mol) -> tuple[Chem.Mol, dict[str, bool]]:
+        """:meth:`mol`, and the :meth:`row_ids` flags that the SMILES text allows."""
+        mol = self.mol(smiles_or_mol)
+        if isinstance(smiles_or_mol, str) and not self.add_hydrogens and not self.standardize:
+            flags = {
+                "has_chirality": "@" in smiles_or_mol,
+                "has_bond_stereo": "/" in smiles_or_mol or "\\" in smiles_or_mol,
+            }
+            return mol, flags
+        return mol, {}
 
     def featurize(
         self, smiles_or_mol: str | Chem.Mol
     ) -> tuple[Chem.Mol, np.ndarray, np.ndarray, np.ndarray]:
         """Parse and featurize one molecule: ``(mol, x, edge_index, edge_attr)``."""
-        mol = self.mol(smiles_or_mol)
-        if isinstance(smiles_or_mol, str) and not self.add_hydrogens and not self.standardize:
-            arrays = self.arrays(
-                mol,
-                has_chirality="@" in smiles_or_mol,
-                has_bond_stereo="/" in smiles_or_mol or "\\" in smiles_or_mol,
-            )
-        else:
-            arrays = self.arrays(mol)
-        return (mol, *arrays)
+        mol, flags = self.parse(smiles_or_mol)
+        return (mol, *self.arrays(mol, **flags))
 
     def __call__(self, smiles_or_mol: str | Chem.Mol, y: Sequence[float] | None = None) -> Data:
         """Featurize one molecule. Raises :class:`InvalidMoleculeError` for bad input."""

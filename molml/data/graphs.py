@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from molml.chem.featurizer import MolGraphFeaturizer
+from molml.chem.featurizer import MolGraphFeaturizer, random_walk_encoding
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
 from molml.errors import InvalidMoleculeError
@@ -210,13 +210,21 @@ def featurize_block(
     invalid ones by position, and (``with_scaffolds``) the canonical SMILES and Murcko
     scaffold of each valid molecule, as :func:`~molml.data.splits.split_keys` gives them.
     """
-    xs, eis, eas, n_atoms, n_edges, positions, features = [], [], [], [], [], [], []
+    atom_ids: list[int] = []
+    bond_ids: list[int] = []
+    ends: list[int] = []
+    walks: list[np.ndarray] = []
+    n_atoms, n_edges, positions, features = [], [], [], []
     errors: dict[int, str] = {}
     scaffolds: list[str] = []
     canonical: list[str] = []
+    steps = featurizer.random_walk_steps
     for offset, smi in enumerate(smiles):
         try:
-            mol, x, ei, ea = featurizer.featurize(smi)
+            mol, flags = featurizer.parse(smi)
+            atoms, bonds, bond_ends = featurizer.row_ids(mol, **flags)
+            if steps:
+                walks.append(random_walk_encoding(mol, steps))
             if molecule_features is not None:
                 features.append(molecule_features(mol))
             if with_scaffolds:
@@ -225,20 +233,25 @@ def featurize_block(
                 scaffolds.append(scaffold)
         except InvalidMoleculeError as exc:
             errors[start + offset] = str(exc)
+            _drop_partial(len(positions), walks, features, canonical, scaffolds)
             continue
         except Exception as exc:  # an RDKit failure on one molecule never loses the batch
             errors[start + offset] = f"featurization failed: {exc}"
+            _drop_partial(len(positions), walks, features, canonical, scaffolds)
             continue
-        xs.append(x)
-        eis.append(ei)
-        eas.append(ea)
-        n_atoms.append(len(x))
-        n_edges.append(ei.shape[1])
+        atom_ids += atoms
+        bond_ids += bonds
+        ends += bond_ends  # molecule-local atom indices
+        n_atoms.append(len(atoms))
+        n_edges.append(2 * len(bonds))
         positions.append(start + offset)
+    x, edge_index, edge_attr = featurizer.gather(atom_ids, bond_ids, ends)
+    if steps:
+        x = np.hstack([x, np.concatenate(walks) if walks else np.zeros((0, steps), np.float32)])
     arrays = {
-        "x": np.concatenate(xs) if xs else np.zeros((0, featurizer.atom_dim), np.float32),
-        "edge_index": np.concatenate(eis, axis=1) if eis else np.zeros((2, 0), np.int64),
-        "edge_attr": np.concatenate(eas) if eas else np.zeros((0, featurizer.bond_dim), np.float32),
+        "x": x,
+        "edge_index": edge_index,
+        "edge_attr": edge_attr,
         "n_atoms": np.asarray(n_atoms, dtype=np.int64),
         "n_edges": np.asarray(n_edges, dtype=np.int64),
         "positions": np.asarray(positions, dtype=np.int64),
@@ -248,6 +261,12 @@ def featurize_block(
             np.stack(features) if features else np.zeros((0, molecule_features.dim), np.float32)
         )
     return arrays, errors, scaffolds, canonical
+
+
+def _drop_partial(kept: int, *per_molecule: list) -> None:
+    """Remove what a failed molecule appended to the per-molecule lists before it failed."""
+    for values in per_molecule:
+        del values[kept:]
 
 
 def _featurize_chunk(
