@@ -38,14 +38,19 @@ class MolmlCLI(LightningCLI):
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
 
     def before_instantiate_classes(self) -> None:
-        """Refuse remote checkpoints (Lightning would fetch and unpickle them) and make relative
-        MLflow ``sqlite:///`` stores absolute (see :mod:`molml.tracking`)."""
+        """Refuse remote checkpoints (Lightning would fetch and unpickle them), skip the
+        pretrained encoder of a fine-tuned model when a checkpoint supplies its weights, and
+        make relative MLflow ``sqlite:///`` stores absolute (see :mod:`molml.tracking`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         ckpt_path = config.get("ckpt_path")
         if isinstance(ckpt_path, str) and "://" in ckpt_path:
             raise DataError(
                 f"--ckpt_path {ckpt_path}: only local checkpoint files are read, not URLs"
             )
+        if ckpt_path is not None and config.get("model") and config.model.get("pretrained"):
+            # every weight comes from the checkpoint: the encoder it was fine-tuned from (a
+            # local file that may have moved since) is not read again
+            config.model.pretrained = None
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)

@@ -17,10 +17,16 @@ their best checkpoints scored on the test part:
 - ``--imbalance hiv``: one D-MPNN on HIV's scaffold split without imbalance handling, with
   ``model.pos_weight: auto`` and with ``data.balanced_sampler: true``: ROC-AUC and PR-AUC.
 
+With ``--chemprop /path/to/venv/bin/python`` (a venv with ``chemprop==2.3.1``), chemprop's own
+mean-variance model (``chemprop train --task-type regression-mve``, its defaults, on the same
+split files) is run in the same benchmark and scored by the same code: row ``chemprop mve``
+(chemprop reports the variance; its square root is the sigma).
+
 Every trained model and scored cell is kept under ``--out``, so a rerun resumes.
 Usage:
   python scripts/bench_uncertainty.py --splits-dir ../shared/splits [--datasets esol lipo bbbp]
       [--members 5] [--passes 20] [--max-epochs 50] [--imbalance hiv] [--out runs/bench_unc]
+      [--chemprop /work/chemprop-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ import argparse
 import copy
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -68,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--imbalance-epochs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_uncertainty"))
+    parser.add_argument("--chemprop", type=Path, default=None, help="peer interpreter")
     parser.add_argument("--report-only", action="store_true")
     return parser.parse_args(argv)
 
@@ -188,6 +197,51 @@ def regression_cell(dataset: str, entry: int, args: Any) -> dict[str, Any]:
         name: {**score_regression(y_val, v, y_test, t), "train_seconds": s}
         for name, (v, t, s) in methods.items()
     }
+
+
+def chemprop_cell(dataset: str, entry: int, args: Any) -> dict[str, Any]:
+    """chemprop's mean-variance D-MPNN on the same split entry, scored like molml's."""
+    data = split_data(dataset, entry, args)
+    held = split_molecules(data)
+    task = held.table.tasks[0]
+    root = args.out / "chemprop" / dataset
+    chemprop = args.chemprop.parent / "chemprop"
+    trained = root / "trained.json"
+    if not trained.is_file():  # one run trains a model on every split entry of the file
+        started = time.perf_counter()
+        subprocess.run(
+            [str(chemprop), "train", "--data-path", str(held.table.source), "--splits-file",
+             data["split_file"], "--task-type", "regression-mve", "--num-workers", "0",
+             "-o", str(root / "train")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        seconds = (time.perf_counter() - started) / args.entries
+        trained.write_text(json.dumps({"seconds_per_model": seconds}))
+    seconds = json.loads(trained.read_text())["seconds_per_model"]
+    model = root / "train" / f"replicate_{entry}" / "model_0" / "best.pt"
+
+    def peer_predict(rows: np.ndarray, part: str) -> tuple:
+        inputs = root / f"{entry}_{part}.csv"
+        inputs.write_text("smiles\n" + "\n".join(held.smiles[rows]) + "\n")
+        output = root / f"{entry}_{part}_predictions.csv"
+        started = time.perf_counter()
+        subprocess.run(
+            [str(chemprop), "predict", "-i", str(inputs), "--model-paths", str(model),
+             "--uncertainty-method", "mve", "-o", str(output), "--num-workers", "0"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        frame = pd.read_csv(output)
+        variance = frame[f"{task}_unc"].to_numpy(dtype=float)
+        return frame[task].to_numpy(dtype=float), np.sqrt(variance), time.perf_counter() - started
+
+    val, test = held.split.val, held.split.test
+    scores = score_regression(
+        held.targets[val, 0],
+        peer_predict(val, "val"),
+        held.targets[test, 0],
+        peer_predict(test, "test"),
+    )
+    return {"chemprop mve": {**scores, "train_seconds": seconds}}
 
 
 def classification_cell(dataset: str, entry: int, args: Any) -> dict[str, Any]:
@@ -349,7 +403,14 @@ def main(argv: list[str] | None = None) -> int:
             path = args.out / "cells" / f"{dataset}_{entry}.json"
             if args.report_only and not path.is_file():
                 continue
-            entries.append(cell(path, lambda c=compute, d=dataset, e=entry: c(d, e, args)))
+            result = cell(path, lambda c=compute, d=dataset, e=entry: c(d, e, args))
+            peer = args.out / "cells" / f"{dataset}_{entry}_chemprop.json"
+            if kind == "regression" and (peer.is_file() or args.chemprop and not args.report_only):
+                result = {
+                    **result,
+                    **cell(peer, lambda d=dataset, e=entry: chemprop_cell(d, e, args)),
+                }
+            entries.append(result)
         if entries:
             results[kind][dataset] = entries
     if args.imbalance:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -295,6 +296,8 @@ def test_an_unknown_pretrained_name_lists_the_available_ones() -> None:
 
 def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path) -> None:
     csv = write_task_csv(tmp_path / "logp.csv", 120)
+    encoder = tmp_path / "encoder.ckpt"  # a local pretrained file, moved after fine-tuning
+    shutil.copy(pretrained_run["best"], encoder)
     result = subprocess.run(
         molml_command(
             "fit",
@@ -311,7 +314,7 @@ def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path)
             "--model.encoder.depth",
             "2",
             "--model.pretrained",
-            str(pretrained_run["best"]),
+            str(encoder),
             "--model.freeze_encoder_epochs",
             "1",
             "--model.encoder_lr_ratio",
@@ -321,11 +324,13 @@ def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path)
             "--trainer.enable_progress_bar",
             "false",
             "--trainer.logger",
-            "false",
+            "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir",
+            "runs",
             "--trainer.callbacks",
-            "[]",
-            "--trainer.enable_checkpointing",
-            "false",
+            "lightning.pytorch.callbacks.ModelCheckpoint",
+            "--trainer.callbacks.filename",
+            "best",
         ),
         capture_output=True,
         text=True,
@@ -333,6 +338,24 @@ def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path)
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # the fine-tuned checkpoint is tested from its run's config without the encoder file
+    encoder.unlink()
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
+    result = subprocess.run(
+        molml_command(
+            "test",
+            "--config",
+            str(run / "config.yaml"),
+            "--ckpt_path",
+            str(run / "checkpoints" / "best.ckpt"),
+        ),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test/rmse" in result.stdout
 
 
 def test_zinc_is_found_through_the_molsets_distribution_or_explained() -> None:
