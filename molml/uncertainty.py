@@ -7,9 +7,11 @@ adapt to the molecule) or ``|y - mu|`` (constant width). With ``n`` scores the m
 their ``ceil((n + 1) * level) / n`` empirical quantile, and ``mu +- q * sigma`` covers a new
 exchangeable target with probability at least ``level``.
 
-Classification: Platt scaling (a logistic regression on the logit of the probability, which
-keeps the ranking and so the ROC-AUC) or isotonic regression (a monotone step function, which
-may tie probabilities and so can lower the ROC-AUC), fitted on the calibration set.
+Classification: Platt scaling (a logistic regression on the logit of the probability) or
+isotonic regression (a monotone step function), fitted on the calibration set. Both keep the
+ranking of the molecules, and so the ROC-AUC, exactly: an isotonic fit alone would tie every
+probability inside a step, so ties are broken by blending in :data:`ISOTONIC_TIE_BREAK` of the raw
+probability, which makes the map strictly increasing.
 
 Everything here is plain numpy / scikit-learn on arrays and is stored as plain JSON data.
 """
@@ -28,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from molml.errors import DataError
 
 CLASSIFICATION_METHODS = ("platt", "isotonic")
+ISOTONIC_TIE_BREAK = 1e-3  # share of the raw probability in an isotonic calibration
 PROBABILITY_EPS = 1e-15  # logit(p) stays finite and distinct for every p in (0, 1) a float holds
 
 
@@ -95,7 +98,8 @@ class ProbabilityCalibration:
     """A fitted map from a binary classifier's probability to a calibrated probability.
 
     ``platt``: ``sigmoid(a * logit(p) + b)``; ``isotonic``: linear interpolation through the
-    points ``(x, y)`` of an isotonic regression (constant outside them).
+    points ``(x, y)`` of an isotonic regression (constant outside them), blended with
+    :data:`ISOTONIC_TIE_BREAK` of ``p`` so that no two different probabilities are tied.
     """
 
     method: str
@@ -132,7 +136,8 @@ class ProbabilityCalibration:
         p = np.asarray(p, dtype=float)
         if self.method == "platt":
             return 1.0 / (1.0 + np.exp(-(self.params["a"] * _logit(p) + self.params["b"])))
-        return np.interp(p, self.params["x"], self.params["y"])
+        fitted = np.interp(p, self.params["x"], self.params["y"])
+        return (1 - ISOTONIC_TIE_BREAK) * fitted + ISOTONIC_TIE_BREAK * p
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
