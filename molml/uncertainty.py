@@ -108,7 +108,7 @@ class ProbabilityCalibration:
     kind: str = "probability"
 
     @classmethod
-    def fit(cls, y: np.ndarray, p: np.ndarray, method: str = "platt") -> ProbabilityCalibration:
+    def fit(cls, y: np.ndarray, p: np.ndarray, method: str = "isotonic") -> ProbabilityCalibration:
         """Fit on labelled calibration molecules (NaN labels are skipped)."""
         if method not in CLASSIFICATION_METHODS:
             raise DataError(

@@ -332,8 +332,8 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def per_entry(values: list[float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values)
+def per_entry(values: list[float], digits: int = 2) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
 
 
 def report(results: dict[str, Any], args: Any) -> str:
@@ -373,9 +373,9 @@ def report(results: dict[str, Any], args: Any) -> str:
         for method in entries[0]:
             rows = [e[method] for e in entries]
             lines.append(
-                f"| {method} | {per_entry([r['roc_auc'] for r in rows])} "
-                f"| {per_entry([r['brier'] for r in rows])} "
-                f"| {per_entry([r['ece'] for r in rows])} |"
+                f"| {method} | {per_entry([r['roc_auc'] for r in rows], 3)} "
+                f"| {per_entry([r['brier'] for r in rows], 3)} "
+                f"| {per_entry([r['ece'] for r in rows], 3)} |"
             )
         lines.append("")
     for dataset, result in results.get("imbalance", {}).items():

@@ -290,7 +290,9 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
 
     run = classification_runs["graph"]
     base = load_model(run_models(run)[0])
-    calibrated = calibrate(run=run, models=[], options=None, output=tmp_path / "platt.json")
+    calibrated = calibrate(
+        run=run, models=[], options=None, output=tmp_path / "platt.json", method="platt"
+    )
     assert calibrated.calibrations["active"].method == "platt"
     smiles = pd.read_csv(calibrated.fitted_on["data"])["smiles"].iloc[:80].tolist()
     raw, tuned = base.predict(smiles), load_model(tmp_path / "platt.json").predict(smiles)

@@ -131,7 +131,7 @@ class CalibratedPredictor(Predictor):
         targets: np.ndarray,
         *,
         level: float = 0.9,
-        method: str = "platt",
+        method: str = "isotonic",
         normalized: bool | None = None,
         fitted_on: dict[str, Any] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -141,7 +141,7 @@ class CalibratedPredictor(Predictor):
 
         Regression: a conformal interval at ``level`` per task, normalized by the base's
         ``<task>_std`` when it has one (``normalized=None``) or as asked. Classification:
-        ``method`` ``platt`` or ``isotonic``.
+        ``method`` ``isotonic`` (default) or ``platt``.
         """
         targets = np.asarray(targets, dtype=float).reshape(len(smiles), len(base.tasks))
         frame = base.predict(list(smiles), batch_size=batch_size)

@@ -39,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     parser.add_argument(
         "--method",
-        default="platt",
+        default="isotonic",
         choices=CLASSIFICATION_METHODS,
-        help="probability calibration for classifiers (default platt: keeps the ROC-AUC)",
+        help="probability calibration for classifiers (default isotonic; both keep the ROC-AUC)",
     )
     parser.add_argument(
         "--constant-width",
@@ -62,7 +62,7 @@ def calibrate(
     options: dict[str, Any] | None,
     output: str | Path,
     level: float = 0.9,
-    method: str = "platt",
+    method: str = "isotonic",
     constant_width: bool = False,
     mc_dropout: int = 0,
 ) -> CalibratedPredictor:
