@@ -327,9 +327,10 @@ def cell(path: Path, compute: Any) -> dict[str, Any]:
 
 
 def mean_sd(values: list[float]) -> str:
+    """Seconds: one value, or mean ± sd over the split entries."""
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def per_entry(values: list[float], digits: int = 2) -> str:
