@@ -349,19 +349,21 @@ def report(results: dict[str, Any], args: Any) -> str:
             "| predict s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for method in entries[0]:
-            rows = [e[method] for e in entries]
+        methods = list(dict.fromkeys(m for e in entries for m in e))
+        for method in methods:  # a method missing on an entry (a peer not run) shows "–"
+            rows = [e.get(method) for e in entries]
 
-            def col(key: str, rows: list[dict] = rows) -> str:
-                return per_entry([r[key] for r in rows])
+            def col(key: str, rows: list[dict | None] = rows) -> str:
+                return " / ".join("–" if r is None else f"{r[key]:.2f}" for r in rows)
 
             lines.append(
                 f"| {method} | {col('rmse')} | {col('coverage')} | {col('mean_width')} "
                 f"| {col('constant_coverage')} | {col('constant_width')} "
                 f"| {col('oracle_width')} vs {col('oracle_constant_width')} "
                 f"| {col('gaussian_coverage')} | {col('spearman')} | {col('nll')} "
-                f"| {col('miscalibration_area')} | {mean_sd([r['train_seconds'] for r in rows])} "
-                f"| {mean_sd([r['predict_seconds'] for r in rows])} |"
+                f"| {col('miscalibration_area')} "
+                f"| {mean_sd([r['train_seconds'] for r in rows if r is not None])} "
+                f"| {mean_sd([r['predict_seconds'] for r in rows if r is not None])} |"
             )
         lines.append("")
     for dataset, entries in results.get("classification", {}).items():
@@ -427,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
                 path, lambda: imbalance_cell(args.imbalance, args)
             )
     table = report(results, args)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(table)
