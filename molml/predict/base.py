@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -10,11 +11,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from molml.errors import DataError, PredictorError
+from molml.errors import CheckpointError, DataError, PredictorError
 from molml.options import check_int
 
 DEFAULT_BATCH_SIZE = 256
 UNCERTAINTY_SUFFIXES = ("_std", "_lower", "_upper")
+
+
+def manifest_entry(path: Path, key: str) -> Any:
+    """The value under ``key`` of a molml JSON manifest (an ensemble or calibration file), or
+    None if ``path`` is not a JSON file holding that key; unreadable JSON is a
+    :class:`~molml.errors.CheckpointError` naming the file."""
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
+    return manifest.get(key) if isinstance(manifest, dict) else None
 
 
 def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:

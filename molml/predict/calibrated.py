@@ -13,7 +13,7 @@ import numpy as np
 
 from molml._version import __version__
 from molml.errors import CheckpointError, DataError
-from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor
+from molml.predict.base import DEFAULT_BATCH_SIZE, Predictor, manifest_entry
 from molml.uncertainty import (
     ConformalInterval,
     ProbabilityCalibration,
@@ -193,15 +193,9 @@ def read_calibration_file(
 ) -> tuple[list[Path], int, dict[str, Calibration], dict[str, Any]] | None:
     """The model paths, MC dropout passes, calibrations and record of a calibration file, or
     None if ``path`` is not one."""
-    if path.suffix != ".json" or not path.is_file():
+    body = manifest_entry(path, CALIBRATED_KEY)
+    if body is None:
         return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or CALIBRATED_KEY not in manifest:
-        return None
-    body = manifest[CALIBRATED_KEY]
     try:
         models = [path.parent / m for m in body["models"]]
         tasks = {t: calibration_from_dict(c) for t, c in body["tasks"].items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from molml.baselines.model import SPEC_FILE, load_baseline
 from molml.errors import CheckpointError, PredictorError
 from molml.models.checkpoint import load_checkpoint, refuse_url
 from molml.models.pretrained import pretrained_path
-from molml.predict.base import Predictor
+from molml.predict.base import Predictor, manifest_entry
 from molml.predict.baseline import BaselinePredictor
 from molml.predict.calibrated import CalibratedPredictor, read_calibration_file
 from molml.predict.ensemble import EnsemblePredictor
@@ -23,15 +22,9 @@ ENSEMBLE_KEY = "ensemble"
 
 def ensemble_members(path: Path) -> list[Path] | None:
     """The member paths of an ensemble manifest, or None if ``path`` is not one."""
-    if path.suffix != ".json" or path.name == SPEC_FILE or not path.is_file():
+    members = None if path.name == SPEC_FILE else manifest_entry(path, ENSEMBLE_KEY)
+    if members is None:
         return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
-    if not isinstance(manifest, dict) or ENSEMBLE_KEY not in manifest:
-        return None
-    members = manifest[ENSEMBLE_KEY]
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         raise CheckpointError(f"{path}: {ENSEMBLE_KEY!r} must be a list of model paths")
     return [path.parent / member for member in members]
