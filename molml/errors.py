@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import traceback
@@ -19,6 +20,14 @@ class InvalidMoleculeError(MolmlError, ValueError):
 
 class DataError(MolmlError, ValueError):
     """Input data is missing, malformed or inconsistent (names the file/row/column)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors raise :class:`DataError`, so they print as one
+    line with exit code 2, like every molml verb (see :func:`run_command`)."""
+
+    def error(self, message: str) -> None:
+        raise DataError(message)
 
 
 class CheckpointError(MolmlError, ValueError):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from molml.errors import DataError
+from molml.errors import CommandParser, DataError
 from molml.options import check_int
 from molml.predict import CalibratedPredictor, load_model
 from molml.report.config import data_options
@@ -18,14 +18,9 @@ from molml.report.heldout import resolve_run, split_molecules
 from molml.uncertainty import CLASSIFICATION_METHODS
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one-line DataError instead of argparse's exit
-        raise DataError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``molml calibrate`` parser; ``--data.<key>`` options go unparsed."""
-    parser = _Parser(
+    parser = CommandParser(
         prog="molml calibrate",
         description="Calibrate a trained model on its validation split (conformal intervals "
         "for regression, Platt or isotonic probabilities for classification).",

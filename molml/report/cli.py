@@ -12,22 +12,19 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from molml.errors import DataError
+from molml.errors import CommandParser, DataError
 from molml.options import check_int
 from molml.report.config import data_options
 from molml.report.data import data_report
 from molml.report.evaluation import eval_report
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one-line DataError instead of argparse's exit
-        raise DataError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``molml report`` parser (``data`` and ``eval``); ``--data.<key>`` go unparsed."""
-    parser = _Parser(prog="molml report", description="Data and evaluation reports (HTML + JSON).")
-    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    parser = CommandParser(
+        prog="molml report", description="Data and evaluation reports (HTML + JSON)."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=CommandParser)
     data = verbs.add_parser("data", help="validate and describe a molecule table")
     data.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
     data.add_argument("--output", default=None, help="output directory (default reports/data)")

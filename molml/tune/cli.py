@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from molml.errors import EXIT_CODES_HELP, DataError
+from molml.errors import EXIT_CODES_HELP, CommandParser, DataError
 from molml.options import check_int
 from molml.tune.cv import FOLD_SPLITS, run_cv
 from molml.tune.jobs import make_job
@@ -30,11 +30,6 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * _SECONDS[match[2]]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2, as every molml verb
-        raise DataError(message)
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", required=True, help="config YAML (repeatable)")
     parser.add_argument("--metric", help="validation metric (default: val/<task default>)")
@@ -42,7 +37,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def tune_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="molml tune",
         description="Optuna search over a config's options, scored on the validation split; "
         "other --section.option arguments pass through to the config.",
@@ -65,7 +60,7 @@ def tune_parser() -> argparse.ArgumentParser:
 
 
 def cv_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="molml cv",
         description="k-fold cross-validation over the train+val molecules (test held out); "
         "the fold models are saved as an ensemble.",
