@@ -24,9 +24,20 @@ log = logging.getLogger(__name__)
 
 
 class MolmlCLI(LightningCLI):
-    """LightningCLI with the data module's task description linked into the model."""
+    """LightningCLI with the data module's task description linked into the model; ``fit``
+    ends by testing the best checkpoint in the same process (``--test_best false`` skips it),
+    as ``molml test --ckpt_path best.ckpt`` would."""
+
+    tests_after_fit = True
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        if self.tests_after_fit:
+            parser.add_argument(
+                "--test_best",
+                type=bool,
+                default=True,
+                help="fit: test the best checkpoint on the test split when training ends",
+            )
         for source, target in (
             ("data.tasks", "model.tasks"),
             ("data.task_type", "model.task_type"),
@@ -56,6 +67,16 @@ class MolmlCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and isinstance(init_args.get("tracking_uri"), str):
                 init_args.tracking_uri = absolute_tracking_uri(init_args.tracking_uri)
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint, unless ``--test_best false`` or the run was interrupted."""
+        if not self.config_init["fit"].get("test_best") or self.trainer.interrupted:
+            return
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        if not best:
+            log.warning("no best checkpoint was saved, so it was not tested")
+            return
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -96,7 +117,10 @@ class PretrainCLI(MolmlCLI):
     Trainer starts its processes. With ``--resume true`` (the default) a run whose
     ``ModelCheckpoint`` has a fixed ``dirpath`` holding ``last.ckpt`` resumes from it, after
     checking that the checkpoint's model is the one configured; checkpoints are written at
-    epoch ends, and the training stream is rebuilt every epoch with that epoch's shuffle."""
+    epoch ends, and the training stream is rebuilt every epoch with that epoch's shuffle.
+    Unlabelled data has no test split, so nothing is tested after fitting."""
+
+    tests_after_fit = False
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)

@@ -69,8 +69,12 @@ def test_fit_writes_the_run_files(fitted: Path) -> None:
     assert (run / "checkpoints" / "best.ckpt").is_file()
     assert list((fitted / "cache").glob("graphs-*.pt")), "featurized graphs were not cached"
     metrics = pd.read_csv(run / "metrics.csv")
-    assert metrics["epoch"].max() == 1  # two epochs
-    assert metrics["val/rmse"].notna().sum() == 2
+    assert metrics.dropna(subset=["val/rmse"])["epoch"].tolist() == [0, 1]  # two epochs
+    # fit ends by testing its best checkpoint in the same process
+    assert metrics["test/rmse"].notna().sum() == 1
+    tested = json.loads((run / "test_metrics.json").read_text())
+    assert list(tested) == ["best.ckpt"] and tested["best.ckpt"]["rmse"] > 0
+    assert (run / "test_parity.png").is_file()
     report = json.loads((run / "split_report.json").read_text())
     assert report["method"] == "scaffold" and report["shared_scaffolds"]["total"] == 0
     split = json.loads((run / "split.json").read_text())[0]
@@ -99,6 +103,9 @@ def test_test_and_predict_from_saved_config(in_run_root: Path) -> None:
 
     tested = pd.read_csv(test_run / "metrics.csv")
     assert tested["test/rmse"].notna().any() and (tested["test/rmse"].dropna() > 0).all()
+    # the same checkpoint tested again gives what fit recorded when it tested it
+    at_fit = pd.read_csv(run / "metrics.csv")["test/rmse"].dropna().item()
+    assert tested["test/rmse"].dropna().item() == pytest.approx(at_fit, rel=1e-6)
 
     predictions = pd.read_csv(predict_run / "predictions.csv")
     assert len(predictions) == n_test
@@ -128,7 +135,7 @@ def test_print_config_is_yaml_that_reruns(in_run_root: Path, capsys) -> None:
     rerun = run_dirs(in_run_root)[-1]
     assert len(run_dirs(in_run_root)) == before + 1
     assert (rerun / "checkpoints" / "best.ckpt").is_file()
-    assert pd.read_csv(rerun / "metrics.csv")["epoch"].max() == 0
+    assert pd.read_csv(rerun / "metrics.csv").dropna(subset=["val/rmse"])["epoch"].max() == 0
 
 
 def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:

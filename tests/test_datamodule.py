@@ -263,3 +263,37 @@ def test_split_column_is_honoured_exactly(tmp_path: Path) -> None:
     assert dm.report["sizes"] == {
         name: int(((frame["part"] == name) & valid).sum()) for name in ("train", "val", "test")
     }
+
+
+def test_loader_batches_equal_pyg_collation_of_the_same_molecules(tmp_path: Path) -> None:
+    """Batches are gathered from the store in one step; they must hold exactly what PyG's
+    ``Batch.from_data_list`` makes of the same molecules (missing labels and molecule-level
+    features included): the split's order for validation, a permutation of the training part
+    for training."""
+    import torch
+    from torch_geometric.data import Batch
+
+    frame = pd.read_csv(write_task_csv(tmp_path / "two.csv", 125, invalid=False))
+    frame["second"] = np.where(np.arange(len(frame)) % 4 == 0, np.nan, frame["logp"] * 2)
+    path = tmp_path / "two_tasks.csv"
+    frame.to_csv(path, index=False)
+    dm = make_dm(path, split="random", batch_size=16, molecule_features="maccs")
+    dm.setup("fit")
+    store_index = {int(row): i for i, row in enumerate(dm.graphs.rows)}
+
+    def check(batches: list, order: list[int]) -> None:
+        sizes = [min(16, len(order) - start) for start in range(0, len(order), 16)]
+        assert [len(b.row) for b in batches] == sizes
+        for k, batch in enumerate(batches):
+            expected = Batch.from_data_list([dm.graphs[i] for i in order[16 * k : 16 * k + 16]])
+            for key in ("x", "edge_index", "edge_attr", "batch", "ptr", "row", "y", "y_mask"):
+                assert torch.equal(batch[key], expected[key]), key
+            assert torch.equal(batch.features, expected.features)
+            assert batch.num_graphs == expected.num_graphs
+
+    train = list(dm.train_dataloader())
+    seen = [store_index[int(row)] for batch in train for row in batch.row]
+    assert sorted(seen) == sorted(dm.split.train) and seen != sorted(seen)  # shuffled
+    check(train, seen)
+    assert any((~b.y_mask).any() for b in train)  # missing labels really were in there
+    check(list(dm.val_dataloader()), list(dm.split.val))

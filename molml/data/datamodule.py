@@ -22,12 +22,17 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Subset, WeightedRandomSampler
-from torch_geometric.loader import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import make_fingerprint
-from molml.data.graphs import FeaturizedMolecules, GraphStore, featurize_molecules
+from molml.data.graphs import (
+    FeaturizedMolecules,
+    GraphBatches,
+    GraphStore,
+    as_batch,
+    featurize_molecules,
+)
 from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import Split, make_split, split_report
@@ -508,7 +513,7 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
-        dataset = Subset(self.graphs, indices.tolist())
+        dataset = GraphBatches(self.graphs, indices)
         sampler = None
         trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
@@ -524,6 +529,7 @@ class MoleculeDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
+            collate_fn=as_batch,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -533,11 +539,12 @@ class MoleculeDataModule(L.LightningDataModule):
             raise DataError("data.balanced_sampler works on one device only")
         weights = torch.as_tensor(self._balanced_weights(), dtype=torch.double)
         return DataLoader(
-            Subset(self.graphs, self.split.train.tolist()),
+            GraphBatches(self.graphs, self.split.train),
             batch_size=self.hparams.batch_size,
             sampler=WeightedRandomSampler(weights, num_samples=len(weights), replacement=True),
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=as_batch,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -553,7 +560,11 @@ class MoleculeDataModule(L.LightningDataModule):
             frame["status"] = "ok"
             self.predict_frame = frame
             return self._loader(self.split.test, shuffle=False)
-        return DataLoader(self._predict_store, batch_size=self.hparams.batch_size)
+        return DataLoader(
+            GraphBatches(self._predict_store, np.arange(len(self._predict_store))),
+            batch_size=self.hparams.batch_size,
+            collate_fn=as_batch,
+        )
 
 
 def _subsample_train(split: Split, fraction: float, seed: int) -> Split:

@@ -174,6 +174,32 @@ class GraphStore(Dataset):
         return cls(**blob)
 
 
+class GraphBatches(Dataset):
+    """Molecules ``indices`` of a store, for a ``DataLoader`` that assembles each batch in one
+    step: the loader's sampler picks positions, :meth:`__getitems__` gathers them out of the
+    store into one PyG ``Batch`` (no per-molecule ``Data`` objects, no ``Batch.from_data_list``),
+    and :func:`as_batch` passes it through as the loader's ``collate_fn``."""
+
+    def __init__(self, store: GraphStore, indices: Sequence[int] | np.ndarray) -> None:
+        self.store = store
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Data:
+        return self.store[int(self.indices[position])]
+
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        chosen = self.indices[np.asarray(positions, dtype=np.int64)]
+        return self.store.select(chosen).batch(0, len(chosen))
+
+
+def as_batch(batch: Batch) -> Batch:
+    """``collate_fn`` for :class:`GraphBatches`: the batch is already assembled."""
+    return batch
+
+
 def _gather_ranges(ptr: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions of the ranges ``ptr[i]:ptr[i+1]`` for each ``i`` in ``index``, concatenated,
     and the offsets of the new ranges."""
