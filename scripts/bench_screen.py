@@ -9,7 +9,12 @@ featurization workers) as PSS, so pages shared by the forked workers count once,
 peak RSS of the screening process itself.
 
     python scripts/bench_screen.py                       # 50k and 200k molecules
-    python scripts/bench_screen.py --sizes 50000 200000 1000000 --num-workers 1
+    python scripts/bench_screen.py --sizes 50000 200000 1000000 --library zinc
+
+``--library zinc`` screens the first N SMILES of the MOSES training set (1.58M ZINC molecules
+from the ``molsets`` package) instead. ``molml screen`` runs with its defaults (bf16 where the
+device computes it natively); ``--check-fp32`` also screens the smallest library with
+``--precision 32-true`` and prints how far the default's predictions are from fp32.
 
 ``--chemprop PYTHON`` (a venv with chemprop 2.3.1, ``scripts/setup_chemprop_venv.sh``) also runs
 ``chemprop predict`` on the same library, right after molml, measured the same way, with a
@@ -44,6 +49,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rdkit import Chem, RDLogger
 
 from molml.data.datamodule import MoleculeDataModule
+from molml.data.pretraining import zinc_smiles_path
 from molml.data.registry import dataset_path, list_datasets
 from molml.models import DMPNN, MoleculeModel
 
@@ -59,6 +65,29 @@ def library_smiles(n: int, seed: int) -> list[str]:
         rng.shuffle(pool)
         out += pool
     return out[:n]
+
+
+def zinc_smiles(n: int) -> list[str]:
+    """The first ``n`` SMILES of the MOSES training set."""
+    frame = pd.read_csv(zinc_smiles_path(), usecols=["SMILES"], nrows=n)
+    return frame["SMILES"].tolist()
+
+
+def precision_gap(default: Path, fp32: Path, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Per prediction column: max and 99.9th percentile of |default - fp32| and their
+    Spearman correlation, over the molecules both scored."""
+    a, b = pd.read_parquet(default), pd.read_parquet(fp32)
+    ok = ((a["status"] == "ok") & (b["status"] == "ok")).to_numpy()
+    gaps = {}
+    for column in columns:
+        gap = (a[column] - b[column]).abs().to_numpy()[ok]
+        gaps[column] = {
+            "max_abs": float(gap.max()),
+            "p999_abs": float(pd.Series(gap).quantile(0.999)),
+            "fp32_sd": float(b[column][ok].std()),
+            "spearman": float(a[column][ok].corr(b[column][ok], method="spearman")),
+        }
+    return gaps
 
 
 def parsable(smiles: list[str]) -> list[str]:
@@ -257,6 +286,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="passed to molml screen")
     parser.add_argument("--precision", help="passed to molml screen, e.g. bf16-mixed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--library", choices=["moleculenet", "zinc"], default="moleculenet")
+    parser.add_argument(
+        "--check-fp32", action="store_true", help="compare the default precision with 32-true"
+    )
     parser.add_argument("--chemprop", help="python of a venv with chemprop 2.3.1 (the peer)")
     parser.add_argument("--chemprop-batch-size", type=int, help="chemprop predict --batch-size")
     parser.add_argument("--chemprop-num-workers", type=int, help="chemprop predict --num-workers")
@@ -272,12 +305,14 @@ def main() -> None:
         workdir = Path(tmp)
         model = args.model or train_checkpoint(workdir)
         peer_model = chemprop_checkpoint(args.chemprop, workdir) if args.chemprop else None
-        if args.chemprop:
-            pool = parsable(library_smiles(max(args.sizes), args.seed))
-            smiles = (pool * (max(args.sizes) // len(pool) + 1))[: max(args.sizes)]
-            extra += ["--smiles-column", "smiles", "--id-column", "id"]
+        if args.library == "zinc":
+            smiles = zinc_smiles(max(args.sizes))
         else:
             smiles = library_smiles(max(args.sizes), args.seed)
+        if args.chemprop:
+            pool = parsable(smiles)
+            smiles = (pool * (max(args.sizes) // len(pool) + 1))[: max(args.sizes)]
+            extra += ["--smiles-column", "smiles", "--id-column", "id"]
         rows, peer_rows = [], []
         for size in sorted(args.sizes):
             if args.chemprop:
@@ -290,7 +325,18 @@ def main() -> None:
                     handle.writelines(f"{s} mol{i}\n" for i, s in enumerate(smiles[:size]))
             result = run_screen(model, library, workdir / f"scores_{size}.parquet", extra)
             rows.append({"size": size, **result})
-            print(f"molml screened {size:,} molecules in {result['wall_seconds']} s", flush=True)
+            print(
+                f"molml screened {size:,} molecules in {result['wall_seconds']} s "
+                f"({result['precision']})",
+                flush=True,
+            )
+            if args.check_fp32 and size == min(args.sizes):
+                fp32 = workdir / "fp32.parquet"
+                run_screen(model, library, fp32, [*extra, "--precision", "32-true"])
+                scored = pd.read_parquet(fp32)
+                columns = [c for c in scored.columns if c not in ("row", "id", "smiles", "status")]
+                gap = precision_gap(workdir / f"scores_{size}.parquet", fp32, columns)
+                rows[-1]["gap_vs_fp32"] = gap
             if args.chemprop:
                 output = workdir / f"chemprop_{size}.csv"
                 command = chemprop_predict_command(args.chemprop, peer_model, library, output, args)
@@ -312,6 +358,12 @@ def main() -> None:
             f"{r['size']:>10,} {r['failed']:>7} {r['molecules_per_second']:>8.0f} "
             f"{r['wall_seconds']:>8.1f} {r['peak_pss_all_processes_mib']:>9.0f} MiB "
             f"{r['peak_rss_main_process_mib']:>10.0f} MiB"
+        )
+    for column, gap in rows[0].get("gap_vs_fp32", {}).items():
+        print(
+            f"{rows[0]['precision']} vs 32-true, {column}: max |diff| {gap['max_abs']:.4f}, "
+            f"99.9th pct {gap['p999_abs']:.4f} (fp32 sd {gap['fp32_sd']:.3f}), "
+            f"Spearman {gap['spearman']:.5f}"
         )
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
@@ -339,6 +391,7 @@ def main() -> None:
             {
                 "cores": os.cpu_count(),
                 "options": extra,
+                "library": args.library,
                 "load_average_before": load_before,
                 "load_average_after": load_after,
                 "runs": rows,

@@ -123,6 +123,7 @@ def test_checkpoint_round_trip_predicts_identically_and_screens(fitted, tmp_path
         tmp_path / "out.csv",
         num_workers=1,
         accelerator="cpu",
+        precision="32-true",
         progress=False,
     )
     screened = pd.read_csv(tmp_path / "out.csv")

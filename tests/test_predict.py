@@ -95,7 +95,9 @@ def test_screening_an_ensemble_equals_predicting_with_it(graph_run, baseline_dir
     library = tmp_path / "lib.csv"
     pd.DataFrame({"smiles": PROBE}).to_csv(library, index=False)
     out = tmp_path / "scores.csv"
-    screen_library([graph_run["ckpt"], baseline_dir], library, out, progress=False)
+    screen_library(
+        [graph_run["ckpt"], baseline_dir], library, out, progress=False, precision="32-true"
+    )
     screened = pd.read_csv(out)
     predicted = molml.load_model([graph_run["ckpt"], baseline_dir]).predict(PROBE)
     assert screened["status"].tolist() == predicted["status"].tolist()

@@ -98,7 +98,13 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def screen(models, library, output, **kwargs) -> dict:
-    options = {"chunk_size": 64, "num_workers": 1, "accelerator": "cpu", "progress": False}
+    options = {
+        "chunk_size": 64,
+        "num_workers": 1,
+        "accelerator": "cpu",
+        "progress": False,
+        "precision": "32-true",  # exact comparisons; the hardware default is tested on its own
+    }
     return screen_library(models, library, output, **{**options, **kwargs})
 
 
@@ -204,6 +210,8 @@ def test_top_k_keeps_the_best_and_reports_failures_elsewhere(trained, library, t
             "1",
             "--accelerator",
             "cpu",
+            "--precision",
+            "32-true",
             "--no-progress",
         ]
     )
@@ -337,6 +345,8 @@ def test_resume_after_kill_gives_the_uninterrupted_output(trained, tmp_path):
         "100",
         "--num-workers",
         "1",
+        "--precision",
+        "32-true",
     ]
     command = [sys.executable, "-m", "molml.cli", "screen", *args, "--no-progress"]
     process = subprocess.Popen(
@@ -383,6 +393,8 @@ def test_two_processes_give_the_one_process_output(trained, tmp_path):
         str(double),
         "--chunk-size",
         "200",
+        "--precision",
+        "32-true",
         "--accelerator",
         "cpu",
         "--devices",
@@ -399,13 +411,23 @@ def test_two_processes_give_the_one_process_output(trained, tmp_path):
 
 def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path):
     screen([trained["ckpt"]], library, tmp_path / "fp32.parquet")
-    screen([trained["ckpt"]], library, tmp_path / "bf16.parquet", precision="bf16-mixed")
+    summary = screen([trained["ckpt"]], library, tmp_path / "bf16.parquet", precision="bf16-mixed")
+    assert summary["precision"] == "bf16-mixed"
     fp32 = pd.read_parquet(tmp_path / "fp32.parquet")
     bf16 = pd.read_parquet(tmp_path / "bf16.parquet")
     assert (fp32["status"] == bf16["status"]).all()
     difference = (fp32["logp"] - bf16["logp"]).abs()
     assert difference.max() < 0.1 and difference.max() > 0  # rounded, yet the same ranking
     assert fp32["logp"].corr(bf16["logp"], method="spearman") > 0.99
+
+
+def test_default_precision_is_bf16_where_the_cpu_computes_it(trained, library, tmp_path):
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").is_file() else []
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    summary = screen([trained["ckpt"]], library, tmp_path / "default.parquet", precision=None)
+    assert summary["precision"] == ("bf16-mixed" if native else "32-true")
+    explicit = screen([trained["ckpt"]], library, tmp_path / "fp32.parquet")
+    assert explicit["precision"] == "32-true"
 
 
 def test_baselines_screen_like_graph_models(trained, library, tmp_path):

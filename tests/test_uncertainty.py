@@ -246,7 +246,8 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
     pd.DataFrame({"smiles": smiles + ["not_a_smiles"]}).to_csv(library, index=False)
     output = tmp_path / "screened.csv"
     main(["screen", "--model", str(calibration), "--input", str(library), "--output",
-          str(output), "--num-workers", "0", "--no-progress"])  # fmt: skip
+          str(output), "--num-workers", "0", "--precision", "32-true",
+          "--no-progress"])  # fmt: skip
     screened = pd.read_csv(output)
     np.testing.assert_allclose(screened["logp_lower"][:50], frame["logp_lower"], rtol=1e-5)
     assert screened["status"].iloc[-1] != "ok" and np.isnan(screened["logp_lower"].iloc[-1])

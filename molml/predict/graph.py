@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from molml.callbacks import TEST_METRICS_FILE
 from molml.data.graphs import GraphStore, featurize_block
 from molml.errors import PredictorError
 from molml.models.module import MoleculeModel
+from molml.models.precision import bucketed_rows
 from molml.options import check_int
 from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
 
@@ -108,12 +109,13 @@ class GraphPredictor(SingleModelPredictor):
     @torch.no_grad()
     def predict_store(self, store: GraphStore, batch_size: int) -> np.ndarray:
         """Predictions ``[len(store), columns]`` for featurized molecules, on the model's
-        device (and precision, under the caller's autocast)."""
+        device (and precision, under the caller's autocast; then with bucketed row counts, see
+        :mod:`molml.models.precision`)."""
         model = self.model
         store = store.to(model.device)
         passes = max(1, self.mc_dropout)
         out = np.empty((passes, len(store), len(model.prediction_columns())), dtype=np.float64)
-        with _dropout_active(model, self.mc_dropout > 0):
+        with _dropout_active(model, self.mc_dropout > 0), _autocast_shapes(model):
             for sample in range(passes):
                 for start in range(0, len(store), batch_size):
                     stop = min(start + batch_size, len(store))
@@ -132,9 +134,10 @@ class GraphPredictor(SingleModelPredictor):
         model = self.model
         store = store.to(model.device)
         out = np.empty((len(store), model.embedding_dim), dtype=np.float32)
-        for start in range(0, len(store), batch_size):
-            stop = min(start + batch_size, len(store))
-            out[start:stop] = model.embed_batch(store.batch(start, stop)).float().cpu().numpy()
+        with _autocast_shapes(model):
+            for start in range(0, len(store), batch_size):
+                stop = min(start + batch_size, len(store))
+                out[start:stop] = model.embed_batch(store.batch(start, stop)).float().cpu().numpy()
         return out
 
     def _featurize(self, smiles: list[Any]) -> tuple[GraphStore, np.ndarray, list[str]]:
@@ -168,6 +171,14 @@ def _has_dropout(model: MoleculeModel) -> bool:
     layers = (m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd))
     encoder = model.encoder.config
     return any(m.p > 0 for m in layers) or encoder.get("attention_dropout", 0) > 0
+
+
+def _autocast_shapes(model: MoleculeModel) -> AbstractContextManager[None]:
+    """Bucketed linear-layer rows while autocast (reduced precision) is on for the model's
+    device: a bounded set of kernel shapes instead of one per batch."""
+    if torch.is_autocast_enabled(model.device.type):
+        return bucketed_rows(model)
+    return nullcontext()
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from molml._version import __version__
 from molml.data.readers import count_records, iter_molecule_chunks, list_columns
 from molml.errors import DataError
+from molml.models.precision import default_inference_precision
 from molml.options import check_int
 from molml.predict import load_model
 from molml.screen.chunks import ScreenDataModule
@@ -74,7 +75,9 @@ def screen_library(
     global rank 0, also written next to the output as ``<output>.summary.json``; other ranks
     return ``None``. ``models`` may be a calibration file (``molml calibrate``: interval or
     calibrated-probability columns); ``mc_dropout > 0`` adds ``<task>_std`` columns from that
-    many Monte Carlo dropout passes of each graph model.
+    many Monte Carlo dropout passes of each graph model. ``precision`` defaults to
+    ``bf16-mixed`` where the device computes bf16 natively, else ``32-true``
+    (:func:`~molml.models.precision.default_inference_precision`).
     """
     started = time.perf_counter()
     for name, value, minimum in (
@@ -150,7 +153,7 @@ def screen_library(
             devices=devices,
             num_nodes=num_nodes,
             strategy=strategy,
-            precision=precision,
+            precision=precision or default_inference_precision(accelerator),
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -178,6 +181,7 @@ def screen_library(
             **counts,
             "resumed_chunks": resumed,
             "screened_this_run": counts["rows"] - rows_before,
+            "precision": str(trainer.precision),
             "seconds": round(seconds, 2),
             "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
         }
@@ -280,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", default="1", help="devices per node (Lightning)")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--strategy", default="auto", help="e.g. ddp (Lightning)")
-    parser.add_argument("--precision", help="e.g. bf16-mixed, 16-mixed, 32-true (Lightning)")
+    parser.add_argument(
+        "--precision",
+        help="32-true, bf16-mixed, 16-mixed (Lightning); default bf16-mixed where the device "
+        "computes bf16 natively (CUDA GPUs, CPUs with AVX512-BF16 or AMX), else 32-true",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output and discard partial results"
     )

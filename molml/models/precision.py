@@ -1,0 +1,81 @@
+"""Inference in bf16: where the hardware computes it natively, and with bounded matrix shapes.
+
+Graph batches give every matrix multiplication a new row count (atoms or bonds in the batch).
+oneDNN compiles a bf16 kernel per shape and keeps it in a primitive cache, so an unbounded
+stream of row counts costs compile time and memory that grows with the library.
+:func:`bucketed_rows` pads the rows entering each linear layer up to one of a few sizes per
+octave and cuts the output back; rows of a linear layer are independent, so results are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn.dense.linear import Linear as PygLinear
+
+BUCKETS_PER_OCTAVE = 16  # padding wastes at most 1/16 of the rows
+MIN_BUCKET = 64
+
+_CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def bucket_size(rows: int) -> int:
+    """The smallest bucket holding ``rows``: a multiple of ``MIN_BUCKET`` and of
+    ``2**(bits(rows) - 1) / BUCKETS_PER_OCTAVE``."""
+    step = max(MIN_BUCKET, (1 << max(rows.bit_length() - 1, 0)) // BUCKETS_PER_OCTAVE)
+    return -(-rows // step) * step
+
+
+@contextmanager
+def bucketed_rows(model: nn.Module) -> Iterator[None]:
+    """While active, every linear layer of ``model`` (``torch.nn.Linear`` and PyG's ``Linear``)
+    sees its input's rows zero-padded to :func:`bucket_size` and returns only the real rows."""
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear | PygLinear):
+            handles.append(module.register_forward_pre_hook(_pad_rows))
+            handles.append(module.register_forward_hook(_cut_rows))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _pad_rows(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0]
+    rows = x.shape[0] if x.dim() > 1 else 0
+    module._molml_rows = rows  # read by _cut_rows right after this call
+    padded = bucket_size(rows) if rows else rows
+    if padded == rows:
+        return None
+    return (torch.cat([x, x.new_zeros(padded - rows, *x.shape[1:])]), *args[1:])
+
+
+def _cut_rows(module: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
+    rows = module._molml_rows
+    return out[:rows] if rows and out.shape[0] != rows else out
+
+
+def native_bf16(accelerator: str = "auto") -> bool:
+    """Whether the device computes bf16 matrix products natively: a CUDA GPU with bf16, or an
+    x86 CPU with AVX512-BF16 or AMX (read from ``/proc/cpuinfo``; elsewhere assumed not)."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if accelerator not in ("auto", "cpu"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return bool(_CPU_BF16_FLAGS.intersection(flags))
+
+
+def default_inference_precision(accelerator: str = "auto") -> str:
+    """``bf16-mixed`` where :func:`native_bf16`, else ``32-true`` (Lightning's names)."""
+    return "bf16-mixed" if native_bf16(accelerator) else "32-true"

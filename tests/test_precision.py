@@ -1,0 +1,66 @@
+"""Bucketed row counts for reduced-precision inference (:mod:`molml.models.precision`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import nci_smiles
+
+from molml.data.graphs import GraphStore, featurize_block
+from molml.models import DMPNN, GATv2, MoleculeModel
+from molml.models.precision import bucket_size, bucketed_rows
+
+
+def test_bucket_sizes_bound_padding_and_the_number_of_shapes() -> None:
+    sizes = {n: bucket_size(n) for n in range(1, 40_000)}
+    assert all(n <= b < n + max(64, n / 16) for n, b in sizes.items())
+    assert all(b % 64 == 0 for b in sizes.values())
+    # a few shapes per octave, not one per row count
+    assert len({b for n, b in sizes.items() if 4096 <= n < 8192}) <= 17
+    assert len(set(sizes.values())) < 16 * 10
+
+
+def model_and_store(encoder: torch.nn.Module, n: int = 300) -> tuple[MoleculeModel, GraphStore]:
+    model = MoleculeModel(encoder, tasks=["y"], task_type="regression").eval()
+    arrays, _, _, _ = featurize_block(model.featurizer, nci_smiles(n))
+    return model, GraphStore.from_arrays([arrays])
+
+
+@pytest.mark.parametrize("encoder", [DMPNN(hidden_dim=64), GATv2(hidden_dim=64)], ids=str)
+def test_bucketed_rows_leave_fp32_outputs_unchanged(encoder: torch.nn.Module) -> None:
+    model, store = model_and_store(encoder)
+    seen: set[int] = set()
+    probe = model.encoder.register_forward_hook(lambda m, a, out: seen.add(out.shape[0]))
+    with torch.no_grad():
+        for start, stop in ((0, 37), (37, 150), (150, 300)):
+            plain = model(store.batch(start, stop))
+            with bucketed_rows(model):
+                padded = model(store.batch(start, stop))
+            assert padded.shape == plain.shape
+            assert torch.allclose(padded, plain, atol=1e-5, rtol=1e-5)
+    probe.remove()
+    assert len(seen) == 3  # the encoder still returns one row per real atom
+    # the hooks are gone afterwards
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_bf16_inference_sees_a_bounded_set_of_linear_shapes() -> None:
+    model, store = model_and_store(DMPNN(hidden_dim=64), n=400)
+    shapes: set[tuple[int, ...]] = set()
+
+    def record(module: torch.nn.Module, args: tuple) -> None:
+        shapes.add(tuple(args[0].shape))
+
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), bucketed_rows(model):
+        probes = [
+            m.register_forward_pre_hook(record)
+            for m in model.modules()
+            if isinstance(m, torch.nn.Linear)
+        ]
+        for start in range(0, 380, 3):  # 127 batches of different sizes
+            model(store.batch(start, start + 20))
+    for probe in probes:
+        probe.remove()
+    # the recording hooks run after the padding hooks: every row count is a bucket
+    assert all(shape[0] == bucket_size(shape[0]) for shape in shapes)
+    assert len({shape[0] for shape in shapes}) <= 24
