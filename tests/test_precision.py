@@ -64,3 +64,58 @@ def test_bf16_inference_sees_a_bounded_set_of_linear_shapes() -> None:
     # the recording hooks run after the padding hooks: every row count is a bucket
     assert all(shape[0] == bucket_size(shape[0]) for shape in shapes)
     assert len({shape[0] for shape in shapes}) <= 24
+
+
+def test_bucketed_rows_leave_fp32_gradients_unchanged() -> None:
+    model, store = model_and_store(DMPNN(hidden_dim=64), n=50)
+    model.train()
+    batch = store.batch(0, 50)
+
+    def gradients() -> list[torch.Tensor]:
+        model.zero_grad()
+        model(batch).square().sum().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain = gradients()
+    with bucketed_rows(model):
+        padded = gradients()
+    assert len(plain) == len(padded) > 4
+    for a, b in zip(plain, padded, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_reduced_precision_training_uses_bucketed_shapes_and_removes_them(
+    tmp_path, property_csv
+) -> None:
+    import lightning as L
+
+    from molml.data.datamodule import MoleculeDataModule
+
+    dm = MoleculeDataModule(
+        path=str(property_csv), target_columns=["logp"], batch_size=16, featurize_jobs=1
+    )
+    model = MoleculeModel(DMPNN(hidden_dim=32), tasks=["logp"], task_type="regression")
+    rows: set[int] = set()
+
+    class Probe(L.Callback):  # registered after setup, so it runs after the padding hook
+        def on_train_start(self, trainer: L.Trainer, module: MoleculeModel) -> None:
+            self.handle = module.encoder.W_h.register_forward_pre_hook(
+                lambda m, args: rows.add(args[0].shape[0])
+            )
+
+        def on_train_end(self, trainer: L.Trainer, module: MoleculeModel) -> None:
+            self.handle.remove()
+
+    trainer = L.Trainer(
+        max_epochs=1,
+        precision="bf16-mixed",
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Probe()],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert len(rows) > 1 and all(n == bucket_size(n) for n in rows)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())

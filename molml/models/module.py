@@ -25,6 +25,7 @@ from molml.chem.fingerprints import fingerprint_from_config
 from molml.errors import DataError, TrainingError
 from molml.models.encoders import DMPNN, Encoder, class_path, make_activation
 from molml.models.files import CHECKPOINT_FORMAT
+from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import make_readout, readout_dim
@@ -98,6 +99,7 @@ class MoleculeModel(L.LightningModule):
         if mean_variance and task_type != "regression":
             raise DataError(f"model.mean_variance is for regression, not {task_type}")
         self.save_hyperparameters(ignore=["encoder"])
+        self._row_buckets: list[torch.utils.hooks.RemovableHandle] = []
         self.encoder = encoder if encoder is not None else DMPNN()
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
         self.tasks = list(tasks)
@@ -225,6 +227,9 @@ class MoleculeModel(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
+        if self._trainer is not None and str(self.trainer.precision) in REDUCED_PRECISIONS:
+            # a bounded set of matrix shapes for bf16/fp16 kernels (molml.models.precision)
+            self._row_buckets = self._row_buckets or add_row_buckets(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if stage != "fit" or datamodule is None:
             return
@@ -238,6 +243,11 @@ class MoleculeModel(L.LightningModule):
             mean, std = datamodule.feature_statistics()
             self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def teardown(self, stage: str) -> None:
+        for handle in self._row_buckets:
+            handle.remove()
+        self._row_buckets = []
 
     def on_train_start(self) -> None:  # a run resumed inside a frozen epoch
         self.on_train_epoch_start()

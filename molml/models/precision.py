@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 
 BUCKETS_PER_OCTAVE = 16  # padding wastes at most 1/16 of the rows
 MIN_BUCKET = 64
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+REDUCED_PRECISIONS = {"bf16-mixed", "16-mixed", "bf16-true", "16-true"}  # Lightning's names
 
 
 def bucket_size(rows: int) -> int:
@@ -31,15 +33,22 @@ def bucket_size(rows: int) -> int:
     return -(-rows // step) * step
 
 
-@contextmanager
-def bucketed_rows(model: nn.Module) -> Iterator[None]:
-    """While active, every linear layer of ``model`` (``torch.nn.Linear`` and PyG's ``Linear``)
-    sees its input's rows zero-padded to :func:`bucket_size` and returns only the real rows."""
+def add_row_buckets(model: nn.Module) -> list[RemovableHandle]:
+    """Make every linear layer of ``model`` (``torch.nn.Linear`` and PyG's ``Linear``) pad its
+    input's rows with zeros to :func:`bucket_size` and return only the real rows (gradients
+    included); remove the returned hooks to undo."""
     handles = []
     for module in model.modules():
         if isinstance(module, nn.Linear | PygLinear):
             handles.append(module.register_forward_pre_hook(_pad_rows))
             handles.append(module.register_forward_hook(_cut_rows))
+    return handles
+
+
+@contextmanager
+def bucketed_rows(model: nn.Module) -> Iterator[None]:
+    """:func:`add_row_buckets` while the context is active."""
+    handles = add_row_buckets(model)
     try:
         yield
     finally:
