@@ -53,7 +53,9 @@ def run(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
     return seconds
 
 
-def molml_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dict) -> dict:
+def molml_end_to_end(
+    args: argparse.Namespace, split: Path, work: Path, env: dict, precision: str
+) -> dict:
     fit = [
         sys.executable,
         "-m",
@@ -69,13 +71,20 @@ def molml_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dic
         str(args.epochs),
         "--trainer.enable_progress_bar",
         "false",
+        "--trainer.precision",
+        precision,
     ]
     seconds = run(fit, work, env, work / "fit.log")
     run_dir = next((work / "runs").glob("*/version_0"))
     metrics = json.loads((run_dir / "test_metrics.json").read_text())["best.ckpt"]
     validated = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["val/rmse"])
     epochs_run = validated["epoch"].nunique()
-    return {"seconds": seconds, "test_rmse": metrics["rmse"], "epochs_run": epochs_run}
+    return {
+        "precision": precision,
+        "seconds": seconds,
+        "test_rmse": metrics["rmse"],
+        "epochs_run": epochs_run,
+    }
 
 
 def chemprop_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dict) -> dict:
@@ -128,6 +137,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both tools")
     parser.add_argument("--chemprop", help="python of a venv with chemprop 2.3.1 (the peer)")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["32-true"],
+        help="molml fit --trainer.precision values, each run every round (e.g. 32-true "
+        "bf16-mixed); chemprop trains in fp32",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/fit.json"))
     args = parser.parse_args()
     splits_file = args.splits_file or (
@@ -143,10 +159,11 @@ def main() -> None:
         split = Path(tmp) / "split.json"  # one entry: chemprop trains one model per entry
         split.write_text(json.dumps([json.loads(splits_file.read_text())[args.split_index]]))
         for round_ in range(args.rounds):
-            work = Path(tmp) / f"molml_{round_}"
-            work.mkdir()
-            molml_runs.append(molml_end_to_end(args, split, work, env))
-            print(f"molml round {round_ + 1}: {molml_runs[-1]}", flush=True)
+            for precision in args.precision:
+                work = Path(tmp) / f"molml_{round_}_{precision}"
+                work.mkdir()
+                molml_runs.append(molml_end_to_end(args, split, work, env, precision))
+                print(f"molml round {round_ + 1}: {molml_runs[-1]}", flush=True)
             if args.chemprop:
                 work = Path(tmp) / f"chemprop_{round_}"
                 work.mkdir()
@@ -164,17 +181,21 @@ def main() -> None:
     )
     print("| tool | wall s (start to tested best checkpoint) | test RMSE |")
     print("| --- | ---: | ---: |")
-    molml_row = f"{med(molml_runs, 'seconds'):.1f} | {med(molml_runs, 'test_rmse'):.3f}"
-    print(f"| molml fit | {molml_row} |")
+    by_precision = {p: [r for r in molml_runs if r["precision"] == p] for p in args.precision}
+    for precision, runs in by_precision.items():
+        row = f"{med(runs, 'seconds'):.1f} | {med(runs, 'test_rmse'):.3f}"
+        print(f"| molml fit, {precision} | {row} |")
     summary = None
     if chemprop_runs:
-        ratio = med(chemprop_runs, "seconds") / med(molml_runs, "seconds")
         print(
             f"| chemprop train | {med(chemprop_runs, 'seconds'):.1f} "
             f"| {med(chemprop_runs, 'test_rmse'):.3f} |"
         )
-        print(f"| chemprop / molml | {ratio:.2f}x | |")
-        summary = {"ratio_wall": ratio}
+        summary = {}
+        for precision, runs in by_precision.items():
+            ratio = med(chemprop_runs, "seconds") / med(runs, "seconds")
+            print(f"| chemprop / molml {precision} | {ratio:.2f}x | |")
+            summary[f"ratio_wall_{precision}"] = ratio
     else:
         print("no peer was run (pass --chemprop PYTHON to run chemprop train side by side)")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -116,14 +116,17 @@ class DMPNN(Encoder):
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
         src, dst = edge_index
         reverse = torch.arange(edge_index.size(1), device=x.device) ^ 1
-        h_input = x[src] + edge_attr  # W_i [x_u || e_uv], split over the two embeddings
+        # W_i [x_u || e_uv], split over the two embeddings
+        h_input = x.index_select(0, src) + edge_attr
         h = self.act(h_input)
         # scatter_add_ rather than index_add_: the same sums, but index_add_ exports to ONNX
         # ScatterND, whose multithreaded onnxruntime kernel races on repeated indices
         into_atoms = dst[:, None].expand(-1, x.size(1))
         for _ in range(self.depth - 1):
             incoming = torch.zeros_like(x).scatter_add_(0, into_atoms, h)
-            message = incoming[src] - h[reverse]
+            # index_select rather than fancy indexing: the same values, and a backward pass
+            # that adds rows (index_add) instead of accumulating scattered writes (index_put)
+            message = incoming.index_select(0, src) - h.index_select(0, reverse)
             h = self.dropout(self.act(h_input + self.W_h(message)))
         atom_messages = torch.zeros_like(x).scatter_add_(0, into_atoms, h)
         return self.dropout(self.act(self.W_o(torch.cat([x, atom_messages], dim=1))))
