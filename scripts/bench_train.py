@@ -243,7 +243,8 @@ def chemprop_epochs(python: str, dm: MoleculeDataModule, job: dict[str, Any], tm
 
 
 def peer_table(molml: list[dict[str, Any]], chemprop: list[dict[str, Any]]) -> tuple[str, dict]:
-    """Medians over rounds of molml's and chemprop's D-MPNN epochs, and their ratio."""
+    """Medians over rounds of molml's D-MPNN epochs (per precision) and chemprop's (fp32),
+    and their ratios."""
 
     def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
         train = statistics.median(r["epoch_seconds"] for r in runs)
@@ -251,27 +252,32 @@ def peer_table(molml: list[dict[str, Any]], chemprop: list[dict[str, Any]]) -> t
         with_val = statistics.median(r["epoch_seconds"] + r["val_seconds"] for r in runs)
         return {"train": train, "val": val, "with_val": with_val}
 
-    m, c = medians(molml), medians(chemprop)
-    summary = {
-        "molml": m,
+    c = medians(chemprop)
+    summary: dict[str, Any] = {
         "chemprop": c,
-        "ratio_train": c["train"] / m["train"],
-        "ratio_with_val": c["with_val"] / m["with_val"],
-        "molml_parameters": molml[0]["parameters"],
         "chemprop_parameters": chemprop[0]["parameters"],
-        "rounds": len(molml),
+        "molml_parameters": molml[0]["parameters"],
+        "rounds": len(chemprop),
     }
     lines = [
         "| D-MPNN, hidden 300, depth 3, batch 64 | parameters | train s/epoch | val s "
-        "| epoch + val s |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| molml | {molml[0]['parameters']:,} | {m['train']:.2f} | {m['val']:.2f} "
-        f"| {m['with_val']:.2f} |",
-        f"| chemprop 2.3.1 | {chemprop[0]['parameters']:,} | {c['train']:.2f} | {c['val']:.2f} "
-        f"| {c['with_val']:.2f} |",
-        f"| chemprop / molml | | {summary['ratio_train']:.2f}x | {c['val'] / m['val']:.2f}x "
-        f"| {summary['ratio_with_val']:.2f}x |",
+        "| epoch + val s | chemprop / molml (epoch + val) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| chemprop 2.3.1, fp32 | {chemprop[0]['parameters']:,} | {c['train']:.2f} "
+        f"| {c['val']:.2f} | {c['with_val']:.2f} | |",
     ]
+    for precision in dict.fromkeys(r["precision"] for r in molml):
+        m = medians([r for r in molml if r["precision"] == precision])
+        ratio = c["with_val"] / m["with_val"]
+        summary[precision] = {
+            "molml": m,
+            "ratio_train": c["train"] / m["train"],
+            "ratio_with_val": ratio,
+        }
+        lines.append(
+            f"| molml, {precision} | {molml[0]['parameters']:,} | {m['train']:.2f} "
+            f"| {m['val']:.2f} | {m['with_val']:.2f} | {ratio:.2f}x |"
+        )
     return "\n".join(lines), summary
 
 
@@ -353,8 +359,9 @@ def main() -> None:
                         f"({', '.join(f'{s:.2f}' for s in row['epoch_seconds_all'])})",
                         flush=True,
                     )
-                    if args.chemprop and name == "dmpnn" and precision == "32-true":
+                    if args.chemprop and name == "dmpnn":
                         molml_peer_runs.append(row)
+                    if args.chemprop and name == "dmpnn" and precision == precisions[-1]:
                         peer = chemprop_epochs(args.chemprop, split_dm, job, Path(tmp))
                         chemprop_runs.append(peer)
                         print(
