@@ -332,7 +332,9 @@ def main() -> None:
             )
             if args.check_fp32 and size == min(args.sizes):
                 fp32 = workdir / "fp32.parquet"
-                run_screen(model, library, fp32, [*extra, "--precision", "32-true"])
+                fp32_run = run_screen(model, library, fp32, [*extra, "--precision", "32-true"])
+                rows[-1]["fp32_run"] = fp32_run
+                print(f"and in fp32 in {fp32_run['wall_seconds']} s", flush=True)
                 scored = pd.read_parquet(fp32)
                 columns = [c for c in scored.columns if c not in ("row", "id", "smiles", "status")]
                 gap = precision_gap(workdir / f"scores_{size}.parquet", fp32, columns)

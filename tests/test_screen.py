@@ -458,3 +458,28 @@ def test_baselines_screen_like_graph_models(trained, library, tmp_path):
     mean = (graph + expected["logp"]) / 2
     assert np.allclose(both["logp"], mean, atol=1e-5, equal_nan=True)
     assert (both["status"] == scores["status"]).all()
+
+
+def test_bf16_model_threads_leave_the_featurization_workers_their_cores(
+    trained, library, tmp_path, monkeypatch
+):
+    import torch
+
+    from molml.screen import run as screen_run
+
+    seen: list[int] = []
+    original = screen_run.ScreeningModule.predict_step
+
+    def recording(self, chunk, batch_idx):
+        seen.append(torch.get_num_threads())
+        return original(self, chunk, batch_idx)
+
+    monkeypatch.setattr(screen_run.ScreeningModule, "predict_step", recording)
+    monkeypatch.setattr(screen_run, "_cores", lambda: 4)
+    before = torch.get_num_threads()
+    screen([trained["ckpt"]], library, tmp_path / "bf16.parquet", precision="bf16-mixed")
+    assert set(seen) == {3}  # 4 cores, 1 featurization worker
+    assert torch.get_num_threads() == before
+    seen.clear()
+    screen([trained["ckpt"]], library, tmp_path / "fp32.parquet")  # fp32: torch's threads
+    assert set(seen) == {before}
