@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class MolmlCLI(LightningCLI):
     """LightningCLI with the data module's task description linked into the model; ``fit``
     ends by testing the best checkpoint in the same process (``--test_best false`` skips it),
-    as ``molml test --ckpt_path best.ckpt`` would."""
+    as ``molml test --ckpt_path best.ckpt`` would. The option is parsed by every verb (one
+    parser setup for all) and read by ``fit`` only."""
 
     tests_after_fit = True
 
@@ -69,13 +70,16 @@ class MolmlCLI(LightningCLI):
                 init_args.tracking_uri = absolute_tracking_uri(init_args.tracking_uri)
 
     def after_fit(self) -> None:
-        """Test the best checkpoint, unless ``--test_best false`` or the run was interrupted."""
-        if not self.config_init["fit"].get("test_best") or self.trainer.interrupted:
+        """Test the best checkpoint on the test split, unless ``--test_best false``."""
+        if not self.config_init["fit"].get("test_best"):
             return
-        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "")
         if not best:
-            log.warning("no best checkpoint was saved, so it was not tested")
+            log.warning("no checkpoint was saved, so none was tested (see --test_best)")
             return
+        if getattr(checkpoint, "monitor", None) is None:
+            log.warning("the checkpoint callback monitors no metric; testing the last: %s", best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 

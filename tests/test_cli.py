@@ -131,11 +131,15 @@ def test_print_config_is_yaml_that_reruns(in_run_root: Path, capsys) -> None:
     before = len(run_dirs(in_run_root))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        main(["fit", "--config", str(path), "--trainer.max_epochs", "1", *QUIET])
+        main(["fit", "--config", str(path), "--trainer.max_epochs", "1", "--test_best", "false",
+              *QUIET])  # fmt: skip
     rerun = run_dirs(in_run_root)[-1]
     assert len(run_dirs(in_run_root)) == before + 1
     assert (rerun / "checkpoints" / "best.ckpt").is_file()
-    assert pd.read_csv(rerun / "metrics.csv").dropna(subset=["val/rmse"])["epoch"].max() == 0
+    metrics = pd.read_csv(rerun / "metrics.csv")
+    assert metrics.dropna(subset=["val/rmse"])["epoch"].max() == 0
+    # --test_best false: trained, not tested
+    assert "test/rmse" not in metrics and not (rerun / "test_metrics.json").exists()
 
 
 def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:

@@ -237,6 +237,7 @@ def fit(model: MoleculeModel, data: MoleculeDataModule, epochs: int) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        default_root_dir=Path(data.hparams.path).parent,  # split reports go next to the data
     )
     trainer.fit(model, datamodule=data)
 

@@ -483,3 +483,22 @@ def test_bf16_model_threads_leave_the_featurization_workers_their_cores(
     seen.clear()
     screen([trained["ckpt"]], library, tmp_path / "fp32.parquet")  # fp32: torch's threads
     assert set(seen) == {before}
+
+
+def test_resume_refuses_to_mix_precisions(trained, library, tmp_path, monkeypatch):
+    from molml.screen import run as screen_run
+
+    out = tmp_path / "o.parquet"
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while merging")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(screen_run, "merge_parts", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            screen([trained["ckpt"]], library, out, precision="bf16-mixed")
+    assert out.with_name(out.name + ".parts").is_dir()  # finished chunks kept for a resume
+    with pytest.raises(DataError, match="different screen .*precision"):
+        screen([trained["ckpt"]], library, out, precision="32-true")
+    summary = screen([trained["ckpt"]], library, out, precision="bf16-mixed")  # same: resumes
+    assert summary["resumed_chunks"] > 0 and summary["rows"] == 400

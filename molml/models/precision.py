@@ -1,10 +1,14 @@
-"""Inference in bf16: where the hardware computes it natively, and with bounded matrix shapes.
+"""bf16 on CPUs: where the hardware computes it natively, and with bounded matrix shapes.
 
 Graph batches give every matrix multiplication a new row count (atoms or bonds in the batch).
-oneDNN compiles a bf16 kernel per shape and keeps it in a primitive cache, so an unbounded
-stream of row counts costs compile time and memory that grows with the library.
-:func:`bucketed_rows` pads the rows entering each linear layer up to one of a few sizes per
-octave and cuts the output back; rows of a linear layer are independent, so results are exact.
+On a CPU, oneDNN compiles a bf16 kernel per shape and keeps it in a primitive cache, so an
+unbounded stream of row counts costs compile time and memory that grows with the library.
+:func:`bucketed_rows` pads the rows entering each linear layer (``torch.nn.Linear`` and PyG's
+``Linear``: all of the D-MPNN's matrix products; not the functional projections inside
+attention or GRU cells) up to one of a few sizes per octave and cuts the output back. Rows of
+a linear layer are independent, so the real rows are what they would be unpadded. Padding
+happens only for bf16/fp16 work on a CPU; elsewhere (fp32, GPUs, ``torch.export`` tracing
+outside autocast) the hooks pass inputs through untouched.
 """
 
 from __future__ import annotations
@@ -39,10 +43,14 @@ def add_row_buckets(model: nn.Module) -> list[RemovableHandle]:
     included); remove the returned hooks to undo."""
     handles = []
     for module in model.modules():
-        if isinstance(module, nn.Linear | PygLinear):
+        if isinstance(module, nn.Linear | PygLinear) and not _has_row_buckets(module):
             handles.append(module.register_forward_pre_hook(_pad_rows))
             handles.append(module.register_forward_hook(_cut_rows))
     return handles
+
+
+def _has_row_buckets(module: nn.Module) -> bool:
+    return any(hook is _pad_rows for hook in module._forward_pre_hooks.values())
 
 
 @contextmanager
@@ -56,9 +64,21 @@ def bucketed_rows(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
+_REDUCED_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _reduced_cpu_work(x: Tensor) -> bool:
+    """Whether ``x`` enters a bf16/fp16 matrix product on a CPU."""
+    if x.device.type != "cpu":
+        return False
+    if x.dtype in _REDUCED_DTYPES:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") in _REDUCED_DTYPES
+
+
 def _pad_rows(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     x = args[0]
-    rows = x.shape[0] if x.dim() > 1 else 0
+    rows = x.shape[0] if x.dim() > 1 and _reduced_cpu_work(x) else 0
     module._molml_rows = rows  # read by _cut_rows right after this call
     padded = bucket_size(rows) if rows else rows
     if padded == rows:
@@ -75,7 +95,7 @@ def native_bf16(accelerator: str = "auto") -> bool:
     """Whether the device computes bf16 matrix products natively: a CUDA GPU with bf16, or an
     x86 CPU with AVX512-BF16 or AMX (read from ``/proc/cpuinfo``; elsewhere assumed not)."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if accelerator not in ("auto", "cpu"):
         return False
     try:

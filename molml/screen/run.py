@@ -102,6 +102,7 @@ def screen_library(
     }
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
+    precision = precision or default_inference_precision(accelerator)
     module = ScreeningModule(load_model(list(models), mc_dropout=mc_dropout))
     if top_k is not None:
         top_k_by = top_k_by or module.output_columns[0]
@@ -127,6 +128,8 @@ def screen_library(
             "chunk_size": chunk_size,
             "reader": reader_options,
             "mc_dropout": mc_dropout,
+            # the default depends on the hardware: a resumed screen must not mix precisions
+            "precision": precision,
         }
         if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
@@ -154,7 +157,7 @@ def screen_library(
             devices=devices,
             num_nodes=num_nodes,
             strategy=strategy,
-            precision=precision or default_inference_precision(accelerator),
+            precision=precision,
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
