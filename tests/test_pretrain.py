@@ -18,11 +18,12 @@ import pytest
 import torch
 import yaml
 from conftest import nci_smiles, write_task_csv
+from torch_geometric.data import Batch
 
 import molml
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.data.datamodule import MoleculeDataModule
-from molml.data.pretraining import PretrainDataModule, zinc_smiles_path
+from molml.data.pretraining import PretrainDataModule, load_shard, zinc_smiles_path
 from molml.errors import CheckpointError, DataError
 from molml.models import DMPNN, GINE, MoleculeModel
 from molml.models.checkpoint import load_checkpoint
@@ -371,7 +372,12 @@ def test_zinc_is_found_through_the_molsets_distribution_or_explained() -> None:
 def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     source = write_smiles(tmp_path / "unlabelled.csv", 200)
     kwargs = dict(
-        sources=[str(source)], val_size=40, shard_size=50, cache_dir=str(tmp_path), featurize_jobs=1
+        sources=[str(source)],
+        val_size=40,
+        shard_size=50,
+        batch_size=16,
+        cache_dir=str(tmp_path),
+        featurize_jobs=1,
     )
     data = PretrainDataModule(**kwargs)
     data.prepare_shards()
@@ -386,16 +392,30 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     again.prepare_shards()
     assert shards[1].exists() and shards[0].stat().st_mtime_ns == mtime
     stream = again.train_dataloader().dataset
-    rows = [int(d.row) for d in stream]
+
+    def rows_of(batches) -> list[int]:
+        return [int(row) for batch in batches for row in batch.row]
+
+    batches = list(stream)
+    assert len(batches) == len(stream) and max(b.num_graphs for b in batches) == 16
+    rows = rows_of(batches)
     # every training molecule once per epoch, none of the first 40 (the validation block)
     assert len(set(rows)) == len(rows) == sum(again.shard_sizes) and min(rows) >= 40
-    assert rows == [int(d.row) for d in stream]  # an epoch's order is reproducible
+    assert rows == rows_of(stream)  # an epoch's order is reproducible
     next_epoch = type(stream)(**{**vars(stream), "epoch": 1})
-    assert rows != [int(d.row) for d in next_epoch]  # and the next epoch's is another
-    first_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 0, "world_size": 2})]
-    second_rank = [int(d.row) for d in type(stream)(**{**vars(stream), "rank": 1, "world_size": 2})]
+    assert rows != rows_of(next_epoch)  # and the next epoch's is another
+    halves = [type(stream)(**{**vars(stream), "rank": r, "world_size": 2}) for r in (0, 1)]
+    first_rank, second_rank = rows_of(halves[0]), rows_of(halves[1])
     share = sum(size // 2 for size in again.shard_sizes)
     assert len(first_rank) == len(second_rank) == share and not set(first_rank) & set(second_rank)
+    assert len(halves[0]) == len(halves[1]) == len(list(halves[0]))  # DDP ranks step together
+    # a gathered batch holds the same graphs as PyG's collation of the same molecules
+    store = load_shard(shards[0], again.targets, again.descriptors.names)
+    by_row = {int(store.rows[i]): i for i in range(len(store))}
+    first = next(b for b in batches if int(b.row[0]) in by_row)
+    reference = Batch.from_data_list([store[by_row[int(r)]] for r in first.row])
+    for key in ("x", "edge_index", "edge_attr", "batch", "ptr", "y"):
+        assert torch.equal(getattr(first, key), getattr(reference, key)), key
     assert np.isfinite(next(iter(stream)).y.numpy()).all()
 
 
@@ -468,7 +488,7 @@ def test_pretraining_runs_on_two_processes_in_bf16(pretrained_run: dict, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     encoder = molml.load_model(tmp_path / "checkpoints" / "last.ckpt")
     train = encoder.metadata["training_data"]["train"]
-    # each rank reads half of every shard: one epoch is half the steps of one process
+    # each rank reads half of every shard, in batches of 16 that end with the shard
     steps = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    molecules_per_rank = sum(size // 2 for size in shard_sizes(tmp_path))
-    assert steps == -(-molecules_per_rank // 16) and molecules_per_rank < train
+    halves = [size // 2 for size in shard_sizes(tmp_path)]
+    assert steps == sum(-(-half // 16) for half in halves) and sum(halves) < train

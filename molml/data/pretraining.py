@@ -31,13 +31,18 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import IterableDataset
-from torch_geometric.data import Data
-from torch_geometric.loader import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
+from torch_geometric.data import Batch
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import RDKitDescriptors
-from molml.data.graphs import CACHE_FORMAT, GraphStore, featurize_molecules
+from molml.data.graphs import (
+    CACHE_FORMAT,
+    GraphBatches,
+    GraphStore,
+    as_batch,
+    featurize_molecules,
+)
 from molml.data.readers import iter_molecule_chunks
 from molml.errors import DataError
 from molml.options import check_int, check_jobs
@@ -171,9 +176,11 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
 
 
 class ShardStream(IterableDataset):
-    """The molecules of several shard files, one shard in memory at a time, in the random order
-    of ``epoch`` (shard order and order within each shard). Rank ``rank`` of ``world_size``
-    takes an equal share of every shard. The data module builds a new stream every epoch."""
+    """Batches of the molecules of several shard files, one shard in memory at a time, in the
+    random order of ``epoch`` (shard order and order within each shard). Rank ``rank`` of
+    ``world_size`` takes an equal share of every shard, so every rank yields as many batches.
+    Each batch is gathered out of the shard's store in one step (no per-molecule ``Data``);
+    a shard's last batch may be smaller. The data module builds a new stream every epoch."""
 
     def __init__(
         self,
@@ -181,6 +188,7 @@ class ShardStream(IterableDataset):
         sizes: Sequence[int],
         targets: DescriptorTargets,
         descriptor_names: Sequence[str],
+        batch_size: int,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -188,20 +196,22 @@ class ShardStream(IterableDataset):
     ) -> None:
         self.shards, self.sizes = list(shards), list(sizes)
         self.targets, self.descriptor_names = targets, list(descriptor_names)
+        self.batch_size = batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return sum(size // self.world_size for size in self.sizes)
+        return sum(-(-(size // self.world_size) // self.batch_size) for size in self.sizes)
 
-    def __iter__(self) -> Iterator[Data]:
+    def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng([self.seed, self.epoch])
         for k in rng.permutation(len(self.shards)):
             store = load_shard(self.shards[k], self.targets, self.descriptor_names)
             share = len(store) // self.world_size
             mine = rng.permutation(len(store))[self.rank :: self.world_size][:share]
-            for i in mine:
-                yield store[int(i)]
+            for start in range(0, share, self.batch_size):
+                chosen = mine[start : start + self.batch_size]
+                yield store.select(chosen).batch(0, len(chosen))
 
 
 def load_shard(
@@ -463,19 +473,23 @@ class PretrainDataModule(L.LightningDataModule):
             self.shard_sizes,
             self.targets,
             self.descriptors.names,
+            batch_size=self.hparams.batch_size,
             seed=self.hparams.seed,
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             epoch=trainer.current_epoch if trainer else 0,
         )
-        # one worker reads the shards in the background; several would each end on a partial
-        # batch, which the loader's length does not count
-        return DataLoader(
-            stream, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers
-        )
+        # the stream yields whole batches; one worker reads the shards in the background
+        # (several would each read every shard)
+        return DataLoader(stream, batch_size=None, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_targets, batch_size=self.hparams.batch_size)
+        every = np.arange(len(self.val_targets))
+        return DataLoader(
+            GraphBatches(self.val_targets, every),
+            batch_size=self.hparams.batch_size,
+            collate_fn=as_batch,
+        )
 
 
 def _limit(chunks: Iterator[list[str]], n: int) -> Iterator[list[str]]:
