@@ -183,7 +183,14 @@ def main() -> None:
         print(f"| {row['encoder']} | " + " | ".join(cells) + " |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "export_onnx.json"
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    runs = {row["encoder"]: {"args": vars(args), **row} for row in rows}
+    if out.exists():  # a run over some encoders keeps the other encoders' rows
+        earlier = json.loads(out.read_text())
+        previous = earlier.get("by_encoder") or {
+            row["encoder"]: {"args": earlier["args"], **row} for row in earlier["rows"]
+        }
+        runs = {**previous, **runs}
+    out.write_text(json.dumps({"by_encoder": runs}, indent=1))
     print(f"\nwrote {out}")
 
 

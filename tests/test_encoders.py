@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rdkit import Chem
 from rdkit.Chem import Crippen
 from torch_geometric.data import Batch
-from torch_geometric.utils import to_dense_batch
+from torch_geometric.nn import GPSConv
+from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 import molml
 from molml.chem.featurizer import MolGraphFeaturizer
@@ -31,9 +32,8 @@ from molml.models import (
     GATv2,
     Graphormer,
     MoleculeModel,
-    encoders,
 )
-from molml.models.encoders import padding_mask, shortest_path_buckets
+from molml.models.encoders import PaddedLayout, _GPSLayer, shortest_path_buckets
 from molml.models.readout import make_readout, readout_dim
 from molml.predict import GraphPredictor
 
@@ -245,25 +245,58 @@ def test_graphormer_padding_never_reaches_real_atoms(monkeypatch: pytest.MonkeyP
     assert torch.allclose(alone, batched[-small.num_nodes :], atol=1e-10, rtol=0)
 
     # whatever sits in the padded slots (61 for the salt here) changes nothing
-    mask = padding_mask(huge.batch)
-    assert mask.shape == (2, 66) and (~mask).sum() == 66 - 5
-    bias = encoder.attention_bias(huge.edge_index, edge_huge, huge.batch, mask)
+    layout = PaddedLayout.of(huge.batch)
+    assert layout.mask.shape == (2, 66) and (~layout.mask).sum() == 66 - 5
+    bias = encoder.attention_bias(huge.edge_index, edge_huge, layout)
     assert torch.isinf(bias[1, :, :, 5:]).all() and torch.isfinite(bias[1, :, :, :5]).all()
     padded_slots = []
+    plain_pad = PaddedLayout.pad
 
-    def noisy_padding(x: torch.Tensor, batch: torch.Tensor, **kwargs) -> tuple:
-        dense, dense_mask = to_dense_batch(x, batch, **kwargs)
-        padded_slots.append(int((~dense_mask).sum()))
+    def noisy_pad(self: PaddedLayout, x: torch.Tensor) -> torch.Tensor:
+        dense = plain_pad(self, x)
+        padded_slots.append(int((~self.mask).sum()))
         noise = 1e3 * torch.randn_like(dense)
-        return torch.where(dense_mask[..., None], dense, noise), dense_mask
+        return torch.where(self.mask[..., None], dense, noise)
 
-    monkeypatch.setattr(encoders, "to_dense_batch", noisy_padding)
+    monkeypatch.setattr(PaddedLayout, "pad", noisy_pad)
     with torch.no_grad():
         noisy = encoder(x_huge, huge.edge_index, edge_huge, huge.batch)
     assert padded_slots == [61] * 3  # each block's attention got noise in every padded slot
     assert torch.isfinite(noisy).all()
     # equal up to float rounding (the attention kernel may sum in another order)
     assert torch.allclose(noisy, batched, atol=1e-10, rtol=0)
+    # sizes given (as an exported graph gives them, from input shapes) change nothing either
+    with torch.no_grad():
+        sized = encoder(x_huge, huge.edge_index, edge_huge, huge.batch, padded_size=(2, 66))
+    assert torch.equal(sized, batched)
+
+
+def test_padded_layout_round_trips_and_matches_pyg() -> None:
+    batch = graph_batch(["C", HUGE, "CC(=O)[O-].[Na+]"])
+    x = torch.randn(batch.num_nodes, 5)
+    layout = PaddedLayout.of(batch.batch)
+    dense, mask = to_dense_batch(x, batch.batch)
+    assert torch.equal(layout.pad(x), dense) and torch.equal(layout.mask, mask)
+    assert torch.equal(layout.unpad(dense), x)
+    sized = PaddedLayout.of(batch.batch, (3, 70))  # more slots than the largest molecule
+    assert sized.mask.shape == (3, 70) and torch.equal(sized.unpad(sized.pad(x)), x)
+    assert torch.equal(sized.pad(x)[:, :66], dense)
+    pairs = layout.pair_values(batch.edge_index, torch.ones(batch.num_edges))
+    assert torch.equal(pairs, to_dense_adj(batch.edge_index, batch.batch))
+
+
+def test_gps_layer_computes_what_pyg_gpsconv_computes() -> None:
+    torch.manual_seed(0)
+    encoder = ENCODERS["gps"]().double().eval()
+    batch = graph_batch(["C", HUGE, "CC(=O)[O-].[Na+]", "c1ccccc1O"])
+    x = torch.randn(batch.num_nodes, HIDDEN, dtype=torch.float64)
+    edge_attr = torch.randn(batch.num_edges, HIDDEN, dtype=torch.float64)
+    layer = encoder.layers[0]
+    assert isinstance(layer, _GPSLayer)
+    with torch.no_grad():
+        ours = layer(x, batch.edge_index, edge_attr, PaddedLayout.of(batch.batch))
+        pyg = GPSConv.forward(layer, x, batch.edge_index, batch.batch, edge_attr=edge_attr)
+    assert torch.allclose(ours, pyg, atol=1e-10, rtol=0)
 
 
 def test_graphormer_single_atoms_give_finite_outputs() -> None:
@@ -281,7 +314,8 @@ def test_shortest_path_buckets_match_rdkit() -> None:
     molecules = ["CC(=O)[O-].[Na+]", "C" * 12, "CN1CCC23c4c5ccc(O)c4OC2C(O)C=CC3C1C5"]
     batch = graph_batch(molecules)
     max_distance = 5
-    buckets = shortest_path_buckets(batch.edge_index, batch.batch, 3, 21, max_distance)
+    layout = PaddedLayout.of(batch.batch, (3, 21))
+    buckets = shortest_path_buckets(batch.edge_index, layout, max_distance)
     assert buckets.shape == (3, 21, 21)
     for i, smiles in enumerate(molecules):
         distances = Chem.GetDistanceMatrix(Chem.MolFromSmiles(smiles))

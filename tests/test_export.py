@@ -47,6 +47,8 @@ EXPORTABLE = {
     "gatv2": lambda: (GATv2(32, 2), "max"),
     "attentivefp": lambda: (AttentiveFP(32, 2), "attentivefp"),
     "pna": lambda: (PNA(30, 2), "mean"),
+    "gps": lambda: (GPS(32, 2), "sum"),
+    "graphormer": lambda: (Graphormer(32, 2), "mean"),
 }
 
 
@@ -89,8 +91,12 @@ def test_export_matches_pytorch_on_one_mixed_batch(
     predictor = molml.load_model(ckpt)
     expected = predictor.predict(MIXED_BATCH)[["a", "b"]].to_numpy()
     inputs = mixed_inputs(predictor)
+    names = molml.load_model(result.path).metadata["inputs"]
+    assert ("atom_slots" in names) == (name in ("gps", "graphormer"))
+    inputs = {name: inputs[name] for name in names}
     if fmt == "onnx":
         session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == names
         got = session.run(None, inputs)[0]
     else:
         module = torch.export.load(result.path).module()
@@ -205,20 +211,32 @@ def test_classification_with_molecule_features(tmp_path: Path) -> None:
     assert got["active"].between(0, 1).all()
 
 
-@pytest.mark.parametrize(
-    ("encoder", "where"),
-    [(lambda: GPS(32, 2), "to_dense_batch"), (lambda: Graphormer(32, 2), "padding_mask")],
-)
+class LargestMoleculeEncoder(Encoder):
+    """Scales atoms by the size of the largest molecule, read from the values of ``batch``."""
+
+    def __init__(self, hidden_dim: int = 32) -> None:
+        super().__init__(hidden_dim=hidden_dim)
+        self.hidden_dim = self.out_dim = hidden_dim
+
+    def forward(self, x, edge_index, edge_attr, batch):  # noqa: ANN001, ANN201
+        return x / int(torch.bincount(batch).max())
+
+
 def test_untraceable_encoders_fail_with_the_layer(
-    encoder, where: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    ckpt = untrained_checkpoint(tmp_path / "model.ckpt", encoder())
+    register_encoder(LargestMoleculeEncoder)
+    ckpt = untrained_checkpoint(tmp_path / "model.ckpt", LargestMoleculeEncoder())
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--model", str(ckpt), "--format", "pt2"])
     assert exit_info.value.code == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("molml export: error:") and len(error.splitlines()) == 1
-    assert where in error and "use the checkpoint itself" in error
+    assert (
+        "LargestMoleculeEncoder" in error and "in forward (" in error and "test_export.py:" in error
+    )
+    assert "computes a tensor size from the input values" in error
+    assert "use the checkpoint itself" in error
     assert not (tmp_path / "model.pt2").exists()
 
 

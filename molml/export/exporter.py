@@ -30,6 +30,7 @@ from molml.errors import CheckpointError, DataError, ExportError
 from molml.models.module import MoleculeModel
 from molml.predict import BaselinePredictor, GraphPredictor, Predictor, load_model
 from molml.predict.onnx import (
+    ATOM_SLOTS_INPUT,
     FEATURES_INPUT,
     METADATA_FORMAT,
     METADATA_KEY,
@@ -50,7 +51,8 @@ TRACE_SMILES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")  # more than one of ev
 class PredictionGraph(nn.Module):
     """The part of a :class:`MoleculeModel` that an export holds: featurized tensors in,
     predictions ``[molecules, columns]`` in the user's units out. The number of molecules is
-    ``n_atoms.size(0)``, a size rather than a Python int, so it stays dynamic when traced."""
+    ``n_atoms.size(0)``, a size rather than a Python int, so it stays dynamic when traced; for
+    an encoder that pads molecules, the padded size is likewise ``atom_slots.size(0)``."""
 
     def __init__(self, model: MoleculeModel) -> None:
         super().__init__()
@@ -64,9 +66,13 @@ class PredictionGraph(nn.Module):
         batch: Tensor,
         n_atoms: Tensor,
         features: Tensor | None = None,
+        atom_slots: Tensor | None = None,
     ) -> Tensor:
         num_molecules = n_atoms.size(0)
-        out = self.model.forward_tensors(x, edge_index, edge_attr, batch, num_molecules, features)
+        max_atoms = None if atom_slots is None else atom_slots.size(0)
+        out = self.model.forward_tensors(
+            x, edge_index, edge_attr, batch, num_molecules, features, max_atoms
+        )
         return self.model.to_prediction(out).reshape(num_molecules, -1)
 
 
@@ -117,7 +123,8 @@ def trace(predictor: GraphPredictor) -> torch.export.ExportedProgram:
     molecules, atoms and bonds; an encoder it cannot trace raises :class:`ExportError`."""
     model = predictor.model.cpu().eval()
     arrays = _featurize(predictor, list(TRACE_SMILES))
-    inputs = _tensors(batch_arrays(arrays, 0, len(TRACE_SMILES)))
+    batch = batch_arrays(arrays, 0, len(TRACE_SMILES))
+    inputs = {name: torch.from_numpy(batch[name]) for name in input_names(predictor)}
     # every size is dynamic: molecules, atoms and bonds (edge_index's second axis)
     shapes = {name: {1 if name == "edge_index" else 0: torch.export.Dim.DYNAMIC} for name in inputs}
     try:
@@ -126,6 +133,17 @@ def trace(predictor: GraphPredictor) -> torch.export.ExportedProgram:
             return torch.export.export(PredictionGraph(model), (), inputs, dynamic_shapes=shapes)
     except Exception as exc:  # torch.export raises many error types; name where it failed
         raise ExportError(_untraceable(predictor, exc)) from exc
+
+
+def input_names(predictor: GraphPredictor) -> list[str]:
+    """The inputs of the predictor's exported graph, in order (see :data:`ONNX_INPUTS`)."""
+    model = predictor.model
+    names = list(ONNX_INPUTS)
+    if model.molecule_features is not None:
+        names.append(FEATURES_INPUT)
+    if model.encoder.pads_molecules:
+        names.append(ATOM_SLOTS_INPUT)
+    return names
 
 
 def _untraceable(predictor: GraphPredictor, exc: Exception) -> str:
@@ -155,10 +173,6 @@ def _featurize(predictor: GraphPredictor, smiles: list[str]) -> dict[str, np.nda
         model.featurizer, smiles, molecule_features=model.molecule_features
     )
     return arrays
-
-
-def _tensors(inputs: dict[str, np.ndarray]) -> dict[str, Tensor]:
-    return {name: torch.from_numpy(value) for name, value in inputs.items()}
 
 
 def parity_slices(n: int) -> list[tuple[int, int]]:
@@ -238,11 +252,11 @@ def export_model(
         onnx_program = torch.onnx.export(program, dynamo=True, verbose=False)
         proto, run = _onnx_runner(onnx_program)
     else:
-        module = program.module()
+        module, names = program.module(), input_names(predictor)
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
             with torch.no_grad():
-                return module(**_tensors(inputs)).numpy()
+                return module(**{name: torch.from_numpy(inputs[name]) for name in names}).numpy()
 
     columns = predictor.prediction_columns()
     n = len(arrays["n_atoms"])
@@ -291,7 +305,6 @@ def _metadata(
     statistics = None
     if model.molecule_features is not None:
         statistics = {"mean": model.feature_mean.tolist(), "std": model.feature_std.tolist()}
-    inputs = [*ONNX_INPUTS, *([FEATURES_INPUT] if statistics is not None else [])]
     return {
         "format": METADATA_FORMAT,
         "export_format": format,
@@ -309,7 +322,7 @@ def _metadata(
         "target_scaling": {"mean": model.target_mean.tolist(), "std": model.target_std.tolist()},
         "training_data": info["training_data"],
         "test_metrics": info["test_metrics"],
-        "inputs": inputs,
+        "inputs": input_names(predictor),
         "parity": {
             "max_abs_diff": diffs,
             "molecules": molecules,

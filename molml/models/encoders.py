@@ -22,6 +22,7 @@ encoder         idea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GATv2Conv, GINEConv, GPSConv, PNAConv
 from torch_geometric.nn.models.attentive_fp import GATEConv
-from torch_geometric.utils import degree, to_dense_adj, to_dense_batch
+from torch_geometric.utils import degree
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
@@ -44,11 +45,15 @@ def make_activation(name: str) -> nn.Module:
 class Encoder(nn.Module):
     """Base class: ``forward(x, edge_index, edge_attr, batch) -> [num_atoms, out_dim]``.
 
-    ``x`` and ``edge_attr`` arrive already embedded to ``hidden_dim``.
+    ``x`` and ``edge_attr`` arrive already embedded to ``hidden_dim``. An encoder that pads
+    molecules to a common size (``pads_molecules``) also takes ``padded_size=(molecules,
+    atoms per molecule)``; without it the sizes are read from ``batch``'s values, which an
+    exported graph cannot do (see :class:`PaddedLayout`).
     """
 
     hidden_dim: int
     out_dim: int
+    pads_molecules: bool = False
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -349,7 +354,7 @@ class GPS(Encoder):
         _check_heads(hidden_dim, heads)
         self.hidden_dim = self.out_dim = hidden_dim
         self.layers = nn.ModuleList(
-            GPSConv(
+            _GPSLayer(
                 hidden_dim,
                 GINEConv(
                     nn.Sequential(
@@ -367,11 +372,41 @@ class GPS(Encoder):
             for _ in range(depth)
         )
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+    pads_molecules = True
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        padded_size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        layout = PaddedLayout.of(batch, padded_size)
         h = x
         for layer in self.layers:
-            h = layer(h, edge_index, batch, edge_attr=edge_attr)
+            h = layer(h, edge_index, edge_attr, layout)
         return h
+
+
+class _GPSLayer(GPSConv):
+    """PyG's ``GPSConv`` (its modules, weights and computation, for the batch norms and the
+    multi-head attention GPS builds) with the molecules padded by a :class:`PaddedLayout`
+    instead of ``to_dense_batch``, so that an exported graph takes the padded size from its
+    inputs' shapes."""
+
+    def forward(  # type: ignore[override]
+        self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, layout: PaddedLayout
+    ) -> Tensor:
+        local = self.conv(x, edge_index, edge_attr=edge_attr)
+        local = self.norm1(F.dropout(local, p=self.dropout, training=self.training) + x)
+        dense = layout.pad(x)
+        attended, _ = self.attn(
+            dense, dense, dense, key_padding_mask=~layout.mask, need_weights=False
+        )
+        attended = F.dropout(layout.unpad(attended), p=self.dropout, training=self.training)
+        out = local + self.norm2(attended + x)
+        return self.norm3(out + self.mlp(out))
 
 
 @register_encoder
@@ -433,49 +468,100 @@ class Graphormer(Encoder):
         )
         self.final_norm = nn.LayerNorm(hidden_dim)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
+    pads_molecules = True
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        padded_size: tuple[int, int] | None = None,
+    ) -> Tensor:
         atom_degree = degree(edge_index[1], x.size(0), dtype=torch.long)
         h = x + self.degree_embedding(atom_degree.clamp(max=self.max_degree))
-        mask = padding_mask(batch)
-        bias = self.attention_bias(edge_index, edge_attr, batch, mask)
+        layout = PaddedLayout.of(batch, padded_size)
+        bias = self.attention_bias(edge_index, edge_attr, layout)
         for block in self.blocks:
-            h = block(h, batch, mask, bias)
+            h = block(h, layout, bias)
         return self.final_norm(h)
 
-    def attention_bias(
-        self, edge_index: Tensor, edge_attr: Tensor, batch: Tensor, mask: Tensor
-    ) -> Tensor:
-        """``[B, heads, N, N]`` additive attention bias; ``-inf`` for padded keys (``~mask``)."""
-        num_graphs, num_atoms = mask.shape
-        buckets = shortest_path_buckets(edge_index, batch, num_graphs, num_atoms, self.max_distance)
-        bonds = to_dense_adj(
-            edge_index, batch, self.bond_bias(edge_attr), num_atoms, batch_size=num_graphs
-        )
+    def attention_bias(self, edge_index: Tensor, edge_attr: Tensor, layout: PaddedLayout) -> Tensor:
+        """``[B, heads, N, N]`` additive attention bias; ``-inf`` for padded keys."""
+        buckets = shortest_path_buckets(edge_index, layout, self.max_distance)
+        bonds = layout.pair_values(edge_index, self.bond_bias(edge_attr))
         bias = (self.distance_bias(buckets) + bonds).permute(0, 3, 1, 2)
-        return bias.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return bias.masked_fill(~layout.mask[:, None, None, :], float("-inf"))
 
 
-def padding_mask(batch: Tensor) -> Tensor:
-    """``[B, N]``: which slots of the molecules padded to ``N`` atoms hold real atoms."""
-    atoms_per_molecule = torch.bincount(batch)
-    slots = torch.arange(int(atoms_per_molecule.max()), device=batch.device)
-    return slots < atoms_per_molecule[:, None]
+@dataclass(frozen=True)
+class PaddedLayout:
+    """Molecules padded to ``max_atoms`` slots each, for attention over whole molecules.
+
+    Atom ``i`` sits in slot ``local[i]`` of molecule ``batch[i]`` (atoms keep their order);
+    ``mask`` ``[num_graphs, max_atoms]`` marks the real atoms. Padding and unpadding index by
+    ``(batch, local)``: no boolean indexing, whose output size depends on the values, and no
+    reshapes of padded tensors. With ``size`` given, nothing depends on the values of ``batch``
+    either, so an exported graph stays valid for any molecules (the export passes the sizes
+    from its inputs' shapes)."""
+
+    num_graphs: int
+    max_atoms: int
+    batch: Tensor
+    local: Tensor
+    mask: Tensor
+
+    @classmethod
+    def of(cls, batch: Tensor, size: tuple[int, int] | None = None) -> PaddedLayout:
+        """The layout of the atoms ``batch`` assigns to molecules ``0 .. num_graphs - 1``;
+        ``size`` is ``(num_graphs, max_atoms)``, read from ``batch`` when not given."""
+        if size is None:
+            counts = torch.bincount(batch)
+            num_graphs, max_atoms = counts.numel(), int(counts.max())
+        else:
+            num_graphs, max_atoms = size
+            counts = torch.zeros(num_graphs, dtype=torch.long, device=batch.device)
+            counts = counts.scatter_add(0, batch, torch.ones_like(batch))
+        starts = counts.cumsum(0) - counts
+        local = torch.arange(batch.size(0), device=batch.device) - starts[batch]
+        slots = torch.arange(max_atoms, device=batch.device)
+        return cls(num_graphs, max_atoms, batch, local, slots[None, :] < counts[:, None])
+
+    def pad(self, x: Tensor) -> Tensor:
+        """``[num_atoms, ...]`` -> ``[num_graphs, max_atoms, ...]``, zeros in padded slots."""
+        dense = x.new_zeros((self.num_graphs, self.max_atoms, *x.shape[1:]))
+        return dense.index_put((self.batch, self.local), x)
+
+    def unpad(self, dense: Tensor) -> Tensor:
+        """``[num_graphs, max_atoms, ...]`` -> the real atoms' rows ``[num_atoms, ...]``."""
+        return dense[self.batch, self.local]
+
+    def pair_values(self, edge_index: Tensor, values: Tensor) -> Tensor:
+        """``[num_graphs, max_atoms, max_atoms, ...]`` holding ``values[e]`` at the atom pair of
+        edge ``e`` (both atoms in one molecule, no repeated pairs) and zeros elsewhere."""
+        n = self.max_atoms
+        dense = values.new_zeros((self.num_graphs, n, n, *values.shape[1:]))
+        source, target = edge_index
+        return dense.index_put((self.batch[source], self.local[source], self.local[target]), values)
 
 
-def shortest_path_buckets(
-    edge_index: Tensor, batch: Tensor, num_graphs: int, num_atoms: int, max_distance: int
-) -> Tensor:
+EXPORTED_SQUARINGS = 8  # exported graphs see connections up to (max_distance - 1) * 2**8 bonds
+
+
+def shortest_path_buckets(edge_index: Tensor, layout: PaddedLayout, max_distance: int) -> Tensor:
     """``[B, N, N]`` shortest-path distance between the atoms of each padded molecule, capped:
     ``0 .. max_distance`` (the last meaning ``max_distance`` or more) and ``max_distance + 1``
     for atoms that are not connected (other fragments, padding).
 
     Breadth-first search on the dense adjacency by boolean matrix products; whether pairs
-    further apart are connected at all comes from squaring the reachability matrix.
+    further apart are connected at all comes from squaring the reachability matrix (as often as
+    the padded size needs; a fixed :data:`EXPORTED_SQUARINGS` times in an exported graph).
     """
+    num_atoms = layout.max_atoms
     device = edge_index.device
     with torch.autocast(device_type=device.type, enabled=False):
-        adjacency = to_dense_adj(edge_index, batch, None, num_atoms, batch_size=num_graphs) > 0
-        adjacency = adjacency.float()
+        ones = torch.ones(edge_index.size(1), device=device)
+        adjacency = layout.pair_values(edge_index, ones)
         reached = torch.eye(num_atoms, device=device, dtype=torch.bool).expand_as(adjacency)
         buckets = torch.full_like(adjacency, max_distance + 1, dtype=torch.long)
         buckets.masked_fill_(reached, 0)
@@ -484,9 +570,14 @@ def shortest_path_buckets(
             buckets.masked_fill_(step & ~reached, distance)
             reached = step
         connected, span = reached, max_distance - 1  # pairs within `span` bonds
-        while span < num_atoms - 1:
+        if torch.compiler.is_exporting():
+            squarings = EXPORTED_SQUARINGS
+        else:
+            squarings = 0
+            while span << squarings < num_atoms - 1:
+                squarings += 1
+        for _ in range(squarings):
             connected = torch.bmm(connected.float(), connected.float()) > 0
-            span *= 2
         buckets.masked_fill_(connected & ~reached, max_distance)
     return buckets
 
@@ -522,10 +613,9 @@ class _TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h: Tensor, batch: Tensor, mask: Tensor, bias: Tensor) -> Tensor:
-        num_graphs, num_atoms = mask.shape
-        qkv = self.qkv(self.attention_norm(h))
-        qkv, _ = to_dense_batch(qkv, batch, max_num_nodes=num_atoms, batch_size=num_graphs)
+    def forward(self, h: Tensor, layout: PaddedLayout, bias: Tensor) -> Tensor:
+        num_graphs, num_atoms = layout.num_graphs, layout.max_atoms
+        qkv = layout.pad(self.qkv(self.attention_norm(h)))
         q, k, v = qkv.view(num_graphs, num_atoms, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
             q,
@@ -534,6 +624,7 @@ class _TransformerBlock(nn.Module):
             attn_mask=bias.to(q.dtype),
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        attended = attended.transpose(1, 2)[mask].flatten(1)  # real atoms, heads concatenated
+        # real atoms, heads concatenated
+        attended = layout.unpad(attended.transpose(1, 2)).flatten(1)
         h = h + self.dropout(self.attention_out(attended))
         return h + self.dropout(self.ffn(self.ffn_norm(h)))

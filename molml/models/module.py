@@ -152,12 +152,18 @@ class MoleculeModel(L.LightningModule):
         edge_attr: Tensor,
         batch: Tensor,
         num_molecules: int,
+        max_atoms: int | None = None,
     ) -> Tensor:
         """Molecule embeddings from the featurized tensors of ``num_molecules`` molecules
         (``batch[i]``: the molecule of atom ``i``). ``num_molecules`` may be a symbolic size,
-        so exported graphs keep the number of molecules dynamic."""
+        so exported graphs keep the number of molecules dynamic; so may ``max_atoms``, the
+        atoms of the largest molecule, which encoders that pad molecules need in an exported
+        graph (otherwise they read it from ``batch``)."""
+        padded = {}
+        if max_atoms is not None and self.encoder.pads_molecules:
+            padded["padded_size"] = (num_molecules, max_atoms)
         atoms = self.encoder(
-            self.atom_embedding(x), edge_index, self.bond_embedding(edge_attr), batch
+            self.atom_embedding(x), edge_index, self.bond_embedding(edge_attr), batch, **padded
         )
         return self.readout(atoms, batch, dim_size=num_molecules)
 
@@ -177,10 +183,11 @@ class MoleculeModel(L.LightningModule):
         batch: Tensor,
         num_molecules: int,
         features: Tensor | None = None,
+        max_atoms: int | None = None,
     ) -> Tensor:
         """:meth:`forward` on the featurized tensors (see :meth:`embed_tensors`); ``features``
         are the raw molecule-level features ``[num_molecules, d]`` if the model uses them."""
-        embedding = self.embed_tensors(x, edge_index, edge_attr, batch, num_molecules)
+        embedding = self.embed_tensors(x, edge_index, edge_attr, batch, num_molecules, max_atoms)
         if self.molecule_features is not None:
             features = (features - self.feature_mean) / self.feature_std
             # missing descriptors sit at the training mean; extreme ones are clipped

@@ -29,14 +29,20 @@ ONNX_INPUTS = ("x", "edge_index", "edge_attr", "batch", "n_atoms")
 """Graph inputs: atom features ``[atoms, atom_dim]`` float32, ``edge_index`` ``[2, edges]``
 int64 (indices into the batch's atoms), bond features ``[edges, bond_dim]`` float32,
 ``batch`` ``[atoms]`` int64 (each atom's molecule), ``n_atoms`` ``[molecules]`` int64; plus
-``features`` ``[molecules, d]`` float32 (raw molecule-level features) when the model uses them."""
+``features`` ``[molecules, d]`` float32 (raw molecule-level features) when the model uses them
+and ``atom_slots`` when its encoder pads molecules to the largest one."""
 FEATURES_INPUT = "features"
+ATOM_SLOTS_INPUT = "atom_slots"
+"""``[atoms of the batch's largest molecule]`` int64 (``0, 1, ...``): its length is the padded
+size of encoders that pad molecules (GPS, Graphormer), a size an exported graph reads from an
+input's shape rather than from the values of ``batch``."""
 REQUIRED_METADATA = ("format", "tasks", "task_type", "prediction_columns", "featurizer")
 
 
 def batch_arrays(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     """Molecules ``start..stop-1`` of :func:`~molml.data.graphs.featurize_block`'s arrays as
-    the inputs of an exported graph (edge indices shifted to the batch's atom numbering)."""
+    the inputs of an exported graph (edge indices shifted to the batch's atom numbering): all
+    that any graph takes; each graph reads the ones it names (its metadata's ``inputs``)."""
     atom_ptr = np.concatenate([[0], np.cumsum(arrays["n_atoms"])])
     edge_ptr = np.concatenate([[0], np.cumsum(arrays["n_edges"])])
     a0, a1 = atom_ptr[start], atom_ptr[stop]
@@ -49,6 +55,7 @@ def batch_arrays(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[s
         "edge_attr": np.ascontiguousarray(arrays["edge_attr"][e0:e1], dtype=np.float32),
         "batch": np.repeat(np.arange(stop - start, dtype=np.int64), n_atoms),
         "n_atoms": np.ascontiguousarray(n_atoms, dtype=np.int64),
+        ATOM_SLOTS_INPUT: np.arange(n_atoms.max(initial=0), dtype=np.int64),
     }
     if "features" in arrays:
         inputs[FEATURES_INPUT] = np.ascontiguousarray(

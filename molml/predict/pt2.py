@@ -36,5 +36,6 @@ class Pt2Predictor(ExportedGraphPredictor):
         self.module = program.module()
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        names = self._meta["inputs"]
         with torch.no_grad():
-            return self.module(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+            return self.module(**{k: torch.from_numpy(inputs[k]) for k in names}).numpy()
