@@ -180,7 +180,8 @@ class ShardStream(IterableDataset):
     random order of ``epoch`` (shard order and order within each shard). Rank ``rank`` of
     ``world_size`` takes an equal share of every shard, so every rank yields as many batches.
     Each batch is gathered out of the shard's store in one step (no per-molecule ``Data``);
-    a shard's last batch may be smaller. The data module builds a new stream every epoch."""
+    a shard's share is cut into ``ceil(share / batch_size)`` batches of near-equal size. The
+    data module builds a new stream every epoch."""
 
     def __init__(
         self,
@@ -209,8 +210,8 @@ class ShardStream(IterableDataset):
             store = load_shard(self.shards[k], self.targets, self.descriptor_names)
             share = len(store) // self.world_size
             mine = rng.permutation(len(store))[self.rank :: self.world_size][:share]
-            for start in range(0, share, self.batch_size):
-                chosen = mine[start : start + self.batch_size]
+            # near-equal batches, none a lone tail molecule (batch norm needs two rows)
+            for chosen in np.array_split(mine, -(-share // self.batch_size)) if share else []:
                 yield store.select(chosen).batch(0, len(chosen))
 
 

@@ -545,7 +545,13 @@ class PaddedLayout:
         return dense.index_put((self.batch[source], self.local[source], self.local[target]), values)
 
 
-EXPORTED_SQUARINGS = 8  # exported graphs see connections up to (max_distance - 1) * 2**8 bonds
+EXPORTED_SPAN = 2048  # exported graphs tell connected atoms apart up to this many bonds apart
+
+
+def _is_exporting() -> bool:
+    """Whether ``torch.export`` is tracing (``torch.compiler.is_exporting``, torch >= 2.6)."""
+    probe = getattr(torch.compiler, "is_exporting", None)
+    return bool(probe and probe())
 
 
 def shortest_path_buckets(edge_index: Tensor, layout: PaddedLayout, max_distance: int) -> Tensor:
@@ -555,7 +561,8 @@ def shortest_path_buckets(edge_index: Tensor, layout: PaddedLayout, max_distance
 
     Breadth-first search on the dense adjacency by boolean matrix products; whether pairs
     further apart are connected at all comes from squaring the reachability matrix (as often as
-    the padded size needs; a fixed :data:`EXPORTED_SQUARINGS` times in an exported graph).
+    the padded size needs; in an exported graph, whose size is unknown, as often as atoms
+    :data:`EXPORTED_SPAN` bonds apart need).
     """
     num_atoms = layout.max_atoms
     device = edge_index.device
@@ -570,12 +577,10 @@ def shortest_path_buckets(edge_index: Tensor, layout: PaddedLayout, max_distance
             buckets.masked_fill_(step & ~reached, distance)
             reached = step
         connected, span = reached, max_distance - 1  # pairs within `span` bonds
-        if torch.compiler.is_exporting():
-            squarings = EXPORTED_SQUARINGS
-        else:
-            squarings = 0
-            while span << squarings < num_atoms - 1:
-                squarings += 1
+        reach = EXPORTED_SPAN if _is_exporting() else num_atoms - 1
+        squarings = 0
+        while span << squarings < reach:
+            squarings += 1
         for _ in range(squarings):
             connected = torch.bmm(connected.float(), connected.float()) > 0
         buckets.masked_fill_(connected & ~reached, max_distance)
