@@ -72,6 +72,7 @@ GRAPH_MODELS = {
     "dmpnn": "D-MPNN",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
+    "dmpnn_pretrained_rdkit2d": "D-MPNN fine-tuned + RDKit 2D features",
     "gine": "GINE",
     "gatv2": "GATv2",
     "attentivefp": "AttentiveFP",
@@ -372,12 +373,16 @@ def markdown_table(
 
 
 def curve_table(summary: dict[str, Any], models: list[str], fractions: list[float]) -> str:
-    """Datasets x training fractions as rows, graph models as columns (mean ± sd, n)."""
+    """Datasets x training fractions as rows, graph models as columns (mean ± sd, n); datasets
+    without any cell on part of the training data are left out."""
     lines = [
         "| dataset | training data | " + " | ".join(MODELS[m].title for m in models) + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in models) + " |",
     ]
     for dataset, entry in summary.items():
+        partial = [model_key(m, f) for m in models for f in fractions if f < 1]
+        if not any(entry["models"].get(key) for key in partial):
+            continue
         for fraction in fractions:
             cells = []
             for model in models:
