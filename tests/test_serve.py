@@ -324,3 +324,36 @@ def test_an_overloaded_model_answers_503_at_once_and_recovers(predictor: Predict
         # the limit never refuses a request to an idle model, even one above it
         again = client.post("/predict", json={"smiles": ["CCC", "CCCl", "CCBr", "CCI"]})
         assert again.status_code == 200
+
+
+def test_explain_returns_atom_scores_in_input_order_with_statuses(
+    client: TestClient, predictor: Predictor
+) -> None:
+    smiles = ["c1ccccc1O", INVALID_SMILES[1], "CCO"]
+    response = client.post(
+        "/explain", json={"smiles": smiles, "ids": ["phenol", "bad", "ethanol"], "steps": 16}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["method"] == "integrated_gradients" and body["task"] == predictor.point_columns()[0]
+    results = body["results"]
+    assert [r["id"] for r in results] == ["phenol", "bad", "ethanol"]
+    phenol, bad, ethanol = results
+    assert len(phenol["atom_scores"]) == 7 and len(ethanol["atom_scores"]) == 3
+    assert len(phenol["bond_scores"]) == 7 and phenol["completeness_gap"] is not None
+    assert bad["status"] != "ok" and bad["atom_scores"] is None
+    # the same scores as molml.explain on the same model
+    expected = molml.explain.explain(predictor, ["CCO"], steps=16)[0]
+    np.testing.assert_allclose(ethanol["atom_scores"], expected.atom_scores, atol=1e-5)
+    assert ethanol["prediction"] == pytest.approx(expected.prediction, abs=1e-5)
+
+
+def test_explain_refuses_what_it_cannot_do(client: TestClient, predictor: Predictor) -> None:
+    shap = client.post("/explain", json={"smiles": ["CCO"], "method": "shap"})
+    assert shap.status_code == 422 and "does not apply to a graph model" in shap.text
+    task = client.post("/explain", json={"smiles": ["CCO"], "task": "nope"})
+    assert task.status_code == 422 and "unknown task 'nope'" in task.text
+    too_many = client.post("/explain", json={"smiles": ["C"] * 101})
+    assert too_many.status_code == 413 and "--max-explain-molecules" in too_many.text
+    assert client.post("/explain/other", json={"smiles": ["C"]}).status_code == 404
+    assert client.get("/health").status_code == 200  # and the service keeps serving

@@ -1,11 +1,14 @@
 """The FastAPI application: ``create_app({name: predictor})``.
 
-Endpoints: ``POST /predict`` (the only model) and ``POST /predict/{model}``, ``GET /health``,
-``GET /models``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at ``/docs``.
+Endpoints: ``POST /predict`` (the only model) and ``POST /predict/{model}``, ``POST /explain``
+and ``POST /explain/{model}`` (atom and bond attributions, for models that support them),
+``GET /health``, ``GET /models``, ``GET /metrics`` (Prometheus) and the OpenAPI docs at
+``/docs``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -21,7 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from molml._version import __version__
-from molml.errors import DataError, error_message
+from molml.errors import DataError, MolmlError, error_message
+from molml.explain import MoleculeExplanation, explain
+from molml.explain.core import check_method, default_method, target_column
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import DEFAULT_BATCH_SIZE
@@ -75,6 +80,56 @@ class PredictResponse(BaseModel):
     results: list[MoleculeResult]
 
 
+class ExplainRequest(PredictRequest):
+    """Molecules whose predictions to explain, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"smiles": ["CCO", "c1ccccc1O"], "method": "saliency"}]},
+    )
+
+    method: StrictStr | None = Field(
+        default=None,
+        description="integrated_gradients (graph models' default), saliency, input_x_gradient, "
+        "occlusion, or shap (fingerprint baselines' default)",
+    )
+    task: StrictStr | None = Field(
+        default=None, description="the prediction column to explain (default: the first)"
+    )
+    steps: StrictInt = Field(default=50, ge=1, le=1000, description="Integrated Gradients steps")
+
+
+class AtomExplanation(BaseModel):
+    """Attributions of one molecule's prediction, in RDKit's atom and bond order."""
+
+    id: str | int
+    smiles: str
+    status: str = Field(description="'ok' or why the molecule could not be explained")
+    prediction: float | None = Field(description="in the model's units (or a probability)")
+    explained_value: float | None = Field(
+        description="what the scores explain: target units (regression) or the logit"
+    )
+    atom_scores: list[float | None] | None
+    bond_scores: list[float | None] | None = Field(
+        description="null entries where the method scores atoms only"
+    )
+    atom_std: list[float | None] | None = Field(
+        default=None, description="spread over ensemble members"
+    )
+    completeness_gap: float | None = Field(
+        default=None, description="Integrated Gradients: sum of scores minus f(x) - f(baseline)"
+    )
+
+
+class ExplainResponse(BaseModel):
+    """One explanation per input molecule, in input order."""
+
+    model: str
+    method: str
+    task: str
+    results: list[AtomExplanation]
+
+
 class HealthResponse(BaseModel):
     status: str
     molml_version: str
@@ -114,6 +169,7 @@ def create_app(
     max_wait_ms: float = 2.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_pending: int = 20000,
+    max_explain_molecules: int = 100,
 ) -> FastAPI:
     """A FastAPI app serving ``predictors`` by name.
 
@@ -129,6 +185,8 @@ def create_app(
         batch_size: molecules per forward pass inside one model call.
         max_pending: most molecules waiting for one model; beyond it requests get 503 with
             ``Retry-After`` at once instead of queueing without bound (0: no limit).
+        max_explain_molecules: most molecules per ``/explain`` request (more: 413); an
+            explanation costs many forward and backward passes.
 
     Run it under an ASGI server (``uvicorn``) or ``fastapi.testclient.TestClient`` used as a
     context manager, so the lifespan that starts the batching runs.
@@ -144,6 +202,7 @@ def create_app(
         ("max_molecules", max_molecules),
         ("max_smiles_length", max_smiles_length),
         ("batch_size", batch_size),
+        ("max_explain_molecules", max_explain_molecules),
     ):
         check_int(value, option, minimum=1)
     check_int(max_pending, "max_pending", minimum=0)
@@ -162,10 +221,12 @@ def create_app(
         for name, predictor in predictors.items()
     }
     default = next(iter(served)) if len(served) == 1 else None
+    model_thread: dict[str, ThreadPoolExecutor] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="molml-model")
+        model_thread["executor"] = executor
         for name, model in served.items():
             model.batcher = MicroBatcher(
                 _scorer(model.predictor, reference, batch_size),
@@ -193,16 +254,16 @@ def create_app(
     max_body = max_molecules * (2 * max_smiles_length + _BYTES_PER_MOLECULE) + 65536
     app.add_middleware(RequestMetrics, metrics=metrics, max_body_bytes=max_body)
 
-    async def predict(name: str, request: PredictRequest) -> PredictResponse:
-        model = served.get(name)
-        if model is None:
+    def checked(name: str, request: PredictRequest, limit: int, option: str) -> list[Any]:
+        """The request's ids, once its model, size and SMILES lengths are checked."""
+        if name not in served:
             raise HTTPException(404, f"no model named {name!r}; served: {', '.join(served)}")
         smiles = request.smiles
-        if len(smiles) > max_molecules:
+        if len(smiles) > limit:
             raise HTTPException(
                 413,
-                f"{len(smiles)} molecules in one request; the limit is {max_molecules} "
-                "(--max-molecules): split the request",
+                f"{len(smiles)} molecules in one request; the limit is {limit} "
+                f"({option}): split the request",
             )
         ids = request.ids if request.ids is not None else list(range(len(smiles)))
         if len(ids) != len(smiles):
@@ -214,6 +275,11 @@ def create_app(
                     f"smiles[{i}] has {len(text)} characters; the limit is {max_smiles_length} "
                     "(--max-smiles-length)",
                 )
+        return ids
+
+    async def predict(name: str, request: PredictRequest) -> PredictResponse:
+        ids = checked(name, request, max_molecules, "--max-molecules")
+        model, smiles = served[name], request.smiles
         assert model.batcher is not None, "the app's lifespan has not started"
         try:
             scores = await model.batcher.predict(smiles)
@@ -245,6 +311,47 @@ def create_app(
     async def predict_named(model: str, request: PredictRequest) -> PredictResponse:
         """Predict with the model of that name (see ``GET /models``)."""
         return await predict(model, request)
+
+    async def explain_with(name: str, request: ExplainRequest) -> ExplainResponse:
+        ids = checked(name, request, max_explain_molecules, "--max-explain-molecules")
+        predictor = served[name].predictor
+        try:
+            method = request.method or default_method(predictor)
+            check_method(predictor, method)
+            task = target_column(predictor, request.task)
+        except MolmlError as exc:
+            raise HTTPException(422, f"model {name!r}: {error_message(exc)}") from exc
+
+        def run() -> list[MoleculeExplanation]:
+            return explain(predictor, request.smiles, method, task, steps=request.steps)
+
+        try:  # in the model thread, so a model never runs two requests at once
+            explanations = await asyncio.get_running_loop().run_in_executor(
+                model_thread["executor"], run
+            )
+        except Exception as exc:  # noqa: BLE001 - a failing model is a 500 with its reason
+            log.exception("explaining with model %s failed", name)
+            raise HTTPException(500, f"model {name!r} failed: {error_message(exc)}") from exc
+        return ExplainResponse(
+            model=name,
+            method=method,
+            task=task,
+            results=[_explained(i, e) for i, e in zip(ids, explanations, strict=True)],
+        )
+
+    @app.post("/explain", response_model=ExplainResponse, tags=["explain"])
+    async def explain_default(request: ExplainRequest) -> ExplainResponse:
+        """Atom and bond attributions of the model's predictions, when only one is served."""
+        if default is None:
+            raise HTTPException(
+                400, f"several models are served ({', '.join(served)}): POST /explain/{{model}}"
+            )
+        return await explain_with(default, request)
+
+    @app.post("/explain/{model}", response_model=ExplainResponse, tags=["explain"])
+    async def explain_named(model: str, request: ExplainRequest) -> ExplainResponse:
+        """Atom and bond attributions of the predictions of the model of that name."""
+        return await explain_with(model, request)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     async def health() -> HealthResponse:
@@ -306,6 +413,27 @@ def _results(
             )
         )
     return results
+
+
+def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
+    def values(array: np.ndarray | None) -> list[float | None] | None:
+        return None if array is None else [_finite(v) for v in array.tolist()]
+
+    return AtomExplanation(
+        id=id_,
+        smiles=explanation.smiles,
+        status=explanation.status,
+        prediction=_finite(explanation.prediction),
+        explained_value=_finite(explanation.explained_value),
+        atom_scores=values(explanation.atom_scores),
+        bond_scores=values(explanation.bond_scores),
+        atom_std=values(explanation.atom_std),
+        completeness_gap=_finite(explanation.completeness_gap),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
 
 
 def _model_info(predictor: Predictor, domain: dict[str, Any]) -> ModelInfo:

@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(0: no gathering; default 256)",
     )
     parser.add_argument(
+        "--max-explain-molecules",
+        type=int,
+        default=100,
+        help="most molecules per POST /explain request (default 100)",
+    )
+    parser.add_argument(
         "--max-wait-ms",
         type=float,
         default=2.0,
@@ -147,6 +153,7 @@ def main(argv: Sequence[str]) -> None:
         max_wait_ms=args.max_wait_ms,
         max_pending=args.max_pending,
         batch_size=args.batch_size,
+        max_explain_molecules=args.max_explain_molecules,
     )
     uvicorn.run(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
