@@ -357,3 +357,16 @@ def test_explain_refuses_what_it_cannot_do(client: TestClient, predictor: Predic
     assert too_many.status_code == 413 and "--max-explain-molecules" in too_many.text
     assert client.post("/explain/other", json={"smiles": ["C"]}).status_code == 404
     assert client.get("/health").status_code == 200  # and the service keeps serving
+
+
+def test_explain_on_an_onnx_model_says_it_has_no_attributions(
+    graph_run: dict, tmp_path: Path
+) -> None:
+    from molml.export import export_model
+
+    onnx_file = export_model(graph_run["ckpt"], tmp_path / "model.onnx", sample=None).path
+    app = create_app({"onnx": molml.load_model(onnx_file)})
+    with TestClient(app) as onnx_client:
+        refused = onnx_client.post("/explain", json={"smiles": ["CCO"]})
+        assert refused.status_code == 422 and "does not apply to a onnx model" in refused.text
+        assert onnx_client.post("/predict", json={"smiles": ["CCO"]}).status_code == 200
