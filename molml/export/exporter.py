@@ -123,8 +123,7 @@ def trace(predictor: GraphPredictor) -> torch.export.ExportedProgram:
     molecules, atoms and bonds; an encoder it cannot trace raises :class:`ExportError`."""
     model = predictor.model.cpu().eval()
     arrays = _featurize(predictor, list(TRACE_SMILES))
-    batch = batch_arrays(arrays, 0, len(TRACE_SMILES))
-    inputs = {name: torch.from_numpy(batch[name]) for name in input_names(predictor)}
+    inputs = _tensors(batch_arrays(arrays, 0, len(TRACE_SMILES)), input_names(predictor))
     # every size is dynamic: molecules, atoms and bonds (edge_index's second axis)
     shapes = {name: {1 if name == "edge_index" else 0: torch.export.Dim.DYNAMIC} for name in inputs}
     try:
@@ -173,6 +172,11 @@ def _featurize(predictor: GraphPredictor, smiles: list[str]) -> dict[str, np.nda
         model.featurizer, smiles, molecule_features=model.molecule_features
     )
     return arrays
+
+
+def _tensors(inputs: dict[str, np.ndarray], names: Sequence[str]) -> dict[str, Tensor]:
+    """The inputs an exported graph takes (``names``), as tensors."""
+    return {name: torch.from_numpy(inputs[name]) for name in names}
 
 
 def parity_slices(n: int) -> list[tuple[int, int]]:
@@ -256,7 +260,7 @@ def export_model(
 
         def run(inputs: dict[str, np.ndarray]) -> np.ndarray:
             with torch.no_grad():
-                return module(**{name: torch.from_numpy(inputs[name]) for name in names}).numpy()
+                return module(**_tensors(inputs, names)).numpy()
 
     columns = predictor.prediction_columns()
     n = len(arrays["n_atoms"])

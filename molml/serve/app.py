@@ -298,14 +298,18 @@ def create_app(
             results=_results(ids, smiles, scores, model.info.prediction_columns, threshold),
         )
 
+    def only_model(route: str) -> str:
+        """The served model, for the routes without a model name; 400 when there are several."""
+        if default is None:
+            raise HTTPException(
+                400, f"several models are served ({', '.join(served)}): POST {route}/{{model}}"
+            )
+        return default
+
     @app.post("/predict", response_model=PredictResponse, tags=["predict"])
     async def predict_default(request: PredictRequest) -> PredictResponse:
         """Predict with the model, when only one is served."""
-        if default is None:
-            raise HTTPException(
-                400, f"several models are served ({', '.join(served)}): POST /predict/{{model}}"
-            )
-        return await predict(default, request)
+        return await predict(only_model("/predict"), request)
 
     @app.post("/predict/{model}", response_model=PredictResponse, tags=["predict"])
     async def predict_named(model: str, request: PredictRequest) -> PredictResponse:
@@ -342,11 +346,7 @@ def create_app(
     @app.post("/explain", response_model=ExplainResponse, tags=["explain"])
     async def explain_default(request: ExplainRequest) -> ExplainResponse:
         """Atom and bond attributions of the model's predictions, when only one is served."""
-        if default is None:
-            raise HTTPException(
-                400, f"several models are served ({', '.join(served)}): POST /explain/{{model}}"
-            )
-        return await explain_with(default, request)
+        return await explain_with(only_model("/explain"), request)
 
     @app.post("/explain/{model}", response_model=ExplainResponse, tags=["explain"])
     async def explain_named(model: str, request: ExplainRequest) -> ExplainResponse:
