@@ -370,3 +370,12 @@ def test_explain_on_an_onnx_model_says_it_has_no_attributions(
         refused = onnx_client.post("/explain", json={"smiles": ["CCO"]})
         assert refused.status_code == 422 and "does not apply to a onnx model" in refused.text
         assert onnx_client.post("/predict", json={"smiles": ["CCO"]}).status_code == 200
+
+
+def test_routes_without_a_model_name_need_a_single_model(predictor: Predictor) -> None:
+    app = create_app({"a": predictor, "b": predictor})
+    with TestClient(app) as two:
+        for route in ("/predict", "/explain"):
+            response = two.post(route, json={"smiles": ["CCO"]})
+            assert response.status_code == 400 and f"POST {route}/{{model}}" in response.text
+        assert two.post("/predict/b", json={"smiles": ["CCO"]}).status_code == 200
