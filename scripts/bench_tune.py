@@ -1,7 +1,8 @@
 """Default config vs tuned config, on the held-out test split of the shared split files.
 
 For each dataset, split entry and model (D-MPNN from ``configs/esol_dmpnn.yaml``, XGBoost on
-ECFP4 from ``configs/esol_xgb.yaml``, the dataset swapped in), the default config is trained
+ECFP4 from ``configs/esol_xgb.yaml``; ``bbbp_*.yaml`` for a classification data set; the
+dataset swapped in), the default config is trained
 once and a ``molml tune`` study of ``--trials`` trials (seeded TPE, median pruning for the
 D-MPNN, search spaces from ``configs/search/``) picks a config on the validation split; both
 are then scored once on the test split of ``/work/shared/splits/<dataset>.splits.json`` entry
@@ -12,7 +13,10 @@ at the study's mean seconds per epoch.
 
     python scripts/bench_tune.py                                        # esol, split 0
     python scripts/bench_tune.py --datasets esol freesolv bace --splits 0 1 2 --trials 30 \
-        --epochs 50                                                     # the full comparison
+        --epochs 50 --threads 1                                         # the full comparison
+
+Rows are written to ``--output`` as each finishes; rerunning the same command skips the rows
+already there, so an interrupted comparison resumes.
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
 on the same split entry in the same run and reports both test metrics.
@@ -30,16 +34,23 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import torch
 
 from molml.tune import TuneOptions, make_job, read_space, run_tune
 from molml.tune.jobs import Job
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"dmpnn": ("esol_dmpnn.yaml", "dmpnn.yaml"), "xgb": ("esol_xgb.yaml", "xgb.yaml")}
+# model -> (base config of a regression dataset, of a classification dataset, search space)
+MODELS = {
+    "dmpnn": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn.yaml"),
+    "xgb": ("esol_xgb.yaml", "bbbp_xgb.yaml", "xgb.yaml"),
+}
+CLASSIFICATION = {"bace", "bbbp", "hiv", "clintox", "sider", "tox21"}
 
 
 def job_for(model: str, dataset: str, split_file: Path, index: int, epochs: int) -> Job:
-    config, _ = MODELS[model]
+    regression_config, classification_config, _ = MODELS[model]
+    config = classification_config if dataset in CLASSIFICATION else regression_config
     overrides = [
         "--data.dataset", dataset,
         "--data.split", "predefined",
@@ -73,7 +84,7 @@ def run_one(
         tracking_uri=None,
     )
     start = time.perf_counter()
-    out = run_tune(job, read_space(ROOT / "configs" / "search" / MODELS[model][1]), options)
+    out = run_tune(job, read_space(ROOT / "configs" / "search" / MODELS[model][2]), options)
     tune_seconds = time.perf_counter() - start
     best = json.loads((out / "best.json").read_text())
     study = optuna.load_study(study_name=options.study_name, storage=options.storage)
@@ -123,19 +134,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--splits-dir", type=Path, default=ROOT.parent / "shared" / "splits")
     parser.add_argument("--output", type=Path, default=ROOT / "scripts/results/tune.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("MOLML_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
-    rows = []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: str(v) for k, v in vars(args).items()}
+    rows = json.loads(args.output.read_text())["rows"] if args.output.exists() else []
+    done = {(r["dataset"], r["split"], r["model"]) for r in rows}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets:
             split_file = args.splits_dir / f"{dataset}.splits.json"
             for index in args.splits:
                 for model in args.models:
+                    if (dataset, index, model) in done:
+                        continue
                     rows.append(run_one(model, dataset, split_file, index, args, Path(tmp)))
+                    args.output.write_text(
+                        json.dumps({"settings": settings, "rows": rows}, indent=2)
+                    )
     print(markdown(pd.DataFrame(rows).drop(columns=["best_params"])))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) for k, v in vars(args).items()}
-    args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     print(f"written to {args.output}")
 
 
