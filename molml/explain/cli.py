@@ -11,6 +11,7 @@ from pathlib import Path
 from molml.data.readers import read_molecules
 from molml.errors import EXIT_CODES_HELP
 from molml.explain.core import METHODS, default_method
+from molml.explain.graph import PRECISIONS
 from molml.explain.run import explain, score_units, write_explanations
 from molml.options import check_int
 from molml.predict import load_model
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (50)")
     parser.add_argument("--batch-size", type=int, default=32, help="molecules per chunk (32)")
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32",
+        help="graph models: bf16-mixed is ~3x faster on CPUs with native bf16 (default 32)",
+    )
+    parser.add_argument(
         "--table", default="attributions.csv", help="table file name: .csv or .parquet"
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -66,6 +73,7 @@ def main(argv: Sequence[str]) -> None:
         task=args.task,
         steps=args.steps,
         batch_size=args.batch_size,
+        precision=args.precision,
         progress=args.progress,
     )
     summary = write_explanations(

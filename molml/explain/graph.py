@@ -19,11 +19,17 @@ features; a bond's score is the sum over its features of both of its directed ed
   that bond's two directed edges. All perturbed copies of a molecule run as one batch.
 
 Molecule-level features given to the model's head (descriptors) are held fixed.
+
+``precision="bf16-mixed"`` runs the attribution passes under bf16 autocast (with bucketed
+linear-layer rows on a CPU, see :mod:`molml.models.precision`): about 3x faster on CPUs with
+native bf16, scores within a few percent of fp32 (measured by ``scripts/bench_explain.py``).
+The reported prediction stays fp32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -35,9 +41,11 @@ from tqdm.auto import tqdm
 
 from molml.data.graphs import GraphStore
 from molml.explain.core import MoleculeExplanation
+from molml.models.precision import bucketed_rows
 from molml.predict import GraphPredictor
 
 ATOMS_PER_PASS = 16384  # atoms (over molecules and steps) per forward pass
+PRECISIONS = ("32", "bf16-mixed")
 
 
 def explain_graph(
@@ -48,6 +56,7 @@ def explain_graph(
     *,
     steps: int = 50,
     batch_size: int = 32,
+    precision: str = "32",
     progress: bool = True,
 ) -> list[MoleculeExplanation]:
     """Attributions of ``column`` for each molecule (see the module docstring)."""
@@ -64,10 +73,11 @@ def explain_graph(
     ) as bar:
         for start, stop in _chunks(store, batch_size):
             batch = store.batch(start, stop)
-            if method == "occlusion":
-                results = _occlusion(model, target, batch)
-            else:
-                results = _gradient_method(model, target, batch, method, steps)
+            with _precision(model, precision):
+                if method == "occlusion":
+                    results = _occlusion(model, target, batch)
+                else:
+                    results = _gradient_method(model, target, batch, method, steps)
             for offset, (atoms, bonds, value, gap) in enumerate(results):
                 item = explanations[int(positions[start + offset])]
                 item.mol = model.featurizer.mol(item.smiles)
@@ -79,6 +89,15 @@ def explain_graph(
     for item, row in zip(explanations, predictions, strict=True):
         item.prediction = float(row[index]) if item.ok else float("nan")
     return explanations
+
+
+def _precision(model: Any, precision: str) -> ExitStack:
+    """bf16 autocast on the model's device with bucketed linear-layer rows, or nothing."""
+    stack = ExitStack()
+    if precision == "bf16-mixed":
+        stack.enter_context(torch.autocast(model.device.type, dtype=torch.bfloat16))
+        stack.enter_context(bucketed_rows(model))
+    return stack
 
 
 def _chunks(store: GraphStore, batch_size: int) -> Iterator[tuple[int, int]]:

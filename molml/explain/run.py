@@ -19,7 +19,7 @@ from molml.explain.core import (
     target_column,
 )
 from molml.explain.drawing import draw_molecule, feature_bar_plot, write_index
-from molml.explain.graph import explain_graph
+from molml.explain.graph import PRECISIONS, explain_graph
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
@@ -35,6 +35,7 @@ def explain(
     *,
     steps: int = 50,
     batch_size: int = 32,
+    precision: str = "32",
     progress: bool = False,
 ) -> list[MoleculeExplanation]:
     """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
@@ -47,6 +48,8 @@ def explain(
         task: the prediction column to explain (default: the first).
         steps: Integrated Gradients interpolation steps.
         batch_size: molecules per chunk of work.
+        precision: ``"32"`` or ``"bf16-mixed"`` (graph models: attribution passes under bf16
+            autocast, about 3x faster on CPUs with native bf16, scores within a few percent).
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
@@ -55,6 +58,8 @@ def explain(
     """
     check_int(steps, "steps", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
+    if precision not in PRECISIONS:
+        raise DataError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method = method or default_method(predictor)
@@ -73,6 +78,7 @@ def explain(
                     column,
                     steps=steps,
                     batch_size=batch_size,
+                    precision=precision,
                     progress=progress,
                 )
             )
