@@ -361,3 +361,20 @@ def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
     assert trials[-1].state.name == "COMPLETE" and trials[-1].number > killed
     table = pd.read_csv(tmp_path / "tune" / "killed" / "trials.csv")
     assert table.loc[table["number"] == killed, "state"].item() == "FAIL"
+
+
+def test_median_pruner_waits_for_its_warmup_epochs() -> None:
+    from molml.tune.study import make_pruner
+
+    study = optuna.create_study(pruner=make_pruner("median", 3), direction="minimize")
+    for _ in range(2):  # two finished trials that were good at every epoch
+        trial = study.ask()
+        for step in range(6):
+            trial.report(0.0, step)
+        study.tell(trial, 0.0)
+    bad = study.ask()
+    decisions = []
+    for step in range(6):
+        bad.report(10.0, step)
+        decisions.append(bad.should_prune())
+    assert decisions == [False, False, False, True, True, True]

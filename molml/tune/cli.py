@@ -50,6 +50,12 @@ def tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", default="sqlite:///runs/optuna.db", help="Optuna RDB URL")
     parser.add_argument("--study-name", help="study name (default: the config's file name)")
     parser.add_argument("--pruner", choices=PRUNERS, default="median")
+    parser.add_argument(
+        "--pruner-warmup",
+        type=int,
+        default=10,
+        help="epochs a trial runs before the median pruner may stop it (10)",
+    )
     parser.add_argument("--cv", type=int, help="score trials by k-fold cross-validation")
     parser.add_argument("--cv-split", choices=FOLD_SPLITS, default="scaffold")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/tune"))
@@ -86,6 +92,7 @@ def tune_main(argv: Sequence[str]) -> Path:
     args, overrides = _overrides(tune_parser(), argv)
     check_int(args.n_trials, "--n-trials", minimum=1, allow_none=True)
     check_int(args.cv, "--cv", minimum=2, allow_none=True)
+    check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
     if args.n_trials is None and args.timeout is None:
         raise DataError("give --n-trials, --timeout or both")
     space = read_space(args.search)
@@ -98,6 +105,7 @@ def tune_main(argv: Sequence[str]) -> Path:
         n_trials=args.n_trials,
         timeout=args.timeout,
         pruner=args.pruner,
+        pruner_warmup=args.pruner_warmup,
         seed=args.seed,
         cv=args.cv,
         cv_split=args.cv_split,

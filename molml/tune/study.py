@@ -49,6 +49,7 @@ class TuneOptions:
     n_trials: int | None = None
     timeout: float | None = None
     pruner: str | optuna.pruners.BasePruner = "median"
+    pruner_warmup: int = 10
     seed: int = 0
     cv: int | None = None
     cv_split: str = "scaffold"
@@ -75,12 +76,15 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable")
 
 
-def make_pruner(pruner: str | optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
-    """``median`` (after 2 finished trials and 1 epoch), ``hyperband`` or ``none``."""
+def make_pruner(
+    pruner: str | optuna.pruners.BasePruner, warmup: int = 10
+) -> optuna.pruners.BasePruner:
+    """``median`` (once 2 trials finished, from step ``warmup`` on: an epoch, or a fold with
+    cross-validation), ``hyperband`` or ``none``."""
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
     if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     if pruner == "none":
@@ -100,7 +104,8 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
             study_name=options.study_name,
             storage=storage,
             direction=direction,
-            pruner=make_pruner(options.pruner),
+            # folds are few and each is a whole training run: prune from the second one
+            pruner=make_pruner(options.pruner, 1 if options.cv else options.pruner_warmup),
             load_if_exists=True,
         )
     except ValueError as exc:  # an existing study with another direction
