@@ -285,3 +285,20 @@ def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     write_explanations([item], tmp_path, units="target units")
     assert (tmp_path / "molecules" / "00000_features.png").is_file()
     assert "00000_features.png" in (tmp_path / "index.html").read_text()
+
+
+def test_bf16_explanations_stay_close_to_fp32(trained: GraphPredictor) -> None:
+    smiles = nci_smiles(12)
+    full = explain(trained, smiles, task="tpsa", steps=20)
+    half = explain(trained, smiles, task="tpsa", steps=20, precision="bf16-mixed")
+    errors = []
+    for a, b in zip(full, half, strict=True):
+        assert a.prediction == b.prediction  # the reported prediction stays fp32
+        scale = np.abs(a.atom_scores).max()
+        errors.append(np.abs(a.atom_scores - b.atom_scores).max() / scale)
+        assert np.argmax(a.atom_scores) == np.argmax(b.atom_scores) or errors[-1] < 0.05
+    assert np.mean(errors) < 0.05, errors
+    pairs = zip(full, half, strict=True)
+    assert any(not np.array_equal(a.atom_scores, b.atom_scores) for a, b in pairs)
+    with pytest.raises(DataError, match="precision must be one of"):
+        explain(trained, smiles[:1], precision="fp8")
