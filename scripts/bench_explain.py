@@ -116,30 +116,54 @@ def label(matches: dict[str, set[int]], task: str) -> tuple[int, set[int]]:
 def sample_task(
     matches: list[dict[str, set[int]]], task: str, per_class: int, seed: int
 ) -> tuple[list[int], list[int]]:
-    """Training and held-out molecule indices: a balanced sample split 80/20. With a decoy,
-    training positives all have it and training negatives none; held-out molecules have it
-    in half of each class."""
+    """Training and held-out molecule indices: ``per_class`` positives and as many negatives,
+    split 80/20. Negatives are drawn evenly from each combination of the task's fragments that
+    is not positive (for "A AND B": A without B, B without A, neither), so a model must see
+    every fragment to separate the classes. With a decoy, training positives all have it and
+    training negatives none; held-out molecules have it in half of each class."""
     rng = np.random.default_rng(seed)
+    all_of, any_of, none_of = TASKS[task]
+    clauses = all_of + any_of + none_of
     labels = np.array([label(m, task)[0] for m in matches])
+    signature = np.array([sum(1 << k for k, c in enumerate(clauses) if m[c]) for m in matches])
     decoy = DECOYS.get(task)
-    has = np.array([bool(m[decoy]) for m in matches]) if decoy else np.zeros(len(matches), bool)
-    n_train, n_test = int(0.8 * per_class), per_class - int(0.8 * per_class)
+    has = np.array([bool(m[decoy]) for m in matches]) if decoy else None
+    n_train = int(0.8 * per_class)
     train, test = [], []
     for cls in (1, 0):
-        if decoy:
-            pools = {True: np.flatnonzero((labels == cls) & has), False: None}
-            pools[False] = np.flatnonzero((labels == cls) & ~has)
-            keep = rng.permutation(pools[cls == 1])
-            other = rng.permutation(pools[cls != 1])
-            train += keep[:n_train].tolist()
-            half = n_test // 2
-            test += keep[n_train : n_train + half].tolist() + other[: n_test - half].tolist()
-        else:
-            pool = rng.permutation(np.flatnonzero(labels == cls))[:per_class]
-            cut = int(0.8 * len(pool))
-            train += pool[:cut].tolist()
-            test += pool[cut:].tolist()
+        if has is None:
+            picked = _even_draw(rng, signature, labels == cls, per_class)
+            train += picked[:n_train]
+            test += picked[n_train:]
+            continue
+        with_decoy, without = (labels == cls) & has, (labels == cls) & ~has
+        fit_pool, other_pool = (with_decoy, without) if cls == 1 else (without, with_decoy)
+        picked = _even_draw(rng, signature, fit_pool, per_class)
+        half = (per_class - n_train) // 2
+        other = _even_draw(
+            rng,
+            signature,
+            other_pool & ~np.isin(np.arange(len(labels)), picked),
+            per_class - n_train - half,
+        )
+        train += picked[:n_train]
+        test += picked[n_train : n_train + half] + other
     return train, test
+
+
+def _even_draw(rng: np.random.Generator, groups: np.ndarray, pool: np.ndarray, n: int) -> list[int]:
+    """``n`` indices of ``pool``, drawn as evenly as the groups' sizes allow, in random order."""
+    members = [
+        rng.permutation(np.flatnonzero(pool & (groups == g))) for g in np.unique(groups[pool])
+    ]
+    picked: list[int] = []
+    while len(picked) < n and any(len(m) for m in members):
+        quota = max(1, (n - len(picked)) // sum(1 for m in members if len(m)))
+        for k, m in enumerate(members):
+            take = m[: min(quota, n - len(picked))]
+            picked += take.tolist()
+            members[k] = m[len(take) :]
+    return rng.permutation(picked).tolist()
 
 
 def train_graph(
