@@ -144,9 +144,9 @@ def main() -> None:
     done = {(r["dataset"], r["split"], r["model"]) for r in rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for dataset in args.datasets:
-            split_file = args.splits_dir / f"{dataset}.splits.json"
-            for index in args.splits:
+        for index in args.splits:  # every data set on one split before the next split
+            for dataset in args.datasets:
+                split_file = args.splits_dir / f"{dataset}.splits.json"
                 for model in args.models:
                     if (dataset, index, model) in done:
                         continue
