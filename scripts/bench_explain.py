@@ -346,7 +346,7 @@ def reference_loop(smiles: list[str], steps: int) -> float:
         explanation_type="model",
         node_mask_type="attributes",
         edge_mask_type=None,
-        model_config={"mode": "binary_classification", "task_level": "graph", "return_type": "raw"},
+        model_config={"mode": "regression", "task_level": "graph", "return_type": "raw"},
     )
 
     def run(g: Any) -> None:
