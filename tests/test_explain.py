@@ -17,7 +17,7 @@ from conftest import INVALID_SMILES, nci_smiles
 from PIL import Image
 
 import molml
-from molml.chem.featurizer import DEFAULT_ELEMENTS
+from molml.chem.featurizer import DEFAULT_ELEMENTS, MolGraphFeaturizer
 from molml.cli import main
 from molml.errors import DataError, PredictorError
 from molml.explain import explain, explanations_frame, write_explanations
@@ -92,6 +92,32 @@ def test_the_atoms_a_model_counts_get_the_scores() -> None:
             np.testing.assert_allclose(item.atom_scores[is_n], 1.0, atol=1e-5)
             np.testing.assert_allclose(item.atom_scores[~is_n], 0.0, atol=1e-5)
             np.testing.assert_allclose(item.bond_scores, 0.0, atol=1e-5)
+
+
+def test_random_walk_columns_are_kept_as_part_of_the_graph() -> None:
+    """A model that reads only the random-walk encodings (structure) predicts non-zero values,
+    yet no atom's chemistry changes it: every attribution is zero."""
+    steps = 4
+    featurizer = MolGraphFeaturizer(random_walk_steps=steps)
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=2),
+        readout="sum",
+        ffn_num_layers=1,
+        featurizer=featurizer.to_config(),
+    )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.atom_embedding.weight[0, featurizer.atom_dim - steps + 1] = 1.0  # 2-step return
+        model.encoder.W_o.weight[0, 0] = 1.0
+        model.head[-1].weight[0, 0] = 1.0
+    predictor = GraphPredictor(model)
+    smiles = ["c1ccccc1O", "C1CC1CCN"]
+    assert (predictor.predict(smiles)["target"].abs() > 0.1).all()
+    for method in ("integrated_gradients", "input_x_gradient", "occlusion"):
+        for item in explain(predictor, smiles, method=method):
+            np.testing.assert_allclose(item.atom_scores, 0.0, atol=1e-6)
+            np.testing.assert_allclose(item.bond_scores, 0.0, atol=1e-6)
 
 
 def test_batched_and_single_molecule_explanations_agree(trained: GraphPredictor) -> None:

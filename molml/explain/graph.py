@@ -6,6 +6,10 @@ with respect to the raw atom features ``x`` and bond features ``edge_attr`` (bef
 ``atom_embedding`` / ``bond_embedding``), then reduced: an atom's score is the sum over its
 features; a bond's score is the sum over its features of both of its directed edges.
 
+Random-walk structural encodings (the last columns of ``x`` with
+``MolGraphFeaturizer(random_walk_steps=K)``) describe the graph, not the atom: baselines and
+occlusion keep them as they are, and scores sum over the atoms' chemistry columns only.
+
 - ``integrated_gradients``: Captum's ``IntegratedGradients`` from the all-zero baseline (every
   atom and bond feature vector zero, the graph structure kept), ``steps`` Gauss-Legendre points
   (50 by default). Molecules and interpolation steps are batched together: a chunk of molecules
@@ -166,8 +170,10 @@ def _gradient_method(
     inputs = tuple(t.float().detach().requires_grad_() for t in (batch.x, batch.edge_attr))
     with torch.no_grad():
         value = forward(*inputs)
+    chemistry = inputs[0].shape[1] - model.featurizer.random_walk_steps
     if method == "integrated_gradients":
         baselines = tuple(torch.zeros_like(t) for t in inputs)
+        baselines[0][:, chemistry:] = inputs[0][:, chemistry:].detach()
         attributions = IntegratedGradients(forward).attribute(
             inputs,
             baselines=baselines,
@@ -180,7 +186,7 @@ def _gradient_method(
         attributions = Saliency(forward).attribute(inputs, abs=True)
     else:
         attributions = InputXGradient(forward).attribute(inputs)
-    atom_scores = attributions[0].sum(dim=1)
+    atom_scores = attributions[0][:, :chemistry].sum(dim=1)
     edge_scores = attributions[1].sum(dim=1)
     results = []
     for i in range(batch.num_graphs):
@@ -219,6 +225,7 @@ def _occlusion(
             single.features = batch.features[i : i + 1]
         forward = _forward(model, target, single)
         value = forward(x, edge_attr)[0]
+        chemistry = x.shape[1] - model.featurizer.random_walk_steps
         # perturbation p keeps atoms where atom_keep[p] and edges where edge_keep[p]
         atom_keep = torch.ones(n + n_bonds, n, dtype=torch.bool, device=x.device)
         atom_keep[torch.arange(n), torch.arange(n)] = False
@@ -230,7 +237,9 @@ def _occlusion(
         per_pass = max(1, ATOMS_PER_PASS // max(n, 1))
         for p0 in range(0, n + n_bonds, per_pass):
             p1 = min(p0 + per_pass, n + n_bonds)
-            xs = (x[None] * atom_keep[p0:p1, :, None]).reshape(-1, x.shape[1])
+            xs = x[None].repeat(p1 - p0, 1, 1)
+            xs[..., :chemistry] *= atom_keep[p0:p1, :, None]
+            xs = xs.reshape(-1, x.shape[1])
             es = (edge_attr[None] * edge_keep[p0:p1, :, None]).reshape(-1, edge_attr.shape[1])
             masked[p0:p1] = forward(xs, es).double().cpu()
         scores = (value.double().cpu() - masked).numpy()
