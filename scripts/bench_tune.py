@@ -35,6 +35,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import torch
+from benchmark import published_scores
 
 from molml.tune import TuneOptions, make_job, read_space, run_tune
 from molml.tune.jobs import Job
@@ -124,6 +125,39 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def summary(rows: list[dict[str, Any]], splits_dir: Path) -> pd.DataFrame:
+    """Per data set and model: test metric of the default and the tuned config, mean ± sd over
+    the split entries done, trials pruned, tuning time; chemprop 2.3.1's scores published with
+    the split files (``splits_dir/README.md``) beside them."""
+    published = published_scores(splits_dir)
+    frame = pd.DataFrame(rows)
+    out = []
+    for (dataset, model), group in frame.groupby(["dataset", "model"], sort=False):
+
+        def spread(values: pd.Series) -> str:
+            return (
+                f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+                if len(values) > 1
+                else (f"{values.iloc[0]:.3f}")
+            )
+
+        out.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "metric": group["metric"].iloc[0],
+                "splits": len(group),
+                "default test": spread(group["default_test"]),
+                "tuned test": spread(group["tuned_test"]),
+                "gain": f"{group['gain'].mean():+.3f}",
+                "pruned / trials": f"{group['pruned'].sum()} / {group['trials'].sum()}",
+                "tuning min": f"{group['tune_seconds'].sum() / 60:.0f}",
+                "chemprop 2.3.1 (published)": published.get(dataset, ""),
+            }
+        )
+    return pd.DataFrame(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["esol"])
@@ -155,6 +189,8 @@ def main() -> None:
                         json.dumps({"settings": settings, "rows": rows}, indent=2)
                     )
     print(markdown(pd.DataFrame(rows).drop(columns=["best_params"])))
+    print()
+    print(markdown(summary(rows, args.splits_dir)))
     print(f"written to {args.output}")
 
 
