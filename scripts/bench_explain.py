@@ -11,10 +11,10 @@ method's atom scores (on the logit) are ranked against the true atoms: attributi
 molecule, averaged over the held-out positives, then over seeds.
 
 Tasks: an AND, a three-fragment AND, an AND with a NOT, an OR, and a decoy: "benzene AND amide"
-where every training positive also has a chlorine and no training negative has one (the
-chlorine is perfectly correlated with the label in training only); its held-out molecules have
-a chlorine at random (half of positives and of negatives). The chlorine atoms are not part of
-the true explanation.
+where 90% of training positives and 10% of training negatives also have a chlorine (a shortcut
+that is right 90% of the time in training only); its held-out molecules have a chlorine at
+random (half of positives and of negatives). The chlorine atoms are not part of the true
+explanation: a model that learned the shortcut puts credit on them.
 
 Speed: molecules explained per second by Integrated Gradients (50 steps) for a D-MPNN of hidden
 size 300, depth 3, batched (``molml.explain.explain``, fp32 and bf16) and one molecule per call,
@@ -77,6 +77,7 @@ TASKS = {
     "benzene_and_amide_chlorine_decoy": (["benzene", "amide"], [], []),
 }
 DECOYS = {"benzene_and_amide_chlorine_decoy": "chlorine"}
+DECOY_RATE = 0.9  # training positives with the decoy; training negatives have it at 1 - this
 ENCODERS = ("dmpnn", "gine", "attentivefp", "gps")
 GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
 
@@ -119,8 +120,8 @@ def sample_task(
     """Training and held-out molecule indices: ``per_class`` positives and as many negatives,
     split 80/20. Negatives are drawn evenly from each combination of the task's fragments that
     is not positive (for "A AND B": A without B, B without A, neither), so a model must see
-    every fragment to separate the classes. With a decoy, training positives all have it and
-    training negatives none; held-out molecules have it in half of each class."""
+    every fragment to separate the classes. With a decoy, 90% of training positives and 10%
+    of training negatives have it; held-out molecules have it in half of each class."""
     rng = np.random.default_rng(seed)
     all_of, any_of, none_of = TASKS[task]
     clauses = all_of + any_of + none_of
@@ -136,18 +137,12 @@ def sample_task(
             train += picked[:n_train]
             test += picked[n_train:]
             continue
-        with_decoy, without = (labels == cls) & has, (labels == cls) & ~has
-        fit_pool, other_pool = (with_decoy, without) if cls == 1 else (without, with_decoy)
-        picked = _even_draw(rng, signature, fit_pool, per_class)
-        half = (per_class - n_train) // 2
-        other = _even_draw(
-            rng,
-            signature,
-            other_pool & ~np.isin(np.arange(len(labels)), picked),
-            per_class - n_train - half,
-        )
-        train += picked[:n_train]
-        test += picked[n_train : n_train + half] + other
+        n_with = round((DECOY_RATE if cls == 1 else 1 - DECOY_RATE) * n_train)
+        n_test = per_class - n_train
+        fit = _even_draw(rng, signature, (labels == cls) & has, n_with + n_test // 2)
+        rest = _even_draw(rng, signature, (labels == cls) & ~has, n_train - n_with + n_test // 2)
+        train += fit[:n_with] + rest[: n_train - n_with]
+        test += fit[n_with:] + rest[n_train - n_with :]
     return train, test
 
 
@@ -397,20 +392,47 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+TITLES = {
+    "benzene_and_amide": "benzene AND amide",
+    "benzene_and_carbonyl_and_hydroxyl": "benzene AND carbonyl AND hydroxyl",
+    "benzene_and_not_carbonyl": "benzene AND NOT carbonyl",
+    "fluoride_or_carbonyl": "fluoride OR carbonyl",
+    "benzene_and_amide_chlorine_decoy": "benzene AND amide, chlorine decoy",
+}
+MODEL_TITLES = {
+    "dmpnn": "D-MPNN",
+    "gine": "GINE",
+    "attentivefp": "AttentiveFP",
+    "gps": "GPS",
+    "xgb_ecfp4": "XGBoost ECFP4",
+}
+
+
 def summary(record: dict[str, Any]) -> None:
+    """Attribution ROC-AUC per model and method (mean over seeds; the lowest task beside), and
+    each model's test ROC-AUC per task."""
     table = pd.DataFrame(record["faithfulness"])
     if table.empty:
         return
-    for value in ("attribution_auc", "attribution_auc_with_bonds", "model_test_auc"):
-        if value not in table:
-            continue
-        pivot = table.pivot_table(index=["model", "method"], columns="task", values=value)
-        pivot = pivot.reindex(columns=[t for t in TASKS if t in pivot.columns])
-        pivot["min"] = pivot.min(axis=1)
-        seeds = table.groupby(["model", "method"])["seed"].nunique().rename("seeds")
-        out = pivot.join(seeds).round(3).reset_index()
-        print(f"\n## {value} (mean over seeds)\n")
-        print(markdown(out))
+    tasks = [t for t in TASKS if t in set(table["task"])]
+    order = {name: k for k, name in enumerate(MODEL_TITLES)}
+    table = table.sort_values("model", key=lambda c: c.map(order), kind="stable")
+    pivot = table.pivot_table(
+        index=["model", "method"], columns="task", values="attribution_auc", sort=False
+    )[tasks]
+    pivot["lowest"] = pivot.min(axis=1)
+    pivot["seeds"] = table.groupby(["model", "method"])["seed"].nunique()
+    out = pivot.round(3).reset_index().rename(columns=TITLES)
+    out["model"] = out["model"].map(MODEL_TITLES)
+    print("\n## Attribution ROC-AUC (held-out positives, mean over seeds)\n")
+    print(markdown(out))
+    models = table.drop_duplicates(["seed", "task", "model"]).pivot_table(
+        index="model", columns="task", values="model_test_auc", sort=False
+    )[tasks]
+    models = models.round(3).reset_index().rename(columns=TITLES)
+    models["model"] = models["model"].map(MODEL_TITLES)
+    print("\n## Model test ROC-AUC (mean over seeds)\n")
+    print(markdown(models))
 
 
 def main() -> None:
