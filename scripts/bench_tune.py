@@ -15,7 +15,9 @@ at the study's mean seconds per epoch.
     python scripts/bench_tune.py --datasets esol freesolv bace --splits 0 1 2 --trials 30 \
         --epochs 50 --threads 1                                         # the full comparison
 
-Rows are written to ``--output`` as each finishes; rerunning the same command skips the rows
+``--cv K`` scores each trial by K-fold cross-validation of train+val instead of the one
+validation split (``molml tune --cv``; give it its own ``--output``). Rows are written to
+``--output`` as each finishes; rerunning the same command skips the rows
 already there, so an interrupted comparison resumes.
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
@@ -81,6 +83,7 @@ def run_one(
         n_trials=args.trials,
         pruner="median" if model == "dmpnn" else "none",
         seed=args.seed,
+        cv=args.cv,
         output_dir=work / "tune",
         tracking_uri=None,
     )
@@ -98,7 +101,7 @@ def run_one(
     return {
         "dataset": dataset,
         "split": index,
-        "model": model,
+        "model": model if not args.cv else f"{model}, cv{args.cv}",
         "metric": test_key,
         "default_val": default.value,
         "default_test": default_test,
@@ -169,13 +172,19 @@ def main() -> None:
     parser.add_argument("--splits-dir", type=Path, default=ROOT.parent / "shared" / "splits")
     parser.add_argument("--output", type=Path, default=ROOT / "scripts/results/tune.json")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        help="score trials by K-fold CV (tune --cv)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MOLML_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = {k: str(v) for k, v in vars(args).items()}
     rows = json.loads(args.output.read_text())["rows"] if args.output.exists() else []
-    done = {(r["dataset"], r["split"], r["model"]) for r in rows}
+    done = {(r["dataset"], r["split"], r["model"].split(",")[0]) for r in rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for index in args.splits:  # every data set on one split before the next split
