@@ -80,6 +80,7 @@ DECOYS = {"benzene_and_amide_chlorine_decoy": "chlorine"}
 DECOY_RATE = 0.9  # training positives with the decoy; training negatives have it at 1 - this
 ENCODERS = ("dmpnn", "gine", "attentivefp", "gps")
 GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
+XGB_METHODS = ("shap", "shap_occurrence")  # Morgan bits to atoms: shared / whole per occurrence
 
 
 def read_molecules(limit: int | None) -> tuple[list[str], list[dict[str, set[int]]]]:
@@ -238,7 +239,7 @@ def with_bonds(item: Any) -> np.ndarray:
 def score_model(
     predictor: Any,
     name: str,
-    methods: tuple[str, ...],
+    methods: list[str],
     test: list[str],
     labels: np.ndarray,
     truths: list[set[int]],
@@ -250,7 +251,14 @@ def score_model(
     rows = []
     for method in methods:
         start = time.perf_counter()
-        result = explain(predictor, [test[i] for i in positives], method, steps=steps)
+        mapping = "occurrence" if method == "shap_occurrence" else "shared"
+        result = explain(
+            predictor,
+            [test[i] for i in positives],
+            method.removesuffix("_occurrence"),
+            steps=steps,
+            shap_mapping=mapping,
+        )
         seconds = time.perf_counter() - start
         pairs = list(zip(result, positives, strict=True))
         atoms = [attribution_auc(r.atom_scores, truths[i]) for r, i in pairs]
@@ -272,11 +280,15 @@ def score_model(
 def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) -> None:
     smiles, matches = read_molecules(args.limit)
     print(f"{len(smiles)} HIV molecules", flush=True)
-    done = {(r["seed"], r["task"], r["model"]) for r in record["faithfulness"]}
-    models = ["xgb_ecfp4", *args.encoders]
+    done = {(r["seed"], r["task"], r["model"], r["method"]) for r in record["faithfulness"]}
+    methods_of = {"xgb_ecfp4": XGB_METHODS, **{name: tuple(args.methods) for name in args.encoders}}
     for seed in args.seeds:
         for task in args.tasks:
-            todo = [m for m in models if (seed, task, m) not in done]
+            todo = [
+                m
+                for m, methods in methods_of.items()
+                if any((seed, task, m, method) not in done for method in methods)
+            ]
             if not todo:
                 continue
             train, test = sample_task(matches, task, args.per_class, seed)
@@ -292,10 +304,10 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
                 for name in todo:
                     start = time.perf_counter()
                     if name == "xgb_ecfp4":
-                        predictor, methods = train_xgb(train_smiles, train_labels), ("shap",)
+                        predictor = train_xgb(train_smiles, train_labels)
                     else:
                         predictor = train_graph(name, csv, args, seed, Path(tmp))
-                        methods = tuple(args.methods)
+                    methods = [m for m in methods_of[name] if (seed, task, name, m) not in done]
                     fit_seconds = time.perf_counter() - start
                     for row in score_model(
                         predictor, name, methods, test_smiles, test_labels, truths, args.steps
@@ -439,7 +451,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--encoders", nargs="+", choices=ENCODERS, default=list(ENCODERS))
+    parser.add_argument("--encoders", nargs="*", choices=ENCODERS, default=list(ENCODERS))
     parser.add_argument("--methods", nargs="+", choices=GRAPH_METHODS, default=GRAPH_METHODS)
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=None, help="read only this many HIV rows")

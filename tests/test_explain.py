@@ -167,6 +167,30 @@ def test_shap_of_xgboost_maps_on_bits_to_atoms(ecfp_baselines: dict[str, Path]) 
         assert np.isnan(item.bond_scores).all()
 
 
+def test_occurrence_mapping_gives_each_environment_the_whole_bit(
+    ecfp_baselines: dict[str, Path],
+) -> None:
+    predictor = molml.load_model(ecfp_baselines["xgb"])
+    smiles = ["c1ccccc1CC(=O)NC", *nci_smiles(305)[300:]]
+    shared = explain(predictor, smiles)
+    whole = explain(predictor, smiles, shap_mapping="occurrence")
+    fingerprint = predictor.model.featurizer
+    values = shap.TreeExplainer(predictor.model.task_models[0].booster).shap_values(
+        predictor.embed(smiles)
+    )
+    repeated = 0
+    for a, b, row in zip(shared, whole, values, strict=True):
+        environments = fingerprint.bit_environments(b.mol)
+        expected = sum(row[bit] * len(envs) for bit, envs in environments.items())
+        assert b.atom_scores.sum() == pytest.approx(expected, abs=1e-4)
+        assert b.unmapped_score == pytest.approx(a.unmapped_score)
+        repeated += any(len(envs) > 1 for envs in environments.values())
+    assert repeated  # some bit is set by several environments: the two mappings differ
+    assert not np.allclose(shared[0].atom_scores, whole[0].atom_scores)
+    with pytest.raises(DataError, match="shap_mapping"):
+        explain(predictor, smiles[:1], shap_mapping="even")
+
+
 def test_environment_atoms_follow_the_bonds() -> None:
     mol = molml.chem.parsing.parse_smiles("CCOC(=O)N")
     assert environment_atoms(mol, 3, 0) == [3]

@@ -6,12 +6,20 @@ stored in the model). A random forest is stored as node arrays without training 
 explained with interventional TreeSHAP against a background set: by default the first 100
 molecules of RDKit's NCI sample (a random forest classifier is explained on its probability).
 
-Morgan/ECFP/FCFP bits are mapped to atoms through RDKit's bit info: the SHAP value of each
-on-bit is split equally over the environments that set it, and each environment's share equally
-over its atoms (centre and the atoms within its radius). The atom scores of a molecule therefore
-sum to the SHAP total of its on-bits; off-bits and features of other fingerprints (descriptors,
-MACCS keys, atom pairs) cannot be placed on atoms: their sum is the ``unmapped_score`` and their
-values are listed per feature (``feature_scores``). Bonds get no score.
+Morgan/ECFP/FCFP bits are mapped to atoms through RDKit's bit info, in one of two ways:
+
+- ``shared`` (default): the SHAP value of each on-bit is split equally over the environments
+  that set it, and each environment's share equally over its atoms (centre and the atoms within
+  its radius). The atom scores of a molecule sum to the SHAP total of its on-bits.
+- ``occurrence``: every environment that sets a bit carries the bit's whole value, split over
+  its atoms. A fragment that occurs k times (six aromatic CH of a benzene set one bit) is not
+  diluted k-fold against a fragment that occurs once, which ranks the atoms of the true
+  substructures markedly better (``scripts/bench_explain.py``); the scores no longer add up to
+  the SHAP total.
+
+Off-bits and features of other fingerprints (descriptors, MACCS keys, atom pairs) cannot be
+placed on atoms: their sum is the ``unmapped_score`` and their values are listed per feature
+(``feature_scores``). Bonds get no score.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from molml.explain.core import MoleculeExplanation
 from molml.predict import BaselinePredictor
 
 BACKGROUND_SIZE = 100
+BIT_MAPPINGS = ("shared", "occurrence")
 TOP_FEATURES = 20  # unmappable features listed per molecule
 NCI_SAMPLE = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 
@@ -44,6 +53,7 @@ def explain_baseline(
     *,
     batch_size: int = 256,
     background: list[str] | None = None,
+    mapping: str = "shared",
     progress: bool = True,
 ) -> list[MoleculeExplanation]:
     """SHAP attributions of ``column`` for each molecule (see the module docstring)."""
@@ -66,7 +76,7 @@ def explain_baseline(
             )
             if valid[position]:
                 row = next(rows)
-                _fill(item, model.featurizer, X[valid][row], values[row])
+                _fill(item, model.featurizer, X[valid][row], values[row], mapping)
                 item.prediction = float(predictions[row])
                 item.explained_value = float(_expected(explainer) + values[row].sum())
             explanations.append(item)
@@ -122,7 +132,11 @@ def _forest_trees(forest: ForestTaskModel) -> dict[str, Any]:
 
 
 def _fill(
-    item: MoleculeExplanation, featurizer: FingerprintFeaturizer, x: np.ndarray, values: np.ndarray
+    item: MoleculeExplanation,
+    featurizer: FingerprintFeaturizer,
+    x: np.ndarray,
+    values: np.ndarray,
+    mapping: str,
 ) -> None:
     """Atom scores, unmapped score and feature scores of one molecule from its SHAP values."""
     mol = parse_smiles(item.smiles)
@@ -135,7 +149,9 @@ def _fill(
             for bit, environments in part.bit_environments(mol).items():
                 if x[offset + bit] == 0:
                     continue
-                share = values[offset + bit] / len(environments)
+                share = values[offset + bit]
+                if mapping == "shared":
+                    share /= len(environments)
                 for centre, radius in environments:
                     members = environment_atoms(mol, centre, radius)
                     atoms[members] += share / len(members)

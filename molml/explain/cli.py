@@ -10,6 +10,7 @@ from pathlib import Path
 
 from molml.data.readers import read_molecules
 from molml.errors import EXIT_CODES_HELP
+from molml.explain.baseline import BIT_MAPPINGS
 from molml.explain.core import METHODS, default_method
 from molml.explain.graph import PRECISIONS
 from molml.explain.run import explain, score_units, write_explanations
@@ -51,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="graph models: bf16-mixed is ~3x faster on CPUs with native bf16 (default 32)",
     )
     parser.add_argument(
+        "--shap-mapping",
+        choices=BIT_MAPPINGS,
+        default="shared",
+        help="baselines: Morgan bit values split over the environments that set them (shared, "
+        "adds up to the SHAP total) or whole per environment (occurrence)",
+    )
+    parser.add_argument(
         "--table", default="attributions.csv", help="table file name: .csv or .parquet"
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -74,6 +82,7 @@ def main(argv: Sequence[str]) -> None:
         steps=args.steps,
         batch_size=args.batch_size,
         precision=args.precision,
+        shap_mapping=args.shap_mapping,
         progress=args.progress,
     )
     summary = write_explanations(

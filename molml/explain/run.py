@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from molml.errors import DataError
-from molml.explain.baseline import explain_baseline
+from molml.explain.baseline import BIT_MAPPINGS, explain_baseline
 from molml.explain.core import (
     MoleculeExplanation,
     check_method,
@@ -36,6 +36,7 @@ def explain(
     steps: int = 50,
     batch_size: int = 32,
     precision: str = "32",
+    shap_mapping: str = "shared",
     progress: bool = False,
 ) -> list[MoleculeExplanation]:
     """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
@@ -50,6 +51,10 @@ def explain(
         batch_size: molecules per chunk of work.
         precision: ``"32"`` or ``"bf16-mixed"`` (graph models: attribution passes under bf16
             autocast, about 3x faster on CPUs with native bf16, scores within a few percent).
+        shap_mapping: how baselines' Morgan bits reach atoms: ``"shared"`` (each bit's value
+            split over the environments that set it; atom scores add up to the SHAP total) or
+            ``"occurrence"`` (each environment carries the bit's whole value; see
+            :mod:`molml.explain.baseline`).
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
@@ -60,6 +65,8 @@ def explain(
     check_int(batch_size, "batch_size", minimum=1)
     if precision not in PRECISIONS:
         raise DataError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if shap_mapping not in BIT_MAPPINGS:
+        raise DataError(f"shap_mapping must be one of {list(BIT_MAPPINGS)}, got {shap_mapping!r}")
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method = method or default_method(predictor)
@@ -68,7 +75,9 @@ def explain(
     runs = []
     for member in members:
         if member.kind == "baseline":
-            runs.append(explain_baseline(member, smiles, column, progress=progress))
+            runs.append(
+                explain_baseline(member, smiles, column, mapping=shap_mapping, progress=progress)
+            )
         else:
             runs.append(
                 explain_graph(
