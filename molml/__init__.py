@@ -1,9 +1,28 @@
-"""molml: graph and molecular deep learning on PyTorch."""
+"""molml: graph and molecular deep learning on PyTorch.
+
+The names below are imported on first use, so ``import molml`` (and the ``molml`` command's
+help) does not pay for torch, PyTorch Geometric and Lightning until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from molml._version import __version__
-from molml.models.encoders import register_encoder
-from molml.models.pretrained import pretrained_names
-from molml.predict import Predictor, load_model, load_pretrained
+
+if TYPE_CHECKING:
+    from molml.models.encoders import register_encoder
+    from molml.models.pretrained import pretrained_names
+    from molml.predict import Predictor, load_model, load_pretrained
+
+_LAZY = {
+    "Predictor": "molml.predict",
+    "load_model": "molml.predict",
+    "load_pretrained": "molml.predict",
+    "pretrained_names": "molml.models.pretrained",
+    "register_encoder": "molml.models.encoders",
+}
 
 __all__ = [
     "Predictor",
@@ -13,3 +32,15 @@ __all__ = [
     "pretrained_names",
     "register_encoder",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'molml' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

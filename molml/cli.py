@@ -17,12 +17,30 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 from collections.abc import Callable
 
-import torch
+from molml.errors import EXIT_CODES_HELP, run_command
 
-from molml.errors import run_command
-from molml.training import make_cli, make_pretrain_cli
+#: ``molml <verb>`` and what it does, for the top-level help (printed without importing
+#: torch or Lightning, so ``molml --help`` answers at once).
+VERBS = {
+    "quickstart": "train the offline demo model and screen a library with it",
+    "fit": "train a graph model (Lightning CLI; then tests the best checkpoint)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "predict with a checkpoint (test split or --data.predict_path FILE)",
+    "pretrain": "pretrain an encoder on unlabelled SMILES",
+    "screen": "screen a molecule library with a trained model (resumable)",
+    "baseline": "fingerprint baselines: baseline fit | test | predict",
+    "tune": "search hyperparameters with Optuna",
+    "cv": "cross-validate a configuration",
+    "explain": "atom and bond attributions, drawn",
+    "report": "data and evaluation reports: report data | eval",
+    "calibrate": "conformal intervals or calibrated probabilities",
+    "export": "write ONNX / torch.export files",
+    "serve": "serve trained models over HTTP",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,9 +54,24 @@ def main(argv: list[str] | None = None) -> None:
     args = [arg for arg in args if arg != "--debug"]
     if argv is None:  # LightningCLI reads sys.argv itself
         sys.argv[1:] = args
+    if not args or args[0] in ("-h", "--help"):
+        print(top_level_help(), file=sys.stdout if args else sys.stderr)
+        raise SystemExit(0 if args else 2)
     verb = args[:2] if args[:1] in (["baseline"], ["report"]) else args[:1]
     prog = " ".join(["molml", *(word for word in verb if not word.startswith("-"))])
     run_command(prog, lambda: _run_verb(args, from_sys_argv=argv is None), debug=debug)
+
+
+def top_level_help() -> str:
+    """``molml --help``: the verbs, one line each, and the exit codes."""
+    width = max(map(len, VERBS))
+    verbs = "\n".join(f"  {verb:<{width}}  {what}" for verb, what in VERBS.items())
+    epilog = textwrap.fill(EXIT_CODES_HELP, width=88)
+    return (
+        f"usage: molml <verb> [options]   (molml <verb> --help for the verb's options)\n\n"
+        f"Graph and molecular deep learning: train, screen, explain, tune, export, serve.\n\n"
+        f"verbs:\n{verbs}\n\n{epilog}"
+    )
 
 
 def _run_verb(args: list[str], from_sys_argv: bool) -> None:
@@ -47,6 +80,8 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
 
         quickstart(args[1:])
     elif args and args[0] == "pretrain":
+        from molml.training import make_pretrain_cli
+
         _run_lightning(lambda: make_pretrain_cli(args[1:]))
     elif args and args[0] == "baseline":
         from molml.baselines.cli import main as baseline
@@ -87,10 +122,14 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+        from molml.training import make_cli
+
         _run_lightning(lambda: make_cli(None if from_sys_argv else args))
 
 
 def _run_lightning(run: Callable[[], object]) -> None:
+    import torch
+
     try:
         run()
     finally:

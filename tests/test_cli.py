@@ -233,3 +233,31 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "exit codes: 0 success; 2 bad input" in out and "3 checkpoint" in out
     assert "--debug" in out
+
+
+def test_top_level_help_and_import_do_not_load_torch() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "import molml\n"
+        "from molml.cli import VERBS, main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+        "assert all(verb in out.getvalue() for verb in VERBS), out.getvalue()\n"
+        "heavy = [m for m in ('torch', 'lightning', 'torch_geometric') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert molml.load_model.__name__ == 'load_model'\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "screen" in capsys.readouterr().err
