@@ -431,11 +431,20 @@ def reference_graph(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def test_block_featurization_equals_the_reference_on_thousands_of_molecules() -> None:
     from conftest import nci_smiles
 
-    from molml.data.graphs import featurize_block
+    from molml.data.graphs import featurize_block, featurize_molecules
 
     smiles = nci_smiles(3000) + HIV_METALS + ["C", "[Na+].[Cl-]", "F/C=C/F", "C[C@H](N)O"]
+    smiles += ["[13CH3]C(=O)O", "[2H]OC", "C[13C@H](N)C(=O)O", "[18F]c1ccccc1", "[NH3+]CC([O-])=O"]
     arrays, errors, _, _ = featurize_block(MolGraphFeaturizer(), [*smiles, "C1CC"])
     assert list(errors) == [len(smiles)]
+    # worker processes send table rows, gathered in the parent: the same arrays
+    pooled = featurize_molecules(
+        [*smiles, "C1CC"], MolGraphFeaturizer(), n_jobs=2, chunk_size=500, progress=False
+    )
+    assert list(pooled.errors) == [len(smiles)]
+    assert torch.equal(pooled.graphs.x, torch.from_numpy(arrays["x"]))
+    assert torch.equal(pooled.graphs.edge_index, torch.from_numpy(arrays["edge_index"]))
+    assert torch.equal(pooled.graphs.edge_attr, torch.from_numpy(arrays["edge_attr"]))
     atom_starts = np.concatenate([[0], np.cumsum(arrays["n_atoms"])])
     edge_starts = np.concatenate([[0], np.cumsum(arrays["n_edges"])])
     for i, text in enumerate(smiles):

@@ -59,6 +59,7 @@ one numpy call (:meth:`MolGraphFeaturizer.row_ids`, :meth:`MolGraphFeaturizer.ga
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,6 +105,7 @@ CHEMPROP_DEGREES = tuple(range(6))
 CHEMPROP_FORMAL_CHARGES = (-1, -2, 1, 2, 0)
 CHEMPROP_CHIRAL_TAGS = tuple(range(4))  # int(Chem.ChiralType): unspecified, CW, CCW, other
 _PERIODIC_TABLE = Chem.GetPeriodicTable()
+_ISOTOPE = re.compile(r"\[\d")  # an isotope is written as a mass right after "[": [13C]
 
 
 def _one_hot(value: Any, choices: Sequence[Any]) -> list[float]:
@@ -212,15 +214,21 @@ class MolGraphFeaturizer:
         return mol
 
     def row_ids(
-        self, mol: Chem.Mol, *, has_chirality: bool = True, has_bond_stereo: bool = True
+        self,
+        mol: Chem.Mol,
+        *,
+        has_chirality: bool = True,
+        has_bond_stereo: bool = True,
+        has_isotopes: bool = True,
     ) -> tuple[list[int], list[int], list[int]]:
         """A parsed molecule as rows of the featurizer's tables: the atom table row of each
         atom, the bond table row of each bond, and the bond ends ``[begin0, end0, begin1,
         ...]``; :meth:`gather` turns rows into feature arrays, for one molecule or many.
 
-        ``has_chirality=False`` / ``has_bond_stereo=False`` promise that no atom is a specified
-        stereocentre / no bond has a stereo label (true for SMILES without ``@`` / ``/`` and
-        ``\\``), which saves RDKit calls per atom and bond.
+        ``has_chirality=False`` / ``has_bond_stereo=False`` / ``has_isotopes=False`` promise
+        that no atom is a specified stereocentre / no bond has a stereo label / no atom has an
+        isotope (true for SMILES without ``@`` / ``/`` and ``\\`` / ``[`` followed by a
+        digit), which saves RDKit calls per atom and bond.
 
         Stereocentres are described by their CIP label (R/S), which, unlike RDKit's CW/CCW
         chiral tag, does not depend on the order in which the atoms were written; the chemprop
@@ -231,27 +239,45 @@ class MolGraphFeaturizer:
             Chem.AssignStereochemistry(mol, cleanIt=True)  # no-op when parsing already did it
         # GetAtomWithIdx over a range: RDKit's GetAtoms() iterator costs three Python calls
         # per atom
-        atoms = list(map(mol.GetAtomWithIdx, range(mol.GetNumAtoms())))
-        atom_keys = [
-            (
-                a.GetAtomicNum(),
-                a.GetTotalDegree(),
-                a.GetFormalCharge(),
-                int(a.GetChiralTag())
-                if chemprop
-                else a.GetProp("_CIPCode")
-                if has_chirality and a.HasProp("_CIPCode")
-                else "",
-                a.GetTotalNumHs(),
-                a.GetHybridization(),
-                a.GetIsAromatic(),
-                a.IsInRing(),
-                a.GetIsotope(),
-            )
-            for a in atoms
-        ]
-        rows = self._atom_rows
-        atom_ids = [rows[k] if k in rows else self._atom_row(k) for k in atom_keys]
+        atoms = map(mol.GetAtomWithIdx, range(mol.GetNumAtoms()))
+        if chemprop or has_chirality or has_isotopes:
+            atom_keys = [
+                (
+                    a.GetAtomicNum(),
+                    a.GetTotalDegree(),
+                    a.GetFormalCharge(),
+                    int(a.GetChiralTag())
+                    if chemprop
+                    else a.GetProp("_CIPCode")
+                    if has_chirality and a.HasProp("_CIPCode")
+                    else "",
+                    a.GetTotalNumHs(),
+                    a.GetHybridization(),
+                    a.GetIsAromatic(),
+                    a.IsInRing(),
+                    a.GetIsotope() if has_isotopes else 0,
+                )
+                for a in atoms
+            ]
+        else:  # the common case, with the fewest RDKit calls per atom
+            atom_keys = [
+                (
+                    a.GetAtomicNum(),
+                    a.GetTotalDegree(),
+                    a.GetFormalCharge(),
+                    "",
+                    a.GetTotalNumHs(),
+                    a.GetHybridization(),
+                    a.GetIsAromatic(),
+                    a.IsInRing(),
+                    0,
+                )
+                for a in atoms
+            ]
+        known = self._atom_rows.get
+        atom_ids = [known(k) for k in atom_keys]
+        if None in atom_ids:
+            atom_ids = list(map(self._atom_row, atom_keys))
         bonds = list(map(mol.GetBondWithIdx, range(mol.GetNumBonds())))
         stereo_none = BOND_STEREO[0]
         bond_keys = [
@@ -263,8 +289,10 @@ class MolGraphFeaturizer:
             )
             for b in bonds
         ]
-        brows = self._bond_rows
-        bond_ids = [brows[k] if k in brows else self._bond_row(k) for k in bond_keys]
+        known = self._bond_rows.get
+        bond_ids = [known(k) for k in bond_keys]
+        if None in bond_ids:
+            bond_ids = list(map(self._bond_row, bond_keys))
         ends = [i for b in bonds for i in (b.GetBeginAtomIdx(), b.GetEndAtomIdx())]
         return atom_ids, bond_ids, ends
 
@@ -274,20 +302,29 @@ class MolGraphFeaturizer:
         """Rows from :meth:`row_ids` (of one molecule, or of several concatenated with their
         ``ends`` shifted to the molecule's first atom) as ``(x, edge_index, edge_attr)``
         without random-walk columns. Each bond becomes the edges ``u->v`` and ``v->u``."""
-        x = self._atom_table[np.asarray(atom_ids, dtype=np.int64)]
-        pairs = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T
-        edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
-        edge_index[:, 0::2] = pairs
-        edge_index[:, 1::2] = pairs[::-1]
-        edge_attr = self._bond_table[np.repeat(np.asarray(bond_ids, dtype=np.int64), 2)]
-        return x, edge_index, edge_attr
+        return gather_rows(self.tables(), atom_ids, bond_ids, ends)
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """The atom and bond feature rows seen so far (a view; rows are only ever added), which
+        :func:`gather_rows` indexes with :meth:`row_ids` output."""
+        return self._atom_table[: len(self._atom_rows)], self._bond_table[: len(self._bond_rows)]
 
     def arrays(
-        self, mol: Chem.Mol, *, has_chirality: bool = True, has_bond_stereo: bool = True
+        self,
+        mol: Chem.Mol,
+        *,
+        has_chirality: bool = True,
+        has_bond_stereo: bool = True,
+        has_isotopes: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)`` (see
         :meth:`row_ids` for the flags)."""
-        ids = self.row_ids(mol, has_chirality=has_chirality, has_bond_stereo=has_bond_stereo)
+        ids = self.row_ids(
+            mol,
+            has_chirality=has_chirality,
+            has_bond_stereo=has_bond_stereo,
+            has_isotopes=has_isotopes,
+        )
         x, edge_index, edge_attr = self.gather(*ids)
         if self.random_walk_steps:
             x = np.hstack([x, random_walk_encoding(mol, self.random_walk_steps)])
@@ -300,6 +337,7 @@ class MolGraphFeaturizer:
             flags = {
                 "has_chirality": "@" in smiles_or_mol,
                 "has_bond_stereo": "/" in smiles_or_mol or "\\" in smiles_or_mol,
+                "has_isotopes": _ISOTOPE.search(smiles_or_mol) is not None,
             }
             return mol, flags
         return mol, {}
@@ -326,6 +364,8 @@ class MolGraphFeaturizer:
         return data
 
     def _atom_row(self, key: tuple) -> int:
+        if key in self._atom_rows:
+            return self._atom_rows[key]
         z, degree, charge, chiral, n_h, hybrid, aromatic, in_ring, isotope = key
         if isotope:
             mass = _PERIODIC_TABLE.GetMassForIsotope(z, isotope)
@@ -359,6 +399,8 @@ class MolGraphFeaturizer:
         return self._atom_rows[key]
 
     def _bond_row(self, key: tuple) -> int:
+        if key in self._bond_rows:
+            return self._bond_rows[key]
         bond_type, conjugated, in_ring, stereo = key
         bond_types = _one_hot(bond_type, BOND_TYPES)
         if self.preset == "chemprop":  # a leading no-bond flag, and no "other" bond type
@@ -372,6 +414,26 @@ class MolGraphFeaturizer:
         self._bond_table = _append_row(self._bond_table, len(self._bond_rows), features)
         self._bond_rows[key] = len(self._bond_rows)
         return self._bond_rows[key]
+
+
+def gather_rows(
+    tables: tuple[np.ndarray, np.ndarray],
+    atom_ids: Sequence[int] | np.ndarray,
+    bond_ids: Sequence[int] | np.ndarray,
+    ends: Sequence[int] | np.ndarray,
+    *,
+    x_out: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, edge_index, edge_attr)`` from the rows of :meth:`MolGraphFeaturizer.row_ids` and the
+    featurizer's :meth:`~MolGraphFeaturizer.tables`; ``x_out`` receives ``x`` when given."""
+    atom_table, bond_table = tables
+    x = np.take(atom_table, np.asarray(atom_ids, dtype=np.int64), axis=0, out=x_out)
+    pairs = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T
+    edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
+    edge_index[:, 0::2] = pairs
+    edge_index[:, 1::2] = pairs[::-1]
+    edge_attr = bond_table[np.repeat(np.asarray(bond_ids, dtype=np.int64), 2)]
+    return x, edge_index, edge_attr
 
 
 def random_walk_encoding(mol: Chem.Mol, steps: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from molml.chem.featurizer import MolGraphFeaturizer, random_walk_encoding
+from molml.chem.featurizer import MolGraphFeaturizer, gather_rows, random_walk_encoding
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
 from molml.errors import InvalidMoleculeError
@@ -130,21 +130,21 @@ class GraphStore(Dataset):
 
     @classmethod
     def from_arrays(cls, parts: Sequence[dict[str, np.ndarray]]) -> GraphStore:
-        """Concatenate the array dicts of :func:`featurize_block` into one store."""
-        n_atoms = np.concatenate([p["n_atoms"] for p in parts])
-        n_edges = np.concatenate([p["n_edges"] for p in parts])
+        """Concatenate the array dicts of :func:`featurize_block` into one store (the arrays of
+        a single dict are used as they are, not copied)."""
+
+        def joined(key: str, axis: int = 0) -> np.ndarray:
+            arrays = [p[key] for p in parts]
+            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+
         return cls(
-            x=torch.from_numpy(np.concatenate([p["x"] for p in parts])),
-            edge_index=torch.from_numpy(np.concatenate([p["edge_index"] for p in parts], axis=1)),
-            edge_attr=torch.from_numpy(np.concatenate([p["edge_attr"] for p in parts])),
-            atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_atoms)])),
-            edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(n_edges)])),
-            rows=torch.from_numpy(np.concatenate([p["positions"] for p in parts])),
-            features=(
-                torch.from_numpy(np.concatenate([p["features"] for p in parts]))
-                if "features" in parts[0]
-                else None
-            ),
+            x=torch.from_numpy(joined("x")),
+            edge_index=torch.from_numpy(joined("edge_index", axis=1)),
+            edge_attr=torch.from_numpy(joined("edge_attr")),
+            atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(joined("n_atoms"))])),
+            edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(joined("n_edges"))])),
+            rows=torch.from_numpy(joined("positions")),
+            features=torch.from_numpy(joined("features")) if "features" in parts[0] else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -220,7 +220,7 @@ class FeaturizedMolecules:
     canonical_smiles: list[str] | None = None  # per valid molecule
 
 
-def featurize_block(
+def featurize_rows(
     featurizer: MolGraphFeaturizer,
     smiles: Sequence[str | None],
     *,
@@ -228,14 +228,11 @@ def featurize_block(
     with_scaffolds: bool = False,
     molecule_features: FingerprintFeaturizer | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
-    """Featurize a list of SMILES in this process, never failing on one molecule.
-
-    Returns the concatenated arrays (``x``, ``edge_index`` with molecule-local atom indices,
-    ``edge_attr``, ``n_atoms``, ``n_edges``, ``positions`` = ``start`` + index of each valid
-    molecule, and ``features`` when ``molecule_features`` is given), the reasons for the
-    invalid ones by position, and (``with_scaffolds``) the canonical SMILES and Murcko
-    scaffold of each valid molecule, as :func:`~molml.data.splits.split_keys` gives them.
-    """
+    """:func:`featurize_block` before the feature rows are gathered: per valid molecule its
+    rows of the featurizer's :meth:`~MolGraphFeaturizer.tables` (``atom_rows``, ``bond_rows``),
+    ``ends`` (bond ends, molecule-local), ``walks`` (random-walk columns, when the featurizer
+    has them), ``n_atoms``, ``n_edges``, ``positions`` and ``features``; a tenth of the size of
+    the gathered arrays, so worker processes send these."""
     atom_ids: list[int] = []
     bond_ids: list[int] = []
     ends: list[int] = []
@@ -245,10 +242,11 @@ def featurize_block(
     scaffolds: list[str] = []
     canonical: list[str] = []
     steps = featurizer.random_walk_steps
+    parse, row_ids = featurizer.parse, featurizer.row_ids
     for offset, smi in enumerate(smiles):
         try:
-            mol, flags = featurizer.parse(smi)
-            atoms, bonds, bond_ends = featurizer.row_ids(mol, **flags)
+            mol, flags = parse(smi)
+            atoms, bonds, bond_ends = row_ids(mol, **flags)
             if steps:
                 walks.append(random_walk_encoding(mol, steps))
             if molecule_features is not None:
@@ -269,24 +267,86 @@ def featurize_block(
         bond_ids += bonds
         ends += bond_ends  # molecule-local atom indices
         n_atoms.append(len(atoms))
-        n_edges.append(2 * len(bonds))
+        n_edges.append(len(bonds))
         positions.append(start + offset)
-    x, edge_index, edge_attr = featurizer.gather(atom_ids, bond_ids, ends)
+    rows = {
+        "atom_rows": np.asarray(atom_ids, dtype=np.int32),
+        "bond_rows": np.asarray(bond_ids, dtype=np.int32),
+        "ends": np.asarray(ends, dtype=np.int32),
+        "n_atoms": np.asarray(n_atoms, dtype=np.int64),
+        "n_edges": 2 * np.asarray(n_edges, dtype=np.int64),
+        "positions": np.asarray(positions, dtype=np.int64),
+    }
     if steps:
-        x = np.hstack([x, np.concatenate(walks) if walks else np.zeros((0, steps), np.float32)])
+        rows["walks"] = np.concatenate(walks) if walks else np.zeros((0, steps), np.float32)
+    if molecule_features is not None:
+        rows["features"] = (
+            np.stack(features) if features else np.zeros((0, molecule_features.dim), np.float32)
+        )
+    return rows, errors, scaffolds, canonical
+
+
+def featurize_block(
+    featurizer: MolGraphFeaturizer,
+    smiles: Sequence[str | None],
+    *,
+    start: int = 0,
+    with_scaffolds: bool = False,
+    molecule_features: FingerprintFeaturizer | None = None,
+) -> tuple[dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
+    """Featurize a list of SMILES in this process, never failing on one molecule.
+
+    Returns the concatenated arrays (``x``, ``edge_index`` with molecule-local atom indices,
+    ``edge_attr``, ``n_atoms``, ``n_edges``, ``positions`` = ``start`` + index of each valid
+    molecule, and ``features`` when ``molecule_features`` is given), the reasons for the
+    invalid ones by position, and (``with_scaffolds``) the canonical SMILES and Murcko
+    scaffold of each valid molecule, as :func:`~molml.data.splits.split_keys` gives them.
+    """
+    rows, errors, scaffolds, canonical = featurize_rows(
+        featurizer,
+        smiles,
+        start=start,
+        with_scaffolds=with_scaffolds,
+        molecule_features=molecule_features,
+    )
+    return _gather([(featurizer.tables(), rows)]), errors, scaffolds, canonical
+
+
+def _gather(parts: Sequence[tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]]) -> dict:
+    """The arrays of :func:`featurize_block` from :func:`featurize_rows` blocks, each with the
+    tables its rows index, gathered straight into one set of arrays."""
+    n_atoms = np.concatenate([rows["n_atoms"] for _, rows in parts])
+    n_edges = np.concatenate([rows["n_edges"] for _, rows in parts])
+    (atom_table, bond_table), first = parts[0]
+    width = atom_table.shape[1]
+    steps = first["walks"].shape[1] if "walks" in first else 0
+    x = np.empty((int(n_atoms.sum()), width + steps), dtype=np.float32)
+    edge_index = np.empty((2, int(n_edges.sum())), dtype=np.int64)
+    edge_attr = np.empty((int(n_edges.sum()), bond_table.shape[1]), dtype=np.float32)
+    a0 = e0 = 0
+    for tables, rows in parts:
+        a1, e1 = a0 + len(rows["atom_rows"]), e0 + 2 * len(rows["bond_rows"])
+        if steps:
+            x[a0:a1, :width] = tables[0][rows["atom_rows"]]
+            x[a0:a1, width:] = rows["walks"]
+            atoms_out = None
+        else:
+            atoms_out = x[a0:a1]
+        _, edge_index[:, e0:e1], edge_attr[e0:e1] = gather_rows(
+            tables, rows["atom_rows"], rows["bond_rows"], rows["ends"], x_out=atoms_out
+        )
+        a0, e0 = a1, e1
     arrays = {
         "x": x,
         "edge_index": edge_index,
         "edge_attr": edge_attr,
-        "n_atoms": np.asarray(n_atoms, dtype=np.int64),
-        "n_edges": np.asarray(n_edges, dtype=np.int64),
-        "positions": np.asarray(positions, dtype=np.int64),
+        "n_atoms": n_atoms,
+        "n_edges": n_edges,
+        "positions": np.concatenate([rows["positions"] for _, rows in parts]),
     }
-    if molecule_features is not None:
-        arrays["features"] = (
-            np.stack(features) if features else np.zeros((0, molecule_features.dim), np.float32)
-        )
-    return arrays, errors, scaffolds, canonical
+    if "features" in first:
+        arrays["features"] = np.concatenate([rows["features"] for _, rows in parts])
+    return arrays
 
 
 def _drop_partial(kept: int, *per_molecule: list) -> None:
@@ -299,14 +359,17 @@ def _featurize_chunk(
     args: tuple[dict, dict | None, int, Sequence[str], bool],
 ) -> tuple[int, dict[str, np.ndarray], dict[int, str], list[str], list[str]]:
     config, features_config, start, smiles, with_scaffolds = args
-    arrays, errors, scaffolds, canonical = featurize_block(
-        worker_featurizer(config),
+    featurizer = worker_featurizer(config)
+    rows, errors, scaffolds, canonical = featurize_rows(
+        featurizer,
         smiles,
         start=start,
         with_scaffolds=with_scaffolds,
         molecule_features=fingerprint_from_config(features_config) if features_config else None,
     )
-    return start, arrays, errors, scaffolds, canonical
+    # a copy of the tables as they are now: the rows index them, and later chunks add rows
+    tables = tuple(table.copy() for table in featurizer.tables())
+    return start, (tables, rows), errors, scaffolds, canonical
 
 
 _WORKER_FEATURIZERS: dict[str, MolGraphFeaturizer] = {}
@@ -384,7 +447,7 @@ def featurize_molecules(
 
 
 def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:
-    store = GraphStore.from_arrays([r[1] for r in results])
+    store = GraphStore.from_arrays([_gather([r[1] for r in results])])
     valid = np.zeros(n, dtype=bool)
     valid[store.rows.numpy()] = True
     errors = {k: v for r in results for k, v in r[2].items()}
