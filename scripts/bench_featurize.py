@@ -11,6 +11,11 @@ Measures, on the same SMILES and in this process unless stated:
                              + SimpleMoleculeMolGraphFeaturizer on the same SMILES, one process,
                              run by that interpreter (scripts/peers/chemprop_peer.py)
 
+After the rounds, a stage table says where one process spends its time per molecule: parsing,
+RDKit's per-atom and per-bond accessors as the default featurizer calls them (timed one at a
+time over all atoms / bonds), the rest of the featurizer's loop, and gathering rows into the
+store.
+
 Each round times every method once (chemprop included, in the same round), and the table
 gives the median over the rounds; the ratio column is chemprop's seconds / the method's.
 Without --chemprop no peer is run and the table says so.
@@ -38,7 +43,7 @@ from torch_geometric.utils import from_smiles
 
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.parsing import parse_smiles
-from molml.data.graphs import featurize_molecules
+from molml.data.graphs import featurize_molecules, featurize_rows
 from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path
 from molml.errors import InvalidMoleculeError
@@ -85,6 +90,87 @@ def chemprop_featurize(python: str, smiles_file: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"chemprop peer failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+ATOM_ACCESSORS = (
+    "GetAtomicNum",
+    "GetTotalDegree",
+    "GetFormalCharge",
+    "GetTotalNumHs",
+    "GetHybridization",
+    "GetIsAromatic",
+    "IsInRing",
+)
+BOND_ACCESSORS = ("GetBondType", "GetIsConjugated", "IsInRing", "GetBeginAtomIdx", "GetEndAtomIdx")
+
+
+def _seconds(run: Callable[[], object], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def stage_profile(smiles: list[str]) -> list[dict]:
+    """Microseconds per valid molecule of each featurization stage in one process (best of 3)."""
+    mols = []
+    for smi in smiles:
+        try:
+            mols.append(parse_smiles(smi))
+        except InvalidMoleculeError:
+            continue
+    n = len(mols)
+    featurizer = MolGraphFeaturizer()
+    stages = {"parse (molml parse_smiles)": _seconds(lambda: _each(parse_smiles)(smiles))}
+
+    def atom_calls(method: Callable | None) -> float:
+        """Seconds to take every molecule's atoms (and call ``method`` on each), molecule by
+        molecule as the featurizer does."""
+
+        def run() -> None:
+            for m in mols:
+                atoms = list(map(m.GetAtomWithIdx, range(m.GetNumAtoms())))
+                if method is not None:
+                    list(map(method, atoms))
+
+        return _seconds(run)
+
+    def bond_calls(method: Callable | None) -> float:
+        def run() -> None:
+            for m in mols:
+                bonds = list(map(m.GetBondWithIdx, range(m.GetNumBonds())))
+                if method is not None:
+                    list(map(method, bonds))
+
+        return _seconds(run)
+
+    stages["atom objects (GetAtomWithIdx)"] = atom_objects = atom_calls(None)
+    for name in ATOM_ACCESSORS:
+        stages[f"atom {name}"] = atom_calls(getattr(Chem.Atom, name)) - atom_objects
+    stages["bond objects (GetBondWithIdx)"] = bond_objects = bond_calls(None)
+    for name in BOND_ACCESSORS:
+        stages[f"bond {name}"] = bond_calls(getattr(Chem.Bond, name)) - bond_objects
+    rdkit_calls = sum(v for k, v in stages.items() if k.startswith(("atom", "bond")))
+    rows_seconds = _seconds(lambda: featurize_rows(featurizer, smiles))
+    pipeline_seconds = _seconds(lambda: _pipeline(1)(smiles))
+    stages["rest of the featurizer loop (keys, table lookups, lists)"] = (
+        rows_seconds - stages["parse (molml parse_smiles)"] - rdkit_calls
+    )
+    stages["gather rows into the store"] = pipeline_seconds - rows_seconds
+    stages["total: molml pipeline, 1 process"] = pipeline_seconds
+    per_atom = sum(m.GetNumAtoms() for m in mols) / n
+    per_bond = sum(m.GetNumBonds() for m in mols) / n
+    print(f"\nwhere the time goes, 1 process ({per_atom:.1f} atoms, {per_bond:.1f} bonds/molecule)")
+    print("| stage | us per molecule | share |")
+    print("| --- | ---: | ---: |")
+    rows = []
+    for name, seconds in stages.items():
+        share = seconds / pipeline_seconds
+        print(f"| {name} | {seconds / n * 1e6:.1f} | {share:.0%} |")
+        rows.append({"stage": name, "us_per_molecule": seconds / n * 1e6, "share": share})
+    return rows
 
 
 def main() -> None:
@@ -147,6 +233,7 @@ def main() -> None:
         print(
             f"| {name} | {len(smiles) / median:,.0f} | {median:.2f} | {failures[name]} | {shown} |"
         )
+    stages = stage_profile(smiles)
     if not args.chemprop:
         print("no peer was run (pass --chemprop PYTHON to run chemprop 2.3.1 side by side)")
 
@@ -163,7 +250,7 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "chemprop": {k: v for k, v in peer.items() if k != "seconds"} if peer else None,
     }
-    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    out.write_text(json.dumps({"meta": meta, "results": rows, "stages": stages}, indent=2))
     print(f"written to {out}")
 
 
