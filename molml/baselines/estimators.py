@@ -15,11 +15,13 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import xgboost as xgb
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+if TYPE_CHECKING:  # imported where used: loading a graph model never pays for XGBoost
+    import xgboost as xgb
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from molml.baselines.config import EstimatorConfig
 from molml.errors import CheckpointError, DataError
@@ -73,6 +75,8 @@ class XGBoostTaskModel:
             raise CheckpointError(f"{path}: not an XGBoost JSON model: {exc}") from exc
         except ValueError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
+        import xgboost as xgb
+
         booster = xgb.Booster()
         try:
             booster.load_model(path)
@@ -173,7 +177,7 @@ class ForestTaskModel:
         parts: dict[str, list[np.ndarray]] = {name: [] for name in _NODE_ARRAYS}
         roots, offset = [], 0
         positive = None
-        if isinstance(forest, RandomForestClassifier):
+        if hasattr(forest, "classes_"):  # a classifier
             positive = int(np.flatnonzero(forest.classes_ == 1)[0])
         for estimator in forest.estimators_:
             tree = estimator.tree_
@@ -386,6 +390,8 @@ def fit_task_model(
             )
         summary["n_positive"] = n_positive
     if config.name == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
         forest_class = RandomForestClassifier if classification else RandomForestRegressor
         forest = forest_class(**{"random_state": seed, **config.params})
         return ForestTaskModel.from_sklearn(forest.fit(X_train, y_train)), summary
@@ -397,6 +403,8 @@ def fit_task_model(
         summary["scale_pos_weight"] = params["scale_pos_weight"]
     stop_early = config.early_stopping_rounds is not None and len(y_val) > 0
     params["early_stopping_rounds"] = config.early_stopping_rounds if stop_early else None
+    import xgboost as xgb
+
     model = (xgb.XGBClassifier if classification else xgb.XGBRegressor)(**params)
     model.fit(X_train, y_train, eval_set=[(X_val, y_val)] if stop_early else None, verbose=False)
     booster = model.get_booster()
