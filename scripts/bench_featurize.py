@@ -4,8 +4,9 @@ Measures, on the same SMILES and in this process unless stated:
   rdkit MolFromSmiles        parsing alone (reference floor)
   molml parse_smiles         molml's parser (same molecules, faster sanitization)
   molml featurizer -> Data   one torch_geometric Data per molecule (MolGraphFeaturizer.__call__)
-  molml pipeline, 1 / N proc featurize_molecules: what training uses (contiguous store, no Data
-                             objects), with every core
+  molml pipeline, 1 / N proc featurize_molecules: what training uses (a contiguous store of
+                             feature-table rows, no Data objects), in one process / with
+                             every core
   PyG from_smiles            torch_geometric.utils.from_smiles, for comparison
   chemprop MolGraph          with --chemprop PYTHON: chemprop 2.3.1's MoleculeDatapoint.from_smi
                              + SimpleMoleculeMolGraphFeaturizer on the same SMILES, one process,
@@ -158,7 +159,7 @@ def stage_profile(smiles: list[str]) -> list[dict]:
     stages["rest of the featurizer loop (keys, table lookups, lists)"] = (
         rows_seconds - stages["parse (molml parse_smiles)"] - rdkit_calls
     )
-    stages["gather rows into the store"] = pipeline_seconds - rows_seconds
+    stages["assemble the store (merge row tables, edge index)"] = pipeline_seconds - rows_seconds
     stages["total: molml pipeline, 1 process"] = pipeline_seconds
     per_atom = sum(m.GetNumAtoms() for m in mols) / n
     per_bond = sum(m.GetNumBonds() for m in mols) / n

@@ -445,6 +445,9 @@ def test_block_featurization_equals_the_reference_on_thousands_of_molecules() ->
     assert torch.equal(pooled.graphs.x, torch.from_numpy(arrays["x"]))
     assert torch.equal(pooled.graphs.edge_index, torch.from_numpy(arrays["edge_index"]))
     assert torch.equal(pooled.graphs.edge_attr, torch.from_numpy(arrays["edge_attr"]))
+    # the store keeps each distinct feature row once, merged over the workers' tables
+    table = pooled.graphs.atom_table
+    assert len(torch.unique(table, dim=0)) == len(table) < len(pooled.graphs.atom_rows) / 10
     atom_starts = np.concatenate([[0], np.cumsum(arrays["n_atoms"])])
     edge_starts = np.concatenate([[0], np.cumsum(arrays["n_edges"])])
     for i, text in enumerate(smiles):

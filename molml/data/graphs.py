@@ -7,6 +7,7 @@ plus offsets, so it loads from the cache in one ``torch.load(weights_only=True)`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
@@ -33,20 +34,68 @@ CACHE_FORMAT = 3  # 2: split keys ignore explicit hydrogens; 3: feature rows sto
 class GraphStore(Dataset):
     """Graphs of ``n`` molecules in contiguous tensors.
 
+    Atom and bond features are kept as rows of small tables: ``atom_table[atom_rows]`` is the
+    feature matrix ``x`` of all atoms (with ``atom_extra``, per-atom columns that no table
+    holds such as random-walk encodings, appended), ``bond_table[bond_rows]`` the edge
+    features; a few hundred distinct rows cover most drug-like molecules, so a store takes
+    about a tenth of the memory of the dense matrices, which are built per batch.
     ``x[atom_ptr[i]:atom_ptr[i+1]]`` are molecule ``i``'s atoms; its edges (with atom indices
     local to the molecule) are ``edge_index[:, edge_ptr[i]:edge_ptr[i+1]]``. ``y`` holds targets
     with NaN for a missing label; ``rows`` the molecule's row in the source table; ``features``
     optional molecule-level features ``[n, d]`` (e.g. RDKit descriptors) for the model's head.
     """
 
-    x: torch.Tensor
+    atom_rows: torch.Tensor
+    atom_table: torch.Tensor
     edge_index: torch.Tensor
-    edge_attr: torch.Tensor
+    bond_rows: torch.Tensor
+    bond_table: torch.Tensor
     atom_ptr: torch.Tensor
     edge_ptr: torch.Tensor
     rows: torch.Tensor
     y: torch.Tensor | None = None
     features: torch.Tensor | None = None
+    atom_extra: torch.Tensor | None = None
+
+    @classmethod
+    def dense(
+        cls,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_attr: torch.Tensor,
+        atom_ptr: torch.Tensor,
+        edge_ptr: torch.Tensor,
+        rows: torch.Tensor,
+        **optional: torch.Tensor | None,
+    ) -> GraphStore:
+        """A store over dense feature matrices (each atom and edge its own table row)."""
+        return cls(
+            atom_rows=torch.arange(len(x)),
+            atom_table=x,
+            edge_index=edge_index,
+            bond_rows=torch.arange(len(edge_attr)),
+            bond_table=edge_attr,
+            atom_ptr=atom_ptr,
+            edge_ptr=edge_ptr,
+            rows=rows,
+            **optional,
+        )
+
+    @property
+    def x(self) -> torch.Tensor:
+        """Dense atom features of every molecule ``[atoms, atom_dim]``."""
+        return self._atoms(slice(None))
+
+    @property
+    def edge_attr(self) -> torch.Tensor:
+        """Dense edge features of every molecule ``[edges, bond_dim]``."""
+        return self.bond_table[self.bond_rows]
+
+    def _atoms(self, index: slice | torch.Tensor) -> torch.Tensor:
+        x = self.atom_table[self.atom_rows[index]]
+        if self.atom_extra is not None:
+            x = torch.cat([x, self.atom_extra[index]], dim=1)
+        return x
 
     def __len__(self) -> int:
         return len(self.atom_ptr) - 1
@@ -55,9 +104,9 @@ class GraphStore(Dataset):
         a0, a1 = int(self.atom_ptr[i]), int(self.atom_ptr[i + 1])
         e0, e1 = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
         data = Data(
-            x=self.x[a0:a1],
+            x=self._atoms(slice(a0, a1)),
             edge_index=self.edge_index[:, e0:e1],
-            edge_attr=self.edge_attr[e0:e1],
+            edge_attr=self.bond_table[self.bond_rows[e0:e1]],
             row=self.rows[i : i + 1],
         )
         if self.features is not None:
@@ -71,36 +120,30 @@ class GraphStore(Dataset):
     def with_targets(self, y: np.ndarray | torch.Tensor) -> GraphStore:
         """The same graphs with a target matrix ``[n, n_tasks]`` attached (NaN = missing)."""
         y = torch.as_tensor(y, dtype=torch.float32).reshape(len(self), -1)
-        return GraphStore(
-            self.x,
-            self.edge_index,
-            self.edge_attr,
-            self.atom_ptr,
-            self.edge_ptr,
-            self.rows,
-            y,
-            self.features,
-        )
+        return dataclasses.replace(self, y=y)
 
     def select(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> GraphStore:
-        """A new store with molecules ``indices`` (in that order), copied out of this one."""
+        """A new store with molecules ``indices`` (in that order), copied out of this one
+        (the feature tables are shared)."""
         index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         atom_take, atom_ptr = _gather_ranges(self.atom_ptr, index)
         edge_take, edge_ptr = _gather_ranges(self.edge_ptr, index)
-        return GraphStore(
-            self.x[atom_take],
-            self.edge_index[:, edge_take],
-            self.edge_attr[edge_take],
-            atom_ptr,
-            edge_ptr,
-            self.rows[index],
-            None if self.y is None else self.y[index],
-            None if self.features is None else self.features[index],
+        return dataclasses.replace(
+            self,
+            atom_rows=self.atom_rows[atom_take],
+            edge_index=self.edge_index[:, edge_take],
+            bond_rows=self.bond_rows[edge_take],
+            atom_ptr=atom_ptr,
+            edge_ptr=edge_ptr,
+            rows=self.rows[index],
+            y=None if self.y is None else self.y[index],
+            features=None if self.features is None else self.features[index],
+            atom_extra=None if self.atom_extra is None else self.atom_extra[atom_take],
         )
 
     def batch(self, start: int, stop: int) -> Batch:
-        """Molecules ``start..stop-1`` as one PyG ``Batch`` (slices of the store, no per-graph
-        ``Data`` objects), on the store's device."""
+        """Molecules ``start..stop-1`` as one PyG ``Batch`` (no per-graph ``Data`` objects),
+        on the store's device."""
         atom_ptr = self.atom_ptr[start : stop + 1]
         edge_ptr = self.edge_ptr[start : stop + 1]
         a0, e0 = int(atom_ptr[0]), int(edge_ptr[0])
@@ -108,9 +151,9 @@ class GraphStore(Dataset):
         graph_ids = torch.arange(stop - start, device=atom_ptr.device)
         atom_offsets = torch.repeat_interleave(atom_ptr[:-1] - a0, edge_ptr.diff())
         batch = Batch(
-            x=self.x[a0:a1],
+            x=self._atoms(slice(a0, a1)),
             edge_index=self.edge_index[:, e0:e1] + atom_offsets,
-            edge_attr=self.edge_attr[e0:e1],
+            edge_attr=self.bond_table[self.bond_rows[e0:e1]],
             batch=torch.repeat_interleave(graph_ids, atom_ptr.diff()),
             ptr=atom_ptr - a0,
             row=self.rows[start:stop],
@@ -133,31 +176,40 @@ class GraphStore(Dataset):
         """Concatenate the array dicts of :func:`featurize_block` into one store (the arrays of
         a single dict are used as they are, not copied)."""
 
-        def joined(key: str, axis: int = 0) -> np.ndarray:
+        def joined(key: str, axis: int = 0) -> torch.Tensor:
             arrays = [p[key] for p in parts]
-            return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+            return torch.from_numpy(
+                arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=axis)
+            )
 
-        return cls(
-            x=torch.from_numpy(joined("x")),
-            edge_index=torch.from_numpy(joined("edge_index", axis=1)),
-            edge_attr=torch.from_numpy(joined("edge_attr")),
-            atom_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(joined("n_atoms"))])),
-            edge_ptr=torch.from_numpy(np.concatenate([[0], np.cumsum(joined("n_edges"))])),
-            rows=torch.from_numpy(joined("positions")),
-            features=torch.from_numpy(joined("features")) if "features" in parts[0] else None,
+        return cls.dense(
+            x=joined("x"),
+            edge_index=joined("edge_index", axis=1),
+            edge_attr=joined("edge_attr"),
+            atom_ptr=_pointers(joined("n_atoms")),
+            edge_ptr=_pointers(joined("n_edges")),
+            rows=joined("positions"),
+            features=joined("features") if "features" in parts[0] else None,
         )
 
     def save(self, path: str | Path) -> None:
         """Write the store with ``torch.save`` (tensors only, loadable with weights_only).
 
-        Atom and bond feature rows are stored once each, with an index per atom / edge (a
-        few hundred distinct one-hot rows cover most drug-like molecules), and local atom
-        indices as int32: about a tenth of the dense size, restored exactly by :meth:`load`.
+        Atom and bond feature rows are stored once each, with an index per atom / edge, and
+        local atom indices as int32; :meth:`load` restores the same graphs.
         """
         tensors = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        for name in ("x", "edge_attr"):
-            rows, index = torch.unique(tensors.pop(name), dim=0, return_inverse=True)
+        if self.atom_extra is None:
+            atoms = _distinct_rows(self.atom_table, self.atom_rows)
+        else:  # the extra columns make most atoms distinct
+            atoms = _distinct_rows(self.x, torch.arange(len(self.atom_rows)))
+        for name, (rows, index) in (
+            ("x", atoms),
+            ("edge_attr", _distinct_rows(self.bond_table, self.bond_rows)),
+        ):
             tensors[f"{name}_rows"], tensors[f"{name}_index"] = rows, index.to(torch.int32)
+        for name in ("atom_rows", "atom_table", "bond_rows", "bond_table", "atom_extra"):
+            del tensors[name]
         tensors["edge_index"] = tensors["edge_index"].to(torch.int32)
         torch.save({"format": CACHE_FORMAT, **tensors}, path)
 
@@ -167,11 +219,22 @@ class GraphStore(Dataset):
         blob = torch.load(path, weights_only=True)
         if blob.pop("format", None) != CACHE_FORMAT:
             raise ValueError(f"{path} has an old cache format")
-        for name in ("x", "edge_attr"):
-            rows, index = blob.pop(f"{name}_rows"), blob.pop(f"{name}_index")
-            blob[name] = rows[index.long()]
+        blob["atom_table"], blob["atom_rows"] = blob.pop("x_rows"), blob.pop("x_index").long()
+        blob["bond_table"] = blob.pop("edge_attr_rows")
+        blob["bond_rows"] = blob.pop("edge_attr_index").long()
         blob["edge_index"] = blob["edge_index"].long()
         return cls(**blob)
+
+
+def _distinct_rows(table: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``table[rows]`` as its distinct rows (sorted) and an index into them."""
+    distinct, inverse = torch.unique(table, dim=0, return_inverse=True)
+    return distinct, inverse[rows]
+
+
+def _pointers(counts: torch.Tensor) -> torch.Tensor:
+    """``[0, c0, c0 + c1, ...]``: where each molecule's atoms or edges start."""
+    return torch.cat([torch.zeros(1, dtype=torch.long), counts.long().cumsum(0)])
 
 
 class GraphBatches(Dataset):
@@ -447,13 +510,65 @@ def featurize_molecules(
 
 
 def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:
-    store = GraphStore.from_arrays([_gather([r[1] for r in results])])
+    store = _store_from_rows([r[1] for r in results])
     valid = np.zeros(n, dtype=bool)
     valid[store.rows.numpy()] = True
     errors = {k: v for r in results for k, v in r[2].items()}
     scaffolds = [s for r in results for s in r[3]] if with_scaffolds else None
     canonical = [s for r in results for s in r[4]] if with_scaffolds else None
     return FeaturizedMolecules(store, valid, errors, scaffolds, canonical)
+
+
+def _store_from_rows(
+    parts: Sequence[tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]],
+) -> GraphStore:
+    """One store from :func:`featurize_rows` blocks, each with the tables its rows index (the
+    tables of different worker processes differ; their rows are merged, each kept once)."""
+    atom_table, atom_remaps = _merge_tables([tables[0] for tables, _ in parts])
+    bond_table, bond_remaps = _merge_tables([tables[1] for tables, _ in parts])
+    blocks = [rows for _, rows in parts]
+    atom_rows = np.concatenate(
+        [m[b["atom_rows"]] for m, b in zip(atom_remaps, blocks, strict=True)]
+    )
+    bond_rows = np.concatenate(
+        [m[b["bond_rows"]] for m, b in zip(bond_remaps, blocks, strict=True)]
+    )
+    pairs = np.concatenate([r["ends"] for _, r in parts]).astype(np.int64).reshape(-1, 2).T
+    edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
+    edge_index[:, 0::2] = pairs
+    edge_index[:, 1::2] = pairs[::-1]
+
+    def joined(key: str) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([rows[key] for _, rows in parts]))
+
+    first = parts[0][1]
+    return GraphStore(
+        atom_rows=torch.from_numpy(atom_rows),
+        atom_table=torch.from_numpy(atom_table),
+        edge_index=torch.from_numpy(edge_index),
+        bond_rows=torch.from_numpy(np.repeat(bond_rows, 2)),
+        bond_table=torch.from_numpy(bond_table),
+        atom_ptr=_pointers(joined("n_atoms")),
+        edge_ptr=_pointers(joined("n_edges")),
+        rows=joined("positions"),
+        features=joined("features") if "features" in first else None,
+        atom_extra=joined("walks") if "walks" in first else None,
+    )
+
+
+def _merge_tables(tables: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct rows of ``tables`` in order of first appearance, and for each table the
+    merged row of each of its rows."""
+    merged: dict[bytes, int] = {}
+    remaps = []
+    for table in tables:
+        remap = np.empty(len(table), dtype=np.int64)
+        for i, row in enumerate(table):
+            remap[i] = merged.setdefault(row.tobytes(), len(merged))
+        remaps.append(remap)
+    width = tables[0].shape[1]
+    rows = np.frombuffer(b"".join(merged), dtype=np.float32).reshape(len(merged), width)
+    return rows.copy(), remaps
 
 
 def _cache_key(smiles: Sequence[str], config: dict, with_scaffolds: bool) -> str:
