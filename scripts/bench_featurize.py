@@ -174,6 +174,35 @@ def stage_profile(smiles: list[str]) -> list[dict]:
     return rows
 
 
+def store_memory(smiles: list[str]) -> dict:
+    """Featurize ``smiles`` into a store in one process: seconds, and the store's size next to
+    the size of the same graphs as dense feature matrices."""
+    start = time.perf_counter()
+    store = featurize_molecules(smiles, MolGraphFeaturizer(), n_jobs=1, progress=False).graphs
+    seconds = time.perf_counter() - start
+
+    def mib(*tensors: object) -> float:
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None) / 2**20
+
+    fields = [getattr(store, name) for name in store.__dataclass_fields__]
+    shared = (store.edge_index, store.atom_ptr, store.edge_ptr, store.rows)
+    result = {
+        "molecules": len(store),
+        "seconds": seconds,
+        "store_mib": mib(*fields),
+        "dense_mib": mib(store.x, store.edge_attr, *shared),
+        "distinct_atom_rows": len(store.atom_table),
+        "distinct_bond_rows": len(store.bond_table),
+    }
+    print(
+        f"\nall {len(store):,} hiv molecules, 1 process, with scaffolds: {seconds:.1f} s; "
+        f"store {result['store_mib']:.0f} MiB ({result['distinct_atom_rows']} distinct atom rows, "
+        f"{result['distinct_bond_rows']} bond rows), {result['dense_mib']:.0f} MiB as dense "
+        "matrices"
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000)
@@ -235,6 +264,7 @@ def main() -> None:
             f"| {name} | {len(smiles) / median:,.0f} | {median:.2f} | {failures[name]} | {shown} |"
         )
     stages = stage_profile(smiles)
+    memory = store_memory(read_molecules(dataset_path("hiv"))["smiles"].tolist())
     if not args.chemprop:
         print("no peer was run (pass --chemprop PYTHON to run chemprop 2.3.1 side by side)")
 
@@ -251,7 +281,9 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "chemprop": {k: v for k, v in peer.items() if k != "seconds"} if peer else None,
     }
-    out.write_text(json.dumps({"meta": meta, "results": rows, "stages": stages}, indent=2))
+    out.write_text(
+        json.dumps({"meta": meta, "results": rows, "stages": stages, "store": memory}, indent=2)
+    )
     print(f"written to {out}")
 
 
