@@ -100,9 +100,12 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
 
         explain(args[1:])
     elif args and args[0] == "screen":
-        from molml.screen.run import main as screen
+        from molml.screen.options import parse_args
 
-        screen(args[1:])
+        parsed = parse_args(args[1:])  # --help and usage errors before torch is imported
+        from molml.screen.run import run_parsed
+
+        run_parsed(parsed)
     elif args and args[0] == "calibrate":
         from molml.report.calibrate import main as calibrate
 

@@ -30,8 +30,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
 from molml.errors import DataError
+from molml.screen.options import OUTPUT_SUFFIXES
 
-OUTPUT_SUFFIXES = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
 _PART_GLOB = "part-*.parquet"
 
 
