@@ -421,13 +421,11 @@ def gather_rows(
     atom_ids: Sequence[int] | np.ndarray,
     bond_ids: Sequence[int] | np.ndarray,
     ends: Sequence[int] | np.ndarray,
-    *,
-    x_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(x, edge_index, edge_attr)`` from the rows of :meth:`MolGraphFeaturizer.row_ids` and the
-    featurizer's :meth:`~MolGraphFeaturizer.tables`; ``x_out`` receives ``x`` when given."""
+    featurizer's :meth:`~MolGraphFeaturizer.tables`."""
     atom_table, bond_table = tables
-    x = np.take(atom_table, np.asarray(atom_ids, dtype=np.int64), axis=0, out=x_out)
+    x = atom_table[np.asarray(atom_ids, dtype=np.int64)]
     pairs = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T
     edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
     edge_index[:, 0::2] = pairs

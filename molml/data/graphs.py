@@ -372,43 +372,21 @@ def featurize_block(
         with_scaffolds=with_scaffolds,
         molecule_features=molecule_features,
     )
-    return _gather([(featurizer.tables(), rows)]), errors, scaffolds, canonical
+    return _dense_arrays(featurizer.tables(), rows), errors, scaffolds, canonical
 
 
-def _gather(parts: Sequence[tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]]) -> dict:
-    """The arrays of :func:`featurize_block` from :func:`featurize_rows` blocks, each with the
-    tables its rows index, gathered straight into one set of arrays."""
-    n_atoms = np.concatenate([rows["n_atoms"] for _, rows in parts])
-    n_edges = np.concatenate([rows["n_edges"] for _, rows in parts])
-    (atom_table, bond_table), first = parts[0]
-    width = atom_table.shape[1]
-    steps = first["walks"].shape[1] if "walks" in first else 0
-    x = np.empty((int(n_atoms.sum()), width + steps), dtype=np.float32)
-    edge_index = np.empty((2, int(n_edges.sum())), dtype=np.int64)
-    edge_attr = np.empty((int(n_edges.sum()), bond_table.shape[1]), dtype=np.float32)
-    a0 = e0 = 0
-    for tables, rows in parts:
-        a1, e1 = a0 + len(rows["atom_rows"]), e0 + 2 * len(rows["bond_rows"])
-        if steps:
-            x[a0:a1, :width] = tables[0][rows["atom_rows"]]
-            x[a0:a1, width:] = rows["walks"]
-            atoms_out = None
-        else:
-            atoms_out = x[a0:a1]
-        _, edge_index[:, e0:e1], edge_attr[e0:e1] = gather_rows(
-            tables, rows["atom_rows"], rows["bond_rows"], rows["ends"], x_out=atoms_out
-        )
-        a0, e0 = a1, e1
-    arrays = {
-        "x": x,
-        "edge_index": edge_index,
-        "edge_attr": edge_attr,
-        "n_atoms": n_atoms,
-        "n_edges": n_edges,
-        "positions": np.concatenate([rows["positions"] for _, rows in parts]),
-    }
-    if "features" in first:
-        arrays["features"] = np.concatenate([rows["features"] for _, rows in parts])
+def _dense_arrays(tables: tuple[np.ndarray, np.ndarray], rows: dict[str, np.ndarray]) -> dict:
+    """The arrays of :func:`featurize_block` from one :func:`featurize_rows` block and the
+    tables its rows index."""
+    x, edge_index, edge_attr = gather_rows(
+        tables, rows["atom_rows"], rows["bond_rows"], rows["ends"]
+    )
+    if "walks" in rows:
+        x = np.hstack([x, rows["walks"]])
+    arrays = {"x": x, "edge_index": edge_index, "edge_attr": edge_attr}
+    for key in ("n_atoms", "n_edges", "positions", "features"):
+        if key in rows:
+            arrays[key] = rows[key]
     return arrays
 
 
