@@ -96,16 +96,19 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
 
         cv_main(args[1:])
     elif args and args[0] == "explain":
-        from molml.explain.cli import main as explain
+        from molml.explain.options import parse_args as parse_explain_args
 
-        explain(args[1:])
+        parsed = parse_explain_args(args[1:])
+        from molml.explain.cli import run_parsed as explain
+
+        explain(parsed)
     elif args and args[0] == "screen":
-        from molml.screen.options import parse_args
+        from molml.screen.options import parse_args as parse_screen_args
 
-        parsed = parse_args(args[1:])  # --help and usage errors before torch is imported
-        from molml.screen.run import run_parsed
+        parsed = parse_screen_args(args[1:])  # --help and usage errors before torch is imported
+        from molml.screen.run import run_parsed as screen
 
-        run_parsed(parsed)
+        screen(parsed)
     elif args and args[0] == "calibrate":
         from molml.report.calibrate import main as calibrate
 

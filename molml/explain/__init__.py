@@ -4,10 +4,28 @@ baselines, the mean and spread over ensemble members; drawn with RDKit.
 ``molml.explain.explain(predictor, smiles, method=..., task=...)`` returns one
 :class:`MoleculeExplanation` per molecule; :func:`explanations_frame` makes them one table and
 :func:`write_explanations` writes the table, drawings and an HTML page (``molml explain``).
+The names are imported on first use, so ``molml explain --help`` reads
+:mod:`molml.explain.options` alone.
 """
 
-from molml.explain.core import METHODS, MoleculeExplanation, explanations_frame
-from molml.explain.run import explain, score_units, write_explanations
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from molml.explain.options import METHODS
+
+if TYPE_CHECKING:
+    from molml.explain.core import MoleculeExplanation, explanations_frame
+    from molml.explain.run import explain, score_units, write_explanations
+
+_LAZY = {
+    "MoleculeExplanation": "molml.explain.core",
+    "explanations_frame": "molml.explain.core",
+    "explain": "molml.explain.run",
+    "score_units": "molml.explain.run",
+    "write_explanations": "molml.explain.run",
+}
 
 __all__ = [
     "METHODS",
@@ -17,3 +35,9 @@ __all__ = [
     "score_units",
     "write_explanations",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'molml.explain' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -41,7 +41,6 @@ from molml.explain.core import MoleculeExplanation
 from molml.predict import BaselinePredictor
 
 BACKGROUND_SIZE = 100
-BIT_MAPPINGS = ("shared", "occurrence")
 TOP_FEATURES = 20  # unmappable features listed per molecule
 NCI_SAMPLE = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 

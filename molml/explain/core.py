@@ -10,11 +10,9 @@ import pandas as pd
 from rdkit import Chem
 
 from molml.errors import DataError, PredictorError
+from molml.explain.options import BASELINE_METHODS, GRAPH_METHODS, METHODS
 from molml.predict import Predictor
 
-GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
-BASELINE_METHODS = ("shap",)
-METHODS = (*GRAPH_METHODS, *BASELINE_METHODS)
 TABLE_COLUMNS = [
     "molecule",
     "smiles",

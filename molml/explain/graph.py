@@ -51,7 +51,6 @@ from molml.predict import GraphPredictor
 # atoms (over molecules and interpolation steps) per forward pass: large passes fill a GPU; on
 # a CPU, passes that keep activations in cache are ~1.7x faster (scripts/bench_explain.py)
 ATOMS_PER_PASS = {"cpu": 2048, "other": 16384}
-PRECISIONS = ("32", "bf16-mixed")
 
 
 def explain_graph(

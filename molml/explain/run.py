@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from molml.errors import DataError
-from molml.explain.baseline import BIT_MAPPINGS, explain_baseline
+from molml.explain.baseline import explain_baseline
 from molml.explain.core import (
     MoleculeExplanation,
     check_method,
@@ -19,7 +19,8 @@ from molml.explain.core import (
     target_column,
 )
 from molml.explain.drawing import draw_molecule, feature_bar_plot, write_index
-from molml.explain.graph import PRECISIONS, explain_graph
+from molml.explain.graph import explain_graph
+from molml.explain.options import BIT_MAPPINGS, PRECISIONS
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
