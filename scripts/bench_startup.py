@@ -25,6 +25,7 @@ CASES = {
     "molml --help": "from molml.cli import main; main(['--help'])",
     "import molml": "import molml",
     "molml screen --help": "from molml.cli import main; main(['screen', '--help'])",
+    "molml explain --help": "from molml.cli import main; main(['explain', '--help'])",
     "molml screen's imports (molml.screen.run)": "import molml.screen.run",
     "molml fit's imports (molml.training)": "import molml.training",
     "import torch": "import torch",
