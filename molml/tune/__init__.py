@@ -1,9 +1,30 @@
 """Hyperparameter search with Optuna (``molml tune``) and cross-validation with fold
-ensembles (``molml cv``), for graph models and fingerprint baselines alike."""
+ensembles (``molml cv``), for graph models and fingerprint baselines alike. The names are
+imported on first use, so the verbs' ``--help`` reads :mod:`molml.tune.cli` alone."""
 
-from molml.tune.cv import run_cv
-from molml.tune.jobs import make_job
-from molml.tune.space import read_space
-from molml.tune.study import TuneOptions, run_tune
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from molml.tune.cv import run_cv
+    from molml.tune.jobs import make_job
+    from molml.tune.space import read_space
+    from molml.tune.study import TuneOptions, run_tune
+
+_LAZY = {
+    "TuneOptions": "molml.tune.study",
+    "make_job": "molml.tune.jobs",
+    "read_space": "molml.tune.space",
+    "run_cv": "molml.tune.cv",
+    "run_tune": "molml.tune.study",
+}
 
 __all__ = ["TuneOptions", "make_job", "read_space", "run_cv", "run_tune"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'molml.tune' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

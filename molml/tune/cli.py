@@ -13,10 +13,7 @@ from pathlib import Path
 
 from molml.errors import EXIT_CODES_HELP, CommandParser, DataError
 from molml.options import check_int
-from molml.tune.cv import FOLD_SPLITS, run_cv
-from molml.tune.jobs import make_job
-from molml.tune.space import read_space
-from molml.tune.study import PRUNERS, TuneOptions, run_tune
+from molml.tune.options import FOLD_SPLITS, PRUNERS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -95,6 +92,11 @@ def tune_main(argv: Sequence[str]) -> Path:
     check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
     if args.n_trials is None and args.timeout is None:
         raise DataError("give --n-trials, --timeout or both")
+    # imported once the arguments are read: --help and usage errors answer without torch
+    from molml.tune.jobs import make_job
+    from molml.tune.space import read_space
+    from molml.tune.study import TuneOptions, run_tune
+
     space = read_space(args.search)
     job = make_job(args.config, overrides)
     tracking = job.tracking_uri() if args.tracking_uri is None else args.tracking_uri
@@ -119,6 +121,9 @@ def cv_main(argv: Sequence[str]) -> dict:
     """Entry point of ``molml cv``; returns the summary written to ``cv.json``."""
     args, overrides = _overrides(cv_parser(), argv)
     check_int(args.folds, "--folds", minimum=2)
+    from molml.tune.cv import run_cv
+    from molml.tune.jobs import make_job
+
     job = make_job(args.config, overrides)
     name = args.name or Path(args.config[-1]).stem
     metric = args.metric or job.default_metric()

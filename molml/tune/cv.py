@@ -25,9 +25,8 @@ from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
 from molml.tasks import MolecularMetrics
 from molml.tune.jobs import Fitted, Job, SplitTable, metric_direction
+from molml.tune.options import FOLD_SPLITS
 from molml.tune.space import with_values
-
-FOLD_SPLITS = ("scaffold", "random", "stratified")
 
 
 def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list[Split]:

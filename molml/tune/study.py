@@ -30,11 +30,11 @@ from molml.errors import DataError, error_message
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import Job, metric_direction
+from molml.tune.options import PRUNERS
 from molml.tune.space import Param, check_names, config_point, with_values
 
 log = logging.getLogger("molml")
 
-PRUNERS = ("median", "hyperband", "none")
 FAIL_REASON = "fail_reason"
 MODEL_PATH = "model_path"
 

@@ -1,0 +1,7 @@
+"""Names the ``molml tune`` and ``molml cv`` arguments choose from, in a module that imports
+nothing heavy, so that ``--help`` and usage errors answer before torch and Optuna load."""
+
+PRUNERS = ("median", "hyperband", "none")
+"""Trial pruners of ``molml tune --pruner``."""
+FOLD_SPLITS = ("scaffold", "random", "stratified")
+"""How ``molml cv`` and ``molml tune --cv`` cut the training data into folds."""
