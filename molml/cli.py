@@ -122,9 +122,12 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
 
         serve(args[1:])
     elif args and args[0] == "export":
-        from molml.export.cli import main as export
+        from molml.export.options import parse_args as parse_export_args
 
-        export(args[1:])
+        parsed = parse_export_args(args[1:])
+        from molml.export.cli import run_parsed as export
+
+        export(parsed)
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

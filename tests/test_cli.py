@@ -259,7 +259,7 @@ def test_top_level_help_and_import_do_not_load_torch() -> None:
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, exc.code\n"
         "assert '--shap-mapping' in out.getvalue(), out.getvalue()\n"
-        "for verb in ('tune', 'cv'):\n"
+        "for verb in ('tune', 'cv', 'export'):\n"
         "    with contextlib.redirect_stdout(out):\n"
         "        try:\n"
         "            main([verb, '--help'])\n"

@@ -1,6 +1,23 @@
 """Export trained graph models to ONNX (with molml metadata, run by onnxruntime through
-``molml.load_model``) or to a ``torch.export`` program, parity-checked against PyTorch."""
+``molml.load_model``) or to a ``torch.export`` program, parity-checked against PyTorch. The
+names are imported on first use, so ``molml export --help`` reads :mod:`molml.export.options`
+alone."""
 
-from molml.export.exporter import FORMATS, ExportResult, PredictionGraph, export_model
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from molml.export.options import FORMATS
+
+if TYPE_CHECKING:
+    from molml.export.exporter import ExportResult, PredictionGraph, export_model
 
 __all__ = ["FORMATS", "ExportResult", "PredictionGraph", "export_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ExportResult", "PredictionGraph", "export_model"):
+        from molml.export import exporter
+
+        return getattr(exporter, name)
+    raise AttributeError(f"module 'molml.export' has no attribute {name!r}")

@@ -5,45 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from molml.export.exporter import FORMATS, SAMPLE_SIZE, TOLERANCE, export_model
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``molml export``."""
-    parser = argparse.ArgumentParser(
-        prog="molml export",
-        description=(
-            "Export a graph checkpoint to ONNX (loadable with molml.load_model and molml screen, "
-            "run by onnxruntime) or to a torch.export program (.pt2), after checking that it "
-            "reproduces the PyTorch model's predictions."
-        ),
-    )
-    parser.add_argument("--model", required=True, help="graph checkpoint (.ckpt)")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
-    parser.add_argument("--output", help="output file (default: the checkpoint's name + format)")
-    parser.add_argument(
-        "--sample",
-        help=f"molecules for the parity check (default: the first {SAMPLE_SIZE} of RDKit's NCI "
-        "set); a one-atom molecule and a salt without bonds are always added",
-    )
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=TOLERANCE,
-        help=f"largest allowed |export - PyTorch| per column (default: {TOLERANCE:g})",
-    )
-    parser.add_argument(
-        "--no-check",
-        dest="check",
-        action="store_false",
-        help="write the export even if it exceeds the tolerance (with a warning)",
-    )
-    return parser
+from molml.export.exporter import export_model
+from molml.export.options import parse_args
 
 
 def main(argv: Sequence[str]) -> None:
     """Run ``molml export`` with ``argv`` (the arguments after ``export``)."""
-    args = build_parser().parse_args(list(argv))
+    run_parsed(parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> None:
+    """Run ``molml export`` with arguments from :func:`molml.export.options.parse_args`."""
     result = export_model(
         args.model,
         args.output,

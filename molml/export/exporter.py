@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from molml.data.graphs import GraphStore, featurize_block
 from molml.errors import CheckpointError, DataError, ExportError
+from molml.export.options import FORMATS, SAMPLE_SIZE, TOLERANCE
 from molml.models.module import MoleculeModel
 from molml.predict import BaselinePredictor, GraphPredictor, Predictor, load_model
 from molml.predict.onnx import (
@@ -39,10 +40,7 @@ from molml.predict.onnx import (
 )
 from molml.predict.pt2 import PT2_METADATA_FILE
 
-FORMATS = ("onnx", "pt2")
-TOLERANCE = 1e-4  # fp32 parity goal: max |export - PyTorch| per prediction column
 PARITY_BATCH_SIZE = 64
-SAMPLE_SIZE = 200
 NCI_SAMPLE = Path(__import__("rdkit").__file__).parent / "Data" / "NCI" / "first_5K.smi"
 EDGE_CASES = ("C", "[Na+].[Cl-]")  # one atom; a batch without bonds
 TRACE_SMILES = ("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")  # more than one of everything
