@@ -126,33 +126,25 @@ def stage_profile(smiles: list[str]) -> list[dict]:
     featurizer = MolGraphFeaturizer()
     stages = {"parse (molml parse_smiles)": _seconds(lambda: _each(parse_smiles)(smiles))}
 
-    def atom_calls(method: Callable | None) -> float:
-        """Seconds to take every molecule's atoms (and call ``method`` on each), molecule by
-        molecule as the featurizer does."""
+    def calls(kind: str, method: Callable | None) -> float:
+        """Seconds to take every molecule's atoms or bonds (and call ``method`` on each),
+        molecule by molecule as the featurizer does."""
 
         def run() -> None:
             for m in mols:
-                atoms = list(map(m.GetAtomWithIdx, range(m.GetNumAtoms())))
+                count = m.GetNumAtoms() if kind == "Atom" else m.GetNumBonds()
+                items = list(map(getattr(m, f"Get{kind}WithIdx"), range(count)))
                 if method is not None:
-                    list(map(method, atoms))
+                    list(map(method, items))
 
         return _seconds(run)
 
-    def bond_calls(method: Callable | None) -> float:
-        def run() -> None:
-            for m in mols:
-                bonds = list(map(m.GetBondWithIdx, range(m.GetNumBonds())))
-                if method is not None:
-                    list(map(method, bonds))
-
-        return _seconds(run)
-
-    stages["atom objects (GetAtomWithIdx)"] = atom_objects = atom_calls(None)
+    stages["atom objects (GetAtomWithIdx)"] = atom_objects = calls("Atom", None)
     for name in ATOM_ACCESSORS:
-        stages[f"atom {name}"] = atom_calls(getattr(Chem.Atom, name)) - atom_objects
-    stages["bond objects (GetBondWithIdx)"] = bond_objects = bond_calls(None)
+        stages[f"atom {name}"] = calls("Atom", getattr(Chem.Atom, name)) - atom_objects
+    stages["bond objects (GetBondWithIdx)"] = bond_objects = calls("Bond", None)
     for name in BOND_ACCESSORS:
-        stages[f"bond {name}"] = bond_calls(getattr(Chem.Bond, name)) - bond_objects
+        stages[f"bond {name}"] = calls("Bond", getattr(Chem.Bond, name)) - bond_objects
     rdkit_calls = sum(v for k, v in stages.items() if k.startswith(("atom", "bond")))
     rows_seconds = _seconds(lambda: featurize_rows(featurizer, smiles))
     pipeline_seconds = _seconds(lambda: _pipeline(1)(smiles))

@@ -240,40 +240,24 @@ class MolGraphFeaturizer:
         # GetAtomWithIdx over a range: RDKit's GetAtoms() iterator costs three Python calls
         # per atom
         atoms = map(mol.GetAtomWithIdx, range(mol.GetNumAtoms()))
-        if chemprop or has_chirality or has_isotopes:
-            atom_keys = [
-                (
-                    a.GetAtomicNum(),
-                    a.GetTotalDegree(),
-                    a.GetFormalCharge(),
-                    int(a.GetChiralTag())
-                    if chemprop
-                    else a.GetProp("_CIPCode")
-                    if has_chirality and a.HasProp("_CIPCode")
-                    else "",
-                    a.GetTotalNumHs(),
-                    a.GetHybridization(),
-                    a.GetIsAromatic(),
-                    a.IsInRing(),
-                    a.GetIsotope() if has_isotopes else 0,
-                )
-                for a in atoms
-            ]
-        else:  # the common case, with the fewest RDKit calls per atom
-            atom_keys = [
-                (
-                    a.GetAtomicNum(),
-                    a.GetTotalDegree(),
-                    a.GetFormalCharge(),
-                    "",
-                    a.GetTotalNumHs(),
-                    a.GetHybridization(),
-                    a.GetIsAromatic(),
-                    a.IsInRing(),
-                    0,
-                )
-                for a in atoms
-            ]
+        atom_keys = [
+            (
+                a.GetAtomicNum(),
+                a.GetTotalDegree(),
+                a.GetFormalCharge(),
+                int(a.GetChiralTag())
+                if chemprop
+                else a.GetProp("_CIPCode")
+                if has_chirality and a.HasProp("_CIPCode")
+                else "",
+                a.GetTotalNumHs(),
+                a.GetHybridization(),
+                a.GetIsAromatic(),
+                a.IsInRing(),
+                a.GetIsotope() if has_isotopes else 0,
+            )
+            for a in atoms
+        ]
         known = self._atom_rows.get
         atom_ids = [known(k) for k in atom_keys]
         if None in atom_ids:
@@ -425,13 +409,20 @@ def gather_rows(
     """``(x, edge_index, edge_attr)`` from the rows of :meth:`MolGraphFeaturizer.row_ids` and the
     featurizer's :meth:`~MolGraphFeaturizer.tables`."""
     atom_table, bond_table = tables
+    edge_index = directed_edges(ends)
     x = atom_table[np.asarray(atom_ids, dtype=np.int64)]
+    edge_attr = bond_table[np.repeat(np.asarray(bond_ids, dtype=np.int64), 2)]
+    return x, edge_index, edge_attr
+
+
+def directed_edges(ends: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``edge_index`` ``[2, 2 * bonds]`` from bond ends ``[begin0, end0, begin1, ...]``: bond
+    ``k`` becomes edge ``2k`` (``u->v``) and edge ``2k+1`` (``v->u``)."""
     pairs = np.asarray(ends, dtype=np.int64).reshape(-1, 2).T
     edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
     edge_index[:, 0::2] = pairs
     edge_index[:, 1::2] = pairs[::-1]
-    edge_attr = bond_table[np.repeat(np.asarray(bond_ids, dtype=np.int64), 2)]
-    return x, edge_index, edge_attr
+    return edge_index
 
 
 def random_walk_encoding(mol: Chem.Mol, steps: int) -> np.ndarray:

@@ -22,7 +22,12 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 from tqdm.auto import tqdm
 
-from molml.chem.featurizer import MolGraphFeaturizer, gather_rows, random_walk_encoding
+from molml.chem.featurizer import (
+    MolGraphFeaturizer,
+    directed_edges,
+    gather_rows,
+    random_walk_encoding,
+)
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
 from molml.errors import InvalidMoleculeError
@@ -511,10 +516,7 @@ def _store_from_rows(
     bond_rows = np.concatenate(
         [m[b["bond_rows"]] for m, b in zip(bond_remaps, blocks, strict=True)]
     )
-    pairs = np.concatenate([r["ends"] for _, r in parts]).astype(np.int64).reshape(-1, 2).T
-    edge_index = np.empty((2, 2 * pairs.shape[1]), dtype=np.int64)
-    edge_index[:, 0::2] = pairs
-    edge_index[:, 1::2] = pairs[::-1]
+    edge_index = directed_edges(np.concatenate([r["ends"] for _, r in parts]))
 
     def joined(key: str) -> torch.Tensor:
         return torch.from_numpy(np.concatenate([rows[key] for _, rows in parts]))
