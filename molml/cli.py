@@ -15,6 +15,7 @@ intervals or calibrated probabilities on a validation split (:mod:`molml.report`
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import textwrap
@@ -40,6 +41,14 @@ VERBS = {
     "calibrate": "conformal intervals or calibrated probabilities",
     "export": "write ONNX / torch.export files",
     "serve": "serve trained models over HTTP",
+}
+
+#: verbs that read their arguments from a light options module (``parse_args``) before the
+#: module that runs them (``run_parsed``) is imported
+PARSED_FIRST = {
+    "screen": ("molml.screen.options", "molml.screen.run"),
+    "explain": ("molml.explain.options", "molml.explain.cli"),
+    "export": ("molml.export.options", "molml.export.cli"),
 }
 
 
@@ -75,7 +84,12 @@ def top_level_help() -> str:
 
 
 def _run_verb(args: list[str], from_sys_argv: bool) -> None:
-    if args and args[0] == "quickstart":
+    if args and args[0] in PARSED_FIRST:
+        options, runner = PARSED_FIRST[args[0]]
+        # --help and usage errors answer before the runner imports torch
+        parsed = importlib.import_module(options).parse_args(args[1:])
+        importlib.import_module(runner).run_parsed(parsed)
+    elif args and args[0] == "quickstart":
         from molml.quickstart import main as quickstart
 
         quickstart(args[1:])
@@ -95,20 +109,6 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.tune.cli import cv_main
 
         cv_main(args[1:])
-    elif args and args[0] == "explain":
-        from molml.explain.options import parse_args as parse_explain_args
-
-        parsed = parse_explain_args(args[1:])
-        from molml.explain.cli import run_parsed as explain
-
-        explain(parsed)
-    elif args and args[0] == "screen":
-        from molml.screen.options import parse_args as parse_screen_args
-
-        parsed = parse_screen_args(args[1:])  # --help and usage errors before torch is imported
-        from molml.screen.run import run_parsed as screen
-
-        screen(parsed)
     elif args and args[0] == "calibrate":
         from molml.report.calibrate import main as calibrate
 
@@ -121,13 +121,6 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.serve.cli import main as serve
 
         serve(args[1:])
-    elif args and args[0] == "export":
-        from molml.export.options import parse_args as parse_export_args
-
-        parsed = parse_export_args(args[1:])
-        from molml.export.cli import run_parsed as export
-
-        export(parsed)
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "molml"
 # rank of each top-level part of molml: a module may import its own part, or parts of lower rank
 LAYERS: dict[str, int] = {
     "_version": 0,
+    "_lazy": 0,
     "errors": 0,
     "options": 1,
     "chem": 1,

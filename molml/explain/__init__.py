@@ -10,9 +10,9 @@ The names are imported on first use, so ``molml explain --help`` reads
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from molml._lazy import lazy_attributes
 from molml.explain.options import METHODS
 
 if TYPE_CHECKING:
@@ -37,7 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'molml.explain' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -5,8 +5,9 @@ alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from molml._lazy import lazy_attributes
 from molml.export.options import FORMATS
 
 if TYPE_CHECKING:
@@ -15,9 +16,5 @@ if TYPE_CHECKING:
 __all__ = ["FORMATS", "ExportResult", "PredictionGraph", "export_model"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("ExportResult", "PredictionGraph", "export_model"):
-        from molml.export import exporter
-
-        return getattr(exporter, name)
-    raise AttributeError(f"module 'molml.export' has no attribute {name!r}")
+_EXPORTER_NAMES = ("ExportResult", "PredictionGraph", "export_model")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(_EXPORTER_NAMES, "molml.export.exporter"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from molml._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from molml.screen.run import screen_library
@@ -10,10 +12,5 @@ if TYPE_CHECKING:
 __all__ = ["screen_library"]
 
 
-def __getattr__(name: str) -> Any:
-    # imported on first use: ``molml screen --help`` reads molml.screen.options alone
-    if name == "screen_library":
-        from molml.screen.run import screen_library
-
-        return screen_library
-    raise AttributeError(f"module 'molml.screen' has no attribute {name!r}")
+# imported on first use: ``molml screen --help`` reads molml.screen.options alone
+__getattr__ = lazy_attributes(__name__, {"screen_library": "molml.screen.run"})

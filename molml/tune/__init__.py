@@ -4,8 +4,9 @@ imported on first use, so the verbs' ``--help`` reads :mod:`molml.tune.cli` alon
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from molml._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from molml.tune.cv import run_cv
@@ -24,7 +25,4 @@ _LAZY = {
 __all__ = ["TuneOptions", "make_job", "read_space", "run_cv", "run_tune"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'molml.tune' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__ = lazy_attributes(__name__, _LAZY)
