@@ -15,10 +15,12 @@ at the study's mean seconds per epoch.
     python scripts/bench_tune.py --datasets esol freesolv bace --splits 0 1 2 --trials 30 \
         --epochs 50 --threads 1                                         # the full comparison
 
-``--cv K`` scores each trial by K-fold cross-validation of train+val instead of the one
-validation split (``molml tune --cv``; give it its own ``--output``). Rows are written to
-``--output`` as each finishes; rerunning the same command skips the rows
-already there, so an interrupted comparison resumes.
+``--dmpnn-space configs/search/dmpnn_descriptors.yaml`` lets the study also choose whether
+the D-MPNN's head gets RDKit 2D descriptors (``data.molecule_features``); ``--precision
+bf16-mixed`` trains the default and every trial in bf16. ``--cv K`` scores each trial by K-fold
+cross-validation of train+val instead of the one validation split (``molml tune --cv``; give it
+its own ``--output``). Rows are written to ``--output`` as each finishes; rerunning the same
+command skips the rows already there, so an interrupted comparison resumes.
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
 on the same split entry in the same run and reports both test metrics.
@@ -51,7 +53,9 @@ MODELS = {
 CLASSIFICATION = {"bace", "bbbp", "hiv", "clintox", "sider", "tox21"}
 
 
-def job_for(model: str, dataset: str, split_file: Path, index: int, epochs: int) -> Job:
+def job_for(
+    model: str, dataset: str, split_file: Path, index: int, epochs: int, precision: str | None
+) -> Job:
     regression_config, classification_config, _ = MODELS[model]
     config = classification_config if dataset in CLASSIFICATION else regression_config
     overrides = [
@@ -62,13 +66,15 @@ def job_for(model: str, dataset: str, split_file: Path, index: int, epochs: int)
     ]  # fmt: skip
     if model == "dmpnn":
         overrides += ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu"]
+        if precision:
+            overrides += ["--trainer.precision", precision]
     return make_job([str(ROOT / "configs" / config)], overrides)
 
 
 def run_one(
     model: str, dataset: str, split_file: Path, index: int, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
-    job = job_for(model, dataset, split_file, index, args.epochs)
+    job = job_for(model, dataset, split_file, index, args.epochs, args.precision)
     metric = job.default_metric()
     test_key = "test/" + metric.removeprefix("val/")
     start = time.perf_counter()
@@ -88,7 +94,10 @@ def run_one(
         tracking_uri=None,
     )
     start = time.perf_counter()
-    out = run_tune(job, read_space(ROOT / "configs" / "search" / MODELS[model][2]), options)
+    space = ROOT / "configs" / "search" / MODELS[model][2]
+    if model == "dmpnn" and args.dmpnn_space:
+        space = args.dmpnn_space
+    out = run_tune(job, read_space(space), options)
     tune_seconds = time.perf_counter() - start
     best = json.loads((out / "best.json").read_text())
     study = optuna.load_study(study_name=options.study_name, storage=options.storage)
@@ -117,6 +126,8 @@ def run_one(
         "seconds_saved_by_pruning": round(skipped * seconds_per_epoch, 1)
         if model == "dmpnn"
         else None,
+        "search_space": space.name,
+        "precision": args.precision if model == "dmpnn" else None,
         "best_params": best["best_params"],
     }
 
@@ -177,6 +188,17 @@ def main() -> None:
         type=int,
         default=None,
         help="score trials by K-fold CV (tune --cv)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="D-MPNN trainer precision for default and tuned alike (e.g. bf16-mixed)",
+    )
+    parser.add_argument(
+        "--dmpnn-space",
+        type=Path,
+        default=None,
+        help="D-MPNN search space (default configs/search/dmpnn.yaml; give it its own --output)",
     )
     args = parser.parse_args()
     os.environ.setdefault("MOLML_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
