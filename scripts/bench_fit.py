@@ -14,7 +14,10 @@ Timed: process start to the test metrics of the best checkpoint, in a fresh work
 each time, so featurization is never cached. Test RMSE is
 computed here from each tool's own output (molml's ``test_metrics.json``; chemprop's
 ``test_predictions.csv`` against the CSV's labels). Rounds alternate the two tools; medians.
-Without ``--chemprop`` only molml runs.
+Without ``--chemprop`` only molml runs. ``--stages`` adds one profiled ``molml fit`` per
+precision (Lightning's ``SimpleProfiler`` and ``python -X importtime``) and prints where its
+wall time goes: imports, featurization, batches, forward, backward, optimizer, validation,
+checkpoints, callbacks, the final test and the rest.
 
     python scripts/bench_fit.py --dataset esol --epochs 50 --rounds 2 \\
         --chemprop ../chemprop-venv/bin/python
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -54,10 +58,17 @@ def run(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
 
 
 def molml_end_to_end(
-    args: argparse.Namespace, split: Path, work: Path, env: dict, precision: str
+    args: argparse.Namespace,
+    split: Path,
+    work: Path,
+    env: dict,
+    precision: str,
+    extra: Sequence[str] = (),
+    interpreter_options: Sequence[str] = (),
 ) -> dict:
     fit = [
         sys.executable,
+        *interpreter_options,
         "-m",
         "molml.cli",
         "fit",
@@ -73,6 +84,7 @@ def molml_end_to_end(
         "false",
         "--trainer.precision",
         precision,
+        *extra,
     ]
     seconds = run(fit, work, env, work / "fit.log")
     run_dir = next((work / "runs").glob("*/version_0"))
@@ -85,6 +97,98 @@ def molml_end_to_end(
         "test_rmse": metrics["rmse"],
         "epochs_run": epochs_run,
     }
+
+
+PROFILER = "lightning.pytorch.profilers.SimpleProfiler"
+# stage -> Lightning SimpleProfiler actions whose total seconds it adds (negative: subtracts)
+STAGES: dict[str, dict[str, int]] = {
+    "featurization and data set-up": {
+        "[LightningDataModule]MoleculeDataModule.prepare_data": 1,
+        "[LightningDataModule]MoleculeDataModule.setup": 1,
+    },
+    "batches (collation)": {"[_TrainingEpochLoop].train_dataloader_next": 1},
+    "forward + loss": {"[Strategy]SingleDeviceStrategy.training_step": 1},
+    "backward": {"[Strategy]SingleDeviceStrategy.backward": 1},
+    "optimizer step": {
+        "[LightningModule]MoleculeModel.optimizer_step": 1,
+        "[Strategy]SingleDeviceStrategy.training_step": -1,
+        "[Strategy]SingleDeviceStrategy.backward": -1,
+        "[LightningModule]MoleculeModel.optimizer_zero_grad": -1,
+    },
+    "validation": {
+        "[Strategy]SingleDeviceStrategy.validation_step": 1,
+        "[_EvaluationLoop].val_next": 1,
+        "[LightningModule]MoleculeModel.on_validation_epoch_end": 1,
+    },
+    "checkpoints": {"save_checkpoint": 1},
+    "MLflow artifacts, config and plots callbacks": {
+        "[Callback]MlflowArtifacts.on_fit_end": 1,
+        "[Callback]MolmlSaveConfig.setup": 1,
+        "[Callback]EvaluationPlots.on_fit_end": 1,
+    },
+}
+
+
+def profiler_totals(report: Path) -> dict[str, float]:
+    """Action -> total seconds, from a SimpleProfiler report."""
+    totals = {}
+    for line in report.read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) == 7 and cells[1] not in ("Action", "") and cells[4] != "-":
+            totals[cells[1]] = float(cells[4])
+    return totals
+
+
+def import_seconds(log: Path) -> float:
+    """Seconds spent importing, from ``python -X importtime`` lines (the top-level imports,
+    wherever they happen: at start or on first use)."""
+    total = 0
+    for line in log.read_text(errors="replace").splitlines():
+        cells = line.split("|")
+        timed = line.startswith("import time:") and len(cells) == 3 and cells[1].strip().isdigit()
+        if timed and cells[2].startswith(" ") and not cells[2].startswith("  "):
+            total += int(cells[1])
+    return total / 1e6
+
+
+def stage_profile(
+    args: argparse.Namespace, split: Path, work: Path, env: dict, precision: str
+) -> dict:
+    """One more ``molml fit`` with Lightning's SimpleProfiler and ``-X importtime``: where the
+    process's wall time goes, stage by stage."""
+    profile = work / "profile"
+    extra = ["--trainer.profiler", PROFILER, "--trainer.profiler.dirpath", str(profile),
+             "--trainer.profiler.filename", "fit"]  # fmt: skip
+    run_ = molml_end_to_end(args, split, work, env, precision, extra, ["-X", "importtime"])
+    fit = profiler_totals(profile / "fit-fit.txt")
+    tested = profiler_totals(profile / "test-fit.txt")
+    stages = {"imports (at start and on first use)": import_seconds(work / "fit.log")}
+    for stage, parts in STAGES.items():
+        stages[stage] = sum(sign * fit.get(action, 0.0) for action, sign in parts.items())
+    stages["test of the best checkpoint"] = tested["Total"] - fit["Total"]
+    stages["the rest: config, loggers, Lightning's loop and hooks"] = run_["seconds"] - sum(
+        stages.values()
+    )
+    return {
+        "precision": precision,
+        "seconds": run_["seconds"],
+        "stages": stages,
+        "of_the_rest_new_mlflow_store": new_mlflow_store_seconds(work, env),
+    }
+
+
+def new_mlflow_store_seconds(work: Path, env: dict) -> float:
+    """Seconds MLflow takes to create (and migrate) a new SQLite tracking store, as the first
+    ``molml fit`` in a directory does; measured in a fresh process after importing mlflow."""
+    code = (
+        "import time, mlflow; t = time.perf_counter(); "
+        "mlflow.MlflowClient('sqlite:///store_check.db').search_experiments(); "
+        "print(time.perf_counter() - t)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def chemprop_end_to_end(args: argparse.Namespace, split: Path, work: Path, env: dict) -> dict:
@@ -144,6 +248,12 @@ def main() -> None:
         help="molml fit --trainer.precision values, each run every round (e.g. 32-true "
         "bf16-mixed); chemprop trains in fp32",
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="one more molml fit per precision with Lightning's SimpleProfiler and -X "
+        "importtime: seconds per stage",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/fit.json"))
     args = parser.parse_args()
     splits_file = args.splits_file or (
@@ -169,6 +279,11 @@ def main() -> None:
                 work.mkdir()
                 chemprop_runs.append(chemprop_end_to_end(args, split, work, env))
                 print(f"chemprop round {round_ + 1}: {chemprop_runs[-1]}", flush=True)
+        profiles = []
+        for precision in args.precision if args.stages else []:
+            work = Path(tmp) / f"molml_stages_{precision}"
+            work.mkdir()
+            profiles.append(stage_profile(args, split, work, env, precision))
     load_after = os.getloadavg()
 
     def med(runs: list[dict], key: str) -> float:
@@ -198,6 +313,14 @@ def main() -> None:
             summary[f"ratio_wall_{precision}"] = ratio
     else:
         print("no peer was run (pass --chemprop PYTHON to run chemprop train side by side)")
+    for profile in profiles:
+        print(f"\nwhere molml fit's {profile['seconds']:.1f} s go ({profile['precision']}):")
+        print("| stage | seconds | share |")
+        print("| --- | ---: | ---: |")
+        for stage, seconds in profile["stages"].items():
+            print(f"| {stage} | {seconds:.2f} | {seconds / profile['seconds']:.0%} |")
+        store = profile["of_the_rest_new_mlflow_store"]
+        print(f"(of the rest: {store:.2f} s to create a new MLflow SQLite store, measured apart)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "dataset": args.dataset,
@@ -211,6 +334,7 @@ def main() -> None:
         "molml": molml_runs,
         "chemprop": chemprop_runs,
         "chemprop_vs_molml": summary,
+        "stages": profiles,
     }
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written to {args.out}")
