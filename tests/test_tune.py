@@ -299,7 +299,14 @@ def test_shipped_search_spaces_fit_their_configs() -> None:
     """Every configs/search space names options of the config it is made for."""
     from molml.tune.study import check_space
 
-    pairs = {"dmpnn": "esol_dmpnn", "gine": "lipo_gine", "gps": "lipo_gps", "xgb": "esol_xgb"}
+    pairs = {
+        "dmpnn": "esol_dmpnn",
+        "dmpnn_descriptors": "esol_dmpnn",
+        "gine": "lipo_gine",
+        "gps": "lipo_gps",
+        "xgb": "esol_xgb",
+    }
+    assert set(pairs) == {p.stem for p in (REPO / "configs" / "search").glob("*.yaml")}
     for search, config in pairs.items():
         job = make_job([str(REPO / "configs" / f"{config}.yaml")], [])
         check_space(job, read_space(REPO / "configs" / "search" / f"{search}.yaml"))
