@@ -156,8 +156,8 @@ def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:
     metrics = first.data.metrics
     assert "val/rmse" in metrics and metrics["val/rmse"] > 0
     assert "train/loss_epoch" in metrics
-    # metrics are logged asynchronously: every epoch's value, and the test of the best
-    # checkpoint logged after training ended, are in the store once the command returns
+    # every epoch's values, and the test of the best checkpoint (logged after training
+    # ended), are in the store once the command returns
     history = client.get_metric_history(first.info.run_id, "val/rmse")
     assert len(history) == 2
     assert len(client.get_metric_history(first.info.run_id, "train/loss_epoch")) == 2
