@@ -25,6 +25,7 @@ Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-d
 encoder), dmpnn_pretrained_lr01 (the same with the encoder at a tenth of the learning rate),
 dmpnn_pretrained_rdkit2d (with RDKit 2D descriptors before the head), dmpnn_pretrained_sum
 (read out with the sum of atom states, as the encoder was pretrained),
+dmpnn_pretrained_sum_rdkit2d (both),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
@@ -76,6 +77,7 @@ GRAPH_MODELS = {
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
     "dmpnn_pretrained_rdkit2d": "D-MPNN fine-tuned + RDKit 2D features",
     "dmpnn_pretrained_sum": "D-MPNN fine-tuned, sum readout",
+    "dmpnn_pretrained_sum_rdkit2d": "D-MPNN fine-tuned, sum readout + RDKit 2D features",
     "gine": "GINE",
     "gatv2": "GATv2",
     "attentivefp": "AttentiveFP",
