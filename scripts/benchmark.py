@@ -13,12 +13,16 @@ With ``--splits-dir DIR`` the splits are not made here: seed S takes entry S of
 ``DIR/<dataset>.splits.json`` (chemprop's split format, e.g. ``../shared/splits``) for every
 model, and the table gains the scores published with those files (``DIR/README.md``). With
 ``--train-fractions 0.1 0.25 ...`` graph models also train on that random fraction of each
-training part (same validation and test parts): the data-efficiency curve.
+training part (same validation and test parts): the data-efficiency curve. With
+``--choose-on-validation MODEL ...`` the table gains a column that takes, per dataset and split
+entry, the test score of whichever of those models scored best on validation (an honest way to
+pick among fine-tuning variants: the test split plays no part in the choice).
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
+                              [--choose-on-validation MODEL ...]
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
@@ -43,6 +47,7 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -115,11 +120,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[1.0],
         help="graph models: fractions of each training part to train on (data-efficiency curve)",
     )
+    parser.add_argument(
+        "--choose-on-validation",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help="add a column that takes, per dataset and split entry, the test score of the one of "
+        "these models with the best validation score (their cells must exist)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
     )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.choose_on_validation) - set(MODELS))
+    if unknown:
+        parser.error(f"--choose-on-validation: unknown models {unknown}; known: {sorted(MODELS)}")
     if args.hiv and "hiv" not in args.datasets:
         args.datasets.append("hiv")
     return args
@@ -299,31 +315,76 @@ def columns(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 
 def column_title(model: str, fraction: float) -> str:
+    if model == CHOSEN:
+        return "picked on validation, per split entry"
     title = MODELS[model].title
     return title if fraction == 1.0 else f"{title} ({fraction:.0%} of train)"
 
 
-def summarize(out: Path, keys: list[str], datasets: list[str]) -> dict[str, Any]:
-    """Mean, sample standard deviation, values and wall time per dataset and column."""
+CHOSEN = "chosen_on_validation"
+
+
+def summarize(
+    out: Path, keys: list[str], datasets: list[str], choose: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Mean, sample standard deviation, values and wall time per dataset and column; with
+    ``choose``, also the column ``CHOSEN``: per split entry, the test score of the model among
+    ``choose`` whose validation score is best (entries where one of them is missing are left
+    out), and which model that was."""
     summary: dict[str, Any] = {}
     for dataset in datasets:
         card = get_card(dataset)
         row: dict[str, Any] = {}
-        for model in keys:
+        for model in [*keys, *(m for m in choose if m not in keys)]:
             cells = sorted((out / "results" / dataset / model).glob("seed_*.json"))
             records = [json.loads(p.read_text()) for p in cells]
-            values = [r["test"] for r in records]
-            if not values:
-                continue
-            row[model] = {
-                "values": values,
-                "seeds": [r["seed"] for r in records],
-                "mean": statistics.fmean(values),
-                "sd": statistics.stdev(values) if len(values) > 1 else None,
-                "wall_s": statistics.fmean(r["wall_s"] for r in records),
-            }
+            if records:
+                row[model] = _column(records)
+        if choose and all(m in row for m in choose):
+            row[CHOSEN] = _chosen(row, choose, HIGHER_IS_BETTER[card.metric])
+        row = {k: v for k, v in row.items() if k in keys or (k == CHOSEN and v)}
         summary[dataset] = {"metric": card.metric, "n_molecules": card.n_molecules, "models": row}
     return summary
+
+
+def _column(records: list[dict[str, Any]]) -> dict[str, Any]:
+    values = [r["test"] for r in records]
+    return {
+        "values": values,
+        "val": [r.get("val") for r in records],
+        "seeds": [r["seed"] for r in records],
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "wall_s": statistics.fmean(r["wall_s"] for r in records),
+    }
+
+
+def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[str, Any] | None:
+    seeds = sorted(set.intersection(*(set(row[m]["seeds"]) for m in choose)))
+    values, picked, wall = [], [], []
+    for seed in seeds:
+        scored = []
+        for model in choose:
+            i = row[model]["seeds"].index(seed)
+            val = row[model]["val"][i]
+            if val is not None:
+                scored.append((val if higher else -val, model, i))
+        if not scored:
+            continue
+        _, model, i = max(scored)
+        values.append(row[model]["values"][i])
+        picked.append(model)
+        wall.append(sum(row[m]["wall_s"] for m in choose))
+    if not values:
+        return None
+    return {
+        "values": values,
+        "seeds": seeds,
+        "chosen": picked,
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "wall_s": statistics.fmean(wall),
+    }
 
 
 def markdown_table(
@@ -377,6 +438,25 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def picked_note(summary: dict[str, Any], choose: Sequence[str]) -> str:
+    """Which model the validation score picked, per dataset and split entry."""
+    lines = [
+        "Picked on validation among: " + ", ".join(MODELS[m].title for m in choose) + ".",
+        "Wall time of that column: all candidates' cells.",
+        "",
+        "| dataset | " + " | ".join(f"entry {s}" for s in range(3)) + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    for dataset, entry in summary.items():
+        chosen = entry["models"].get(CHOSEN)
+        if not chosen:
+            continue
+        picked = dict(zip(chosen["seeds"], chosen["chosen"], strict=True))
+        cells = [MODELS[picked[s]].title if s in picked else "–" for s in range(3)]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def curve_table(summary: dict[str, Any], models: list[str], fractions: list[float]) -> str:
     """Datasets x training fractions as rows, graph models as columns (mean ± sd, n); datasets
     without any cell on part of the training data are left out."""
@@ -406,14 +486,19 @@ def write_report(args: argparse.Namespace) -> None:
     """``results.md`` / ``results.json`` on the whole training parts, and with several
     ``--train-fractions`` also ``curve.md``: the graph models at every fraction."""
     keys = [model_key(m, f) for m, f in columns(args)]
-    summary = summarize(args.out, keys, args.datasets)
     whole = [(m, f) for m, f in columns(args) if f == 1.0]
+    if args.choose_on_validation:
+        keys.append(CHOSEN)
+        whole.append((CHOSEN, 1.0))
+    summary = summarize(args.out, keys, args.datasets, args.choose_on_validation)
     table = markdown_table(
         summary,
         [model_key(m, f) for m, f in whole],
         [column_title(m, f) for m, f in whole],
         published_scores(args.splits_dir),
     )
+    if args.choose_on_validation:
+        table += "\n\n" + picked_note(summary, args.choose_on_validation)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,59 @@
+"""scripts/benchmark.py: the column that picks a model per split entry on validation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("molml_benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def write_cell(out: Path, dataset: str, model: str, seed: int, val: float, test: float) -> None:
+    path = out / "results" / dataset / model / f"seed_{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": seed, "val": val, "test": test, "wall_s": 10.0}))
+
+
+def test_the_model_with_the_best_validation_score_is_picked_per_entry(benchmark, tmp_path):
+    a, b = "dmpnn_pretrained", "dmpnn_pretrained_sum"
+    # ESOL is scored by RMSE (lower is better), BACE by ROC-AUC (higher is better)
+    write_cell(tmp_path, "esol", a, 0, val=0.5, test=0.9)
+    write_cell(tmp_path, "esol", b, 0, val=0.6, test=0.7)
+    write_cell(tmp_path, "esol", a, 1, val=0.8, test=1.0)
+    write_cell(tmp_path, "esol", b, 1, val=0.4, test=0.6)
+    write_cell(tmp_path, "esol", a, 2, val=0.3, test=0.5)  # b has no entry 2: not compared
+    write_cell(tmp_path, "bace", a, 0, val=0.70, test=0.80)
+    write_cell(tmp_path, "bace", b, 0, val=0.90, test=0.85)
+
+    summary = benchmark.summarize(tmp_path, [a, benchmark.CHOSEN], ["esol", "bace"], choose=[a, b])
+
+    esol = summary["esol"]["models"]
+    assert set(esol) == {a, benchmark.CHOSEN}  # b was a candidate, not a column
+    chosen = esol[benchmark.CHOSEN]
+    assert chosen["seeds"] == [0, 1]
+    assert chosen["chosen"] == [a, b]
+    assert chosen["values"] == [0.9, 0.6]
+    assert chosen["mean"] == pytest.approx(0.75)
+    assert summary["bace"]["models"][benchmark.CHOSEN]["chosen"] == [b]
+    note = benchmark.picked_note(summary, [a, b])
+    assert "| esol | D-MPNN fine-tuned | D-MPNN fine-tuned, sum readout | – |" in note
+
+
+def test_unknown_candidate_models_are_refused(benchmark, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--choose-on-validation", "dmpnn_pretrained", "no_such_model"])
+    assert "no_such_model" in capsys.readouterr().err
