@@ -441,7 +441,7 @@ def markdown_table(
 def picked_note(summary: dict[str, Any], choose: Sequence[str]) -> str:
     """Which model the validation score picked, per dataset and split entry."""
     lines = [
-        "Picked on validation among: " + ", ".join(MODELS[m].title for m in choose) + ".",
+        "Picked on validation among: " + "; ".join(MODELS[m].title for m in choose) + ".",
         "Wall time of that column: all candidates' cells.",
         "",
         "| dataset | " + " | ".join(f"entry {s}" for s in range(3)) + " |",
