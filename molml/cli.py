@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     traceback besides the one-line message (see :func:`molml.errors.run_command`).
     """
     args = sys.argv[1:] if argv is None else list(argv)
+    _hide_lightning_tips()
     debug = "--debug" in args
     args = [arg for arg in args if arg != "--debug"]
     if argv is None:  # LightningCLI reads sys.argv itself
@@ -69,6 +70,24 @@ def main(argv: list[str] | None = None) -> None:
     verb = args[:2] if args[:1] in (["baseline"], ["report"]) else args[:1]
     prog = " ".join(["molml", *(word for word in verb if not word.startswith("-"))])
     run_command(prog, lambda: _run_verb(args, from_sys_argv=argv is None), debug=debug)
+
+
+LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+def _is_not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip")
+
+
+def _hide_lightning_tips() -> None:
+    """Drop the tips for Lightning's cloud services that every Trainer start logs."""
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if _is_not_a_tip not in logger.filters:
+            logger.addFilter(_is_not_a_tip)
 
 
 def top_level_help() -> str:

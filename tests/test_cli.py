@@ -4,6 +4,7 @@ checkpoint, ``--print_config`` round trip, and the MLflow store of the run."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import warnings
@@ -87,6 +88,15 @@ def test_fit_writes_the_run_files(fitted: Path) -> None:
     assert raw["molml"]["tasks"] == ["logSolubility"]
     model = molml.load_model(run / "checkpoints" / "best.ckpt")
     assert model.predict(["CCO"])["status"].tolist() == ["ok"]
+
+
+def test_lightning_cloud_tips_are_not_shown(fitted: Path, caplog) -> None:
+    from lightning.pytorch.utilities import rank_zero_info
+
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("💡 Tip: For seamless cloud logging, try installing a cloud logger")
+        rank_zero_info("GPU available: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False"]
 
 
 def test_test_and_predict_from_saved_config(in_run_root: Path) -> None:
