@@ -289,17 +289,6 @@ def test_top_level_help_and_import_do_not_load_torch() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_training_a_regression_model_does_not_import_scikit_learn() -> None:
-    """scikit-learn (~0.4 s) is imported only by the parts that use it, e.g. ROC curves."""
-    code = (
-        "import sys\n"
-        "import molml.training, molml.callbacks, molml.plots\n"
-        "assert 'sklearn' not in sys.modules, [m for m in sys.modules if 'sklearn' in m][:5]\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
 def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as info:
         main([])
