@@ -24,6 +24,10 @@ molecules (a 3-layer GINE of hidden size 64, ``torch_geometric.explain.Explainer
 
     python scripts/bench_explain.py                               # 3 seeds, every model
     python scripts/bench_explain.py --seeds 0 --encoders dmpnn --tasks benzene_and_amide
+    python scripts/bench_explain.py --encoders dmpnn --members 3 --methods integrated_gradients
+
+``--members N`` explains each graph encoder as an ensemble of N models (seeds S, S + 1000, ...;
+the mean of their attributions), reported as its own model beside the single ones.
 
 Rows are written to ``--output`` as each finishes; rerunning skips the rows already there.
 """
@@ -56,7 +60,7 @@ from molml.data.datamodule import MoleculeDataModule
 from molml.data.registry import dataset_path
 from molml.explain import explain
 from molml.models import DMPNN, GINE, GPS, AttentiveFP, MoleculeModel
-from molml.predict import BaselinePredictor, GraphPredictor
+from molml.predict import BaselinePredictor, EnsemblePredictor, GraphPredictor, Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results"
@@ -208,6 +212,23 @@ def train_graph(
     return GraphPredictor(model.eval())
 
 
+def model_name(encoder: str, members: int) -> str:
+    """``dmpnn`` for one model, ``dmpnn_x3`` for an ensemble of three."""
+    return encoder if members == 1 else f"{encoder}_x{members}"
+
+
+def train_members(
+    encoder: str, csv: Path, args: argparse.Namespace, seed: int, root: Path
+) -> Predictor:
+    """One model, or with ``--members N`` an ensemble of N trained with seeds ``seed``,
+    ``seed + 1000``, ... (the first is the single model of the same seed)."""
+    if args.members == 1:
+        return train_graph(encoder, csv, args, seed, root)
+    return EnsemblePredictor(
+        [train_graph(encoder, csv, args, seed + 1000 * k, root) for k in range(args.members)]
+    )
+
+
 def train_xgb(smiles: list[str], labels: np.ndarray) -> BaselinePredictor:
     fingerprint = MorganFingerprint(radius=2, n_bits=2048)
     X, _ = fingerprint.transform(smiles)
@@ -281,7 +302,8 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
     smiles, matches = read_molecules(args.limit)
     print(f"{len(smiles)} HIV molecules", flush=True)
     done = {(r["seed"], r["task"], r["model"], r["method"]) for r in record["faithfulness"]}
-    methods_of = {"xgb_ecfp4": XGB_METHODS, **{name: tuple(args.methods) for name in args.encoders}}
+    graph_models = {model_name(encoder, args.members): encoder for encoder in args.encoders}
+    methods_of = {"xgb_ecfp4": XGB_METHODS, **{name: tuple(args.methods) for name in graph_models}}
     for seed in args.seeds:
         for task in args.tasks:
             todo = [
@@ -306,7 +328,7 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
                     if name == "xgb_ecfp4":
                         predictor = train_xgb(train_smiles, train_labels)
                     else:
-                        predictor = train_graph(name, csv, args, seed, Path(tmp))
+                        predictor = train_members(graph_models[name], csv, args, seed, Path(tmp))
                     methods = [m for m in methods_of[name] if (seed, task, name, m) not in done]
                     fit_seconds = time.perf_counter() - start
                     for row in score_model(
@@ -423,6 +445,12 @@ MODEL_TITLES = {
 }
 
 
+def model_title(name: str) -> str:
+    encoder, _, members = name.partition("_x")
+    title = MODEL_TITLES[encoder]
+    return f"{title}, ensemble of {members}" if members else title
+
+
 def summary(record: dict[str, Any]) -> None:
     """Attribution ROC-AUC per model and method (mean over seeds; the lowest task beside), and
     each model's test ROC-AUC per task."""
@@ -431,21 +459,23 @@ def summary(record: dict[str, Any]) -> None:
         return
     tasks = [t for t in TASKS if t in set(table["task"])]
     order = {name: k for k, name in enumerate(MODEL_TITLES)}
-    table = table.sort_values("model", key=lambda c: c.map(order), kind="stable")
+    table = table.sort_values(
+        "model", key=lambda c: c.map(lambda m: (order[m.split("_x")[0]], m)), kind="stable"
+    )
     pivot = table.pivot_table(
         index=["model", "method"], columns="task", values="attribution_auc", sort=False
     )[tasks]
     pivot["lowest"] = pivot.min(axis=1)
     pivot["seeds"] = table.groupby(["model", "method"])["seed"].nunique()
     out = pivot.round(3).reset_index().rename(columns=TITLES)
-    out["model"] = out["model"].map(MODEL_TITLES)
+    out["model"] = out["model"].map(model_title)
     print("\n## Attribution ROC-AUC (held-out positives, mean over seeds)\n")
     print(markdown(out))
     models = table.drop_duplicates(["seed", "task", "model"]).pivot_table(
         index="model", columns="task", values="model_test_auc", sort=False
     )[tasks]
     models = models.round(3).reset_index().rename(columns=TITLES)
-    models["model"] = models["model"].map(MODEL_TITLES)
+    models["model"] = models["model"].map(model_title)
     print("\n## Model test ROC-AUC (mean over seeds)\n")
     print(markdown(models))
 
@@ -456,6 +486,12 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--encoders", nargs="*", choices=ENCODERS, default=list(ENCODERS))
     parser.add_argument("--methods", nargs="+", choices=GRAPH_METHODS, default=GRAPH_METHODS)
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="explain each graph encoder as an ensemble of this many models (mean map)",
+    )
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=None, help="read only this many HIV rows")
     parser.add_argument("--epochs", type=int, default=30)
