@@ -20,7 +20,10 @@ the D-MPNN's head gets RDKit 2D descriptors (``data.molecule_features``); ``--pr
 bf16-mixed`` trains the default and every trial in bf16. ``--cv K`` scores each trial by K-fold
 cross-validation of train+val instead of the one validation split (``molml tune --cv``; give it
 its own ``--output``). Rows are written to ``--output`` as each finishes; rerunning the same
-command skips the rows already there, so an interrupted comparison resumes.
+command skips the rows already there, so an interrupted comparison resumes. ``--refits K``
+trains the default and the tuned config of every D-MPNN row again with seeds 1..K-1 and reports
+the mean test score over the K seeds beside the single run (on small test sets one seed's score
+moves as much as tuning does).
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
 on the same split entry in the same run and reports both test metrics.
@@ -43,6 +46,7 @@ from benchmark import published_scores
 
 from molml.tune import TuneOptions, make_job, read_space, run_tune
 from molml.tune.jobs import Job
+from molml.tune.space import with_values
 
 ROOT = Path(__file__).resolve().parents[1]
 # model -> (base config of a regression dataset, of a classification dataset, search space)
@@ -132,6 +136,24 @@ def run_one(
     }
 
 
+def add_refits(row: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
+    """Train the default and the tuned config again with seeds 1..K-1 (seed 0 is the row's own
+    run) and test each: ``default_tests`` and ``tuned_tests`` hold all K test scores."""
+    dataset, index, model = row["dataset"], row["split"], row["model"].split(",")[0]
+    split_file = args.splits_dir / f"{dataset}.splits.json"
+    job = job_for(model, dataset, split_file, index, args.epochs, row["precision"])
+    test_key = row["metric"]
+    tuned = with_values(job.config, row["best_params"])
+    scores = {"default": [row["default_test"]], "tuned": [row["tuned_test"]]}
+    for seed in range(1, args.refits):
+        for name, config in (("default", job.config), ("tuned", tuned)):
+            config = {**config, "seed_everything": seed}
+            directory = work / f"refit_{model}_{dataset}_{index}_{name}_{seed}"
+            fitted = job.fit(config, directory, job.default_metric())
+            scores[name].append(job.test(config, fitted.model_path)[test_key])
+    row["default_tests"], row["tuned_tests"] = scores["default"], scores["tuned"]
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table, floats to 3 decimals."""
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.values]
@@ -169,7 +191,15 @@ def summary(rows: list[dict[str, Any]], splits_dir: Path) -> pd.DataFrame:
                 "chemprop 2.3.1 (published)": published.get(dataset, ""),
             }
         )
+        if "tuned_tests" in group and group["tuned_tests"].notna().all():
+            seeds = len(group["tuned_tests"].iloc[0])
+            out[-1][f"default test, {seeds} seeds"] = spread(group["default_tests"].map(_mean))
+            out[-1][f"tuned test, {seeds} seeds"] = spread(group["tuned_tests"].map(_mean))
     return pd.DataFrame(out)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def main() -> None:
@@ -188,6 +218,13 @@ def main() -> None:
         type=int,
         default=None,
         help="score trials by K-fold CV (tune --cv)",
+    )
+    parser.add_argument(
+        "--refits",
+        type=int,
+        default=None,
+        help="train default and tuned config with K seeds each (0..K-1) and report mean test "
+        "scores; adds them to the rows already in --output",
     )
     parser.add_argument(
         "--precision",
@@ -219,7 +256,19 @@ def main() -> None:
                     args.output.write_text(
                         json.dumps({"settings": settings, "rows": rows}, indent=2)
                     )
-    print(markdown(pd.DataFrame(rows).drop(columns=["best_params"])))
+        for row in rows:
+            refits_done = len(row.get("tuned_tests") or [])
+            if args.refits and row["model"].startswith("dmpnn") and refits_done < args.refits:
+                add_refits(row, args, Path(tmp))
+                args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    frame = pd.DataFrame(rows)
+    for name in ("default", "tuned"):
+        if f"{name}_tests" in frame:
+            frame[f"{name} test, seed mean"] = frame[f"{name}_tests"].map(
+                lambda v: _mean(v) if isinstance(v, list) else float("nan")
+            )
+    lists = ["best_params", "default_tests", "tuned_tests"]
+    print(markdown(frame.drop(columns=lists, errors="ignore")))
     print()
     print(markdown(summary(rows, args.splits_dir)))
     print(f"written to {args.output}")
