@@ -16,13 +16,17 @@ model, and the table gains the scores published with those files (``DIR/README.m
 training part (same validation and test parts): the data-efficiency curve. With
 ``--choose-on-validation MODEL ...`` the table gains a column that takes, per dataset and split
 entry, the test score of whichever of those models scored best on validation (an honest way to
-pick among fine-tuning variants: the test split plays no part in the choice).
+pick among fine-tuning variants: the test split plays no part in the choice). With
+``--repeats R`` every graph cell is trained R times per split entry (seeds S, S + 100, ...;
+``seed_<S>_repeat<k>.json``) and an entry's score is the mean of its repeats: on test parts of a
+few dozen molecules one training seed moves the score as much as most differences between
+models.
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
-                              [--choose-on-validation MODEL ...]
+                              [--choose-on-validation MODEL ...] [--repeats R]
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
@@ -128,6 +132,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="add a column that takes, per dataset and split entry, the test score of the one of "
         "these models with the best validation score (their cells must exist)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train every graph cell this many times per split entry (seeds S, S + 100, ...); "
+        "an entry's score is their mean",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -141,8 +152,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cell_path(out: Path, model: str, dataset: str, seed: int, fraction: float = 1.0) -> Path:
-    return out / "results" / dataset / model_key(model, fraction) / f"seed_{seed}.json"
+REPEAT_SEED_STEP = 100  # repeat k of entry S trains with seed S + 100 k
+
+
+def cell_path(
+    out: Path, model: str, dataset: str, seed: int, fraction: float = 1.0, repeat: int = 0
+) -> Path:
+    name = f"seed_{seed}.json" if repeat == 0 else f"seed_{seed}_repeat{repeat}.json"
+    return out / "results" / dataset / model_key(model, fraction) / name
 
 
 def model_key(model: str, fraction: float) -> str:
@@ -189,12 +206,21 @@ def _monitored(callbacks: list[dict[str, Any]], metric: str) -> list[dict[str, A
 
 
 def run_graph_cell(
-    model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace, fraction: float
+    model: str,
+    dataset: str,
+    seed: int,
+    metric: str,
+    args: argparse.Namespace,
+    fraction: float,
+    repeat: int = 0,
 ) -> dict[str, Any]:
-    """Fit a graph model from its template config, then test its best checkpoint."""
+    """Fit a graph model from its template config on split entry ``seed`` (trained with seed
+    ``seed + REPEAT_SEED_STEP * repeat``), then test its best checkpoint."""
     config = yaml.safe_load(MODELS[model].template.read_text())
     name = f"{dataset}_{model_key(model, fraction)}_seed{seed}"
-    config["seed_everything"] = seed
+    if repeat:
+        name += f"_repeat{repeat}"
+    config["seed_everything"] = seed + REPEAT_SEED_STEP * repeat
     config["data"].update(
         dataset=dataset,
         featurize_jobs=args.threads,
@@ -270,17 +296,25 @@ def run_baseline_cell(
 
 
 def run_cell(
-    model: str, dataset: str, seed: int, args: argparse.Namespace, fraction: float = 1.0
+    model: str,
+    dataset: str,
+    seed: int,
+    args: argparse.Namespace,
+    fraction: float = 1.0,
+    repeat: int = 0,
 ) -> None:
     """Run one cell and save its result JSON (atomically, so a killed run leaves no cell)."""
     metric = get_card(dataset).metric
     start = time.perf_counter()
-    run = run_graph_cell if MODELS[model].kind == "graph" else run_baseline_cell
-    result = run(model, dataset, seed, metric, args, fraction)
+    if MODELS[model].kind == "graph":
+        result = run_graph_cell(model, dataset, seed, metric, args, fraction, repeat)
+    else:
+        result = run_baseline_cell(model, dataset, seed, metric, args, fraction)
     record = {
         "model": model,
         "dataset": dataset,
         "seed": seed,
+        "repeat": repeat,
         "train_fraction": fraction,
         "split_file": str(args.splits_dir) if args.splits_dir else None,
         "metric": metric,
@@ -291,13 +325,14 @@ def run_cell(
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = cell_path(args.out, model, dataset, seed, fraction)
+    path = cell_path(args.out, model, dataset, seed, fraction, repeat)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(record, indent=2))
     os.replace(partial, path)
+    which = f"seed {seed}" + (f" repeat {repeat}" if repeat else "")
     print(
-        f"[{model_key(model, fraction)} {dataset} seed {seed}] test {metric} "
+        f"[{model_key(model, fraction)} {dataset} {which}] test {metric} "
         f"{record['test']:.4f}, "
         f"{record['wall_s']:.0f} s",
         flush=True,
@@ -348,11 +383,18 @@ def summarize(
 
 
 def _column(records: list[dict[str, Any]]) -> dict[str, Any]:
-    values = [r["test"] for r in records]
+    """Per split entry the mean over its repeats (test and validation), then over entries."""
+    by_entry: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        by_entry.setdefault(record["seed"], []).append(record)
+    seeds = sorted(by_entry)
+    values = [statistics.fmean(r["test"] for r in by_entry[s]) for s in seeds]
+    vals = [[r["val"] for r in by_entry[s] if r.get("val") is not None] for s in seeds]
     return {
         "values": values,
-        "val": [r.get("val") for r in records],
-        "seeds": [r["seed"] for r in records],
+        "val": [statistics.fmean(v) if v else None for v in vals],
+        "seeds": seeds,
+        "repeats": min(len(by_entry[s]) for s in seeds),
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else None,
         "wall_s": statistics.fmean(r["wall_s"] for r in records),
@@ -420,6 +462,8 @@ def markdown_table(
                 text += f" ± {value['sd']:.3f}"
             if len(value["values"]) != max(len(v["values"]) for v in row.values()):
                 text += f" (n={len(value['values'])})"
+            if value.get("repeats", 1) > 1:
+                text += f" ({value['repeats']} seeds per entry)"
             cells.append(f"**{text}**" if model == best else text)
         if reference:
             cells.append(reference.get(dataset, "–"))
@@ -518,17 +562,18 @@ def run_grid(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     """Run every unfinished cell, seed by seed; returns the cells that failed."""
     torch.set_num_threads(args.threads)
     grid = [
-        (model, dataset, seed, fraction)
+        (model, dataset, seed, fraction, repeat)
         for seed in range(args.seeds)
         for dataset in args.datasets
         for model, fraction in columns(args)
+        for repeat in range(args.repeats if MODELS[model].kind == "graph" else 1)
     ]
     todo = [cell for cell in grid if not cell_path(args.out, *cell).is_file()]
     print(f"{len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")
     failed = []
-    for model, dataset, seed, fraction in todo:
+    for model, dataset, seed, fraction, repeat in todo:
         try:
-            run_cell(model, dataset, seed, args, fraction)
+            run_cell(model, dataset, seed, args, fraction, repeat)
         except Exception:  # one failed cell must not stop a long grid; a rerun retries it
             traceback.print_exc()
             failed.append((model_key(model, fraction), dataset, seed))

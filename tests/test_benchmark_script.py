@@ -22,10 +22,14 @@ def benchmark():
     del sys.modules[spec.name]
 
 
-def write_cell(out: Path, dataset: str, model: str, seed: int, val: float, test: float) -> None:
-    path = out / "results" / dataset / model / f"seed_{seed}.json"
+def write_cell(
+    out: Path, dataset: str, model: str, seed: int, val: float, test: float, repeat: int = 0
+) -> None:
+    name = f"seed_{seed}.json" if repeat == 0 else f"seed_{seed}_repeat{repeat}.json"
+    path = out / "results" / dataset / model / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seed": seed, "val": val, "test": test, "wall_s": 10.0}))
+    record = {"seed": seed, "repeat": repeat, "val": val, "test": test, "wall_s": 10.0}
+    path.write_text(json.dumps(record))
 
 
 def test_the_model_with_the_best_validation_score_is_picked_per_entry(benchmark, tmp_path):
@@ -57,3 +61,24 @@ def test_unknown_candidate_models_are_refused(benchmark, capsys):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--choose-on-validation", "dmpnn_pretrained", "no_such_model"])
     assert "no_such_model" in capsys.readouterr().err
+
+
+def test_repeats_of_an_entry_are_averaged_before_the_entries(benchmark, tmp_path):
+    a = "dmpnn_pretrained"
+    assert benchmark.cell_path(tmp_path, a, "esol", 1, repeat=2).name == "seed_1_repeat2.json"
+    write_cell(tmp_path, "esol", a, 0, val=0.4, test=0.9)
+    write_cell(tmp_path, "esol", a, 0, val=0.6, test=0.7, repeat=1)
+    write_cell(tmp_path, "esol", a, 1, val=0.5, test=1.2)
+    write_cell(tmp_path, "esol", a, 1, val=0.7, test=1.0, repeat=1)
+
+    column = benchmark.summarize(tmp_path, [a], ["esol"])["esol"]["models"][a]
+
+    assert column["seeds"] == [0, 1]
+    assert column["values"] == pytest.approx([0.8, 1.1])
+    assert column["val"] == pytest.approx([0.5, 0.6])
+    assert column["repeats"] == 2
+    assert column["mean"] == pytest.approx(0.95)
+    table = benchmark.markdown_table(
+        benchmark.summarize(tmp_path, [a], ["esol"]), [a], ["fine-tuned"]
+    )
+    assert "0.950 ± 0.212 (2 seeds per entry)" in table
