@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -193,13 +194,10 @@ def summary(rows: list[dict[str, Any]], splits_dir: Path) -> pd.DataFrame:
         )
         if "tuned_tests" in group and group["tuned_tests"].notna().all():
             seeds = len(group["tuned_tests"].iloc[0])
-            out[-1][f"default test, {seeds} seeds"] = spread(group["default_tests"].map(_mean))
-            out[-1][f"tuned test, {seeds} seeds"] = spread(group["tuned_tests"].map(_mean))
+            for name in ("default", "tuned"):
+                means = group[f"{name}_tests"].map(statistics.fmean)
+                out[-1][f"{name} test, {seeds} seeds"] = spread(means)
     return pd.DataFrame(out)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
 
 
 def main() -> None:
@@ -265,7 +263,7 @@ def main() -> None:
     for name in ("default", "tuned"):
         if f"{name}_tests" in frame:
             frame[f"{name} test, seed mean"] = frame[f"{name}_tests"].map(
-                lambda v: _mean(v) if isinstance(v, list) else float("nan")
+                lambda v: statistics.fmean(v) if isinstance(v, list) else float("nan")
             )
     lists = ["best_params", "default_tests", "tuned_tests"]
     print(markdown(frame.drop(columns=lists, errors="ignore")))

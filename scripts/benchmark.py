@@ -403,7 +403,7 @@ def _column(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[str, Any] | None:
     seeds = sorted(set.intersection(*(set(row[m]["seeds"]) for m in choose)))
-    values, picked, wall = [], [], []
+    values, picked = [], []
     for seed in seeds:
         scored = []
         for model in choose:
@@ -416,7 +416,6 @@ def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[st
         _, model, i = max(scored)
         values.append(row[model]["values"][i])
         picked.append(model)
-        wall.append(sum(row[m]["wall_s"] for m in choose))
     if not values:
         return None
     return {
@@ -425,7 +424,7 @@ def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[st
         "chosen": picked,
         "mean": statistics.fmean(values),
         "sd": statistics.stdev(values) if len(values) > 1 else None,
-        "wall_s": statistics.fmean(wall),
+        "wall_s": sum(row[m]["wall_s"] for m in choose),
     }
 
 
@@ -484,19 +483,18 @@ def markdown_table(
 
 def picked_note(summary: dict[str, Any], choose: Sequence[str]) -> str:
     """Which model the validation score picked, per dataset and split entry."""
+    chosen = {d: e["models"][CHOSEN] for d, e in summary.items() if e["models"].get(CHOSEN)}
+    entries = sorted({s for column in chosen.values() for s in column["seeds"]})
     lines = [
         "Picked on validation among: " + "; ".join(MODELS[m].title for m in choose) + ".",
         "Wall time of that column: all candidates' cells.",
         "",
-        "| dataset | " + " | ".join(f"entry {s}" for s in range(3)) + " |",
-        "| --- | --- | --- | --- |",
+        "| dataset | " + " | ".join(f"entry {s}" for s in entries) + " |",
+        "| --- |" + " --- |" * len(entries),
     ]
-    for dataset, entry in summary.items():
-        chosen = entry["models"].get(CHOSEN)
-        if not chosen:
-            continue
-        picked = dict(zip(chosen["seeds"], chosen["chosen"], strict=True))
-        cells = [MODELS[picked[s]].title if s in picked else "–" for s in range(3)]
+    for dataset, column in chosen.items():
+        picked = dict(zip(column["seeds"], column["chosen"], strict=True))
+        cells = [MODELS[picked[s]].title if s in picked else "–" for s in entries]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
