@@ -20,13 +20,15 @@ pick among fine-tuning variants: the test split plays no part in the choice). Wi
 ``--repeats R`` every graph cell is trained R times per split entry (seeds S, S + 100, ...;
 ``seed_<S>_repeat<k>.json``) and an entry's score is the mean of its repeats: on test parts of a
 few dozen molecules one training seed moves the score as much as most differences between
-models.
+models. Graph cells keep their test predictions, so with ``--ensemble`` the table also scores,
+per graph model, the ensemble of an entry's repeats: the members' mean prediction (mean
+probability for classification), scored by the same metric code as a single model.
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
-                              [--choose-on-validation MODEL ...] [--repeats R]
+                              [--choose-on-validation MODEL ...] [--repeats R [--ensemble]]
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
@@ -57,13 +59,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
 from molml import __version__
 from molml.baselines.cli import run as run_baseline
 from molml.data.registry import get_card
-from molml.tasks import HIGHER_IS_BETTER
+from molml.tasks import HIGHER_IS_BETTER, MolecularMetrics
 from molml.training import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,6 +142,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train every graph cell this many times per split entry (seeds S, S + 100, ...); "
         "an entry's score is their mean",
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="with --repeats R: add, per graph model, a column scoring the ensemble of each "
+        "entry's R repeats (their mean test prediction)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -147,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.choose_on_validation) - set(MODELS))
     if unknown:
         parser.error(f"--choose-on-validation: unknown models {unknown}; known: {sorted(MODELS)}")
+    if args.ensemble and args.repeats < 2:
+        parser.error("--ensemble needs --repeats R with R >= 2 (the ensemble's members)")
     if args.hiv and "hiv" not in args.datasets:
         args.datasets.append("hiv")
     return args
@@ -246,8 +257,14 @@ def run_graph_cell(
     cli = make_cli(["fit", "--config", str(config_path)])
     val = cli.trainer.checkpoint_callback.best_model_score
     tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    predictions, targets, mask = (t.cpu().numpy() for t in cli.model.test_outputs)
     return {
         "test": tested[0][f"test/{metric}"],
+        "task_type": cli.model.task_type,
+        "tasks": cli.model.tasks,
+        # in the test loader's order (the same for every repeat of an entry): for ensembles
+        "test_predictions": predictions.tolist(),
+        "test_targets": np.where(mask, targets, np.nan).tolist(),
         "val": None if val is None else float(val),
         "epochs": cli.trainer.current_epoch,
         "max_epochs": trainer["max_epochs"],
@@ -349,14 +366,17 @@ def columns(args: argparse.Namespace) -> list[tuple[str, float]]:
     ]
 
 
-def column_title(model: str, fraction: float) -> str:
+def column_title(model: str, fraction: float, repeats: int = 1) -> str:
     if model == CHOSEN:
         return "picked on validation, per split entry"
+    if model.endswith(ENSEMBLE):
+        return f"{MODELS[model.removesuffix(ENSEMBLE)].title}, ensemble of {repeats}"
     title = MODELS[model].title
     return title if fraction == 1.0 else f"{title} ({fraction:.0%} of train)"
 
 
 CHOSEN = "chosen_on_validation"
+ENSEMBLE = "#ensemble"  # suffix of a model's ensemble column key
 
 
 def summarize(
@@ -371,10 +391,15 @@ def summarize(
         card = get_card(dataset)
         row: dict[str, Any] = {}
         for model in [*keys, *(m for m in choose if m not in keys)]:
-            cells = sorted((out / "results" / dataset / model).glob("seed_*.json"))
-            records = [json.loads(p.read_text()) for p in cells]
-            if records:
-                row[model] = _column(records)
+            if model == CHOSEN:
+                continue
+            folder = out / "results" / dataset / model.removesuffix(ENSEMBLE)
+            records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*.json"))]
+            column = _ensemble_column(records, card.metric) if model.endswith(ENSEMBLE) else None
+            if records and not model.endswith(ENSEMBLE):
+                column = _column(records)
+            if column:
+                row[model] = column
         if choose and all(m in row for m in choose):
             row[CHOSEN] = _chosen(row, choose, HIGHER_IS_BETTER[card.metric])
         row = {k: v for k, v in row.items() if k in keys or (k == CHOSEN and v)}
@@ -399,6 +424,45 @@ def _column(records: list[dict[str, Any]]) -> dict[str, Any]:
         "sd": statistics.stdev(values) if len(values) > 1 else None,
         "wall_s": statistics.fmean(r["wall_s"] for r in records),
     }
+
+
+def _ensemble_column(records: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """Per split entry with at least two repeats that kept their test predictions, the metric
+    of the repeats' mean prediction; None if no entry has such repeats."""
+    by_entry: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        if "test_predictions" in record:
+            by_entry.setdefault(record["seed"], []).append(record)
+    seeds = sorted(s for s, members in by_entry.items() if len(members) > 1)
+    values = [ensemble_score(by_entry[s], metric) for s in seeds]
+    if not values:
+        return None
+    return {
+        "values": values,
+        "seeds": seeds,
+        "members": min(len(by_entry[s]) for s in seeds),
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "wall_s": statistics.fmean(sum(r["wall_s"] for r in by_entry[s]) for s in seeds),
+    }
+
+
+def ensemble_score(members: list[dict[str, Any]], metric: str) -> float:
+    """``metric`` of the members' mean test prediction (the members of one split entry)."""
+    targets = np.asarray(members[0]["test_targets"], dtype=np.float64)
+    for member in members[1:]:
+        if not np.array_equal(np.asarray(member["test_targets"]), targets, equal_nan=True):
+            raise ValueError(
+                f"the repeats of split entry {members[0]['seed']} were tested on different "
+                "molecules or in a different order; they cannot be ensembled"
+            )
+    mean = np.mean([np.asarray(m["test_predictions"]) for m in members], axis=0)
+    metrics = MolecularMetrics(members[0]["task_type"], members[0]["tasks"])
+    mask = ~np.isnan(targets)
+    metrics.update(
+        torch.as_tensor(mean), torch.as_tensor(np.nan_to_num(targets)), torch.as_tensor(mask)
+    )
+    return float(metrics.compute()[metric])
 
 
 def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[str, Any] | None:
@@ -529,6 +593,10 @@ def write_report(args: argparse.Namespace) -> None:
     ``--train-fractions`` also ``curve.md``: the graph models at every fraction."""
     keys = [model_key(m, f) for m, f in columns(args)]
     whole = [(m, f) for m, f in columns(args) if f == 1.0]
+    if args.ensemble:
+        graph = [(m, f) for m, f in whole if MODELS[m].kind == "graph"]
+        keys += [m + ENSEMBLE for m, _ in graph]
+        whole += [(m + ENSEMBLE, f) for m, f in graph]
     if args.choose_on_validation:
         keys.append(CHOSEN)
         whole.append((CHOSEN, 1.0))
@@ -536,7 +604,7 @@ def write_report(args: argparse.Namespace) -> None:
     table = markdown_table(
         summary,
         [model_key(m, f) for m, f in whole],
-        [column_title(m, f) for m, f in whole],
+        [column_title(m, f, args.repeats) for m, f in whole],
         published_scores(args.splits_dir),
     )
     if args.choose_on_validation:

@@ -85,3 +85,56 @@ def test_repeats_of_an_entry_are_averaged_before_the_entries(benchmark, tmp_path
         benchmark.summarize(tmp_path, [a], ["esol"]), [a], ["fine-tuned"]
     )
     assert "0.950 ± 0.212 (2 seeds per entry)" in table
+
+
+def write_predictions(
+    out: Path, model: str, seed: int, repeat: int, predictions: list[float], targets: list
+) -> None:
+    """A classification cell of ``bace`` with its test predictions (one task)."""
+    write_cell(out, "bace", model, seed, val=0.8, test=0.5, repeat=repeat)
+    path = benchmark_cell(out, model, seed, repeat)
+    record = json.loads(path.read_text())
+    record.update(
+        task_type="classification",
+        tasks=["Class"],
+        test_predictions=[[p] for p in predictions],
+        test_targets=[[t] for t in targets],
+    )
+    path.write_text(json.dumps(record))
+
+
+def benchmark_cell(out: Path, model: str, seed: int, repeat: int) -> Path:
+    name = f"seed_{seed}.json" if repeat == 0 else f"seed_{seed}_repeat{repeat}.json"
+    return out / "results" / "bace" / model / name
+
+
+def test_an_ensemble_is_scored_on_the_mean_prediction_of_an_entrys_repeats(benchmark, tmp_path):
+    a = "dmpnn_pretrained"
+    targets = [0, 1, 0, 1, float("nan")]  # the last molecule is unlabelled: not scored
+    # each member ranks one positive below a negative; their mean ranks every positive first
+    write_predictions(tmp_path, a, 0, 0, [0.1, 0.9, 0.6, 0.5, 0.0], targets)
+    write_predictions(tmp_path, a, 0, 1, [0.6, 0.5, 0.1, 0.9, 1.0], targets)
+    write_predictions(tmp_path, a, 1, 0, [0.2, 0.8, 0.3, 0.7, 0.5], targets)  # one member only
+
+    key = a + benchmark.ENSEMBLE
+    row = benchmark.summarize(tmp_path, [a, key], ["bace"])["bace"]["models"]
+
+    assert row[a]["values"] == pytest.approx([0.5, 0.5])  # the cells' own scores, averaged
+    assert row[key]["seeds"] == [0]  # an entry with one member is no ensemble
+    assert row[key]["values"] == pytest.approx([1.0])
+    assert row[key]["members"] == 2
+    assert benchmark.column_title(key, 1.0, 2) == "D-MPNN fine-tuned, ensemble of 2"
+
+
+def test_repeats_tested_on_different_molecules_are_not_ensembled(benchmark, tmp_path):
+    a = "dmpnn_pretrained"
+    write_predictions(tmp_path, a, 0, 0, [0.1, 0.9], [0, 1])
+    write_predictions(tmp_path, a, 0, 1, [0.1, 0.9], [1, 0])
+    with pytest.raises(ValueError, match="split entry 0"):
+        benchmark.summarize(tmp_path, [a + benchmark.ENSEMBLE], ["bace"])
+
+
+def test_ensemble_needs_repeats(benchmark, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--ensemble"])
+    assert "--repeats" in capsys.readouterr().err
