@@ -1,8 +1,10 @@
 """Default config vs tuned config, on the held-out test split of the shared split files.
 
-For each dataset, split entry and model (D-MPNN from ``configs/esol_dmpnn.yaml``, XGBoost on
-ECFP4 from ``configs/esol_xgb.yaml``; ``bbbp_*.yaml`` for a classification data set; the
-dataset swapped in), the default config is trained
+For each dataset, split entry and model (D-MPNN from ``configs/esol_dmpnn.yaml``; the D-MPNN
+fine-tuned from the shipped ``zinc-dmpnn`` encoder with a sum readout, ``dmpnn_pretrained``,
+searched over its fine-tuning recipe and head in ``configs/search/dmpnn_finetune.yaml``;
+XGBoost on ECFP4 from ``configs/esol_xgb.yaml``; ``bbbp_*.yaml`` for a classification data set;
+the dataset swapped in), the default config is trained
 once and a ``molml tune`` study of ``--trials`` trials (seeded TPE, median pruning for the
 D-MPNN, search spaces from ``configs/search/``) picks a config on the validation split; both
 are then scored once on the test split of ``/work/shared/splits/<dataset>.splits.json`` entry
@@ -53,8 +55,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # model -> (base config of a regression dataset, of a classification dataset, search space)
 MODELS = {
     "dmpnn": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn.yaml"),
+    "dmpnn_pretrained": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn_finetune.yaml"),
     "xgb": ("esol_xgb.yaml", "bbbp_xgb.yaml", "xgb.yaml"),
 }
+GRAPH_MODELS = {"dmpnn", "dmpnn_pretrained"}
+# the fine-tuned D-MPNN: the shipped ZINC encoder read out with the sum it was pretrained with
+FINE_TUNING = ["--model.pretrained", "zinc-dmpnn", "--model.readout", "sum"]
 CLASSIFICATION = {"bace", "bbbp", "hiv", "clintox", "sider", "tox21"}
 
 
@@ -69,7 +75,9 @@ def job_for(
         "--data.split_file", str(split_file),
         "--data.split_index", str(index),
     ]  # fmt: skip
-    if model == "dmpnn":
+    if model == "dmpnn_pretrained":
+        overrides += FINE_TUNING
+    if model in GRAPH_MODELS:
         overrides += ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu"]
         if precision:
             overrides += ["--trainer.precision", precision]
@@ -92,7 +100,7 @@ def run_one(
         storage=f"sqlite:///{work / 'optuna.db'}",
         metric=metric,
         n_trials=args.trials,
-        pruner="median" if model == "dmpnn" else "none",
+        pruner="median" if model in GRAPH_MODELS else "none",
         seed=args.seed,
         cv=args.cv,
         output_dir=work / "tune",
@@ -127,12 +135,12 @@ def run_one(
         "failed": best["trials"]["FAIL"],
         "default_seconds": round(default_seconds, 1),
         "tune_seconds": round(tune_seconds, 1),
-        "epochs_skipped_by_pruning": skipped if model == "dmpnn" else None,
+        "epochs_skipped_by_pruning": skipped if model in GRAPH_MODELS else None,
         "seconds_saved_by_pruning": round(skipped * seconds_per_epoch, 1)
-        if model == "dmpnn"
+        if model in GRAPH_MODELS
         else None,
         "search_space": space.name,
-        "precision": args.precision if model == "dmpnn" else None,
+        "precision": args.precision if model in GRAPH_MODELS else None,
         "best_params": best["best_params"],
     }
 
