@@ -17,6 +17,7 @@ from conftest import REPO, write_property_csv
 
 from molml import load_model
 from molml.cli import main
+from molml.errors import DataError
 from molml.tune import TuneOptions, make_job, read_space, run_tune
 
 
@@ -246,6 +247,40 @@ def test_cv_fold_ensemble_loads_and_predicts(
     predictions = model.predict(["CCO", "c1ccccc1O"])
     assert {"logp", "logp_std"} <= set(predictions.columns)
     assert (predictions["logp_std"] > 0).all() and (predictions["status"] == "ok").all()
+
+
+def test_cv_seed_ensemble_trains_every_member_on_the_configs_split_with_its_own_seed(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    main(["cv", "--config", str(config), "--split", "seeds", "--folds", "2", "--seed", "7",
+          "--trainer.max_epochs", "1"])  # fmt: skip
+    out = tmp_path / "runs" / "cv" / "cfg"
+    folds = json.loads((out / "folds.json").read_text())
+    assert folds[0] == folds[1]  # the same train/val/test rows for both members
+    assert len(folds[0]["val"]) > 0 and len(folds[0]["test"]) > 0
+    seeds = [yaml.safe_load((out / f"fold_{i}" / "config.yaml").read_text()) for i in (0, 1)]
+    assert [c["seed_everything"] for c in seeds] == [7, 8]
+    summary = json.loads((out / "cv.json").read_text())
+    tests = [fold["test/rmse"] for fold in summary["per_fold"]]
+    assert tests[0] != tests[1]  # different seeds, different models
+    model = load_model(out / "ensemble.json")
+    assert (model.predict(["CCO", "c1ccccc1O"])["logp_std"] > 0).all()
+
+
+def test_tune_refuses_a_seed_ensemble_as_a_way_to_score_trials(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    job = make_job([str(config)], [])
+    options = TuneOptions(
+        study_name="cfg", storage="sqlite:///runs/optuna.db", metric="val/rmse", n_trials=1,
+        cv=2, cv_split="seeds",
+    )  # fmt: skip
+    with pytest.raises(DataError, match="choose one of"):
+        run_tune(job, read_space(space(tmp_path / "space.yaml", GRAPH_SPACE)), options)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from molml.errors import EXIT_CODES_HELP, CommandParser, DataError
 from molml.options import check_int
-from molml.tune.options import FOLD_SPLITS, PRUNERS
+from molml.tune.options import CV_SPLITS, FOLD_SPLITS, PRUNERS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -65,13 +65,20 @@ def tune_parser() -> argparse.ArgumentParser:
 def cv_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="molml cv",
-        description="k-fold cross-validation over the train+val molecules (test held out); "
-        "the fold models are saved as an ensemble.",
+        description="k-fold cross-validation over the train+val molecules (test held out), or "
+        "a seed ensemble on the config's own split (--split seeds); the models are saved as an "
+        "ensemble.",
         epilog=EXIT_CODES_HELP,
     )
     _common(parser)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--split", choices=FOLD_SPLITS, default="scaffold")
+    parser.add_argument("--folds", type=int, default=5, help="folds, or members of --split seeds")
+    parser.add_argument(
+        "--split",
+        choices=CV_SPLITS,
+        default="scaffold",
+        help="how folds are cut from train+val; 'seeds': a seed ensemble, every member on the "
+        "config's own split with seed --seed + i",
+    )
     parser.add_argument("--name", help="run name (default: the config's file name)")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/cv"))
     return parser

@@ -5,6 +5,11 @@ model is tested on the same held-out test split. The folds are written as one ch
 split file (``folds.json``, one entry per fold, read with ``data.split_file`` +
 ``data.split_index``) and the fold models are saved as an ensemble manifest
 (``ensemble.json``) that :func:`molml.load_model` loads as one :class:`EnsemblePredictor`.
+
+A seed ensemble (``molml cv --split seeds``) keeps the config's own train/validation/test split
+for every member and trains member ``i`` with seed ``seed + i``: the usual way to buy accuracy
+with compute once a split is fixed (``scripts/benchmark.py --repeats R --ensemble`` measures
+the gain).
 """
 
 from __future__ import annotations
@@ -25,16 +30,19 @@ from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
 from molml.tasks import MolecularMetrics
 from molml.tune.jobs import Fitted, Job, SplitTable, metric_direction
-from molml.tune.options import FOLD_SPLITS
+from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
 from molml.tune.space import with_values
 
 
 def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list[Split]:
     """``n_folds`` splits of the table's train+val rows (0-based row positions): grouped by
     Bemis-Murcko scaffold (``scaffold``), by molecule (``random``) or by molecule with labels
-    balanced across folds (``stratified``); the test rows are the same in every fold."""
-    if method not in FOLD_SPLITS:
-        raise DataError(f"--split {method!r}: choose one of {list(FOLD_SPLITS)}")
+    balanced across folds (``stratified``); the test rows are the same in every fold.
+    ``seeds``: the table's own split ``n_folds`` times (members differ by seed only)."""
+    if method not in CV_SPLITS:
+        raise DataError(f"--split {method!r}: choose one of {list(CV_SPLITS)}")
+    if method == SEED_ENSEMBLE:
+        return [table.split] * n_folds
     rows = np.sort(np.concatenate([table.split.train, table.split.val]))
     if method == "scaffold":
         groups = [split_keys(parse_smiles(table.smiles[row]))[1] for row in rows]
@@ -67,12 +75,16 @@ def fit_folds(
     directory: Path,
     metric: str,
     trial: optuna.Trial | None = None,
+    seed: int | None = None,
 ) -> list[Fitted]:
-    """Fit ``config`` once per fold of ``folds_file``; with ``trial``, report the running mean
-    of ``metric`` after each fold (the step) and stop when the trial's pruner says so."""
+    """Fit ``config`` once per fold of ``folds_file`` (with ``seed``, fold ``i`` trains with
+    seed ``seed + i``); with ``trial``, report the running mean of ``metric`` after each fold
+    (the step) and stop when the trial's pruner says so."""
     fitted: list[Fitted] = []
     for index in range(n_folds):
         fold = fold_config(config, folds_file, index)
+        if seed is not None:
+            fold = with_values(fold, {job.seed_key: seed + index})
         fitted.append(job.fit(fold, directory / f"fold_{index}", metric))
         if trial is not None:
             trial.report(float(np.mean([f.value for f in fitted])), step=index)
@@ -84,14 +96,16 @@ def fit_folds(
 def run_cv(
     job: Job, n_folds: int, method: str, seed: int, directory: Path, metric: str
 ) -> dict[str, Any]:
-    """``molml cv``: fit one model per fold, test each and their ensemble on the test split;
-    writes ``folds.json``, ``ensemble.json``, ``cv.csv`` and ``cv.json`` into ``directory``."""
+    """``molml cv``: fit one model per fold (or per seed, ``method="seeds"``), test each and
+    their ensemble on the test split; writes ``folds.json``, ``ensemble.json``, ``cv.csv`` and
+    ``cv.json`` into ``directory``."""
     metric_direction(metric)
     table = job.split_table()
     folds = fold_splits(table, n_folds, method, seed)
     folds_file = directory / "folds.json"
     write_folds(folds, folds_file)
-    fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric)
+    member_seed = seed if method == SEED_ENSEMBLE else None
+    fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric, seed=member_seed)
     if any(f.model_path is None for f in fitted):
         raise DataError("a fold run saved no model; keep a ModelCheckpoint in trainer.callbacks")
     test_metric = "test/" + metric.removeprefix("val/")
@@ -151,9 +165,9 @@ def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
     targets = table.targets[rows]
     labelled = ~np.isnan(targets)
     metrics = MolecularMetrics(table.task_type, table.tasks)
-    metrics.update(
-        torch.from_numpy(preds),
-        torch.from_numpy(np.where(labelled, targets, 0.0)),
-        torch.from_numpy(labelled),
+    metrics.update(  # torch.tensor copies: pandas may hand out read-only arrays
+        torch.tensor(preds),
+        torch.tensor(np.where(labelled, targets, 0.0)),
+        torch.tensor(labelled),
     )
     return {f"test/{name}": float(value) for name, value in metrics.compute().items()}

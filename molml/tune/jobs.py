@@ -170,6 +170,7 @@ class GraphJob(Job):
     """A graph model trained by the Lightning Trainer from a ``molml fit`` config."""
 
     kind = "graph"
+    seed_key = "seed_everything"
 
     def tracking_uri(self) -> str | None:
         loggers = self.config["trainer"].get("logger")
@@ -242,6 +243,7 @@ class BaselineJob(Job):
     """A fingerprint baseline fitted by :func:`molml.baselines.run.fit_baseline`."""
 
     kind = "baseline"
+    seed_key = "seed"
     open_maps = ("estimator.params", "features.params")
 
     @staticmethod

@@ -5,3 +5,7 @@ PRUNERS = ("median", "hyperband", "none")
 """Trial pruners of ``molml tune --pruner``."""
 FOLD_SPLITS = ("scaffold", "random", "stratified")
 """How ``molml cv`` and ``molml tune --cv`` cut the training data into folds."""
+SEED_ENSEMBLE = "seeds"
+"""``molml cv --split seeds``: every member on the config's own split, with its own seed."""
+CV_SPLITS = (*FOLD_SPLITS, SEED_ENSEMBLE)
+"""What ``molml cv --split`` accepts."""

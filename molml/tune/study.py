@@ -30,7 +30,7 @@ from molml.errors import DataError, error_message
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import Job, metric_direction
-from molml.tune.options import PRUNERS
+from molml.tune.options import FOLD_SPLITS, PRUNERS
 from molml.tune.space import Param, check_names, config_point, with_values
 
 log = logging.getLogger("molml")
@@ -160,6 +160,8 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     folds_file = None
     if options.cv:
+        if options.cv_split not in FOLD_SPLITS:  # e.g. a seed ensemble: not a way to score
+            raise DataError(f"cv_split {options.cv_split!r}: choose one of {list(FOLD_SPLITS)}")
         folds_file = directory / "folds.json"
         write_folds(
             fold_splits(job.split_table(), options.cv, options.cv_split, options.seed), folds_file
