@@ -130,6 +130,13 @@ def check_cv(root: Path, before: set[Path]) -> None:
     assert load_model(manifest).predict(["CCO"])["status"].tolist() == ["ok"]
 
 
+def check_seed_ensemble(root: Path, before: set[Path]) -> None:
+    check_cv(root, before)
+    (folds,) = written(root, before, "folds.json")
+    first, second = json.loads(folds.read_text())
+    assert first == second  # both members on the config's own split
+
+
 def check_screen(root: Path, before: set[Path]) -> None:
     scores = pd.read_parquet(root / "scores.parquet")
     assert len(scores) == LIBRARY_SIZE and (scores["status"] == "ok").all()
@@ -260,6 +267,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
         check_tune,
     ),
     "molml cv --config configs/esol_dmpnn.yaml --folds 5": (("esol",), check_cv),
+    "molml cv --config configs/esol_dmpnn.yaml --split seeds --folds 5 --name esol_dmpnn_seeds": (
+        ("esol",),
+        check_seed_ensemble,
+    ),
     "molml screen --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
     "--input library.smi.gz --output scores.parquet": (("esol",), check_screen),
     "molml explain --model runs/esol_dmpnn/version_0/checkpoints/best.ckpt "
