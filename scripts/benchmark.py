@@ -24,11 +24,18 @@ models. Graph cells keep their test predictions, so with ``--ensemble`` the tabl
 per graph model, the ensemble of an entry's repeats: the members' mean prediction (mean
 probability for classification), scored by the same metric code as a single model.
 
+With ``--chemprop PYTHON`` (a venv with chemprop 2.3.1, ``scripts/setup_chemprop_venv.sh``) and
+``--splits-dir``, the model ``chemprop`` runs ``chemprop train`` with its defaults on the same
+split entries in the same run (``--pytorch-seed`` S + 100 k for repeat k, so ``--repeats`` and
+``--ensemble`` treat it like molml's models), and its test predictions are scored by the same
+code as molml's.
+
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
                               [--choose-on-validation MODEL ...] [--repeats R [--ensemble]]
+                              [--chemprop PYTHON]
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
@@ -39,7 +46,7 @@ dmpnn_pretrained_sum_rdkit2d (both),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
-random forest on ECFP4 counts + RDKit descriptors).
+random forest on ECFP4 counts + RDKit descriptors), chemprop (the peer, see above).
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ import copy
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -60,12 +69,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
 from molml import __version__
 from molml.baselines.cli import run as run_baseline
-from molml.data.registry import get_card
+from molml.data.registry import dataset_path, get_card
 from molml.tasks import HIGHER_IS_BETTER, MolecularMetrics
 from molml.training import make_cli
 
@@ -79,8 +89,8 @@ class ModelEntry:
     """A benchmarked model: its column title, kind and template config."""
 
     title: str
-    kind: str  # "graph" | "baseline"
-    template: Path
+    kind: str  # "graph" | "baseline" | "peer"
+    template: Path | None
 
 
 GRAPH_MODELS = {
@@ -104,7 +114,9 @@ MODELS: dict[str, ModelEntry] = {
     },
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
+    "chemprop": ModelEntry("chemprop 2.3.1, run here", "peer", None),
 }
+TRAINED_PER_REPEAT = ("graph", "peer")  # kinds trained once per repeat and kept for ensembles
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,6 +160,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --repeats R: add, per graph model, a column scoring the ensemble of each "
         "entry's R repeats (their mean test prediction)",
     )
+    parser.add_argument(
+        "--chemprop", type=Path, default=None, help="python of a venv with chemprop 2.3.1"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -156,6 +171,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.choose_on_validation) - set(MODELS))
     if unknown:
         parser.error(f"--choose-on-validation: unknown models {unknown}; known: {sorted(MODELS)}")
+    if "chemprop" in args.models and not (args.chemprop and args.splits_dir):
+        parser.error("the chemprop model needs --chemprop PYTHON and --splits-dir")
     if args.ensemble and args.repeats < 2:
         parser.error("--ensemble needs --repeats R with R >= 2 (the ensemble's members)")
     if args.hiv and "hiv" not in args.datasets:
@@ -273,6 +290,54 @@ def run_graph_cell(
     }
 
 
+def run_peer_cell(
+    dataset: str, seed: int, metric: str, args: argparse.Namespace, repeat: int = 0
+) -> dict[str, Any]:
+    """``chemprop train`` with its defaults on split entry ``seed`` (``--pytorch-seed``
+    ``seed + REPEAT_SEED_STEP * repeat``), its test predictions scored like molml's."""
+    card = get_card(dataset)
+    entry = json.loads((args.splits_dir / f"{dataset}.splits.json").read_text())[seed]
+    name = f"{dataset}_chemprop_seed{seed}" + (f"_repeat{repeat}" if repeat else "")
+    work = args.out / "runs" / name
+    shutil.rmtree(work, ignore_errors=True)  # what a failed earlier attempt left
+    work.mkdir(parents=True)
+    split = work / "split.json"  # one entry: chemprop trains one model per entry
+    split.write_text(json.dumps([entry]))
+    data = dataset_path(dataset)
+    command = [
+        str(args.chemprop.parent / "chemprop"), "train",
+        "--data-path", str(data),
+        "--task-type", card.task_type,
+        "--splits-file", str(split),
+        "--output-dir", str(work / "chemprop"),
+        "--accelerator", "cpu", "--devices", "1",
+        "--pytorch-seed", str(seed + REPEAT_SEED_STEP * repeat),
+    ]  # fmt: skip
+    if args.max_epochs is not None:
+        command += ["--epochs", str(args.max_epochs)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    with open(work / "chemprop.log", "w", encoding="utf-8") as log:
+        done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"chemprop train failed ({done.returncode}); see {work / 'chemprop.log'}"
+        )
+    table = pd.read_csv(data)
+    truth = table.iloc[entry["test"]]
+    predicted = pd.read_csv(next((work / "chemprop").rglob("test_predictions.csv")))
+    if predicted.iloc[:, 0].tolist() != truth.iloc[:, 0].tolist():
+        raise RuntimeError("chemprop's test predictions are not in the split's test order")
+    tasks = list(table.columns[1:])
+    record = {
+        "task_type": card.task_type,
+        "tasks": tasks,
+        "test_predictions": predicted[tasks].to_numpy(dtype=np.float64).tolist(),
+        "test_targets": truth[tasks].to_numpy(dtype=np.float64).tolist(),
+        "seed": seed,
+    }
+    return {**record, "test": ensemble_score([record], metric), "val": None, "run_dir": str(work)}
+
+
 def run_baseline_cell(
     model: str, dataset: str, seed: int, metric: str, args: argparse.Namespace, fraction: float
 ) -> dict[str, Any]:
@@ -325,6 +390,8 @@ def run_cell(
     start = time.perf_counter()
     if MODELS[model].kind == "graph":
         result = run_graph_cell(model, dataset, seed, metric, args, fraction, repeat)
+    elif MODELS[model].kind == "peer":
+        result = run_peer_cell(dataset, seed, metric, args, repeat)
     else:
         result = run_baseline_cell(model, dataset, seed, metric, args, fraction)
     record = {
@@ -594,7 +661,7 @@ def write_report(args: argparse.Namespace) -> None:
     keys = [model_key(m, f) for m, f in columns(args)]
     whole = [(m, f) for m, f in columns(args) if f == 1.0]
     if args.ensemble:
-        graph = [(m, f) for m, f in whole if MODELS[m].kind == "graph"]
+        graph = [(m, f) for m, f in whole if MODELS[m].kind in TRAINED_PER_REPEAT]
         keys += [m + ENSEMBLE for m, _ in graph]
         whole += [(m + ENSEMBLE, f) for m, f in graph]
     if args.choose_on_validation:
@@ -632,7 +699,7 @@ def run_grid(args: argparse.Namespace) -> list[tuple[str, str, int]]:
         for seed in range(args.seeds)
         for dataset in args.datasets
         for model, fraction in columns(args)
-        for repeat in range(args.repeats if MODELS[model].kind == "graph" else 1)
+        for repeat in range(args.repeats if MODELS[model].kind in TRAINED_PER_REPEAT else 1)
     ]
     todo = [cell for cell in grid if not cell_path(args.out, *cell).is_file()]
     print(f"{len(grid)} cells, {len(grid) - len(todo)} already done, {len(todo)} to run")

@@ -138,3 +138,15 @@ def test_ensemble_needs_repeats(benchmark, capsys):
     with pytest.raises(SystemExit):
         benchmark.parse_args(["--ensemble"])
     assert "--repeats" in capsys.readouterr().err
+
+
+def test_the_chemprop_peer_needs_its_interpreter_and_split_files(benchmark, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--models", "chemprop", "--splits-dir", "splits"])
+    assert "--chemprop PYTHON" in capsys.readouterr().err
+    args = benchmark.parse_args(
+        ["--models", "chemprop", "--splits-dir", "s", "--chemprop", "py", "--repeats", "2"]
+    )
+    # trained once per repeat, like a graph model, so its repeats can be ensembled
+    assert benchmark.MODELS["chemprop"].kind in benchmark.TRAINED_PER_REPEAT
+    assert args.repeats == 2
