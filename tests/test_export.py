@@ -260,13 +260,20 @@ def test_racy_onnx_scatter_is_refused(tmp_path: Path) -> None:
 
 
 def test_parity_failure_writes_nothing_unless_unchecked(
-    graph_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+    graph_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import molml.export.exporter as exporter
+
+    # an exported graph 1e-3 off everywhere (on some CPUs the real one matches bit for bit)
+    exact = exporter.max_abs_diff
+    monkeypatch.setattr(
+        exporter, "max_abs_diff", lambda *a: {k: v + 1e-3 for k, v in exact(*a).items()}
+    )
     output = tmp_path / "model.onnx"
     with pytest.raises(ExportError, match="differs from the PyTorch model"):
-        export_model(graph_run["ckpt"], output, tolerance=0.0, sample=None)
+        export_model(graph_run["ckpt"], output, tolerance=1e-4, sample=None)
     assert not output.exists() and not list(tmp_path.iterdir())
-    result = export_model(graph_run["ckpt"], output, tolerance=0.0, check=False)
+    result = export_model(graph_run["ckpt"], output, tolerance=1e-4, check=False)
     assert output.exists() and not result.passed
     assert "WARNING" in capsys.readouterr().err
     assert molml.load_model(output).metadata["parity"]["passed"] is False

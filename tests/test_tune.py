@@ -337,6 +337,7 @@ def test_shipped_search_spaces_fit_their_configs() -> None:
     pairs = {
         "dmpnn": "esol_dmpnn",
         "dmpnn_descriptors": "esol_dmpnn",
+        "dmpnn_finetune": "esol_dmpnn",
         "gine": "lipo_gine",
         "gps": "lipo_gps",
         "xgb": "esol_xgb",
