@@ -133,3 +133,18 @@ class MolecularMetrics(Metric):
         if labels.unique().numel() == num_classes:
             out["roc_auc"] = multiclass_auroc(p, labels, num_classes=num_classes)
         return out
+
+
+def score_predictions(
+    task_type: str, tasks: list[str], predictions: np.ndarray, targets: np.ndarray
+) -> dict[str, float]:
+    """:class:`MolecularMetrics` of ``predictions`` (as the class describes them) against
+    ``targets`` ``[n, tasks]`` (NaN = missing label): averages and ``<metric>/<task>``."""
+    labelled = ~np.isnan(targets)
+    metrics = MolecularMetrics(task_type, tasks)
+    metrics.update(  # torch.tensor copies: the arrays may be read-only (pandas)
+        torch.tensor(predictions, dtype=torch.float32),
+        torch.tensor(np.where(labelled, targets, 0.0)),
+        torch.tensor(labelled),
+    )
+    return {name: float(value) for name, value in metrics.compute().items()}

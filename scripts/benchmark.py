@@ -76,7 +76,7 @@ import yaml
 from molml import __version__
 from molml.baselines.cli import run as run_baseline
 from molml.data.registry import dataset_path, get_card
-from molml.tasks import HIGHER_IS_BETTER, MolecularMetrics
+from molml.tasks import HIGHER_IS_BETTER, score_predictions
 from molml.training import make_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -462,9 +462,10 @@ def summarize(
                 continue
             folder = out / "results" / dataset / model.removesuffix(ENSEMBLE)
             records = [json.loads(p.read_text()) for p in sorted(folder.glob("seed_*.json"))]
-            column = _ensemble_column(records, card.metric) if model.endswith(ENSEMBLE) else None
-            if records and not model.endswith(ENSEMBLE):
-                column = _column(records)
+            if not records:
+                continue
+            ensemble = model.endswith(ENSEMBLE)
+            column = _ensemble_column(records, card.metric) if ensemble else _column(records)
             if column:
                 row[model] = column
         if choose and all(m in row for m in choose):
@@ -524,12 +525,7 @@ def ensemble_score(members: list[dict[str, Any]], metric: str) -> float:
                 "molecules or in a different order; they cannot be ensembled"
             )
     mean = np.mean([np.asarray(m["test_predictions"]) for m in members], axis=0)
-    metrics = MolecularMetrics(members[0]["task_type"], members[0]["tasks"])
-    mask = ~np.isnan(targets)
-    metrics.update(
-        torch.as_tensor(mean), torch.as_tensor(np.nan_to_num(targets)), torch.as_tensor(mask)
-    )
-    return float(metrics.compute()[metric])
+    return score_predictions(members[0]["task_type"], members[0]["tasks"], mean, targets)[metric]
 
 
 def _chosen(row: dict[str, Any], choose: Sequence[str], higher: bool) -> dict[str, Any] | None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 import yaml
 
 from molml.baselines.config import BaselineConfig
@@ -29,7 +28,7 @@ from molml.baselines.model import BaselineModel, load_baseline
 from molml.data.readers import read_molecules
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
-from molml.tasks import MolecularMetrics
+from molml.tasks import score_predictions
 from molml.tracking import absolute_tracking_uri, record_mlflow_run
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names
@@ -81,14 +80,7 @@ def evaluate(model: BaselineModel, X: np.ndarray, y: np.ndarray) -> dict[str, fl
     and targets ``y`` (NaN = missing label): averages and ``<metric>/<task>``."""
     if len(y) == 0:
         return {}
-    metric = MolecularMetrics(model.task_type, model.tasks)
-    labelled = ~np.isnan(y)
-    metric.update(
-        torch.from_numpy(model.predict_features(X)),
-        torch.from_numpy(np.where(labelled, y, 0.0)),
-        torch.from_numpy(labelled),
-    )
-    return {name: float(value) for name, value in metric.compute().items()}
+    return score_predictions(model.task_type, model.tasks, model.predict_features(X), y)
 
 
 def run_fit(config: BaselineConfig) -> Path:

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 
 from molml.chem.parsing import parse_smiles
 from molml.data.splits import Split, kfold_splits, split_keys
 from molml.errors import DataError
 from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
-from molml.tasks import MolecularMetrics
+from molml.tasks import score_predictions
 from molml.tune.jobs import Fitted, Job, SplitTable, metric_direction
 from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
 from molml.tune.space import with_values
@@ -162,12 +161,5 @@ def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
     preds = values.reshape(len(rows), n_tasks, -1)
     if table.task_type != "multiclass":
         preds = preds[:, :, 0]
-    targets = table.targets[rows]
-    labelled = ~np.isnan(targets)
-    metrics = MolecularMetrics(table.task_type, table.tasks)
-    metrics.update(  # torch.tensor copies: pandas may hand out read-only arrays
-        torch.tensor(preds),
-        torch.tensor(np.where(labelled, targets, 0.0)),
-        torch.tensor(labelled),
-    )
-    return {f"test/{name}": float(value) for name, value in metrics.compute().items()}
+    scores = score_predictions(table.task_type, table.tasks, preds, table.targets[rows])
+    return {f"test/{name}": value for name, value in scores.items()}
