@@ -25,7 +25,9 @@ its own ``--output``). Rows are written to ``--output`` as each finishes; rerunn
 command skips the rows already there, so an interrupted comparison resumes. ``--refits K``
 trains the default and the tuned config of every D-MPNN row again with seeds 1..K-1 and reports
 the mean test score over the K seeds beside the single run (on small test sets one seed's score
-moves as much as tuning does).
+moves as much as tuning does). ``--ensemble K`` trains the default and the tuned config of every
+D-MPNN row with seeds 0..K-1 as ``molml cv --split seeds`` does and scores the ensemble (the
+mean prediction of the K models) on the test split as well as each member.
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
 on the same split entry in the same run and reports both test metrics.
@@ -47,8 +49,9 @@ import pandas as pd
 import torch
 from benchmark import published_scores
 
-from molml.tune import TuneOptions, make_job, read_space, run_tune
+from molml.tune import TuneOptions, make_job, read_space, run_cv, run_tune
 from molml.tune.jobs import Job
+from molml.tune.options import SEED_ENSEMBLE
 from molml.tune.space import with_values
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +166,23 @@ def add_refits(row: dict[str, Any], args: argparse.Namespace, work: Path) -> Non
     row["default_tests"], row["tuned_tests"] = scores["default"], scores["tuned"]
 
 
+def add_ensembles(row: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
+    """Seed ensembles of ``--ensemble`` members of the default and the tuned config (``molml
+    cv --split seeds``): ``{default,tuned}_ensemble`` hold the ensemble's test score and
+    ``{default,tuned}_member_tests`` each member's."""
+    dataset, index, model = row["dataset"], row["split"], row["model"].split(",")[0]
+    split_file = args.splits_dir / f"{dataset}.splits.json"
+    job = job_for(model, dataset, split_file, index, args.epochs, row["precision"])
+    configs = {"default": job.config, "tuned": with_values(job.config, row["best_params"])}
+    for name, config in configs.items():
+        directory = work / f"ensemble_{model}_{dataset}_{index}_{name}"
+        result = run_cv(
+            type(job)(config), args.ensemble, SEED_ENSEMBLE, 0, directory, job.default_metric()
+        )
+        row[f"{name}_ensemble"] = result["ensemble"][row["metric"]]
+        row[f"{name}_member_tests"] = [fold[row["metric"]] for fold in result["per_fold"]]
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table, floats to 3 decimals."""
     cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in frame.values]
@@ -205,6 +225,10 @@ def summary(rows: list[dict[str, Any]], splits_dir: Path) -> pd.DataFrame:
             for name in ("default", "tuned"):
                 means = group[f"{name}_tests"].map(statistics.fmean)
                 out[-1][f"{name} test, {seeds} seeds"] = spread(means)
+        if "tuned_ensemble" in group and group["tuned_ensemble"].notna().all():
+            members = len(group["tuned_member_tests"].iloc[0])
+            for name in ("default", "tuned"):
+                out[-1][f"{name} ensemble of {members}"] = spread(group[f"{name}_ensemble"])
     return pd.DataFrame(out)
 
 
@@ -231,6 +255,13 @@ def main() -> None:
         default=None,
         help="train default and tuned config with K seeds each (0..K-1) and report mean test "
         "scores; adds them to the rows already in --output",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=None,
+        help="seed ensembles of K members of the default and the tuned config of each D-MPNN "
+        "row, scored on the test split; adds them to the rows already in --output",
     )
     parser.add_argument(
         "--precision",
@@ -267,13 +298,19 @@ def main() -> None:
             if args.refits and row["model"].startswith("dmpnn") and refits_done < args.refits:
                 add_refits(row, args, Path(tmp))
                 args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+            if args.ensemble and row["model"].startswith("dmpnn") and "tuned_ensemble" not in row:
+                add_ensembles(row, args, Path(tmp))
+                args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     frame = pd.DataFrame(rows)
     for name in ("default", "tuned"):
         if f"{name}_tests" in frame:
             frame[f"{name} test, seed mean"] = frame[f"{name}_tests"].map(
                 lambda v: statistics.fmean(v) if isinstance(v, list) else float("nan")
             )
-    lists = ["best_params", "default_tests", "tuned_tests"]
+    lists = [
+        "best_params",
+        *(f"{n}_{k}" for n in ("default", "tuned") for k in ("tests", "member_tests")),
+    ]
     print(markdown(frame.drop(columns=lists, errors="ignore")))
     print()
     print(markdown(summary(rows, args.splits_dir)))
