@@ -435,6 +435,7 @@ def test_block_featurization_equals_the_reference_on_thousands_of_molecules() ->
 
     smiles = nci_smiles(3000) + HIV_METALS + ["C", "[Na+].[Cl-]", "F/C=C/F", "C[C@H](N)O"]
     smiles += ["[13CH3]C(=O)O", "[2H]OC", "C[13C@H](N)C(=O)O", "[18F]c1ccccc1", "[NH3+]CC([O-])=O"]
+    smiles += ["[NH3]->[Pt](Cl)(Cl)<-[NH3]", "C$C", "[Cu+2]<-NCC"]
     arrays, errors, _, _ = featurize_block(MolGraphFeaturizer(), [*smiles, "C1CC"])
     assert list(errors) == [len(smiles)]
     # worker processes send table rows, gathered in the parent: the same arrays

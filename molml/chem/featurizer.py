@@ -99,6 +99,14 @@ BOND_STEREO = (
     Chem.BondStereo.STEREOCIS,
     Chem.BondStereo.STEREOTRANS,
 )
+# BondType of a bond order from Bond.GetBondTypeAsDouble, for the orders a SMILES without
+# dative bonds can give (1.5 is aromatic: RDKit's SMILES parser never writes ONEANDAHALF)
+BOND_TYPE_OF_ORDER = {
+    1.0: BOND_TYPES[0],
+    2.0: BOND_TYPES[1],
+    3.0: BOND_TYPES[2],
+    1.5: BOND_TYPES[3],
+}
 PRESETS = ("molml", "chemprop")
 CHEMPROP_ELEMENTS: tuple[int, ...] = (*range(1, 37), 53)
 CHEMPROP_DEGREES = tuple(range(6))
@@ -220,15 +228,17 @@ class MolGraphFeaturizer:
         has_chirality: bool = True,
         has_bond_stereo: bool = True,
         has_isotopes: bool = True,
+        has_dative_bonds: bool = True,
     ) -> tuple[list[int], list[int], list[int]]:
         """A parsed molecule as rows of the featurizer's tables: the atom table row of each
         atom, the bond table row of each bond, and the bond ends ``[begin0, end0, begin1,
         ...]``; :meth:`gather` turns rows into feature arrays, for one molecule or many.
 
-        ``has_chirality=False`` / ``has_bond_stereo=False`` / ``has_isotopes=False`` promise
-        that no atom is a specified stereocentre / no bond has a stereo label / no atom has an
-        isotope (true for SMILES without ``@`` / ``/`` and ``\\`` / ``[`` followed by a
-        digit), which saves RDKit calls per atom and bond.
+        ``has_chirality=False`` / ``has_bond_stereo=False`` / ``has_isotopes=False`` /
+        ``has_dative_bonds=False`` promise that no atom is a specified stereocentre / no bond
+        has a stereo label / no atom has an isotope / no bond is dative (true for SMILES
+        without ``@`` / ``/`` and ``\\`` / ``[`` followed by a digit / ``->`` and ``<-``),
+        which saves RDKit work per atom and bond.
 
         Stereocentres are described by their CIP label (R/S), which, unlike RDKit's CW/CCW
         chiral tag, does not depend on the order in which the atoms were written; the chemprop
@@ -264,9 +274,12 @@ class MolGraphFeaturizer:
             atom_ids = list(map(self._atom_row, atom_keys))
         bonds = list(map(mol.GetBondWithIdx, range(mol.GetNumBonds())))
         stereo_none = BOND_STEREO[0]
+        # the bond order as a float is a plain number for RDKit to hand over, the BondType
+        # enum a Python object per call; the two only disagree for dative bonds (order 1.0)
+        bond_type = Chem.Bond.GetBondType if has_dative_bonds else Chem.Bond.GetBondTypeAsDouble
         bond_keys = [
             (
-                b.GetBondType(),
+                bond_type(b),
                 b.GetIsConjugated(),
                 b.IsInRing(),
                 b.GetStereo() if has_bond_stereo else stereo_none,
@@ -300,6 +313,7 @@ class MolGraphFeaturizer:
         has_chirality: bool = True,
         has_bond_stereo: bool = True,
         has_isotopes: bool = True,
+        has_dative_bonds: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features of a parsed molecule as numpy arrays ``(x, edge_index, edge_attr)`` (see
         :meth:`row_ids` for the flags)."""
@@ -308,6 +322,7 @@ class MolGraphFeaturizer:
             has_chirality=has_chirality,
             has_bond_stereo=has_bond_stereo,
             has_isotopes=has_isotopes,
+            has_dative_bonds=has_dative_bonds,
         )
         x, edge_index, edge_attr = self.gather(*ids)
         if self.random_walk_steps:
@@ -322,6 +337,7 @@ class MolGraphFeaturizer:
                 "has_chirality": "@" in smiles_or_mol,
                 "has_bond_stereo": "/" in smiles_or_mol or "\\" in smiles_or_mol,
                 "has_isotopes": _ISOTOPE.search(smiles_or_mol) is not None,
+                "has_dative_bonds": "->" in smiles_or_mol or "<-" in smiles_or_mol,
             }
             return mol, flags
         return mol, {}
@@ -386,6 +402,7 @@ class MolGraphFeaturizer:
         if key in self._bond_rows:
             return self._bond_rows[key]
         bond_type, conjugated, in_ring, stereo = key
+        bond_type = BOND_TYPE_OF_ORDER.get(bond_type, bond_type)
         bond_types = _one_hot(bond_type, BOND_TYPES)
         if self.preset == "chemprop":  # a leading no-bond flag, and no "other" bond type
             bond_types = [0.0, *bond_types[:-1]]
