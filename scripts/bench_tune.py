@@ -23,11 +23,10 @@ bf16-mixed`` trains the default and every trial in bf16. ``--cv K`` scores each 
 cross-validation of train+val instead of the one validation split (``molml tune --cv``; give it
 its own ``--output``). Rows are written to ``--output`` as each finishes; rerunning the same
 command skips the rows already there, so an interrupted comparison resumes. ``--refits K``
-trains the default and the tuned config of every D-MPNN row again with seeds 1..K-1 and reports
-the mean test score over the K seeds beside the single run (on small test sets one seed's score
-moves as much as tuning does). ``--ensemble K`` trains the default and the tuned config of every
-D-MPNN row with seeds 0..K-1 as ``molml cv --split seeds`` does and scores the ensemble (the
-mean prediction of the K models) on the test split as well as each member.
+trains the default and the tuned config of every D-MPNN row with seeds 0..K-1 as ``molml cv
+--split seeds`` does (seed 0 repeats the row's own run) and reports the mean test score over the
+K seeds beside the single run (on small test sets one seed's score moves as much as tuning
+does), and the test score of their ensemble (the mean prediction of the K models).
 
 No peer figure is built in: ``scripts/bench_fit.py --chemprop PYTHON`` trains chemprop 2.3.1
 on the same split entry in the same run and reports both test metrics.
@@ -149,38 +148,20 @@ def run_one(
 
 
 def add_refits(row: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
-    """Train the default and the tuned config again with seeds 1..K-1 (seed 0 is the row's own
-    run) and test each: ``default_tests`` and ``tuned_tests`` hold all K test scores."""
-    dataset, index, model = row["dataset"], row["split"], row["model"].split(",")[0]
-    split_file = args.splits_dir / f"{dataset}.splits.json"
-    job = job_for(model, dataset, split_file, index, args.epochs, row["precision"])
-    test_key = row["metric"]
-    tuned = with_values(job.config, row["best_params"])
-    scores = {"default": [row["default_test"]], "tuned": [row["tuned_test"]]}
-    for seed in range(1, args.refits):
-        for name, config in (("default", job.config), ("tuned", tuned)):
-            config = {**config, "seed_everything": seed}
-            directory = work / f"refit_{model}_{dataset}_{index}_{name}_{seed}"
-            fitted = job.fit(config, directory, job.default_metric())
-            scores[name].append(job.test(config, fitted.model_path)[test_key])
-    row["default_tests"], row["tuned_tests"] = scores["default"], scores["tuned"]
-
-
-def add_ensembles(row: dict[str, Any], args: argparse.Namespace, work: Path) -> None:
-    """Seed ensembles of ``--ensemble`` members of the default and the tuned config (``molml
-    cv --split seeds``): ``{default,tuned}_ensemble`` hold the ensemble's test score and
-    ``{default,tuned}_member_tests`` each member's."""
+    """Seed ensembles of ``--refits`` members of the default and the tuned config (``molml cv
+    --split seeds``): ``{default,tuned}_tests`` hold each member's test score and
+    ``{default,tuned}_ensemble`` the ensemble's."""
     dataset, index, model = row["dataset"], row["split"], row["model"].split(",")[0]
     split_file = args.splits_dir / f"{dataset}.splits.json"
     job = job_for(model, dataset, split_file, index, args.epochs, row["precision"])
     configs = {"default": job.config, "tuned": with_values(job.config, row["best_params"])}
     for name, config in configs.items():
-        directory = work / f"ensemble_{model}_{dataset}_{index}_{name}"
+        directory = work / f"refits_{model}_{dataset}_{index}_{name}"
         result = run_cv(
-            type(job)(config), args.ensemble, SEED_ENSEMBLE, 0, directory, job.default_metric()
+            type(job)(config), args.refits, SEED_ENSEMBLE, 0, directory, job.default_metric()
         )
+        row[f"{name}_tests"] = [member[row["metric"]] for member in result["per_fold"]]
         row[f"{name}_ensemble"] = result["ensemble"][row["metric"]]
-        row[f"{name}_member_tests"] = [fold[row["metric"]] for fold in result["per_fold"]]
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -225,10 +206,9 @@ def summary(rows: list[dict[str, Any]], splits_dir: Path) -> pd.DataFrame:
             for name in ("default", "tuned"):
                 means = group[f"{name}_tests"].map(statistics.fmean)
                 out[-1][f"{name} test, {seeds} seeds"] = spread(means)
-        if "tuned_ensemble" in group and group["tuned_ensemble"].notna().all():
-            members = len(group["tuned_member_tests"].iloc[0])
-            for name in ("default", "tuned"):
-                out[-1][f"{name} ensemble of {members}"] = spread(group[f"{name}_ensemble"])
+            if "tuned_ensemble" in group and group["tuned_ensemble"].notna().all():
+                for name in ("default", "tuned"):
+                    out[-1][f"{name} ensemble of {seeds}"] = spread(group[f"{name}_ensemble"])
     return pd.DataFrame(out)
 
 
@@ -254,14 +234,7 @@ def main() -> None:
         type=int,
         default=None,
         help="train default and tuned config with K seeds each (0..K-1) and report mean test "
-        "scores; adds them to the rows already in --output",
-    )
-    parser.add_argument(
-        "--ensemble",
-        type=int,
-        default=None,
-        help="seed ensembles of K members of the default and the tuned config of each D-MPNN "
-        "row, scored on the test split; adds them to the rows already in --output",
+        "scores and the ensemble's; adds them to the rows already in --output",
     )
     parser.add_argument(
         "--precision",
@@ -298,19 +271,13 @@ def main() -> None:
             if args.refits and row["model"].startswith("dmpnn") and refits_done < args.refits:
                 add_refits(row, args, Path(tmp))
                 args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
-            if args.ensemble and row["model"].startswith("dmpnn") and "tuned_ensemble" not in row:
-                add_ensembles(row, args, Path(tmp))
-                args.output.write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     frame = pd.DataFrame(rows)
     for name in ("default", "tuned"):
         if f"{name}_tests" in frame:
             frame[f"{name} test, seed mean"] = frame[f"{name}_tests"].map(
                 lambda v: statistics.fmean(v) if isinstance(v, list) else float("nan")
             )
-    lists = [
-        "best_params",
-        *(f"{n}_{k}" for n in ("default", "tuned") for k in ("tests", "member_tests")),
-    ]
+    lists = ["best_params", "default_tests", "tuned_tests"]
     print(markdown(frame.drop(columns=lists, errors="ignore")))
     print()
     print(markdown(summary(rows, args.splits_dir)))

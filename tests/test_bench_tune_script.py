@@ -38,7 +38,6 @@ def row(split: int, default: list[float], tuned: list[float], ensembles=None) ->
     }
     if ensembles:
         record["default_ensemble"], record["tuned_ensemble"] = ensembles
-        record["default_member_tests"], record["tuned_member_tests"] = default, tuned
     return record
 
 
