@@ -3,6 +3,7 @@
 For each dataset, split entry and model (D-MPNN from ``configs/esol_dmpnn.yaml``; the D-MPNN
 fine-tuned from the shipped ``zinc-dmpnn`` encoder with a sum readout, ``dmpnn_pretrained``,
 searched over its fine-tuning recipe and head in ``configs/search/dmpnn_finetune.yaml``;
+the same with RDKit 2D descriptors always given to the head, ``dmpnn_pretrained_rdkit2d``;
 XGBoost on ECFP4 from ``configs/esol_xgb.yaml``; ``bbbp_*.yaml`` for a classification data set;
 the dataset swapped in), the default config is trained
 once and a ``molml tune`` study of ``--trials`` trials (seeded TPE, median pruning for the
@@ -58,11 +59,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
     "dmpnn": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn.yaml"),
     "dmpnn_pretrained": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn_finetune.yaml"),
+    "dmpnn_pretrained_rdkit2d": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn_finetune.yaml"),
     "xgb": ("esol_xgb.yaml", "bbbp_xgb.yaml", "xgb.yaml"),
 }
-GRAPH_MODELS = {"dmpnn", "dmpnn_pretrained"}
+GRAPH_MODELS = {"dmpnn", "dmpnn_pretrained", "dmpnn_pretrained_rdkit2d"}
 # the fine-tuned D-MPNN: the shipped ZINC encoder read out with the sum it was pretrained with
 FINE_TUNING = ["--model.pretrained", "zinc-dmpnn", "--model.readout", "sum"]
+# options a model fixes for its default and every trial (taken out of its search space)
+FIXED = {"dmpnn_pretrained_rdkit2d": {"data.molecule_features": "rdkit2d"}}
 CLASSIFICATION = {"bace", "bbbp", "hiv", "clintox", "sider", "tox21"}
 
 
@@ -77,8 +81,10 @@ def job_for(
         "--data.split_file", str(split_file),
         "--data.split_index", str(index),
     ]  # fmt: skip
-    if model == "dmpnn_pretrained":
+    if model.startswith("dmpnn_pretrained"):
         overrides += FINE_TUNING
+    for name, value in FIXED.get(model, {}).items():
+        overrides += [f"--{name}", value]
     if model in GRAPH_MODELS:
         overrides += ["--trainer.max_epochs", str(epochs), "--trainer.accelerator", "cpu"]
         if precision:
@@ -112,7 +118,8 @@ def run_one(
     space = ROOT / "configs" / "search" / MODELS[model][2]
     if model == "dmpnn" and args.dmpnn_space:
         space = args.dmpnn_space
-    out = run_tune(job, read_space(space), options)
+    params = [p for p in read_space(space) if p.name not in FIXED.get(model, {})]
+    out = run_tune(job, params, options)
     tune_seconds = time.perf_counter() - start
     best = json.loads((out / "best.json").read_text())
     study = optuna.load_study(study_name=options.study_name, storage=options.storage)
