@@ -421,3 +421,22 @@ def test_median_pruner_waits_for_its_warmup_epochs() -> None:
         bad.report(10.0, step)
         decisions.append(bad.should_prune())
     assert decisions == [False, False, False, True, True, True]
+
+
+def test_a_small_validation_split_suggests_cross_validation(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from molml.tune import study
+
+    job = make_job([str(xgb_config(tmp_path / "xgb.yaml", property_csv))], [])
+    options = TuneOptions(study_name="small", storage="", metric="val/rmse")
+    validation = len(job.split_table().split.val)
+    assert 0 < validation < study.SMALL_VALIDATION
+    note = study.small_validation_note(job, options)
+    assert f"validation split of {validation} molecules" in note
+    assert "--cv 5" in note
+    options.cv = 3  # trials scored by folds of train+val: nothing to warn about
+    assert study.small_validation_note(job, options) is None
+    options.cv = None
+    monkeypatch.setattr(study, "SMALL_VALIDATION", validation)
+    assert study.small_validation_note(job, options) is None
