@@ -28,7 +28,8 @@ With ``--chemprop PYTHON`` (a venv with chemprop 2.3.1, ``scripts/setup_chemprop
 ``--splits-dir``, the model ``chemprop`` runs ``chemprop train`` with its defaults on the same
 split entries in the same run (``--pytorch-seed`` S + 100 k for repeat k, so ``--repeats`` and
 ``--ensemble`` treat it like molml's models), and its test predictions are scored by the same
-code as molml's.
+code as molml's. ``--monitor-loss`` keeps graph models' checkpoints (and early stopping) on the
+validation loss instead of the dataset's metric, as chemprop does.
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
@@ -163,6 +164,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--chemprop", type=Path, default=None, help="python of a venv with chemprop 2.3.1"
     )
+    parser.add_argument(
+        "--monitor-loss",
+        action="store_true",
+        help="graph models: keep the checkpoint and stop early on the validation loss (as "
+        "chemprop does) instead of the dataset's metric; give it its own --out",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -173,6 +180,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--choose-on-validation: unknown models {unknown}; known: {sorted(MODELS)}")
     if "chemprop" in args.models and not (args.chemprop and args.splits_dir):
         parser.error("the chemprop model needs --chemprop PYTHON and --splits-dir")
+    if args.monitor_loss and args.choose_on_validation:
+        parser.error("--choose-on-validation compares validation metrics; not with --monitor-loss")
     if args.ensemble and args.repeats < 2:
         parser.error("--ensemble needs --repeats R with R >= 2 (the ensemble's members)")
     if args.hiv and "hiv" not in args.datasets:
@@ -222,8 +231,9 @@ def published_scores(splits_dir: Path | None) -> dict[str, str]:
 
 
 def _monitored(callbacks: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """The template's callbacks with checkpointing and early stopping on ``val/<metric>``."""
-    mode = "max" if HIGHER_IS_BETTER[metric] else "min"
+    """The template's callbacks with checkpointing and early stopping on ``val/<metric>``
+    (``metric`` a dataset metric or ``loss``)."""
+    mode = "min" if metric == "loss" else "max" if HIGHER_IS_BETTER[metric] else "min"
     out = []
     for callback in callbacks:
         callback = copy.deepcopy(callback)
@@ -263,7 +273,7 @@ def run_graph_cell(
             "init_args": {"save_dir": str(args.out / "runs"), "name": name},
         }
     ]
-    trainer["callbacks"] = _monitored(trainer["callbacks"], metric)
+    trainer["callbacks"] = _monitored(trainer["callbacks"], "loss" if args.monitor_loss else metric)
     trainer.update(enable_progress_bar=False, enable_model_summary=False)
     if args.max_epochs is not None:
         trainer["max_epochs"] = args.max_epochs
