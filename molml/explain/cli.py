@@ -38,6 +38,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         precision=args.precision,
         shap_mapping=args.shap_mapping,
+        inputs=args.inputs,
         progress=args.progress,
     )
     summary = write_explanations(

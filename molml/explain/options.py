@@ -14,6 +14,9 @@ METHODS = (*GRAPH_METHODS, *BASELINE_METHODS)
 PRECISIONS = ("32", "bf16-mixed")
 """Precisions of graph-model attributions."""
 BIT_MAPPINGS = ("shared", "occurrence")
+# what gradient methods attribute to: atom and bond features together, or atom features only
+# (bond features kept as they are, as PyG's CaptumExplainer with node attributes does)
+ATTRIBUTION_INPUTS = ("atoms_and_bonds", "atoms")
 """How a Morgan bit's SHAP value is spread over the atom environments that set it."""
 
 
@@ -56,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="shared",
         help="baselines: Morgan bit values split over the environments that set them (shared, "
         "adds up to the SHAP total) or whole per environment (occurrence)",
+    )
+    parser.add_argument(
+        "--inputs",
+        choices=ATTRIBUTION_INPUTS,
+        default="atoms_and_bonds",
+        help="graph models, gradient methods: attribute to atom and bond features together "
+        "(default) or to atom features only, bonds kept (no bond scores)",
     )
     parser.add_argument(
         "--table", default="attributions.csv", help="table file name: .csv or .parquet"

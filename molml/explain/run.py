@@ -20,7 +20,7 @@ from molml.explain.core import (
 )
 from molml.explain.drawing import draw_molecule, feature_bar_plot, write_index
 from molml.explain.graph import explain_graph
-from molml.explain.options import BIT_MAPPINGS, PRECISIONS
+from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, PRECISIONS
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
@@ -38,6 +38,7 @@ def explain(
     batch_size: int = 32,
     precision: str = "32",
     shap_mapping: str = "shared",
+    inputs: str = "atoms_and_bonds",
     progress: bool = False,
 ) -> list[MoleculeExplanation]:
     """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
@@ -56,6 +57,9 @@ def explain(
             split over the environments that set it; atom scores add up to the SHAP total) or
             ``"occurrence"`` (each environment carries the bit's whole value; see
             :mod:`molml.explain.baseline`).
+        inputs: graph models' gradient methods: ``"atoms_and_bonds"`` (atom and bond features
+            attributed together; Integrated Gradients moves both from zero) or ``"atoms"``
+            (atom features only, bond features kept as they are; bond scores are NaN).
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
@@ -68,6 +72,8 @@ def explain(
         raise DataError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if shap_mapping not in BIT_MAPPINGS:
         raise DataError(f"shap_mapping must be one of {list(BIT_MAPPINGS)}, got {shap_mapping!r}")
+    if inputs not in ATTRIBUTION_INPUTS:
+        raise DataError(f"inputs must be one of {list(ATTRIBUTION_INPUTS)}, got {inputs!r}")
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method = method or default_method(predictor)
@@ -89,6 +95,7 @@ def explain(
                     steps=steps,
                     batch_size=batch_size,
                     precision=precision,
+                    inputs=inputs,
                     progress=progress,
                 )
             )
