@@ -82,16 +82,40 @@ def test_integrated_gradients_is_complete_on_a_trained_model(trained: GraphPredi
     assert np.abs(totals).max() > 1.0  # the attributions are not trivially zero
 
 
+def test_atom_only_integrated_gradients_is_complete_and_leaves_bonds_unscored(
+    trained: GraphPredictor,
+) -> None:
+    """With ``inputs="atoms"`` the bond features stay as they are along the path: the atom
+    scores alone add up to f(x) - f(x with zero atoms, real bonds), and they differ from the
+    joint attribution, where bonds take a share."""
+    smiles = nci_smiles(20)
+    atoms_only = explain(trained, smiles, task="tpsa", steps=50, inputs="atoms")
+    joint = explain(trained, smiles, task="tpsa", steps=50)
+    prediction = trained.predict(smiles)["tpsa"].to_numpy()
+    gaps = np.abs([r.completeness_gap for r in atoms_only])
+    assert gaps.max() < 0.01 * (np.ptp(prediction) + 1.0), gaps
+    for item, other in zip(atoms_only, joint, strict=True):
+        assert np.isnan(item.bond_scores).all() and len(item.bond_scores) == item.mol.GetNumBonds()
+        assert not np.allclose(item.atom_scores, other.atom_scores, atol=1e-3)
+    with pytest.raises(DataError, match="gradient methods"):
+        explain(trained, smiles[:2], method="occlusion", inputs="atoms")
+    with pytest.raises(DataError, match="inputs must be one of"):
+        explain(trained, smiles[:2], inputs="bonds")
+
+
 def test_the_atoms_a_model_counts_get_the_scores() -> None:
     predictor = nitrogen_counter()
     smiles = ["CC(=O)Nc1ccc(N)cc1", "c1ccncc1CCN", "CCOC"]
     assert predictor.predict(smiles)["target"].tolist() == [2.0, 2.0, 0.0]
-    for method in ("integrated_gradients", "input_x_gradient", "occlusion"):
-        for item in explain(predictor, smiles, method=method):
+    runs = [("integrated_gradients", "atoms_and_bonds"), ("input_x_gradient", "atoms_and_bonds")]
+    runs += [("occlusion", "atoms_and_bonds"), ("integrated_gradients", "atoms")]
+    for method, inputs in runs:
+        for item in explain(predictor, smiles, method=method, inputs=inputs):
             is_n = np.array([a.GetSymbol() == "N" for a in item.mol.GetAtoms()])
             np.testing.assert_allclose(item.atom_scores[is_n], 1.0, atol=1e-5)
             np.testing.assert_allclose(item.atom_scores[~is_n], 0.0, atol=1e-5)
-            np.testing.assert_allclose(item.bond_scores, 0.0, atol=1e-5)
+            if inputs == "atoms_and_bonds":
+                np.testing.assert_allclose(item.bond_scores, 0.0, atol=1e-5)
 
 
 def test_random_walk_columns_are_kept_as_part_of_the_graph() -> None:
@@ -284,9 +308,15 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     assert all((out / link).is_file() for link in links)
     assert "attributions.csv" in page and page.count("logp = ") == 5
 
-    # parquet by suffix; errors are one line with the documented exit code
-    main([*args, "--output", str(out), "--table", "scores.parquet", "--no-progress"])
-    assert len(pd.read_parquet(out / "scores.parquet")) == len(table)
+    # parquet by suffix; atom features only: bonds listed without scores, drawings still made
+    extra = ["--table", "scores.parquet", "--inputs", "atoms", "--steps", "20", "--no-progress"]
+    main([*args, "--output", str(out / "atoms"), *extra])
+    atom_only = pd.read_parquet(out / "atoms" / "scores.parquet")
+    assert len(atom_only) == len(table)
+    assert atom_only.loc[atom_only["kind"] == "bond", "score"].isna().all()
+    assert atom_only.loc[atom_only["kind"] == "atom", "score"].notna().all()
+    with Image.open(out / "atoms" / "molecules" / "00000.png") as image:
+        image.verify()
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),
