@@ -22,7 +22,7 @@ occlusion keep them as they are, and scores sum over the atoms' chemistry column
   features kept as they are (Integrated Gradients moves only ``x`` from its baseline, as PyG's
   ``CaptumExplainer`` with node attributes does); bond scores are NaN. For GINE, whose messages
   add bond embeddings to atom states, this ranks the true atoms of substructure tasks clearly
-  better (``scripts/bench_explain.py --inputs atoms``).
+  better (``scripts/bench_explain.py --methods integrated_gradients_atoms``).
 - ``occlusion``: model-agnostic reference; an atom's score is ``f(x)`` minus the prediction
   with that atom's features and all its bonds' features set to zero; a bond's score masks only
   that bond's two directed edges. All perturbed copies of a molecule run as one batch.

@@ -14,10 +14,10 @@ METHODS = (*GRAPH_METHODS, *BASELINE_METHODS)
 PRECISIONS = ("32", "bf16-mixed")
 """Precisions of graph-model attributions."""
 BIT_MAPPINGS = ("shared", "occurrence")
-# what gradient methods attribute to: atom and bond features together, or atom features only
-# (bond features kept as they are, as PyG's CaptumExplainer with node attributes does)
-ATTRIBUTION_INPUTS = ("atoms_and_bonds", "atoms")
 """How a Morgan bit's SHAP value is spread over the atom environments that set it."""
+ATTRIBUTION_INPUTS = ("atoms_and_bonds", "atoms")
+"""What graph models' gradient methods attribute to: atom and bond features together, or atom
+features only (bond features kept as they are, as PyG's CaptumExplainer with node attributes)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
