@@ -1,0 +1,91 @@
+"""scripts/bench_explain.py: the ground truth of its substructure tasks and both attribution
+ROC-AUC metrics (against every matched atom, and against the best valid explanation)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from sklearn.metrics import roc_auc_score
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_explain.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("molml_bench_explain", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def matches_of(bench, smiles: str) -> dict:
+    mol = Chem.MolFromSmiles(smiles)
+    return {
+        name: tuple(dict.fromkeys(map(frozenset, mol.GetSubstructMatches(Chem.MolFromSmarts(p)))))
+        for name, p in bench.PATTERNS.items()
+    }
+
+
+def rows(masks: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(m).tolist()) for m in masks}
+
+
+def test_and_task_explanations_are_one_or_more_matches_of_each_fragment(bench) -> None:
+    # two benzene rings (atoms 0-5 and 11-16) and one amide (C6, O7, N8)
+    smiles = "c1ccccc1C(=O)NCCc1ccccc1"
+    matches = matches_of(bench, smiles)
+    assert len(matches["benzene"]) == 2 and len(matches["amide"]) == 1
+    label, truth = bench.label(matches, "benzene_and_amide")
+    assert label == 1 and truth == set(range(9)) | set(range(11, 17))
+    masks = bench.valid_explanations(matches, "benzene_and_amide", 17)
+    amide = {6, 7, 8}
+    first, second = frozenset(range(6)), frozenset(range(11, 17))
+    assert rows(masks) == {first | amide, second | amide, first | second | amide}
+
+
+def test_or_task_explanations_take_either_fragment_or_both(bench) -> None:
+    smiles = "FCC(=O)C"  # F0, carbonyl C2=O3
+    matches = matches_of(bench, smiles)
+    masks = bench.valid_explanations(matches, "fluoride_or_carbonyl", 5)
+    assert rows(masks) == {frozenset({0}), frozenset({2, 3}), frozenset({0, 2, 3})}
+
+
+def test_many_matches_offer_each_alone_or_all(bench) -> None:
+    found = tuple(frozenset({k}) for k in range(bench.MAX_MATCHES_COMBINED + 2))
+    matches = {name: () for name in bench.PATTERNS} | {"fluoride": found}
+    masks = bench.valid_explanations(matches, "fluoride_or_carbonyl", 12)
+    assert len(masks) == len(found) + 1
+
+
+def test_best_attribution_auc_is_the_maximum_of_roc_auc_over_explanations(bench) -> None:
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=12), 1)  # ties, to check they count half
+    masks = rng.random((20, 12)) < 0.4
+    masks[0] = True  # no negative atom: skipped
+    expected = max(roc_auc_score(m, scores) for m in masks[1:] if 0 < m.sum() < 12)
+    assert bench.best_attribution_auc(scores, masks) == pytest.approx(expected)
+    # one explanation: the same as the ROC-AUC against its atoms
+    truth = {1, 4, 5}
+    one = np.zeros((1, 12), dtype=bool)
+    one[0, list(truth)] = True
+    assert bench.best_attribution_auc(scores, one) == pytest.approx(
+        bench.attribution_auc(scores, truth)
+    )
+
+
+def test_random_control_is_chance_against_every_matched_atom(bench) -> None:
+    truths, valid = [], []
+    for _ in range(300):
+        masks = np.zeros((3, 20), dtype=bool)
+        masks[0, :4], masks[1, 10:14], masks[2, :4] = True, True, True
+        masks[2, 10:14] = True
+        truths.append(set(range(4)) | set(range(10, 14)))
+        valid.append(masks)
+    row = bench.random_control(np.ones(300, dtype=int), truths, valid, seed=0)
+    assert row["attribution_auc"] == pytest.approx(0.5, abs=0.03)
+    # the best of three explanations is better than chance even for random scores
+    assert row["attribution_auc_any_valid"] > row["attribution_auc"] + 0.03
