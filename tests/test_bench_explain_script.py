@@ -1,5 +1,6 @@
 """scripts/bench_explain.py: the ground truth of its substructure tasks and both attribution
-ROC-AUC metrics (against every matched atom, and against the best valid explanation)."""
+ROC-AUC metrics (against every matched atom, and against the best valid explanation);
+scripts/bench_deletion.py: its atom masking."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rdkit import Chem
 from sklearn.metrics import roc_auc_score
+
+from molml.explain import explain
+from molml.models import DMPNN, MoleculeModel
+from molml.predict import GraphPredictor
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_explain.py"
 
@@ -89,3 +95,26 @@ def test_random_control_is_chance_against_every_matched_atom(bench) -> None:
     assert row["attribution_auc"] == pytest.approx(0.5, abs=0.03)
     # the best of three explanations is better than chance even for random scores
     assert row["attribution_auc_any_valid"] > row["attribution_auc"] + 0.03
+
+
+@pytest.fixture(scope="module")
+def deletion():
+    path = SCRIPT.with_name("bench_deletion.py")
+    spec = importlib.util.spec_from_file_location("molml_bench_deletion", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_deletion_masks_atoms_as_occlusion_does(deletion) -> None:
+    """Masking one atom changes the prediction by minus its occlusion score; masking nothing
+    reproduces the prediction."""
+    torch.manual_seed(0)
+    predictor = GraphPredictor(MoleculeModel(encoder=DMPNN(hidden_dim=16, depth=2)).eval())
+    smiles = "CC(=O)Nc1ccc(O)cc1"
+    (item,) = explain(predictor, [smiles], "occlusion", progress=False)
+    sets = [np.array([], dtype=int), *(np.array([a]) for a in range(len(item.atom_scores)))]
+    masked = deletion.masked_predictions(predictor, smiles, sets)
+    assert masked[0] == pytest.approx(item.prediction, abs=1e-5)
+    np.testing.assert_allclose(item.prediction - masked[1:], item.atom_scores, atol=1e-5)
+    assert [deletion.size_of(s, 11) for s in deletion.SIZES] == [1, 1, 3]
