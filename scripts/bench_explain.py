@@ -8,7 +8,12 @@ task and seed, a balanced sample (``--per-class`` positives and as many negative
 80/20 at random; one single-task classifier per graph encoder (D-MPNN, GINE, AttentiveFP, GPS)
 and an XGBoost classifier on ECFP4 bits are trained on the 80%; on the held-out positives each
 method's atom scores (on the logit) are ranked against the true atoms: attribution ROC-AUC per
-molecule, averaged over the held-out positives, then over seeds.
+molecule, averaged over the held-out positives, then over seeds. Two sets of true atoms are
+scored: every atom of every match of the task's fragments (``attribution_auc``), and, as in
+Sanchez-Lengeling et al., the best of the valid explanations (``attribution_auc_any_valid``: one
+or more matches of each required fragment; for an OR, of one or more of the fragments present),
+since one benzene ring explains "benzene AND amide" as well as all four of a molecule's rings.
+A control row scores uniform random atom scores under both.
 
 Tasks: an AND, a three-fragment AND, an AND with a NOT, an OR, and a decoy: "benzene AND amide"
 where 90% of training positives and 10% of training negatives also have a chlorine (a shortcut
