@@ -97,6 +97,7 @@ class ModelEntry:
 GRAPH_MODELS = {
     "dmpnn": "D-MPNN",
     "dmpnn_chemprop": "D-MPNN, chemprop's features and norm readout",
+    "dmpnn_chemprop_features": "D-MPNN, chemprop's features",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
     "dmpnn_pretrained_rdkit2d": "D-MPNN fine-tuned + RDKit 2D features",
