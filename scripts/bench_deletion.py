@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -56,8 +57,11 @@ TITLES = {"dmpnn": "D-MPNN", "gine": "GINE", "attentivefp": "AttentiveFP", "gps"
 SIZES = ("1", "10%", "25%")  # atoms masked: one, or a share of the heavy atoms (at least one)
 
 
-def train(encoder: str, args: argparse.Namespace, seed: int) -> tuple[GraphPredictor, list[str]]:
-    """A regression model on ESOL's scaffold-split training part, and the test SMILES."""
+def train(
+    encoder: str, args: argparse.Namespace, seed: int, root: Path
+) -> tuple[GraphPredictor, list[str]]:
+    """A regression model on ESOL's scaffold-split training part, and the test SMILES (the
+    split reports go to ``root``)."""
     L.seed_everything(seed, workers=True)
     featurizer = MolGraphFeaturizer(random_walk_steps=16 if encoder == "gps" else 0)
     dm = MoleculeDataModule(
@@ -87,6 +91,7 @@ def train(encoder: str, args: argparse.Namespace, seed: int) -> tuple[GraphPredi
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        default_root_dir=str(root),
     )
     trainer.fit(model, datamodule=dm)
     frame = pd.read_csv(dataset_path("esol"))
@@ -233,7 +238,8 @@ def main() -> None:
             if not methods:
                 continue
             start = time.perf_counter()
-            predictor, test = train(encoder, args, seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                predictor, test = train(encoder, args, seed, Path(tmp))
             fit_seconds = time.perf_counter() - start
             frame = pd.read_csv(dataset_path("esol"))
             truth = dict(zip(frame["smiles"], frame.iloc[:, 1], strict=True))
