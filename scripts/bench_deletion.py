@@ -40,63 +40,39 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from bench_explain import MODEL_TITLES, featurizer_for, fit_graph_model, markdown  # sibling
 from torch_geometric.data import Batch
 
-from molml.chem.featurizer import MolGraphFeaturizer
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.registry import dataset_path
 from molml.explain import explain
-from molml.models import DMPNN, GINE, GPS, AttentiveFP, MoleculeModel
 from molml.predict import GraphPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "scripts" / "results"
 ENCODERS = ("dmpnn", "gine", "attentivefp", "gps")
 METHODS = ("integrated_gradients", "input_x_gradient", "saliency", "occlusion")
-TITLES = {"dmpnn": "D-MPNN", "gine": "GINE", "attentivefp": "AttentiveFP", "gps": "GPS"}
 SIZES = ("1", "10%", "25%")  # atoms masked: one, or a share of the heavy atoms (at least one)
 
 
 def train(
     encoder: str, args: argparse.Namespace, seed: int, root: Path
-) -> tuple[GraphPredictor, list[str]]:
-    """A regression model on ESOL's scaffold-split training part, and the test SMILES (the
-    split reports go to ``root``)."""
+) -> tuple[GraphPredictor, list[str], np.ndarray]:
+    """A regression model on ESOL's scaffold-split training part, and the test SMILES with
+    their measured values (the split reports go to ``root``)."""
     L.seed_everything(seed, workers=True)
-    featurizer = MolGraphFeaturizer(random_walk_steps=16 if encoder == "gps" else 0)
     dm = MoleculeDataModule(
         dataset="esol",
-        featurizer=featurizer,
+        featurizer=featurizer_for(encoder),
         split="scaffold",
         split_seed=seed,
         cache_dir=None,
         featurize_jobs=1,
         batch_size=64,
     )
-    make = {"dmpnn": DMPNN, "gine": GINE, "attentivefp": AttentiveFP, "gps": GPS}[encoder]
-    options = {"heads": 4} if encoder == "gps" else {}
-    model = MoleculeModel(
-        encoder=make(hidden_dim=args.hidden, depth=3, **options),
-        ffn_hidden_dim=args.hidden,
-        readout="sum",
-        tasks=dm.tasks,
-        task_type="regression",
-        featurizer=dm.featurizer_config,
-        lr=1e-3,
-    )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=args.epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-    )
-    trainer.fit(model, datamodule=dm)
-    frame = pd.read_csv(dataset_path("esol"))
-    test = frame["smiles"].iloc[dm.split_rows().test].tolist()
-    return GraphPredictor(model.eval()), test
+    predictor = fit_graph_model(encoder, dm, args.hidden, args.epochs, root)
+    test = pd.read_csv(dataset_path("esol")).iloc[dm.split_rows().test]
+    return predictor, test["smiles"].tolist(), test.iloc[:, 1].to_numpy()
 
 
 def masked_predictions(predictor: GraphPredictor, smiles: str, atom_sets: list[np.ndarray]):
@@ -179,13 +155,6 @@ def deletion_rows(
     return rows
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body])
-
-
 def summary(record: dict[str, Any]) -> None:
     table = pd.DataFrame(record["rows"])
     if table.empty:
@@ -202,7 +171,7 @@ def summary(record: dict[str, Any]) -> None:
     out = grouped[columns].mean().round(3)
     out["seeds"] = grouped["seed"].nunique()
     out = out.reset_index()
-    out["model"] = out["model"].map(TITLES)
+    out["model"] = out["model"].map(MODEL_TITLES)
     print("\n## Deletion test on ESOL test molecules (mean over seeds)\n")
     print(markdown(out))
 
@@ -239,12 +208,10 @@ def main() -> None:
                 continue
             start = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                predictor, test = train(encoder, args, seed, Path(tmp))
+                predictor, test, measured = train(encoder, args, seed, Path(tmp))
             fit_seconds = time.perf_counter() - start
-            frame = pd.read_csv(dataset_path("esol"))
-            truth = dict(zip(frame["smiles"], frame.iloc[:, 1], strict=True))
             predicted = predictor.predict(test).iloc[:, 1].to_numpy()
-            rmse = float(np.sqrt(np.mean((predicted - np.array([truth[s] for s in test])) ** 2)))
+            rmse = float(np.sqrt(np.mean((predicted - measured) ** 2)))
             for method in methods:
                 rng = np.random.default_rng(seed)
                 for row in deletion_rows(predictor, test, method, args.draws, rng):

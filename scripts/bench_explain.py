@@ -165,7 +165,7 @@ def valid_explanations(matches: Matches, task: str, n_atoms: int) -> np.ndarray:
 
 
 def sample_task(
-    matches: list[dict[str, set[int]]], task: str, per_class: int, seed: int
+    matches: list[Matches], task: str, per_class: int, seed: int
 ) -> tuple[list[int], list[int]]:
     """Training and held-out molecule indices: ``per_class`` positives and as many negatives,
     split 80/20. Negatives are drawn evenly from each combination of the task's fragments that
@@ -215,12 +215,11 @@ def train_graph(
     encoder: str, csv: Path, args: argparse.Namespace, seed: int, root: Path
 ) -> GraphPredictor:
     L.seed_everything(seed, workers=True)
-    featurizer = MolGraphFeaturizer(random_walk_steps=16 if encoder == "gps" else 0)
     dm = MoleculeDataModule(
         path=str(csv),
         target_columns=["label"],
         task_type="classification",
-        featurizer=featurizer,
+        featurizer=featurizer_for(encoder),
         split="random",
         split_sizes=(0.85, 0.1, 0.05),
         split_seed=seed,
@@ -228,7 +227,19 @@ def train_graph(
         featurize_jobs=1,
         batch_size=64,
     )
-    hidden = args.hidden
+    return fit_graph_model(encoder, dm, args.hidden, args.epochs, root)
+
+
+def featurizer_for(encoder: str) -> MolGraphFeaturizer:
+    """The default featurizer, with random-walk encodings for GPS."""
+    return MolGraphFeaturizer(random_walk_steps=16 if encoder == "gps" else 0)
+
+
+def fit_graph_model(
+    encoder: str, dm: MoleculeDataModule, hidden: int, epochs: int, root: Path
+) -> GraphPredictor:
+    """Train one ``encoder`` model (depth 3, sum readout) on ``dm``'s task for ``epochs`` on
+    the CPU, without logger or checkpoints; run files go to ``root``."""
     make = {
         "dmpnn": lambda: DMPNN(hidden_dim=hidden, depth=3),
         "gine": lambda: GINE(hidden_dim=hidden, depth=3),
@@ -240,13 +251,13 @@ def train_graph(
         ffn_hidden_dim=hidden,
         readout="sum",
         tasks=dm.tasks,
-        task_type="classification",
+        task_type=dm.molecules.task_type,
         featurizer=dm.featurizer_config,
         lr=1e-3,
     )
     trainer = L.Trainer(
         accelerator="cpu",
-        max_epochs=args.epochs,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -5,6 +5,7 @@ scripts/bench_deletion.py: its atom masking."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +100,13 @@ def test_random_control_is_chance_against_every_matched_atom(bench) -> None:
 
 @pytest.fixture(scope="module")
 def deletion():
+    sys.path.insert(0, str(SCRIPT.parent))  # bench_deletion imports its sibling bench_explain
     path = SCRIPT.with_name("bench_deletion.py")
     spec = importlib.util.spec_from_file_location("molml_bench_deletion", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.path.remove(str(SCRIPT.parent))
 
 
 def test_deletion_masks_atoms_as_occlusion_does(deletion) -> None:
