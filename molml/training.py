@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +158,18 @@ class PretrainCLI(MolmlCLI):
 
 def make_pretrain_cli(args: list[str]) -> PretrainCLI:
     """Run ``molml pretrain`` with ``args`` (``--config`` files and dotted overrides)."""
-    return PretrainCLI(
-        MoleculeModel,
-        PretrainDataModule,
-        save_config_callback=MolmlSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        args=["fit", *args],
-        parser_kwargs={"prog": "molml pretrain", "epilog": EXIT_CODES_HELP},
-    )
+    with warnings.catch_warnings():
+        # the args given here are sys.argv's own, behind the verb; not a mix-up
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return PretrainCLI(
+            MoleculeModel,
+            PretrainDataModule,
+            save_config_callback=MolmlSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=["fit", *args],
+            parser_kwargs={"prog": "molml pretrain", "epilog": EXIT_CODES_HELP},
+        )
 
 
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:

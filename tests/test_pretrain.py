@@ -148,6 +148,7 @@ def test_invalid_smiles_and_failed_descriptors_are_skipped_and_counted(
     assert f"{sum(skipped.values())} molecules skipped" in stderr
     assert "molecule 60: invalid SMILES" in stderr
     assert "molecule 61: descriptors failed or not finite: MaxPartialCharge" in stderr
+    assert "LightningCLI's args parameter" not in stderr  # no warning about molml's own call
 
 
 def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
