@@ -43,7 +43,10 @@ Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-d
 encoder), dmpnn_pretrained_lr01 (the same with the encoder at a tenth of the learning rate),
 dmpnn_pretrained_rdkit2d (with RDKit 2D descriptors before the head), dmpnn_pretrained_sum
 (read out with the sum of atom states, as the encoder was pretrained),
-dmpnn_pretrained_sum_rdkit2d (both),
+dmpnn_pretrained_sum_rdkit2d (both), dmpnn_chemprop (chemprop 2's recipe: its features and
+norm readout), dmpnn_chemprop_features (its features alone), dmpnn_chemprop_pretrained
+(chemprop's recipe fine-tuned from the shipped ``zinc-dmpnn-chemprop`` encoder),
+dmpnn_chemprop_pretrained_rdkit2d (the same with RDKit 2D descriptors before the head),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
@@ -98,6 +101,8 @@ GRAPH_MODELS = {
     "dmpnn": "D-MPNN",
     "dmpnn_chemprop": "D-MPNN, chemprop's features and norm readout",
     "dmpnn_chemprop_features": "D-MPNN, chemprop's features",
+    "dmpnn_chemprop_pretrained": "D-MPNN, chemprop's recipe, fine-tuned",
+    "dmpnn_chemprop_pretrained_rdkit2d": "D-MPNN, chemprop's recipe, fine-tuned + RDKit 2D",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
     "dmpnn_pretrained_rdkit2d": "D-MPNN fine-tuned + RDKit 2D features",

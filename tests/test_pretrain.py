@@ -28,7 +28,9 @@ from molml.errors import CheckpointError, DataError
 from molml.models import DMPNN, GINE, MoleculeModel
 from molml.models.checkpoint import load_checkpoint
 from molml.models.pretrained import pretrained_names, pretrained_path
+from molml.training import full_config
 
+REPO = Path(__file__).resolve().parents[1]
 TELLURIUM = "C[Te]C"  # RDKit has no Gasteiger charges for Te: 12 descriptors fail
 
 
@@ -427,11 +429,12 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     assert np.isfinite(next(iter(stream)).y.numpy()).all()
 
 
-def test_the_shipped_encoder_learned_the_descriptors() -> None:
+@pytest.mark.parametrize("name", pretrained_names())
+def test_the_shipped_encoder_learned_the_descriptors(name: str) -> None:
     from rdkit import Chem
     from rdkit.Chem import Descriptors
 
-    encoder = molml.load_pretrained("zinc-dmpnn")
+    encoder = molml.load_pretrained(name)
     # drug-like NCI molecules (never seen in pretraining): ZINC's elements and weights
     organic = {"C", "N", "O", "S", "F", "Cl", "Br", "H"}
     smiles = [
@@ -459,6 +462,41 @@ def test_the_shipped_encoder_fine_tunes_with_the_default_featurizer() -> None:
     assert torch.equal(model.encoder.W_o.weight, shipped.encoder.W_o.weight)
     assert model.spec()["pretrained_from"] == "zinc-dmpnn"
     assert "pretrained" not in model.spec()["hparams"]  # loading the fine-tuned model needs none
+
+
+def shipped_fine_tuning_configs() -> list[Path]:
+    """The shipped configs that fine-tune a shipped pretrained encoder."""
+    return [
+        path
+        for path in sorted((REPO / "configs").glob("*.yaml"))
+        if (yaml.safe_load(path.read_text()).get("model") or {}).get("pretrained")
+        in pretrained_names()
+    ]
+
+
+def test_every_shipped_encoder_has_a_fine_tuning_config() -> None:
+    named = {
+        yaml.safe_load(p.read_text())["model"]["pretrained"] for p in shipped_fine_tuning_configs()
+    }
+    assert named == set(pretrained_names())
+
+
+@pytest.mark.parametrize("config", shipped_fine_tuning_configs(), ids=lambda p: p.stem)
+def test_shipped_fine_tuning_configs_match_their_encoders(config: Path) -> None:
+    """Each config's featurizer, encoder and readout fit the weights it names, so the model
+    builds from them (a mismatch is refused when the model is built)."""
+    args = full_config(["--config", str(config)])
+    model_args = args["model"]
+    featurizer = MolGraphFeaturizer(**(args["data"]["featurizer"] or {}).get("init_args", {}))
+    model = MoleculeModel(
+        encoder=DMPNN(**model_args["encoder"]["init_args"]),
+        readout=model_args["readout"],
+        featurizer=featurizer.to_config(),
+        pretrained=model_args["pretrained"],
+    )
+    shipped, _ = load_checkpoint(pretrained_path(model_args["pretrained"]))
+    assert model.spec()["featurizer"] == shipped.spec()["featurizer"]
+    assert torch.equal(model.encoder.W_o.weight, shipped.encoder.W_o.weight)
 
 
 def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path) -> None:

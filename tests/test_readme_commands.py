@@ -99,6 +99,14 @@ def check_fine_tune(root: Path, before: set[Path]) -> None:
     assert load_model(ckpt).metadata["pretrained_from"] == "zinc-dmpnn"
 
 
+def check_fine_tune_chemprop(root: Path, before: set[Path]) -> None:
+    check_fit(root, before)
+    (ckpt,) = new_files(root, before, "best.ckpt")
+    model = load_model(ckpt)
+    assert model.metadata["pretrained_from"] == "zinc-dmpnn-chemprop"
+    assert model.featurizer.preset == "chemprop"
+
+
 def check_pretrain(root: Path, before: set[Path]) -> None:
     last = root / "runs" / "pretrain_dmpnn" / "checkpoints" / "last.ckpt"
     assert last not in before
@@ -238,6 +246,10 @@ CHECKS: dict[str, tuple[tuple[str, ...], Callable[[Path, set[Path]], None]]] = {
     "molml fit --config configs/esol_dmpnn.yaml --model.pretrained zinc-dmpnn": (
         ("esol",),
         check_fine_tune,
+    ),
+    "molml fit --config configs/lipo_dmpnn_chemprop_pretrained.yaml": (
+        ("lipo",),
+        check_fine_tune_chemprop,
     ),
     "molml pretrain --config configs/pretrain_dmpnn.yaml": ((), check_pretrain),
     "molml baseline fit --config configs/esol_xgb.yaml": (("esol",), check_baseline_fit),
