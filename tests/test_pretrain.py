@@ -292,6 +292,12 @@ def test_a_pretrained_model_with_another_featurizer_or_encoder_is_refused(
     other = MolGraphFeaturizer(random_walk_steps=4).to_config()
     with pytest.raises(CheckpointError, match=r"random_walk_steps: pretrained 0, here 4"):
         MoleculeModel(encoder=DMPNN(hidden_dim=32, depth=2), featurizer=other, pretrained=best)
+    chemprop = MolGraphFeaturizer(preset="chemprop").to_config()
+    with pytest.raises(
+        CheckpointError,
+        match=r"reads the 'molml' .*data the 'chemprop' preset; set \S+preset molml",
+    ):
+        MoleculeModel(encoder=DMPNN(hidden_dim=32, depth=2), featurizer=chemprop, pretrained=best)
     with pytest.raises(CheckpointError, match=r"hidden_dim: pretrained 32, here 64"):
         MoleculeModel(encoder=DMPNN(hidden_dim=64, depth=2), pretrained=best)
     with pytest.raises(CheckpointError, match=r"DMPNN encoder, this model a \S+GINE"):

@@ -108,7 +108,15 @@ def apply_pretrained(model: nn.Module, pretrained: PretrainedEncoder) -> None:
     :class:`~molml.models.module.MoleculeModel`), after checking that they fit: the same
     featurizer, encoder class and arguments (dropout aside) and readout, each difference named."""
     source = pretrained.source
-    differences = _config_differences(pretrained.featurizer, model.featurizer.to_config())
+    theirs, ours = pretrained.featurizer, model.featurizer.to_config()
+    their_preset, our_preset = theirs.get("preset", "molml"), ours.get("preset", "molml")
+    if their_preset != our_preset:  # the elements and feature widths follow from the preset
+        raise CheckpointError(
+            f"pretrained {source!r} reads the {their_preset!r} featurizer preset, this model's "
+            f"data the {our_preset!r} preset; set --data.featurizer.init_args.preset "
+            f"{their_preset} (or use a config that does)"
+        )
+    differences = _config_differences(theirs, ours)
     if differences:
         raise CheckpointError(
             f"pretrained {source!r} was trained with another featurizer than this model's data "
