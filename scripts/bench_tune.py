@@ -4,6 +4,9 @@ For each dataset, split entry and model (D-MPNN from ``configs/esol_dmpnn.yaml``
 fine-tuned from the shipped ``zinc-dmpnn`` encoder with a sum readout, ``dmpnn_pretrained``,
 searched over its fine-tuning recipe and head in ``configs/search/dmpnn_finetune.yaml``;
 the same with RDKit 2D descriptors always given to the head, ``dmpnn_pretrained_rdkit2d``;
+chemprop 2's recipe (its features, norm readout, one hidden FFN layer) fine-tuned from the
+shipped ``zinc-dmpnn-chemprop`` encoder, ``dmpnn_chemprop_pretrained``, searched in
+``configs/search/dmpnn_chemprop_finetune.yaml``;
 XGBoost on ECFP4 from ``configs/esol_xgb.yaml``; ``bbbp_*.yaml`` for a classification data set;
 the dataset swapped in), the default config is trained
 once and a ``molml tune`` study of ``--trials`` trials (seeded TPE, median pruning for the
@@ -60,11 +63,32 @@ MODELS = {
     "dmpnn": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn.yaml"),
     "dmpnn_pretrained": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn_finetune.yaml"),
     "dmpnn_pretrained_rdkit2d": ("esol_dmpnn.yaml", "bbbp_dmpnn.yaml", "dmpnn_finetune.yaml"),
+    "dmpnn_chemprop_pretrained": (
+        "esol_dmpnn.yaml",
+        "bbbp_dmpnn.yaml",
+        "dmpnn_chemprop_finetune.yaml",
+    ),
     "xgb": ("esol_xgb.yaml", "bbbp_xgb.yaml", "xgb.yaml"),
 }
-GRAPH_MODELS = {"dmpnn", "dmpnn_pretrained", "dmpnn_pretrained_rdkit2d"}
-# the fine-tuned D-MPNN: the shipped ZINC encoder read out with the sum it was pretrained with
-FINE_TUNING = ["--model.pretrained", "zinc-dmpnn", "--model.readout", "sum"]
+GRAPH_MODELS = {
+    "dmpnn",
+    "dmpnn_pretrained",
+    "dmpnn_pretrained_rdkit2d",
+    "dmpnn_chemprop_pretrained",
+}
+# how each fine-tuned D-MPNN starts: the shipped ZINC encoder read out with the sum it was
+# pretrained with; chemprop's recipe as configs/lipo_dmpnn_chemprop_pretrained.yaml sets it
+FINE_TUNING = {
+    "dmpnn_pretrained": ["--model.pretrained", "zinc-dmpnn", "--model.readout", "sum"],
+    "dmpnn_pretrained_rdkit2d": ["--model.pretrained", "zinc-dmpnn", "--model.readout", "sum"],
+    "dmpnn_chemprop_pretrained": [
+        "--data.featurizer.init_args.preset", "chemprop",
+        "--model.pretrained", "zinc-dmpnn-chemprop",
+        "--model.readout", "norm",
+        "--model.ffn_hidden_dim", "300",
+        "--model.ffn_num_layers", "2",
+    ],
+}  # fmt: skip
 # options a model fixes for its default and every trial (taken out of its search space)
 FIXED = {"dmpnn_pretrained_rdkit2d": {"data.molecule_features": "rdkit2d"}}
 CLASSIFICATION = {"bace", "bbbp", "hiv", "clintox", "sider", "tox21"}
@@ -81,8 +105,7 @@ def job_for(
         "--data.split_file", str(split_file),
         "--data.split_index", str(index),
     ]  # fmt: skip
-    if model.startswith("dmpnn_pretrained"):
-        overrides += FINE_TUNING
+    overrides += FINE_TUNING.get(model, [])
     for name, value in FIXED.get(model, {}).items():
         overrides += [f"--{name}", value]
     if model in GRAPH_MODELS:

@@ -338,6 +338,7 @@ def test_shipped_search_spaces_fit_their_configs() -> None:
         "dmpnn": "esol_dmpnn",
         "dmpnn_descriptors": "esol_dmpnn",
         "dmpnn_finetune": "esol_dmpnn",
+        "dmpnn_chemprop_finetune": "lipo_dmpnn_chemprop_pretrained",
         "gine": "lipo_gine",
         "gps": "lipo_gps",
         "xgb": "esol_xgb",
