@@ -135,6 +135,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (3; 5 for more)")
     parser.add_argument("--max-epochs", type=int, default=None, help="graph models' epochs")
     parser.add_argument(
+        "--precision",
+        default=None,
+        help="graph models' trainer precision (e.g. bf16-mixed; default: the config's, fp32)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads, featurization and XGBoost jobs"
     )
     parser.add_argument(
@@ -284,6 +289,8 @@ def run_graph_cell(
     trainer.update(enable_progress_bar=False, enable_model_summary=False)
     if args.max_epochs is not None:
         trainer["max_epochs"] = args.max_epochs
+    if args.precision is not None:
+        trainer["precision"] = args.precision
     config_path = args.out / "configs" / f"{name}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -302,6 +309,7 @@ def run_graph_cell(
         "val": None if val is None else float(val),
         "epochs": cli.trainer.current_epoch,
         "max_epochs": trainer["max_epochs"],
+        "precision": str(trainer.get("precision", "32-true")),
         "run_dir": cli.trainer.log_dir,
         "config": str(config_path),
     }
