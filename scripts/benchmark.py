@@ -33,7 +33,7 @@ validation loss instead of the dataset's metric, as chemprop does.
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
-                              [--hiv] [--seeds 3] [--max-epochs N] [--threads 1]
+                              [--hiv] [--seeds 3] [--max-epochs N] [--precision P] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
                               [--choose-on-validation MODEL ...] [--repeats R [--ensemble]]
                               [--chemprop PYTHON]
@@ -47,6 +47,7 @@ dmpnn_pretrained_sum_rdkit2d (both), dmpnn_chemprop (chemprop 2's recipe: its fe
 norm readout), dmpnn_chemprop_features (its features alone), dmpnn_chemprop_pretrained
 (chemprop's recipe fine-tuned from the shipped ``zinc-dmpnn-chemprop`` encoder),
 dmpnn_chemprop_pretrained_rdkit2d (the same with RDKit 2D descriptors before the head),
+dmpnn_chemprop_600_pretrained (the same recipe, hidden 600, from ``zinc-dmpnn-chemprop-600``),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
@@ -103,6 +104,7 @@ GRAPH_MODELS = {
     "dmpnn_chemprop_features": "D-MPNN, chemprop's features",
     "dmpnn_chemprop_pretrained": "D-MPNN, chemprop's recipe, fine-tuned",
     "dmpnn_chemprop_pretrained_rdkit2d": "D-MPNN, chemprop's recipe, fine-tuned + RDKit 2D",
+    "dmpnn_chemprop_600_pretrained": "D-MPNN hidden 600, chemprop's recipe, fine-tuned",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
     "dmpnn_pretrained_rdkit2d": "D-MPNN fine-tuned + RDKit 2D features",

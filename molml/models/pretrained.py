@@ -28,6 +28,7 @@ SHIPPED: dict[str, str] = {
     # name -> file in WEIGHTS_DIR; how each was made is in its checkpoint's training_data
     "zinc-dmpnn": "zinc_dmpnn.ckpt",
     "zinc-dmpnn-chemprop": "zinc_dmpnn_chemprop.ckpt",
+    "zinc-dmpnn-chemprop-600": "zinc_dmpnn_chemprop_600.ckpt",
 }
 POOLING_READOUTS = frozenset({"sum", "mean", "max", "norm"})  # readouts without weights
 TRANSFERRED = ("atom_embedding.", "bond_embedding.", "encoder.", "readout.")
