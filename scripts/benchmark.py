@@ -51,7 +51,10 @@ dmpnn_chemprop_600_pretrained (the same recipe, hidden 600, from ``zinc-dmpnn-ch
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
 (configs/esol_xgb.yaml: XGBoost on ECFP4 counts) and rf_ecfp (configs/esol_rf.yaml:
-random forest on ECFP4 counts + RDKit descriptors), chemprop (the peer, see above).
+random forest on ECFP4 counts + RDKit descriptors), xgb_zinc_dmpnn, xgb_zinc_dmpnn_chemprop and
+xgb_zinc_dmpnn_chemprop_600 (configs/esol_xgb_pretrained.yaml: XGBoost on the readout
+embeddings of that shipped encoder; with ``_rdkit2d`` appended, concatenated with the RDKit 2D
+descriptors), chemprop (the peer, see above).
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class ModelEntry:
     title: str
     kind: str  # "graph" | "baseline" | "peer"
     template: Path | None
+    overrides: tuple[str, ...] = ()  # options given after the template's
 
 
 GRAPH_MODELS = {
@@ -124,6 +128,28 @@ MODELS: dict[str, ModelEntry] = {
     },
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
+    **{
+        f"xgb_{name.replace('-', '_')}": ModelEntry(
+            f"XGBoost on {name} embeddings",
+            "baseline",
+            REPO / "configs" / "esol_xgb_pretrained.yaml",
+            (f"--features.params.model={name}",),
+        )
+        for name in ("zinc-dmpnn", "zinc-dmpnn-chemprop", "zinc-dmpnn-chemprop-600")
+    },
+    **{
+        f"xgb_{name.replace('-', '_')}_rdkit2d": ModelEntry(
+            f"XGBoost on {name} embeddings + RDKit 2D",
+            "baseline",
+            REPO / "configs" / "esol_xgb_pretrained.yaml",
+            (
+                "--features.name=concat",
+                f"--features.params={{parts: [{{class: pretrained, model: {name}}}, "
+                "{class: rdkit2d}]}",
+            ),
+        )
+        for name in ("zinc-dmpnn", "zinc-dmpnn-chemprop", "zinc-dmpnn-chemprop-600")
+    },
     "chemprop": ModelEntry("chemprop 2.3.1, run here", "peer", None),
 }
 TRAINED_PER_REPEAT = ("graph", "peer")  # kinds trained once per repeat and kept for ensembles
@@ -393,6 +419,7 @@ def run_baseline_cell(
             threads,
             "--estimator.params.n_jobs",
             threads,
+            *MODELS[model].overrides,
         ]
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
