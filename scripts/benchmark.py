@@ -84,6 +84,7 @@ import yaml
 from molml import __version__
 from molml.baselines.cli import run as run_baseline
 from molml.data.registry import dataset_path, get_card
+from molml.models.pretrained import pretrained_names
 from molml.tasks import HIGHER_IS_BETTER, score_predictions
 from molml.training import make_cli
 
@@ -100,6 +101,29 @@ class ModelEntry:
     kind: str  # "graph" | "baseline" | "peer"
     template: Path | None
     overrides: tuple[str, ...] = ()  # options given after the template's
+
+
+def xgb_on_embeddings() -> dict[str, ModelEntry]:
+    """XGBoost on each shipped encoder's embeddings (``configs/esol_xgb_pretrained.yaml``),
+    alone (``xgb_<encoder>``) and beside the RDKit 2D descriptors (``..._rdkit2d``)."""
+    template = REPO / "configs" / "esol_xgb_pretrained.yaml"
+    entries = {}
+    for name in pretrained_names():
+        key = f"xgb_{name.replace('-', '_')}"
+        parts = f"[{{class: pretrained, model: {name}}}, {{class: rdkit2d}}]"
+        entries[key] = ModelEntry(
+            f"XGBoost on {name} embeddings",
+            "baseline",
+            template,
+            (f"--features.params.model={name}",),
+        )
+        entries[f"{key}_rdkit2d"] = ModelEntry(
+            f"XGBoost on {name} embeddings + RDKit 2D",
+            "baseline",
+            template,
+            ("--features.name=concat", f"--features.params={{parts: {parts}}}"),
+        )
+    return entries
 
 
 GRAPH_MODELS = {
@@ -128,28 +152,7 @@ MODELS: dict[str, ModelEntry] = {
     },
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
-    **{
-        f"xgb_{name.replace('-', '_')}": ModelEntry(
-            f"XGBoost on {name} embeddings",
-            "baseline",
-            REPO / "configs" / "esol_xgb_pretrained.yaml",
-            (f"--features.params.model={name}",),
-        )
-        for name in ("zinc-dmpnn", "zinc-dmpnn-chemprop", "zinc-dmpnn-chemprop-600")
-    },
-    **{
-        f"xgb_{name.replace('-', '_')}_rdkit2d": ModelEntry(
-            f"XGBoost on {name} embeddings + RDKit 2D",
-            "baseline",
-            REPO / "configs" / "esol_xgb_pretrained.yaml",
-            (
-                "--features.name=concat",
-                f"--features.params={{parts: [{{class: pretrained, model: {name}}}, "
-                "{class: rdkit2d}]}",
-            ),
-        )
-        for name in ("zinc-dmpnn", "zinc-dmpnn-chemprop", "zinc-dmpnn-chemprop-600")
-    },
+    **xgb_on_embeddings(),
     "chemprop": ModelEntry("chemprop 2.3.1, run here", "peer", None),
 }
 TRAINED_PER_REPEAT = ("graph", "peer")  # kinds trained once per repeat and kept for ensembles
