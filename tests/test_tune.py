@@ -133,6 +133,10 @@ def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
     assert best["best_value"] == min(t.value for t in completed)
     assert np.isfinite(best["test"]["test/rmse"])
     assert {p.name for p in (out / "plots").glob("*.png")} >= {"history.png", "slice.png"}
+    # interactive pages that open offline: they load the plotly bundle written beside them
+    history_page = (out / "plots" / "history.html").read_text()
+    assert '<script charset="utf-8" src="plotly.min.js">' in history_page
+    assert (out / "plots" / "plotly.min.js").stat().st_size > 1_000_000
 
     import mlflow
 

@@ -311,13 +311,15 @@ def write_trials(study: optuna.Study, path: Path) -> pd.DataFrame:
 
 def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
     """Optuna's optimisation history, parameter importances, parallel coordinates and slice
-    plots as PNG (and HTML when plotly is installed); a plot the trials cannot support yet
-    (e.g. importances of fewer than two finished trials) is left out."""
+    plots as PNG (matplotlib) and as interactive HTML (plotly; the pages share one
+    ``plotly.min.js`` written beside them, so they open offline); a plot the trials cannot
+    support yet (e.g. importances of fewer than two finished trials) is left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from optuna import visualization
     from optuna.visualization import matplotlib as mpl_plots
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -342,18 +344,12 @@ def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
         figure.savefig(directory / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
         written.append(directory / f"{name}.png")
-        if _has_plotly():
-            from optuna import visualization
-
-            getattr(visualization, function)(study).write_html(directory / f"{name}.html")
-            written.append(directory / f"{name}.html")
+        page = directory / f"{name}.html"
+        getattr(visualization, function)(study).write_html(page, include_plotlyjs="directory")
+        written.append(page)
+    if written:
+        written.append(directory / "plotly.min.js")
     return written
-
-
-def _has_plotly() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("plotly") is not None
 
 
 class _Tracker:
