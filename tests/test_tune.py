@@ -147,6 +147,14 @@ def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
     nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 2  # one per molml tune process
     assert sorted(r.data.tags["state"] for r in nested) == ["COMPLETE"] * 3 + ["PRUNED"]
+    # each trial's curves, epoch by epoch; the pruned one's up to the epoch that stopped it
+    for run in nested:
+        pruned = run.data.tags["state"] == "PRUNED"
+        val = client.get_metric_history(run.info.run_id, "val/rmse")
+        assert [m.step for m in val] == ([0] if pruned else [0, 1])
+        assert all(np.isfinite(m.value) for m in val)
+        train = client.get_metric_history(run.info.run_id, "train/loss")
+        assert [m.step for m in train] == ([] if pruned else [0, 1])
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"best.yaml", "trials.csv", "plots"} <= artifacts
 
@@ -212,6 +220,31 @@ def poisoned_data(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
         )  # fmt: skip
     )
     return data, split, test_rows
+
+
+def test_cross_validated_trials_log_every_folds_curves(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE)
+    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+          "--cv", "2", "--pruner", "none"])  # fmt: skip
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cfg")
+    (trial,) = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
+    for fold in (0, 1):
+        for name in ("train/loss", "val/rmse"):
+            history = client.get_metric_history(trial.info.run_id, f"fold_{fold}/{name}")
+            assert [m.step for m in history] == [0, 1]
+    folds = [client.get_metric_history(trial.info.run_id, f"fold_{f}/val/rmse") for f in (0, 1)]
+    assert [m.value for m in folds[0]] != [m.value for m in folds[1]]
 
 
 @pytest.mark.parametrize("kind", ["graph", "xgb"])

@@ -28,7 +28,7 @@ from molml.errors import DataError
 from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
 from molml.tasks import score_predictions
-from molml.tune.jobs import Fitted, Job, SplitTable, metric_direction
+from molml.tune.jobs import CURVES, Fitted, Job, SplitTable, metric_direction
 from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
 from molml.tune.space import with_values
 
@@ -77,15 +77,19 @@ def fit_folds(
     seed: int | None = None,
 ) -> list[Fitted]:
     """Fit ``config`` once per fold of ``folds_file`` (with ``seed``, fold ``i`` trains with
-    seed ``seed + i``); with ``trial``, report the running mean of ``metric`` after each fold
-    (the step) and stop when the trial's pruner says so."""
+    seed ``seed + i``); with ``trial``, save each fold's curves on it (``fold_<i>/val/...``),
+    report the running mean of ``metric`` after each fold (the step) and stop when the trial's
+    pruner says so."""
     fitted: list[Fitted] = []
+    curves: dict[str, list[list[float]]] = {}
     for index in range(n_folds):
         fold = fold_config(config, folds_file, index)
         if seed is not None:
             fold = with_values(fold, {job.seed_key: seed + index})
         fitted.append(job.fit(fold, directory / f"fold_{index}", metric))
         if trial is not None:
+            curves.update({f"fold_{index}/{k}": v for k, v in fitted[-1].curves.items()})
+            trial.set_user_attr(CURVES, curves)
             trial.report(float(np.mean([f.value for f in fitted])), step=index)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {index}")

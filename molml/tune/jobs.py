@@ -36,6 +36,7 @@ from molml.tracking import SQLITE_PREFIX
 from molml.training import full_config, make_cli
 
 DEFAULT_TRACKING_URI = f"{SQLITE_PREFIX}runs/mlflow.db"
+CURVES = "curves"  # a trial's user attribute: {metric: [[epoch, value], ...]}
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Fitted:
     value: float
     val_metrics: dict[str, float]
     model_path: Path | None
+    curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -147,12 +149,27 @@ def make_job(config_paths: list[str], overrides: list[str]) -> Job:
 
 
 class _MetricHistory(L.Callback):
-    """Every validation epoch's value of one metric (sanity checks left out)."""
+    """Every validation epoch's value of one metric (sanity checks left out), and the curves of
+    every epoch-level training and validation metric; with ``trial``, the curves are saved on
+    the trial after each epoch, so a trial that is pruned keeps them too."""
 
-    def __init__(self, metric: str) -> None:
+    def __init__(self, metric: str, trial: optuna.Trial | None = None) -> None:
         self.metric = metric
+        self.trial = trial
         self.values: list[float] = []
         self.last: dict[str, float] = {}
+        self.curves: dict[str, list[list[float]]] = {}
+
+    def _record(self, trainer: L.Trainer, stage: str) -> None:
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(stage) and not key.endswith("_step"):
+                name = key.removesuffix("_epoch")
+                self.curves.setdefault(name, []).append([trainer.current_epoch, float(value)])
+        if self.trial is not None:
+            self.trial.set_user_attr(CURVES, self.curves)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, "train/")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -164,6 +181,7 @@ class _MetricHistory(L.Callback):
             )
         self.values.append(metrics[self.metric])
         self.last = metrics
+        self._record(trainer, "val/")  # before the pruning callback may stop the trial
 
 
 class GraphJob(Job):
@@ -205,7 +223,7 @@ class GraphJob(Job):
     ) -> Fitted:
         self.write_config(config, directory / "config.yaml")
         cli = self._cli(config, directory)
-        history = _MetricHistory(metric)
+        history = _MetricHistory(metric, trial)
         cli.trainer.callbacks.append(history)
         if trial is not None:
             cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
@@ -215,7 +233,9 @@ class GraphJob(Job):
         best = min if metric_direction(metric) == "minimize" else max
         checkpoint = cli.trainer.checkpoint_callback
         saved = checkpoint and (checkpoint.best_model_path or checkpoint.last_model_path)
-        return Fitted(best(history.values), history.last, Path(saved) if saved else None)
+        return Fitted(
+            best(history.values), history.last, Path(saved) if saved else None, history.curves
+        )
 
     def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
         cli = self._cli(config, model_path.parent.parent / "test")

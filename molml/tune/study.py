@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from molml.errors import DataError, error_message
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
-from molml.tune.jobs import Job, metric_direction
+from molml.tune.jobs import CURVES, Job, metric_direction
 from molml.tune.options import FOLD_SPLITS, PRUNERS
 from molml.tune.space import Param, check_names, config_point, with_values
 
@@ -37,6 +37,7 @@ log = logging.getLogger("molml")
 
 FAIL_REASON = "fail_reason"
 MODEL_PATH = "model_path"
+_MLFLOW_BATCH = 1000  # metrics per MlflowClient.log_batch call (its limit)
 # below this many validation molecules, ``molml tune`` suggests scoring trials by ``--cv``
 SMALL_VALIDATION = 250
 
@@ -397,9 +398,13 @@ class _Tracker:
             metrics.append(Metric("value", trial.value, 0, 0))
         for step, value in trial.intermediate_values.items():
             metrics.append(Metric("intermediate_value", value, 0, step))
+        for name, points in trial.user_attrs.get(CURVES, {}).items():
+            metrics += [Metric(name, value, 0, int(epoch)) for epoch, value in points]
         params = [Param(name, str(value)) for name, value in trial.params.items()]
         params.append(Param("trial_number", str(trial.number)))
-        self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
+        self.client.log_batch(run.info.run_id, params=params, tags=tags)
+        for start in range(0, len(metrics), _MLFLOW_BATCH):  # MLflow takes 1,000 per call
+            self.client.log_batch(run.info.run_id, metrics=metrics[start : start + _MLFLOW_BATCH])
         status = "FINISHED" if trial.state == TrialState.COMPLETE else "FAILED"
         if trial.state == TrialState.PRUNED:
             status = "KILLED"
