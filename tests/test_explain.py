@@ -340,6 +340,30 @@ def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Pat
     assert (out / "molecules" / "00000.svg").is_file()
 
 
+def test_baseline_shap_summary_ranks_the_feature_the_model_uses_first(
+    ecfp_baselines: dict[str, Path], tmp_path: Path
+) -> None:
+    """A forest that predicts "has a nitrogen": over 40 unseen molecules the summary ranks a
+    nitrogen fragment first, and a bit is named by a fragment found where the bit is on."""
+    from rdkit import Chem
+
+    predictor = molml.load_model(ecfp_baselines["forest"])
+    result = explain(predictor, nci_smiles(340)[300:])
+    written = write_explanations(result, tmp_path, units="probability")
+    table = pd.read_csv(tmp_path / "shap_summary.csv")
+    values = np.stack([item.shap_values for item in result if item.ok])
+    assert len(table) == values.shape[1] == 1024
+    expected = np.sort(np.abs(values).mean(axis=0))[::-1]
+    np.testing.assert_allclose(table["mean_abs_shap"], expected, rtol=1e-5, atol=1e-9)
+    name, fragment = table["feature"].iloc[0].split(": ")
+    assert "N" in fragment.upper()
+    column = predictor.model.featurizer.feature_names.index(name)
+    first_on = next(item for item in result if item.ok and item.feature_values[column] > 0)
+    assert first_on.mol.HasSubstructMatch(Chem.MolFromSmarts(fragment))
+    assert Image.open(written["shap_summary"]).size[0] > 500
+    assert "shap_summary.png" in (tmp_path / "index.html").read_text()
+
+
 def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     import xgboost as xgb
     from rdkit.Chem import Descriptors

@@ -20,6 +20,11 @@ Morgan/ECFP/FCFP bits are mapped to atoms through RDKit's bit info, in one of tw
 Off-bits and features of other fingerprints (descriptors, MACCS keys, atom pairs) cannot be
 placed on atoms: their sum is the ``unmapped_score`` and their values are listed per feature
 (``feature_scores``). Bonds get no score.
+
+Every molecule also keeps its whole SHAP row for the data set's summary
+(:func:`molml.explain.drawing.shap_summary`). There, a Morgan bit is named with the fragment
+that set it in the first explained molecule where it is on (``ecfp4_1234: [C](=[O])[NH2]``; other
+molecules may set the same bit with another fragment, a hash collision).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def explain_baseline(
     task_model = model.task_models[model.tasks.index(column)]
     explainer = _explainer(task_model, model.featurizer, background)
     explanations = []
+    fragments: dict[int, str] = {}  # Morgan column -> the fragment that first set it
     bar = tqdm(total=len(smiles), desc="explaining (shap)", unit="mol", disable=not progress)
     for start in range(0, len(smiles), batch_size):
         chunk = smiles[start : start + batch_size]
@@ -75,12 +81,19 @@ def explain_baseline(
             )
             if valid[position]:
                 row = next(rows)
-                _fill(item, model.featurizer, X[valid][row], values[row], mapping)
+                _fill(item, model.featurizer, X[valid][row], values[row], mapping, fragments)
                 item.prediction = float(predictions[row])
                 item.explained_value = float(_expected(explainer) + values[row].sum())
+                item.shap_values = values[row].astype(np.float32)
+                item.feature_values = X[valid][row].astype(np.float32)
             explanations.append(item)
         bar.update(len(chunk))
     bar.close()
+    names = list(model.featurizer.feature_names)
+    for column, fragment in fragments.items():
+        names[column] = f"{names[column]}: {fragment}"
+    for item in explanations:
+        item.feature_names = names
     return explanations
 
 
@@ -136,8 +149,10 @@ def _fill(
     x: np.ndarray,
     values: np.ndarray,
     mapping: str,
+    fragments: dict[int, str],
 ) -> None:
-    """Atom scores, unmapped score and feature scores of one molecule from its SHAP values."""
+    """Atom scores, unmapped score and feature scores of one molecule from its SHAP values;
+    adds the fragment of each Morgan column seen on for the first time to ``fragments``."""
     mol = parse_smiles(item.smiles)
     item.mol = mol
     atoms = np.zeros(mol.GetNumAtoms())
@@ -154,6 +169,8 @@ def _fill(
                 for centre, radius in environments:
                     members = environment_atoms(mol, centre, radius)
                     atoms[members] += share / len(members)
+                if offset + bit not in fragments:
+                    fragments[offset + bit] = environment_smiles(mol, *environments[0])
                 mapped[offset + bit] = True
         offset += part.dim
     item.atom_scores = atoms
@@ -179,3 +196,20 @@ def environment_atoms(mol: Chem.Mol, centre: int, radius: int) -> list[int]:
         b = mol.GetBondWithIdx(bond)
         atoms.update((b.GetBeginAtomIdx(), b.GetEndAtomIdx()))
     return sorted(atoms)
+
+
+def environment_smiles(mol: Chem.Mol, centre: int, radius: int) -> str:
+    """The Morgan environment of ``radius`` around ``centre`` as a SMILES fragment written
+    from the centre atom, hydrogen counts explicit (``[cH]`` and ``[c]`` are different bits)."""
+    if radius == 0:
+        return Chem.MolFragmentToSmiles(
+            mol, atomsToUse=[centre], canonical=False, allHsExplicit=True
+        )
+    return Chem.MolFragmentToSmiles(
+        mol,
+        atomsToUse=environment_atoms(mol, centre, radius),
+        bondsToUse=list(Chem.FindAtomEnvironmentOfRadiusN(mol, radius, centre)),
+        rootedAtAtom=centre,
+        canonical=False,
+        allHsExplicit=True,
+    )

@@ -43,7 +43,10 @@ class MoleculeExplanation:
     ``completeness_gap`` (Integrated Gradients): sum of all attributions minus
     ``f(x) - f(baseline)``. ``unmapped_score`` (SHAP): the part of the SHAP total carried by
     features that map to no atom. ``feature_scores``: per-feature SHAP values of features that
-    cannot be mapped to atoms (descriptors, MACCS keys), largest first.
+    cannot be mapped to atoms (descriptors, MACCS keys), largest first. A single baseline's
+    explanation also keeps every feature's SHAP value and input value (``shap_values``,
+    ``feature_values``) and the feature names (``feature_names``, one list shared by all the
+    molecules of a run), for the data set's SHAP summary.
     """
 
     smiles: str
@@ -60,6 +63,9 @@ class MoleculeExplanation:
     completeness_gap: float = math.nan
     unmapped_score: float = math.nan
     feature_scores: dict[str, float] = field(default_factory=dict)
+    shap_values: np.ndarray | None = None
+    feature_values: np.ndarray | None = None
+    feature_names: list[str] | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,5 @@
-"""Drawings of explanations: molecules coloured by attribution (RDKit), feature bar plots and
-an HTML grid of all molecules.
+"""Drawings of explanations: molecules coloured by attribution (RDKit), feature bar plots, a
+baseline's SHAP summary over all molecules and an HTML grid of all molecules.
 
 Atoms and bonds are coloured with a diverging colour map (blue negative, white zero, red
 positive), scaled per molecule to the largest absolute score, which the colour bar under the
@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from rdkit.Chem.Draw import rdMolDraw2D  # noqa: E402
 from rdkit.Geometry import Point2D  # noqa: E402
@@ -26,6 +27,7 @@ from molml.explain.core import MoleculeExplanation  # noqa: E402
 COLOUR_MAP = "bwr"
 BAR_HEIGHT = 56  # pixels under the molecule: colour bar and its labels
 BAR_STEPS = 48
+SUMMARY_FEATURES = 20  # features in the SHAP summary plot
 
 
 def canvas_size(n_atoms: int) -> int:
@@ -120,14 +122,62 @@ def feature_bar_plot(item: MoleculeExplanation, path: Path, units: str) -> Path:
     return path
 
 
+def shap_summary(
+    explanations: list[MoleculeExplanation], directory: Path, units: str
+) -> list[Path]:
+    """The SHAP summary of a baseline over all explained molecules: ``shap_summary.csv`` (per
+    feature: mean |SHAP|, mean SHAP and the share of molecules where the feature is non-zero,
+    largest mean |SHAP| first) and ``shap_summary.png`` (SHAP's beeswarm of the top features:
+    one dot per molecule, coloured by the feature's value). Nothing for graph models."""
+    items = [e for e in explanations if e.ok and e.shap_values is not None]
+    if not items or items[0].feature_names is None:
+        return []
+    import shap
+
+    values = np.stack([e.shap_values for e in items])
+    inputs = np.stack([e.feature_values for e in items])
+    names = items[0].feature_names
+    table = pd.DataFrame(
+        {
+            "feature": names,
+            "mean_abs_shap": np.abs(values).mean(axis=0),
+            "mean_shap": values.mean(axis=0),
+            "share_nonzero": (inputs != 0).mean(axis=0),
+        }
+    ).sort_values("mean_abs_shap", ascending=False, kind="stable")
+    csv = directory / "shap_summary.csv"
+    table.to_csv(csv, index=False)
+    shap.summary_plot(
+        values,
+        inputs,
+        feature_names=names,
+        max_display=SUMMARY_FEATURES,
+        show=False,
+        plot_size=(11, 0.4 * min(SUMMARY_FEATURES, len(names)) + 1.5),
+    )
+    figure = plt.gcf()
+    figure.axes[0].set_xlabel(f"SHAP value ({units}): its effect on {items[0].task}")
+    figure.axes[0].set_title(
+        f"{items[0].task}: top {min(SUMMARY_FEATURES, len(names))} features over "
+        f"{len(items)} molecules",
+        fontsize=11,
+    )
+    png = directory / "shap_summary.png"
+    figure.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return [csv, png]
+
+
 def write_index(
     output: Path,
     explanations: list[MoleculeExplanation],
     images: dict[int, list[Path]],
     title: str,
     table: Path,
+    summary: Path | None = None,
 ) -> Path:
-    """``index.html``: a grid with one card per molecule (its drawing, by relative link)."""
+    """``index.html``: a grid with one card per molecule (its drawing, by relative link),
+    under the SHAP summary plot when there is one."""
     cards = []
     for number, item in enumerate(explanations):
         parts = [f"<div class='card'><div class='n'>#{number}</div>"]
@@ -143,6 +193,13 @@ def write_index(
         parts.append(f"<div class='smi'>{html.escape(item.smiles)}</div></div>")
         cards.append("".join(parts))
     link = html.escape(table.relative_to(output).as_posix())
+    overview = ""
+    if summary is not None:
+        relative = html.escape(summary.relative_to(output).as_posix())
+        overview = (
+            "<h2>Features over all molecules (SHAP summary)</h2>"
+            f"<p><a href='{relative}'><img class='summary' src='{relative}'></a></p>"
+        )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -153,10 +210,12 @@ body {{ font-family: sans-serif; margin: 16px; }}
 .n, .s {{ color: #666; }}
 .bad {{ color: #b00; }}
 .smi {{ font-family: monospace; font-size: 11px; word-break: break-all; color: #444; }}
+.summary {{ max-width: 100%; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Red: the atom or bond raises the explained value; blue: lowers it. Colours are scaled per
 molecule (see each colour bar). All scores: <a href="{link}">{table.name}</a>.</p>
+{overview}
 <div class="grid">
 {chr(10).join(cards)}
 </div></body></html>

@@ -18,7 +18,7 @@ from molml.explain.core import (
     explanations_frame,
     target_column,
 )
-from molml.explain.drawing import draw_molecule, feature_bar_plot, write_index
+from molml.explain.drawing import draw_molecule, feature_bar_plot, shap_summary, write_index
 from molml.explain.graph import explain_graph
 from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, PRECISIONS
 from molml.options import check_int
@@ -152,8 +152,9 @@ def write_explanations(
     title: str = "molml explanations",
 ) -> dict[str, Any]:
     """Write ``table`` (CSV, or Parquet by suffix), ``molecules/NNNNN.svg|png`` (plus
-    ``NNNNN_features.png`` for features without atoms) and ``index.html`` into ``output``.
-    Returns a summary (paths and counts)."""
+    ``NNNNN_features.png`` for features without atoms), for a baseline ``shap_summary.csv``
+    and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
+    into ``output``. Returns a summary (paths and counts)."""
     if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
         raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
     output = Path(output)
@@ -176,10 +177,14 @@ def write_explanations(
         if item.feature_scores:
             bars = stem.with_name(f"{stem.name}_features.png")
             images[number].append(feature_bar_plot(item, bars, units))
-    index = write_index(output, explanations, images, title, table_path)
+    summary = shap_summary(explanations, output, units)
+    index = write_index(
+        output, explanations, images, title, table_path, summary[-1] if summary else None
+    )
     return {
         "table": str(table_path),
         "index": str(index),
+        **({"shap_summary": str(summary[-1])} if summary else {}),
         "molecules": len(explanations),
         "explained": sum(item.ok for item in explanations),
         "failed": sum(not item.ok for item in explanations),
