@@ -546,3 +546,30 @@ def test_pretraining_runs_on_two_processes_in_bf16(pretrained_run: dict, tmp_pat
     steps = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     halves = [size // 2 for size in shard_sizes(tmp_path)]
     assert steps == sum(-(-half // 16) for half in halves) and sum(halves) < train
+
+
+def test_masked_atom_pretraining_learns_to_name_hidden_atoms(
+    pretrained_run: dict, tmp_path: Path
+) -> None:
+    """``model.masked_atom_weight``: pretraining also learns the elements of hidden atoms (the
+    validation accuracy starts where answering carbon for every atom leaves it and rises
+    from there), and fine-tuning takes the encoder but not the atom head."""
+    config = pretrain_config(tmp_path, pretrained_run["source"], max_epochs=8)
+    command = ["pretrain", "--config", str(config), "--model.masked_atom_weight", "1.0"]
+    result = subprocess.run(
+        molml_command(*command), capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = pd.read_csv(tmp_path / "runs" / "pre" / "version_0" / "metrics.csv")
+    loss = metrics["train/masked_atom_loss_epoch"].dropna().to_numpy()
+    accuracy = metrics["val/masked_atom_accuracy"].dropna().to_numpy()
+    assert len(loss) == len(accuracy) == 8 and loss[-1] < 0.8 * loss[0]
+    assert accuracy[-1] > accuracy[0] + 0.03
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    source, _ = load_checkpoint(str(best))
+    assert source.atom_head.out_features == source.featurizer.element_classes
+    tuned = MoleculeModel(
+        encoder=DMPNN(hidden_dim=32, depth=2), readout="sum", pretrained=str(best)
+    )
+    assert not hasattr(tuned, "atom_head")
+    assert torch.equal(tuned.encoder.W_h.weight, source.encoder.W_h.weight)

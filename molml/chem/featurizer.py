@@ -177,6 +177,12 @@ class MolGraphFeaturizer:
         """Width of the edge feature matrix ``edge_attr``."""
         return 14
 
+    @property
+    def element_classes(self) -> int:
+        """Element classes of an atom: one per listed element plus "other". Both presets put
+        their one-hot in the first ``element_classes`` columns of ``x``."""
+        return len(self.elements) + 1
+
     def to_config(self) -> dict[str, Any]:
         """A JSON-able description from which :meth:`from_config` rebuilds this featurizer."""
         config: dict[str, Any] = {

@@ -35,6 +35,7 @@ from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
+VALIDATION_MASK_SEED = 12345  # the same atoms are hidden in every validation epoch
 
 
 class MoleculeModel(L.LightningModule):
@@ -66,6 +67,14 @@ class MoleculeModel(L.LightningModule):
         mean_variance: regression only: the head also predicts a variance per task and the
             model is trained with the Gaussian negative log-likelihood (a mean-variance
             estimator); predictions then come with ``<task>_std`` columns (original units).
+        masked_atom_weight: a self-supervised objective for pretraining (0: off): in each
+            training step ``masked_atom_rate`` of the atoms are hidden (their features set to
+            zero) and an atom head predicts their elements from the encoder's atom states; the
+            cross-entropy, times this weight, joins the loss of the tasks, which the model then
+            predicts from the partly hidden molecules. Logged as ``train/masked_atom_loss``
+            and, on validation (fixed hidden atoms, the tasks scored on whole molecules),
+            ``val/masked_atom_accuracy``. The atom head is not transferred by ``pretrained``.
+        masked_atom_rate: the share of atoms hidden (at least one per batch).
     """
 
     def __init__(
@@ -89,8 +98,14 @@ class MoleculeModel(L.LightningModule):
         freeze_encoder_epochs: int = 0,
         encoder_lr_ratio: float = 1.0,
         mean_variance: bool = False,
+        masked_atom_weight: float = 0.0,
+        masked_atom_rate: float = 0.15,
     ) -> None:
         super().__init__()
+        if not (isinstance(masked_atom_weight, (int, float)) and masked_atom_weight >= 0):
+            raise DataError(f"model.masked_atom_weight must be >= 0, got {masked_atom_weight!r}")
+        if not (isinstance(masked_atom_rate, (int, float)) and 0 < masked_atom_rate <= 1):
+            raise DataError(f"model.masked_atom_rate must be in (0, 1], got {masked_atom_rate!r}")
         check_int(freeze_encoder_epochs, "model.freeze_encoder_epochs", minimum=0)
         if not (isinstance(encoder_lr_ratio, (int, float)) and encoder_lr_ratio > 0):
             raise DataError(f"model.encoder_lr_ratio must be positive, got {encoder_lr_ratio!r}")
@@ -127,6 +142,9 @@ class MoleculeModel(L.LightningModule):
         if n_features:  # only then, so checkpoints of models without them keep loading
             self.register_buffer("feature_mean", torch.zeros(n_features))
             self.register_buffer("feature_std", torch.ones(n_features))
+        if masked_atom_weight > 0:  # only then, so checkpoints without it keep loading
+            self.atom_head = nn.Linear(self.encoder.out_dim, self.featurizer.element_classes)
+            self.masked_atom_accuracy = MeanMetric()
         if pos_weight is not None:  # only then, so checkpoints without it keep loading
             weights = torch.ones(len(self.tasks)) if pos_weight == "auto" else pos_weight
             self.register_buffer("pos_weight", torch.as_tensor(weights, dtype=torch.float32))
@@ -160,13 +178,26 @@ class MoleculeModel(L.LightningModule):
         so exported graphs keep the number of molecules dynamic; so may ``max_atoms``, the
         atoms of the largest molecule, which encoders that pad molecules need in an exported
         graph (otherwise they read it from ``batch``)."""
+        atoms = self.atom_states(x, edge_index, edge_attr, batch, num_molecules, max_atoms)
+        return self.readout(atoms, batch, dim_size=num_molecules)
+
+    def atom_states(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_molecules: int,
+        max_atoms: int | None = None,
+    ) -> Tensor:
+        """The encoder's output per atom ``[n_atoms, encoder.out_dim]`` (before the readout;
+        arguments as in :meth:`embed_tensors`)."""
         padded = {}
         if max_atoms is not None and self.encoder.pads_molecules:
             padded["padded_size"] = (num_molecules, max_atoms)
-        atoms = self.encoder(
+        return self.encoder(
             self.atom_embedding(x), edge_index, self.bond_embedding(edge_attr), batch, **padded
         )
-        return self.readout(atoms, batch, dim_size=num_molecules)
 
     def forward(self, batch: Batch) -> Tensor:
         """Raw outputs: standardized values (regression) or logits (classification); a
@@ -189,6 +220,10 @@ class MoleculeModel(L.LightningModule):
         """:meth:`forward` on the featurized tensors (see :meth:`embed_tensors`); ``features``
         are the raw molecule-level features ``[num_molecules, d]`` if the model uses them."""
         embedding = self.embed_tensors(x, edge_index, edge_attr, batch, num_molecules, max_atoms)
+        return self._head_outputs(embedding, features)
+
+    def _head_outputs(self, embedding: Tensor, features: Tensor | None) -> Tensor:
+        """The head on molecule embeddings (and the raw molecule-level features)."""
         if self.molecule_features is not None:
             features = (features - self.feature_mean) / self.feature_std
             # missing descriptors sit at the training mean; extreme ones are clipped
@@ -291,8 +326,40 @@ class MoleculeModel(L.LightningModule):
         mask = mask.float()
         return (per_label * mask).sum() / mask.sum().clamp_min(1.0)
 
+    def hide_atoms(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """A boolean mask of ``masked_atom_rate`` of the batch's atoms (at least one), drawn
+        with ``generator`` (a CPU generator) or the global random state."""
+        draws = torch.rand(batch.num_nodes, generator=generator).to(batch.x.device)
+        hidden = draws < self.hparams.masked_atom_rate
+        hidden[draws.argmin()] = True
+        return hidden
+
+    def masked_forward(self, batch: Batch, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch with the ``hidden`` atoms' features set to zero: the raw task outputs,
+        the element logits of the hidden atoms and their true elements."""
+        elements = batch.x[hidden, : self.featurizer.element_classes].argmax(dim=1)
+        x = batch.x.masked_fill(hidden[:, None], 0.0)
+        atoms = self.atom_states(
+            x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs
+        )
+        embedding = self.readout(atoms, batch.batch, dim_size=batch.num_graphs)
+        features = batch.features if self.molecule_features is not None else None
+        return self._head_outputs(embedding, features), self.atom_head(atoms[hidden]), elements
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self.loss(self(batch), batch)
+        if self.hparams.masked_atom_weight > 0:
+            out, logits, elements = self.masked_forward(batch, self.hide_atoms(batch))
+            masked_loss = F.cross_entropy(logits.float(), elements)
+            self.log(
+                "train/masked_atom_loss",
+                masked_loss,
+                batch_size=batch.num_graphs,
+                on_epoch=True,
+                sync_dist=True,
+            )
+            loss = self.loss(out, batch) + self.hparams.masked_atom_weight * masked_loss
+        else:
+            loss = self.loss(self(batch), batch)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, batch "
@@ -317,6 +384,11 @@ class MoleculeModel(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
+        if self.hparams.masked_atom_weight > 0:
+            generator = torch.Generator().manual_seed(VALIDATION_MASK_SEED + batch_idx)
+            _, logits, elements = self.masked_forward(batch, self.hide_atoms(batch, generator))
+            correct = (logits.argmax(dim=1) == elements).float()
+            self.masked_atom_accuracy.update(correct.mean(), weight=correct.numel())
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -334,6 +406,10 @@ class MoleculeModel(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        if self.hparams.masked_atom_weight > 0:
+            accuracy = self.masked_atom_accuracy.compute()
+            self.log("val/masked_atom_accuracy", accuracy, sync_dist=True)
+            self.masked_atom_accuracy.reset()
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
