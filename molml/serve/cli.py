@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``molml serve``."""
     parser = argparse.ArgumentParser(
         prog="molml serve",
-        description="Serve trained molml models over HTTP: POST /predict, GET /health, "
-        "/models, /metrics (Prometheus), /docs.",
+        description="Serve trained molml models over HTTP: POST /predict, POST /explain, "
+        "GET /health, /models, /metrics (Prometheus), /docs.",
     )
     parser.add_argument(
         "--model",
