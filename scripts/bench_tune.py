@@ -14,8 +14,8 @@ D-MPNN, search spaces from ``configs/search/``) picks a config on the validation
 are then scored once on the test split of ``/work/shared/splits/<dataset>.splits.json`` entry
 ``i`` (``data.split: predefined``, ``data.split_index: i``). Reported per row: the test metric
 of both, the gain, trials complete / pruned, the study's wall time and the epochs pruning
-skipped (max_epochs minus the epochs a pruned trial ran, summed), with the seconds that saved
-at the study's mean seconds per epoch.
+skipped (max_epochs minus the epochs a pruned trial ran, summed; with ``--cv``, the folds it
+skipped), with the seconds that saved at the study's mean seconds per epoch (per fold).
 
     python scripts/bench_tune.py                                        # esol, split 0
     python scripts/bench_tune.py --datasets esol freesolv bace --splits 0 1 2 --trials 30 \
@@ -147,9 +147,11 @@ def run_one(
     best = json.loads((out / "best.json").read_text())
     study = optuna.load_study(study_name=options.study_name, storage=options.storage)
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
-    epochs_run = sum(len(t.intermediate_values) for t in study.trials)
-    skipped = sum(args.epochs - len(t.intermediate_values) for t in pruned)
-    seconds_per_epoch = tune_seconds / max(epochs_run, 1)
+    # a trial reports once per epoch, or once per fold with --cv
+    steps_per_trial, unit = (args.cv, "folds") if args.cv else (args.epochs, "epochs")
+    steps_run = sum(len(t.intermediate_values) for t in study.trials)
+    skipped = sum(steps_per_trial - len(t.intermediate_values) for t in pruned)
+    seconds_per_step = tune_seconds / max(steps_run, 1)
     higher = metric.endswith("roc_auc")
     gain = best["test"][test_key] - default_test
     return {
@@ -167,8 +169,8 @@ def run_one(
         "failed": best["trials"]["FAIL"],
         "default_seconds": round(default_seconds, 1),
         "tune_seconds": round(tune_seconds, 1),
-        "epochs_skipped_by_pruning": skipped if model in GRAPH_MODELS else None,
-        "seconds_saved_by_pruning": round(skipped * seconds_per_epoch, 1)
+        f"{unit}_skipped_by_pruning": skipped if model in GRAPH_MODELS else None,
+        "seconds_saved_by_pruning": round(skipped * seconds_per_step, 1)
         if model in GRAPH_MODELS
         else None,
         "search_space": space.name,
