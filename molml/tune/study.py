@@ -286,6 +286,8 @@ def finish(
         f"{summary['trials']['FAIL']} failed"
     )
     print(f"best config: {directory / 'best.yaml'}")
+    if plots:
+        print(f"plots: {directory / 'plots'} (PNG; open the .html pages in a browser)")
     return {"summary": summary, "plots": plots}
 
 
