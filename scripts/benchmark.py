@@ -29,14 +29,16 @@ With ``--chemprop PYTHON`` (a venv with chemprop 2.3.1, ``scripts/setup_chemprop
 split entries in the same run (``--pytorch-seed`` S + 100 k for repeat k, so ``--repeats`` and
 ``--ensemble`` treat it like molml's models), and its test predictions are scored by the same
 code as molml's. ``--monitor-loss`` keeps graph models' checkpoints (and early stopping) on the
-validation loss instead of the dataset's metric, as chemprop does.
+validation loss instead of the dataset's metric, as chemprop does. ``--pretrained NAME_OR_PATH``
+starts the fine-tuned models from another encoder than the one their config names (a checkpoint
+of ``molml pretrain``, say).
 
 Usage:
   python scripts/benchmark.py [--models dmpnn gine xgb_ecfp] [--datasets esol bbbp ...]
                               [--hiv] [--seeds 3] [--max-epochs N] [--precision P] [--threads 1]
                               [--splits-dir ../shared/splits] [--train-fractions 0.1 1.0]
                               [--choose-on-validation MODEL ...] [--repeats R [--ensemble]]
-                              [--chemprop PYTHON]
+                              [--chemprop PYTHON] [--pretrained NAME_OR_PATH]
                               [--out runs/benchmark] [--report-only]
 
 Models: dmpnn, dmpnn_pretrained (the D-MPNN fine-tuned from the shipped ``zinc-dmpnn``
@@ -213,6 +215,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="graph models: keep the checkpoint and stop early on the validation loss (as "
         "chemprop does) instead of the dataset's metric; give it its own --out",
     )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="fine-tuned graph models (those whose config sets model.pretrained) start from this "
+        "encoder instead: a shipped name or a checkpoint path; give it its own --out",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     parser.add_argument(
         "--report-only", action="store_true", help="only write the table of finished cells"
@@ -286,21 +295,19 @@ def _monitored(callbacks: list[dict[str, Any]], metric: str) -> list[dict[str, A
     return out
 
 
-def run_graph_cell(
+def graph_config(
     model: str,
     dataset: str,
     seed: int,
     metric: str,
     args: argparse.Namespace,
     fraction: float,
-    repeat: int = 0,
+    repeat: int,
+    name: str,
 ) -> dict[str, Any]:
-    """Fit a graph model from its template config on split entry ``seed`` (trained with seed
-    ``seed + REPEAT_SEED_STEP * repeat``), then test its best checkpoint."""
+    """The ``molml fit`` config of one graph cell: the model's template with the data set, split
+    entry, seed, logger, monitored metric and the command line's overrides put in."""
     config = yaml.safe_load(MODELS[model].template.read_text())
-    name = f"{dataset}_{model_key(model, fraction)}_seed{seed}"
-    if repeat:
-        name += f"_repeat{repeat}"
     config["seed_everything"] = seed + REPEAT_SEED_STEP * repeat
     config["data"].update(
         dataset=dataset,
@@ -322,6 +329,27 @@ def run_graph_cell(
         trainer["max_epochs"] = args.max_epochs
     if args.precision is not None:
         trainer["precision"] = args.precision
+    if args.pretrained is not None and config["model"].get("pretrained"):
+        config["model"]["pretrained"] = args.pretrained
+    return config
+
+
+def run_graph_cell(
+    model: str,
+    dataset: str,
+    seed: int,
+    metric: str,
+    args: argparse.Namespace,
+    fraction: float,
+    repeat: int = 0,
+) -> dict[str, Any]:
+    """Fit a graph model from its template config on split entry ``seed`` (trained with seed
+    ``seed + REPEAT_SEED_STEP * repeat``), then test its best checkpoint."""
+    name = f"{dataset}_{model_key(model, fraction)}_seed{seed}"
+    if repeat:
+        name += f"_repeat{repeat}"
+    config = graph_config(model, dataset, seed, metric, args, fraction, repeat, name)
+    trainer = config["trainer"]
     config_path = args.out / "configs" / f"{name}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -150,3 +150,22 @@ def test_the_chemprop_peer_needs_its_interpreter_and_split_files(benchmark, caps
     # trained once per repeat, like a graph model, so its repeats can be ensembled
     assert benchmark.MODELS["chemprop"].kind in benchmark.TRAINED_PER_REPEAT
     assert args.repeats == 2
+
+
+def test_pretrained_replaces_the_encoder_of_fine_tuned_models_only(benchmark, tmp_path):
+    args = benchmark.parse_args(["--pretrained", "my/encoder.ckpt", "--out", str(tmp_path)])
+
+    def config(model: str, repeat: int = 0) -> dict:
+        return benchmark.graph_config(model, "esol", 1, "rmse", args, 1.0, repeat, "cell")
+
+    fine_tuned = config("dmpnn_chemprop_pretrained", repeat=2)
+    assert fine_tuned["model"]["pretrained"] == "my/encoder.ckpt"
+    assert fine_tuned["seed_everything"] == 1 + 2 * benchmark.REPEAT_SEED_STEP
+    assert fine_tuned["data"]["dataset"] == "esol"
+    # a model trained from scratch stays from scratch
+    assert not config("dmpnn")["model"].get("pretrained")
+    default = benchmark.parse_args(["--out", str(tmp_path)])
+    shipped = benchmark.graph_config(
+        "dmpnn_chemprop_pretrained", "esol", 0, "rmse", default, 1.0, 0, "cell"
+    )
+    assert shipped["model"]["pretrained"] == "zinc-dmpnn-chemprop"
