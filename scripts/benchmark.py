@@ -369,6 +369,7 @@ def run_graph_cell(
         "epochs": cli.trainer.current_epoch,
         "max_epochs": trainer["max_epochs"],
         "precision": str(trainer.get("precision", "32-true")),
+        "pretrained": config["model"].get("pretrained"),
         "run_dir": cli.trainer.log_dir,
         "config": str(config_path),
     }
