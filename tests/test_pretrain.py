@@ -418,6 +418,7 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     # every training molecule once per epoch, none of the first 40 (the validation block)
     assert len(set(rows)) == len(rows) == sum(again.shard_sizes) and min(rows) >= 40
     assert rows == rows_of(stream)  # an epoch's order is reproducible
+
     next_epoch = type(stream)(**{**vars(stream), "epoch": 1})
     assert rows != rows_of(next_epoch)  # and the next epoch's is another
     halves = [type(stream)(**{**vars(stream), "rank": r, "world_size": 2}) for r in (0, 1)]
@@ -462,6 +463,48 @@ def test_the_shipped_encoder_learned_the_descriptors(name: str) -> None:
     assert np.isfinite(embeddings).all()
     config = encoder.metadata["training_data"]
     assert config["sources"] == ["zinc"] and config["train"] > 100_000
+
+
+def test_raising_max_molecules_featurizes_only_the_new_molecules(tmp_path: Path) -> None:
+    source = write_smiles(tmp_path / "unlabelled.csv", 200)
+    kwargs = dict(
+        sources=[str(source)],
+        val_size=40,
+        shard_size=50,
+        batch_size=16,
+        cache_dir=str(tmp_path),
+        featurize_jobs=1,
+    )
+
+    def prepared(limit: int | None) -> PretrainDataModule:
+        data = PretrainDataModule(max_molecules=limit, **kwargs)
+        data.prepare_shards()
+        return data
+
+    def modified(data: PretrainDataModule) -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in [data.val_path, *data.shard_paths]}
+
+    def training_rows(data: PretrainDataModule) -> list[int]:
+        return sorted(int(r) for b in data.train_dataloader().dataset for r in b.row)
+
+    small = prepared(120)  # validation 40, a full shard of 50, and 30 cut short by the limit
+    assert [p.name for p in small.shard_paths] == ["shard_00000.pt", "shard_00001_first120.pt"]
+    before = modified(small)
+    whole = prepared(None)
+    assert whole.directory == small.directory  # one cache for every limit
+    assert [p.name for p in whole.shard_paths] == [f"shard_{k:05d}.pt" for k in range(4)]
+    after = modified(whole)
+    # the validation block and the full shard were reused, not featurized again
+    assert after["val.pt"] == before["val.pt"]
+    assert after["shard_00000.pt"] == before["shard_00000.pt"]
+    for data, inputs in ((small, 120), (whole, 200)):
+        counted = sum(data.shard_sizes) + len(data.val_store) + sum(data.skipped.values())
+        assert counted == inputs
+        rows = training_rows(data)
+        assert len(rows) == sum(data.shard_sizes) and min(rows) >= 40 and max(rows) < inputs
+    again = prepared(120)  # the smaller run still finds its own shards, untouched
+    assert modified(again) == before and again.shard_sizes == small.shard_sizes
+    assert training_rows(again) == training_rows(small)
 
 
 def test_the_shipped_encoder_fine_tunes_with_the_default_featurizer() -> None:

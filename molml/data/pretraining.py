@@ -237,7 +237,9 @@ class PretrainDataModule(L.LightningDataModule):
     Args:
         sources: ``zinc`` (the molsets package's 1.58M ZINC SMILES) and/or molecule files.
         smiles_column: the SMILES column of the user's files (default: detected).
-        max_molecules: read at most this many SMILES in total (default: all).
+        max_molecules: read at most this many SMILES in total (default: all). Runs with
+            different limits share the cache: raising the limit featurizes only the molecules
+            not yet cached.
         val_size: the first this many valid molecules are the validation and reference set.
         shard_size: molecules per cached shard (memory holds one shard per loader worker).
         featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
@@ -296,6 +298,7 @@ class PretrainDataModule(L.LightningDataModule):
             self.val_store, self.targets, self.descriptors.names
         )
         self.shard_sizes: list[int] = []
+        self.shard_paths: list[Path] = []
 
     @property
     def tasks(self) -> list[str]:
@@ -316,7 +319,9 @@ class PretrainDataModule(L.LightningDataModule):
                 for p in self.paths
             ],
             "smiles_column": hp.smiles_column,
-            "max_molecules": hp.max_molecules,
+            # runs of every data.max_molecules share one directory (see _block_path); the
+            # field stays, always null, so that caches of unlimited runs keep their key
+            "max_molecules": None,
             "val_size": hp.val_size,
             "shard_size": hp.shard_size,
             "featurizer": self.featurizer.to_config(),
@@ -337,6 +342,23 @@ class PretrainDataModule(L.LightningDataModule):
                 yield hp.shard_size
 
         return take_blocks(chunks, sizes())
+
+    def _block_path(self, stem: str, start: int, length: int, full: int) -> Path:
+        """The cache file of a block of ``length`` SMILES from input position ``start``.
+
+        Runs with any ``data.max_molecules`` share the cache: a block is the same SMILES
+        whatever the limit, except the one the limit cuts short, which gets a file of its own
+        (``shard_00011_first600000.pt``). Raising the limit therefore featurizes only the
+        molecules not yet in the cache."""
+        limit = self.hparams.max_molecules
+        if limit is not None and length < full and start + length == limit:
+            stem = f"{stem}_first{limit}"
+        return self.directory / f"{stem}.pt"
+
+    def _manifest_path(self) -> Path:
+        limit = self.hparams.max_molecules
+        name = "manifest.json" if limit is None else f"manifest_first{limit}.json"
+        return self.directory / name
 
     def _featurize(
         self, smiles: list[str], start: int
@@ -368,12 +390,12 @@ class PretrainDataModule(L.LightningDataModule):
         return store, counts, examples
 
     def _prepare_val(self) -> GraphStore:
-        path = self.directory / "val.pt"
-        if path.exists():
-            return GraphStore.load(path)
         block = next(self._blocks(), None)
         if block is None:
             raise DataError(f"pretraining sources {self.sources} hold no SMILES")
+        path = self.val_path = self._block_path("val", 0, len(block), self.hparams.val_size)
+        if path.exists():
+            return GraphStore.load(path)
         store, counts, examples = self._featurize(block, 0)
         if len(store) < 10:
             why = f", e.g. {examples}" if examples else ""
@@ -387,41 +409,46 @@ class PretrainDataModule(L.LightningDataModule):
 
     def prepare_shards(self) -> None:
         """Featurize every shard not yet in the cache (resumes an interrupted preparation)."""
-        manifest = self.directory / "manifest.json"
+        manifest = self._manifest_path()
         if manifest.exists():
-            self.shard_sizes = json.loads(manifest.read_text())["sizes"]
+            saved = json.loads(manifest.read_text())
+            self.shard_sizes = saved["sizes"]
+            # manifests written before shards were shared name none: shard_00000.pt, ...
+            names = saved.get("shards") or [
+                f"shard_{k:05d}.pt" for k in range(len(self.shard_sizes))
+            ]
+            self.shard_paths = [self.directory / name for name in names]
             self._read_counts()
             return
         hp = self.hparams
         for stale in self.directory.glob("*.tmp"):  # left by a run killed while saving
             stale.unlink(missing_ok=True)
-        sizes = []
+        sizes, paths = [], []
         blocks = self._blocks()
         next(blocks)  # the validation block
         for k, block in enumerate(blocks):
-            path = self.directory / f"shard_{k:05d}.pt"
+            start = hp.val_size + k * hp.shard_size
+            path = self._block_path(f"shard_{k:05d}", start, len(block), hp.shard_size)
             if not path.exists():
                 log.info("pretraining shard %d (%d SMILES)", k, len(block))
-                start = hp.val_size + k * hp.shard_size
                 store, counts, examples = self._featurize(block, start)
                 _save_atomically(store, path, {"counts": counts, "examples": examples})
             sizes.append(json.loads(path.with_suffix(".json").read_text())["size"])
+            paths.append(path)
         if not sizes:
             raise DataError(
                 f"pretraining sources {self.sources} hold no molecules beyond the {hp.val_size} "
                 "validation molecules; lower data.val_size or add SMILES"
             )
-        manifest.write_text(json.dumps({"sizes": sizes}))
-        self.shard_sizes = sizes
+        manifest.write_text(json.dumps({"sizes": sizes, "shards": [p.name for p in paths]}))
+        self.shard_sizes, self.shard_paths = sizes, paths
         self._read_counts()
 
     def _read_counts(self) -> None:
         skipped: dict[str, int] = {}
         examples: dict[str, str] = {}
-        for sidecar in sorted(self.directory.glob("*.json")):
-            if sidecar.name == "manifest.json":
-                continue
-            info = json.loads(sidecar.read_text())
+        for path in [self.val_path, *self.shard_paths]:  # this run's blocks, no others
+            info = json.loads(path.with_suffix(".json").read_text())
             for reason, count in info["counts"].items():
                 skipped[reason] = skipped.get(reason, 0) + count
             examples.update(info["examples"])
@@ -468,9 +495,8 @@ class PretrainDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        shards = [self.directory / f"shard_{k:05d}.pt" for k in range(len(self.shard_sizes))]
         stream = ShardStream(
-            shards,
+            self.shard_paths,
             self.shard_sizes,
             self.targets,
             self.descriptors.names,
