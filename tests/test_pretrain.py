@@ -382,9 +382,10 @@ def test_zinc_is_found_through_the_molsets_distribution_or_explained() -> None:
         assert path.name == "train.csv.gz" and path.stat().st_size > 10_000_000
 
 
-def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
+def small_cache(tmp_path: Path) -> dict[str, object]:
+    """Data options over 200 NCI molecules: 40 for validation, then shards of 50."""
     source = write_smiles(tmp_path / "unlabelled.csv", 200)
-    kwargs = dict(
+    return dict(
         sources=[str(source)],
         val_size=40,
         shard_size=50,
@@ -392,6 +393,10 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
         cache_dir=str(tmp_path),
         featurize_jobs=1,
     )
+
+
+def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
+    kwargs = small_cache(tmp_path)
     data = PretrainDataModule(**kwargs)
     data.prepare_shards()
     shards = sorted(data.directory.glob("shard_*.pt"))
@@ -466,15 +471,7 @@ def test_the_shipped_encoder_learned_the_descriptors(name: str) -> None:
 
 
 def test_raising_max_molecules_featurizes_only_the_new_molecules(tmp_path: Path) -> None:
-    source = write_smiles(tmp_path / "unlabelled.csv", 200)
-    kwargs = dict(
-        sources=[str(source)],
-        val_size=40,
-        shard_size=50,
-        batch_size=16,
-        cache_dir=str(tmp_path),
-        featurize_jobs=1,
-    )
+    kwargs = small_cache(tmp_path)
 
     def prepared(limit: int | None) -> PretrainDataModule:
         data = PretrainDataModule(max_molecules=limit, **kwargs)
