@@ -285,6 +285,50 @@ def test_encoder_learning_rate_ratio_scales_the_encoder_group(tmp_path: Path) ->
     assert body["initial_lr"] == pytest.approx(0.001) and head["initial_lr"] == pytest.approx(0.01)
 
 
+def test_pretrained_l2_weight_keeps_the_encoder_near_its_pretrained_weights(
+    pretrained_run: dict, tmp_path: Path
+) -> None:
+    best = str(pretrained_run["best"])
+    csv = write_task_csv(tmp_path / "logp.csv", 120)
+    data = MoleculeDataModule(path=str(csv), cache_dir=None, featurize_jobs=1, batch_size=32)
+
+    def distance_after_fitting(weight: float) -> float:
+        L.seed_everything(0)
+        model = MoleculeModel(
+            encoder=DMPNN(hidden_dim=32, depth=2),
+            readout="sum",
+            ffn_hidden_dim=16,
+            tasks=["logp"],
+            lr=0.01,
+            pretrained=best,
+            pretrained_l2_weight=weight,
+        )
+        start = model._transferred().detach().clone()
+        fit(model, data, epochs=3)
+        return float((model._transferred().detach() - start).norm())
+
+    free, anchored = distance_after_fitting(0.0), distance_after_fitting(10.0)
+    assert anchored < free / 3, (anchored, free)
+    # the anchor is part of the model's state: a saved model loads and keeps it
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=32, depth=2),
+        readout="sum",
+        pretrained=best,
+        pretrained_l2_weight=0.1,
+    )
+    reloaded = MoleculeModel(
+        encoder=DMPNN(hidden_dim=32, depth=2), readout="sum", pretrained_l2_weight=0.1
+    )
+    reloaded.load_state_dict(model.state_dict())
+    assert torch.equal(reloaded.pretrained_anchor, model._transferred().detach())
+    # without a pretrained encoder there is nothing to pull towards
+    unanchored = MoleculeModel(
+        encoder=DMPNN(hidden_dim=16, depth=2), tasks=["logp"], pretrained_l2_weight=0.1
+    )
+    with pytest.raises(DataError, match="set model.pretrained as well"):
+        fit(unanchored, data, epochs=1)
+
+
 def test_a_pretrained_model_with_another_featurizer_or_encoder_is_refused(
     pretrained_run: dict,
 ) -> None:
@@ -334,6 +378,8 @@ def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path)
             "1",
             "--model.encoder_lr_ratio",
             "0.5",
+            "--model.pretrained_l2_weight",
+            "0.01",
             "--trainer.max_epochs",
             "2",
             "--trainer.enable_progress_bar",

@@ -75,6 +75,12 @@ class MoleculeModel(L.LightningModule):
             and, on validation (fixed hidden atoms, the tasks scored on whole molecules),
             ``val/masked_atom_accuracy``. The atom head is not transferred by ``pretrained``.
         masked_atom_rate: the share of atoms hidden (at least one per batch).
+        pretrained_l2_weight: with ``pretrained``, add this weight times the squared distance
+            of the embeddings, encoder and readout from their pretrained values to the loss
+            (L2-SP, Li et al., ICML 2018: the fine-tuned encoder is pulled back towards the
+            pretrained one instead of towards zero); 0 turns it off. The pretrained values are
+            kept as a buffer, so a resumed run keeps its anchor. Logged as
+            ``train/pretrained_distance`` (the root of the squared distance).
     """
 
     def __init__(
@@ -100,12 +106,17 @@ class MoleculeModel(L.LightningModule):
         mean_variance: bool = False,
         masked_atom_weight: float = 0.0,
         masked_atom_rate: float = 0.15,
+        pretrained_l2_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if not (isinstance(masked_atom_weight, (int, float)) and masked_atom_weight >= 0):
             raise DataError(f"model.masked_atom_weight must be >= 0, got {masked_atom_weight!r}")
         if not (isinstance(masked_atom_rate, (int, float)) and 0 < masked_atom_rate <= 1):
             raise DataError(f"model.masked_atom_rate must be in (0, 1], got {masked_atom_rate!r}")
+        if not (isinstance(pretrained_l2_weight, (int, float)) and pretrained_l2_weight >= 0):
+            raise DataError(
+                f"model.pretrained_l2_weight must be >= 0, got {pretrained_l2_weight!r}"
+            )
         check_int(freeze_encoder_epochs, "model.freeze_encoder_epochs", minimum=0)
         if not (isinstance(encoder_lr_ratio, (int, float)) and encoder_lr_ratio > 0):
             raise DataError(f"model.encoder_lr_ratio must be positive, got {encoder_lr_ratio!r}")
@@ -154,8 +165,21 @@ class MoleculeModel(L.LightningModule):
         # mean loss over labelled entries, summed over all ranks (exact under DDP)
         self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.test_outputs: tuple[Tensor, Tensor, Tensor] | None = None
+        if pretrained_l2_weight > 0:  # only then, so checkpoints without it keep loading
+            # filled from the pretrained weights below, or from a checkpoint's state
+            self.register_buffer("pretrained_anchor", torch.zeros_like(self._transferred()))
+            self.register_buffer("pretrained_anchor_set", torch.tensor(False))
         if pretrained is not None:
             apply_pretrained(self, read_pretrained(pretrained))
+            if pretrained_l2_weight > 0:
+                self.pretrained_anchor.copy_(self._transferred().detach())
+                self.pretrained_anchor_set.fill_(True)
+
+    def _transferred(self) -> Tensor:
+        """The parameters a pretrained encoder supplies, as one vector."""
+        return torch.cat(
+            [p.flatten() for n, p in self.named_parameters() if n.startswith(ENCODER_PARTS)]
+        )
 
     # ------------------------------------------------------------------ forward
     def embed_batch(self, batch: Batch) -> Tensor:
@@ -292,8 +316,13 @@ class MoleculeModel(L.LightningModule):
             handle.remove()
         self._row_buckets = []
 
-    def on_train_start(self) -> None:  # a run resumed inside a frozen epoch
-        self.on_train_epoch_start()
+    def on_train_start(self) -> None:
+        if self.hparams.pretrained_l2_weight > 0 and not self.pretrained_anchor_set:
+            raise DataError(
+                "model.pretrained_l2_weight pulls the encoder towards pretrained weights; "
+                "set model.pretrained as well"
+            )
+        self.on_train_epoch_start()  # a run resumed inside a frozen epoch
 
     def on_train_epoch_start(self) -> None:
         # while frozen, batch-norm statistics in the encoder must not move either
@@ -360,6 +389,17 @@ class MoleculeModel(L.LightningModule):
             loss = self.loss(out, batch) + self.hparams.masked_atom_weight * masked_loss
         else:
             loss = self.loss(self(batch), batch)
+        if self.hparams.pretrained_l2_weight > 0:
+            squared = (self._transferred() - self.pretrained_anchor).square().sum()
+            self.log(
+                "train/pretrained_distance",
+                squared.detach().sqrt(),
+                batch_size=batch.num_graphs,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=True,
+            )
+            loss = loss + self.hparams.pretrained_l2_weight * squared
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, batch "
