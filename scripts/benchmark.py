@@ -49,6 +49,10 @@ dmpnn_pretrained_sum_rdkit2d (both), dmpnn_chemprop (chemprop 2's recipe: its fe
 norm readout), dmpnn_chemprop_features (its features alone), dmpnn_chemprop_pretrained
 (chemprop's recipe fine-tuned from the shipped ``zinc-dmpnn-chemprop`` encoder),
 dmpnn_chemprop_pretrained_rdkit2d (the same with RDKit 2D descriptors before the head),
+dmpnn_chemprop_pretrained_mean (the same encoder read out by the mean of atom states),
+dmpnn_chemprop_pretrained_l2sp3e4, ..._l2sp1e3, ..._l2sp3e3, ..._l2sp1e2 (the encoder pulled
+towards its pretrained weights with ``model.pretrained_l2_weight`` 0.0003 to 0.01),
+dmpnn_chemprop_pretrained_rdkit2d_l2sp3e3 (RDKit 2D descriptors before the head and 0.003),
 dmpnn_chemprop_600_pretrained (the same recipe, hidden 600, from ``zinc-dmpnn-chemprop-600``),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
 with the dataset, metric and seed replaced), xgb_ecfp
@@ -102,7 +106,8 @@ class ModelEntry:
     title: str
     kind: str  # "graph" | "baseline" | "peer"
     template: Path | None
-    overrides: tuple[str, ...] = ()  # options given after the template's
+    overrides: tuple[str, ...] = ()  # baselines: options given after the template's
+    model_args: tuple[tuple[str, Any], ...] = ()  # graph models: set in the config's model
 
 
 def xgb_on_embeddings() -> dict[str, ModelEntry]:
@@ -134,6 +139,7 @@ GRAPH_MODELS = {
     "dmpnn_chemprop_features": "D-MPNN, chemprop's features",
     "dmpnn_chemprop_pretrained": "D-MPNN, chemprop's recipe, fine-tuned",
     "dmpnn_chemprop_pretrained_rdkit2d": "D-MPNN, chemprop's recipe, fine-tuned + RDKit 2D",
+    "dmpnn_chemprop_pretrained_mean": "D-MPNN, chemprop's features, fine-tuned, mean readout",
     "dmpnn_chemprop_600_pretrained": "D-MPNN hidden 600, chemprop's recipe, fine-tuned",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
@@ -152,6 +158,21 @@ MODELS: dict[str, ModelEntry] = {
         name: ModelEntry(title, "graph", REPO / "configs" / f"lipo_{name}.yaml")
         for name, title in GRAPH_MODELS.items()
     },
+    **{  # the encoder pulled towards its pretrained weights while fine-tuning (L2-SP)
+        f"dmpnn_chemprop_pretrained_l2sp{code}": ModelEntry(
+            f"D-MPNN, chemprop's recipe, fine-tuned, L2-SP {weight:g}",
+            "graph",
+            REPO / "configs" / "lipo_dmpnn_chemprop_pretrained.yaml",
+            model_args=(("pretrained_l2_weight", weight),),
+        )
+        for code, weight in (("3e4", 3e-4), ("1e3", 1e-3), ("3e3", 3e-3), ("1e2", 1e-2))
+    },
+    "dmpnn_chemprop_pretrained_rdkit2d_l2sp3e3": ModelEntry(
+        "D-MPNN, chemprop's recipe, fine-tuned + RDKit 2D, L2-SP 0.003",
+        "graph",
+        REPO / "configs" / "lipo_dmpnn_chemprop_pretrained_rdkit2d.yaml",
+        model_args=(("pretrained_l2_weight", 3e-3),),
+    ),
     "xgb_ecfp": ModelEntry("XGB-ECFP4", "baseline", REPO / "configs" / "esol_xgb.yaml"),
     "rf_ecfp": ModelEntry("RF-ECFP4+RDKit2D", "baseline", REPO / "configs" / "esol_rf.yaml"),
     **xgb_on_embeddings(),
@@ -309,6 +330,7 @@ def graph_config(
     entry, seed, logger, monitored metric and the command line's overrides put in."""
     config = yaml.safe_load(MODELS[model].template.read_text())
     config["seed_everything"] = seed + REPEAT_SEED_STEP * repeat
+    config["model"].update(MODELS[model].model_args)
     config["data"].update(
         dataset=dataset,
         featurize_jobs=args.threads,
