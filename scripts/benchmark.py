@@ -139,7 +139,6 @@ GRAPH_MODELS = {
     "dmpnn_chemprop_features": "D-MPNN, chemprop's features",
     "dmpnn_chemprop_pretrained": "D-MPNN, chemprop's recipe, fine-tuned",
     "dmpnn_chemprop_pretrained_rdkit2d": "D-MPNN, chemprop's recipe, fine-tuned + RDKit 2D",
-    "dmpnn_chemprop_pretrained_mean": "D-MPNN, chemprop's features, fine-tuned, mean readout",
     "dmpnn_chemprop_600_pretrained": "D-MPNN hidden 600, chemprop's recipe, fine-tuned",
     "dmpnn_pretrained": "D-MPNN fine-tuned",
     "dmpnn_pretrained_lr01": "D-MPNN fine-tuned, encoder lr ×0.1",
@@ -158,6 +157,12 @@ MODELS: dict[str, ModelEntry] = {
         name: ModelEntry(title, "graph", REPO / "configs" / f"lipo_{name}.yaml")
         for name, title in GRAPH_MODELS.items()
     },
+    "dmpnn_chemprop_pretrained_mean": ModelEntry(
+        "D-MPNN, chemprop's features, fine-tuned, mean readout",
+        "graph",
+        REPO / "configs" / "lipo_dmpnn_chemprop_pretrained.yaml",
+        model_args=(("readout", "mean"),),
+    ),
     **{  # the encoder pulled towards its pretrained weights while fine-tuning (L2-SP)
         f"dmpnn_chemprop_pretrained_l2sp{code}": ModelEntry(
             f"D-MPNN, chemprop's recipe, fine-tuned, L2-SP {weight:g}",
