@@ -169,3 +169,17 @@ def test_pretrained_replaces_the_encoder_of_fine_tuned_models_only(benchmark, tm
         "dmpnn_chemprop_pretrained", "esol", 0, "rmse", default, 1.0, 0, "cell"
     )
     assert shipped["model"]["pretrained"] == "zinc-dmpnn-chemprop"
+
+
+def test_a_variant_sets_its_model_options_on_its_template(benchmark, tmp_path):
+    args = benchmark.parse_args(["--out", str(tmp_path)])
+
+    def model_options(model: str) -> dict:
+        return benchmark.graph_config(model, "bace", 0, "roc_auc", args, 1.0, 0, "cell")["model"]
+
+    plain = model_options("dmpnn_chemprop_pretrained")
+    anchored = model_options("dmpnn_chemprop_pretrained_l2sp3e3")
+    assert anchored["pretrained_l2_weight"] == 0.003 and "pretrained_l2_weight" not in plain
+    assert {k: v for k, v in anchored.items() if k != "pretrained_l2_weight"} == plain
+    assert model_options("dmpnn_chemprop_pretrained_mean")["readout"] == "mean"
+    assert plain["readout"] == "norm"
