@@ -51,7 +51,8 @@ norm readout), dmpnn_chemprop_features (its features alone), dmpnn_chemprop_pret
 dmpnn_chemprop_pretrained_rdkit2d (the same with RDKit 2D descriptors before the head),
 dmpnn_chemprop_pretrained_mean (the same encoder read out by the mean of atom states),
 dmpnn_chemprop_pretrained_l2sp3e4, ..._l2sp1e3, ..._l2sp3e3, ..._l2sp1e2 (the encoder pulled
-towards its pretrained weights with ``model.pretrained_l2_weight`` 0.0003 to 0.01),
+towards its pretrained weights with ``model.pretrained_l2_weight`` 0.0003 to 0.01; the same
+four for dmpnn_pretrained_sum),
 dmpnn_chemprop_pretrained_rdkit2d_l2sp3e3 (RDKit 2D descriptors before the head and 0.003),
 dmpnn_chemprop_600_pretrained (the same recipe, hidden 600, from ``zinc-dmpnn-chemprop-600``),
 gine, gatv2, attentivefp, pna, gps, graphormer (graph models, from configs/lipo_<model>.yaml
@@ -164,12 +165,13 @@ MODELS: dict[str, ModelEntry] = {
         model_args=(("readout", "mean"),),
     ),
     **{  # the encoder pulled towards its pretrained weights while fine-tuning (L2-SP)
-        f"dmpnn_chemprop_pretrained_l2sp{code}": ModelEntry(
-            f"D-MPNN, chemprop's recipe, fine-tuned, L2-SP {weight:g}",
+        f"{base}_l2sp{code}": ModelEntry(
+            f"{GRAPH_MODELS[base]}, L2-SP {weight:g}",
             "graph",
-            REPO / "configs" / "lipo_dmpnn_chemprop_pretrained.yaml",
+            REPO / "configs" / f"lipo_{base}.yaml",
             model_args=(("pretrained_l2_weight", weight),),
         )
+        for base in ("dmpnn_chemprop_pretrained", "dmpnn_pretrained_sum")
         for code, weight in (("3e4", 3e-4), ("1e3", 1e-3), ("3e3", 3e-3), ("1e2", 1e-2))
     },
     "dmpnn_chemprop_pretrained_rdkit2d_l2sp3e3": ModelEntry(
