@@ -175,11 +175,13 @@ class MoleculeModel(L.LightningModule):
                 self.pretrained_anchor.copy_(self._transferred().detach())
                 self.pretrained_anchor_set.fill_(True)
 
+    def _encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters a pretrained encoder supplies: embeddings, encoder, readout."""
+        return [p for name, p in self.named_parameters() if name.startswith(ENCODER_PARTS)]
+
     def _transferred(self) -> Tensor:
-        """The parameters a pretrained encoder supplies, as one vector."""
-        return torch.cat(
-            [p.flatten() for n, p in self.named_parameters() if n.startswith(ENCODER_PARTS)]
-        )
+        """The encoder parameters (:meth:`_encoder_parameters`) as one vector."""
+        return torch.cat([p.flatten() for p in self._encoder_parameters()])
 
     # ------------------------------------------------------------------ forward
     def embed_batch(self, batch: Batch) -> Tensor:
@@ -459,7 +461,7 @@ class MoleculeModel(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        body = [p for name, p in self.named_parameters() if name.startswith(ENCODER_PARTS)]
+        body = self._encoder_parameters()
         head = [p for name, p in self.named_parameters() if not name.startswith(ENCODER_PARTS)]
         optimizer = torch.optim.Adam(
             [
