@@ -21,8 +21,12 @@ skipped), with the seconds that saved at the study's mean seconds per epoch (per
     python scripts/bench_tune.py --datasets esol freesolv bace --splits 0 1 2 --trials 30 \
         --epochs 50 --threads 1                                         # the full comparison
 
-``--dmpnn-space configs/search/dmpnn_descriptors.yaml`` lets the study also choose whether
-the D-MPNN's head gets RDKit 2D descriptors (``data.molecule_features``); ``--precision
+``--space FILE`` searches another space than the model's own (``--models dmpnn --space
+configs/search/dmpnn_descriptors.yaml`` lets the study also choose whether the D-MPNN's head
+gets RDKit 2D descriptors, ``data.molecule_features``; give it its own ``--output``);
+``--sampler grid`` tries every point of an all-categorical space once, unpruned (``--models
+dmpnn_chemprop_pretrained --space configs/search/pretrained_l2.yaml --sampler grid --cv 5``
+picks the pull towards the pretrained weights by cross-validation); ``--precision
 bf16-mixed`` trains the default and every trial in bf16. ``--cv K`` scores each trial by K-fold
 cross-validation of train+val instead of the one validation split (``molml tune --cv``; give it
 its own ``--output``). Rows are written to ``--output`` as each finishes; rerunning the same
@@ -131,16 +135,16 @@ def run_one(
         storage=f"sqlite:///{work / 'optuna.db'}",
         metric=metric,
         n_trials=args.trials,
-        pruner="median" if model in GRAPH_MODELS else "none",
+        # a grid is run to compare every point in full
+        pruner="median" if model in GRAPH_MODELS and args.sampler == "tpe" else "none",
+        sampler=args.sampler,
         seed=args.seed,
         cv=args.cv,
         output_dir=work / "tune",
         tracking_uri=None,
     )
     start = time.perf_counter()
-    space = ROOT / "configs" / "search" / MODELS[model][2]
-    if model == "dmpnn" and args.dmpnn_space:
-        space = args.dmpnn_space
+    space = args.space or ROOT / "configs" / "search" / MODELS[model][2]
     params = [p for p in read_space(space) if p.name not in FIXED.get(model, {})]
     out = run_tune(job, params, options)
     tune_seconds = time.perf_counter() - start
@@ -174,6 +178,7 @@ def run_one(
         if model in GRAPH_MODELS
         else None,
         "search_space": space.name,
+        "sampler": args.sampler,
         "precision": args.precision if model in GRAPH_MODELS else None,
         "best_params": best["best_params"],
     }
@@ -188,6 +193,10 @@ def add_refits(row: dict[str, Any], args: argparse.Namespace, work: Path) -> Non
     job = job_for(model, dataset, split_file, index, args.epochs, row["precision"])
     configs = {"default": job.config, "tuned": with_values(job.config, row["best_params"])}
     for name, config in configs.items():
+        if name == "tuned" and config == configs["default"]:  # the study kept the default
+            row["tuned_tests"] = row["default_tests"]
+            row["tuned_ensemble"] = row["default_ensemble"]
+            continue
         directory = work / f"refits_{model}_{dataset}_{index}_{name}"
         result = run_cv(
             type(job)(config), args.refits, SEED_ENSEMBLE, 0, directory, job.default_metric()
@@ -274,10 +283,17 @@ def main() -> None:
         help="D-MPNN trainer precision for default and tuned alike (e.g. bf16-mixed)",
     )
     parser.add_argument(
-        "--dmpnn-space",
+        "--space",
         type=Path,
         default=None,
-        help="D-MPNN search space (default configs/search/dmpnn.yaml; give it its own --output)",
+        help="search space of every model given (default: each model's own in configs/search; "
+        "give it its own --output)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=["tpe", "grid"],
+        default="tpe",
+        help="tpe, or grid: every point of an all-categorical --space once, unpruned",
     )
     args = parser.parse_args()
     os.environ.setdefault("MOLML_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))

@@ -367,6 +367,30 @@ def test_unknown_estimator_parameter_and_bad_storage_are_refused(
         assert message in capsys.readouterr().err
 
 
+def test_grid_sampler_tries_every_point_once_and_refuses_ranges(
+    property_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = xgb_config(tmp_path / "xgb.yaml", property_csv)
+    grid = space(tmp_path / "grid.yaml", "estimator.params.max_depth: {categorical: [2, 3, 4]}\n")
+    storage = tmp_path / "optuna.db"
+    command = ["tune", "--config", str(config), "--search", str(grid), "--sampler", "grid",
+               "--storage", f"sqlite:///{storage}", "--study-name", "grid",
+               "--output-dir", str(tmp_path / "tune"), "--tracking-uri", "none"]  # fmt: skip
+    main(command)  # no --n-trials: the grid's size
+    depths = sorted(t.params["estimator.params.max_depth"] for t in study_trials(storage, "grid"))
+    assert depths == [2, 3, 4]
+    main(command)  # a rerun of a finished grid adds no trial
+    assert len(study_trials(storage, "grid")) == 3
+
+    ranged = space(tmp_path / "ranged.yaml", XGB_SPACE)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command[:3], "--search", str(ranged), *command[5:7], "--storage",
+              f"sqlite:///{tmp_path / 'other.db'}"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "estimator.params.max_depth is a range" in capsys.readouterr().err
+    assert not (tmp_path / "other.db").exists()
+
+
 def test_shipped_search_spaces_fit_their_configs() -> None:
     """Every configs/search space names options of the config it is made for."""
     from molml.tune.study import check_space
@@ -376,6 +400,7 @@ def test_shipped_search_spaces_fit_their_configs() -> None:
         "dmpnn_descriptors": "esol_dmpnn",
         "dmpnn_finetune": "esol_dmpnn",
         "dmpnn_chemprop_finetune": "lipo_dmpnn_chemprop_pretrained",
+        "pretrained_l2": "lipo_dmpnn_chemprop_pretrained",
         "gine": "lipo_gine",
         "gps": "lipo_gps",
         "xgb": "esol_xgb",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from molml.errors import EXIT_CODES_HELP, CommandParser, DataError
 from molml.options import check_int
-from molml.tune.options import CV_SPLITS, FOLD_SPLITS, PRUNERS
+from molml.tune.options import CV_SPLITS, FOLD_SPLITS, PRUNERS, SAMPLERS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -42,10 +42,21 @@ def tune_parser() -> argparse.ArgumentParser:
     )
     _common(parser)
     parser.add_argument("--search", required=True, help="search-space YAML")
-    parser.add_argument("--n-trials", type=int, help="trials to run in this process")
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        help="trials to run in this process (with --sampler grid: at most the points left)",
+    )
     parser.add_argument("--timeout", type=parse_duration, help="stop starting trials after (2h)")
     parser.add_argument("--storage", default="sqlite:///runs/optuna.db", help="Optuna RDB URL")
     parser.add_argument("--study-name", help="study name (default: the config's file name)")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="tpe",
+        help="tpe (Optuna's TPE after 5 random trials) or grid (every combination of an "
+        "all-categorical search space once, then the study stops)",
+    )
     parser.add_argument("--pruner", choices=PRUNERS, default="median")
     parser.add_argument(
         "--pruner-warmup",
@@ -97,7 +108,7 @@ def tune_main(argv: Sequence[str]) -> Path:
     check_int(args.n_trials, "--n-trials", minimum=1, allow_none=True)
     check_int(args.cv, "--cv", minimum=2, allow_none=True)
     check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
-    if args.n_trials is None and args.timeout is None:
+    if args.n_trials is None and args.timeout is None and args.sampler != "grid":
         raise DataError("give --n-trials, --timeout or both")
     # imported once the arguments are read: --help and usage errors answer without torch
     from molml.tune.jobs import make_job
@@ -115,6 +126,7 @@ def tune_main(argv: Sequence[str]) -> Path:
         timeout=args.timeout,
         pruner=args.pruner,
         pruner_warmup=args.pruner_warmup,
+        sampler=args.sampler,
         seed=args.seed,
         cv=args.cv,
         cv_split=args.cv_split,

@@ -3,6 +3,9 @@ nothing heavy, so that ``--help`` and usage errors answer before torch and Optun
 
 PRUNERS = ("median", "hyperband", "none")
 """Trial pruners of ``molml tune --pruner``."""
+SAMPLERS = ("tpe", "grid")
+"""How ``molml tune --sampler`` picks trials: Optuna's TPE, or every point of an all-categorical
+space once."""
 FOLD_SPLITS = ("scaffold", "random", "stratified")
 """How ``molml cv`` and ``molml tune --cv`` cut the training data into folds."""
 SEED_ENSEMBLE = "seeds"

@@ -5,13 +5,15 @@ Lightning callback) or fit a fingerprint baseline; with ``cv`` a trial's score i
 validation metric over folds of the train+val molecules (pruned fold by fold). The study lives
 in an Optuna RDB storage (SQLite by default), so rerunning a command resumes it and several
 processes on one storage share it; the search space and metric are stored with the study and
-a study that differs is refused. After the trials, the best config is tested once on the held
--out test split and written as ``best.yaml``, next to a trials table and Optuna's plots; MLflow
-gets one parent run per ``molml tune`` with one nested run per trial.
+a study that differs is refused. Trials are drawn by TPE, or with ``sampler="grid"`` every
+combination of an all-categorical space runs once. After the trials, the best config is tested
+once on the held-out test split and written as ``best.yaml``, next to a trials table and
+Optuna's plots; MLflow gets one parent run per ``molml tune`` with one nested run per trial.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -30,7 +32,7 @@ from molml.errors import DataError, error_message
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import CURVES, Job, metric_direction
-from molml.tune.options import FOLD_SPLITS, PRUNERS
+from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
 from molml.tune.space import Param, check_names, config_point, with_values
 
 log = logging.getLogger("molml")
@@ -53,6 +55,7 @@ class TuneOptions:
     timeout: float | None = None
     pruner: str | optuna.pruners.BasePruner = "median"
     pruner_warmup: int = 10
+    sampler: str = "tpe"
     seed: int = 0
     cv: int | None = None
     cv_split: str = "scaffold"
@@ -101,7 +104,8 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
     the study, so a resumed study draws new points, reproducibly."""
     storage = open_storage(options.storage)
     direction = metric_direction(options.metric)
-    described = [param.describe() for param in space]
+    # as the storage gives it back (JSON: a categorical's tuple of choices becomes a list)
+    described = json.loads(json.dumps([param.describe() for param in space]))
     try:
         study = optuna.create_study(
             study_name=options.study_name,
@@ -131,10 +135,46 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
             f"study {options.study_name!r} {study.direction.name.lower()}s its metric; "
             f"{options.metric} is to {direction}"
         )
-    study.sampler = optuna.samplers.TPESampler(
-        seed=options.seed + len(study.trials), n_startup_trials=5
-    )
+    study.sampler = make_sampler(options.sampler, space, options.seed + len(study.trials))
     return study
+
+
+def make_sampler(sampler: str, space: list[Param], seed: int) -> optuna.samplers.BaseSampler:
+    """``tpe`` (5 random trials, then Optuna's TPE) or ``grid``: every combination of an
+    all-categorical space once, in random order (the study stops when all are done, also when
+    several processes share it)."""
+    if sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    check_sampler(sampler, space)
+    grid = {param.name: list(param.choices) for param in space}
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def check_sampler(sampler: str, space: list[Param]) -> None:
+    """Refuse an unknown sampler, and a grid over a space with ranges."""
+    if sampler not in SAMPLERS:
+        raise DataError(f"--sampler {sampler}: choose one of {list(SAMPLERS)}")
+    ranged = [param.name for param in space if param.kind != "categorical"]
+    if sampler == "grid" and ranged:
+        raise DataError(
+            "--sampler grid needs every option of the search space as a categorical list; "
+            f"{', '.join(ranged)} {'is a range' if len(ranged) == 1 else 'are ranges'}"
+        )
+
+
+def trials_to_run(study: optuna.Study, space: list[Param], options: TuneOptions) -> int | None:
+    """``options.n_trials``; with the grid sampler at most the grid's points that no finished
+    trial has tried yet (0 once the grid is done, so a rerun adds no duplicate trial)."""
+    if options.sampler != "grid":
+        return options.n_trials
+    names = [param.name for param in space]
+    tried = {
+        tuple(trial.params.get(name) for name in names)
+        for trial in study.trials
+        if trial.state.is_finished()
+    }
+    left = sum(1 for point in itertools.product(*(p.choices for p in space)) if point not in tried)
+    return left if options.n_trials is None else min(left, options.n_trials)
 
 
 def check_space(job: Job, space: list[Param]) -> None:
@@ -153,9 +193,11 @@ def check_space(job: Job, space: list[Param]) -> None:
 def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
+    check_sampler(options.sampler, space)
     study = load_study(options, space)
     start = config_point(job.config, space)
-    if start:  # once per study, also when several processes start it together
+    if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
+        # once per study, also when several processes start it together
         study.enqueue_trial(
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
@@ -174,11 +216,12 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         )
     tracker = _Tracker(options, directory)
     objective = _objective(job, space, options, directory, folds_file)
+    n_trials = trials_to_run(study, space, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(
             objective,
-            n_trials=options.n_trials,
+            n_trials=n_trials,
             timeout=options.timeout,
             catch=(Exception,),
             callbacks=[tracker.log_trial],
