@@ -181,6 +181,9 @@ def run_one(
         "sampler": args.sampler,
         "precision": args.precision if model in GRAPH_MODELS else None,
         "best_params": best["best_params"],
+        "trial_values": [
+            {"params": t.params, "value": t.value, "state": t.state.name} for t in study.trials
+        ],
     }
 
 
@@ -325,7 +328,7 @@ def main() -> None:
             frame[f"{name} test, seed mean"] = frame[f"{name}_tests"].map(
                 lambda v: statistics.fmean(v) if isinstance(v, list) else float("nan")
             )
-    lists = ["best_params", "default_tests", "tuned_tests"]
+    lists = ["best_params", "default_tests", "tuned_tests", "trial_values"]
     print(markdown(frame.drop(columns=lists, errors="ignore")))
     print()
     print(markdown(summary(rows, args.splits_dir)))
