@@ -336,8 +336,11 @@ def score_model(
     truths: list[set[int]],
     valid: list[np.ndarray],
     steps: int,
+    decoys: list[set[int]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Model test ROC-AUC and, per method, attribution ROC-AUC on the held-out positives."""
+    """Model test ROC-AUC and, per method, attribution ROC-AUC on the held-out positives; with
+    ``decoys`` (each test molecule's decoy atoms), also split by whether a positive has the decoy,
+    and how often a decoy atom outscores every true atom."""
     model_auc = roc_auc_score(labels, predictor.predict(test)["label"])
     positives = np.flatnonzero(labels == 1)
     rows = []
@@ -365,11 +368,38 @@ def score_model(
             "positives": len(positives),
             "seconds": round(seconds, 1),
         }
+        if decoys is not None:
+            row.update(
+                decoy_scores([r.atom_scores for r, _ in pairs], positives, best, truths, decoys)
+            )
         if name != "xgb_ecfp4" and method not in ATOM_ONLY_METHODS:
             bonded = [attribution_auc(with_bonds(r), truths[i]) for r, i in pairs]
             row["attribution_auc_with_bonds"] = round(float(np.nanmean(bonded)), 4)
         rows.append(row)
     return rows
+
+
+def decoy_scores(
+    scores: list[np.ndarray],
+    positives: np.ndarray,
+    best: list[float],
+    truths: list[set[int]],
+    decoys: list[set[int]],
+) -> dict[str, float]:
+    """The best-valid-explanation ROC-AUC of the positives with and without the decoy, and the
+    share of those with it where a decoy atom scores above every true atom."""
+    has = np.array([bool(decoys[i]) for i in positives])
+    best_array = np.array(best)
+    above = [
+        max(s[list(decoys[i])]) > max(s[list(truths[i])])
+        for s, i in zip(scores, positives, strict=True)
+        if decoys[i]
+    ]
+    return {
+        "attribution_auc_any_valid_with_decoy": round(float(np.nanmean(best_array[has])), 4),
+        "attribution_auc_any_valid_without_decoy": round(float(np.nanmean(best_array[~has])), 4),
+        "decoy_above_truth": round(float(np.mean(above)), 4),
+    }
 
 
 def random_control(
@@ -422,6 +452,8 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
                 else np.zeros((0, 0), dtype=bool)
                 for i, y in zip(test, test_labels, strict=True)
             ]
+            decoy = DECOYS.get(task)
+            decoys = [set().union(*matches[i][decoy]) for i in test] if decoy else None
             with tempfile.TemporaryDirectory() as tmp:
                 csv = Path(tmp) / "train.csv"
                 pd.DataFrame({"smiles": train_smiles, "label": train_labels}).to_csv(
@@ -449,6 +481,7 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
                         truths,
                         valid,
                         args.steps,
+                        decoys,
                     ):
                         row = {"seed": seed, "task": task, **row}
                         row["fit_seconds"] = round(fit_seconds, 1)
@@ -597,6 +630,19 @@ def summary(record: dict[str, Any]) -> None:
         out = pivot.round(3).reset_index().rename(columns=TITLES)
         out["model"] = out["model"].map(model_title)
         print(f"\n## {title} (held-out positives, mean over seeds)\n")
+        print(markdown(out))
+    if "decoy_above_truth" in table:
+        columns = {
+            "attribution_auc_any_valid_with_decoy": "positives with the decoy",
+            "attribution_auc_any_valid_without_decoy": "positives without it",
+            "decoy_above_truth": "decoy above every true atom",
+        }
+        decoy = table.dropna(subset=["decoy_above_truth"])
+        out = decoy.groupby(["task", "model", "method"], sort=False)[list(columns)].mean()
+        out = out.round(3).reset_index().rename(columns={**TITLES, **columns})
+        out["model"] = out["model"].map(model_title)
+        out["task"] = out["task"].map(TITLES)
+        print("\n## Decoy tasks: best-valid ROC-AUC by whether a positive has the decoy\n")
         print(markdown(out))
     trained = table[table["model"] != RANDOM]
     models = trained.drop_duplicates(["seed", "task", "model"]).pivot_table(

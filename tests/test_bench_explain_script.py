@@ -121,3 +121,20 @@ def test_deletion_masks_atoms_as_occlusion_does(deletion) -> None:
     assert masked[0] == pytest.approx(item.prediction, abs=1e-5)
     np.testing.assert_allclose(item.prediction - masked[1:], item.atom_scores, atol=1e-5)
     assert [deletion.size_of(s, 11) for s in deletion.SIZES] == [1, 1, 3]
+
+
+def test_decoy_scores_split_positives_by_the_decoy_and_count_decoys_on_top(bench) -> None:
+    # test molecules 0-3; 0, 1 and 3 are positives; 0 and 3 carry the decoy (atom 5)
+    positives = np.array([0, 1, 3])
+    truths = [{0, 1}, {0, 1}, set(), {0, 1}]
+    decoys = [{5}, set(), set(), {5}]
+    scores = [
+        np.array([1.0, 0.9, 0, 0, 0, 2.0]),  # the decoy above every true atom
+        np.array([1.0, 0.9, 0, 0, 0, 0.0]),
+        np.array([1.0, 0.9, 0, 0, 0, 0.5]),  # the decoy below the true atoms
+    ]
+    best = [0.8, 1.0, 0.9]
+    row = bench.decoy_scores(scores, positives, best, truths, decoys)
+    assert row["attribution_auc_any_valid_with_decoy"] == pytest.approx(0.85)
+    assert row["attribution_auc_any_valid_without_decoy"] == pytest.approx(1.0)
+    assert row["decoy_above_truth"] == pytest.approx(0.5)
