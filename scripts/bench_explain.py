@@ -165,13 +165,14 @@ def valid_explanations(matches: Matches, task: str, n_atoms: int) -> np.ndarray:
 
 
 def sample_task(
-    matches: list[Matches], task: str, per_class: int, seed: int
+    matches: list[Matches], task: str, per_class: int, seed: int, decoy_rate: float = DECOY_RATE
 ) -> tuple[list[int], list[int]]:
     """Training and held-out molecule indices: ``per_class`` positives and as many negatives,
     split 80/20. Negatives are drawn evenly from each combination of the task's fragments that
     is not positive (for "A AND B": A without B, B without A, neither), so a model must see
-    every fragment to separate the classes. With a decoy, 90% of training positives and 10%
-    of training negatives have it; held-out molecules have it in half of each class."""
+    every fragment to separate the classes. With a decoy, ``decoy_rate`` of the training
+    positives and ``1 - decoy_rate`` of the training negatives have it; held-out molecules
+    have it in half of each class."""
     rng = np.random.default_rng(seed)
     all_of, any_of, none_of = TASKS[task]
     clauses = all_of + any_of + none_of
@@ -187,7 +188,7 @@ def sample_task(
             train += picked[:n_train]
             test += picked[n_train:]
             continue
-        n_with = round((DECOY_RATE if cls == 1 else 1 - DECOY_RATE) * n_train)
+        n_with = round((decoy_rate if cls == 1 else 1 - decoy_rate) * n_train)
         n_test = per_class - n_train
         fit = _even_draw(rng, signature, (labels == cls) & has, n_with + n_test // 2)
         rest = _even_draw(rng, signature, (labels == cls) & ~has, n_train - n_with + n_test // 2)
@@ -441,7 +442,7 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
             ]
             if not todo:
                 continue
-            train, test = sample_task(matches, task, args.per_class, seed)
+            train, test = sample_task(matches, task, args.per_class, seed, args.decoy_rate)
             train_labels = np.array([label(matches[i], task)[0] for i in train])
             test_labels = np.array([label(matches[i], task)[0] for i in test])
             truths = [label(matches[i], task)[1] for i in test]
@@ -672,6 +673,13 @@ def main() -> None:
         help="explain each graph encoder as an ensemble of this many models (mean map)",
     )
     parser.add_argument("--per-class", type=int, default=1000)
+    parser.add_argument(
+        "--decoy-rate",
+        type=float,
+        default=DECOY_RATE,
+        help="share of training positives with the decoy (negatives: 1 - this); give another "
+        "rate its own --output",
+    )
     parser.add_argument("--limit", type=int, default=None, help="read only this many HIV rows")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hidden", type=int, default=128)

@@ -138,3 +138,29 @@ def test_decoy_scores_split_positives_by_the_decoy_and_count_decoys_on_top(bench
     assert row["attribution_auc_any_valid_with_decoy"] == pytest.approx(0.85)
     assert row["attribution_auc_any_valid_without_decoy"] == pytest.approx(1.0)
     assert row["decoy_above_truth"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("rate", [0.9, 0.7])
+def test_decoy_rate_sets_the_share_of_training_positives_with_the_decoy(bench, rate) -> None:
+    rng = np.random.default_rng(1)
+    atom = (frozenset({0}),)
+    pool = []  # every combination of benzene, amide and chlorine, 200 molecules each
+    for flags in range(8):
+        for _ in range(200):
+            found = {name: () for name in bench.PATTERNS}
+            for bit, name in enumerate(("benzene", "amide", "chlorine")):
+                if flags >> bit & 1:
+                    found[name] = atom
+            pool.append(found)
+    rng.shuffle(pool)
+    task = "benzene_and_amide_chlorine_decoy"
+    train, test = bench.sample_task(pool, task, 100, seed=0, decoy_rate=rate)
+    label = {i: bench.label(pool[i], task)[0] for i in train + test}
+    has = {i: bool(pool[i]["chlorine"]) for i in train + test}
+    positives = [i for i in train if label[i]]
+    negatives = [i for i in train if not label[i]]
+    assert len(positives) == len(negatives) == 80
+    assert sum(has[i] for i in positives) == round(rate * 80)
+    assert sum(has[i] for i in negatives) == round((1 - rate) * 80)
+    held_out = [i for i in test if label[i]]
+    assert sum(has[i] for i in held_out) == len(held_out) // 2
