@@ -58,7 +58,7 @@ from benchmark import published_scores
 
 from molml.tune import TuneOptions, make_job, read_space, run_cv, run_tune
 from molml.tune.jobs import Job
-from molml.tune.options import SEED_ENSEMBLE
+from molml.tune.options import SAMPLERS, SEED_ENSEMBLE
 from molml.tune.space import with_values
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,7 +294,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--sampler",
-        choices=["tpe", "grid"],
+        choices=SAMPLERS,
         default="tpe",
         help="tpe, or grid: every point of an all-categorical --space once, unpruned",
     )

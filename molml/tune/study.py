@@ -102,6 +102,7 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
     """Create the study, or load it if it exists with the same search space, metric and
     direction (refused otherwise). The TPE sampler's seed is offset by the trials already in
     the study, so a resumed study draws new points, reproducibly."""
+    check_sampler(options.sampler, space)  # before the study is created
     storage = open_storage(options.storage)
     direction = metric_direction(options.metric)
     # as the storage gives it back (JSON: a categorical's tuple of choices becomes a list)
@@ -145,7 +146,6 @@ def make_sampler(sampler: str, space: list[Param], seed: int) -> optuna.samplers
     several processes share it)."""
     if sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-    check_sampler(sampler, space)
     grid = {param.name: list(param.choices) for param in space}
     return optuna.samplers.GridSampler(grid, seed=seed)
 
@@ -193,7 +193,6 @@ def check_space(job: Job, space: list[Param]) -> None:
 def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
-    check_sampler(options.sampler, space)
     study = load_study(options, space)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
