@@ -5,8 +5,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlparse
+
+from molml.errors import DataError
 
 SQLITE_PREFIX = "sqlite:///"
+TRACKING_OFF = ("", "none", "null", "off")
+
+
+def checked_tracking_uri(uri: str | None, option: str) -> str | None:
+    """``uri`` as the MLflow tracking URI of ``option``, or None for no tracking (None, "",
+    "none", "null", "off"). MLflow's file store (a ``file:`` URI or a plain folder) is refused:
+    it keeps each metric as a file, so molml's ``val/rmse`` and ``val/rmse/<task>`` cannot both
+    be logged, and MLflow 3 refuses it unless told otherwise."""
+    if uri is None or uri.strip().lower() in TRACKING_OFF:
+        return None
+    scheme = urlparse(uri).scheme.lower()
+    if scheme == "file" or (scheme == "" and not uri.startswith("databricks")) or len(scheme) == 1:
+        raise DataError(
+            f"{option} {uri!r} is an MLflow file store, which molml cannot log to (metric "
+            "names such as val/rmse and val/rmse/<task> clash in it); use a database, e.g. "
+            f"'sqlite:///runs/mlflow.db', a tracking server (http://...), or 'none' for no tracking"
+        )
+    return uri
 
 
 def absolute_tracking_uri(uri: str) -> str:

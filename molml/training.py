@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
-from molml.tracking import absolute_tracking_uri
+from molml.tracking import absolute_tracking_uri, checked_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,18 @@ class MolmlCLI(LightningCLI):
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             init_args = getattr(logger, "init_args", None)
-            if init_args is not None and isinstance(init_args.get("tracking_uri"), str):
-                init_args.tracking_uri = absolute_tracking_uri(init_args.tracking_uri)
+            if init_args is None or not str(logger.class_path).endswith("MLFlowLogger"):
+                continue
+            # without a tracking_uri, MLFlowLogger falls back to $MLFLOW_TRACKING_URI, then to
+            # a file store in ./mlruns
+            uri = init_args.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI", "mlruns")
+            uri = checked_tracking_uri(uri, "MLFlowLogger tracking_uri")
+            if uri is None:
+                raise DataError(
+                    "MLFlowLogger tracking_uri is 'none': to log nothing to MLflow, leave the "
+                    "MLFlowLogger out of trainer.logger"
+                )
+            init_args.tracking_uri = absolute_tracking_uri(uri)
 
     def after_fit(self) -> None:
         """Test the best checkpoint on the test split, unless ``--test_best false``."""

@@ -182,6 +182,25 @@ def test_load_errors(tmp_path: Path) -> None:
         load_baseline(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("uri", "kept"),
+    [
+        (None, None),
+        ("none", None),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("http://h:5000", "http://h:5000"),
+    ],
+)
+def test_tracking_uri_off_or_kept(uri: str | None, kept: str | None) -> None:
+    assert BaselineConfig(tracking_uri=uri).tracking_uri == kept
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "mlruns", "./runs/mlruns", "C:/mlruns"])
+def test_mlflow_file_store_is_refused(uri: str) -> None:
+    with pytest.raises(DataError, match="MLflow file store, which molml cannot log to"):
+        BaselineConfig(tracking_uri=uri)
+
+
 # ---------------------------------------------------------------------------- data and splits
 
 

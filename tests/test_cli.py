@@ -294,3 +294,20 @@ def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> 
         main([])
     assert info.value.code == 2
     assert "screen" in capsys.readouterr().err
+
+
+def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
+    """MLflow's file store keeps a metric per file, so val/rmse and val/rmse/<task> clash in
+    it: the run is refused up front instead of dying mid-training."""
+    (tmp_path / "x.csv").write_text("smiles,y\nCCO,1\nCCC,2\nCCN,3\n")
+    logger = {
+        "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+        "init_args": {"tracking_uri": "file:./mlruns"},
+    }
+    config = {"trainer": {"logger": [logger]}, "data": {"path": "x.csv", "target_columns": ["y"]}}
+    (tmp_path / "fs.yaml").write_text(yaml.safe_dump(config))
+    result = run_molml(tmp_path, "fit", "--config", "fs.yaml")
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "'file:./mlruns' is an MLflow file store" in line and "sqlite:///" in line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns").exists()

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 from molml.chem.fingerprints import FingerprintFeaturizer, make_fingerprint
 from molml.errors import DataError
 from molml.options import check_jobs
+from molml.tracking import checked_tracking_uri
 
 Estimator = Literal["xgboost", "random_forest"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
@@ -194,7 +195,8 @@ class BaselineConfig:
         name: run name; runs go to ``<output_dir>/<name>/version_<n>``
             (default: ``<dataset>_<fingerprint>_<estimator>``).
         output_dir: root of the run directories.
-        tracking_uri: MLflow tracking URI (null: no MLflow logging).
+        tracking_uri: MLflow tracking URI (null or "none": no MLflow logging; a database or
+            a tracking server, not MLflow's file store).
         artifact_location: where a new MLflow experiment stores its artifacts.
     """
 
@@ -206,6 +208,9 @@ class BaselineConfig:
     output_dir: str = "runs"
     tracking_uri: str | None = "sqlite:///runs/mlflow.db"
     artifact_location: str = "runs/mlartifacts"
+
+    def __post_init__(self) -> None:
+        self.tracking_uri = checked_tracking_uri(self.tracking_uri, "tracking_uri")
 
     @property
     def run_name(self) -> str:

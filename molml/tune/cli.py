@@ -13,6 +13,7 @@ from pathlib import Path
 
 from molml.errors import EXIT_CODES_HELP, CommandParser, DataError
 from molml.options import check_int
+from molml.tracking import checked_tracking_uri
 from molml.tune.options import CV_SPLITS, FOLD_SPLITS, PRUNERS, SAMPLERS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -131,7 +132,7 @@ def tune_main(argv: Sequence[str]) -> Path:
         cv=args.cv,
         cv_split=args.cv_split,
         output_dir=args.output_dir,
-        tracking_uri=None if tracking in (None, "none") else tracking,
+        tracking_uri=checked_tracking_uri(tracking, "--tracking-uri"),
     )
     return run_tune(job, space, options)
 
