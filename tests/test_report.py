@@ -101,6 +101,21 @@ def test_data_report_on_unusable_labels_still_writes(tmp_path: Path) -> None:
     assert report["split"] is None and (out / "report.html").is_file()
 
 
+def test_data_report_on_an_infinite_label_names_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "inf.csv"
+    path.write_text("smiles,y\nCCO,1\nCCN,inf\nCCC,2\nCCCC,3\nc1ccccc1,4\n")
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(path), "--output", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert "not finite as float32" in " ".join(report["warnings"])
+    assert "row 3 (inf)" in " ".join(report["warnings"])
+    assert report["labels"]["y"] == {
+        "labelled": 5, "missing": 0, "not_finite": 1, "mean": 2.5,
+        "std": pytest.approx(np.std([1, 2, 3, 4])), "min": 1.0, "max": 4.0,
+    }  # fmt: skip
+    assert (out / "labels.png").is_file()
+
+
 def test_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         run_report(["data"])

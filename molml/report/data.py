@@ -270,13 +270,16 @@ def _label_stats(targets: np.ndarray, table: MoleculeTable) -> dict[str, dict[st
         if table.task_type == "classification":
             stats["positives"] = int((labels == 1).sum())
             stats["positive_rate"] = float(labels.mean()) if len(labels) else None
-        elif len(labels):
-            stats.update(
-                mean=float(labels.mean()),
-                std=float(labels.std()),
-                min=float(labels.min()),
-                max=float(labels.max()),
-            )
+        else:
+            finite = labels[np.isfinite(labels)]
+            stats["not_finite"] = len(labels) - len(finite)
+            if len(finite):
+                stats.update(
+                    mean=float(finite.mean()),
+                    std=float(finite.std()),
+                    min=float(finite.min()),
+                    max=float(finite.max()),
+                )
         out[task] = stats
     return out
 
@@ -290,8 +293,12 @@ def _label_figure(targets: np.ndarray, table: MoleculeTable):  # noqa: ANN202 - 
             ax.bar(["0", "1"], counts, color=["#7a9", "#d65"])
             ax.set_title(f"{task}: class balance", fontsize=9)
         else:
-            ax.hist(labels, bins=30, color="#58a")
-            ax.set_title(f"{task}: n={len(labels)}", fontsize=9)
+            finite = labels[np.isfinite(labels)]
+            ax.hist(finite, bins=30, color="#58a")
+            skipped = (
+                f", {len(labels) - len(finite)} not finite" if len(finite) < len(labels) else ""
+            )
+            ax.set_title(f"{task}: n={len(finite)}{skipped}", fontsize=9)
         ax.set_ylabel("molecules")
     return fig
 
@@ -317,6 +324,7 @@ def _outliers(
     columns["heavy atoms"] = descriptors["heavy atoms"].to_numpy(dtype=float)
     out = []
     for name, values in columns.items():
+        values = np.where(np.isfinite(values), values, np.nan)  # inf is reported as refused
         std = np.nanstd(values)
         if not std > 0:
             continue
