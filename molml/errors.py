@@ -50,7 +50,8 @@ class ExportError(MolmlError, RuntimeError):
 EXIT_FAILURE = 1
 """Exit code of a command that failed for any other reason."""
 EXIT_BAD_INPUT = 2
-"""Exit code for bad input or usage: a :class:`DataError` or :class:`InvalidMoleculeError`."""
+"""Exit code for bad input or usage: a :class:`DataError`, :class:`InvalidMoleculeError` or
+:class:`PredictorError`."""
 EXIT_CHECKPOINT = 3
 """Exit code for a :class:`CheckpointError`."""
 
@@ -87,7 +88,7 @@ def exit_code(exc: BaseException) -> int:
     name = _describe(exc)[0]
     if name == CheckpointError.__name__:
         return EXIT_CHECKPOINT
-    if name in (DataError.__name__, InvalidMoleculeError.__name__):
+    if name in (DataError.__name__, InvalidMoleculeError.__name__, PredictorError.__name__):
         return EXIT_BAD_INPUT
     return EXIT_FAILURE
 

@@ -281,6 +281,12 @@ def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:
     ]
     with Image.open(tmp_path / "molecules" / "00005.png") as image:
         assert image.size[0] >= 800  # a large molecule gets a large canvas
+    # a second run into the same folder leaves no drawing of the first behind
+    (tmp_path / "molecules" / "notes.txt").write_text("mine")
+    write_explanations(result[:1], tmp_path, units="target units")
+    assert sorted(p.name for p in (tmp_path / "molecules").iterdir()) == [
+        "00000.png", "00000.svg", "notes.txt"
+    ]  # fmt: skip
 
 
 def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, capsys) -> None:
@@ -320,12 +326,20 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),
-        (["--method", "shap"], 1, "integrated_gradients"),
+        (["--method", "shap"], 2, "integrated_gradients"),
+        (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--output", str(out), *extra])
         assert exit_info.value.code == code
         assert text in capsys.readouterr().err
+    # an output that cannot be written is refused before the model is even loaded
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output",
+              str(tmp_path / "a_file")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "cannot write drawings to" in capsys.readouterr().err
 
 
 def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Path) -> None:

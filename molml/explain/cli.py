@@ -11,7 +11,7 @@ from pathlib import Path
 from molml.data.readers import read_molecules
 from molml.explain.core import default_method
 from molml.explain.options import parse_args
-from molml.explain.run import explain, score_units, write_explanations
+from molml.explain.run import explain, prepare_output, score_units, write_explanations
 from molml.options import check_int
 from molml.predict import load_model
 
@@ -26,6 +26,7 @@ def run_parsed(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_int(args.steps, "--steps", minimum=1)
     check_int(args.batch_size, "--batch-size", minimum=1)
+    prepare_output(args.output, args.table)
     predictor = load_model(args.model)
     frame = read_molecules(args.input, smiles_column=args.smiles_column)
     method = args.method or default_method(predictor)

@@ -88,6 +88,12 @@ def check_method(predictor: Predictor, method: str) -> None:
     """Raise :class:`PredictorError` unless every member of ``predictor`` supports ``method``."""
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    kinds = sorted({member.kind for member in predictor.members})
+    if len(kinds) > 1:
+        raise PredictorError(
+            f"this ensemble mixes {' and '.join(kinds)} models, which share no attribution "
+            "method; explain each kind on its own"
+        )
     for member in predictor.members:
         supported = supported_methods(member)
         if method not in supported:

@@ -3,6 +3,8 @@ an HTML page."""
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+OLD_DRAWING = re.compile(r"\d+(_features)?\.(svg|png)")  # the names write_explanations uses
 
 
 def explain(
@@ -143,6 +146,27 @@ def score_units(predictor: Predictor, method: str) -> str:
     return "probability" if method == "shap" and random_forest else "logit"
 
 
+def prepare_output(output: str | Path, table: str = "attributions.csv") -> Path:
+    """Check ``table``'s name and make ``output/molecules`` before any work is done, so a
+    long run cannot end unable to write; drawings left there by an earlier run are removed."""
+    if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
+        raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
+    output = Path(output)
+    drawings = output / "molecules"
+    try:
+        drawings.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=drawings):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"--output {output}: cannot write drawings to {drawings} ({exc.strerror})"
+        ) from exc
+    for old in drawings.iterdir():
+        if OLD_DRAWING.fullmatch(old.name):
+            old.unlink()
+    return output
+
+
 def write_explanations(
     explanations: list[MoleculeExplanation],
     output: str | Path,
@@ -155,11 +179,8 @@ def write_explanations(
     ``NNNNN_features.png`` for features without atoms), for a baseline ``shap_summary.csv``
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
     into ``output``. Returns a summary (paths and counts)."""
-    if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
-        raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
-    output = Path(output)
+    output = prepare_output(output, table)
     drawings = output / "molecules"
-    drawings.mkdir(parents=True, exist_ok=True)
     frame = explanations_frame(explanations)
     table_path = output / table
     if table_path.suffix == ".parquet":

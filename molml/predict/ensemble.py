@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from molml._version import __version__
-from molml.errors import CheckpointError
+from molml.errors import CheckpointError, PredictorError
 from molml.predict.base import Predictor
 
 
@@ -38,7 +38,7 @@ class EnsemblePredictor(Predictor):
         columns = flat[0].prediction_columns()
         for member in flat[1:]:
             if member.prediction_columns() != columns or member.task_type != flat[0].task_type:
-                raise CheckpointError(
+                raise PredictorError(
                     "ensemble members predict different things: "
                     f"{flat[0].task_type} {columns} vs {member.task_type} "
                     f"{member.prediction_columns()}"
