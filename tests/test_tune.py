@@ -19,6 +19,7 @@ from molml import load_model
 from molml.cli import main
 from molml.errors import DataError
 from molml.tune import TuneOptions, make_job, read_space, run_tune
+from molml.tune.study import STOPPED, write_trials
 
 
 def graph_config(path: Path, data: Path, **data_options: object) -> Path:
@@ -467,6 +468,20 @@ def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
     assert trials[-1].state.name == "COMPLETE" and trials[-1].number > killed
     table = pd.read_csv(tmp_path / "tune" / "killed" / "trials.csv")
     assert table.loc[table["number"] == killed, "state"].item() == "FAIL"
+    assert table.loc[table["number"] == killed, "fail_reason"].item() == STOPPED
+
+
+def test_trials_table_says_why_each_trial_failed(tmp_path: Path) -> None:
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    raised = study.ask()
+    raised.set_user_attr("fail_reason", "val/rmse is nan")
+    study.tell(raised, state=optuna.trial.TrialState.FAIL)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # as a stale heartbeat fails it
+    study.ask()  # still running
+    table = write_trials(study, tmp_path / "trials.csv")
+    assert table["state"].tolist() == ["COMPLETE", "FAIL", "FAIL", "RUNNING"]
+    assert table["fail_reason"].tolist() == ["", "val/rmse is nan", STOPPED, ""]
 
 
 def test_median_pruner_waits_for_its_warmup_epochs() -> None:

@@ -38,6 +38,9 @@ from molml.tune.space import Param, check_names, config_point, with_values
 log = logging.getLogger("molml")
 
 FAIL_REASON = "fail_reason"
+# a FAIL trial without a recorded reason: Optuna failed it when its heartbeat went stale
+STOPPED = "its process stopped (killed or crashed) before the trial ended"
+HEARTBEAT_INTERVAL_S, GRACE_PERIOD_S = 30, 60
 MODEL_PATH = "model_path"
 _MLFLOW_BATCH = 1000  # metrics per MlflowClient.log_batch call (its limit)
 # below this many validation molecules, ``molml tune`` suggests scoring trials by ``--cv``
@@ -65,14 +68,17 @@ class TuneOptions:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (relative ``sqlite:///`` paths resolved, their folder created);
-    stale running trials of a killed process are failed after two missed heartbeats."""
+    the running trials of a killed process are failed by the next process that opens the study
+    once their heartbeat is ``GRACE_PERIOD_S`` old."""
     if url.startswith(SQLITE_PREFIX):
         url = absolute_tracking_uri(url)
     for attempt in range(3):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=60)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S
+                )
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
             # two processes creating a new database's tables at once: the loser retries
             if attempt < 2 and "already exists" in str(exc):
@@ -327,10 +333,22 @@ def finish(
         f"{summary['trials']['COMPLETE']} complete, {summary['trials']['PRUNED']} pruned, "
         f"{summary['trials']['FAIL']} failed"
     )
+    if running := summary["trials"]["RUNNING"]:
+        print(
+            f"{running} trial(s) still RUNNING: in another process, or left by a killed one "
+            f"(failed by the next run once their heartbeat is {GRACE_PERIOD_S} s old)"
+        )
     print(f"best config: {directory / 'best.yaml'}")
     if plots:
         print(f"plots: {directory / 'plots'} (PNG; open the .html pages in a browser)")
     return {"summary": summary, "plots": plots}
+
+
+def fail_reason(trial: FrozenTrial) -> str:
+    """Why a trial failed ("" unless it did)."""
+    if trial.state != TrialState.FAIL:
+        return ""
+    return trial.user_attrs.get(FAIL_REASON, STOPPED)
 
 
 def write_trials(study: optuna.Study, path: Path) -> pd.DataFrame:
@@ -346,7 +364,7 @@ def write_trials(study: optuna.Study, path: Path) -> pd.DataFrame:
                 "value": trial.value,
                 **{f"params_{name}": value for name, value in trial.params.items()},
                 "duration_s": duration,
-                "fail_reason": trial.user_attrs.get(FAIL_REASON, ""),
+                "fail_reason": fail_reason(trial),
             }
         )
     frame = pd.DataFrame(rows)
@@ -435,8 +453,8 @@ class _Tracker:
             tags={"mlflow.parentRunId": self.parent_id},
         )
         tags = [RunTag("state", trial.state.name)]
-        if FAIL_REASON in trial.user_attrs:
-            tags.append(RunTag(FAIL_REASON, trial.user_attrs[FAIL_REASON][:5000]))
+        if reason := fail_reason(trial):
+            tags.append(RunTag(FAIL_REASON, reason[:5000]))
         metrics = []
         if trial.value is not None:
             metrics.append(Metric("value", trial.value, 0, 0))
