@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
@@ -107,6 +108,8 @@ def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     characters inside the SMILES (a name belongs in its own column) and for molecules of more
     than :data:`MAX_ATOMS` atoms (RDKit's own diagnostics are silenced).
     """
+    if smiles is None or (isinstance(smiles, float) and math.isnan(smiles)):
+        raise InvalidMoleculeError("empty SMILES")  # a missing cell of a table
     if not isinstance(smiles, str):
         raise InvalidMoleculeError(f"not a SMILES string: {smiles!r}")
     text = smiles.strip()
