@@ -106,13 +106,14 @@ class MlflowArtifacts(L.Callback):
 class EvaluationPlots(L.Callback):
     """After ``test``: a parity plot (regression) or ROC curves (classification), as PNG in the
     run directory and as MLflow artifacts; the tested checkpoint's metrics are recorded in
-    ``test_metrics.json`` of the checkpoint's run (``{checkpoint file name: metrics}``), where
-    ``molml.load_model(...).metadata`` finds them."""
+    ``test_metrics.json`` of the testing run (``{checkpoint: metrics}``). When ``fit`` tests its
+    own checkpoint that is the checkpoint's run, where ``molml.load_model(...).metadata`` finds
+    them; a later ``molml test`` (other data, another split) leaves that record alone."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
         if trainer.is_global_zero and trainer.ckpt_path:
-            record_test_metrics(Path(trainer.ckpt_path), trainer.callback_metrics)
+            record_test_metrics(run_dir, Path(trainer.ckpt_path), trainer.callback_metrics)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
             return
@@ -125,12 +126,14 @@ class EvaluationPlots(L.Callback):
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="plots")
 
 
-def record_test_metrics(checkpoint: Path, metrics: dict[str, Any]) -> Path:
-    """Add ``checkpoint``'s test metrics to ``test_metrics.json`` of its run directory (the
-    parent of its ``checkpoints/`` folder)."""
-    record = checkpoint.parent.parent / TEST_METRICS_FILE
+def record_test_metrics(run_dir: Path, checkpoint: Path, metrics: dict[str, Any]) -> Path:
+    """Add ``checkpoint``'s test metrics to ``run_dir/test_metrics.json``, under the
+    checkpoint's file name when it belongs to that run (``run_dir/checkpoints/``), else under
+    its absolute path."""
+    record = run_dir / TEST_METRICS_FILE
     recorded = json.loads(record.read_text()) if record.is_file() else {}
-    recorded[checkpoint.name] = {
+    own = checkpoint.resolve().parent.parent == run_dir.resolve()
+    recorded[checkpoint.name if own else str(checkpoint.resolve())] = {
         key.removeprefix("test/"): float(value)
         for key, value in metrics.items()
         if key.startswith("test/")

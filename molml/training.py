@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LightningCLI
 from molml.callbacks import MolmlSaveConfig
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
-from molml.errors import EXIT_CODES_HELP, DataError
+from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
 from molml.tracking import absolute_tracking_uri, checked_tracking_uri
@@ -81,6 +81,50 @@ class MolmlCLI(LightningCLI):
                 )
             init_args.tracking_uri = absolute_tracking_uri(uri)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters into the config here, with
+        ``torch.load``: a file that is not a molml checkpoint is refused first, in one line."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path is not None and str(path) not in LIGHTNING_CKPT_ALIASES and "://" not in path:
+            read_checkpoint(path)
+        super()._parse_ckpt_path()
+
+    def before_fit(self) -> None:
+        self._check_checkpoint("fit")
+
+    def before_validate(self) -> None:
+        self._check_checkpoint("validate")
+
+    def before_test(self) -> None:
+        self._check_checkpoint("test")
+
+    def before_predict(self) -> None:
+        self._check_checkpoint("predict")
+
+    def _check_checkpoint(self, subcommand: str) -> None:
+        """``--ckpt_path`` must be a molml checkpoint (else :class:`CheckpointError`, exit 3)
+        of the model the config builds: the same tasks, featurizer, encoder and head (else
+        the checkpoint's weights would be read as another model's). ``validate``, ``test``
+        and ``predict`` need one: without it they would run an untrained model."""
+        path = self.config_init[subcommand].get("ckpt_path")
+        if path is None:
+            if subcommand != "fit":
+                raise DataError(
+                    f"molml {subcommand} needs --ckpt_path (the trained checkpoint); without "
+                    "it the config's model would run untrained"
+                )
+            return
+        if str(path) in LIGHTNING_CKPT_ALIASES:
+            return
+        stored = read_checkpoint(path)["molml"]
+        differences = model_differences(stored, self.model.spec())
+        if differences:
+            raise CheckpointError(
+                f"{path} holds another model than this config builds ({'; '.join(differences)});"
+                " use the config.yaml saved with the checkpoint's run"
+            )
+
     def after_fit(self) -> None:
         """Test the best checkpoint on the test split, unless ``--test_best false``."""
         if not self.config_init["fit"].get("test_best"):
@@ -93,6 +137,42 @@ class MolmlCLI(LightningCLI):
         if getattr(checkpoint, "monitor", None) is None:
             log.warning("the checkpoint callback monitors no metric; testing the last: %s", best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+# --ckpt_path values that Lightning resolves itself
+LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
+# model arguments linked from the data config (see add_arguments_to_parser): Lightning puts a
+# checkpoint's other hyperparameters into the config, but the links set these from the data
+DATA_LINKED = ("num_classes", "molecule_features")
+
+
+def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> list[str]:
+    """Where the model spec of a checkpoint (``stored``) and that of a config differ:
+    tasks, task type, featurizer, encoder (dropout aside) and :data:`DATA_LINKED`."""
+
+    def encoder(spec: dict[str, Any]) -> dict[str, Any]:
+        config = spec.get("encoder") or {}
+        init_args = {k: v for k, v in (config.get("init_args") or {}).items() if "dropout" not in k}
+        return {"class_path": config.get("class_path"), "init_args": init_args}
+
+    def hparams(spec: dict[str, Any]) -> dict[str, Any]:
+        return spec.get("hparams") or {}
+
+    pairs = {
+        "tasks": (stored.get("tasks"), configured.get("tasks")),
+        "task type": (stored.get("task_type"), configured.get("task_type")),
+        "featurizer": (stored.get("featurizer"), configured.get("featurizer")),
+        "encoder": (encoder(stored), encoder(configured)),
+        **{
+            f"model.{key}": (hparams(stored).get(key), hparams(configured).get(key))
+            for key in DATA_LINKED
+        },
+    }
+    return [
+        f"{name}: checkpoint {a!r}, config {b!r}"
+        for name, (a, b) in pairs.items()
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str)
+    ]
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -147,6 +227,7 @@ class PretrainCLI(MolmlCLI):
 
     def before_fit(self) -> None:
         self.datamodule.prepare_shards()
+        self._check_checkpoint("fit")
         config = self.config_init["fit"]
         if config.get("ckpt_path") is not None or not config.get("resume"):
             return

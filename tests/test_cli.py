@@ -21,6 +21,8 @@ from conftest import REPO, require_dataset
 import molml
 from molml.cli import main
 from molml.errors import EXIT_BAD_INPUT, EXIT_CHECKPOINT
+from molml.models import MoleculeModel
+from molml.training import model_differences
 
 CONFIG = REPO / "configs" / "esol_dmpnn.yaml"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -111,6 +113,9 @@ def test_test_and_predict_from_saved_config(in_run_root: Path) -> None:
         main(["predict", "--config", str(config), "--ckpt_path", str(best), *QUIET])
         (predict_run,) = set(run_dirs(in_run_root)) - before - {test_run}
 
+    # the test run keeps its own record; the training run's record stays fit's
+    assert str(best.resolve()) in json.loads((test_run / "test_metrics.json").read_text())
+    assert list(json.loads((run / "test_metrics.json").read_text())) == ["best.ckpt"]
     tested = pd.read_csv(test_run / "metrics.csv")
     assert tested["test/rmse"].notna().any() and (tested["test/rmse"].dropna() > 0).all()
     # the same checkpoint tested again gives what fit recorded when it tested it
@@ -126,6 +131,44 @@ def test_test_and_predict_from_saved_config(in_run_root: Path) -> None:
     model = molml.load_model(best)
     direct = model.predict(predictions["smiles"].head(8).tolist())
     assert (direct["logSolubility"] - predictions["logSolubility"].head(8)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        ([], EXIT_BAD_INPUT, "molml test needs --ckpt_path"),
+        (["--ckpt_path", "nope.ckpt"], EXIT_CHECKPOINT, "checkpoint not found: nope.ckpt"),
+        (["--ckpt_path", "BEST", "--model.encoder.init_args.hidden_dim", "64"], EXIT_CHECKPOINT,
+         "holds another model than this config builds (encoder: checkpoint"),
+        (["--ckpt_path", "BEST", "--data.featurizer.init_args.add_hydrogens", "true"],
+         EXIT_CHECKPOINT, "(featurizer: checkpoint"),
+        (["--ckpt_path", "config.yaml"], EXIT_CHECKPOINT, "config.yaml is not a molml checkpoint"),
+    ],
+)  # fmt: skip
+def test_a_checkpoint_is_tested_only_as_the_model_it_is(
+    in_run_root: Path, capsys, extra: list[str], code: int, message: str
+) -> None:
+    run = run_dirs(in_run_root)[0]
+    best = str(run / "checkpoints" / "best.ckpt")
+    extra = [best if arg == "BEST" else arg for arg in extra]
+    extra = [str(run / arg) if arg == "config.yaml" else arg for arg in extra]
+    with pytest.raises(SystemExit) as exit_info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["test", "--config", str(run / "config.yaml"), *extra, *QUIET])
+    assert exit_info.value.code == code
+    assert message in capsys.readouterr().err
+
+
+def test_model_differences_name_tasks_and_task_type() -> None:
+    spec = MoleculeModel(tasks=["a", "b"]).spec()
+    other = MoleculeModel(tasks=["a", "c"], task_type="classification").spec()
+    assert model_differences(spec, spec) == []
+    assert model_differences(spec, other) == [
+        "tasks: checkpoint ['a', 'b'], config ['a', 'c']",
+        "task type: checkpoint 'regression', config 'classification'",
+    ]
+    spec["encoder"]["init_args"]["dropout"] = 0.3  # dropout does not change the weights
+    assert model_differences(spec, MoleculeModel(tasks=["a", "b"]).spec()) == []
 
 
 def test_print_config_is_yaml_that_reruns(in_run_root: Path, capsys) -> None:
