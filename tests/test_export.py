@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 import molml
 from molml.cli import main
 from molml.data.graphs import featurize_block
-from molml.errors import CheckpointError, ExportError
+from molml.errors import CheckpointError, DataError, ExportError
 from molml.export import export_model
 from molml.models import (
     DMPNN,
@@ -277,6 +277,22 @@ def test_parity_failure_writes_nothing_unless_unchecked(
     assert output.exists() and not result.passed
     assert "WARNING" in capsys.readouterr().err
     assert molml.load_model(output).metadata["parity"]["passed"] is False
+
+
+def test_export_never_overwrites_its_checkpoint_and_keeps_the_suffix(
+    graph_run: dict, tmp_path: Path
+) -> None:
+    copy = tmp_path / "model.ckpt"
+    copy.write_bytes(Path(graph_run["ckpt"]).read_bytes())
+    with pytest.raises(DataError, match="must end in .onnx"):
+        export_model(copy, copy)
+    link = tmp_path / "model.onnx"
+    link.symlink_to(copy)
+    with pytest.raises(DataError, match="is the checkpoint being exported"):
+        export_model(link, link)
+    with pytest.raises(DataError, match="a pt2 file must end in .pt2"):
+        export_model(copy, tmp_path / "model.onnx", format="pt2")
+    assert molml.load_model(copy).tasks == molml.load_model(graph_run["ckpt"]).tasks
 
 
 def test_baseline_export_is_refused_with_the_reason(property_csv: Path, tmp_path: Path) -> None:

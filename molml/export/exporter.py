@@ -241,10 +241,15 @@ def export_model(
         raise DataError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     if not (isinstance(tolerance, float | int) and tolerance >= 0):
         raise DataError(f"tolerance must be a number >= 0, got {tolerance!r}")
-    predictor = graph_predictor(model)
     output = Path(output) if output is not None else Path(model).with_suffix(f".{format}")
     if not output.parent.is_dir():
         raise DataError(f"output directory {output.parent} does not exist")
+    if output.suffix != f".{format}":
+        # molml.load_model and molml screen tell the file's kind by its suffix
+        raise DataError(f"--output {output}: a {format} file must end in .{format}")
+    if output.exists() and Path(model).exists() and output.samefile(model):
+        raise DataError(f"--output {output} is the checkpoint being exported; choose another path")
+    predictor = graph_predictor(model)
     smiles, description = read_sample(sample)
     arrays = _featurize(predictor, smiles)
     if len(arrays["n_atoms"]) == 0:
