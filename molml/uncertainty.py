@@ -123,6 +123,13 @@ class ProbabilityCalibration:
             regression = LogisticRegression(C=1e6, max_iter=1000)
             regression.fit(_logit(p)[:, None], y.astype(int))
             params = {"a": float(regression.coef_[0, 0]), "b": float(regression.intercept_[0])}
+            if not params["a"] > 0:
+                raise DataError(
+                    f"Platt scaling fitted a slope of {params['a']:.3g} on the {len(y)} "
+                    "calibration molecules: the model ranks them no better than chance, so the "
+                    "map would flatten or reverse its ranking; use --method isotonic, or "
+                    "calibrate a better model"
+                )
         else:
             isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
             params = {

@@ -86,6 +86,14 @@ def test_probability_calibration_improves_brier(method: str) -> None:
         ProbabilityCalibration.fit(np.ones(10), np.full(10, 0.5), method)
 
 
+def test_platt_refuses_to_reverse_a_ranking() -> None:
+    y, p = overconfident(500, seed=3)
+    with pytest.raises(DataError, match="slope of -.* no better than chance.*isotonic"):
+        ProbabilityCalibration.fit(y, 1 - p, "platt")  # a model that ranks backwards
+    reversed_isotonic = ProbabilityCalibration.fit(y, 1 - p, "isotonic").transform(1 - p)
+    assert roc_auc_score(y, reversed_isotonic) < 0.5  # isotonic keeps the ranking as it is
+
+
 def test_uncertainty_scores_tell_calibrated_from_overconfident_spread() -> None:
     y, mu, sigma = heteroscedastic(5000, seed=2)
     good = regression_uncertainty_scores(y, mu, sigma)
