@@ -203,6 +203,14 @@ def test_malformed_csv_names_file(tmp_path: Path) -> None:
         read_molecules(write(tmp_path / "bad.csv", "smiles,y\nCCO,1\nCCN,1,2,3\n"))
 
 
+def test_extra_fields_are_refused_when_reading_some_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "ragged.csv", "smiles,name\nCCO,ethanol\nCCN,ethyl,amine\n")
+    with pytest.raises(DataError, match="ragged.csv: .*line 3 has 3 fields.* 2 columns"):
+        list(iter_molecule_chunks(path, columns=[], id_column="name", chunk_size=1))
+    with pytest.raises(DataError, match="ragged.csv: .*line 3 has 3 fields"):
+        read_molecules(path, columns=[], id_column="name")
+
+
 def test_reserved_column_names_clash(tmp_path: Path) -> None:
     path = write(tmp_path / "m.csv", "SMILES,smiles,row\nCCO,x,1\n")
     with pytest.raises(DataError, match="clash"):

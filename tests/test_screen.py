@@ -374,8 +374,19 @@ def test_resume_refuses_parts_from_a_different_command(trained, library, tmp_pat
     parts = out.with_name(out.name + ".parts")
     parts.mkdir()
     (parts / "manifest.json").write_text(json.dumps({"chunk_size": 1}))
+    (parts / "part-0000000.parquet").write_bytes(b"")  # a finished chunk of that other screen
     with pytest.raises(DataError, match="different screen .*chunk_size"):
         screen([trained["ckpt"]], library, out)
+    (parts / "part-0000000.parquet").unlink()  # with nothing finished, nothing is lost
+    assert screen([trained["ckpt"]], library, out)["resumed_chunks"] == 0
+
+
+def test_a_screen_that_cannot_start_leaves_nothing_behind(trained, library, tmp_path):
+    out = tmp_path / "o.csv"
+    with pytest.raises(DataError, match="cannot run the screen as asked: .*foo"):
+        screen([trained["ckpt"]], library, out, precision="foo")
+    assert sorted(tmp_path.iterdir()) == []
+    assert screen([trained["ckpt"]], library, out)["rows"] == 400
 
 
 def test_two_processes_give_the_one_process_output(trained, tmp_path):

@@ -324,7 +324,7 @@ def _csv_chunks(
     if not header:
         options["names"] = names
     try:
-        starts = _record_lines(source, header)
+        starts = _record_lines(source, header, len(names))
         if chunk_size is None:
             frames: Iterator[pd.DataFrame] = iter([pd.read_csv(source.path, **options)])
         else:
@@ -336,17 +336,24 @@ def _csv_chunks(
         raise _read_error(source, exc, "cannot parse file") from exc
 
 
-def _record_lines(source: _Source, header: bool) -> Iterator[int]:
+def _record_lines(source: _Source, header: bool, n_columns: int) -> Iterator[int]:
     """The line on which each data record of a CSV/TSV file starts (quoted fields may hold
-    line breaks, so records and lines differ)."""
+    line breaks, so records and lines differ). A record with more fields than the file has
+    columns is refused (pandas would drop the extra fields when reading some columns only)."""
     with _open_text(source) as handle:
         reader = csv.reader(handle, delimiter=source.sep)
         if header:
             next(reader, None)
         while True:
             start = reader.line_num + 1
-            if next(reader, None) is None:
+            record = next(reader, None)
+            if record is None:
                 return
+            if len(record) > n_columns:
+                raise DataError(
+                    f"{source.path}: cannot parse file: line {start} has {len(record)} fields, "
+                    f"the file has {n_columns} columns (an unquoted separator inside a field?)"
+                )
             yield start
 
 

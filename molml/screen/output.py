@@ -124,7 +124,8 @@ class PartsDirectory:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.done())
 
     def start(self, manifest: dict[str, Any]) -> int:
-        """Create the directory, or check that existing parts come from the same command.
+        """Create the directory, or check that existing parts come from the same command (a
+        folder without finished parts is started afresh).
 
         Returns the number of chunks already done.
         """
@@ -133,14 +134,17 @@ class PartsDirectory:
             changed = sorted(
                 k for k in manifest.keys() | previous.keys() if manifest.get(k) != previous.get(k)
             )
-            if changed:
+            if changed and not self.done():  # nothing to lose: start this screen afresh
+                self.remove()
+            elif changed:
                 raise DataError(
                     f"{self.path} holds partial results of a different screen (it differs in: "
                     f"{', '.join(changed)}); rerun with --overwrite to start over"
                 )
-            for stale in self.path.glob("*.tmp*"):  # a write cut short by a kill
-                stale.unlink()
-            return len(self.done())
+            else:
+                for stale in self.path.glob("*.tmp*"):  # a write cut short by a kill
+                    stale.unlink()
+                return len(self.done())
         self.path.mkdir(parents=True, exist_ok=True)
         _write_atomic_text(self.manifest_path, json.dumps(manifest, indent=2))
         return 0

@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -133,11 +134,6 @@ def screen_library(
         }
         if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
-        resumed = parts.start(manifest) if setup_rank else 0
-        rows_before = parts.rows_done() if setup_rank else 0
-        if resumed:
-            log.info("resuming: %d chunks of %s already screened", resumed, input_path)
-
         world = _world_size(devices, num_nodes)
         workers = num_workers if num_workers is not None else _default_workers(world)
         schema = output_schema(id_column, module.output_columns)
@@ -152,17 +148,25 @@ def screen_library(
             reader_options=reader_options,
             is_done=parts.is_done,
         )
-        trainer = L.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            num_nodes=num_nodes,
-            strategy=strategy,
-            precision=precision,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[writer],
-        )
+        try:
+            trainer = L.Trainer(
+                accelerator=accelerator,
+                devices=devices,
+                num_nodes=num_nodes,
+                strategy=strategy,
+                precision=precision,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[writer],
+            )
+        except (ValueError, MisconfigurationException) as exc:  # accelerator, precision ...
+            raise DataError(f"cannot run the screen as asked: {exc}") from exc
+        # only now, with the input counted and the Trainer made, is the parts folder started
+        resumed = parts.start(manifest) if setup_rank else 0
+        rows_before = parts.rows_done() if setup_rank else 0
+        if resumed:
+            log.info("resuming: %d chunks of %s already screened", resumed, input_path)
         # chunks are not index-addressable; nothing is lost
         with warnings.catch_warnings(), _model_threads(trainer, workers, world):
             warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
