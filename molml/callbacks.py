@@ -45,6 +45,7 @@ class PredictionWriter(BasePredictionWriter):
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         self.output = output
+        self.written = False
 
     def write_on_epoch_end(
         self,
@@ -53,6 +54,14 @@ class PredictionWriter(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
+        self.write_predictions(trainer, pl_module, predictions)
+
+    def write_predictions(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any]
+    ) -> None:
+        """Write the input rows with ``predictions`` (rows without one get NaN). Also called
+        when no molecule could be featurized, as Lightning then runs no prediction loop."""
+        self.written = True
         run_dir = run_directory(trainer)
         frame = trainer.datamodule.predict_frame.copy()
         columns = pl_module.prediction_columns()

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from molml.callbacks import MolmlSaveConfig
+from molml.callbacks import MolmlSaveConfig, PredictionWriter
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
@@ -101,6 +101,13 @@ class MolmlCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_checkpoint("predict")
+
+    def after_predict(self) -> None:
+        """Lightning runs no prediction loop when no molecule could be featurized: the rows
+        are written all the same, each with its reason."""
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, PredictionWriter) and not callback.written:
+                callback.write_predictions(self.trainer, self.model, [])
 
     def _check_checkpoint(self, subcommand: str) -> None:
         """``--ckpt_path`` must be a molml checkpoint (else :class:`CheckpointError`, exit 3)

@@ -159,6 +159,22 @@ def test_a_checkpoint_is_tested_only_as_the_model_it_is(
     assert message in capsys.readouterr().err
 
 
+def test_predict_writes_every_row_even_when_none_parses(in_run_root: Path) -> None:
+    run = run_dirs(in_run_root)[0]
+    (in_run_root / "allbad.csv").write_text("smiles\nC1CC\nxx\n")
+    before = set(run_dirs(in_run_root))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path",
+              str(run / "checkpoints" / "best.ckpt"), "--data.predict_path", "allbad.csv",
+              *QUIET])  # fmt: skip
+    (predict_run,) = set(run_dirs(in_run_root)) - before
+    predictions = pd.read_csv(predict_run / "predictions.csv")
+    assert predictions["smiles"].tolist() == ["C1CC", "xx"]
+    assert predictions["logSolubility"].isna().all()
+    assert predictions["status"].str.contains("SMILES").all()
+
+
 def test_model_differences_name_tasks_and_task_type() -> None:
     spec = MoleculeModel(tasks=["a", "b"]).spec()
     other = MoleculeModel(tasks=["a", "c"], task_type="classification").spec()
