@@ -22,6 +22,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 import molml
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.data.datamodule import MoleculeDataModule
+from molml.errors import DataError
 from molml.models import (
     DMPNN,
     GINE,
@@ -372,14 +373,16 @@ def test_random_walk_steps_travel_in_the_config() -> None:
 
 def test_bad_arguments_are_refused() -> None:
     for make in (partial(GATv2, heads=7), partial(GPS, heads=7), partial(Graphormer, heads=7)):
-        with pytest.raises(ValueError, match="multiple of heads"):
+        with pytest.raises(DataError, match="multiple of heads"):
             make(hidden_dim=HIDDEN)
-    with pytest.raises(ValueError, match="towers"):
+    with pytest.raises(DataError, match="towers"):
         PNA(hidden_dim=HIDDEN, towers=5)
-    with pytest.raises(ValueError, match="degree_histogram"):
+    with pytest.raises(DataError, match="degree_histogram"):
         PNA(hidden_dim=HIDDEN, towers=4, degree_histogram=[0, 0])
-    with pytest.raises(ValueError, match="unknown readout"):
+    with pytest.raises(DataError, match="unknown readout"):
         make_readout("median", HIDDEN)
+    with pytest.raises(DataError, match="unknown activation"):
+        DMPNN(hidden_dim=HIDDEN, activation="relu6")
 
 
 @pytest.mark.parametrize("encoder", list(ENCODERS))

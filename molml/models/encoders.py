@@ -32,13 +32,15 @@ from torch_geometric.nn import GATConv, GATv2Conv, GINEConv, GPSConv, PNAConv
 from torch_geometric.nn.models.attentive_fp import GATEConv
 from torch_geometric.utils import degree
 
+from molml.errors import DataError
+
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
 
 def make_activation(name: str) -> nn.Module:
     """Activation module by name (relu, leaky_relu, gelu, elu)."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+        raise DataError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
@@ -110,7 +112,7 @@ class DMPNN(Encoder):
     ) -> None:
         super().__init__(hidden_dim=hidden_dim, depth=depth, dropout=dropout, activation=activation)
         if depth < 1:
-            raise ValueError("depth must be at least 1")
+            raise DataError("depth must be at least 1")
         self.hidden_dim = self.out_dim = hidden_dim
         self.depth = depth
         self.W_h = nn.Linear(hidden_dim, hidden_dim, bias=False)
@@ -171,7 +173,7 @@ class GINE(Encoder):
 
 def _check_heads(hidden_dim: int, heads: int) -> None:
     if heads < 1 or hidden_dim % heads:
-        raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of heads ({heads})")
+        raise DataError(f"hidden_dim ({hidden_dim}) must be a multiple of heads ({heads})")
 
 
 @register_encoder
@@ -234,7 +236,7 @@ class AttentiveFP(Encoder):
     def __init__(self, hidden_dim: int = 300, depth: int = 3, dropout: float = 0.0) -> None:
         super().__init__(hidden_dim=hidden_dim, depth=depth, dropout=dropout)
         if depth < 1:
-            raise ValueError("depth must be at least 1")
+            raise DataError("depth must be at least 1")
         self.hidden_dim = self.out_dim = hidden_dim
         self.gate_conv = GATEConv(hidden_dim, hidden_dim, edge_dim=hidden_dim, dropout=dropout)
         self.convs = nn.ModuleList(
@@ -293,9 +295,9 @@ class PNA(Encoder):
             activation=activation,
         )
         if towers < 1 or hidden_dim % towers:
-            raise ValueError(f"hidden_dim ({hidden_dim}) must be a multiple of towers ({towers})")
+            raise DataError(f"hidden_dim ({hidden_dim}) must be a multiple of towers ({towers})")
         if not any(degree_histogram) or min(degree_histogram) < 0:
-            raise ValueError("degree_histogram needs non-negative counts, not all zero")
+            raise DataError("degree_histogram needs non-negative counts, not all zero")
         self.hidden_dim = self.out_dim = hidden_dim
         # on the CPU even when built on the meta device: PNAConv reads the values
         histogram = torch.tensor(degree_histogram, dtype=torch.long, device="cpu")
@@ -454,7 +456,7 @@ class Graphormer(Encoder):
         )
         _check_heads(hidden_dim, heads)
         if max_distance < 2:
-            raise ValueError("max_distance must be at least 2")
+            raise DataError("max_distance must be at least 2")
         self.hidden_dim = self.out_dim = hidden_dim
         self.heads = heads
         self.max_distance = max_distance

@@ -121,7 +121,7 @@ class MoleculeModel(L.LightningModule):
         if not (isinstance(encoder_lr_ratio, (int, float)) and encoder_lr_ratio > 0):
             raise DataError(f"model.encoder_lr_ratio must be positive, got {encoder_lr_ratio!r}")
         if task_type not in TASK_TYPES:
-            raise ValueError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
+            raise DataError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
         _check_pos_weight(pos_weight, task_type, len(tasks))
         if mean_variance and task_type != "regression":
             raise DataError(f"model.mean_variance is for regression, not {task_type}")

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, aggr
 
+from molml.errors import DataError
+
 READOUTS = ("sum", "mean", "max", "norm", "attention", "set2set", "attentivefp")
 NORM = 100.0  # the ``norm`` readout's divisor (chemprop's default)
 SET2SET_STEPS = 3
@@ -79,7 +81,7 @@ def make_readout(name: str, dim: int) -> aggr.Aggregation:
         return aggr.Set2Set(dim, processing_steps=SET2SET_STEPS)
     if name == "attentivefp":
         return AttentiveFPReadout(dim)
-    raise ValueError(f"unknown readout {name!r}; choose from {READOUTS}")
+    raise DataError(f"unknown readout {name!r}; choose from {READOUTS}")
 
 
 def readout_dim(name: str, dim: int) -> int:
