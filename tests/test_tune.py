@@ -285,6 +285,10 @@ def test_cv_fold_ensemble_loads_and_predicts(
     predictions = model.predict(["CCO", "c1ccccc1O"])
     assert {"logp", "logp_std"} <= set(predictions.columns)
     assert (predictions["logp_std"] > 0).all() and (predictions["status"] == "ok").all()
+    with pytest.raises(SystemExit) as exit_info:  # a second cv never overwrites the first
+        main(["cv", "--config", str(config), "--folds", "3", "--trainer.max_epochs", "1"])
+    assert exit_info.value.code == 2
+    assert json.loads((out / "folds.json").read_text()) == folds
 
 
 def test_cv_seed_ensemble_trains_every_member_on_the_configs_split_with_its_own_seed(

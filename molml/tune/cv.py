@@ -103,9 +103,14 @@ def run_cv(
     their ensemble on the test split; writes ``folds.json``, ``ensemble.json``, ``cv.csv`` and
     ``cv.json`` into ``directory``."""
     metric_direction(metric)
+    folds_file = directory / "folds.json"
+    if folds_file.exists():  # its fold models would be replaced or mixed with new ones
+        raise DataError(
+            f"{directory} already holds a cross-validation ({folds_file.name}); "
+            "choose another --name, or delete that folder to run it again"
+        )
     table = job.split_table()
     folds = fold_splits(table, n_folds, method, seed)
-    folds_file = directory / "folds.json"
     write_folds(folds, folds_file)
     member_seed = seed if method == SEED_ENSEMBLE else None
     fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric, seed=member_seed)
