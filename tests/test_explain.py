@@ -292,12 +292,16 @@ def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:
 def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, capsys) -> None:
     mols = tmp_path / "mols.csv"
     smiles = [*nci_smiles(4), "not_a_smiles", "C"]
-    pd.DataFrame({"smiles": smiles}).to_csv(mols, index=False)
+    names = [f"cpd-{i}" for i in range(len(smiles))]
+    pd.DataFrame({"name": names, "smiles": smiles}).to_csv(mols, index=False)
     out = tmp_path / "explain"
     args = ["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols)]
-    main([*args, "--output", str(out), "--task", "logp", "--steps", "20", "--no-progress"])
+    main([*args, "--output", str(out), "--task", "logp", "--steps", "20", "--no-progress",
+          "--id-column", "name"])  # fmt: skip
     assert '"failed": 1' in capsys.readouterr().out
     table = pd.read_csv(out / "attributions.csv")
+    assert list(table.columns[:2]) == ["molecule", "name"]
+    assert (table["name"] == "cpd-" + table["molecule"].astype(str)).all()
     bad = table[table["molecule"] == 4]
     assert len(bad) == 1 and bad["status"].iloc[0] != "ok" and bad["kind"].isna().all()
     atoms = table[table["kind"] == "atom"]
@@ -313,6 +317,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     assert len(links) == 10  # five drawings, each shown and linked
     assert all((out / link).is_file() for link in links)
     assert "attributions.csv" in page and page.count("logp = ") == 5
+    assert all(f"#{i} cpd-{i}<" in page for i in range(len(smiles)))
 
     # parquet by suffix; atom features only: bonds listed without scores, drawings still made
     extra = ["--table", "scores.parquet", "--inputs", "atoms", "--steps", "20", "--no-progress"]
@@ -344,11 +349,12 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
 
 def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Path) -> None:
     mols = tmp_path / "mols.smi"
-    mols.write_text("smiles\nCC(=O)Nc1ccc(O)cc1\nC\n")
+    mols.write_text("smiles name\nCC(=O)Nc1ccc(O)cc1 paracetamol\nC methane\n")
     out = tmp_path / "explain"
     model = str(ecfp_baselines["xgb"])
     main(["explain", "--model", model, "--input", str(mols), "--output", str(out), "--no-progress"])
     table = pd.read_csv(out / "attributions.csv")
+    assert table.groupby("molecule")["name"].first().tolist() == ["paracetamol", "methane"]
     assert (table["method"] == "shap").all()
     assert table.loc[table["kind"] == "atom", "score"].abs().sum() > 0
     assert (out / "molecules" / "00000.svg").is_file()

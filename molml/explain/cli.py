@@ -28,7 +28,11 @@ def run_parsed(args: argparse.Namespace) -> None:
     check_int(args.batch_size, "--batch-size", minimum=1)
     prepare_output(args.output, args.table)
     predictor = load_model(args.model)
-    frame = read_molecules(args.input, smiles_column=args.smiles_column)
+    frame = read_molecules(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
+    id_column = args.id_column
+    if id_column is None and Path(args.input).name.lower().removesuffix(".gz").endswith(".smi"):
+        names = [c for c in frame.attrs["columns"] if c != frame.attrs["smiles_column"]]
+        id_column = names[0] if names else None
     method = args.method or default_method(predictor)
     explanations = explain(
         predictor,
@@ -48,5 +52,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         units=score_units(predictor, method),
         table=args.table,
         title=f"molml explain: {Path(args.input).name}",
+        ids=frame[id_column].tolist() if id_column else None,
+        id_column=id_column or "id",
     )
     print(json.dumps(summary, indent=2))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -175,12 +177,14 @@ def write_index(
     title: str,
     table: Path,
     summary: Path | None = None,
+    ids: Sequence[Any] | None = None,
 ) -> Path:
-    """``index.html``: a grid with one card per molecule (its drawing, by relative link),
-    under the SHAP summary plot when there is one."""
+    """``index.html``: a grid with one card per molecule (its drawing, by relative link, and
+    its id when there are ``ids``), under the SHAP summary plot when there is one."""
     cards = []
     for number, item in enumerate(explanations):
-        parts = [f"<div class='card'><div class='n'>#{number}</div>"]
+        name = f" {html.escape(str(ids[number]))}" if ids is not None else ""
+        parts = [f"<div class='card'><div class='n'>#{number}{name}</div>"]
         for image in images.get(number, []):
             relative = image.relative_to(output).as_posix()
             parts.append(f"<a href='{relative}'><img src='{relative}' loading='lazy'></a>")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 from molml.errors import DataError
 from molml.explain.baseline import explain_baseline
 from molml.explain.core import (
+    TABLE_COLUMNS,
     MoleculeExplanation,
     check_method,
     default_method,
@@ -174,14 +175,23 @@ def write_explanations(
     units: str,
     table: str = "attributions.csv",
     title: str = "molml explanations",
+    ids: Sequence[Any] | None = None,
+    id_column: str = "id",
 ) -> dict[str, Any]:
     """Write ``table`` (CSV, or Parquet by suffix), ``molecules/NNNNN.svg|png`` (plus
     ``NNNNN_features.png`` for features without atoms), for a baseline ``shap_summary.csv``
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
-    into ``output``. Returns a summary (paths and counts)."""
+    into ``output``. ``ids`` (one per explanation) become the table's ``id_column`` and the
+    page's captions. Returns a summary (paths and counts)."""
     output = prepare_output(output, table)
     drawings = output / "molecules"
+    if ids is not None and len(ids) != len(explanations):
+        raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")
+    if ids is not None and id_column in TABLE_COLUMNS:
+        raise DataError(f"id column {id_column!r} clashes with a column of the table")
     frame = explanations_frame(explanations)
+    if ids is not None:
+        frame.insert(1, id_column, [ids[number] for number in frame["molecule"]])
     table_path = output / table
     if table_path.suffix == ".parquet":
         frame.to_parquet(table_path, index=False)
@@ -200,7 +210,7 @@ def write_explanations(
             images[number].append(feature_bar_plot(item, bars, units))
     summary = shap_summary(explanations, output, units)
     index = write_index(
-        output, explanations, images, title, table_path, summary[-1] if summary else None
+        output, explanations, images, title, table_path, summary[-1] if summary else None, ids
     )
     return {
         "table": str(table_path),
