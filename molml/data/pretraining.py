@@ -458,7 +458,8 @@ class PretrainDataModule(L.LightningDataModule):
         if total:
             shown = "\n".join(f"  molecule {k}: {v}" for k, v in self.examples.items())
             log.warning(
-                "pretraining data: %d molecules skipped (%s), e.g.\n%s",
+                "pretraining data: %d molecules skipped (%s), e.g. (molecules counted from 0 "
+                "over the sources in order, not file lines)\n%s",
                 total,
                 ", ".join(f"{k}: {v}" for k, v in skipped.items()),
                 shown,
