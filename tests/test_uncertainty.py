@@ -324,3 +324,7 @@ def test_calibration_refuses_bad_requests(
     with pytest.raises(SystemExit):
         main(["calibrate", "--model", "x.ckpt", "--output", "out.yaml", "--data.path", "x.csv"])
     assert "must end in .json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--model", "x.ckpt", "--output", "no/such/dir/c.json"])
+    assert "directory no/such/dir does not exist" in capsys.readouterr().err
+    assert not Path("no").exists()

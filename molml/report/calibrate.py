@@ -66,6 +66,8 @@ def calibrate(
     output = Path(output)
     if output.suffix != ".json":
         raise DataError(f"--output {output}: the calibration file must end in .json")
+    if not output.parent.is_dir():
+        raise DataError(f"--output {output}: directory {output.parent} does not exist")
     warnings: list[str] = []
     paths, options = resolve_run(run, models, options, warnings)
     held = split_molecules(options)

@@ -173,9 +173,15 @@ def screen_library(
             module.batch_size = batch_size or _default_batch_size(trainer)
             try:
                 trainer.predict(module, datamodule=datamodule, return_predictions=False)
-            except BaseException:
+            except BaseException as exc:
                 if setup_rank and not parts.done():  # nothing to resume from: leave no trace
                     parts.remove()
+                elif setup_rank and isinstance(exc, KeyboardInterrupt | SystemExit):
+                    log.warning(
+                        "interrupted: %d chunks are kept in %s; rerun the same command to resume",
+                        len(parts.done()),
+                        parts.path,
+                    )
                 raise
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
