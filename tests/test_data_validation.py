@@ -196,6 +196,16 @@ def test_one_class_in_training_labels_is_refused(tmp_path) -> None:
         fit_baseline(baseline_config(path, **options))
 
 
+@pytest.mark.parametrize(
+    ("labels", "hint"),
+    [([0, 1, 2] * 4, "task_type: multiclass"), ([0, 1, 0.5] * 4, "task_type: regression")],
+)
+def test_labels_that_are_not_binary_suggest_the_task_type(tmp_path, labels, hint) -> None:
+    path = classification_csv(tmp_path / "three.csv", {"y": labels})
+    with pytest.raises(DataError, match=f"values other than 0 or 1.*{hint}"):
+        make_dm(path, task_type="classification").setup("fit")
+
+
 def test_one_class_only_outside_training_is_accepted(tmp_path) -> None:
     nan = float("nan")
     # both tasks see both classes in train; 'b' has one class (and gaps) in val and test

@@ -654,9 +654,19 @@ def _check_labels(
         if bad.any():
             rows = table["row"].to_numpy()[bad][:5].tolist()
             values = sorted(set(column[bad].tolist()))[:5]
+            classes = column[labelled]
+            more_classes = (
+                task_type == "classification"
+                and ((classes >= 0) & (classes == np.round(classes))).all()
+            )
+            hint = (
+                "set task_type: multiclass (with num_classes) for more than two classes"
+                if more_classes
+                else "set task_type: regression if it is continuous"
+            )
             raise DataError(
                 f"{source}: column {task!r} is a {task_type} target but has values other than "
-                f"{allowed}: {values} (rows {rows}); set task_type: regression if it is continuous"
+                f"{allowed}: {values} (rows {rows}); {hint}"
             )
 
 
