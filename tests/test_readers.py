@@ -193,6 +193,12 @@ def test_missing_column_lists_existing(tmp_path: Path) -> None:
         iter_molecule_chunks(path, id_column="cid")  # raised before iterating
 
 
+def test_missing_column_of_a_file_with_another_separator_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path / "semi.csv", "smiles;y\nCCO;1\n")
+    with pytest.raises(DataError, match="separated by ';' rather than ','"):
+        read_molecules(path, smiles_column="smiles", columns=["y"])
+
+
 def test_duplicate_header_column(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dup.csv.*duplicate.*\['y'\]"):
         read_molecules(write(tmp_path / "dup.csv", "smiles,y,y\nCCO,1,2\n"))

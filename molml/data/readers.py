@@ -191,8 +191,17 @@ def _open_reader(
     wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
     missing = [name for name in dict.fromkeys(wanted) if name not in available]
     if missing:
+        other = next(
+            (sep for sep in (";", "\t", ",", "|") if any(sep in c for c in available)), None
+        )
+        hint = (
+            f" (its header holds {other!r}: is the file separated by {other!r} rather than "
+            f"{source.sep!r}? The separator follows the suffix: .csv comma, .tsv tab)"
+            if other is not None and other != source.sep and source.kind in ("csv", "tsv")
+            else ""
+        )
         raise DataError(
-            f"{source.path}: column(s) {missing} not found; the file has columns {available}"
+            f"{source.path}: column(s) {missing} not found; the file has columns {available}{hint}"
         )
     generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
     candidates = available if columns is None else wanted
