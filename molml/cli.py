@@ -21,6 +21,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 
+from molml._version import __version__
 from molml.errors import EXIT_CODES_HELP, run_command
 
 #: ``molml <verb>`` and what it does, for the top-level help (printed without importing
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(top_level_help(), file=sys.stdout if args else sys.stderr)
         raise SystemExit(0 if args else 2)
+    if args[0] == "--version":
+        print(f"molml {__version__}")
+        raise SystemExit(0)
     verb = args[:2] if args[:1] in (["baseline"], ["report"]) else args[:1]
     prog = " ".join(["molml", *(word for word in verb if not word.startswith("-"))])
     run_command(prog, lambda: _run_verb(args, from_sys_argv=argv is None), debug=debug)
@@ -96,7 +100,8 @@ def top_level_help() -> str:
     verbs = "\n".join(f"  {verb:<{width}}  {what}" for verb, what in VERBS.items())
     epilog = textwrap.fill(EXIT_CODES_HELP, width=88)
     return (
-        f"usage: molml <verb> [options]   (molml <verb> --help for the verb's options)\n\n"
+        f"usage: molml <verb> [options]   (molml <verb> --help for the verb's options;"
+        f" molml --version)\n\n"
         f"Graph and molecular deep learning: train, screen, explain, tune, export, serve.\n\n"
         f"verbs:\n{verbs}\n\n{epilog}"
     )

@@ -90,6 +90,8 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_CHECKPOINT
     if name in (DataError.__name__, InvalidMoleculeError.__name__, PredictorError.__name__):
         return EXIT_BAD_INPUT
+    if isinstance(exc, argparse.ArgumentError):  # a usage error of a parser that raises
+        return EXIT_BAD_INPUT
     return EXIT_FAILURE
 
 
@@ -114,7 +116,7 @@ def _describe(exc: BaseException) -> tuple[str | None, str]:
             name = match[2] if match[1] == "molml.errors." else name
             text = match[3]
     line = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    if name is None:
+    if name is None and not isinstance(source, argparse.ArgumentError):
         line = f"{type(source).__name__}: {line}" if line else type(source).__name__
     return name, line
 

@@ -267,8 +267,16 @@ def make_pretrain_cli(args: list[str]) -> PretrainCLI:
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             args=["fit", *args],
-            parser_kwargs={"prog": "molml pretrain", "epilog": EXIT_CODES_HELP},
+            parser_kwargs=parser_kwargs(prog="molml pretrain"),
         )
+
+
+def parser_kwargs(**kwargs: str) -> dict[str, Any]:
+    """The CLI parsers' settings: a usage error raises instead of printing the whole usage, so
+    it prints as one line with exit code 2 (see :func:`molml.errors.run_command`)."""
+    raising = {"exit_on_error": False}
+    verbs = {verb: raising for verb in ("fit", "validate", "test", "predict")}
+    return {**kwargs, "epilog": EXIT_CODES_HELP, **raising, **verbs}
 
 
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:
@@ -304,5 +312,5 @@ def _build(cli_class: type[MolmlCLI], args: list[str] | dict[str, Any] | None, r
         seed_everything_default=0,
         args=args,
         run=run,
-        parser_kwargs={"prog": "molml", "description": DESCRIPTION, "epilog": EXIT_CODES_HELP},
+        parser_kwargs=parser_kwargs(prog="molml", description=DESCRIPTION),
     )

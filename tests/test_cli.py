@@ -263,6 +263,21 @@ def test_missing_column_is_one_stderr_line_and_exit_code_2(tmp_path: Path) -> No
     assert line.startswith("molml fit: error: x.csv: column(s) ['nope'] not found")
 
 
+def test_a_mistyped_option_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = run_molml(tmp_path, "fit", "--data.path", "x.csv", "--data.batch_sise", "3")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.splitlines() == [
+        "molml fit: error: unrecognized arguments: --data.batch_sise 3"
+    ]
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"molml {molml.__version__}\n"
+
+
 def test_debug_anywhere_adds_the_traceback(tmp_path: Path) -> None:
     expected = "molml baseline fit: error: file not found: missing.csv"
     result = run_molml(tmp_path, "baseline", "fit", "--data.path", "missing.csv", "--debug")
