@@ -114,15 +114,31 @@ class MlflowArtifacts(L.Callback):
 
 class EvaluationPlots(L.Callback):
     """After ``test``: a parity plot (regression) or ROC curves (classification), as PNG in the
-    run directory and as MLflow artifacts; the tested checkpoint's metrics are recorded in
-    ``test_metrics.json`` of the testing run (``{checkpoint: metrics}``). When ``fit`` tests its
-    own checkpoint that is the checkpoint's run, where ``molml.load_model(...).metadata`` finds
-    them; a later ``molml test`` (other data, another split) leaves that record alone."""
+    run directory and as MLflow artifacts; the tested checkpoint's metrics are recorded in a
+    ``test_metrics.json`` (``{checkpoint: metrics}``). A checkpoint this trainer saved itself
+    (``fit`` testing its best) is recorded in its own run (the folder above its
+    ``checkpoints/``), where ``molml.load_model(...).metadata`` finds them; any other (a later
+    ``molml test``, perhaps on other data) in the testing run, leaving the training record be."""
+
+    def __init__(self) -> None:
+        self.fitted = False  # whether this trainer trained (and so saved) the checkpoints
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fitted = True
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
         if trainer.is_global_zero and trainer.ckpt_path:
-            record_test_metrics(run_dir, Path(trainer.ckpt_path), trainer.callback_metrics)
+            checkpoint = Path(trainer.ckpt_path).resolve()
+            saver = trainer.checkpoint_callback
+            saved_here = (
+                self.fitted
+                and saver is not None
+                and checkpoint
+                in {Path(p).resolve() for p in (saver.best_model_path, saver.last_model_path) if p}
+            )
+            record = checkpoint.parent.parent if saved_here else run_dir
+            record_test_metrics(record, checkpoint, trainer.callback_metrics)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
             return
