@@ -206,6 +206,20 @@ def test_labels_that_are_not_binary_suggest_the_task_type(tmp_path, labels, hint
         make_dm(path, task_type="classification").setup("fit")
 
 
+def test_molecules_in_two_parts_of_a_split_are_a_warning(tmp_path, caplog) -> None:
+    smiles = nci_smiles(20)
+    path = tmp_path / "dups.csv"
+    pd.DataFrame({"smiles": smiles * 2, "y": range(40)}).to_csv(path, index=False)
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        make_dm(path, split="random").setup("fit")
+    (message,) = [r.getMessage() for r in caplog.records if "more than one part" in r.getMessage()]
+    assert message.startswith(f"{path}: ") and "split_report.json" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        make_dm(path, split="scaffold").setup("fit")  # duplicates share a scaffold: no leak
+    assert not [r for r in caplog.records if "more than one part" in r.getMessage()]
+
+
 def test_one_class_only_outside_training_is_accepted(tmp_path) -> None:
     nan = float("nan")
     # both tasks see both classes in train; 'b' has one class (and gaps) in val and test

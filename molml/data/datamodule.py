@@ -245,6 +245,17 @@ class MoleculeTable:
         report["source"] = str(self.source)
         report["invalid_molecules"] = n_invalid
         report.update(self.split_notes)
+        shared = report["duplicate_molecules_across_splits"]
+        if shared["total"]:
+            log.warning(
+                "%s: %d molecules occur in more than one part of the split (train-test: %d, "
+                "train-val: %d): scores on them partly measure recall of training molecules; "
+                "see split_report.json, or deduplicate the file",
+                self.source,
+                shared["total"],
+                shared["train-test"],
+                shared["train-val"],
+            )
         return report
 
     def write_split_files(
