@@ -180,6 +180,12 @@ def test_load_errors(tmp_path: Path) -> None:
         molml.load_model(tmp_path / "other.json")
     with pytest.raises(CheckpointError, match="baseline.json not found"):
         load_baseline(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CheckpointError, match="graph model's run: its model is checkpoints/best"):
+        molml.load_model(tmp_path)
+    (tmp_path / "best.ckpt").write_bytes(b"\x80\x02")
+    with pytest.raises(CheckpointError, match="best.ckpt is a graph model file, not a baseline"):
+        load_baseline(tmp_path / "best.ckpt")
 
 
 @pytest.mark.parametrize(

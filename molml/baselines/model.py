@@ -186,7 +186,15 @@ def load_baseline(path: str | Path) -> BaselineModel:
     path = Path(path)
     spec_path = path / SPEC_FILE if path.is_dir() else path
     if not spec_path.is_file():
-        raise CheckpointError(f"no molml baseline at {path}: {spec_path} not found")
+        hint = ""
+        if path.is_dir() and (path / "checkpoints").is_dir():
+            hint = f" ({path} is a graph model's run: its model is checkpoints/best.ckpt)"
+        raise CheckpointError(f"no molml baseline at {path}: {spec_path} not found{hint}")
+    if path.suffix in (".ckpt", ".onnx", ".pt2"):
+        raise CheckpointError(
+            f"{path} is a graph model file, not a baseline (a directory with {SPEC_FILE}); "
+            "graph models are used by molml predict, screen, explain or molml.load_model"
+        )
     try:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
