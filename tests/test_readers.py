@@ -92,6 +92,9 @@ def test_default_smiles_column_is_found_by_name_or_first(tmp_path: Path) -> None
     with pytest.warns(UserWarning, match="first column 'mol'"):
         first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
     assert first["smiles"].tolist() == ["CCN"] and list(first.columns) == ["row", "smiles", "y"]
+    with pytest.warns(UserWarning, match="that header is itself a SMILES.*--no-header"):
+        headless = read_molecules(write(tmp_path / "c.csv", "CCO,1\nCCN,2\n"))
+    assert headless["smiles"].tolist() == ["CCN"]
 
 
 def test_smi_without_header(tmp_path: Path) -> None:

@@ -180,10 +180,18 @@ def _open_reader(
     if smiles_column is None:
         smiles_from = next((c for c in _SMILES_NAMES if c in available), available[0])
         if smiles_from not in _SMILES_NAMES and source.kind != "smi":  # .smi: first by format
+            headless = (
+                has_header is None and source.kind in ("csv", "tsv") and _is_smiles(smiles_from)
+            )
             warnings.warn(
                 f"{source.path}: no column is named {'/'.join(_SMILES_NAMES)}; reading SMILES "
                 f"from the first column {smiles_from!r} (the file has columns {available}); "
-                f"pass smiles_column to choose another",
+                + (
+                    "that header is itself a SMILES: if the file has no header line, its first "
+                    "molecule is lost; say so (has_header=False, molml screen --no-header)"
+                    if headless
+                    else "pass smiles_column to choose another"
+                ),
                 stacklevel=3,
             )
     else:
@@ -343,6 +351,12 @@ def _csv_chunks(
             yield frame
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot parse file") from exc
+
+
+def _is_smiles(text: str) -> bool:
+    """Whether ``text`` (a column name) parses as a molecule."""
+    with BlockLogs():
+        return bool(text.strip()) and Chem.MolFromSmiles(text.strip()) is not None
 
 
 def _record_lines(source: _Source, header: bool, n_columns: int) -> Iterator[int]:
