@@ -381,6 +381,24 @@ def test_resume_refuses_parts_from_a_different_command(trained, library, tmp_pat
     assert screen([trained["ckpt"]], library, out)["resumed_chunks"] == 0
 
 
+def test_resume_notices_an_edit_that_keeps_size_and_time(trained, tmp_path, monkeypatch):
+    from molml.screen import run as screen_run
+
+    library = tmp_path / "lib.smi"
+    library.write_text("\n".join(nci_lines(300)) + "\n")
+    out = tmp_path / "o.parquet"
+    with monkeypatch.context() as patched:
+        patched.setattr(screen_run, "merge_parts", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            screen([trained["ckpt"]], library, out, chunk_size=100)
+    stat = library.stat()
+    text = library.read_text()
+    library.write_text(text.replace("C", "N", 1))  # same size
+    os.utime(library, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(DataError, match="different screen .*input_sha256"):
+        screen([trained["ckpt"]], library, out, chunk_size=100)
+
+
 def test_a_screen_that_cannot_start_leaves_nothing_behind(trained, library, tmp_path):
     out = tmp_path / "o.csv"
     with pytest.raises(DataError, match="cannot run the screen as asked: .*foo"):

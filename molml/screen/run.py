@@ -122,7 +122,8 @@ def screen_library(
             "molml_version": __version__,
             "input": str(input_path.resolve()),
             "input_size": input_path.stat().st_size,
-            "input_mtime_ns": input_path.stat().st_mtime_ns,
+            # the content, not the time stamp: an edit that keeps size and mtime still counts
+            "input_sha256": _file_digest(input_path),
             "models": [_file_digest(Path(p)) for p in models],
             # the files an ensemble manifest or a calibration file points to
             "member_files": [_file_digest(p) for p in _member_sources(module, models)],
@@ -212,7 +213,7 @@ def _member_sources(module: ScreeningModule, models: Sequence[str | Path]) -> li
 
 
 def _file_digest(path: Path) -> str:
-    """sha256 of a checkpoint file, or of every file of a model directory (baselines)."""
+    """sha256 of a file (input, checkpoint), or of every file of a model directory."""
     digest = hashlib.sha256()
     files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
     for file in files:
