@@ -121,24 +121,21 @@ class EvaluationPlots(L.Callback):
     ``molml test``, perhaps on other data) in the testing run, leaving the training record be."""
 
     def __init__(self) -> None:
-        self.fitted = False  # whether this trainer trained (and so saved) the checkpoints
+        # whether the tested checkpoints were trained on this run's data and split: set when
+        # this trainer fitted them, or by a caller that tests its own fit
+        self.own_checkpoints = False
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.fitted = True
+        self.own_checkpoints = True
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
         if trainer.is_global_zero and trainer.ckpt_path:
             checkpoint = Path(trainer.ckpt_path).resolve()
-            saver = trainer.checkpoint_callback
-            saved_here = (
-                self.fitted
-                and saver is not None
-                and checkpoint
-                in {Path(p).resolve() for p in (saver.best_model_path, saver.last_model_path) if p}
-            )
-            record = checkpoint.parent.parent if saved_here else run_dir
-            record_test_metrics(record, checkpoint, trainer.callback_metrics)
+            if self.own_checkpoints:
+                record_test_metrics(checkpoint.parent.parent, checkpoint, trainer.callback_metrics)
+            elif trainer.log_dir is not None:  # a run folder of its own to record in
+                record_test_metrics(run_dir, checkpoint, trainer.callback_metrics)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":
             return

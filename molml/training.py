@@ -4,6 +4,7 @@ default loggers and callbacks, and checks that apply to every verb."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -88,7 +89,13 @@ class MolmlCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and str(path) not in LIGHTNING_CKPT_ALIASES and "://" not in path:
             read_checkpoint(path)
-        super()._parse_ckpt_path()
+        try:
+            super()._parse_ckpt_path()
+        except argparse.ArgumentError as exc:
+            raise CheckpointError(
+                f"{path}: its stored hyperparameters do not parse as this molml's model "
+                f"options: {exc}"
+            ) from exc
 
     def before_fit(self) -> None:
         self._check_checkpoint("fit")
@@ -274,9 +281,8 @@ def make_pretrain_cli(args: list[str]) -> PretrainCLI:
 def parser_kwargs(**kwargs: str) -> dict[str, Any]:
     """The CLI parsers' settings: a usage error raises instead of printing the whole usage, so
     it prints as one line with exit code 2 (see :func:`molml.errors.run_command`)."""
-    raising = {"exit_on_error": False}
-    verbs = {verb: raising for verb in ("fit", "validate", "test", "predict")}
-    return {**kwargs, "epilog": EXIT_CODES_HELP, **raising, **verbs}
+    # jsonargparse hands exit_on_error on to the verbs' parsers
+    return {**kwargs, "epilog": EXIT_CODES_HELP, "exit_on_error": False}
 
 
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:

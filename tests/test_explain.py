@@ -338,6 +338,10 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
             main([*args, "--output", str(out), *extra])
         assert exit_info.value.code == code
         assert text in capsys.readouterr().err
+    # a failed rerun leaves the last run's drawings in place
+    with pytest.raises(SystemExit):
+        main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output", str(out)])
+    assert (out / "molecules" / "00000.png").is_file()
     # an output that cannot be written is refused before the model is even loaded
     (tmp_path / "a_file").write_text("")
     with pytest.raises(SystemExit) as exit_info:

@@ -218,6 +218,10 @@ def test_extra_fields_are_refused_when_reading_some_columns(tmp_path: Path) -> N
         list(iter_molecule_chunks(path, columns=[], id_column="name", chunk_size=1))
     with pytest.raises(DataError, match="ragged.csv: .*line 3 has 3 fields"):
         read_molecules(path, columns=[], id_column="name")
+    trailing = write(tmp_path / "trailing.tsv", "smiles\tname\nCCO\tethanol\nCCN\tamine\t\n")
+    assert read_molecules(trailing, columns=[], id_column="name")["name"].tolist() == [
+        "ethanol", "amine"
+    ]  # fmt: skip
 
 
 def test_reserved_column_names_clash(tmp_path: Path) -> None:

@@ -268,6 +268,20 @@ def test_trials_never_see_test_labels(
     assert best["test"]["test/rmse"] > 1000
 
 
+def test_a_jobs_test_of_its_own_fit_is_recorded_with_the_model(
+    property_csv: Path, tmp_path: Path
+) -> None:
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["callbacks"].append({"class_path": "molml.callbacks.EvaluationPlots"})
+    config.write_text(yaml.safe_dump(settings))
+    job = make_job([str(config)], ["--trainer.max_epochs", "1"])
+    fitted = job.fit(job.config, tmp_path / "fit", "val/rmse")
+    tested = job.test(job.config, fitted.model_path)
+    recorded = load_model(fitted.model_path).metadata["test_metrics"]
+    assert recorded["rmse"] == pytest.approx(tested["test/rmse"])
+
+
 def test_cv_fold_ensemble_loads_and_predicts(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

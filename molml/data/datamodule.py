@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from molml.chem.featurizer import MolGraphFeaturizer
@@ -246,15 +247,16 @@ class MoleculeTable:
         report["invalid_molecules"] = n_invalid
         report.update(self.split_notes)
         shared = report["duplicate_molecules_across_splits"]
-        if shared["total"]:
+        if shared["total"] and rank_zero_only.rank == 0:
             log.warning(
                 "%s: %d molecules occur in more than one part of the split (train-test: %d, "
-                "train-val: %d): scores on them partly measure recall of training molecules; "
-                "see split_report.json, or deduplicate the file",
+                "train-val: %d, val-test: %d): scores on them partly measure recall of training "
+                "molecules; see split_report.json, or deduplicate the file",
                 self.source,
                 shared["total"],
                 shared["train-test"],
                 shared["train-val"],
+                shared["val-test"],
             )
         return report
 

@@ -361,8 +361,8 @@ def _is_smiles(text: str) -> bool:
 
 def _record_lines(source: _Source, header: bool, n_columns: int) -> Iterator[int]:
     """The line on which each data record of a CSV/TSV file starts (quoted fields may hold
-    line breaks, so records and lines differ). A record with more fields than the file has
-    columns is refused (pandas would drop the extra fields when reading some columns only)."""
+    line breaks, so records and lines differ). A record with more non-empty fields than the file
+    has columns is refused (pandas would drop them when reading some columns only)."""
     with _open_text(source) as handle:
         reader = csv.reader(handle, delimiter=source.sep)
         if header:
@@ -372,7 +372,7 @@ def _record_lines(source: _Source, header: bool, n_columns: int) -> Iterator[int
             record = next(reader, None)
             if record is None:
                 return
-            if len(record) > n_columns:
+            if len(record) > n_columns and any(field.strip() for field in record[n_columns:]):
                 raise DataError(
                     f"{source.path}: cannot parse file: line {start} has {len(record)} fields, "
                     f"the file has {n_columns} columns (an unquoted separator inside a field?)"

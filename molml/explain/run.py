@@ -147,9 +147,11 @@ def score_units(predictor: Predictor, method: str) -> str:
     return "probability" if method == "shap" and random_forest else "logit"
 
 
-def prepare_output(output: str | Path, table: str = "attributions.csv") -> Path:
-    """Check ``table``'s name and make ``output/molecules`` before any work is done, so a
-    long run cannot end unable to write; drawings left there by an earlier run are removed."""
+def prepare_output(
+    output: str | Path, table: str = "attributions.csv", *, clear: bool = False
+) -> Path:
+    """Check ``table``'s name and make ``output/molecules`` (call it before any work, so a long
+    run cannot end unable to write); ``clear`` removes the drawings of an earlier run."""
     if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
         raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
     output = Path(output)
@@ -162,7 +164,7 @@ def prepare_output(output: str | Path, table: str = "attributions.csv") -> Path:
         raise DataError(
             f"--output {output}: cannot write drawings to {drawings} ({exc.strerror})"
         ) from exc
-    for old in drawings.iterdir():
+    for old in drawings.iterdir() if clear else ():
         if OLD_DRAWING.fullmatch(old.name):
             old.unlink()
     return output
@@ -183,7 +185,7 @@ def write_explanations(
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
     into ``output``. ``ids`` (one per explanation) become the table's ``id_column`` and the
     page's captions. Returns a summary (paths and counts)."""
-    output = prepare_output(output, table)
+    output = prepare_output(output, table, clear=True)
     drawings = output / "molecules"
     if ids is not None and len(ids) != len(explanations):
         raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")

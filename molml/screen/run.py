@@ -113,26 +113,18 @@ def screen_library(
                 f"{module.output_columns}"
             )
 
+    run_options = {
+        "chunk_size": chunk_size,
+        "reader": reader_options,
+        "mc_dropout": mc_dropout,
+        # the default depends on the hardware: a resumed screen must not mix precisions
+        "precision": precision,
+    }
     parts = PartsDirectory(output)
     setup_rank = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     with OutputLock(output) if setup_rank else nullcontext():
         if setup_rank and overwrite:
             parts.remove()
-        manifest = {
-            "molml_version": __version__,
-            "input": str(input_path.resolve()),
-            "input_size": input_path.stat().st_size,
-            # the content, not the time stamp: an edit that keeps size and mtime still counts
-            "input_sha256": _file_digest(input_path),
-            "models": [_file_digest(Path(p)) for p in models],
-            # the files an ensemble manifest or a calibration file points to
-            "member_files": [_file_digest(p) for p in _member_sources(module, models)],
-            "chunk_size": chunk_size,
-            "reader": reader_options,
-            "mc_dropout": mc_dropout,
-            # the default depends on the hardware: a resumed screen must not mix precisions
-            "precision": precision,
-        }
         if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
         world = _world_size(devices, num_nodes)
@@ -164,7 +156,9 @@ def screen_library(
         except (ValueError, MisconfigurationException) as exc:  # accelerator, precision ...
             raise DataError(f"cannot run the screen as asked: {exc}") from exc
         # only now, with the input counted and the Trainer made, is the parts folder started
-        resumed = parts.start(manifest) if setup_rank else 0
+        resumed = (
+            parts.start(_manifest(input_path, models, module, run_options)) if setup_rank else 0
+        )
         rows_before = parts.rows_done() if setup_rank else 0
         if resumed:
             log.info("resuming: %d chunks of %s already screened", resumed, input_path)
@@ -203,6 +197,24 @@ def screen_library(
         }
         Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def _manifest(
+    input_path: Path, models: Sequence[str | Path], module: ScreeningModule, options: dict
+) -> dict[str, Any]:
+    """What a resumed screen must share with the one that wrote the parts: molml, the input's
+    content, every model file's content and the options that shape the output."""
+    return {
+        "molml_version": __version__,
+        "input": str(input_path.resolve()),
+        "input_size": input_path.stat().st_size,
+        # the content, not the time stamp: an edit that keeps size and mtime still counts
+        "input_sha256": _file_digest(input_path),
+        "models": [_file_digest(Path(p)) for p in models],
+        # the files an ensemble manifest or a calibration file points to
+        "member_files": [_file_digest(p) for p in _member_sources(module, models)],
+        **options,
+    }
 
 
 def _member_sources(module: ScreeningModule, models: Sequence[str | Path]) -> list[Path]:

@@ -132,7 +132,9 @@ def tune_main(argv: Sequence[str]) -> Path:
         cv=args.cv,
         cv_split=args.cv_split,
         output_dir=args.output_dir,
-        tracking_uri=checked_tracking_uri(tracking, "--tracking-uri"),
+        tracking_uri=checked_tracking_uri(
+            tracking, "--tracking-uri" if args.tracking_uri else "the config's MLflow tracking_uri"
+        ),
     )
     return run_tune(job, space, options)
 

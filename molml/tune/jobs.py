@@ -28,6 +28,7 @@ from molml.baselines.config import BaselineConfig
 from molml.baselines.data import load_fingerprint_data
 from molml.baselines.model import load_baseline
 from molml.baselines.run import evaluate, fit_baseline
+from molml.callbacks import EvaluationPlots
 from molml.data.datamodule import MoleculeTable
 from molml.data.splits import Split
 from molml.errors import DataError
@@ -239,6 +240,9 @@ class GraphJob(Job):
 
     def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
         cli = self._cli(config, model_path.parent.parent / "test")
+        for callback in cli.trainer.callbacks:  # its own fit: recorded with the model
+            if isinstance(callback, EvaluationPlots):
+                callback.own_checkpoints = True
         (metrics,) = cli.trainer.test(
             cli.model, datamodule=cli.datamodule, ckpt_path=str(model_path), verbose=False
         )
