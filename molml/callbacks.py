@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
+from molml.data.datamodule import keep_input_columns
 from molml.plots import parity_plot, roc_plot
 from molml.tracking import record_mlflow_run
 
@@ -78,6 +79,7 @@ class PredictionWriter(BasePredictionWriter):
             values = np.concatenate([v for _, v in gathered])
         if not trainer.is_global_zero:
             return
+        frame = keep_input_columns(frame, columns)
         for j, column in enumerate(columns):
             frame[column] = np.nan
             frame.loc[rows, column] = values[:, j]

@@ -602,9 +602,10 @@ def test_molml_predict_on_a_file_gives_one_row_per_input_row(multiclass_run, tmp
     smiles = pd.read_csv(multiclass_run["data"])["smiles"].head(12).tolist()
     smiles[2:2], smiles[9:9] = ["C1CC", "not_a_smiles"], ["c1cccc1"]  # 3 invalid among 15
     library = tmp_path / "library.csv"
-    pd.DataFrame({"smiles": smiles, "name": [f"m{i}" for i in range(15)]}).to_csv(
-        library, index=False
-    )
+    names = [f"m{i}" for i in range(15)]
+    measured = pd.DataFrame({"smiles": smiles, "name": names, "status": "in stock"})
+    measured["logp_class_class0"] = 0.5  # an input column named like an output: kept
+    measured.to_csv(library, index=False)
     predicted = cli(
         root,
         "predict",
@@ -619,7 +620,12 @@ def test_molml_predict_on_a_file_gives_one_row_per_input_row(multiclass_run, tmp
     columns = [f"logp_class_class{k}" for k in range(3)]
     assert len(out) == 15 and out["name"].tolist() == [f"m{i}" for i in range(15)]
     assert out["row"].tolist() == list(range(2, 17))  # file lines, the header being line 1
-    assert list(out.columns) == ["row", "smiles", "name", *columns, "status"]
+    assert list(out.columns) == [
+        "row", "smiles", "name", "input_status", "input_logp_class_class0", *columns, "status"
+    ]  # fmt: skip
+    assert (out["input_status"] == "in stock").all() and (
+        out["input_logp_class_class0"] == 0.5
+    ).all()
     bad = out["smiles"].isin(["C1CC", "not_a_smiles", "c1cccc1"]).to_numpy()
     assert bad.sum() == 3 and (out.loc[~bad, "status"] == "ok").all()
     assert out.loc[bad, "status"].str.contains("SMILES").all()

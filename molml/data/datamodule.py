@@ -416,7 +416,10 @@ class MoleculeDataModule(L.LightningDataModule):
             self._featurize(self.table["smiles"].tolist())
 
     def setup(self, stage: str | None = None) -> None:
-        if self.featurized is None:
+        # predicting a file needs the training data's tasks (read with the table), not its
+        # molecules: they are featurized and split for every other stage only
+        predicting_a_file = stage == "predict" and self.hparams.predict_path
+        if self.featurized is None and not predicting_a_file:
             featurized = self.featurized = self._featurize(self.table["smiles"].tolist())
             self.molecules.report_invalid(
                 featurized.errors, "training data", strict=self.hparams.strict
@@ -447,6 +450,7 @@ class MoleculeDataModule(L.LightningDataModule):
         if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
             frame = read_molecules(self.hparams.predict_path)
             result = self._featurize(frame["smiles"].tolist())
+            frame = keep_input_columns(frame, ["status"])
             frame["status"] = "ok"
             for position, reason in result.errors.items():
                 frame.loc[frame.index[position], "status"] = reason
@@ -641,6 +645,19 @@ def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> n
             )
         out[:, j] = values.to_numpy(dtype=np.float64)
     return out
+
+
+def keep_input_columns(frame: pd.DataFrame, outputs: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with its columns named like an output column renamed ``input_<name>`` (with a
+    warning), so that writing the outputs loses none of the input."""
+    clashing = [name for name in outputs if name in frame.columns]
+    if clashing:
+        log.warning(
+            "input column(s) %s share a name with prediction output; kept as %s",
+            clashing,
+            [f"input_{name}" for name in clashing],
+        )
+    return frame.rename(columns={name: f"input_{name}" for name in clashing})
 
 
 def _infer_task_type(y: np.ndarray) -> str:
