@@ -68,6 +68,42 @@ def test_metadata_names_version_training_data_test_metrics_and_featurizer(graph_
     assert meta["featurizer"]["graph"] == dm.featurizer_config
 
 
+def test_inputs_are_read_the_same_by_every_predictor(graph_run, baseline_dir, tmp_path) -> None:
+    for predictor in (
+        molml.load_model(graph_run["ckpt"]),
+        molml.load_model(baseline_dir),
+        molml.load_model([graph_run["ckpt"], baseline_dir]),
+    ):
+        values, status = predictor.predict_values("CCO", 8)  # one molecule, not three atoms
+        assert len(values) == 1 and status == ["ok"]
+        with pytest.raises(DataError, match="batch_size"):
+            predictor.predict_values(["CCO"], 0)
+        with pytest.raises(DataError, match=r"DataFrame; pass its SMILES column"):
+            predictor.predict(pd.DataFrame({"smiles": PROBE}))
+        with pytest.raises(DataError, match="got a set"):
+            predictor.predict({"CCO", "CCN"})
+        # a filtered Series keeps its index, so the result lines up with its frame
+        frame = pd.DataFrame({"smiles": PROBE}, index=range(10, 10 + len(PROBE)))
+        subset = frame[frame.index % 2 == 1]
+        predicted = predictor.predict(subset["smiles"])
+        assert predicted.index.tolist() == subset.index.tolist()
+        assert (predicted["smiles"] == subset["smiles"]).all()
+
+
+def test_load_model_refuses_cycles_and_devices_it_cannot_use(graph_run, tmp_path) -> None:
+    manifest = tmp_path / "self.json"
+    manifest.write_text(f'{{"ensemble": ["self.json", "{graph_run["ckpt"]}"]}}')
+    with pytest.raises(CheckpointError, match="refers back to itself"):
+        molml.load_model(manifest)
+    with pytest.raises(DataError, match="not a device"):
+        molml.load_model(graph_run["ckpt"], map_location="nonsense")
+    if not torch.cuda.is_available():
+        with pytest.raises(DataError, match="no CUDA device"):
+            molml.load_model(graph_run["ckpt"], map_location="cuda")
+    with pytest.raises(DataError, match="a model path or a list of paths"):
+        molml.load_model(5)
+
+
 def test_baseline_loads_as_a_predictor_equal_to_the_baseline_model(baseline_dir: Path) -> None:
     predictor = molml.load_model(baseline_dir)
     assert isinstance(predictor, BaselinePredictor)

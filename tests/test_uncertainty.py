@@ -187,6 +187,14 @@ def test_mc_dropout_is_repeatable_and_needs_dropout(
     assert (first.loc[ok, "logp_std"] > 0).all()
     assert mc.metadata["mc_dropout"] == 10
     assert not mc.model.training  # back in eval mode after the passes
+    # calls from several threads give what one thread gives (the seed is process-wide)
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [smiles[i::3] for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(pool.map(lambda c: mc.predict(c, batch_size=4), chunks * 2))
+    for i, frame in enumerate(threaded):
+        pd.testing.assert_frame_equal(frame, mc.predict(chunks[i % 3], batch_size=4))
     with pytest.raises(PredictorError, match="dropout"):
         load_model(graph_run["ckpt"], mc_dropout=5)  # trained without dropout
     # an ensemble of MC-dropout models: spread over members and passes, same columns

@@ -43,10 +43,23 @@ def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
     wrong = DataError(f"expected a SMILES string or SMILES strings, got {type(smiles).__name__}")
     if smiles is None or isinstance(smiles, (bytes, bytearray, dict)):
         raise wrong
+    if isinstance(smiles, pd.DataFrame):  # iterating it would give the column names
+        raise DataError(
+            "expected SMILES strings, got a DataFrame; pass its SMILES column, e.g. frame['smiles']"
+        )
+    if isinstance(smiles, (set, frozenset)):
+        raise DataError("expected SMILES strings in an order, got a set; pass a list")
     try:
         return list(smiles)
     except TypeError as exc:
         raise wrong from exc
+
+
+def checked_input(smiles: str | Iterable[Any], batch_size: int) -> list[Any]:
+    """The molecules of a prediction call as a list (:func:`as_smiles_list`), after checking
+    ``batch_size``: every ``predict_values`` starts here."""
+    check_int(batch_size, "batch_size", minimum=1)
+    return as_smiles_list(smiles)
 
 
 class Predictor(ABC):
@@ -113,15 +126,16 @@ class Predictor(ABC):
     def predict(
         self, smiles: str | Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> pd.DataFrame:
-        """Predict for SMILES; one row per input, in input order.
+        """Predict for SMILES; one row per input, in input order (a pandas Series keeps its
+        index, so the result lines up with the frame it came from).
 
         Columns: ``smiles``, the prediction columns (original units for regression,
         probabilities for classification; ``<task>_class<k>`` for multiclass) and ``status``:
         ``ok`` or why the molecule failed (its predictions are NaN). A prediction that is not
         finite is never ``ok``.
         """
-        check_int(batch_size, "batch_size", minimum=1)
-        smiles = as_smiles_list(smiles)
+        index = smiles.index if isinstance(smiles, pd.Series) else None
+        smiles = checked_input(smiles, batch_size)
         values, status = self.predict_values(smiles, batch_size)
         columns = self.prediction_columns()
         values = np.asarray(values, dtype=np.float64).reshape(len(smiles), len(columns))
@@ -129,7 +143,7 @@ class Predictor(ABC):
             "non-finite prediction" if s == "ok" and not np.isfinite(row).all() else s
             for s, row in zip(status, values, strict=True)
         ]
-        frame = pd.DataFrame(values, columns=columns)
+        frame = pd.DataFrame(values, columns=columns, index=index)
         frame.insert(0, "smiles", smiles)
         frame["status"] = status
         return frame
@@ -138,7 +152,7 @@ class Predictor(ABC):
         self, smiles: str | Iterable[Any], batch_size: int = DEFAULT_BATCH_SIZE
     ) -> np.ndarray:
         """Molecule representations ``[n, dim]`` (NaN rows for invalid SMILES)."""
-        raise PredictorError(f"a {self.kind} predictor has no molecule embedding")
+        raise PredictorError(f"this {self.kind} predictor has no molecule embedding")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(tasks={self.tasks!r}, task_type={self.task_type!r})"

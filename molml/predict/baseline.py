@@ -11,7 +11,12 @@ import numpy as np
 from molml._version import __version__
 from molml.baselines.model import BaselineModel
 from molml.options import check_int
-from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
+from molml.predict.base import (
+    DEFAULT_BATCH_SIZE,
+    SingleModelPredictor,
+    as_smiles_list,
+    checked_input,
+)
 
 RUN_METRICS_FILE = "metrics.json"  # written by ``molml baseline fit`` beside ``model/``
 
@@ -54,7 +59,7 @@ class BaselinePredictor(SingleModelPredictor):
             return None
 
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
-        frame = self.model.predict(smiles, batch_size=batch_size)
+        frame = self.model.predict(checked_input(smiles, batch_size), batch_size=batch_size)
         return frame[self.prediction_columns()].to_numpy(dtype=np.float64), frame["status"].tolist()
 
     def embed(

@@ -9,7 +9,7 @@ import numpy as np
 
 from molml._version import __version__
 from molml.errors import CheckpointError, PredictorError
-from molml.predict.base import Predictor
+from molml.predict.base import Predictor, checked_input
 
 
 class EnsemblePredictor(Predictor):
@@ -88,6 +88,7 @@ class EnsemblePredictor(Predictor):
         return np.concatenate([means.mean(axis=0), np.sqrt(variance)], axis=1)
 
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        smiles = checked_input(smiles, batch_size)
         status = np.full(len(smiles), "ok", dtype=object)
         member_values = []
         for member in self._members:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -18,7 +19,12 @@ from molml.errors import PredictorError
 from molml.models.module import MoleculeModel
 from molml.models.precision import bucketed_rows
 from molml.options import check_int
-from molml.predict.base import DEFAULT_BATCH_SIZE, SingleModelPredictor, as_smiles_list
+from molml.predict.base import (
+    DEFAULT_BATCH_SIZE,
+    SingleModelPredictor,
+    as_smiles_list,
+    checked_input,
+)
 
 MC_DROPOUT_SEED = 0
 
@@ -148,6 +154,7 @@ class GraphPredictor(SingleModelPredictor):
         return GraphStore.from_arrays([arrays]), arrays["positions"], status
 
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        smiles = checked_input(smiles, batch_size)
         store, positions, status = self._featurize(smiles)
         values = np.full((len(smiles), len(self.prediction_columns())), np.nan)
         values[positions] = self.predict_store(store, batch_size)
@@ -181,6 +188,9 @@ def _autocast_shapes(model: MoleculeModel) -> AbstractContextManager[None]:
     return nullcontext()
 
 
+_MC_DROPOUT_LOCK = threading.Lock()
+
+
 @contextmanager
 def _dropout_active(model: MoleculeModel, active: bool) -> Iterator[None]:
     """The model in training mode (so functional and attention dropout are active too) but
@@ -190,7 +200,8 @@ def _dropout_active(model: MoleculeModel, active: bool) -> Iterator[None]:
         yield
         return
     devices = [model.device] if model.device.type != "cpu" else []
-    with torch.random.fork_rng(devices=devices, device_type=model.device.type):
+    # the seed and the mode are process-wide state: one MC-dropout call at a time
+    with _MC_DROPOUT_LOCK, torch.random.fork_rng(devices=devices, device_type=model.device.type):
         torch.manual_seed(MC_DROPOUT_SEED)
         model.train()
         for module in model.modules():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 
 from molml.baselines.model import SPEC_FILE, load_baseline
-from molml.errors import CheckpointError, PredictorError
+from molml.errors import CheckpointError, DataError, PredictorError
 from molml.models.checkpoint import load_checkpoint, refuse_url
 from molml.models.pretrained import pretrained_path
 from molml.predict.base import Predictor, manifest_entry
@@ -51,24 +51,51 @@ def load_model(
     (see :func:`molml.register_encoder`); anything else raises
     :class:`molml.errors.CheckpointError`.
     """
+    _check_map_location(map_location)
+    return _load(path, map_location, mc_dropout, frozenset())
+
+
+def _check_map_location(map_location: str | torch.device) -> None:
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as exc:
+        raise DataError(f"map_location {map_location!r} is not a device: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"map_location {map_location!r}: no CUDA device is available here")
+
+
+def _load(
+    path: str | Path | Sequence[str | Path],
+    map_location: str | torch.device,
+    mc_dropout: int,
+    opened: frozenset[Path],
+) -> Predictor:
+    """:func:`load_model`; ``opened`` holds the manifests and calibration files being read,
+    so a file that refers back to itself is refused instead of recursing forever."""
     if not isinstance(path, (str, Path)):
+        if not isinstance(path, Iterable):
+            raise DataError(f"expected a model path or a list of paths, got {path!r}")
         paths = list(path)
         if len(paths) == 1:
-            return load_model(paths[0], map_location, mc_dropout)
-        return EnsemblePredictor([load_model(p, map_location, mc_dropout) for p in paths])
+            return _load(paths[0], map_location, mc_dropout, opened)
+        return EnsemblePredictor([_load(p, map_location, mc_dropout, opened) for p in paths])
     refuse_url(path)
     path = Path(path)
     members = ensemble_members(path)
+    calibrated = read_calibration_file(path) if members is None else None
+    if members is not None or calibrated is not None:
+        if path.resolve() in opened:
+            raise CheckpointError(f"{path} refers back to itself (directly or through others)")
+        opened = opened | {path.resolve()}
     if members is not None:
-        return load_model(members, map_location, mc_dropout)
-    calibrated = read_calibration_file(path)
+        return _load(members, map_location, mc_dropout, opened)
     if calibrated is not None:
         models, passes, calibrations, fitted_on = calibrated
         if mc_dropout and mc_dropout != passes:
             raise PredictorError(
                 f"{path} was calibrated with mc_dropout={passes}; load it without mc_dropout"
             )
-        base = load_model(models, map_location, passes)
+        base = _load(models, map_location, passes, opened)
         return CalibratedPredictor(base, calibrations, fitted_on)
     if mc_dropout and path.suffix != ".ckpt":
         raise PredictorError(f"MC dropout needs a graph checkpoint (.ckpt), not {path}")

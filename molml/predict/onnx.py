@@ -20,7 +20,7 @@ from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.graphs import featurize_block
 from molml.errors import CheckpointError
-from molml.predict.base import Predictor
+from molml.predict.base import Predictor, checked_input
 
 METADATA_KEY = "molml"
 """The ``metadata_props`` key of the JSON document molml writes into exported ONNX files."""
@@ -132,6 +132,7 @@ class ExportedGraphPredictor(Predictor):
         return out
 
     def predict_values(self, smiles: list[Any], batch_size: int) -> tuple[np.ndarray, list[str]]:
+        smiles = checked_input(smiles, batch_size)
         arrays, errors, _, _ = featurize_block(
             self.featurizer, smiles, molecule_features=self.molecule_features
         )
