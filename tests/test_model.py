@@ -293,7 +293,7 @@ def test_load_model_rejects_other_files(tmp_path: Path) -> None:
         (text, "not a molml checkpoint"),
         (plain, "not a molml checkpoint"),
         (listing, "not a molml checkpoint"),
-        (code, "not a molml checkpoint"),
+        (code, "with weights_only=True: it holds Python objects besides tensors and plain data"),
         (future, "format 99"),
         (no_spec, "spec is incomplete"),
         (not_dict, "malformed"),

@@ -29,6 +29,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises assorted errors on non-checkpoints (IndexError...)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
+        if "Weights only load failed" in reason:  # torch's advice to unpickle is not ours
+            reason = "it holds Python objects besides tensors and plain data"
         raise CheckpointError(
             f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "
             f"with weights_only=True: {reason})"
