@@ -100,7 +100,8 @@ class GraphPredictor(SingleModelPredictor):
         }
 
     def _recorded_test_metrics(self) -> dict[str, float] | None:
-        """Test metrics of this checkpoint, as ``molml test`` recorded them in its run."""
+        """Test metrics of this checkpoint as its own run recorded them (``molml fit``, or
+        tune/cv testing their fits); a later ``molml test`` records in its own run."""
         if self.source is None:
             return None
         record = self.source.parent.parent / TEST_METRICS_FILE
