@@ -82,13 +82,16 @@ class MolmlCLI(LightningCLI):
                 )
             init_args.tracking_uri = absolute_tracking_uri(uri)
 
+    checkpoint_spec: dict[str, Any] | None = None  # the model spec of --ckpt_path's file
+
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``--ckpt_path``'s hyperparameters into the config here, with
-        ``torch.load``: a file that is not a molml checkpoint is refused first, in one line."""
+        ``torch.load``: a file that is not a molml checkpoint is refused first, in one line,
+        and its model spec is kept for :meth:`_check_checkpoint`."""
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and str(path) not in LIGHTNING_CKPT_ALIASES and "://" not in path:
-            read_checkpoint(path)
+            self.checkpoint_spec = read_checkpoint(path)["molml"]
         try:
             super()._parse_ckpt_path()
         except argparse.ArgumentError as exc:
@@ -129,10 +132,9 @@ class MolmlCLI(LightningCLI):
                     "it the config's model would run untrained"
                 )
             return
-        if str(path) in LIGHTNING_CKPT_ALIASES:
+        if self.checkpoint_spec is None:  # a Lightning alias such as "last"
             return
-        stored = read_checkpoint(path)["molml"]
-        differences = model_differences(stored, self.model.spec())
+        differences = model_differences(self.checkpoint_spec, self.model.spec())
         if differences:
             raise CheckpointError(
                 f"{path} holds another model than this config builds ({'; '.join(differences)});"
