@@ -7,7 +7,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 class MolmlError(Exception):
@@ -24,7 +24,12 @@ class DataError(MolmlError, ValueError):
 
 class CommandParser(argparse.ArgumentParser):
     """An argument parser whose usage errors raise :class:`DataError`, so they print as one
-    line with exit code 2, like every molml verb (see :func:`run_command`)."""
+    line with exit code 2, like every molml verb (see :func:`run_command`). Options must be
+    spelled out: an abbreviation is an unknown option, not a guess."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
         raise DataError(message)

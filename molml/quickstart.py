@@ -8,7 +8,6 @@ on a scaffold split from ``configs/quickstart.yaml``, tests the best checkpoint,
 
 from __future__ import annotations
 
-import argparse
 import csv
 from importlib import resources
 from pathlib import Path
@@ -18,7 +17,7 @@ import rdkit
 from rdkit.Chem import Crippen
 
 from molml.chem.parsing import parse_smiles
-from molml.errors import InvalidMoleculeError
+from molml.errors import CommandParser, InvalidMoleculeError
 
 CONFIG = resources.files("molml") / "configs" / "quickstart.yaml"
 """The quickstart config: package data, built from the checkout's top-level ``configs/``."""
@@ -52,7 +51,7 @@ def write_logp_dataset(library: Path, out_csv: Path) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Train, test, reload and screen the quickstart model; print where everything is."""
-    parser = argparse.ArgumentParser(prog="molml quickstart", description=__doc__)
+    parser = CommandParser(prog="molml quickstart", description=__doc__)
     parser.add_argument("--out", default="runs/quickstart", help="output directory")
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config")
     args = parser.parse_args(argv)

@@ -271,6 +271,57 @@ def test_a_mistyped_option_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "abbreviated"),
+    [
+        (["fit", "--data.path", "x.csv", "--trainer.max_epoch", "1"], "--trainer.max_epoch"),
+        (["baseline", "fit", "--data.path", "x.csv", "--data.datase", "esol"], "--data.datase"),
+        (
+            [
+                "screen",
+                "--model",
+                "m.ckpt",
+                "--input",
+                "x.csv",
+                "--output",
+                "o.csv",
+                "--batch",
+                "8",
+            ],
+            "--batch",
+        ),
+        (
+            [
+                "explain",
+                "--model",
+                "m.ckpt",
+                "--input",
+                "x.csv",
+                "--output",
+                "out",
+                "--meth",
+                "saliency",
+            ],
+            "--meth",
+        ),
+        (["export", "--model", "m.ckpt", "--output", "m.onnx", "--form", "onnx"], "--form"),
+        (["serve", "--model", "m.ckpt", "--po", "8000"], "--po"),
+        (["quickstart", "--max-epoch", "1"], "--max-epoch"),
+        (["report", "data", "--inp", "x.csv"], "--inp"),
+        (["cv", "--config", str(REPO / "configs/quickstart.yaml"), "--fold", "2"], "--fold"),
+        (["tune", "--config", "c.yaml", "--search", "s.yaml", "--n-trial", "2"], "--n-trial"),
+    ],
+)
+def test_an_abbreviated_option_is_refused_not_guessed(
+    args: list[str], abbreviated: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == EXIT_BAD_INPUT
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("molml ") and ": error: " in line and abbreviated in line
+
+
 def test_version(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

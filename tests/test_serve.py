@@ -257,8 +257,20 @@ def test_model_names_from_the_command_line(tmp_path: Path, graph_run: dict) -> N
         (["--model", "CKPT", "--max-molecules", "0"], 2, "max_molecules must be an integer >= 1"),
         (["--model", "CKPT", "--reference", "nowhere.csv"], 2, "nowhere.csv"),
         (["--model", "CKPT", "--ensemble"], 2, "--ensemble needs at least two --model"),
+        (
+            ["--model", "CKPT", "--similarity-threshold", "0.3"],
+            2,
+            "--similarity-threshold applies to --reference, which is not given",
+        ),
     ],
-    ids=["missing-model", "port", "max-molecules", "missing-reference", "ensemble-of-one"],
+    ids=[
+        "missing-model",
+        "port",
+        "max-molecules",
+        "missing-reference",
+        "ensemble-of-one",
+        "threshold-without-reference",
+    ],
 )
 def test_serve_command_errors_are_one_line_with_an_exit_code(
     graph_run: dict, capsys: pytest.CaptureFixture, args: list[str], code: int, message: str

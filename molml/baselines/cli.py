@@ -25,11 +25,14 @@ _COMMANDS: dict[str, str] = {
 def build_parser() -> ArgumentParser:
     """The ``molml baseline`` parser with one subcommand per verb."""
     parser = ArgumentParser(
-        prog="molml baseline", description="Fingerprint + XGBoost / random forest baselines."
+        prog="molml baseline",
+        description="Fingerprint + XGBoost / random forest baselines.",
+        allow_abbrev=False,
+        exit_on_error=False,
     )
     commands = parser.add_subcommands()
     for name, help_text in _COMMANDS.items():
-        command = ArgumentParser(description=help_text)
+        command = ArgumentParser(description=help_text, allow_abbrev=False, exit_on_error=False)
         command.add_argument("--config", action=ActionConfigFile, help="YAML config file")
         command.add_class_arguments(BaselineConfig)
         if name != "fit":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from molml.errors import EXIT_CODES_HELP
+from molml.errors import EXIT_CODES_HELP, CommandParser
 
 GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
 BASELINE_METHODS = ("shap",)
@@ -22,7 +22,7 @@ features only (bond features kept as they are, as PyG's CaptumExplainer with nod
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``molml explain``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="molml explain",
         description=(
             "Per-atom and per-bond attributions of a trained model's predictions: a table, "

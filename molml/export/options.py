@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from molml.errors import CommandParser
+
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-4  # fp32 parity goal: max |export - PyTorch| per prediction column
 SAMPLE_SIZE = 200  # molecules of the parity check by default
@@ -13,7 +15,7 @@ SAMPLE_SIZE = 200  # molecules of the parity check by default
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``molml export``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="molml export",
         description=(
             "Export a graph checkpoint to ONNX (loadable with molml.load_model and molml screen, "

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from molml.errors import CommandParser
+
 OUTPUT_SUFFIXES = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``molml screen``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="molml screen",
         description="Score a compound library with trained molml models (streamed, resumable).",
     )

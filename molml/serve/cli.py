@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from molml.baselines.model import SPEC_FILE
-from molml.errors import DataError
+from molml.errors import CommandParser, DataError
 from molml.options import check_int
 from molml.predict import Predictor, load_model
 from molml.predict.base import DEFAULT_BATCH_SIZE
@@ -45,7 +45,7 @@ def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``molml serve``."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="molml serve",
         description="Serve trained molml models over HTTP: POST /predict, POST /explain, "
         "GET /health, /models, /metrics (Prometheus), /docs.",
@@ -86,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--similarity-threshold",
         type=float,
-        default=DEFAULT_SIMILARITY_THRESHOLD,
         help="max Tanimoto similarity (ECFP4) below which a molecule is far from the training "
         f"set (default {DEFAULT_SIMILARITY_THRESHOLD})",
     )
@@ -136,12 +135,26 @@ def main(argv: Sequence[str]) -> None:
     import torch
     import uvicorn
 
+    reference_options = [
+        name
+        for name, value in (
+            ("--reference-smiles-column", args.reference_smiles_column),
+            ("--similarity-threshold", args.similarity_threshold),
+        )
+        if value is not None
+    ]
+    if args.reference is None and reference_options:
+        verb = "apply" if len(reference_options) > 1 else "applies"
+        raise DataError(
+            f"{' and '.join(reference_options)} {verb} to --reference, which is not given"
+        )
     torch.set_num_threads(args.threads)
     reference = None
     if args.reference is not None:
+        threshold = args.similarity_threshold
         reference = ReferenceSet.from_file(
             args.reference,
-            threshold=args.similarity_threshold,
+            threshold=DEFAULT_SIMILARITY_THRESHOLD if threshold is None else threshold,
             smiles_column=args.reference_smiles_column,
         )
     app = create_app(

@@ -273,7 +273,7 @@ class BaselineJob(Job):
     @staticmethod
     def parser() -> ArgumentParser:
         """The parser of a ``molml baseline fit`` config."""
-        parser = ArgumentParser(prog="molml tune", exit_on_error=False)
+        parser = ArgumentParser(prog="molml tune", exit_on_error=False, allow_abbrev=False)
         parser.add_argument("--config", action=ActionConfigFile)
         parser.add_class_arguments(BaselineConfig)
         return parser
