@@ -107,7 +107,7 @@ def test_data_report_on_an_infinite_label_names_its_row(tmp_path: Path) -> None:
     out = tmp_path / "report"
     run_report(["data", "--data.path", str(path), "--output", str(out)])
     report = json.loads((out / "report.json").read_text())
-    assert "not finite as float32" in " ".join(report["warnings"])
+    assert "too large to train on and score" in " ".join(report["warnings"])
     assert "row 3 (inf)" in " ".join(report["warnings"])
     assert report["labels"]["y"] == {
         "labelled": 5, "missing": 0, "not_finite": 1, "mean": 2.5,

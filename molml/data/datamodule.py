@@ -615,6 +615,11 @@ def _resolve_source(
     )
 
 
+#: largest target magnitude accepted: squared errors summed over millions of molecules stay
+#: finite in float32 (3.4e38)
+MAX_TARGET_MAGNITUDE = 1e15
+
+
 def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> np.ndarray:
     out = np.empty((len(table), len(columns)), dtype=np.float64)
     for j, column in enumerate(columns):
@@ -631,17 +636,18 @@ def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> n
             )
         if values.isna().all():
             raise DataError(f"{source}: target column {column!r} has no values (all empty/NaN)")
-        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
-            as_float32 = values.to_numpy(dtype=np.float64).astype(np.float32)
-        infinite = values.notna().to_numpy() & ~np.isfinite(as_float32)
+        numbers = values.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            infinite = values.notna().to_numpy() & ~(np.abs(numbers) <= MAX_TARGET_MAGNITUDE)
         if infinite.any():
             examples = ", ".join(
                 f"row {r} ({v})"
                 for r, v in zip(table["row"][infinite][:5], raw[infinite][:5], strict=True)
             )
             raise DataError(
-                f"{source}: target column {column!r} has {int(infinite.sum())} value(s) that are "
-                f"not finite as float32 (inf, or beyond +-3.4e38): {examples}"
+                f"{source}: target column {column!r} has {int(infinite.sum())} value(s) too "
+                f"large to train on and score: inf, or beyond +-{MAX_TARGET_MAGNITUDE:.0e}, where "
+                f"squared errors overflow float32 (rescale the column, e.g. log10): {examples}"
             )
         out[:, j] = values.to_numpy(dtype=np.float64)
     return out
