@@ -22,6 +22,7 @@ from molml.cli import main
 from molml.errors import DataError, PredictorError
 from molml.explain import explain, explanations_frame, write_explanations
 from molml.explain.baseline import environment_atoms
+from molml.explain.graph import chain_carbon
 from molml.models import (
     DMPNN,
     GINE,
@@ -86,11 +87,11 @@ def test_atom_only_integrated_gradients_is_complete_and_leaves_bonds_unscored(
     trained: GraphPredictor,
 ) -> None:
     """With ``inputs="atoms"`` the bond features stay as they are along the path: the atom
-    scores alone add up to f(x) - f(x with zero atoms, real bonds), and they differ from the
-    joint attribution, where bonds take a share."""
+    scores alone add up to f(x) - f(x with baseline atoms, real bonds), and they differ from
+    the joint attribution from zeros, where bonds take a share."""
     smiles = nci_smiles(20)
-    atoms_only = explain(trained, smiles, task="tpsa", steps=50, inputs="atoms")
-    joint = explain(trained, smiles, task="tpsa", steps=50)
+    atoms_only = explain(trained, smiles, task="tpsa", steps=50, inputs="atoms", baseline="zeros")
+    joint = explain(trained, smiles, task="tpsa", steps=50, baseline="zeros")
     prediction = trained.predict(smiles)["tpsa"].to_numpy()
     gaps = np.abs([r.completeness_gap for r in atoms_only])
     assert gaps.max() < 0.01 * (np.ptp(prediction) + 1.0), gaps
@@ -103,14 +104,65 @@ def test_atom_only_integrated_gradients_is_complete_and_leaves_bonds_unscored(
         explain(trained, smiles[:2], inputs="bonds")
 
 
+def test_the_carbon_baseline_gives_chain_carbons_and_single_bonds_nothing(
+    trained: GraphPredictor,
+) -> None:
+    """Integrated Gradients' default path starts from every atom a chain CH2 carbon and every
+    bond a single bond: such atoms and bonds score exactly zero, the others do not, the scores
+    add up to f(x) - f(baseline), and they differ from those of the all-zero baseline."""
+    smiles = ["CCCCC(=O)NCCc1ccccc1", "OCCCCN", "CCOC(=O)c1ccc(N)cc1"]
+    carbon = explain(trained, smiles, task="tpsa")
+    zeros = explain(trained, smiles, task="tpsa", baseline="zeros")
+    featurizer = trained.model.featurizer
+    chain_atom, single_bond = chain_carbon(featurizer)
+    prediction = trained.predict(smiles)["tpsa"].to_numpy()
+    for item, other in zip(carbon, zeros, strict=True):
+        graph = featurizer(item.smiles)
+        plain = (graph.x == chain_atom).all(dim=1).numpy()
+        assert plain.any() and not plain.all()
+        np.testing.assert_allclose(item.atom_scores[plain], 0.0, atol=1e-6)
+        assert np.abs(item.atom_scores[~plain]).max() > 1e-3
+        single = (graph.edge_attr[0::2] == single_bond).all(dim=1).numpy()
+        np.testing.assert_allclose(item.bond_scores[single], 0.0, atol=1e-6)
+        assert abs(item.completeness_gap) < 0.01 * (np.ptp(prediction) + 1.0)
+        assert not np.allclose(item.atom_scores, other.atom_scores, atol=1e-3)
+    with pytest.raises(DataError, match="baseline must be one of"):
+        explain(trained, smiles[:1], baseline="mean")
+
+
+def test_atom_totals_share_each_bond_between_its_atoms(trained: GraphPredictor) -> None:
+    (item,) = explain(trained, ["OC(=O)C=C"], task="tpsa", baseline="zeros")
+    # O0-C1 (bond 0), C1=O2 (bond 1), C1-C3 (bond 2), C3=C4 (bond 3)
+    atoms, bonds = item.atom_scores, item.bond_scores
+    expected = (
+        atoms
+        + np.array(
+            [bonds[0], bonds[0] + bonds[1] + bonds[2], bonds[1], bonds[2] + bonds[3], bonds[3]]
+        )
+        / 2
+    )
+    np.testing.assert_allclose(item.atom_totals, expected)
+    assert item.atom_totals.sum() == pytest.approx(atoms.sum() + bonds.sum())
+    frame = explanations_frame([item])
+    np.testing.assert_allclose(frame.loc[frame["kind"] == "atom", "score_with_bonds"], expected)
+    assert frame.loc[frame["kind"] == "bond", "score_with_bonds"].isna().all()
+    (only_atoms,) = explain(trained, ["OC(=O)C=C"], task="tpsa", inputs="atoms")
+    np.testing.assert_allclose(only_atoms.atom_totals, only_atoms.atom_scores)
+
+
 def test_the_atoms_a_model_counts_get_the_scores() -> None:
     predictor = nitrogen_counter()
     smiles = ["CC(=O)Nc1ccc(N)cc1", "c1ccncc1CCN", "CCOC"]
     assert predictor.predict(smiles)["target"].tolist() == [2.0, 2.0, 0.0]
-    runs = [("integrated_gradients", "atoms_and_bonds"), ("input_x_gradient", "atoms_and_bonds")]
-    runs += [("occlusion", "atoms_and_bonds"), ("integrated_gradients", "atoms")]
-    for method, inputs in runs:
-        for item in explain(predictor, smiles, method=method, inputs=inputs):
+    runs = [("integrated_gradients", "atoms_and_bonds", "carbon")]
+    runs += [("integrated_gradients", "atoms_and_bonds", "zeros")]
+    runs += [("input_x_gradient", "atoms_and_bonds", "carbon")]
+    runs += [
+        ("occlusion", "atoms_and_bonds", "carbon"),
+        ("integrated_gradients", "atoms", "carbon"),
+    ]
+    for method, inputs, baseline in runs:
+        for item in explain(predictor, smiles, method=method, inputs=inputs, baseline=baseline):
             is_n = np.array([a.GetSymbol() == "N" for a in item.mol.GetAtoms()])
             np.testing.assert_allclose(item.atom_scores[is_n], 1.0, atol=1e-5)
             np.testing.assert_allclose(item.atom_scores[~is_n], 0.0, atol=1e-5)
@@ -307,6 +359,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     atoms = table[table["kind"] == "atom"]
     assert atoms.groupby("molecule").size().to_dict()[5] == 1
     assert atoms["completeness_gap"].notna().all() and (atoms["task"] == "logp").all()
+    assert atoms["score_with_bonds"].notna().all()
     for number in (0, 1, 2, 3, 5):
         svg = (out / "molecules" / f"{number:05d}.svg").read_text()
         assert ElementTree.fromstring(svg.encode()).tag.endswith("svg")  # well-formed SVG
@@ -328,6 +381,12 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     assert atom_only.loc[atom_only["kind"] == "atom", "score"].notna().all()
     with Image.open(out / "atoms" / "molecules" / "00000.png") as image:
         image.verify()
+    # Integrated Gradients from all-zero features instead of chain carbons
+    main([*args, "--output", str(out / "zeros"), "--baseline", "zeros", "--task", "logp",
+          "--steps", "20", "--no-progress"])  # fmt: skip
+    zeros = pd.read_csv(out / "zeros" / "attributions.csv")
+    assert zeros["completeness_gap"].abs().max() < 0.05
+    assert not np.allclose(zeros["score"].fillna(0), table["score"].fillna(0), atol=1e-3)
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),

@@ -355,8 +355,9 @@ def test_explain_returns_atom_scores_in_input_order_with_statuses(
     assert len(phenol["bond_scores"]) == 7 and phenol["completeness_gap"] is not None
     assert bad["status"] != "ok" and bad["atom_scores"] is None
     # the same scores as molml.explain on the same model
-    expected = molml.explain.explain(predictor, ["CCO"], steps=16)[0]
+    expected, expected_phenol = molml.explain.explain(predictor, ["CCO", "c1ccccc1O"], steps=16)
     np.testing.assert_allclose(ethanol["atom_scores"], expected.atom_scores, atol=1e-5)
+    np.testing.assert_allclose(phenol["atom_totals"], expected_phenol.atom_totals, atol=1e-5)
     assert ethanol["prediction"] == pytest.approx(expected.prediction, abs=1e-5)
 
 

@@ -44,6 +44,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         precision=args.precision,
         shap_mapping=args.shap_mapping,
         inputs=args.inputs,
+        baseline=args.baseline,
         progress=args.progress,
     )
     summary = write_explanations(

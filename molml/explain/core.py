@@ -27,6 +27,7 @@ TABLE_COLUMNS = [
     "index",
     "label",
     "score",
+    "score_with_bonds",
     "score_std",
 ]
 
@@ -46,7 +47,8 @@ class MoleculeExplanation:
     cannot be mapped to atoms (descriptors, MACCS keys), largest first. A single baseline's
     explanation also keeps every feature's SHAP value and input value (``shap_values``,
     ``feature_values``) and the feature names (``feature_names``, one list shared by all the
-    molecules of a run), for the data set's SHAP summary.
+    molecules of a run), for the data set's SHAP summary. :attr:`atom_totals` gives each atom
+    its own score plus half of each of its bonds' scores.
     """
 
     smiles: str
@@ -71,6 +73,21 @@ class MoleculeExplanation:
     def ok(self) -> bool:
         """Whether the molecule was explained."""
         return self.status == "ok"
+
+    @property
+    def atom_totals(self) -> np.ndarray | None:
+        """Each atom's score plus half the score of each of its bonds (all credit on atoms:
+        they add up to the atom and bond scores together); the atom ranking to read when bonds
+        carry much of the credit, as with Integrated Gradients' carbon baseline."""
+        if self.atom_scores is None or self.mol is None:
+            return None
+        totals = np.asarray(self.atom_scores, dtype=np.float64).copy()
+        bonds = self.bond_scores if self.bond_scores is not None else ()
+        for bond, value in zip(self.mol.GetBonds(), bonds, strict=True):
+            if np.isfinite(value):
+                totals[bond.GetBeginAtomIdx()] += value / 2
+                totals[bond.GetEndAtomIdx()] += value / 2
+        return totals
 
 
 def target_column(predictor: Predictor, task: str | None) -> str:
@@ -120,7 +137,8 @@ def supported_methods(predictor: Predictor) -> tuple[str, ...]:
 
 def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
     """One table of all explanations: a row per atom (``kind`` = ``atom``) and per bond
-    (``bond``) with its ``score`` (and ``score_std`` for ensembles), a row per unmappable
+    (``bond``) with its ``score`` (and ``score_std`` for ensembles; for atoms also
+    ``score_with_bonds``, see :attr:`MoleculeExplanation.atom_totals`), a row per unmappable
     feature (``feature``), and one row without scores for a molecule that failed."""
     rows = []
     for number, item in enumerate(explanations):
@@ -138,6 +156,7 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
         if not item.ok or item.mol is None or item.atom_scores is None:
             rows.append({**head, "kind": None, "index": -1, "label": None})
             continue
+        totals = item.atom_totals
         for atom in item.mol.GetAtoms():
             i = atom.GetIdx()
             rows.append(
@@ -147,6 +166,7 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
                     "index": i,
                     "label": f"{atom.GetSymbol()}{i}",
                     "score": item.atom_scores[i],
+                    "score_with_bonds": totals[i],
                     "score_std": _at(item.atom_std, i),
                 }
             )

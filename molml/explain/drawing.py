@@ -3,7 +3,9 @@ baseline's SHAP summary over all molecules and an HTML grid of all molecules.
 
 Atoms and bonds are coloured with a diverging colour map (blue negative, white zero, red
 positive), scaled per molecule to the largest absolute score, which the colour bar under the
-molecule states; atom highlight radii grow with the absolute score too.
+molecule states; atom highlight radii grow with the absolute score too. An atom's colour is
+its total (its own score plus half of each of its bonds',
+:attr:`~molml.explain.core.MoleculeExplanation.atom_totals`), a bond's its own score.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def draw_molecule(item: MoleculeExplanation, stem: Path, units: str) -> list[Pat
 
 
 def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, units: str) -> None:
-    atoms = np.nan_to_num(np.asarray(item.atom_scores, dtype=np.float64))
+    atoms = np.nan_to_num(np.asarray(item.atom_totals, dtype=np.float64))
     bonds = np.asarray(item.bond_scores, dtype=np.float64)
     finite = np.concatenate([atoms, bonds[np.isfinite(bonds)]])
     scale = float(np.abs(finite).max()) if finite.size else 0.0

@@ -15,6 +15,9 @@ PRECISIONS = ("32", "bf16-mixed")
 """Precisions of graph-model attributions."""
 BIT_MAPPINGS = ("shared", "occurrence")
 """How a Morgan bit's SHAP value is spread over the atom environments that set it."""
+IG_BASELINES = ("carbon", "zeros")
+"""Where Integrated Gradients' path starts: the same graph with every atom an aliphatic CH2
+carbon and every bond a single C-C bond (``carbon``), or with all-zero features (``zeros``)."""
 ATTRIBUTION_INPUTS = ("atoms_and_bonds", "atoms")
 """What graph models' gradient methods attribute to: atom and bond features together, or atom
 features only (bond features kept as they are, as PyG's CaptumExplainer with node attributes)."""
@@ -64,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="shared",
         help="baselines: Morgan bit values split over the environments that set them (shared, "
         "adds up to the SHAP total) or whole per environment (occurrence)",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=IG_BASELINES,
+        default="carbon",
+        help="graph models, Integrated Gradients: start from every atom a chain CH2 carbon and "
+        "every bond a single bond (carbon, default) or from all-zero features (zeros)",
     )
     parser.add_argument(
         "--inputs",

@@ -23,7 +23,7 @@ from molml.explain.core import (
 )
 from molml.explain.drawing import draw_molecule, feature_bar_plot, shap_summary, write_index
 from molml.explain.graph import explain_graph
-from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, PRECISIONS
+from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, IG_BASELINES, PRECISIONS
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
@@ -43,6 +43,7 @@ def explain(
     precision: str = "32",
     shap_mapping: str = "shared",
     inputs: str = "atoms_and_bonds",
+    baseline: str = "carbon",
     progress: bool = False,
 ) -> list[MoleculeExplanation]:
     """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
@@ -64,6 +65,9 @@ def explain(
         inputs: graph models' gradient methods: ``"atoms_and_bonds"`` (atom and bond features
             attributed together; Integrated Gradients moves both from zero) or ``"atoms"``
             (atom features only, bond features kept as they are; bond scores are NaN).
+        baseline: where graph models' Integrated Gradients starts: ``"carbon"`` (every atom an
+            aliphatic CH2 carbon, every bond a single C-C bond; a chain CH2 scores zero) or
+            ``"zeros"`` (all-zero features); see :mod:`molml.explain.graph`.
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
@@ -78,6 +82,8 @@ def explain(
         raise DataError(f"shap_mapping must be one of {list(BIT_MAPPINGS)}, got {shap_mapping!r}")
     if inputs not in ATTRIBUTION_INPUTS:
         raise DataError(f"inputs must be one of {list(ATTRIBUTION_INPUTS)}, got {inputs!r}")
+    if baseline not in IG_BASELINES:
+        raise DataError(f"baseline must be one of {list(IG_BASELINES)}, got {baseline!r}")
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method = method or default_method(predictor)
@@ -100,6 +106,7 @@ def explain(
                     batch_size=batch_size,
                     precision=precision,
                     inputs=inputs,
+                    baseline=baseline,
                     progress=progress,
                 )
             )

@@ -110,6 +110,9 @@ class AtomExplanation(BaseModel):
         description="what the scores explain: target units (regression) or the logit"
     )
     atom_scores: list[float | None] | None
+    atom_totals: list[float | None] | None = Field(
+        default=None, description="each atom's score plus half of each of its bonds' scores"
+    )
     bond_scores: list[float | None] | None = Field(
         description="null entries where the method scores atoms only"
     )
@@ -426,6 +429,7 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         prediction=_finite(explanation.prediction),
         explained_value=_finite(explanation.explained_value),
         atom_scores=values(explanation.atom_scores),
+        atom_totals=values(explanation.atom_totals),
         bond_scores=values(explanation.bond_scores),
         atom_std=values(explanation.atom_std),
         completeness_gap=_finite(explanation.completeness_gap),
