@@ -316,3 +316,19 @@ def test_split_report_json_records_dropped_split_file_rows(tmp_path) -> None:
     report = json.loads((tmp_path / "run" / "split_report.json").read_text())
     assert report["split_file_invalid_rows"] == {"train": 0, "val": 1, "test": 1}
     assert report["invalid_molecules"] == 2 and report["n_unassigned"] == 0
+
+
+def test_an_unnamed_index_column_is_not_taken_as_a_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``DataFrame.to_csv`` writes the index as a column with an empty name: without
+    ``target_columns`` it is left out of the targets, with a warning, instead of learned."""
+    smiles = nci_smiles(12)
+    frame = pd.DataFrame({"smiles": smiles, "y": np.arange(12) / 2})
+    frame.to_csv(tmp_path / "indexed.csv")
+    with caplog.at_level(logging.WARNING):
+        dm = make_dm(tmp_path / "indexed.csv", target_columns=None)
+    assert dm.tasks == ["y"]
+    assert "['Unnamed: 0'] are not taken as targets" in caplog.text
+    named = make_dm(tmp_path / "indexed.csv", target_columns=["Unnamed: 0", "y"])
+    assert named.tasks == ["Unnamed: 0", "y"]

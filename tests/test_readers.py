@@ -207,6 +207,33 @@ def test_duplicate_header_column(tmp_path: Path) -> None:
         read_molecules(write(tmp_path / "dup.csv", "smiles,y,y\nCCO,1,2\n"))
 
 
+def test_empty_header_cells_get_pandas_names(tmp_path: Path) -> None:
+    """A CSV written with pandas' index (empty first header cell) or with a separator at the
+    end of every line reads like any other."""
+    frame = pd.DataFrame({"smiles": ["CCO", "CCC"], "y": [1.5, 2.5]})
+    frame.to_csv(tmp_path / "indexed.csv")
+    indexed = read_molecules(tmp_path / "indexed.csv")
+    assert indexed.columns.tolist() == ["row", "smiles", "Unnamed: 0", "y"]
+    assert indexed["y"].tolist() == [1.5, 2.5]
+    assert read_molecules(tmp_path / "indexed.csv", columns=["y"])["y"].tolist() == [1.5, 2.5]
+    trailing = write(tmp_path / "excel.csv", "smiles,y,\nCCO,1,\nCCC,2,\n")
+    assert list_columns(trailing) == ["smiles", "y", "Unnamed: 2"]
+    assert read_molecules(trailing, columns=["y"])["y"].tolist() == [1, 2]
+
+
+def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
+    """An unnamed stored index is left out; a named one is a column like the others."""
+    frame = pd.DataFrame({"smiles": ["CCO", "CCC", "CCN"], "y": [1, 2, 3]}, index=[5, 7, 9])
+    frame.to_parquet(tmp_path / "unnamed.parquet")
+    unnamed = read_molecules(tmp_path / "unnamed.parquet")
+    assert unnamed.columns.tolist() == ["row", "smiles", "y"]
+    assert unnamed["row"].tolist() == [1, 2, 3] and unnamed["y"].tolist() == [1, 2, 3]
+    frame.rename_axis("cid").to_parquet(tmp_path / "named.parquet")
+    assert list_columns(tmp_path / "named.parquet") == ["smiles", "y", "cid"]
+    named = read_molecules(tmp_path / "named.parquet", id_column="cid", columns=["y"])
+    assert named["cid"].tolist() == [5, 7, 9] and named["smiles"].tolist() == ["CCO", "CCC", "CCN"]
+
+
 def test_malformed_csv_names_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="bad.csv"):
         read_molecules(write(tmp_path / "bad.csv", "smiles,y\nCCO,1\nCCN,1,2,3\n"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,16 @@ class MoleculeTable:
         if target_columns is None:
             not_targets = {"smiles", "row", *extra}
             target_columns = [c for c in frame.columns if c not in not_targets]
+            unnamed = [c for c in target_columns if _UNNAMED.fullmatch(str(c))]
+            if unnamed:
+                log.warning(
+                    "%s: column(s) %s are not taken as targets (an unnamed column, such as "
+                    "pandas' index, or an SDF record title); name them in target_columns to "
+                    "train on them",
+                    source,
+                    unnamed,
+                )
+                target_columns = [c for c in target_columns if c not in unnamed]
         if not target_columns:
             raise DataError(f"{source}: no target columns besides the SMILES column")
         tasks = list(target_columns)
@@ -618,6 +629,9 @@ def _resolve_source(
 #: largest target magnitude accepted: squared errors summed over millions of molecules stay
 #: finite in float32 (3.4e38)
 MAX_TARGET_MAGNITUDE = 1e15
+
+
+_UNNAMED = re.compile(r"Unnamed: \d+|_Name")  # pandas' name of a headerless column; SDF titles
 
 
 def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> np.ndarray:

@@ -55,6 +55,7 @@ _NA_STRINGS = (
 )
 
 Chunks = Iterator[pd.DataFrame]
+_PARQUET_INDEX = re.compile(r"__index_level_\d+__")  # pandas' unnamed index, stored by to_parquet
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,11 @@ def _columns(source: _Source, has_header: bool | None) -> list[str]:
     if source.kind in ("csv", "tsv"):
         return _csv_columns(source, has_header)
     if source.kind == "parquet":
-        return list(_parquet_file(source).schema_arrow.names)
+        return [
+            name
+            for name in _parquet_file(source).schema_arrow.names
+            if not _PARQUET_INDEX.fullmatch(name)
+        ]
     if source.kind == "smi":
         return _smi_layout(source, has_header)[0]
     return ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
@@ -313,7 +318,8 @@ def _csv_columns(source: _Source, has_header: bool | None) -> list[str]:
         raise DataError(f"{source.path}: empty file (no header line)")
     if has_header is False:
         return [f"column_{i}" for i in range(1, len(first) + 1)]
-    return first
+    # an empty header cell (pandas' index column, a trailing separator) gets pandas' own name
+    return [name if name.strip() else f"Unnamed: {i}" for i, name in enumerate(first)]
 
 
 def _csv_chunks(
@@ -407,7 +413,10 @@ def _parquet_chunks(
             tables = parquet.iter_batches(batch_size=chunk_size, columns=usecols)
         first_row = 1
         for table in tables:
-            frame = table.to_pandas()
+            # a stored pandas index stays a column (a named one is data, e.g. compound ids);
+            # an unnamed one is dropped, as the column list leaves it out
+            frame = table.to_pandas(ignore_metadata=True)
+            frame = frame.drop(columns=[c for c in frame.columns if _PARQUET_INDEX.fullmatch(c)])
             frame.insert(0, "row", range(first_row, first_row + len(frame)))
             first_row += len(frame)
             yield frame
