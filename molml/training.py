@@ -62,6 +62,13 @@ class MolmlCLI(LightningCLI):
             raise DataError(
                 f"--ckpt_path {ckpt_path}: only local checkpoint files are read, not URLs"
             )
+        if ckpt_path in LIGHTNING_CKPT_ALIASES:
+            # Lightning looks for them in this command's own, new run folder, where there are
+            # none: the model would run (or train) from its initial weights
+            raise DataError(
+                f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
+                f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
+            )
         if ckpt_path is not None and config.get("model") and config.model.get("pretrained"):
             # every weight comes from the checkpoint: the encoder it was fine-tuned from (a
             # local file that may have moved since) is not read again

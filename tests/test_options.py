@@ -131,3 +131,17 @@ def test_a_remote_checkpoint_path_is_refused_by_the_lightning_verbs(property_csv
         main([*argv, "--ckpt_path", "https://example.org/best.ckpt"])
     assert exit_info.value.code == 2
     assert "only local checkpoint files are read, not URLs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["fit", "test", "predict"])
+@pytest.mark.parametrize("alias", ["last", "best"])
+def test_lightning_checkpoint_aliases_are_refused(property_csv, capsys, verb, alias) -> None:
+    """``--ckpt_path last`` would be looked up in the command's own new run folder, find
+    nothing and run (or train) the model from its initial weights."""
+    from molml.cli import main
+
+    argv = [verb, "--data.path", str(property_csv), "--data.target_columns", '["logp"]']
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--ckpt_path", alias])
+    assert exit_info.value.code == 2
+    assert f"--ckpt_path {alias}: give the checkpoint file" in capsys.readouterr().err
