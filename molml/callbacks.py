@@ -1,4 +1,4 @@
-"""Lightning callbacks: prediction files and MLflow artifacts of a run."""
+"""Lightning callbacks: checkpoints, prediction files and MLflow artifacts of a run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -34,6 +35,32 @@ def mlflow_loggers(trainer: L.Trainer) -> list[MLFlowLogger]:
     if not trainer.is_global_zero:
         return []
     return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+
+
+class ModelCheckpoint(LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``save_last=True`` writes ``last.ckpt`` at the end
+    of every epoch. Lightning (since 2.6) writes it only when a top-k checkpoint is saved in
+    the same step, so with ``save_top_k=1`` on a monitored metric ``last.ckpt`` stayed at the
+    last improvement, and a resumed run repeated every epoch since (with early stopping's
+    patience reset)."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_missed(trainer)
+
+    def _save_last_if_missed(self, trainer: L.Trainer) -> None:
+        if (
+            self.save_last is True
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -213,7 +213,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     ],
     "callbacks": [
         {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "class_path": "molml.callbacks.ModelCheckpoint",
             "init_args": {"monitor": "val/loss", "filename": "best", "save_last": True},
         },
         {"class_path": "molml.callbacks.MlflowArtifacts"},

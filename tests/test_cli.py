@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -436,3 +437,23 @@ def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
     (line,) = result.stderr.splitlines()
     assert "'file:./mlruns' is an MLflow file store" in line and "sqlite:///" in line
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_last_checkpoint_is_written_every_epoch(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a learning rate of zero the monitored metric never improves after epoch 0, so only
+    epoch 0 is a best checkpoint; ``last.ckpt`` still holds the last epoch, to resume from."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    config["data"].update(path=str(property_csv), cache_dir=None, featurize_jobs=1)
+    config["model"]["encoder"]["init_args"] = {"hidden_dim": 16, "depth": 2}
+    config["model"].update(ffn_hidden_dim=16, lr=0.0)
+    config["trainer"].update(max_epochs=3, logger=config["trainer"]["logger"][:1])
+    (tmp_path / "lr0.yaml").write_text(yaml.safe_dump(config))
+    main(["fit", "--config", "lr0.yaml", "--test_best", "false", *QUIET])
+    checkpoints = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints"
+    read = partial(torch.load, map_location="cpu", weights_only=False)
+    assert read(checkpoints / "best.ckpt")["epoch"] == 0
+    assert read(checkpoints / "last.ckpt")["epoch"] == 2

@@ -73,7 +73,7 @@ def write_config(tmp_path: Path, n_molecules: int) -> Path:
             },
             "callbacks": [
                 {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "class_path": "molml.callbacks.ModelCheckpoint",
                     "init_args": {"monitor": "val/rmse", "filename": "best"},
                 }
             ],

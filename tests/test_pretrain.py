@@ -73,7 +73,7 @@ def pretrain_config(tmp_path: Path, source: Path, **trainer: object) -> Path:
             },
             "callbacks": [
                 {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "class_path": "molml.callbacks.ModelCheckpoint",
                     "init_args": {
                         "dirpath": str(tmp_path / "checkpoints"),
                         "monitor": "val/loss",
@@ -389,7 +389,7 @@ def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path)
             "--trainer.logger.save_dir",
             "runs",
             "--trainer.callbacks",
-            "lightning.pytorch.callbacks.ModelCheckpoint",
+            "molml.callbacks.ModelCheckpoint",
             "--trainer.callbacks.filename",
             "best",
         ),

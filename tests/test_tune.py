@@ -46,7 +46,7 @@ def graph_config(path: Path, data: Path, **data_options: object) -> Path:
             "logger": False,
             "callbacks": [
                 {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "class_path": "molml.callbacks.ModelCheckpoint",
                     "init_args": {"monitor": "val/rmse", "mode": "min", "filename": "best"},
                 }
             ],
