@@ -147,21 +147,27 @@ class EvaluationPlots(L.Callback):
     ``test_metrics.json`` (``{checkpoint: metrics}``). A checkpoint this trainer saved itself
     (``fit`` testing its best) is recorded in its own run (the folder above its
     ``checkpoints/``), where ``molml.load_model(...).metadata`` finds them; any other (a later
-    ``molml test``, perhaps on other data) in the testing run, leaving the training record be."""
+    ``molml test``, perhaps on other data, or a resumed fit that saved no better checkpoint and
+    tests the one it resumed from) in the testing run, leaving the training record be."""
 
     def __init__(self) -> None:
-        # whether the tested checkpoints were trained on this run's data and split: set when
-        # this trainer fitted them, or by a caller that tests its own fit
+        # whether the tested checkpoints were trained on this run's data and split: set by a
+        # caller that tests its own fit (a fit's own checkpoints are known by their folder)
         self.own_checkpoints = False
+        self._fit_checkpoint_dirs: set[Path] = set()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.own_checkpoints = True
+        self._fit_checkpoint_dirs = {
+            Path(callback.dirpath).resolve()
+            for callback in trainer.checkpoint_callbacks
+            if getattr(callback, "dirpath", None) and callback.best_model_path
+        }
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
         if trainer.is_global_zero and trainer.ckpt_path:
             checkpoint = Path(trainer.ckpt_path).resolve()
-            if self.own_checkpoints:
+            if self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs:
                 record_test_metrics(checkpoint.parent.parent, checkpoint, trainer.callback_metrics)
             elif trainer.log_dir is not None:  # a run folder of its own to record in
                 record_test_metrics(run_dir, checkpoint, trainer.callback_metrics)

@@ -444,16 +444,41 @@ def test_last_checkpoint_is_written_every_epoch(
 ) -> None:
     """With a learning rate of zero the monitored metric never improves after epoch 0, so only
     epoch 0 is a best checkpoint; ``last.ckpt`` still holds the last epoch, to resume from."""
+    write_tiny_config(tmp_path / "lr0.yaml", property_csv, lr=0.0, max_epochs=3)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
-    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    config["data"].update(path=str(property_csv), cache_dir=None, featurize_jobs=1)
-    config["model"]["encoder"]["init_args"] = {"hidden_dim": 16, "depth": 2}
-    config["model"].update(ffn_hidden_dim=16, lr=0.0)
-    config["trainer"].update(max_epochs=3, logger=config["trainer"]["logger"][:1])
-    (tmp_path / "lr0.yaml").write_text(yaml.safe_dump(config))
     main(["fit", "--config", "lr0.yaml", "--test_best", "false", *QUIET])
     checkpoints = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints"
     read = partial(torch.load, map_location="cpu", weights_only=False)
     assert read(checkpoints / "best.ckpt")["epoch"] == 0
     assert read(checkpoints / "last.ckpt")["epoch"] == 2
+
+
+def write_tiny_config(path: Path, data: Path, *, lr: float, max_epochs: int) -> Path:
+    """The quickstart config shrunk to a D-MPNN of hidden size 16 on ``data``, CSV logs only."""
+    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    config["data"].update(path=str(data), cache_dir=None, featurize_jobs=1)
+    config["model"]["encoder"]["init_args"] = {"hidden_dim": 16, "depth": 2}
+    config["model"].update(ffn_hidden_dim=16, lr=lr)
+    config["trainer"].update(max_epochs=max_epochs, logger=config["trainer"]["logger"][:1])
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumed with no epoch left, fit tests the best checkpoint of the run it resumed from
+    (perhaps on other data): that is recorded in the new run, not over the first run's own."""
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    main(["fit", "--config", "tiny.yaml", *QUIET])
+    first = tmp_path / "runs" / "quickstart" / "version_0"
+    recorded = (first / "test_metrics.json").read_text()
+    last = first / "checkpoints" / "last.ckpt"
+    main(["fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--data.split", "random",
+          *QUIET])  # fmt: skip
+    assert (first / "test_metrics.json").read_text() == recorded
+    second = json.loads((first.parent / "version_1" / "test_metrics.json").read_text())
+    assert list(second) == [str((first / "checkpoints" / "best.ckpt").resolve())]

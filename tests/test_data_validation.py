@@ -332,3 +332,53 @@ def test_an_unnamed_index_column_is_not_taken_as_a_target(
     assert "['Unnamed: 0'] are not taken as targets" in caplog.text
     named = make_dm(tmp_path / "indexed.csv", target_columns=["Unnamed: 0", "y"])
     assert named.tasks == ["Unnamed: 0", "y"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["logS", "logS_std"], "'logS' and 'logS_std' clash"),
+        (["p", "p_class1"], "'p' and 'p_class1' clash"),
+        (["status"], "'status' clashes"),
+    ],
+)
+def test_task_names_that_prediction_columns_would_shadow_are_refused(
+    tmp_path: Path, columns: list[str], message: str
+) -> None:
+    smiles = nci_smiles(12)
+    frame = pd.DataFrame({"smiles": smiles, **{c: np.arange(12) % 2 for c in columns}})
+    frame.to_csv(tmp_path / "tasks.csv", index=False)
+    with pytest.raises(DataError, match=message):
+        make_dm(tmp_path / "tasks.csv", target_columns=columns)
+    # a name with such a suffix is fine when its stem is no task
+    frame.rename(columns={columns[0]: "other"}).to_csv(tmp_path / "ok.csv", index=False)
+    if columns != ["status"]:
+        assert make_dm(tmp_path / "ok.csv", target_columns=["other", columns[1]]).tasks
+
+
+def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Path) -> None:
+    """Trained on a 'Drug SMILES' column that is not first: a library with the same layout is
+    read from that column, not from its first (an id column), for graph models and baselines."""
+    smiles = nci_smiles(12)
+    frame = pd.DataFrame(
+        {"Compound ID": [f"CPD-{i}" for i in range(12)], "Drug SMILES": smiles, "y": range(12)}
+    )
+    frame.to_csv(tmp_path / "own.csv", index=False)
+    frame.iloc[[5, 3]].to_csv(tmp_path / "library.csv", index=False)
+    dm = make_dm(
+        tmp_path / "own.csv",
+        smiles_column="Drug SMILES",
+        target_columns=["y"],
+        predict_path=str(tmp_path / "library.csv"),
+    )
+    dm.setup("predict")
+    assert dm.predict_frame["smiles"].tolist() == [smiles[5], smiles[3]]
+    assert (dm.predict_frame["status"] == "ok").all()
+    from molml.data.readers import read_molecules_to_predict
+
+    other = pd.DataFrame({"smiles": smiles[:2], "name": ["a", "b"]})
+    other.to_csv(tmp_path / "plain.csv", index=False)  # no such column: the usual choice
+    assert (
+        read_molecules_to_predict(tmp_path / "plain.csv", "Drug SMILES")["smiles"].tolist()
+        == (smiles[:2])
+    )

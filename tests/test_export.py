@@ -315,3 +315,18 @@ def test_baseline_export_is_refused_with_the_reason(property_csv: Path, tmp_path
     result.model.save(tmp_path / "model")
     with pytest.raises(CheckpointError, match="onnxmltools or skl2onnx.*without pickle"):
         export_model(tmp_path / "model")
+
+
+def test_a_parity_sample_without_molecules_is_refused(tmp_path: Path) -> None:
+    """A sample file whose SMILES are read from the wrong column (ids) would leave only the
+    built-in edge cases to compare: refused, naming the column read."""
+    from molml.export.exporter import read_sample
+
+    pd.DataFrame({"id": ["CPD-1", "CPD-2"], "Drug SMILES": ["CCO", "CCN"]}).to_csv(
+        tmp_path / "sample.csv", index=False
+    )
+    with pytest.raises(DataError, match=r"none of its 2 rows is a molecule .* column 'id'"):
+        read_sample(tmp_path / "sample.csv")
+    pd.DataFrame({"smiles": ["CCO", "nope"]}).to_csv(tmp_path / "ok.csv", index=False)
+    smiles, description = read_sample(tmp_path / "ok.csv")
+    assert smiles[-2:] == ["CCO", "nope"] and description == str(tmp_path / "ok.csv")

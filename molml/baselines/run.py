@@ -25,7 +25,7 @@ from molml.baselines.config import BaselineConfig
 from molml.baselines.data import FingerprintData, load_fingerprint_data
 from molml.baselines.estimators import fit_task_model
 from molml.baselines.model import BaselineModel, load_baseline
-from molml.data.readers import read_molecules
+from molml.data.readers import read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
@@ -134,7 +134,7 @@ def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     """``molml baseline predict``: predict ``data.predict_path`` (default: the test split)."""
     model = load_baseline(model_path)
     if config.data.predict_path:
-        frame = read_molecules(config.data.predict_path)
+        frame = read_molecules_to_predict(config.data.predict_path, config.data.smiles_column)
         predictions = model.predict(frame["smiles"].tolist())
         predictions.insert(0, "row", frame["row"].to_numpy())
     else:

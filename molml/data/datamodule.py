@@ -35,7 +35,7 @@ from molml.data.graphs import (
     as_batch,
     featurize_molecules,
 )
-from molml.data.readers import read_molecules
+from molml.data.readers import read_molecules, read_molecules_to_predict
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import Split, make_split, split_report
 from molml.errors import DataError
@@ -103,6 +103,7 @@ class MoleculeTable:
         if not target_columns:
             raise DataError(f"{source}: no target columns besides the SMILES column")
         tasks = list(target_columns)
+        _check_task_names(tasks, source)
         targets = _numeric_targets(frame, tasks, source)
         task_type = task_type or card_task or _infer_task_type(targets)
         _check_labels(targets, tasks, task_type, frame, source)
@@ -459,7 +460,8 @@ class MoleculeDataModule(L.LightningDataModule):
             )
             self._write_reports()
         if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
-            frame = read_molecules(self.hparams.predict_path)
+            trained_on = self.hparams.smiles_column or self.table.attrs.get("smiles_column")
+            frame = read_molecules_to_predict(self.hparams.predict_path, trained_on)
             result = self._featurize(frame["smiles"].tolist())
             frame = keep_input_columns(frame, ["status"])
             frame["status"] = "ok"
@@ -629,6 +631,26 @@ def _resolve_source(
 #: largest target magnitude accepted: squared errors summed over millions of molecules stay
 #: finite in float32 (3.4e38)
 MAX_TARGET_MAGNITUDE = 1e15
+
+
+def _check_task_names(tasks: list[str], source: Path) -> None:
+    """Refuse task names that prediction outputs would read as another column: ``status``, or
+    a task's uncertainty or class column (``<task>_std``, ``_lower``, ``_upper``, ``_class<k>``)
+    when ``<task>`` is a task too."""
+    if "status" in tasks:
+        raise DataError(
+            f"{source}: target column 'status' clashes with the 'status' column of every "
+            "prediction output; rename it"
+        )
+    derived = re.compile(r"(.+?)(_std|_lower|_upper|_class\d+)")
+    for task in tasks:
+        match = derived.fullmatch(task)
+        if match and match.group(1) in tasks:
+            raise DataError(
+                f"{source}: target columns {match.group(1)!r} and {task!r} clash: predictions "
+                f"of {match.group(1)!r} name their uncertainty or class columns "
+                f"'{match.group(1)}{match.group(2)}'; rename {task!r}"
+            )
 
 
 _UNNAMED = re.compile(r"Unnamed: \d+|_Name")  # pandas' name of a headerless column; SDF titles

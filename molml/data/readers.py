@@ -103,6 +103,13 @@ def read_molecules(
     return frame
 
 
+def read_molecules_to_predict(path: str | Path, smiles_column: str | None) -> pd.DataFrame:
+    """:func:`read_molecules` for a file to predict with a model trained on ``smiles_column``:
+    that column when the file has it, else the usual choice (``smiles`` or the first)."""
+    named = smiles_column if smiles_column in list_columns(path) else None
+    return read_molecules(path, smiles_column=named)
+
+
 def iter_molecule_chunks(
     path: str | Path,
     *,

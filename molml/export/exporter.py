@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from rdkit import Chem
+from rdkit.rdBase import BlockLogs
 from torch import Tensor, nn
 
 from molml.data.graphs import GraphStore, featurize_block
@@ -111,7 +113,16 @@ def read_sample(path: str | Path | None) -> tuple[list[str], str]:
     else:
         from molml.data.readers import read_molecules
 
-        smiles = read_molecules(path)["smiles"].tolist()
+        frame = read_molecules(path)
+        smiles = frame["smiles"].tolist()
+        with BlockLogs():
+            parsed = sum(Chem.MolFromSmiles(s) is not None for s in smiles if isinstance(s, str))
+        if parsed == 0:
+            raise DataError(
+                f"--sample {path}: none of its {len(smiles)} rows is a molecule (SMILES read from "
+                f"column {frame.attrs['smiles_column']!r} of {frame.attrs['columns']}; name the "
+                "SMILES column 'smiles')"
+            )
         description = str(path)
     return [*EDGE_CASES, *smiles], description
 
