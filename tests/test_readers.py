@@ -251,10 +251,12 @@ def test_extra_fields_are_refused_when_reading_some_columns(tmp_path: Path) -> N
     ]  # fmt: skip
 
 
-def test_reserved_column_names_clash(tmp_path: Path) -> None:
-    path = write(tmp_path / "m.csv", "SMILES,smiles,row\nCCO,x,1\n")
-    with pytest.raises(DataError, match="clash"):
-        read_molecules(path, smiles_column="SMILES")
+def test_columns_named_like_the_added_ones_are_kept_renamed(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.csv", "SMILES,smiles,row\nCCO,x,7\n")
+    with pytest.warns(UserWarning, match=r"\['smiles', 'row'\] share a name"):
+        frame = read_molecules(path, smiles_column="SMILES")
+    assert frame.columns.tolist() == ["row", "smiles", "input_smiles", "input_row"]
+    assert frame.iloc[0].tolist() == [2, "CCO", "x", 7]
     assert read_molecules(path, smiles_column="SMILES", columns=[])["smiles"].tolist() == ["CCO"]
 
 

@@ -301,3 +301,13 @@ def test_a_cv_fold_run_is_reported_on_its_own_split(property_csv: Path, tmp_path
     assert paths == [run / "checkpoints" / "best.ckpt"] and not warnings
     held = split_molecules(options)
     assert len(held.split.test) == len(rows[350:])
+
+
+def test_figures_of_tasks_with_units_in_their_names_are_written(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from molml.report.page import Page
+
+    page = Page("t", tmp_path)
+    path = page.figure(plt.figure(), "log S (mol/L)_plots")
+    assert path == tmp_path / "log_S_mol_L_plots.png" and path.is_file()

@@ -88,7 +88,7 @@ class MoleculeTable:
         columns = None if target_columns is None else [*target_columns, *extra]
         frame = read_molecules(source, smiles_column=smiles_column, columns=columns)
         if target_columns is None:
-            not_targets = {"smiles", "row", *extra}
+            not_targets = {"smiles", "row", "input_smiles", "input_row", *extra}
             target_columns = [c for c in frame.columns if c not in not_targets]
             unnamed = [c for c in target_columns if _UNNAMED.fullmatch(str(c))]
             if unnamed:

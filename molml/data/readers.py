@@ -55,6 +55,7 @@ _NA_STRINGS = (
 )
 
 Chunks = Iterator[pd.DataFrame]
+_ROW = "__molml_row__"  # the readers' record numbers, apart from any column of the file
 _PARQUET_INDEX = re.compile(r"__index_level_\d+__")  # pandas' unnamed index, stored by to_parquet
 
 
@@ -222,11 +223,12 @@ def _open_reader(
     generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
     candidates = available if columns is None else wanted
     keep = list(dict.fromkeys(c for c in candidates if c not in (smiles_from, generated)))
-    clash = [c for c in keep if c in ("row", "smiles")]
-    if clash:
-        raise DataError(
-            f"{source.path}: column(s) {clash} clash with the 'row'/'smiles' columns molml adds; "
-            f"pass columns=... to select other columns"
+    renamed = {c: f"input_{c}" for c in keep if c in ("row", "smiles")}
+    if renamed:
+        warnings.warn(
+            f"{source.path}: column(s) {list(renamed)} share a name with the 'row'/'smiles' "
+            f"columns molml adds; kept as {list(renamed.values())}",
+            stacklevel=3,
         )
     read = {
         "csv": _csv_chunks,
@@ -244,18 +246,20 @@ def _open_reader(
             if raw.empty:
                 continue
             total += len(raw)
-            yield _finish(raw, smiles_from, keep)
+            yield _finish(raw, smiles_from, keep, renamed)
         if total == 0:
             raise DataError(f"{source.path}: no data rows")
 
     return _Reader(chunks, smiles_from, available)
 
 
-def _finish(raw: pd.DataFrame, smiles_from: str, keep: list[str]) -> pd.DataFrame:
+def _finish(
+    raw: pd.DataFrame, smiles_from: str, keep: list[str], renamed: dict[str, str]
+) -> pd.DataFrame:
     raw = raw.reset_index(drop=True)
-    out = raw.loc[:, keep]
+    out = raw.loc[:, keep].rename(columns=renamed)
     out.insert(0, "smiles", raw[smiles_from].map(_clean_smiles))
-    out.insert(0, "row", raw["row"])
+    out.insert(0, "row", raw[_ROW])
     return out
 
 
@@ -360,7 +364,7 @@ def _csv_chunks(
         else:
             frames = pd.read_csv(source.path, chunksize=chunk_size, **options)
         for frame in frames:
-            frame.insert(0, "row", list(islice(starts, len(frame))))
+            frame.insert(0, _ROW, list(islice(starts, len(frame))))
             yield frame
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot parse file") from exc
@@ -424,7 +428,7 @@ def _parquet_chunks(
             # an unnamed one is dropped, as the column list leaves it out
             frame = table.to_pandas(ignore_metadata=True)
             frame = frame.drop(columns=[c for c in frame.columns if _PARQUET_INDEX.fullmatch(c)])
-            frame.insert(0, "row", range(first_row, first_row + len(frame)))
+            frame.insert(0, _ROW, range(first_row, first_row + len(frame)))
             first_row += len(frame)
             yield frame
     except (OSError, ValueError) as exc:  # pyarrow errors derive from these
@@ -472,7 +476,7 @@ def _smi_chunks(
             for number, line in block:
                 fields = line.strip().split(maxsplit=len(names) - 1)
                 records.append([number, *fields, *[None] * (len(names) - len(fields))])
-            yield pd.DataFrame(records, columns=["row", *names], dtype=object)
+            yield pd.DataFrame(records, columns=[_ROW, *names], dtype=object)
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,19 +527,19 @@ def _sdf_chunks(
             supplier = islice(enumerate(Chem.ForwardSDMolSupplier(handle), start=1), n_records)
             while block := list(islice(supplier, chunk_size)):
                 records = [_sdf_record(number, mol) for number, mol in block]
-                yield pd.DataFrame.from_records(records, columns=["row", *names])
+                yield pd.DataFrame.from_records(records, columns=[_ROW, *names])
     except (OSError, RuntimeError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot read SDF") from exc
 
 
 def _sdf_record(number: int, mol: Chem.Mol | None) -> dict[str, Any]:
     if mol is None:  # RDKit could not read this record: keep it, without SMILES or tags
-        return {"row": number}
+        return {_ROW: number}
     try:
         smiles = Chem.MolToSmiles(mol)
     except RuntimeError:
         smiles = None
     record: dict[str, Any] = {name: mol.GetProp(name) for name in mol.GetPropNames()}
     record[_SDF_TITLE] = mol.GetProp(_SDF_TITLE) if mol.HasProp(_SDF_TITLE) else None
-    record.update(row=number, smiles=smiles)
+    record.update({_ROW: number, "smiles": smiles})
     return record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,9 @@ class Page:
             self.text(f"... and {len(rows) - limit} more rows (all of them are in the JSON file)")
 
     def figure(self, fig: plt.Figure, name: str) -> Path:
-        """Save ``fig`` as ``<directory>/<name>.png`` and embed it."""
-        path = self.directory / f"{name}.png"
+        """Save ``fig`` as ``<directory>/<name>.png`` and embed it; characters of ``name`` that
+        do not belong in a file name (a task named ``log S (mol/L)``) become ``_``."""
+        path = self.directory / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('._') or 'plot'}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
