@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -62,7 +64,8 @@ EXIT_CHECKPOINT = 3
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 2 bad input or usage (data, molecules, arguments); "
-    "3 checkpoint cannot be loaded; 1 any other error. Errors print one line "
+    "3 checkpoint cannot be loaded; 143 stopped by SIGTERM; 1 any other error. Errors "
+    "print one line "
     "'molml <verb>: error: <message>'; add --debug anywhere for the traceback."
 )
 
@@ -79,13 +82,41 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     a molml error wrapped by Lightning or re-raised from a worker process prints its own
     message. ``debug`` adds the traceback.
     """
+    _SIGTERM_RECEIVED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if main_thread else None
     try:
         return command()
+    except (Terminated, SystemExit) as exc:
+        # Lightning turns the interrupt into SystemExit(1) after its graceful shutdown
+        if not (isinstance(exc, Terminated) or _SIGTERM_RECEIVED):
+            raise
+        print(f"{prog}: stopped by SIGTERM; what was saved is kept", file=sys.stderr)
+        raise SystemExit(EXIT_TERMINATED) from None
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
         if debug:
             traceback.print_exc()
         print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
         raise SystemExit(exit_code(exc)) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler) stops a verb as Ctrl-C does: what was
+    saved is kept, and the exit code is not 0."""
+
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process ended by it
+
+
+_SIGTERM_RECEIVED: list[int] = []  # the signals received by this process's verb
+
+
+def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    _SIGTERM_RECEIVED.append(signum)
+    raise Terminated
 
 
 def exit_code(exc: BaseException) -> int:

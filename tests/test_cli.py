@@ -482,3 +482,26 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     assert (first / "test_metrics.json").read_text() == recorded
     second = json.loads((first.parent / "version_1" / "test_metrics.json").read_text())
     assert list(second) == [str((first / "checkpoints" / "best.ckpt").resolve())]
+
+
+def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixture) -> None:
+    """``kill`` or a scheduler's SIGTERM interrupts a verb as Ctrl-C does and exits 143 (it
+    used to end a training run with exit code 0)."""
+    import os
+    import signal
+    import time
+
+    from molml.errors import EXIT_TERMINATED, run_command
+
+    def long_work() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml fit", long_work)
+    assert exit_info.value.code == EXIT_TERMINATED == 143
+    assert capsys.readouterr().err == "molml fit: stopped by SIGTERM; what was saved is kept\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
+    with pytest.raises(SystemExit) as exit_info:  # a later verb's own exit is its own
+        run_command("molml fit", lambda: sys.exit(0))
+    assert exit_info.value.code == 0
