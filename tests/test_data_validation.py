@@ -382,3 +382,22 @@ def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Pat
         read_molecules_to_predict(tmp_path / "plain.csv", "Drug SMILES")["smiles"].tolist()
         == (smiles[:2])
     )
+
+
+def test_integer_class_codes_taken_as_regression_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    smiles = nci_smiles(12)
+    pd.DataFrame({"smiles": smiles, "cls": np.arange(12) % 3}).to_csv(
+        tmp_path / "cls.csv", index=False
+    )
+    with caplog.at_level(logging.WARNING):
+        dm = make_dm(tmp_path / "cls.csv")
+    assert dm.task_type == "regression"
+    assert "'cls' has only the integer values [0, 1, 2] and is trained as regression" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        make_dm(tmp_path / "cls.csv", task_type="regression")  # said so: no warning
+    assert "trained as regression" not in caplog.text

@@ -105,6 +105,8 @@ class MoleculeTable:
         tasks = list(target_columns)
         _check_task_names(tasks, source)
         targets = _numeric_targets(frame, tasks, source)
+        if not (task_type or card_task):
+            _warn_if_classes_look_continuous(targets, tasks, source)
         task_type = task_type or card_task or _infer_task_type(targets)
         _check_labels(targets, tasks, task_type, frame, source)
         split_values = frame[split_column].tolist() if split_column else None
@@ -700,6 +702,27 @@ def keep_input_columns(frame: pd.DataFrame, outputs: Sequence[str]) -> pd.DataFr
             [f"input_{name}" for name in clashing],
         )
     return frame.rename(columns={name: f"input_{name}" for name in clashing})
+
+
+MAX_CLASS_VALUES = 10  # fewer distinct integer labels than this look like classes
+
+
+def _warn_if_classes_look_continuous(y: np.ndarray, tasks: list[str], source: Path) -> None:
+    """Warn when a task inferred as regression holds a few distinct integers (class codes such
+    as 0/1/2 or 1/2 would otherwise be fitted as numbers without a word)."""
+    if _infer_task_type(y) != "regression":
+        return
+    for j, task in enumerate(tasks):
+        values = np.unique(y[~np.isnan(y[:, j]), j])
+        if 2 <= len(values) < MAX_CLASS_VALUES and (values == np.round(values)).all():
+            log.warning(
+                "%s: task %r has only the integer values %s and is trained as regression; if "
+                "they are classes, set data.task_type: multiclass (0, 1, 2, ...) or "
+                "classification (0/1)",
+                source,
+                task,
+                values.astype(int).tolist(),
+            )
 
 
 def _infer_task_type(y: np.ndarray) -> str:
