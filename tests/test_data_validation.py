@@ -401,3 +401,22 @@ def test_integer_class_codes_taken_as_regression_are_warned_about(
     with caplog.at_level(logging.WARNING):
         make_dm(tmp_path / "cls.csv", task_type="regression")  # said so: no warning
     assert "trained as regression" not in caplog.text
+
+
+def test_targets_that_float32_rounds_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    smiles = nci_smiles(12)
+    pd.DataFrame({"smiles": smiles, "k": 1e8 + np.linspace(-2, 2, 12)}).to_csv(
+        tmp_path / "offset.csv", index=False
+    )
+    with caplog.at_level(logging.WARNING):
+        make_dm(tmp_path / "offset.csv")
+    assert "task 'k': its values (mean 1e+08" in caplog.text and "float32" in caplog.text
+    caplog.clear()
+    pd.DataFrame({"smiles": smiles, "k": 1e-9 * np.linspace(-2, 2, 12)}).to_csv(
+        tmp_path / "small.csv", index=False
+    )
+    with caplog.at_level(logging.WARNING):
+        make_dm(tmp_path / "small.csv")
+    assert "float32" not in caplog.text

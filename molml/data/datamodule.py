@@ -704,6 +704,27 @@ def keep_input_columns(frame: pd.DataFrame, outputs: Sequence[str]) -> pd.DataFr
     return frame.rename(columns={name: f"input_{name}" for name in clashing})
 
 
+def _warn_if_float32_loses_the_spread(y: np.ndarray, tasks: list[str], source: Path) -> None:
+    """Warn when float32, in which targets are stored and trained, rounds a task's values by
+    more than 0.1% of their spread (values with a large offset, such as 1e8 + x)."""
+    for j, task in enumerate(tasks):
+        values = y[~np.isnan(y[:, j]), j]
+        if len(values) < 2:
+            continue
+        rounding = float(np.abs(values - values.astype(np.float32).astype(np.float64)).max())
+        spread = float(values.std())
+        if rounding > 1e-3 * spread:
+            log.warning(
+                "%s: task %r: its values (mean %.6g, standard deviation %.3g) lose up to %.3g "
+                "in float32, in which they are trained; subtract an offset or rescale the column",
+                source,
+                task,
+                float(values.mean()),
+                spread,
+                rounding,
+            )
+
+
 MAX_CLASS_VALUES = 10  # fewer distinct integer labels than this look like classes
 
 
@@ -736,6 +757,7 @@ def _check_labels(
     if task_type not in TASK_TYPES:
         raise DataError(f"unknown task_type {task_type!r}; choose from {TASK_TYPES}")
     if task_type == "regression":
+        _warn_if_float32_loses_the_spread(y, tasks, source)
         return
     for j, task in enumerate(tasks):
         column = y[:, j]
