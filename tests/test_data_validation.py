@@ -420,3 +420,19 @@ def test_targets_that_float32_rounds_are_warned_about(
     with caplog.at_level(logging.WARNING):
         make_dm(tmp_path / "small.csv")
     assert "float32" not in caplog.text
+
+
+def test_an_unknown_split_column_value_is_named_by_its_file_row(tmp_path: Path) -> None:
+    """Rows before it with invalid SMILES do not shift the row named (file line 6 here)."""
+    smiles = nci_smiles(20)
+    frame = pd.DataFrame(
+        {"smiles": smiles, "y": np.arange(20.0), "set": ["train"] * 14 + ["val"] * 3 + ["test"] * 3}
+    )
+    frame.loc[1, "smiles"] = "C1CC"  # invalid, file line 3
+    frame.loc[4, "set"] = "training"  # file line 6
+    frame.to_csv(tmp_path / "sets.csv", index=False)
+    dm = make_dm(
+        tmp_path / "sets.csv", target_columns=["y"], split="predefined", split_column="set"
+    )
+    with pytest.raises(DataError, match=r"split column 'set' has 1 value.*row 6 \('training'\)"):
+        dm.setup("fit")

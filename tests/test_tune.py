@@ -204,6 +204,11 @@ def test_two_processes_share_one_study_and_other_spaces_are_refused(
             main([*command[3:], *extra])
         assert exit_info.value.code == 2
         assert "use another --study-name" in capsys.readouterr().err
+    # another split (or data file, or schedule) is another study: its trials would not compare
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command[3:], "--data.split", "random"])
+    assert exit_info.value.code == 2
+    assert 'another config: data.split "scaffold" -> "random"' in capsys.readouterr().err
     assert len(study_trials(storage, "shared")) == 4
 
 
@@ -536,3 +541,27 @@ def test_a_small_validation_split_suggests_cross_validation(
     options.cv = None
     monkeypatch.setattr(study, "SMALL_VALIDATION", validation)
     assert study.small_validation_note(job, options) is None
+
+
+def test_a_study_resumed_on_other_data_or_schedule_is_refused(tmp_path: Path) -> None:
+    """Trials of one study must compare: a resume with another data file, split or schedule
+    is refused, naming what changed; where and how fast it runs may change."""
+    from molml.tune.space import read_space
+    from molml.tune.study import TuneOptions, load_study
+
+    params = read_space(space(tmp_path / "space.yaml", "model.lr: {float: [1.0e-4, 1.0e-2]}\n"))
+    options = TuneOptions(
+        study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", metric="val/rmse"
+    )
+    config = {
+        "data": {"path": "a.csv", "num_workers": 0},
+        "trainer": {"max_epochs": 6, "enable_progress_bar": True},
+        "model": {"lr": 1e-3},
+    }
+    load_study(options, params, config)
+    faster = {**config, "data": {"path": "a.csv", "num_workers": 4}}
+    faster["trainer"] = {"max_epochs": 6, "enable_progress_bar": False}
+    load_study(options, params, faster)  # the same study
+    shorter = {**config, "data": {"path": "b.csv"}, "trainer": {"max_epochs": 2}}
+    with pytest.raises(DataError, match=r'data.path "a.csv" -> "b.csv", trainer.max_epochs 6 -> 2'):
+        load_study(options, params, shorter)

@@ -37,7 +37,7 @@ from molml.data.graphs import (
 )
 from molml.data.readers import read_molecules, read_molecules_to_predict
 from molml.data.registry import dataset_path, get_card
-from molml.data.splits import Split, make_split, split_report
+from molml.data.splits import Split, make_split, split_report, unknown_split_values
 from molml.errors import DataError
 from molml.options import check_int, check_jobs
 from molml.tasks import TASK_TYPES, target_scaling
@@ -162,6 +162,8 @@ class MoleculeTable:
             self.split_notes["split_file_invalid_rows"] = dropped
         else:
             values = self.split_values
+            if values is not None and method == "predefined":
+                self._check_split_column(values)
             split = make_split(
                 method,
                 smiles=self.frame["smiles"].to_numpy()[valid].tolist(),
@@ -232,6 +234,18 @@ class MoleculeTable:
                     f"{how}); a classifier cannot learn from one class: use a split that puts "
                     "both classes in training (e.g. scaffold_stratified) or leave the task out"
                 )
+
+    def _check_split_column(self, values: list) -> None:
+        """Refuse split-column values that name no part, with the file's row numbers."""
+        unknown = unknown_split_values(values)
+        if unknown.size:
+            rows = self.frame["row"].to_numpy()
+            shown = ", ".join(f"row {rows[i]} ({str(values[i])!r})" for i in unknown[:10])
+            more = f" and {unknown.size - 10} more" if unknown.size > 10 else ""
+            raise DataError(
+                f"{self.source}: split column {self.split_column!r} has {unknown.size} value(s) "
+                f"that name no part (train/val/valid/validation/test or 0/1/2): {shown}{more}"
+            )
 
     def split_report(
         self,

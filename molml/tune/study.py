@@ -33,7 +33,7 @@ from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import CURVES, Job, metric_direction
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
-from molml.tune.space import Param, check_names, config_point, with_values
+from molml.tune.space import Param, check_names, config_point, flatten, with_values
 
 log = logging.getLogger("molml")
 
@@ -104,10 +104,44 @@ def make_pruner(
     raise DataError(f"--pruner {pruner!r}: choose one of {list(PRUNERS)}")
 
 
-def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
+#: config options that say where and how fast a trial runs, not what it learns: they may change
+#: between the processes of one study
+RUN_ENVIRONMENT_OPTIONS = (
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "data.num_workers",
+    "data.featurize_jobs",
+    "data.cache_dir",
+    "features.n_jobs",
+    "tracking_uri",
+    "artifact_location",
+)
+
+
+def study_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` flattened to dotted keys, without :data:`RUN_ENVIRONMENT_OPTIONS`, as the
+    study stores it: a resumed study must train on the same data, split and schedule."""
+    flat = {
+        key: value
+        for key, value in flatten(config).items()
+        if not any(key == o or key.startswith(o + ".") for o in RUN_ENVIRONMENT_OPTIONS)
+    }
+    return json.loads(json.dumps(flat, default=str))
+
+
+def load_study(
+    options: TuneOptions, space: list[Param], config: dict[str, Any] | None = None
+) -> optuna.Study:
     """Create the study, or load it if it exists with the same search space, metric and
-    direction (refused otherwise). The TPE sampler's seed is offset by the trials already in
-    the study, so a resumed study draws new points, reproducibly."""
+    direction, and (for studies that stored them) the same cross-validation split and base
+    config: the same data, split and training schedule (refused otherwise, naming what
+    differs). The TPE sampler's seed is offset by the trials already in the study, so a
+    resumed study draws new points, reproducibly."""
     check_sampler(options.sampler, space)  # before the study is created
     storage = open_storage(options.storage)
     direction = metric_direction(options.metric)
@@ -126,10 +160,21 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
         raise DataError(f"study {options.study_name!r}: {exc}") from exc
     attrs = study.user_attrs
     expected = {"search_space": described, "metric": options.metric, "cv": options.cv}
+    recorded: dict[str, Any] = {"cv_split": options.cv_split}  # not --seed: each process its own
+    if config is not None:
+        recorded["config"] = study_config(config)
     if not attrs:
-        for key, value in expected.items():
+        for key, value in {**expected, **recorded}.items():
             study.set_user_attr(key, value)
     else:
+        # studies made before these were stored have none of them
+        for key, value in recorded.items():
+            if key in attrs and attrs[key] != value:
+                raise DataError(
+                    f"study {options.study_name!r} in {options.storage} was made with another "
+                    f"{key}: {_differences(attrs[key], value)}; use another --study-name, or "
+                    "the same config and options to add trials"
+                )
         for key, value in expected.items():
             if attrs.get(key) != value:
                 raise DataError(
@@ -144,6 +189,15 @@ def load_study(options: TuneOptions, space: list[Param]) -> optuna.Study:
         )
     study.sampler = make_sampler(options.sampler, space, options.seed + len(study.trials))
     return study
+
+
+def _differences(before: Any, now: Any) -> str:
+    """What changed between two stored values: differing keys of two flat configs, or both."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        keys = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+        shown = [f"{k} {json.dumps(before.get(k))} -> {json.dumps(now.get(k))}" for k in keys[:5]]
+        return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return f"{json.dumps(before)} -> {json.dumps(now)}"
 
 
 def make_sampler(sampler: str, space: list[Param], seed: int) -> optuna.samplers.BaseSampler:
@@ -199,7 +253,7 @@ def check_space(job: Job, space: list[Param]) -> None:
 def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
-    study = load_study(options, space)
+    study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
         # once per study, also when several processes start it together
