@@ -147,6 +147,29 @@ class MolmlCLI(LightningCLI):
                 f"{path} holds another model than this config builds ({'; '.join(differences)});"
                 " use the config.yaml saved with the checkpoint's run"
             )
+        if subcommand != "predict":
+            self._check_training_part(path)
+
+    def _check_training_part(self, path: str) -> None:
+        """Warn when the data and split give another training part than the checkpoint's
+        (recorded since ``train_sha256`` exists): its test part may hold training molecules."""
+        trained = self.checkpoint_spec.get("training_data") or {}
+        recorded = trained.get("train_sha256")
+        if not recorded or not hasattr(self.datamodule, "train_fingerprint"):
+            return
+        self.datamodule.setup("fit")
+        if self.datamodule.train_fingerprint() != recorded:
+            log.warning(
+                "%s was trained on another training part (%s, %s rows, %s split, seed %s) than "
+                "this data and split give: if the data file changed or was reordered, or the "
+                "split options differ, the validation and test parts may hold molecules it was "
+                "trained on",
+                path,
+                trained.get("source"),
+                trained.get("rows"),
+                trained.get("split"),
+                trained.get("split_seed"),
+            )
 
     def after_fit(self) -> None:
         """Test the best checkpoint on the test split, unless ``--test_best false``."""

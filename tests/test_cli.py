@@ -505,3 +505,28 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:  # a later verb's own exit is its own
         run_command("molml fit", lambda: sys.exit(0))
     assert exit_info.value.code == 0
+
+
+def test_testing_on_a_changed_training_part_is_warned_about(
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The checkpoint records its training part; the same file reordered gives another split
+    (test molecules the model was trained on), which ``molml test`` warns about."""
+    data = tmp_path / "data.csv"
+    pd.read_csv(property_csv).to_csv(data, index=False)
+    config = write_tiny_config(tmp_path / "tiny.yaml", data, lr=1e-3, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    main(["fit", "--config", str(config), "--test_best", "false", *QUIET])
+    best = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt"
+    test = ["test", "--config", str(config), "--ckpt_path", str(best), *QUIET]
+    with caplog.at_level(logging.WARNING):
+        main(test)
+    assert "was trained on another training part" not in caplog.text
+    pd.read_csv(property_csv).sample(frac=1, random_state=3).to_csv(data, index=False)
+    with caplog.at_level(logging.WARNING):
+        main(test)
+    assert f"{best} was trained on another training part" in caplog.text

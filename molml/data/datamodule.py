@@ -9,6 +9,7 @@ baselines) use exactly the same data and splits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -508,7 +509,19 @@ class MoleculeDataModule(L.LightningDataModule):
         }
         if self.split is not None:
             info.update({name: len(part) for name, part in self.split.named_parts().items()})
+            info["train_sha256"] = self.train_fingerprint()
         return info
+
+    def train_fingerprint(self) -> str:
+        """SHA-256 of the training part's sorted (canonical) SMILES: a checkpoint records it,
+        so testing it on data whose training part differs (another file, or the same file
+        changed or reordered, when its test part may hold training molecules) is noticed."""
+        featurized = self.featurized
+        smiles = featurized.canonical_smiles or (
+            self.table["smiles"].to_numpy()[featurized.valid].tolist()
+        )
+        train = sorted(str(smiles[i]) for i in self.split.train)
+        return hashlib.sha256("\n".join(train).encode()).hexdigest()
 
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""
