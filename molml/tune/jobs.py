@@ -185,6 +185,21 @@ class _MetricHistory(L.Callback):
         self._record(trainer, "val/")  # before the pruning callback may stop the trial
 
 
+def _checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
+    """``config`` with its model checkpoints kept on ``metric``, the trial's score, so that the
+    model a trial keeps is the one its value describes."""
+    config = json.loads(json.dumps(config))
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith(
+            "ModelCheckpoint"
+        ):
+            init_args = callback.setdefault("init_args", {})
+            init_args["monitor"] = metric
+            init_args["mode"] = "min" if metric_direction(metric) == "minimize" else "max"
+    return config
+
+
 class GraphJob(Job):
     """A graph model trained by the Lightning Trainer from a ``molml fit`` config."""
 
@@ -222,6 +237,7 @@ class GraphJob(Job):
         metric: str,
         trial: optuna.Trial | None = None,
     ) -> Fitted:
+        config = _checkpoint_on(config, metric)
         self.write_config(config, directory / "config.yaml")
         cli = self._cli(config, directory)
         history = _MetricHistory(metric, trial)
