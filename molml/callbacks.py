@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,39 @@ class ModelCheckpoint(LightningModelCheckpoint):
     of every epoch. Lightning (since 2.6) writes it only when a top-k checkpoint is saved in
     the same step, so with ``save_top_k=1`` on a monitored metric ``last.ckpt`` stayed at the
     last improvement, and a resumed run repeated every epoch since (with early stopping's
-    patience reset)."""
+    patience reset). A run resumed into a new folder keeps the best checkpoint and score of
+    the run it continues (see :meth:`load_state_dict`)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resuming into a new run folder (``molml fit --ckpt_path <old run>/last.ckpt``):
+        Lightning forgets the best score there, so the resumed run's first epoch became its
+        "best" even when worse than the run it continued. The earlier best checkpoint is
+        copied into the new folder and its score kept: an epoch replaces it only by beating
+        it."""
+        with warnings.catch_warnings():  # "won't be reloaded": done below
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
+        old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
+        score = state_dict.get("best_model_score")
+        if (
+            self.dirpath is None
+            or old_dir == self.dirpath
+            or state_dict.get("monitor") != self.monitor
+            or self.monitor is None
+            or score is None
+            or not old_best
+            or not Path(old_best).is_file()
+        ):
+            return
+        best = Path(self.dirpath) / Path(old_best).name
+        if not best.exists():
+            best.parent.mkdir(parents=True, exist_ok=True)
+            partial = best.with_name(f"{best.name}.{os.getpid()}.tmp")
+            shutil.copyfile(old_best, partial)
+            os.replace(partial, best)
+        self.best_model_path = self.kth_best_model_path = str(best)
+        self.best_model_score = self.kth_value = score
+        self.best_k_models = {str(best): score}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

@@ -468,8 +468,9 @@ def write_tiny_config(path: Path, data: Path, *, lr: float, max_epochs: int) -> 
 def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resumed with no epoch left, fit tests the best checkpoint of the run it resumed from
-    (perhaps on other data): that is recorded in the new run, not over the first run's own."""
+    """Resumed with no epoch left, fit keeps the best checkpoint of the run it resumed from
+    (copied into the new run, with its score) and tests it, perhaps on other data: that is
+    recorded in the new run, not over the first run's own."""
     write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
@@ -480,8 +481,10 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     main(["fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--data.split", "random",
           *QUIET])  # fmt: skip
     assert (first / "test_metrics.json").read_text() == recorded
-    second = json.loads((first.parent / "version_1" / "test_metrics.json").read_text())
-    assert list(second) == [str((first / "checkpoints" / "best.ckpt").resolve())]
+    second = first.parent / "version_1"
+    assert list(json.loads((second / "test_metrics.json").read_text())) == ["best.ckpt"]
+    copied = second / "checkpoints" / "best.ckpt"
+    assert copied.read_bytes() == (first / "checkpoints" / "best.ckpt").read_bytes()
 
 
 def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixture) -> None:
@@ -530,3 +533,33 @@ def test_testing_on_a_changed_training_part_is_warned_about(
     with caplog.at_level(logging.WARNING):
         main(test)
     assert f"{best} was trained on another training part" in caplog.text
+
+
+def test_a_resumed_run_keeps_the_best_score_of_the_run_it_continues(tmp_path: Path) -> None:
+    """Lightning forgets the best score when a run resumes into a new folder, so its first
+    epoch became "best" however bad; molml's checkpoint copies the earlier best and keeps its
+    score, so only a better epoch replaces it."""
+    from molml.callbacks import ModelCheckpoint
+
+    old = tmp_path / "version_0" / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "best.ckpt").write_bytes(b"weights of epoch 7")
+    state = {
+        "monitor": "val/rmse",
+        "best_model_score": torch.tensor(0.5),
+        "best_model_path": str(old / "best.ckpt"),
+        "dirpath": str(old),
+        "best_k_models": {str(old / "best.ckpt"): torch.tensor(0.5)},
+        "kth_best_model_path": str(old / "best.ckpt"),
+        "kth_value": torch.tensor(0.5),
+        "last_model_path": str(old / "last.ckpt"),
+    }
+    new = tmp_path / "version_1" / "checkpoints"
+    callback = ModelCheckpoint(dirpath=new, monitor="val/rmse", filename="best", save_last=True)
+    callback.load_state_dict(state)
+    assert (new / "best.ckpt").read_bytes() == b"weights of epoch 7"
+    assert callback.best_model_path == str(new / "best.ckpt")
+    assert float(callback.best_model_score) == 0.5 and float(callback.kth_value) == 0.5
+    other = ModelCheckpoint(dirpath=tmp_path / "v2", monitor="val/mae", filename="best")
+    other.load_state_dict(state)  # scored on another metric: nothing to keep
+    assert other.best_model_score is None and not (tmp_path / "v2" / "best.ckpt").exists()
