@@ -39,7 +39,12 @@ def absolute_tracking_uri(uri: str) -> str:
     if not uri.startswith(SQLITE_PREFIX):
         return uri
     database = Path(uri.removeprefix(SQLITE_PREFIX)).resolve()
-    database.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)  # sqlite makes the file, not its folder
+    except OSError as exc:  # a file where a folder of the path should be, no permission ...
+        raise DataError(
+            f"{uri}: cannot make the database's folder {database.parent} ({exc})"
+        ) from exc
     return f"{SQLITE_PREFIX}{database}"
 
 

@@ -253,7 +253,10 @@ def run_molml(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_missing_file_is_one_stderr_line_and_exit_code_2(tmp_path: Path) -> None:
     result = run_molml(tmp_path, "fit", "--data.path", "missing.csv")
     assert result.returncode == EXIT_BAD_INPUT
-    assert result.stderr.splitlines() == ["molml fit: error: file not found: missing.csv"]
+    assert result.stderr.splitlines() == [
+        f"molml fit: error: file not found: missing.csv (relative to the working directory "
+        f"{tmp_path.resolve()})"
+    ]
 
 
 def test_missing_column_is_one_stderr_line_and_exit_code_2(tmp_path: Path) -> None:
@@ -331,7 +334,10 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_debug_anywhere_adds_the_traceback(tmp_path: Path) -> None:
-    expected = "molml baseline fit: error: file not found: missing.csv"
+    expected = (
+        "molml baseline fit: error: file not found: missing.csv (relative to the working "
+        f"directory {tmp_path.resolve()})"
+    )
     result = run_molml(tmp_path, "baseline", "fit", "--data.path", "missing.csv", "--debug")
     assert result.returncode == EXIT_BAD_INPUT
     assert "Traceback (most recent call last)" in result.stderr

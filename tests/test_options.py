@@ -145,3 +145,13 @@ def test_lightning_checkpoint_aliases_are_refused(property_csv, capsys, verb, al
         main([*argv, "--ckpt_path", alias])
     assert exit_info.value.code == 2
     assert f"--ckpt_path {alias}: give the checkpoint file" in capsys.readouterr().err
+
+
+def test_a_database_under_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    from molml.tracking import absolute_tracking_uri
+
+    (tmp_path / "data.csv").write_text("smiles\nCCO\n")
+    with pytest.raises(DataError, match=r"data.csv/t.db: cannot make the database's folder"):
+        absolute_tracking_uri(f"sqlite:///{tmp_path / 'data.csv' / 't.db'}")
+    assert absolute_tracking_uri(f"sqlite:///{tmp_path / 'new' / 't.db'}").endswith("new/t.db")
+    assert (tmp_path / "new").is_dir()

@@ -281,7 +281,8 @@ def _source(path: str | Path) -> _Source:
             f"{path}: unsupported file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}"
         )
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise DataError(f"file not found: {path}{where}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     return _Source(path, kind, gzipped)
