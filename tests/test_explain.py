@@ -126,6 +126,13 @@ def test_the_carbon_baseline_gives_chain_carbons_and_single_bonds_nothing(
         np.testing.assert_allclose(item.bond_scores[single], 0.0, atol=1e-6)
         assert abs(item.completeness_gap) < 0.01 * (np.ptp(prediction) + 1.0)
         assert not np.allclose(item.atom_scores, other.atom_scores, atol=1e-3)
+        # the scores add up to the explained value minus the value at the baseline
+        assert (item.baseline, other.baseline) == ("carbon", "zeros")
+        total = item.atom_scores.sum() + item.bond_scores.sum()
+        assert total == pytest.approx(
+            item.explained_value - item.baseline_value + item.completeness_gap, abs=1e-4
+        )
+        assert item.baseline_value != pytest.approx(other.baseline_value, abs=1e-3)
     with pytest.raises(DataError, match="baseline must be one of"):
         explain(trained, smiles[:1], baseline="mean")
 

@@ -21,6 +21,8 @@ TABLE_COLUMNS = [
     "method",
     "prediction",
     "explained_value",
+    "baseline",
+    "baseline_value",
     "completeness_gap",
     "unmapped_score",
     "kind",
@@ -41,8 +43,10 @@ class MoleculeExplanation:
     the model's units (target units, or a probability); ``explained_value`` is the quantity the
     scores explain (target units for regression, the logit for classification). For an ensemble
     the scores are the members' mean and ``atom_std`` / ``bond_std`` their spread.
-    ``completeness_gap`` (Integrated Gradients): sum of all attributions minus
-    ``f(x) - f(baseline)``. ``unmapped_score`` (SHAP): the part of the SHAP total carried by
+    ``baseline`` and ``baseline_value`` (Integrated Gradients): where its path starts
+    (``carbon`` or ``zeros``) and the explained quantity there, ``f(baseline)``: the scores add
+    up to ``explained_value - baseline_value``. ``completeness_gap``: sum of all attributions
+    minus ``f(x) - f(baseline)``. ``unmapped_score`` (SHAP): the part of the SHAP total carried by
     features that map to no atom. ``feature_scores``: per-feature SHAP values of features that
     cannot be mapped to atoms (descriptors, MACCS keys), largest first. A single baseline's
     explanation also keeps every feature's SHAP value and input value (``shap_values``,
@@ -62,6 +66,8 @@ class MoleculeExplanation:
     bond_scores: np.ndarray | None = None
     atom_std: np.ndarray | None = None
     bond_std: np.ndarray | None = None
+    baseline: str | None = None
+    baseline_value: float = math.nan
     completeness_gap: float = math.nan
     unmapped_score: float = math.nan
     feature_scores: dict[str, float] = field(default_factory=dict)
@@ -150,6 +156,8 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
             "method": item.method,
             "prediction": item.prediction,
             "explained_value": item.explained_value,
+            "baseline": item.baseline,
+            "baseline_value": item.baseline_value,
             "completeness_gap": item.completeness_gap,
             "unmapped_score": item.unmapped_score,
         }

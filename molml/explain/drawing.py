@@ -32,6 +32,7 @@ COLOUR_MAP = "bwr"
 BAR_HEIGHT = 56  # pixels under the molecule: colour bar and its labels
 BAR_STEPS = 48
 SUMMARY_FEATURES = 20  # features in the SHAP summary plot
+BASELINE_NAMES = {"carbon": "chain carbons", "zeros": "zero features"}
 
 
 def canvas_size(n_atoms: int) -> int:
@@ -78,7 +79,11 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
     radii = {i: 0.25 + 0.25 * abs(s) / scale for i, s in enumerate(atoms)}
     bond_ids = [k for k, s in enumerate(bonds) if np.isfinite(s)]
     bond_colours = {k: colour(bonds[k]) for k in bond_ids}
-    legend = f"{item.task} = {item.prediction:.4g}   ({item.method.replace('_', ' ')})"
+    how = item.method.replace("_", " ")
+    if item.baseline is not None and math.isfinite(item.baseline_value):
+        start = BASELINE_NAMES.get(item.baseline, item.baseline)
+        how += f" from {start}: {item.baseline_value:.3g}"
+    legend = f"{item.task} = {item.prediction:.4g}   ({how})"
     if item.atom_std is not None:
         legend += f"   ensemble: max atom std {float(np.max(item.atom_std)):.3g}"
     rdMolDraw2D.PrepareAndDrawMolecule(

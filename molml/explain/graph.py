@@ -110,11 +110,13 @@ def explain_graph(
                         bonds=inputs == "atoms_and_bonds",
                         baseline=baseline,
                     )
-            for offset, (atoms, bonds, value, gap) in enumerate(results):
+            for offset, (atoms, bonds, value, gap, reference) in enumerate(results):
                 item = explanations[int(positions[start + offset])]
                 item.mol = model.featurizer.mol(item.smiles)
                 item.atom_scores, item.bond_scores = atoms, bonds
                 item.explained_value, item.completeness_gap = value, gap
+                if method == "integrated_gradients":
+                    item.baseline, item.baseline_value = baseline, reference
             bar.update(stop - start)
     predictions = predictor.predict_values(smiles, batch_size)[0]
     index = predictor.prediction_columns().index(column)
@@ -201,7 +203,7 @@ def _gradient_method(
     *,
     bonds: bool = True,
     baseline: str = "carbon",
-) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+) -> list[tuple[np.ndarray, np.ndarray, float, float, float]]:
     """Gradient attributions of ``batch``'s molecules; with ``bonds=False`` only the atom
     features are attributed (Integrated Gradients keeps the bond features along its path);
     ``baseline`` is Integrated Gradients' start (see the module docstring)."""
@@ -243,10 +245,11 @@ def _gradient_method(
         bond_scores = directed[0::2] + directed[1::2]
         if not bonds:
             bond_scores = np.full_like(bond_scores, np.nan)
-        gap = float("nan")
+        gap = reference = float("nan")
         if method == "integrated_gradients":
-            gap = float(atoms.sum() + np.nansum(bond_scores) - (value[i] - start[i]).item())
-        results.append((atoms, bond_scores, float(value[i]), gap))
+            reference = float(start[i])
+            gap = float(atoms.sum() + np.nansum(bond_scores) - (value[i].item() - reference))
+        results.append((atoms, bond_scores, float(value[i]), gap, reference))
     return results
 
 
@@ -260,7 +263,7 @@ def chain_carbon(featurizer: Any) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def _occlusion(
     model: Any, target: Callable[[Tensor], Tensor], batch: Batch
-) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+) -> list[tuple[np.ndarray, np.ndarray, float, float, float]]:
     results = []
     for i in range(batch.num_graphs):
         a0, a1 = int(batch.ptr[i]), int(batch.ptr[i + 1])
@@ -297,5 +300,5 @@ def _occlusion(
             es = (edge_attr[None] * edge_keep[p0:p1, :, None]).reshape(-1, edge_attr.shape[1])
             masked[p0:p1] = forward(xs, es).double().cpu()
         scores = (value.double().cpu() - masked).numpy()
-        results.append((scores[:n], scores[n:], float(value), float("nan")))
+        results.append((scores[:n], scores[n:], float(value), float("nan"), float("nan")))
     return results

@@ -137,6 +137,8 @@ def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]
                 bond_scores=bonds.mean(axis=0),
                 atom_std=atoms.std(axis=0),
                 bond_std=bonds.std(axis=0),
+                baseline=first.baseline,
+                baseline_value=float(np.mean([i.baseline_value for i in items])),
                 completeness_gap=float(np.mean([i.completeness_gap for i in items])),
                 unmapped_score=float(np.mean([i.unmapped_score for i in items])),
             )

@@ -119,6 +119,9 @@ class AtomExplanation(BaseModel):
     atom_std: list[float | None] | None = Field(
         default=None, description="spread over ensemble members"
     )
+    baseline_value: float | None = Field(
+        default=None, description="Integrated Gradients: the explained value at its baseline"
+    )
     completeness_gap: float | None = Field(
         default=None, description="Integrated Gradients: sum of scores minus f(x) - f(baseline)"
     )
@@ -432,6 +435,7 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         atom_totals=values(explanation.atom_totals),
         bond_scores=values(explanation.bond_scores),
         atom_std=values(explanation.atom_std),
+        baseline_value=_finite(explanation.baseline_value),
         completeness_gap=_finite(explanation.completeness_gap),
     )
 
