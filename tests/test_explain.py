@@ -111,8 +111,8 @@ def test_the_carbon_baseline_gives_chain_carbons_and_single_bonds_nothing(
     bond a single bond: such atoms and bonds score exactly zero, the others do not, the scores
     add up to f(x) - f(baseline), and they differ from those of the all-zero baseline."""
     smiles = ["CCCCC(=O)NCCc1ccccc1", "OCCCCN", "CCOC(=O)c1ccc(N)cc1"]
-    carbon = explain(trained, smiles, task="tpsa")
-    zeros = explain(trained, smiles, task="tpsa", baseline="zeros")
+    carbon = explain(trained, smiles, task="tpsa", baseline="carbon")
+    zeros = explain(trained, smiles, task="tpsa")  # a regression model's default
     featurizer = trained.model.featurizer
     chain_atom, single_bond = chain_carbon(featurizer)
     prediction = trained.predict(smiles)["tpsa"].to_numpy()
@@ -388,12 +388,14 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     assert atom_only.loc[atom_only["kind"] == "atom", "score"].notna().all()
     with Image.open(out / "atoms" / "molecules" / "00000.png") as image:
         image.verify()
-    # Integrated Gradients from all-zero features instead of chain carbons
-    main([*args, "--output", str(out / "zeros"), "--baseline", "zeros", "--task", "logp",
+    assert (atoms["baseline"] == "zeros").all()  # a regression model's default
+    # Integrated Gradients from chain carbons instead of all-zero features
+    main([*args, "--output", str(out / "carbon"), "--baseline", "carbon", "--task", "logp",
           "--steps", "20", "--no-progress"])  # fmt: skip
-    zeros = pd.read_csv(out / "zeros" / "attributions.csv")
-    assert zeros["completeness_gap"].abs().max() < 0.05
-    assert not np.allclose(zeros["score"].fillna(0), table["score"].fillna(0), atol=1e-3)
+    carbon = pd.read_csv(out / "carbon" / "attributions.csv")
+    assert carbon["completeness_gap"].abs().max() < 0.05
+    assert (carbon.loc[carbon["kind"] == "atom", "baseline"] == "carbon").all()
+    assert not np.allclose(carbon["score"].fillna(0), table["score"].fillna(0), atol=1e-3)
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),
@@ -496,3 +498,18 @@ def test_bf16_explanations_stay_close_to_fp32(trained: GraphPredictor) -> None:
     assert any(not np.array_equal(a.atom_scores, b.atom_scores) for a, b in pairs)
     with pytest.raises(DataError, match="precision must be one of"):
         explain(trained, smiles[:1], precision="fp8")
+
+
+def test_the_default_baseline_follows_the_task_type(trained: GraphPredictor) -> None:
+    """Regression starts from zeros (a chain's carbons carry an additive property such as
+    solubility); a classifier from chain carbons (what sets the molecule apart)."""
+    from molml.explain.run import default_baseline
+
+    classifier = GraphPredictor(
+        MoleculeModel(
+            encoder=DMPNN(hidden_dim=8, depth=1), tasks=["active"], task_type="classification"
+        )
+    )
+    assert default_baseline(trained) == "zeros" and default_baseline(classifier) == "carbon"
+    (item,) = explain(classifier, ["CCCC(=O)N"])
+    assert item.baseline == "carbon"

@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline",
         choices=IG_BASELINES,
-        default="carbon",
         help="graph models, Integrated Gradients: start from every atom a chain CH2 carbon and "
-        "every bond a single bond (carbon, default) or from all-zero features (zeros)",
+        "every bond a single bond (carbon; the default for classifiers) or from all-zero "
+        "features (zeros; the default for regression)",
     )
     parser.add_argument(
         "--inputs",
