@@ -235,6 +235,24 @@ def test_eval_report_compares_gnn_and_baseline(classification_runs: dict) -> Non
     html = (run / "report" / "report.html").read_text()
     assert "<h2>Task active</h2>" in html and "Youden" in html
     assert page_images(run / "report" / "report.html") == ["active_plots.png"]
+    # the data and split the run trained on: its training part matches the checkpoint's
+    assert not any("another training part" in w for w in report["warnings"])
+
+
+def test_eval_report_warns_when_the_training_part_is_not_the_models(
+    classification_runs: dict, tmp_path: Path
+) -> None:
+    import molml
+
+    run = classification_runs["graph"]
+    source = molml.load_model(run / "checkpoints" / "best.ckpt").metadata["training_data"]
+    reordered = tmp_path / "reordered.csv"
+    pd.read_csv(source["source"]).sample(frac=1, random_state=5).to_csv(reordered, index=False)
+    out = tmp_path / "report"
+    run_report(["eval", "--run", str(run), "--data.path", str(reordered), "--output", str(out),
+                "--n_bootstrap", "20"])  # fmt: skip
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert any("was trained on another training part" in w for w in warnings)
 
 
 def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ baselines) use exactly the same data and splits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -38,7 +37,13 @@ from molml.data.graphs import (
 )
 from molml.data.readers import read_molecules, read_molecules_to_predict
 from molml.data.registry import dataset_path, get_card
-from molml.data.splits import Split, make_split, split_report, unknown_split_values
+from molml.data.splits import (
+    Split,
+    make_split,
+    split_report,
+    training_part_fingerprint,
+    unknown_split_values,
+)
 from molml.errors import DataError
 from molml.options import check_int, check_jobs
 from molml.tasks import TASK_TYPES, target_scaling
@@ -520,8 +525,7 @@ class MoleculeDataModule(L.LightningDataModule):
         smiles = featurized.canonical_smiles or (
             self.table["smiles"].to_numpy()[featurized.valid].tolist()
         )
-        train = sorted(str(smiles[i]) for i in self.split.train)
-        return hashlib.sha256("\n".join(train).encode()).hexdigest()
+        return training_part_fingerprint(smiles[i] for i in self.split.train)
 
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""

@@ -8,9 +8,10 @@ per-task label categories: positive/negative for ``classification``, quantile bi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,12 @@ def murcko_scaffold(smiles_or_mol: str | Chem.Mol) -> str:
     """
     mol = smiles_or_mol if isinstance(smiles_or_mol, Chem.Mol) else parse_smiles(smiles_or_mol)
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+
+
+def training_part_fingerprint(canonical_smiles: Iterable[str]) -> str:
+    """SHA-256 of a training part's sorted canonical SMILES (:func:`split_keys`' first key),
+    which checkpoints record: the same data and split give the same fingerprint."""
+    return hashlib.sha256("\n".join(sorted(map(str, canonical_smiles))).encode()).hexdigest()
 
 
 def split_keys(mol: Chem.Mol) -> tuple[str, str]:

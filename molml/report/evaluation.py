@@ -18,6 +18,7 @@ from scipy.stats import norm
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
+from molml.data.splits import training_part_fingerprint
 from molml.errors import DataError
 from molml.predict import Predictor, load_model
 from molml.report.heldout import resolve_run, split_molecules
@@ -66,6 +67,16 @@ def eval_report(
             raise DataError(
                 f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
                 f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
+            )
+    trained_on = training_part_fingerprint(keys[i][0] for i in split.train)
+    for predictor, name in zip(predictors, names, strict=True):
+        described = predictor.metadata.get("training_data")
+        recorded = described.get("train_sha256") if isinstance(described, dict) else None
+        if isinstance(recorded, str) and recorded != trained_on:
+            warnings.append(
+                f"Model {name} was trained on another training part than this data and split "
+                "give (a changed or reordered file, other split options): the test part may "
+                "hold molecules it was trained on."
             )
     train_keys = {keys[i][0] for i in split.train}
     shared = sum(keys[i][0] in train_keys for i in split.test)

@@ -32,27 +32,38 @@ def run_models(run: Path) -> list[Path]:
     )
 
 
+#: options that change which molecules a run's split.json rows would point to
+DATA_AND_SPLIT_KEYS = frozenset(
+    {"dataset", "path", "split", "split_file", "split_column", "split_index", "split_seed"}
+    | {"split_sizes", "smiles_column", "train_fraction"}
+)
+
+
 def resolve_run(
     run: str | Path | None,
     models: list[str],
     options: dict[str, Any] | None,
     warnings: list[str],
 ) -> tuple[list[Path], dict[str, Any]]:
-    """The model paths (the run's own first) and the data options (the run's config and its
-    recorded split, unless ``options`` are given); a run without ``split.json`` adds a
-    warning."""
+    """The model paths (the run's own first) and the data options: the run's config with
+    ``options`` over it, and the run's recorded split unless ``options`` name other data or
+    split options (the recorded rows would point into another file); a run without
+    ``split.json`` adds a warning."""
     paths = [Path(m) for m in models]
     if run is not None:
         run = Path(run)
         if not (run / "config.yaml").is_file():
             raise DataError(f"run directory {run} has no config.yaml")
         paths = run_models(run) + paths
-        options = options or data_options([run / "config.yaml"], [])
-        if (run / "split.json").is_file():
+        given = options or {}
+        options = {**data_options([run / "config.yaml"], []), **given}
+        # with other data or split options, the split is made from them as in training
+        own_split = not set(given) & DATA_AND_SPLIT_KEYS
+        if own_split and (run / "split.json").is_file():
             # a run's split.json holds its one split (a CV fold run's config names its fold)
             split = {"split": "predefined", "split_file": str(run / "split.json"), "split_index": 0}
             options = {**options, **split}
-        else:
+        elif own_split:
             warnings.append(f"{run} has no split.json: the split is made again from its config.")
     if options is None:
         raise DataError("no data given: use --run RUN_DIR or --config CFG")
