@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -117,6 +118,16 @@ _SIGTERM_RECEIVED: list[int] = []  # the signals received by this process's verb
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
     _SIGTERM_RECEIVED.append(signum)
     raise Terminated
+
+
+def _default_sigterm_in_child() -> None:
+    """Forked workers (featurization pools) end on SIGTERM as usual: a pool terminates its
+    idle workers with it, which must not print a ``Terminated`` traceback per worker."""
+    if signal.getsignal(signal.SIGTERM) is _interrupt_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def exit_code(exc: BaseException) -> int:

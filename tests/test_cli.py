@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -496,7 +497,6 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
 def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixture) -> None:
     """``kill`` or a scheduler's SIGTERM interrupts a verb as Ctrl-C does and exits 143 (it
     used to end a training run with exit code 0)."""
-    import os
     import signal
     import time
 
@@ -569,3 +569,30 @@ def test_a_resumed_run_keeps_the_best_score_of_the_run_it_continues(tmp_path: Pa
     other = ModelCheckpoint(dirpath=tmp_path / "v2", monitor="val/mae", filename="best")
     other.load_state_dict(state)  # scored on another metric: nothing to keep
     assert other.best_model_score is None and not (tmp_path / "v2" / "best.ckpt").exists()
+
+
+def _child_sigterm_handler(queue) -> None:  # noqa: ANN001 - a multiprocessing queue
+    import signal
+
+    queue.put(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+
+
+def test_forked_workers_of_a_verb_end_quietly() -> None:
+    """A pool terminates its idle workers with SIGTERM: forked workers must not inherit the
+    verb's SIGTERM handler (each would print a ``Terminated`` traceback), while the verb's own
+    process keeps it."""
+    import multiprocessing
+    import signal
+
+    from molml.errors import run_command
+
+    def fork_a_worker() -> tuple[bool, bool]:
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        worker = context.Process(target=_child_sigterm_handler, args=(queue,))
+        worker.start()
+        worker.join(timeout=60)
+        return queue.get(timeout=10), signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+
+    child_default, parent_handled = run_command("molml fit", fork_a_worker)
+    assert child_default and parent_handled
