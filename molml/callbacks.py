@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -22,6 +23,7 @@ from molml.data.datamodule import keep_input_columns
 from molml.plots import parity_plot, roc_plot
 from molml.tracking import record_mlflow_run
 
+log = logging.getLogger(__name__)
 TEST_METRICS_FILE = "test_metrics.json"
 RUN_FILES = ("config.yaml", "split_report.json", "split.json", "invalid_rows.csv")
 
@@ -44,36 +46,42 @@ class ModelCheckpoint(LightningModelCheckpoint):
     of every epoch. Lightning (since 2.6) writes it only when a top-k checkpoint is saved in
     the same step, so with ``save_top_k=1`` on a monitored metric ``last.ckpt`` stayed at the
     last improvement, and a resumed run repeated every epoch since (with early stopping's
-    patience reset). A run resumed into a new folder keeps the best checkpoint and score of
-    the run it continues (see :meth:`load_state_dict`)."""
+    patience reset). A fit resumed into a new folder keeps the best checkpoint and score of
+    the run it continues (see :meth:`on_fit_start`)."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resuming into a new run folder (``molml fit --ckpt_path <old run>/last.ckpt``):
         Lightning forgets the best score there, so the resumed run's first epoch became its
-        "best" even when worse than the run it continued. The earlier best checkpoint is
-        copied into the new folder and its score kept: an epoch replaces it only by beating
-        it."""
-        with warnings.catch_warnings():  # "won't be reloaded": done below
+        "best" even when worse than the run it continued. The earlier best is kept, when fit
+        starts (see :meth:`on_fit_start`)."""
+        with warnings.catch_warnings():  # "won't be reloaded": see on_fit_start
             warnings.filterwarnings("ignore", message="The dirpath has changed")
             super().load_state_dict(state_dict)
-        old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
+        moved = state_dict.get("dirpath") != self.dirpath
+        same_metric = self.monitor is not None and state_dict.get("monitor") == self.monitor
         score = state_dict.get("best_model_score")
-        if (
-            self.dirpath is None
-            or old_dir == self.dirpath
-            or state_dict.get("monitor") != self.monitor
-            or self.monitor is None
-            or score is None
-            or not old_best
-            or not Path(old_best).is_file()
-        ):
+        best = state_dict.get("best_model_path")
+        self._resumed_best = (best, score) if moved and same_metric and score is not None else None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A fit resumed into a new folder: the best checkpoint of the run it continues is
+        copied into this run's folder and its score kept, so an epoch replaces it only by
+        beating it. (A test or validate run restores the same state and copies nothing.)"""
+        resumed, self._resumed_best = getattr(self, "_resumed_best", None), None
+        if resumed is None or self.dirpath is None or not resumed[0]:
             return
-        best = Path(self.dirpath) / Path(old_best).name
-        if not best.exists():
+        old_best, score = Path(resumed[0]), resumed[1]
+        if not old_best.is_file() and trainer.ckpt_path:  # recorded relative to another cwd
+            old_best = Path(trainer.ckpt_path).parent / old_best.name
+        if not old_best.is_file():
+            return
+        best = Path(self.dirpath) / old_best.name
+        if trainer.is_global_zero and not best.exists():
             best.parent.mkdir(parents=True, exist_ok=True)
             partial = best.with_name(f"{best.name}.{os.getpid()}.tmp")
             shutil.copyfile(old_best, partial)
             os.replace(partial, best)
+        trainer.strategy.barrier()
         self.best_model_path = self.kth_best_model_path = str(best)
         self.best_model_score = self.kth_value = score
         self.best_k_models = {str(best): score}
@@ -95,6 +103,32 @@ class ModelCheckpoint(LightningModelCheckpoint):
             and self._last_global_step_saved != trainer.global_step
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class TrainingPartCheck(L.Callback):
+    """After the data module's setup: warn when its training part is not the one the tested
+    or resumed checkpoint ``path`` recorded (``trained``: its ``training_data``)."""
+
+    def __init__(self, path: str, trained: dict[str, Any]) -> None:
+        self.path, self.trained = path, trained
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if getattr(datamodule, "split", None) is None or not trainer.is_global_zero:
+            return
+        if datamodule.train_fingerprint() != self.trained["train_sha256"]:
+            trained = self.trained
+            log.warning(
+                "%s was trained on another training part (%s, %s rows, %s split, seed %s) than "
+                "this data and split give: if the data file changed or was reordered, or the "
+                "split options differ, the validation and test parts may hold molecules it was "
+                "trained on",
+                self.path,
+                trained.get("source"),
+                trained.get("rows"),
+                trained.get("split"),
+                trained.get("split_seed"),
+            )
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.cli import LightningCLI
 
-from molml.callbacks import MolmlSaveConfig, PredictionWriter
+from molml.callbacks import MolmlSaveConfig, PredictionWriter, TrainingPartCheck
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
@@ -139,8 +139,6 @@ class MolmlCLI(LightningCLI):
                     "it the config's model would run untrained"
                 )
             return
-        if self.checkpoint_spec is None:  # a Lightning alias such as "last"
-            return
         differences = model_differences(self.checkpoint_spec, self.model.spec())
         if differences:
             raise CheckpointError(
@@ -151,25 +149,12 @@ class MolmlCLI(LightningCLI):
             self._check_training_part(path)
 
     def _check_training_part(self, path: str) -> None:
-        """Warn when the data and split give another training part than the checkpoint's
-        (recorded since ``train_sha256`` exists): its test part may hold training molecules."""
+        """Warn, once the data is set up, when the data and split give another training part
+        than the checkpoint's (recorded since ``train_sha256`` exists): its validation and test
+        parts may hold molecules it was trained on."""
         trained = self.checkpoint_spec.get("training_data") or {}
-        recorded = trained.get("train_sha256")
-        if not recorded or not hasattr(self.datamodule, "train_fingerprint"):
-            return
-        self.datamodule.setup("fit")
-        if self.datamodule.train_fingerprint() != recorded:
-            log.warning(
-                "%s was trained on another training part (%s, %s rows, %s split, seed %s) than "
-                "this data and split give: if the data file changed or was reordered, or the "
-                "split options differ, the validation and test parts may hold molecules it was "
-                "trained on",
-                path,
-                trained.get("source"),
-                trained.get("rows"),
-                trained.get("split"),
-                trained.get("split_seed"),
-            )
+        if trained.get("train_sha256"):
+            self.trainer.callbacks.append(TrainingPartCheck(path, trained))
 
     def after_fit(self) -> None:
         """Test the best checkpoint on the test split, unless ``--test_best false``."""

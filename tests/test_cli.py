@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pandas as pd
@@ -539,6 +540,10 @@ def test_testing_on_a_changed_training_part_is_warned_about(
     with caplog.at_level(logging.WARNING):
         main(test)
     assert f"{best} was trained on another training part" in caplog.text
+    # the test runs still write their split files (the check waits for the data's setup)
+    tests = sorted((tmp_path / "runs" / "quickstart").glob("version_*"))[1:]
+    assert tests and all((run / "split.json").is_file() for run in tests)
+    assert not any((run / "checkpoints" / "best.ckpt").exists() for run in tests)
 
 
 def test_a_resumed_run_keeps_the_best_score_of_the_run_it_continues(tmp_path: Path) -> None:
@@ -561,14 +566,27 @@ def test_a_resumed_run_keeps_the_best_score_of_the_run_it_continues(tmp_path: Pa
         "last_model_path": str(old / "last.ckpt"),
     }
     new = tmp_path / "version_1" / "checkpoints"
+    trainer = SimpleNamespace(
+        ckpt_path=str(old / "last.ckpt"),
+        is_global_zero=True,
+        strategy=SimpleNamespace(barrier=lambda: None),
+    )
     callback = ModelCheckpoint(dirpath=new, monitor="val/rmse", filename="best", save_last=True)
     callback.load_state_dict(state)
+    assert not (new / "best.ckpt").exists()  # a test or validate run restores, copies nothing
+    callback.on_fit_start(trainer, None)
     assert (new / "best.ckpt").read_bytes() == b"weights of epoch 7"
     assert callback.best_model_path == str(new / "best.ckpt")
     assert float(callback.best_model_score) == 0.5 and float(callback.kth_value) == 0.5
     other = ModelCheckpoint(dirpath=tmp_path / "v2", monitor="val/mae", filename="best")
     other.load_state_dict(state)  # scored on another metric: nothing to keep
+    other.on_fit_start(trainer, None)
     assert other.best_model_score is None and not (tmp_path / "v2" / "best.ckpt").exists()
+    # a best path recorded relative to another working directory is found beside ckpt_path
+    moved = ModelCheckpoint(dirpath=tmp_path / "v3", monitor="val/rmse", filename="best")
+    moved.load_state_dict({**state, "best_model_path": "elsewhere/checkpoints/best.ckpt"})
+    moved.on_fit_start(trainer, None)
+    assert (tmp_path / "v3" / "best.ckpt").read_bytes() == b"weights of epoch 7"
 
 
 def _child_sigterm_handler(queue) -> None:  # noqa: ANN001 - a multiprocessing queue
