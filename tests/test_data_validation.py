@@ -436,3 +436,12 @@ def test_an_unknown_split_column_value_is_named_by_its_file_row(tmp_path: Path) 
     )
     with pytest.raises(DataError, match=r"split column 'set' has 1 value.*row 6 \('training'\)"):
         dm.setup("fit")
+    # an invalid molecule's split value is not needed, so not checked
+    frame.loc[4, "set"] = "train"
+    frame.loc[1, "set"] = None
+    frame.to_csv(tmp_path / "sets.csv", index=False)
+    dm = make_dm(
+        tmp_path / "sets.csv", target_columns=["y"], split="predefined", split_column="set"
+    )
+    dm.setup("fit")
+    assert len(dm.split.train) == 13

@@ -155,6 +155,8 @@ def test_atom_totals_share_each_bond_between_its_atoms(trained: GraphPredictor) 
     assert frame.loc[frame["kind"] == "bond", "score_with_bonds"].isna().all()
     (only_atoms,) = explain(trained, ["OC(=O)C=C"], task="tpsa", inputs="atoms")
     np.testing.assert_allclose(only_atoms.atom_totals, only_atoms.atom_scores)
+    only_atoms.bond_scores = None  # an explanation made by hand, without bond scores
+    np.testing.assert_allclose(only_atoms.atom_totals, only_atoms.atom_scores)
 
 
 def test_the_atoms_a_model_counts_get_the_scores() -> None:

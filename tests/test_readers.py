@@ -219,6 +219,8 @@ def test_empty_header_cells_get_pandas_names(tmp_path: Path) -> None:
     trailing = write(tmp_path / "excel.csv", "smiles,y,\nCCO,1,\nCCC,2,\n")
     assert list_columns(trailing) == ["smiles", "y", "Unnamed: 2"]
     assert read_molecules(trailing, columns=["y"])["y"].tolist() == [1, 2]
+    blank = write(tmp_path / "blank.csv", "smiles,y, \nCCO,1,a\n")  # pandas keeps " "
+    assert read_molecules(blank)[" "].tolist() == ["a"]
 
 
 def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
@@ -258,6 +260,11 @@ def test_columns_named_like_the_added_ones_are_kept_renamed(tmp_path: Path) -> N
     assert frame.columns.tolist() == ["row", "smiles", "input_smiles", "input_row"]
     assert frame.iloc[0].tolist() == [2, "CCO", "x", 7]
     assert read_molecules(path, smiles_column="SMILES", columns=[])["smiles"].tolist() == ["CCO"]
+    # asked for by name, they would read molml's own columns: refused
+    with pytest.raises(DataError, match=r"\['row'\] share a name .* rename them in the file"):
+        read_molecules(path, smiles_column="SMILES", columns=["row"])
+    with pytest.raises(DataError, match=r"\['smiles'\] share a name"):
+        read_molecules(path, smiles_column="SMILES", id_column="smiles")
 
 
 @pytest.mark.parametrize("name", ["m.csv", "lib.smi", "lib.sdf", "m.parquet"])

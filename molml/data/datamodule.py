@@ -169,7 +169,7 @@ class MoleculeTable:
         else:
             values = self.split_values
             if values is not None and method == "predefined":
-                self._check_split_column(values)
+                self._check_split_column(values, valid)
             split = make_split(
                 method,
                 smiles=self.frame["smiles"].to_numpy()[valid].tolist(),
@@ -241,9 +241,11 @@ class MoleculeTable:
                     "both classes in training (e.g. scaffold_stratified) or leave the task out"
                 )
 
-    def _check_split_column(self, values: list) -> None:
-        """Refuse split-column values that name no part, with the file's row numbers."""
-        unknown = unknown_split_values(values)
+    def _check_split_column(self, values: list, valid: np.ndarray) -> None:
+        """Refuse split-column values of usable molecules that name no part, with the file's
+        row numbers (an invalid molecule's row needs none)."""
+        positions = np.flatnonzero(valid)
+        unknown = positions[unknown_split_values(np.asarray(values, dtype=object)[valid])]
         if unknown.size:
             rows = self.frame["row"].to_numpy()
             shown = ", ".join(f"row {rows[i]} ({str(values[i])!r})" for i in unknown[:10])

@@ -223,6 +223,12 @@ def _open_reader(
     generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
     candidates = available if columns is None else wanted
     keep = list(dict.fromkeys(c for c in candidates if c not in (smiles_from, generated)))
+    requested = [c for c in (id_column, *(columns or [])) if c in ("row", "smiles")]
+    if requested:
+        raise DataError(
+            f"{source.path}: column(s) {requested} share a name with the 'row'/'smiles' columns "
+            "molml adds; rename them in the file to read them as targets, ids or split"
+        )
     renamed = {c: f"input_{c}" for c in keep if c in ("row", "smiles")}
     if renamed:
         warnings.warn(
@@ -331,7 +337,7 @@ def _csv_columns(source: _Source, has_header: bool | None) -> list[str]:
     if has_header is False:
         return [f"column_{i}" for i in range(1, len(first) + 1)]
     # an empty header cell (pandas' index column, a trailing separator) gets pandas' own name
-    return [name if name.strip() else f"Unnamed: {i}" for i, name in enumerate(first)]
+    return [name if name else f"Unnamed: {i}" for i, name in enumerate(first)]
 
 
 def _csv_chunks(

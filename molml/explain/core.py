@@ -88,8 +88,9 @@ class MoleculeExplanation:
         if self.atom_scores is None or self.mol is None:
             return None
         totals = np.asarray(self.atom_scores, dtype=np.float64).copy()
-        bonds = self.bond_scores if self.bond_scores is not None else ()
-        for bond, value in zip(self.mol.GetBonds(), bonds, strict=True):
+        if self.bond_scores is None:
+            return totals
+        for bond, value in zip(self.mol.GetBonds(), self.bond_scores, strict=True):
             if np.isfinite(value):
                 totals[bond.GetBeginAtomIdx()] += value / 2
                 totals[bond.GetEndAtomIdx()] += value / 2
