@@ -472,7 +472,7 @@ class MoleculeDataModule(L.LightningDataModule):
                 split_index=hp.split_index,
             )
             if hp.train_fraction < 1:
-                self.split = _subsample_train(self.split, hp.train_fraction, hp.split_seed)
+                self.split = subsample_train(self.split, hp.train_fraction, hp.split_seed)
             self.report = self.molecules.split_report(
                 self.split,
                 featurized.valid,
@@ -632,7 +632,7 @@ class MoleculeDataModule(L.LightningDataModule):
         )
 
 
-def _subsample_train(split: Split, fraction: float, seed: int) -> Split:
+def subsample_train(split: Split, fraction: float, seed: int) -> Split:
     """The split with a seeded random ``fraction`` of its training part (at least 2); the
     fractions of one seed are nested."""
     if len(split.train) < 2:

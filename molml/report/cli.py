@@ -48,7 +48,10 @@ def main(argv: Sequence[str]) -> Path:
     """Entry point of ``molml report``; returns the written HTML page."""
     parser = build_parser()
     args, rest = parser.parse_known_args(list(argv))
-    options = data_options(args.config, rest) if args.config or rest or args.verb == "data" else {}
+    # eval --run: the options go over the run's config, which names the data
+    over_a_run = args.verb == "eval" and bool(args.run)
+    given = args.config or rest or args.verb == "data"
+    options = data_options(args.config, rest, require_data=not over_a_run) if given else {}
     if args.verb == "data":
         output = Path(args.output or "reports/data")
         data_report(options, output, conflict_threshold=args.conflict_threshold)

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from molml.baselines.config import DataConfig
-from molml.data.datamodule import MoleculeDataModule, MoleculeTable
+from molml.data.datamodule import MoleculeDataModule, MoleculeTable, subsample_train
 from molml.data.splits import Split
 from molml.errors import DataError
 
@@ -41,9 +41,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def data_options(configs: list[str | Path], overrides: list[str]) -> dict[str, Any]:
+def data_options(
+    configs: list[str | Path], overrides: list[str], *, require_data: bool = True
+) -> dict[str, Any]:
     """The ``data`` section of ``configs`` (later files win) with ``--data.<key> value``
-    overrides (values read as YAML); unknown keys are refused."""
+    overrides (values read as YAML); unknown keys are refused, and so (with ``require_data``)
+    are options naming neither a dataset nor a path."""
     options: dict[str, Any] = {}
     for path in configs:
         section = read_config(path).get("data") or {}
@@ -64,7 +67,7 @@ def data_options(configs: list[str | Path], overrides: list[str]) -> dict[str, A
     unknown = sorted(set(options) - KNOWN_KEYS)
     if unknown:
         raise DataError(f"unknown data option(s) {unknown}; known: {sorted(KNOWN_KEYS)}")
-    if not options.get("dataset") and not options.get("path"):
+    if require_data and not options.get("dataset") and not options.get("path"):
         raise DataError("no data given: use --config cfg.yaml or --data.path file.csv")
     return options
 
@@ -91,14 +94,17 @@ def configured_split(
     valid: np.ndarray,
     scaffolds: list[str],
 ) -> Split:
-    """The configured split of the valid molecules (raises DataError as the data module does:
-    empty parts, one-class training labels, ...)."""
-    return table.make_split(
+    """The configured split of the valid molecules, with ``train_fraction`` applied (raises
+    DataError as the data module does: empty parts, one-class training labels, ...)."""
+    seed = options.get("split_seed", 0)
+    split = table.make_split(
         valid,
         scaffolds,
         method=options.get("split", "scaffold"),
         sizes=options.get("split_sizes", (0.8, 0.1, 0.1)),
-        seed=options.get("split_seed", 0),
+        seed=seed,
         split_file=options.get("split_file"),
         split_index=options.get("split_index", 0),
     )
+    fraction = options.get("train_fraction") or 1.0
+    return subsample_train(split, fraction, seed) if fraction < 1 else split

@@ -56,9 +56,16 @@ def resolve_run(
             raise DataError(f"run directory {run} has no config.yaml")
         paths = run_models(run) + paths
         given = options or {}
-        options = {**data_options([run / "config.yaml"], []), **given}
+        own = data_options([run / "config.yaml"], [])
+        if given.get("path"):  # other data: a file instead of the run's dataset, or vice versa
+            own = {k: v for k, v in own.items() if k not in ("dataset", "data_dir")}
+        elif given.get("dataset"):
+            own = {k: v for k, v in own.items() if k != "path"}
+        options = {**own, **given}
         # with other data or split options, the split is made from them as in training
-        own_split = not set(given) & DATA_AND_SPLIT_KEYS
+        own_split = not any(
+            key in DATA_AND_SPLIT_KEYS and value != own.get(key) for key, value in given.items()
+        )
         if own_split and (run / "split.json").is_file():
             # a run's split.json holds its one split (a CV fold run's config names its fold)
             split = {"split": "predefined", "split_file": str(run / "split.json"), "split_index": 0}
