@@ -315,7 +315,20 @@ def test_a_mistyped_option_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
         (["quickstart", "--max-epoch", "1"], "--max-epoch"),
         (["report", "data", "--inp", "x.csv"], "--inp"),
         (["cv", "--config", str(REPO / "configs/quickstart.yaml"), "--fold", "2"], "--fold"),
-        (["tune", "--config", "c.yaml", "--search", "s.yaml", "--n-trial", "2"], "--n-trial"),
+        (
+            [
+                "tune",
+                "--config",
+                str(REPO / "configs/quickstart.yaml"),
+                "--search",
+                str(REPO / "configs/search/dmpnn.yaml"),
+                "--timeout",
+                "60",
+                "--prun",
+                "none",
+            ],
+            "unrecognized arguments: --prun",
+        ),
     ],
 )
 def test_an_abbreviated_option_is_refused_not_guessed(

@@ -194,7 +194,8 @@ def _checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith(
             "ModelCheckpoint"
         ):
-            init_args = callback.setdefault("init_args", {})
+            init_args = callback.get("init_args") or {}
+            callback["init_args"] = init_args
             init_args["monitor"] = metric
             init_args["mode"] = "min" if metric_direction(metric) == "minimize" else "max"
     return config

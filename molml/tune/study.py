@@ -160,9 +160,12 @@ def load_study(
         raise DataError(f"study {options.study_name!r}: {exc}") from exc
     attrs = study.user_attrs
     expected = {"search_space": described, "metric": options.metric, "cv": options.cv}
-    recorded: dict[str, Any] = {"cv_split": options.cv_split}  # not --seed: each process its own
+    recorded: dict[str, Any] = {}
+    if options.cv:  # the folds: their split and seed (without --cv, each process its own seed)
+        recorded.update(cv_split=options.cv_split, cv_seed=options.seed)
     if config is not None:
-        recorded["config"] = study_config(config)
+        searched = {param.name for param in space}
+        recorded["config"] = {k: v for k, v in study_config(config).items() if k not in searched}
     if not attrs:
         for key, value in {**expected, **recorded}.items():
             study.set_user_attr(key, value)
