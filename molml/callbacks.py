@@ -215,8 +215,8 @@ class EvaluationPlots(L.Callback):
     ``test_metrics.json`` (``{checkpoint: metrics}``). A checkpoint this trainer saved itself
     (``fit`` testing its best) is recorded in its own run (the folder above its
     ``checkpoints/``), where ``molml.load_model(...).metadata`` finds them; any other (a later
-    ``molml test``, perhaps on other data, or a resumed fit that saved no better checkpoint and
-    tests the one it resumed from) in the testing run, leaving the training record be."""
+    ``molml test``, perhaps on other data) in the testing run, leaving the training record
+    be."""
 
     def __init__(self) -> None:
         # whether the tested checkpoints were trained on this run's data and split: set by a

@@ -335,3 +335,5 @@ def test_figures_of_tasks_with_units_in_their_names_are_written(tmp_path: Path) 
     page = Page("t", tmp_path)
     path = page.figure(plt.figure(), "log S (mol/L)_plots")
     assert path == tmp_path / "log_S_mol_L_plots.png" and path.is_file()
+    other = page.figure(plt.figure(), "log S [mol/L]_plots")  # the same file name: kept apart
+    assert other == tmp_path / "log_S_mol_L_plots_2.png" and other.is_file()

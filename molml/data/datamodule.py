@@ -418,6 +418,7 @@ class MoleculeDataModule(L.LightningDataModule):
         self.report: dict[str, Any] | None = None
         self.predict_frame: pd.DataFrame | None = None
         self._predict_store: GraphStore | None = None
+        self._train_fingerprint: str | None = None
 
     @property
     def molecule_features_config(self) -> dict[str, Any] | None:
@@ -523,11 +524,14 @@ class MoleculeDataModule(L.LightningDataModule):
         """SHA-256 of the training part's sorted (canonical) SMILES: a checkpoint records it,
         so testing it on data whose training part differs (another file, or the same file
         changed or reordered, when its test part may hold training molecules) is noticed."""
+        if self._train_fingerprint is not None:
+            return self._train_fingerprint
         featurized = self.featurized
         smiles = featurized.canonical_smiles or (
             self.table["smiles"].to_numpy()[featurized.valid].tolist()
         )
-        return training_part_fingerprint(smiles[i] for i in self.split.train)
+        self._train_fingerprint = training_part_fingerprint(smiles[i] for i in self.split.train)
+        return self._train_fingerprint
 
     def run_dir(self) -> Path | None:
         """The trainer's log directory (rank 0 only), where reports are written."""

@@ -75,7 +75,11 @@ class Page:
     def figure(self, fig: plt.Figure, name: str) -> Path:
         """Save ``fig`` as ``<directory>/<name>.png`` and embed it; characters of ``name`` that
         do not belong in a file name (a task named ``log S (mol/L)``) become ``_``."""
-        path = self.directory / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('._') or 'plot'}.png"
+        stem = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("._") or "plot"
+        path, copy = self.directory / f"{stem}.png", 1
+        while path in self.images:  # two names that read the same in a file name
+            copy += 1
+            path = self.directory / f"{stem}_{copy}.png"
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)

@@ -119,6 +119,9 @@ class AtomExplanation(BaseModel):
     atom_std: list[float | None] | None = Field(
         default=None, description="spread over ensemble members"
     )
+    baseline: str | None = Field(
+        default=None, description="Integrated Gradients: where its path starts (carbon, zeros)"
+    )
     baseline_value: float | None = Field(
         default=None, description="Integrated Gradients: the explained value at its baseline"
     )
@@ -435,6 +438,7 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         atom_totals=values(explanation.atom_totals),
         bond_scores=values(explanation.bond_scores),
         atom_std=values(explanation.atom_std),
+        baseline=explanation.baseline,
         baseline_value=_finite(explanation.baseline_value),
         completeness_gap=_finite(explanation.completeness_gap),
     )

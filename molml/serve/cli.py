@@ -132,9 +132,6 @@ def main(argv: Sequence[str]) -> None:
     if args.port > 65535:
         raise DataError(f"--port must be at most 65535, got {args.port}")
     check_int(args.threads, "--threads", minimum=1)
-    import torch
-    import uvicorn
-
     reference_options = [
         name
         for name, value in (
@@ -148,6 +145,9 @@ def main(argv: Sequence[str]) -> None:
         raise DataError(
             f"{' and '.join(reference_options)} {verb} to --reference, which is not given"
         )
+    import torch
+    import uvicorn
+
     torch.set_num_threads(args.threads)
     reference = None
     if args.reference is not None:
