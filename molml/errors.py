@@ -116,8 +116,19 @@ _SIGTERM_RECEIVED: list[int] = []  # the signals received by this process's verb
 
 
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
+    if _SIGTERM_RECEIVED:
+        # the first one's exception was swallowed (raised inside a garbage-collection or
+        # weakref callback, which Python ignores): end the process the default way
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     _SIGTERM_RECEIVED.append(signum)
     raise Terminated
+
+
+def sigterm_received() -> bool:
+    """Whether the running verb received SIGTERM (loops that can stop between steps check it,
+    in case the exception raised for it was swallowed)."""
+    return bool(_SIGTERM_RECEIVED)
 
 
 def _default_sigterm_in_child() -> None:

@@ -627,3 +627,36 @@ def test_forked_workers_of_a_verb_end_quietly() -> None:
 
     child_default, parent_handled = run_command("molml fit", fork_a_worker)
     assert child_default and parent_handled
+
+
+def test_a_sigterm_whose_interrupt_was_swallowed_still_stops(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Python ignores an exception raised inside a garbage-collection callback: loops check
+    ``sigterm_received`` between steps, and a second SIGTERM ends the process the default way."""
+    import contextlib
+    import os
+    import signal
+
+    from molml.errors import Terminated, run_command, sigterm_received
+
+    def swallowed() -> bool:
+        with contextlib.suppress(Terminated):  # as a weakref callback would drop it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return sigterm_received()
+
+    assert run_command("molml tune", swallowed) is True
+    code = (
+        "import os, signal\n"
+        "from molml.errors import run_command\n"
+        "def twice():\n"
+        "    for _ in range(2):\n"
+        "        try:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+        "    print('still running')\n"
+        "run_command('molml tune', twice)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGTERM and "still running" not in result.stdout

@@ -28,7 +28,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from molml.errors import DataError, error_message
+from molml.errors import DataError, Terminated, error_message, sigterm_received
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import CURVES, Job, metric_direction
@@ -194,6 +194,13 @@ def load_study(
     return study
 
 
+def _stop_on_sigterm(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """After each trial: stop the study, and so the verb (exit 143), once SIGTERM came, even
+    when the interrupt raised for it was swallowed by a callback inside the trial."""
+    if sigterm_received():
+        raise Terminated
+
+
 def _differences(before: Any, now: Any) -> str:
     """What changed between two stored values: differing keys of two flat configs, or both."""
     if isinstance(before, dict) and isinstance(now, dict):
@@ -286,7 +293,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
             n_trials=n_trials,
             timeout=options.timeout,
             catch=(Exception,),
-            callbacks=[tracker.log_trial],
+            callbacks=[tracker.log_trial, _stop_on_sigterm],
             gc_after_trial=True,
         )
     write_trials(study, directory / "trials.csv")
