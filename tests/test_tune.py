@@ -570,10 +570,10 @@ def test_a_study_resumed_on_other_data_or_schedule_is_refused(tmp_path: Path) ->
 def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
     """A trial scored on val/mae must keep the epoch with the best val/mae, not the config's
     val/rmse checkpoint, or its value would describe another model than the one kept."""
-    from molml.tune.jobs import _checkpoint_on
+    from molml.tune.jobs import checkpoint_on
 
     config = yaml.safe_load((REPO / "configs" / "esol_dmpnn.yaml").read_text())
-    scored = _checkpoint_on(config, "val/mae")
+    scored = checkpoint_on(config, "val/mae")
     checkpoints = [
         c for c in scored["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")
     ]
@@ -581,5 +581,5 @@ def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
         c["init_args"]["monitor"] == "val/mae" and c["init_args"]["mode"] == "min"
         for c in checkpoints
     )
-    assert _checkpoint_on(config, "val/r2")["trainer"]["callbacks"][0]["init_args"]["mode"] == "max"
+    assert checkpoint_on(config, "val/r2")["trainer"]["callbacks"][0]["init_args"]["mode"] == "max"
     assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/rmse"  # a copy

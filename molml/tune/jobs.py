@@ -185,7 +185,7 @@ class _MetricHistory(L.Callback):
         self._record(trainer, "val/")  # before the pruning callback may stop the trial
 
 
-def _checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
+def checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
     """``config`` with its model checkpoints kept on ``metric``, the trial's score, so that the
     model a trial keeps is the one its value describes."""
     config = json.loads(json.dumps(config))
@@ -238,7 +238,7 @@ class GraphJob(Job):
         metric: str,
         trial: optuna.Trial | None = None,
     ) -> Fitted:
-        config = _checkpoint_on(config, metric)
+        config = checkpoint_on(config, metric)
         self.write_config(config, directory / "config.yaml")
         cli = self._cli(config, directory)
         history = _MetricHistory(metric, trial)

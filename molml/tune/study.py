@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from molml.errors import DataError, Terminated, error_message, sigterm_received
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
-from molml.tune.jobs import CURVES, Job, metric_direction
+from molml.tune.jobs import CURVES, Job, checkpoint_on, metric_direction
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
 from molml.tune.space import Param, check_names, config_point, flatten, with_values
 
@@ -368,6 +368,8 @@ def finish(
 ) -> dict[str, Any]:
     """Write ``best.yaml``, test the best config once on the test split, draw the plots."""
     best_config = with_values(job.config, best.params)
+    if job.kind == "graph":  # kept on the study's metric, as the trials were
+        best_config = checkpoint_on(best_config, options.metric)
     job.write_config(best_config, directory / "best.yaml")
     test_metrics: dict[str, float] = {}
     model_path = best.user_attrs.get(MODEL_PATH)
