@@ -253,7 +253,10 @@ def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, t
     assert len(scores) == 30 and scores["compound"].tolist() == [f"c{i}" for i in range(30)]
     assert scores["status"][3].startswith("missing SMILES")
 
-    blocks = [Chem.MolToMolBlock(Chem.MolFromSmiles(s)) for s in smiles[:5]]
+    mols = [Chem.MolFromSmiles(s) for s in smiles[:5]]
+    for i, mol in enumerate(mols):
+        mol.SetProp("_Name", f"m{i}")
+    blocks = [Chem.MolToMolBlock(mol) for mol in mols]
     blocks[2] = "broken\n\n\n  1  0  0  0  0  0  0  0  0  0999 V2000\nnonsense\nM  END\n"
     sdf = tmp_path / "lib.sdf"
     sdf.write_text("".join(f"{b}$$$$\n" for b in blocks))
@@ -263,6 +266,8 @@ def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, t
     assert (
         scores["status"][2].startswith("missing SMILES") and (scores["status"] != "ok").sum() == 1
     )
+    named = scores["_Name"].tolist()  # the record titles are the identifiers by default
+    assert named[:2] + named[3:] == ["m0", "m1", "m3", "m4"] and pd.isna(named[2])
 
     parquet = tmp_path / "lib.parquet"
     pd.DataFrame({"smiles": smiles}).to_parquet(parquet)

@@ -25,7 +25,7 @@ TABLE_KEYS = (
     "task_type",
     "split_column",
 )
-KNOWN_KEYS = frozenset(inspect.signature(MoleculeDataModule.__init__).parameters) | {
+KNOWN_KEYS = (frozenset(inspect.signature(MoleculeDataModule.__init__).parameters) - {"self"}) | {
     f.name for f in dataclasses.fields(DataConfig)
 }
 

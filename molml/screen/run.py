@@ -93,9 +93,12 @@ def screen_library(
         check_int(value, name, minimum=minimum, allow_none=name not in ("chunk_size", "num_nodes"))
     output = check_output_path(output_path, input_path)
     input_path = Path(input_path)
-    if id_column is None and input_path.name.lower().removesuffix(".gz").endswith(".smi"):
+    kind = input_path.name.lower().removesuffix(".gz")
+    if id_column is None and kind.endswith(".smi"):  # a SMILES file's names, an SDF's titles
         columns = list_columns(input_path, has_header=has_header)
         id_column = columns[1] if len(columns) > 1 else None
+    elif id_column is None and kind.endswith((".sdf", ".mol")):
+        id_column = "_Name"
     reader_options = {
         "smiles_column": smiles_column,
         "id_column": id_column,
