@@ -27,6 +27,12 @@ from torchmetrics.utilities import dim_zero_cat
 
 TASK_TYPES = ("regression", "classification", "multiclass")
 DEFAULT_METRIC = {"regression": "rmse", "classification": "roc_auc", "multiclass": "accuracy"}
+#: the validation and test metrics logged per task type (besides the loss)
+LOGGED_METRICS = {
+    "regression": ("rmse", "mae", "r2"),
+    "classification": ("roc_auc", "pr_auc"),
+    "multiclass": ("accuracy", "roc_auc"),
+}
 HIGHER_IS_BETTER = {
     "rmse": False,
     "mae": False,

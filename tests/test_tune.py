@@ -583,3 +583,27 @@ def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
     )
     assert checkpoint_on(config, "val/r2")["trainer"]["callbacks"][0]["init_args"]["mode"] == "max"
     assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/rmse"  # a copy
+
+
+@pytest.mark.parametrize("verb", ["tune", "cv"])
+def test_a_metric_the_task_type_does_not_log_is_refused_before_training(
+    verb: str,
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """val/roc_auc on a regression task failed only after a whole fold had trained, and the
+    cv folder it left behind refused the corrected rerun."""
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    extra = (
+        ["--search", str(space(tmp_path / "space.yaml", GRAPH_SPACE)), "--n-trials", "1"]
+        if verb == "tune"
+        else ["--folds", "2", "--output-dir", "cv"]
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--config", str(config), "--metric", "val/roc_auc", *extra])
+    assert exit_info.value.code == 2
+    assert "--metric val/roc_auc is not logged for regression tasks" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "optuna.db").exists() and not list(tmp_path.glob("cv/*/*"))

@@ -28,7 +28,14 @@ from molml.errors import DataError
 from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
 from molml.tasks import score_predictions
-from molml.tune.jobs import CURVES, Fitted, Job, SplitTable, metric_direction
+from molml.tune.jobs import (
+    CURVES,
+    Fitted,
+    Job,
+    SplitTable,
+    check_metric_logged,
+    metric_direction,
+)
 from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
 from molml.tune.space import with_values
 
@@ -110,6 +117,7 @@ def run_cv(
             "choose another --name, or delete that folder to run it again"
         )
     table = job.split_table()
+    check_metric_logged(metric, table.task_type)
     folds = fold_splits(table, n_folds, method, seed)
     write_folds(folds, folds_file)
     member_seed = seed if method == SEED_ENSEMBLE else None

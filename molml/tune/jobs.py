@@ -32,7 +32,7 @@ from molml.callbacks import EvaluationPlots
 from molml.data.datamodule import MoleculeTable
 from molml.data.splits import Split
 from molml.errors import DataError
-from molml.tasks import DEFAULT_METRIC, HIGHER_IS_BETTER
+from molml.tasks import DEFAULT_METRIC, HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import SQLITE_PREFIX
 from molml.training import full_config, make_cli
 
@@ -115,6 +115,15 @@ class Job(ABC):
         fit``) accepts with ``--config``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def check_metric_logged(metric: str, task_type: str) -> None:
+    """Refuse, before any training, a metric that ``task_type`` models do not log (e.g.
+    ``val/roc_auc`` for regression), which would fail only after the first fold or trial."""
+    name = metric.partition("/")[2].split("/")[0]
+    if name != "loss" and name not in LOGGED_METRICS.get(task_type, ()):
+        known = ", ".join(f"val/{m}" for m in ("loss", *LOGGED_METRICS.get(task_type, ())))
+        raise DataError(f"--metric {metric} is not logged for {task_type} tasks; choose {known}")
 
 
 def metric_direction(metric: str) -> str:

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from molml.errors import DataError, Terminated, error_message, sigterm_received
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
-from molml.tune.jobs import CURVES, Job, checkpoint_on, metric_direction
+from molml.tune.jobs import CURVES, Job, check_metric_logged, checkpoint_on, metric_direction
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
 from molml.tune.space import Param, check_names, config_point, flatten, with_values
 
@@ -263,6 +263,7 @@ def check_space(job: Job, space: list[Param]) -> None:
 def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
+    check_metric_logged(options.metric, job.split_table().task_type)
     study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
