@@ -477,7 +477,8 @@ def test_baselines_screen_like_graph_models(trained, library, tmp_path):
     fit_baseline(config).model.save(tmp_path / "xgb")
     baseline = molml.load_model(tmp_path / "xgb")
     out = tmp_path / "xgb.parquet"
-    screen([tmp_path / "xgb"], library, out)
+    summary = screen([tmp_path / "xgb"], library, out, precision="bf16-mixed")
+    assert summary["precision"] == "32-true"  # a baseline computes in fp32 whatever asked
     scores = pd.read_parquet(out)
     expected = baseline.predict([s if isinstance(s, str) else None for s in scores["smiles"]])
     assert len(scores) == 400

@@ -106,8 +106,12 @@ def screen_library(
     }
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
-    precision = precision or default_inference_precision(accelerator)
     module = ScreeningModule(load_model(list(models), mc_dropout=mc_dropout))
+    if len(module.graph_models) == 0:  # ONNX and baseline models compute in fp32 whatever asked
+        if precision not in (None, "32-true", "32"):
+            log.info("--precision %s has no effect on ONNX and baseline models", precision)
+        precision = "32-true"
+    precision = precision or default_inference_precision(accelerator)
     if top_k is not None:
         top_k_by = top_k_by or module.output_columns[0]
         if top_k_by not in module.output_columns:
