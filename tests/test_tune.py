@@ -531,16 +531,17 @@ def test_a_small_validation_split_suggests_cross_validation(
 
     job = make_job([str(xgb_config(tmp_path / "xgb.yaml", property_csv))], [])
     options = TuneOptions(study_name="small", storage="", metric="val/rmse")
-    validation = len(job.split_table().split.val)
+    table = job.split_table()
+    validation = len(table.split.val)
     assert 0 < validation < study.SMALL_VALIDATION
-    note = study.small_validation_note(job, options)
+    note = study.small_validation_note(table, options)
     assert f"validation split of {validation} molecules" in note
     assert "--cv 5" in note
     options.cv = 3  # trials scored by folds of train+val: nothing to warn about
-    assert study.small_validation_note(job, options) is None
+    assert study.small_validation_note(table, options) is None
     options.cv = None
     monkeypatch.setattr(study, "SMALL_VALIDATION", validation)
-    assert study.small_validation_note(job, options) is None
+    assert study.small_validation_note(table, options) is None
 
 
 def test_a_study_resumed_on_other_data_or_schedule_is_refused(tmp_path: Path) -> None:

@@ -724,7 +724,7 @@ def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> n
                 f"large to train on and score: inf, or beyond +-{MAX_TARGET_MAGNITUDE:.0e}, where "
                 f"squared errors overflow float32 (rescale the column, e.g. log10): {examples}"
             )
-        out[:, j] = values.to_numpy(dtype=np.float64)
+        out[:, j] = numbers
     return out
 
 

@@ -362,18 +362,22 @@ def _resolve_n(n: int | None, **sources: Sequence | np.ndarray | None) -> int | 
     return next(iter(lengths.values()), None)
 
 
+def _membership(column: Sequence) -> pd.Series:
+    """Each split-column value's part (0/1/2), NaN where it names none."""
+    text = pd.Series(list(column), dtype=object).astype(str).str.strip().str.lower()
+    return text.map(_PREDEFINED_VALUES)
+
+
 def unknown_split_values(column: Sequence) -> np.ndarray:
     """Positions of the values of a split column that name no part (train/val/valid/validation/
     test or 0/1/2, any case)."""
-    text = pd.Series(list(column), dtype=object).astype(str).str.strip().str.lower()
-    return np.flatnonzero(text.map(_PREDEFINED_VALUES).isna().to_numpy())
+    return np.flatnonzero(_membership(column).isna().to_numpy())
 
 
 def _predefined_from_column(column: Sequence) -> Split:
     values = list(column)
-    text = pd.Series(values, dtype=object).astype(str).str.strip().str.lower()
-    membership = text.map(_PREDEFINED_VALUES)
-    unknown = unknown_split_values(values)
+    membership = _membership(values)
+    unknown = np.flatnonzero(membership.isna().to_numpy())
     if unknown.size:
         shown = ", ".join(f"row {r}: {values[r]!r}" for r in unknown[:10])
         more = f" (and {unknown.size - 10} more)" if unknown.size > 10 else ""

@@ -257,7 +257,7 @@ def _gradient_method(
 
 def chain_carbon(featurizer: Any) -> tuple[Tensor, Tensor]:
     """Features of an aliphatic CH2 carbon (propane's middle atom) and of a single C-C bond
-    under ``featurizer``: Integrated Gradients' default baseline atom and bond."""
+    under ``featurizer``: the atom and bond of Integrated Gradients' carbon baseline."""
     propane = featurizer("CCC")
     return propane.x[1].float(), propane.edge_attr[0].float()
 

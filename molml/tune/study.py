@@ -31,7 +31,14 @@ from optuna.trial import FrozenTrial, TrialState
 from molml.errors import DataError, Terminated, error_message, sigterm_received
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
 from molml.tune.cv import fit_folds, fold_splits, write_folds
-from molml.tune.jobs import CURVES, Job, check_metric_logged, checkpoint_on, metric_direction
+from molml.tune.jobs import (
+    CURVES,
+    Job,
+    SplitTable,
+    check_metric_logged,
+    checkpoint_on,
+    metric_direction,
+)
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
 from molml.tune.space import Param, check_names, config_point, flatten, with_values
 
@@ -263,7 +270,8 @@ def check_space(job: Job, space: list[Param]) -> None:
 def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
-    check_metric_logged(options.metric, job.split_table().task_type)
+    table = job.split_table()  # read once: the metric's check, the note and the folds
+    check_metric_logged(options.metric, table.task_type)
     study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
@@ -273,7 +281,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         )
     directory = Path(options.output_dir) / options.study_name
     directory.mkdir(parents=True, exist_ok=True)
-    note = small_validation_note(job, options)
+    note = small_validation_note(table, options)
     if note:
         print(note)
     folds_file = None
@@ -281,9 +289,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         if options.cv_split not in FOLD_SPLITS:  # e.g. a seed ensemble: not a way to score
             raise DataError(f"cv_split {options.cv_split!r}: choose one of {list(FOLD_SPLITS)}")
         folds_file = directory / "folds.json"
-        write_folds(
-            fold_splits(job.split_table(), options.cv, options.cv_split, options.seed), folds_file
-        )
+        write_folds(fold_splits(table, options.cv, options.cv_split, options.seed), folds_file)
     tracker = _Tracker(options, directory)
     objective = _objective(job, space, options, directory, folds_file)
     n_trials = trials_to_run(study, space, options)
@@ -308,12 +314,12 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     return directory
 
 
-def small_validation_note(job: Job, options: TuneOptions) -> str | None:
+def small_validation_note(table: SplitTable, options: TuneOptions) -> str | None:
     """A warning when trials are scored on a validation split of fewer than
     ``SMALL_VALIDATION`` molecules (None when it is larger or trials are scored by ``cv``)."""
     if options.cv:
         return None
-    molecules = len(job.split_table().split.val)
+    molecules = len(table.split.val)
     if molecules >= SMALL_VALIDATION:
         return None
     return (
