@@ -14,7 +14,10 @@ the gain).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,10 @@ from molml.tune.jobs import (
     metric_direction,
 )
 from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
-from molml.tune.space import with_values
+from molml.tune.space import describe_differences, learning_config, with_values
+
+REQUEST_FILE = "cv_request.json"  # what a cross-validation folder was made for
+FITTED_FILE = "fitted.json"  # in a fold's folder once its model is trained
 
 
 def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list[Split]:
@@ -86,14 +92,24 @@ def fit_folds(
     """Fit ``config`` once per fold of ``folds_file`` (with ``seed``, fold ``i`` trains with
     seed ``seed + i``); with ``trial``, save each fold's curves on it (``fold_<i>/val/...``),
     report the running mean of ``metric`` after each fold (the step) and stop when the trial's
-    pruner says so."""
+    pruner says so. A fold whose folder already holds a trained model (``fitted.json``, written
+    when a fold finishes) is not trained again: a killed cross-validation resumes."""
     fitted: list[Fitted] = []
     curves: dict[str, list[list[float]]] = {}
     for index in range(n_folds):
-        fold = fold_config(config, folds_file, index)
-        if seed is not None:
-            fold = with_values(fold, {job.seed_key: seed + index})
-        fitted.append(job.fit(fold, directory / f"fold_{index}", metric))
+        fold_dir = directory / f"fold_{index}"
+        done = _finished_fold(fold_dir)
+        if done is None:
+            fold = fold_config(config, folds_file, index)
+            if seed is not None:
+                fold = with_values(fold, {job.seed_key: seed + index})
+            if fold_dir.exists():  # an interrupted fold: trained again from the start
+                shutil.rmtree(fold_dir)
+            done = job.fit(fold, fold_dir, metric)
+            _save_fitted(done, fold_dir)
+        else:
+            print(f"fold {index}: trained before ({fold_dir / FITTED_FILE}), kept")
+        fitted.append(done)
         if trial is not None:
             curves.update({f"fold_{index}/{k}": v for k, v in fitted[-1].curves.items()})
             trial.set_user_attr(CURVES, curves)
@@ -103,23 +119,86 @@ def fit_folds(
     return fitted
 
 
+def _save_fitted(fitted: Fitted, fold_dir: Path) -> None:
+    """Record a finished fold (written last and atomically: its presence means finished)."""
+    model = None if fitted.model_path is None else os.path.relpath(fitted.model_path, fold_dir)
+    record = {**dataclasses.asdict(fitted), "model_path": model}
+    partial = fold_dir / (FITTED_FILE + ".tmp")
+    partial.write_text(json.dumps(record))
+    os.replace(partial, fold_dir / FITTED_FILE)
+
+
+def _finished_fold(fold_dir: Path) -> Fitted | None:
+    """The fold's recorded result if it finished and its model is still there."""
+    path = fold_dir / FITTED_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record["model_path"] is not None:
+        record["model_path"] = fold_dir / record["model_path"]
+        if not record["model_path"].exists():
+            return None
+    return Fitted(**record)
+
+
+def _check_request(directory: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Start or resume the cross-validation of ``directory``: ``None`` to (re)run its folds, or
+    the summary of one that finished. A folder made for another config or other options, or by
+    a molml that did not record them, is refused, naming what differs."""
+    folds_file = directory / "folds.json"
+    request_file = directory / REQUEST_FILE
+    if not folds_file.exists():
+        return None
+    if not request_file.exists():  # its fold models would be replaced or mixed with new ones
+        raise DataError(
+            f"{directory} already holds a cross-validation ({folds_file.name}) that cannot be "
+            "resumed; choose another --name, or delete that folder to run it again"
+        )
+    recorded = json.loads(request_file.read_text())
+    if recorded != request:
+        changed = describe_differences(recorded["config"], request["config"])
+        options = [k for k in request if k != "config" and recorded.get(k) != request[k]]
+        what = "; ".join(
+            [f"{k} {json.dumps(recorded.get(k))} -> {json.dumps(request[k])}" for k in options]
+            + ([f"config: {changed}"] if recorded["config"] != request["config"] else [])
+        )
+        raise DataError(
+            f"{directory} holds a cross-validation made with other settings ({what}); rerun "
+            "the same command to resume it, or choose another --name"
+        )
+    summary_file = directory / "cv.json"
+    if summary_file.exists():
+        print(f"{directory}: this cross-validation has finished; its summary is {summary_file}")
+        return json.loads(summary_file.read_text())
+    print(f"{directory}: resuming the cross-validation (finished folds are kept)")
+    return None
+
+
 def run_cv(
     job: Job, n_folds: int, method: str, seed: int, directory: Path, metric: str
 ) -> dict[str, Any]:
     """``molml cv``: fit one model per fold (or per seed, ``method="seeds"``), test each and
     their ensemble on the test split; writes ``folds.json``, ``ensemble.json``, ``cv.csv`` and
-    ``cv.json`` into ``directory``."""
+    ``cv.json`` into ``directory``. Run again with the same config and options, it resumes
+    a killed cross-validation (finished folds kept) or returns the summary of a finished one."""
     metric_direction(metric)
     folds_file = directory / "folds.json"
-    if folds_file.exists():  # its fold models would be replaced or mixed with new ones
-        raise DataError(
-            f"{directory} already holds a cross-validation ({folds_file.name}); "
-            "choose another --name, or delete that folder to run it again"
-        )
+    request = {
+        "folds": n_folds,
+        "split": method,
+        "seed": seed,
+        "metric": metric,
+        "config": learning_config(job.config),
+    }
+    finished = _check_request(directory, request)
+    if finished is not None:
+        return finished
     table = job.split_table()
     check_metric_logged(metric, table.task_type)
-    folds = fold_splits(table, n_folds, method, seed)
-    write_folds(folds, folds_file)
+    if not folds_file.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / REQUEST_FILE).write_text(json.dumps(request, indent=2))
+        write_folds(fold_splits(table, n_folds, method, seed), folds_file)
     member_seed = seed if method == SEED_ENSEMBLE else None
     fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric, seed=member_seed)
     if any(f.model_path is None for f in fitted):

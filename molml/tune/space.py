@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import numbers
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -127,6 +128,46 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+#: config options that say where and how fast a trial runs, not what it learns: they may change
+#: between the processes of one study
+RUN_ENVIRONMENT_OPTIONS = (
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "data.num_workers",
+    "data.featurize_jobs",
+    "data.cache_dir",
+    "features.n_jobs",
+    "tracking_uri",
+    "artifact_location",
+)
+
+
+def learning_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` flattened to dotted keys, without :data:`RUN_ENVIRONMENT_OPTIONS`, as a
+    study or cross-validation stores it: a resumed one must train on the same data, split and
+    schedule."""
+    flat = {
+        key: value
+        for key, value in flatten(config).items()
+        if not any(key == o or key.startswith(o + ".") for o in RUN_ENVIRONMENT_OPTIONS)
+    }
+    return json.loads(json.dumps(flat, default=str))
+
+
+def describe_differences(before: Any, now: Any) -> str:
+    """What changed between two stored values: differing keys of two flat configs, or both."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        keys = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+        shown = [f"{k} {json.dumps(before.get(k))} -> {json.dumps(now.get(k))}" for k in keys[:5]]
+        return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    return f"{json.dumps(before)} -> {json.dumps(now)}"
 
 
 def check_names(params: Iterable[Param], config: dict[str, Any], open_maps: Iterable[str]) -> None:

@@ -40,7 +40,14 @@ from molml.tune.jobs import (
     metric_direction,
 )
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
-from molml.tune.space import Param, check_names, config_point, flatten, with_values
+from molml.tune.space import (
+    Param,
+    check_names,
+    config_point,
+    describe_differences,
+    learning_config,
+    with_values,
+)
 
 log = logging.getLogger("molml")
 
@@ -111,36 +118,6 @@ def make_pruner(
     raise DataError(f"--pruner {pruner!r}: choose one of {list(PRUNERS)}")
 
 
-#: config options that say where and how fast a trial runs, not what it learns: they may change
-#: between the processes of one study
-RUN_ENVIRONMENT_OPTIONS = (
-    "trainer.logger",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.accelerator",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "data.num_workers",
-    "data.featurize_jobs",
-    "data.cache_dir",
-    "features.n_jobs",
-    "tracking_uri",
-    "artifact_location",
-)
-
-
-def study_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` flattened to dotted keys, without :data:`RUN_ENVIRONMENT_OPTIONS`, as the
-    study stores it: a resumed study must train on the same data, split and schedule."""
-    flat = {
-        key: value
-        for key, value in flatten(config).items()
-        if not any(key == o or key.startswith(o + ".") for o in RUN_ENVIRONMENT_OPTIONS)
-    }
-    return json.loads(json.dumps(flat, default=str))
-
-
 def load_study(
     options: TuneOptions, space: list[Param], config: dict[str, Any] | None = None
 ) -> optuna.Study:
@@ -172,7 +149,7 @@ def load_study(
         recorded.update(cv_split=options.cv_split, cv_seed=options.seed)
     if config is not None:
         searched = {param.name for param in space}
-        recorded["config"] = {k: v for k, v in study_config(config).items() if k not in searched}
+        recorded["config"] = {k: v for k, v in learning_config(config).items() if k not in searched}
     if not attrs:
         for key, value in {**expected, **recorded}.items():
             study.set_user_attr(key, value)
@@ -182,8 +159,8 @@ def load_study(
             if key in attrs and attrs[key] != value:
                 raise DataError(
                     f"study {options.study_name!r} in {options.storage} was made with another "
-                    f"{key}: {_differences(attrs[key], value)}; use another --study-name, or "
-                    "the same config and options to add trials"
+                    f"{key}: {describe_differences(attrs[key], value)}; use another "
+                    "--study-name, or the same config and options to add trials"
                 )
         for key, value in expected.items():
             if attrs.get(key) != value:
@@ -206,15 +183,6 @@ def _stop_on_sigterm(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> No
     when the interrupt raised for it was swallowed by a callback inside the trial."""
     if sigterm_received():
         raise Terminated
-
-
-def _differences(before: Any, now: Any) -> str:
-    """What changed between two stored values: differing keys of two flat configs, or both."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        keys = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
-        shown = [f"{k} {json.dumps(before.get(k))} -> {json.dumps(now.get(k))}" for k in keys[:5]]
-        return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    return f"{json.dumps(before)} -> {json.dumps(now)}"
 
 
 def make_sampler(sampler: str, space: list[Param], seed: int) -> optuna.samplers.BaseSampler:
