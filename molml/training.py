@@ -12,8 +12,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from molml.callbacks import MolmlSaveConfig, PredictionWriter, TrainingPartCheck
 from molml.data.datamodule import MoleculeDataModule
@@ -107,6 +109,18 @@ class MolmlCLI(LightningCLI):
                 f"options: {exc}"
             ) from exc
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run the verb in a run folder of its own; a run that fails before writing anything
+        there leaves no empty ``version_N`` behind."""
+        claimed = claim_log_versions(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            for folder in claimed:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            raise
+
     def before_fit(self) -> None:
         self._check_checkpoint("fit")
 
@@ -175,6 +189,34 @@ LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
 # model arguments linked from the data config (see add_arguments_to_parser): Lightning puts a
 # checkpoint's other hyperparameters into the config, but the links set these from the data
 DATA_LINKED = ("num_classes", "molecule_features")
+
+
+def claim_log_versions(trainer: L.Trainer) -> list[Path]:
+    """Give each local CSV or TensorBoard logger without a fixed version the next free
+    ``version_N`` by creating that folder (an atomic step), so that two runs started at once
+    under one name never share a folder; returns the folders created. Only the main process
+    claims: the other processes of a multi-device run take its checkpoint folder from it."""
+    claimed: list[Path] = []
+    if trainer.global_rank != 0:
+        return claimed
+    for logger in trainer.loggers:
+        if not isinstance(logger, (CSVLogger, TensorBoardLogger)) or logger._version is not None:
+            continue
+        root = Path(logger.root_dir)
+        if "://" in str(logger.root_dir):
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        taken = [p.name.removeprefix("version_") for p in root.glob("version_*")]
+        version = max((int(t) + 1 for t in taken if t.isdigit()), default=0)
+        while True:
+            try:
+                (root / f"version_{version}").mkdir()
+                break
+            except FileExistsError:  # another run took it just now
+                version += 1
+        logger._version = version  # what its version property would have picked, reserved
+        claimed.append(root / f"version_{version}")
+    return claimed
 
 
 def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> list[str]:

@@ -508,6 +508,36 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     assert copied.read_bytes() == (first / "checkpoints" / "best.ckpt").read_bytes()
 
 
+def test_runs_under_one_name_get_their_own_folders_and_a_failed_run_leaves_none(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from molml.training import claim_log_versions
+
+    # two runs that start together: both loggers would pick version_0 before either wrote
+    trainers = [
+        L.Trainer(logger=CSVLogger(tmp_path / "both", name="same"), accelerator="cpu")
+        for _ in range(2)
+    ]
+    claimed = [claim_log_versions(trainer) for trainer in trainers]
+    assert [t.logger.version for t in trainers] == [0, 1]
+    assert claimed == [[tmp_path / "both" / "same" / f"version_{i}"] for i in (0, 1)]
+
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    (tmp_path / "bad.json").write_text(json.dumps([{"train": [0], "val": [1], "test": [99999]}]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    with pytest.raises(SystemExit) as exit_info:  # fails in the data's setup, inside fit
+        main(["fit", "--config", "tiny.yaml", "--data.split", "predefined",
+              "--data.split_file", "bad.json", *QUIET])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert list((tmp_path / "runs" / "quickstart").iterdir()) == []
+    main(["fit", "--config", "tiny.yaml", *QUIET])
+    assert (tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "best.ckpt").exists()
+
+
 def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixture) -> None:
     """``kill`` or a scheduler's SIGTERM interrupts a verb as Ctrl-C does and exits 143 (it
     used to end a training run with exit code 0)."""
