@@ -310,9 +310,7 @@ def test_cv_fold_ensemble_loads_and_predicts(
     assert json.loads((out / "folds.json").read_text()) == folds
 
 
-def test_a_killed_cv_resumes_keeping_its_finished_folds(
-    property_csv: Path, tmp_path: Path
-) -> None:
+def test_a_killed_cv_resumes_keeping_its_finished_folds(property_csv: Path, tmp_path: Path) -> None:
     import os
     import signal
     import time
