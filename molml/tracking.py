@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from molml.errors import DataError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 SQLITE_PREFIX = "sqlite:///"
 TRACKING_OFF = ("", "none", "null", "off")
@@ -78,3 +82,25 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
     client = MlflowClient(recorded["tracking_uri"])
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
     return recorded["run_id"]
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of MLflow experiment ``name``, created if there is none; safe when several
+    processes create it at once (the one that loses the race reads the winner's)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise DataError(
+            f"MLflow experiment {name!r} was deleted; restore it (mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}) or log under another name"
+        )
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:  # not a race: a real error
+            raise
+        return experiment.experiment_id

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from molml.callbacks import MolmlSaveConfig, PredictionWriter, TrainingPartCheck
 from molml.data.datamodule import MoleculeDataModule
@@ -23,7 +23,7 @@ from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
-from molml.tracking import absolute_tracking_uri, checked_tracking_uri
+from molml.tracking import absolute_tracking_uri, checked_tracking_uri, experiment_id
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,13 @@ class MolmlCLI(LightningCLI):
         """Run the verb in a run folder of its own; a run that fails before writing anything
         there leaves no empty ``version_N`` behind."""
         claimed = claim_log_versions(self.trainer)
+        if self.trainer.global_rank == 0:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, MLFlowLogger) and logger._run_id is None:
+                    # Lightning's own get-or-create fails when two runs create it at once
+                    logger._experiment_id = experiment_id(
+                        logger._mlflow_client, logger._experiment_name, logger._artifact_location
+                    )
         try:
             super()._run_subcommand(subcommand)
         except BaseException:

@@ -460,6 +460,26 @@ def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns").exists()
 
 
+def test_an_mlflow_experiment_created_by_another_run_meanwhile_is_used(tmp_path: Path) -> None:
+    """Two runs that start together both find no experiment; the one whose create fails
+    reads the other's instead of crashing. A deleted experiment is refused by name."""
+    from mlflow import MlflowClient
+
+    from molml.errors import DataError
+    from molml.tracking import experiment_id
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    first = experiment_id(client, "shared")
+    too_late = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    looked_up = too_late.get_experiment_by_name
+    calls = iter([None])  # its first lookup ran before the other run created the experiment
+    too_late.get_experiment_by_name = lambda name: next(calls, None) or looked_up(name)
+    assert experiment_id(too_late, "shared") == first
+    client.delete_experiment(first)
+    with pytest.raises(DataError, match="'shared' was deleted; restore it"):
+        experiment_id(client, "shared")
+
+
 def test_last_checkpoint_is_written_every_epoch(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

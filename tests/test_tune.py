@@ -531,6 +531,33 @@ def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
     assert table.loc[table["number"] == killed, "fail_reason"].item() == STOPPED
 
 
+def test_a_stopped_tuner_closes_its_mlflow_run_as_killed(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    import molml.tune.study as study_module
+
+    def interrupted(*args: object) -> object:
+        def objective(trial: optuna.Trial) -> float:
+            raise KeyboardInterrupt  # Ctrl-C or SIGTERM during a trial
+
+        return objective
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(study_module, "_objective", interrupted)
+    job = make_job([str(graph_config(tmp_path / "cfg.yaml", property_csv))], [])
+    options = TuneOptions(
+        study_name="stopped", storage="sqlite:///runs/optuna.db", metric="val/rmse",
+        n_trials=2, tracking_uri="sqlite:///runs/mlflow.db",
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(job, read_space(space(tmp_path / "space.yaml", GRAPH_SPACE)), options)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+    assert run.info.status == "KILLED"  # not RUNNING forever
+
+
 def test_trials_table_says_why_each_trial_failed(tmp_path: Path) -> None:
     study = optuna.create_study()
     study.tell(study.ask(), 1.0)

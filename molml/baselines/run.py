@@ -29,7 +29,7 @@ from molml.data.readers import read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
-from molml.tracking import absolute_tracking_uri, record_mlflow_run
+from molml.tracking import absolute_tracking_uri, experiment_id, record_mlflow_run
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names
 
@@ -200,13 +200,8 @@ def _log_to_mlflow(config: BaselineConfig, run_dir: Path, metrics: dict[str, dic
     tracking_uri = absolute_tracking_uri(config.tracking_uri)
     client = MlflowClient(tracking_uri)
     name = config.run_name
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(name, artifact_location=config.artifact_location)
-    )
-    run_id = client.create_run(experiment_id, run_name=f"{name}/{run_dir.name}").info.run_id
+    experiment = experiment_id(client, name, config.artifact_location)
+    run_id = client.create_run(experiment, run_name=f"{name}/{run_dir.name}").info.run_id
     record_mlflow_run(run_dir, tracking_uri, run_id)
     flat = pd.json_normalize(_config_dict(config), sep=".").iloc[0].to_dict()
     now = int(time.time() * 1000)

@@ -29,7 +29,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from molml.errors import DataError, Terminated, error_message, sigterm_received
-from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri
+from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import (
     CURVES,
@@ -261,16 +261,20 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     tracker = _Tracker(options, directory)
     objective = _objective(job, space, options, directory, folds_file)
     n_trials = trials_to_run(study, space, options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout=options.timeout,
-            catch=(Exception,),
-            callbacks=[tracker.log_trial, _stop_on_sigterm],
-            gc_after_trial=True,
-        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout=options.timeout,
+                catch=(Exception,),
+                callbacks=[tracker.log_trial, _stop_on_sigterm],
+                gc_after_trial=True,
+            )
+    except BaseException as exc:  # stopped (Ctrl-C, SIGTERM) or broken: not left RUNNING
+        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     write_trials(study, directory / "trials.csv")
     best = _best_trial(study)
     outputs: dict[str, Any] = {}
@@ -467,14 +471,10 @@ class _Tracker:
         from mlflow import MlflowClient
 
         self.client = MlflowClient(absolute_tracking_uri(options.tracking_uri))
-        experiment = self.client.get_experiment_by_name(options.study_name)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(
-                options.study_name,
-                artifact_location=(Path(options.output_dir) / "mlartifacts").resolve().as_uri(),
-            )
+        self.experiment_id = experiment_id(
+            self.client,
+            options.study_name,
+            (Path(options.output_dir) / "mlartifacts").resolve().as_uri(),
         )
         parent = self.client.create_run(
             self.experiment_id,
@@ -533,4 +533,9 @@ class _Tracker:
                 self.client.log_artifact(self.parent_id, str(directory / name))
             for plot in outputs["plots"]:
                 self.client.log_artifact(self.parent_id, str(plot), artifact_path="plots")
-        self.client.set_terminated(self.parent_id)
+        self.end("FINISHED")
+
+    def end(self, status: str) -> None:
+        """Close the parent run with ``status`` (FINISHED, FAILED or KILLED)."""
+        if self.client is not None:
+            self.client.set_terminated(self.parent_id, status=status)
