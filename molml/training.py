@@ -71,6 +71,15 @@ class MolmlCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
                 f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
             )
+        data = config.get("data") or {}
+        predicting_a_file = self.subcommand == "predict" and data.get("predict_path")
+        if predicting_a_file and data.get("path") and not Path(data.path).exists():
+            raise DataError(
+                f"data.path {data.path}: not found (working directory {Path.cwd()}); molml "
+                "predict reads the run's training data for its tasks and split. To predict "
+                f"from the checkpoint alone: molml screen --model {ckpt_path or 'best.ckpt'} "
+                f"--input {data.predict_path} --output predictions.csv"
+            )
         if ckpt_path is not None and config.get("model") and config.model.get("pretrained"):
             # every weight comes from the checkpoint: the encoder it was fine-tuned from (a
             # local file that may have moved since) is not read again

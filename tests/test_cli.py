@@ -480,6 +480,24 @@ def test_an_mlflow_experiment_created_by_another_run_meanwhile_is_used(tmp_path:
         experiment_id(client, "shared")
 
 
+def test_predict_without_the_training_data_points_to_screen(
+    graph_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A run folder shared without its training file: predict names the missing file and the
+    verb that needs only the checkpoint."""
+    (tmp_path / "new.csv").write_text("smiles\nCCO\n")
+    config = {"data": {"path": "gone.csv", "target_columns": ["logp"], "predict_path": "new.csv"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", "config.yaml", "--ckpt_path", str(graph_run["ckpt"])])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "data.path gone.csv: not found" in error
+    assert f"molml screen --model {graph_run['ckpt']} --input new.csv" in error
+
+
 def test_last_checkpoint_is_written_every_epoch(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
