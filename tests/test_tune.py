@@ -310,18 +310,24 @@ def test_cv_fold_ensemble_loads_and_predicts(
     assert json.loads((out / "folds.json").read_text()) == folds
 
 
-def test_a_killed_cv_resumes_keeping_its_finished_folds(property_csv: Path, tmp_path: Path) -> None:
+def test_a_killed_cv_keeps_its_finished_folds_and_resumes_the_interrupted_one(
+    property_csv: Path, tmp_path: Path
+) -> None:
     import os
     import signal
     import time
 
     config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["callbacks"][0]["init_args"]["save_last"] = True
+    config.write_text(yaml.safe_dump(settings))
     command = [sys.executable, "-m", "molml.cli", "cv", "--config", str(config), "--folds", "2",
-               "--trainer.max_epochs", "60", "--output-dir", str(tmp_path / "cv")]  # fmt: skip
+               "--trainer.max_epochs", "40", "--output-dir", str(tmp_path / "cv")]  # fmt: skip
     out = tmp_path / "cv" / "cfg"
     running = subprocess.Popen(command, cwd=tmp_path)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (out / "fold_1" / "checkpoints").exists():
+    last = out / "fold_1" / "checkpoints" / "last.ckpt"  # written every epoch
+    while time.monotonic() < deadline and not last.exists():
         time.sleep(0.2)
     os.kill(running.pid, signal.SIGTERM)  # fold 0 finished, fold 1 half trained
     assert running.wait(timeout=120) == 143
@@ -332,11 +338,12 @@ def test_a_killed_cv_resumes_keeping_its_finished_folds(property_csv: Path, tmp_
     changed = subprocess.run([*command[:-4], "--trainer.max_epochs", "5", *command[-2:]],
                              cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert changed.returncode == 2
-    assert "trainer.max_epochs 60 -> 5" in changed.stderr  # names what differs
+    assert "trainer.max_epochs 40 -> 5" in changed.stderr  # names what differs
 
     resumed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "fold 0: trained before" in resumed.stdout
+    assert f"fold 1: resuming its training from {last}" in resumed.stdout
     assert json.loads((out / "fold_0" / "fitted.json").read_text()) == first  # not retrained
     assert (out / "folds.json").read_text() == folds
     summary = json.loads((out / "cv.json").read_text())

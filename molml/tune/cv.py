@@ -93,7 +93,8 @@ def fit_folds(
     seed ``seed + i``); with ``trial``, save each fold's curves on it (``fold_<i>/val/...``),
     report the running mean of ``metric`` after each fold (the step) and stop when the trial's
     pruner says so. A fold whose folder already holds a trained model (``fitted.json``, written
-    when a fold finishes) is not trained again: a killed cross-validation resumes."""
+    when a fold finishes) is not trained again, and one that was interrupted resumes from its
+    ``last.ckpt`` (graph models): a killed cross-validation goes on where it stopped."""
     fitted: list[Fitted] = []
     curves: dict[str, list[list[float]]] = {}
     for index in range(n_folds):
@@ -103,9 +104,13 @@ def fit_folds(
             fold = fold_config(config, folds_file, index)
             if seed is not None:
                 fold = with_values(fold, {job.seed_key: seed + index})
-            if fold_dir.exists():  # an interrupted fold: trained again from the start
+            last = fold_dir / "checkpoints" / "last.ckpt"
+            resume = last if last.is_file() and trial is None else None
+            if resume is not None:
+                print(f"fold {index}: resuming its training from {resume}")
+            elif fold_dir.exists():  # interrupted before its first checkpoint: from the start
                 shutil.rmtree(fold_dir)
-            done = job.fit(fold, fold_dir, metric)
+            done = job.fit(fold, fold_dir, metric, resume_from=resume)
             _save_fitted(done, fold_dir)
         else:
             print(f"fold {index}: trained before ({fold_dir / FITTED_FILE}), kept")

@@ -99,8 +99,10 @@ class Job(ABC):
         directory: Path,
         metric: str,
         trial: optuna.Trial | None = None,
+        resume_from: Path | None = None,
     ) -> Fitted:
-        """Fit ``config`` (run files in ``directory``) and score it with ``metric``."""
+        """Fit ``config`` (run files in ``directory``) and score it with ``metric``; a graph
+        model continues from the checkpoint ``resume_from`` if given."""
 
     @abstractmethod
     def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
@@ -246,6 +248,7 @@ class GraphJob(Job):
         directory: Path,
         metric: str,
         trial: optuna.Trial | None = None,
+        resume_from: Path | None = None,
     ) -> Fitted:
         config = checkpoint_on(config, metric)
         self.write_config(config, directory / "config.yaml")
@@ -254,15 +257,18 @@ class GraphJob(Job):
         cli.trainer.callbacks.append(history)
         if trial is not None:
             cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        if not history.values:
-            raise DataError("training ran no validation epoch; raise trainer.max_epochs")
-        best = min if metric_direction(metric) == "minimize" else max
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from)
         checkpoint = cli.trainer.checkpoint_callback
         saved = checkpoint and (checkpoint.best_model_path or checkpoint.last_model_path)
-        return Fitted(
-            best(history.values), history.last, Path(saved) if saved else None, history.curves
-        )
+        earlier = checkpoint.best_model_score if resume_from and checkpoint else None
+        if earlier is not None:  # resumed: the best of the epochs before the stop counts too
+            value = float(earlier)
+        elif history.values:
+            value = (min if metric_direction(metric) == "minimize" else max)(history.values)
+        else:
+            raise DataError("training ran no validation epoch; raise trainer.max_epochs")
+        last = history.last or {metric: value}
+        return Fitted(value, last, Path(saved) if saved else None, history.curves)
 
     def test(self, config: dict[str, Any], model_path: Path) -> dict[str, float]:
         cli = self._cli(config, model_path.parent.parent / "test")
@@ -332,6 +338,7 @@ class BaselineJob(Job):
         directory: Path,
         metric: str,
         trial: optuna.Trial | None = None,
+        resume_from: Path | None = None,
     ) -> Fitted:
         self.write_config(config, directory / "config.yaml")
         result = fit_baseline(self.baseline_config(config), evaluate_parts=("val",))
