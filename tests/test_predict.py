@@ -155,8 +155,9 @@ def test_every_predictor_takes_the_same_inputs(kind, graph_run, baseline_dir) ->
     assert len(empty) == 0 and list(empty.columns) == list(one.columns)
     from_generator = predictor.predict(s for s in ["CCO", "CCN"])
     assert from_generator["smiles"].tolist() == ["CCO", "CCN"]
-    odd = predictor.predict(["CCO", None, float("nan"), 5])
+    odd = predictor.predict(["CCO", None, float("nan"), 5, "C\ud800C"])  # a lone surrogate
     assert odd["status"].tolist()[0] == "ok" and (odd["status"][1:] != "ok").all()
+    assert "non-ASCII" in odd["status"].iloc[-1]
     for bad in (None, 42):
         with pytest.raises(DataError, match="expected a SMILES string"):
             predictor.predict(bad)

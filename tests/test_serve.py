@@ -129,8 +129,24 @@ def test_limits_answer_413_or_422_with_the_limit(
         b'["CCO"]',  # not an object
         b'{"smiles": ["C\xff\xfeO"]}',  # not UTF-8
         b"\xff\xfe\x00\x01",  # binary
+        b'{"smiles": NaN}',  # not a list, and a value the error cannot echo as JSON
+        b'{"smiles": ["CCO"], "ids": [-Infinity]}',
+        b'{"smiles": ["CCO"], "steps": Infinity}',
     ],
-    ids=["malformed", "string", "number", "empty", "extra", "missing", "array", "latin1", "bin"],
+    ids=[
+        "malformed",
+        "string",
+        "number",
+        "empty",
+        "extra",
+        "missing",
+        "array",
+        "latin1",
+        "bin",
+        "nan",
+        "infinite-id",
+        "infinite-field",
+    ],  # fmt: skip
 )
 def test_bad_requests_are_4xx_with_a_message_and_the_service_keeps_serving(
     client: TestClient, body: bytes
@@ -140,6 +156,20 @@ def test_bad_requests_are_4xx_with_a_message_and_the_service_keeps_serving(
     assert response.json()["detail"]
     after = client.post("/predict", json={"smiles": ["CCO"]})
     assert after.status_code == 200 and after.json()["results"][0]["status"] == "ok"
+
+
+def test_a_lone_surrogate_makes_one_molecule_invalid_not_the_request(
+    client: TestClient,
+) -> None:
+    """``"\\ud800"`` is valid JSON but no UTF-8 text: that row is invalid, the rest is answered
+    (it used to fail every request batched with it)."""
+    body = b'{"smiles": ["CCO", "C\\ud800C"], "ids": ["a", "b\\udfffc"]}'
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["status"] == "ok" and first["id"] == "a"
+    assert "non-ASCII character" in second["status"] and second["id"] == "b\ufffdc"
+    assert second["predictions"] == {column: None for column in first["predictions"]}
 
 
 def test_metrics_count_requests_molecules_and_invalid_molecules(client: TestClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
     as invalid rows, so the output still has one row per input.
     """
     if isinstance(smiles, str):
-        return [smiles]
+        return [without_surrogates(smiles)]
     wrong = DataError(f"expected a SMILES string or SMILES strings, got {type(smiles).__name__}")
     if smiles is None or isinstance(smiles, (bytes, bytearray, dict)):
         raise wrong
@@ -50,9 +51,20 @@ def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
     if isinstance(smiles, (set, frozenset)):
         raise DataError("expected SMILES strings in an order, got a set; pass a list")
     try:
-        return list(smiles)
+        items = list(smiles)
     except TypeError as exc:
         raise wrong from exc
+    return [without_surrogates(item) if isinstance(item, str) else item for item in items]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (which no UTF-8 output can hold, e.g. from a JSON
+    ``"\\ud800"``) replaced by U+FFFD, so that the molecule is reported as invalid (not ASCII)
+    instead of failing the whole call when its row is written."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def checked_input(smiles: str | Iterable[Any], batch_size: int) -> list[Any]:

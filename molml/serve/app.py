@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from molml._version import __version__
 from molml.errors import DataError, MolmlError, error_message
@@ -29,7 +32,7 @@ from molml.explain import MoleculeExplanation, explain
 from molml.explain.core import check_method, default_method, target_column
 from molml.options import check_int
 from molml.predict import Predictor
-from molml.predict.base import DEFAULT_BATCH_SIZE
+from molml.predict.base import DEFAULT_BATCH_SIZE, without_surrogates
 from molml.serve.batching import MicroBatcher, Overloaded, Scores
 from molml.serve.domain import ReferenceSet
 from molml.serve.metrics import RequestMetrics, ServiceMetrics
@@ -52,6 +55,15 @@ class PredictRequest(BaseModel):
     ids: list[StrictStr | StrictInt] | None = Field(
         default=None, description="one identifier per SMILES (default: the position)"
     )
+
+    @field_validator("smiles", "ids")
+    @classmethod
+    def _encodable(cls, values: list[Any] | None) -> list[Any] | None:
+        """Lone surrogates (``"\\ud800"`` is valid JSON) cannot be written back: replaced,
+        so that molecule is invalid and the rest of the request is answered."""
+        if values is None:
+            return None
+        return [without_surrogates(v) if isinstance(v, str) else v for v in values]
 
 
 class MoleculeResult(BaseModel):
@@ -263,6 +275,11 @@ def create_app(
     max_body = max_molecules * (2 * max_smiles_length + _BYTES_PER_MOLECULE) + 65536
     app.add_middleware(RequestMetrics, metrics=metrics, max_body_bytes=max_body)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, also for input JSON cannot echo (``NaN``, ``Infinity``)."""
+        return JSONResponse(status_code=422, content={"detail": _finite(exc.errors())})
+
     def checked(name: str, request: PredictRequest, limit: int, option: str) -> list[Any]:
         """The request's ids, once its model, size and SMILES lengths are checked."""
         if name not in served:
@@ -472,3 +489,14 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` made JSON-safe, with non-finite floats written as text ("nan", "inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return jsonable_encoder(value)
