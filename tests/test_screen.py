@@ -291,6 +291,21 @@ def test_smi_with_and_without_header(trained, tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".smi"])
+def test_bytes_that_are_not_utf8_fail_their_row_not_the_screen(trained, tmp_path, suffix):
+    """One Latin-1 byte near the end of a library used to stop the screen there for good (the
+    resumed run failed on it again): now that molecule gets a status, the rest is screened."""
+    lines = nci_lines(150)
+    header = b"smiles\n" if suffix == ".csv" else b""
+    body = b"\n".join(line.split()[0].encode() for line in lines[:149])
+    library = tmp_path / f"latin1{suffix}"
+    library.write_bytes(header + body + b"\nC\xe9C\n")
+    screen([trained["ckpt"]], library, tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 150 and (out["status"][:149] == "ok").all()
+    assert "not UTF-8" in out["status"].iloc[-1] and np.isnan(out["logp"].iloc[-1])
+
+
 def test_clear_errors_before_any_work(trained, library, tmp_path):
     csv = tmp_path / "lib.csv"
     pd.DataFrame({"smiles": ["CCO"], "name": ["x"]}).to_csv(csv, index=False)

@@ -42,6 +42,11 @@ def _check_characters(text: str) -> None:
     if found is None:
         return
     bad, ch = found.start(), found.group()
+    if ch == "\ufffd":  # what reading a file puts where its bytes are not UTF-8
+        raise InvalidMoleculeError(
+            f"SMILES {_quoted(text)} has bytes that are not UTF-8 text at position {bad + 1} "
+            "(shown as U+FFFD)"
+        )
     kind = "whitespace" if ch.isspace() else "non-ASCII" if ord(ch) > 127 else "control"
     raise InvalidMoleculeError(
         f"SMILES {_quoted(text)} contains {kind} character {ch!r} at position {bad + 1}"

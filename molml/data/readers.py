@@ -312,7 +312,11 @@ def _columns(source: _Source, has_header: bool | None) -> list[str]:
 def _open_text(source: _Source) -> Iterator[IO[str]]:
     opener = gzip.open if source.gzipped else open
     try:
-        with opener(source.path, "rt", encoding="utf-8-sig", newline="") as handle:
+        # a byte that is not UTF-8 becomes U+FFFD: its row is an invalid molecule with that
+        # reason, and the rest of the file is read (a screen or a fit is not stopped by it)
+        with opener(
+            source.path, "rt", encoding="utf-8-sig", errors="replace", newline=""
+        ) as handle:
             yield handle
     except (OSError, UnicodeDecodeError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc) from exc
@@ -360,6 +364,7 @@ def _csv_chunks(
         "na_values": {name: [""] if name in text else _NA_STRINGS for name in names},
         "skip_blank_lines": False,  # a blank line is a row, as in every other format
         "encoding": "utf-8-sig",
+        "encoding_errors": "replace",  # as in _open_text
         "compression": "gzip" if source.gzipped else None,
     }
     if not header:
