@@ -333,8 +333,28 @@ class PretrainCLI(MolmlCLI):
                     "resume with the same config, or pass --resume false (or another "
                     "checkpoint dirpath) to start afresh"
                 )
+        changed = pretraining_data_differences(stored.get("training_data") or {}, self.datamodule)
+        if changed:
+            raise DataError(
+                f"{last} holds a run pretrained on other data ({'; '.join(changed)}); resume "
+                "with the same data options, or pass --resume false (or another checkpoint "
+                "dirpath) to start afresh"
+            )
         log.warning("resuming pretraining from %s", last)
         config["ckpt_path"] = str(last)
+
+
+def pretraining_data_differences(stored: dict[str, Any], data: PretrainDataModule) -> list[str]:
+    """What differs between the pretraining data a checkpoint recorded and ``data``'s: the
+    sources, their sizes in bytes, the molecule limit and the molecules read (fields the
+    checkpoint did not record are not compared)."""
+    now = data.describe()
+    keys = ("sources", "source_bytes", "max_molecules", "train", "val")
+    return [
+        f"{key}: checkpoint {stored[key]!r}, now {now[key]!r}"
+        for key in keys
+        if key in stored and stored[key] != now[key]
+    ]
 
 
 def make_pretrain_cli(args: list[str]) -> PretrainCLI:

@@ -198,6 +198,14 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
         [*command, "--model.lr", "0.01"], capture_output=True, text=True, cwd=tmp_path, timeout=600
     )
     assert changed.returncode == 2 and "another model hparams" in changed.stderr
+    # nor is other data: it would continue a run whose record names only the new data
+    other = tmp_path / "other.smi"
+    other.write_text(Path(pretrained_run["source"]).read_text())
+    moved = subprocess.run(
+        [*command, "--data.sources", f"[{other}]"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert moved.returncode == 2 and "pretrained on other data (sources:" in moved.stderr
 
 
 def test_pretraining_data_refuses_what_it_cannot_learn_from(tmp_path: Path) -> None:

@@ -487,6 +487,8 @@ class PretrainDataModule(L.LightningDataModule):
         return {
             "name": "pretraining",
             "sources": [str(s) for s in self.sources],
+            "source_bytes": [p.stat().st_size for p in self.paths],
+            "max_molecules": self.hparams.max_molecules,
             "train": int(sum(self.shard_sizes)),
             "val": len(self.val_store),
             "shards": len(self.shard_sizes),
