@@ -310,6 +310,21 @@ def test_cv_fold_ensemble_loads_and_predicts(
     assert json.loads((out / "folds.json").read_text()) == folds
 
 
+def test_a_fit_runs_saved_config_is_taken_by_tune_and_cv(
+    property_csv: Path, tmp_path: Path
+) -> None:
+    """A run's config.yaml holds the fit verb's own options (null): tune and cv take it."""
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    saved = yaml.safe_load(config.read_text())
+    (tmp_path / "saved.yaml").write_text(
+        yaml.safe_dump({**saved, "ckpt_path": None, "weights_only": None})
+    )
+    assert make_job([str(tmp_path / "saved.yaml")], []).config == make_job([str(config)], []).config
+    (tmp_path / "resume.yaml").write_text(yaml.safe_dump({**saved, "ckpt_path": "last.ckpt"}))
+    with pytest.raises(DataError, match="ckpt_path is an option of molml fit"):
+        make_job([str(tmp_path / "resume.yaml")], [])
+
+
 def test_a_killed_cv_keeps_its_finished_folds_and_resumes_the_interrupted_one(
     property_csv: Path, tmp_path: Path
 ) -> None:

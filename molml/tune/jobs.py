@@ -155,9 +155,30 @@ def make_job(config_paths: list[str], overrides: list[str]) -> Job:
     args = [arg for path in config_paths for arg in ("--config", path)] + overrides
     if isinstance(first, dict) and ({"estimator", "features"} & set(first)):
         return BaselineJob.from_args(args)
+    args = [arg for path in config_paths for arg in ("--config", _without_fit_options(path))]
+    args += overrides
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return GraphJob(full_config(args))
+
+
+FIT_ONLY_OPTIONS = ("ckpt_path", "weights_only")  # in a fit run's saved config.yaml
+
+
+def _without_fit_options(path: str) -> str:
+    """``path``, or its config as JSON without the options of the ``fit`` verb itself that a
+    run's saved ``config.yaml`` holds (null there), which tuning and cross-validation do not
+    take: they train from scratch."""
+    config = yaml.safe_load(Path(path).read_text())
+    if not isinstance(config, dict) or not set(FIT_ONLY_OPTIONS) & set(config):
+        return path
+    for key in FIT_ONLY_OPTIONS:
+        if config.pop(key, None) is not None:
+            raise DataError(
+                f"--config {path}: {key} is an option of molml fit (resuming a run); tune and "
+                "cv train every model from scratch, so leave it out"
+            )
+    return json.dumps(config)
 
 
 class _MetricHistory(L.Callback):
