@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import nci_smiles
 from PIL import Image
 
 from molml.cli import main
@@ -114,6 +115,20 @@ def test_data_report_on_an_infinite_label_names_its_row(tmp_path: Path) -> None:
         "std": pytest.approx(np.std([1, 2, 3, 4])), "min": 1.0, "max": 4.0,
     }  # fmt: skip
     assert (out / "labels.png").is_file()
+
+
+def test_data_report_splits_data_with_an_infinite_label(tmp_path: Path) -> None:
+    """Enough molecules for a split: its label histograms leave the infinite one out (they
+    raised on it)."""
+    frame = pd.DataFrame({"smiles": nci_smiles(60), "y": np.arange(60.0)})
+    frame.loc[6, "y"], frame.loc[7, "y"] = np.inf, -np.inf
+    frame.to_csv(tmp_path / "inf.csv", index=False)
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(tmp_path / "inf.csv"), "--output", str(out),
+                "--data.split", "random"])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] is not None and report["labels"]["y"]["not_finite"] == 2
+    assert (out / "split.png").is_file()
 
 
 def test_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -306,7 +306,8 @@ def _label_figure(targets: np.ndarray, table: MoleculeTable):  # noqa: ANN202 - 
 def _descriptor_figure(descriptors: pd.DataFrame):  # noqa: ANN202 - a Figure
     fig, axes = panels(len(descriptors.columns))
     for ax, name in zip(axes, descriptors.columns, strict=True):
-        ax.hist(descriptors[name], bins=30, color="#888")
+        values = descriptors[name].to_numpy(dtype=float)
+        ax.hist(values[np.isfinite(values)], bins=30, color="#888")
         ax.set_title(name, fontsize=9)
     return fig
 
@@ -381,7 +382,7 @@ def _split_section(
     for ax, (j, task) in zip(axes, enumerate(table.tasks), strict=False):
         for name, part in parts.items():
             labels = targets[part, j]
-            labels = labels[~np.isnan(labels)]
+            labels = labels[np.isfinite(labels)]  # infinite labels are counted in the table
             if table.task_type == "classification":
                 ax.bar(name, labels.mean() if len(labels) else 0.0)
                 ax.set_ylabel("positive rate")
