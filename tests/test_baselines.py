@@ -345,7 +345,9 @@ def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
 
     # predict a file with a bad row: one output row per input row
     library = tmp_path / "library.csv"
-    pd.DataFrame({"smiles": ["CCO", "not a smiles", "c1ccccc1"]}).to_csv(library, index=False)
+    ids = ["mol-007", "mol-008", "mol-009"]  # kept, like every other input column
+    pd.DataFrame({"id": ids, "smiles": ["CCO", "not a smiles", "c1ccccc1"], "logSolubility": 1.0}
+                 ).to_csv(library, index=False)  # fmt: skip
     main(
         [
             "baseline",
@@ -361,6 +363,9 @@ def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     out = pd.read_csv(run.parent / "version_2" / "predictions.csv")
     assert out["row"].tolist() == [2, 3, 4] and out["status"][0] == "ok"
     assert out["status"][1] != "ok" and np.isnan(out["logSolubility"][1])
+    assert out["id"].tolist() == ids and (out["input_logSolubility"] == 1.0).all()
+    assert list(out.columns) == ["row", "smiles", "id", "input_logSolubility", "logSolubility",
+                                 "status"]  # fmt: skip
 
 
 def test_cli_print_config(capsys) -> None:

@@ -25,6 +25,7 @@ from molml.baselines.config import BaselineConfig
 from molml.baselines.data import FingerprintData, load_fingerprint_data
 from molml.baselines.estimators import fit_task_model
 from molml.baselines.model import BaselineModel, load_baseline
+from molml.data.datamodule import keep_input_columns
 from molml.data.readers import read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
@@ -135,8 +136,12 @@ def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     model = load_baseline(model_path)
     if config.data.predict_path:
         frame = read_molecules_to_predict(config.data.predict_path, config.data.smiles_column)
-        predictions = model.predict(frame["smiles"].tolist())
-        predictions.insert(0, "row", frame["row"].to_numpy())
+        predicted = model.predict(frame["smiles"].tolist())
+        outputs = [column for column in predicted.columns if column != "smiles"]
+        # the input's own columns (ids, notes) are kept, as molml predict keeps them
+        predictions = keep_input_columns(frame, outputs).reset_index(drop=True)
+        for column in outputs:
+            predictions[column] = predicted[column].to_numpy()
     else:
         data = load_fingerprint_data(config.data, model.featurizer, n_jobs=config.features.n_jobs)
         predictions = _split_predictions(model, data, "test")
