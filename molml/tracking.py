@@ -4,6 +4,7 @@ and the record of which MLflow run a run directory belongs to."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -66,7 +67,11 @@ def record_mlflow_run(run_dir: str | Path, tracking_uri: str, run_id: str) -> Pa
         tracking_uri = str(Path(tracking_uri).resolve())
     path = Path(run_dir) / MLFLOW_RUN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}) + "\n")
+    record = {"tracking_uri": tracking_uri, "run_id": run_id}
+    if tracking_uri.startswith(SQLITE_PREFIX):  # found again after the project is moved
+        database = Path(tracking_uri.removeprefix(SQLITE_PREFIX))
+        record["database_from_run"] = os.path.relpath(database, path.parent.resolve())
+    path.write_text(json.dumps(record) + "\n")
     return path
 
 
@@ -79,7 +84,24 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
     from mlflow.tracking import MlflowClient
 
     recorded = json.loads(record.read_text())
-    client = MlflowClient(recorded["tracking_uri"])
+    uri = recorded["tracking_uri"]
+    if uri.startswith(SQLITE_PREFIX) and not Path(uri.removeprefix(SQLITE_PREFIX)).is_file():
+        # the project moved: its database is where it was relative to the run, or nowhere
+        # (it is not made anew at the old place)
+        moved = (record.parent / recorded.get("database_from_run", "")).resolve()
+        if "database_from_run" not in recorded or not moved.is_file():
+            raise DataError(f"the run's MLflow database {uri.removeprefix(SQLITE_PREFIX)} is gone")
+        uri = f"{SQLITE_PREFIX}{moved}"
+        client = MlflowClient(uri)
+        # MLflow keeps a run's artifact folder as an absolute path: logging there would make
+        # the old project's folders anew
+        folder = urlparse(client.get_run(recorded["run_id"]).info.artifact_uri)
+        if folder.scheme in ("", "file") and not Path(folder.path).parent.is_dir():
+            raise DataError(
+                f"the run's MLflow artifact folder {folder.path} is gone (the project moved); "
+                "MLflow cannot log artifacts of that run anew"
+            )
+    client = MlflowClient(uri)
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
     return recorded["run_id"]
 

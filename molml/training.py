@@ -23,7 +23,12 @@ from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
-from molml.tracking import absolute_tracking_uri, checked_tracking_uri, experiment_id
+from molml.tracking import (
+    SQLITE_PREFIX,
+    absolute_tracking_uri,
+    checked_tracking_uri,
+    experiment_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ class MolmlCLI(LightningCLI):
                     "MLFlowLogger tracking_uri is 'none': to log nothing to MLflow, leave the "
                     "MLFlowLogger out of trainer.logger"
                 )
-            init_args.tracking_uri = absolute_tracking_uri(uri)
+            init_args.tracking_uri = uri  # as written: made absolute for the run only
 
     checkpoint_spec: dict[str, Any] | None = None  # the model spec of --ckpt_path's file
 
@@ -122,6 +127,14 @@ class MolmlCLI(LightningCLI):
         """Run the verb in a run folder of its own; a run that fails before writing anything
         there leaves no empty ``version_N`` behind."""
         claimed = claim_log_versions(self.trainer)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger._tracking_uri.startswith(SQLITE_PREFIX):
+                # resolved against this working directory for this run, while the saved
+                # config.yaml keeps the URI as written, so a moved project keeps its database
+                from mlflow.tracking import MlflowClient
+
+                logger._tracking_uri = absolute_tracking_uri(logger._tracking_uri)
+                logger._mlflow_client = MlflowClient(logger._tracking_uri)
         if self.trainer.global_rank == 0:
             for logger in self.trainer.loggers:
                 if isinstance(logger, MLFlowLogger) and logger._run_id is None:

@@ -443,6 +443,36 @@ def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> 
     assert "screen" in capsys.readouterr().err
 
 
+def test_a_moved_project_keeps_its_relative_tracking_uri_and_never_writes_the_old_place(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saved config keeps the tracking URI as written (relative); a report on a run of the
+    moved project finds the moved database and makes nothing at the old place."""
+    project = tmp_path / "project"
+    project.mkdir()
+    config = write_tiny_config(project / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["logger"].append({
+        "class_path": "lightning.pytorch.loggers.MLFlowLogger",
+        "init_args": {"experiment_name": "tiny", "tracking_uri": "sqlite:///runs/mlflow.db",
+                      "artifact_location": "runs/mlartifacts"},
+    })  # fmt: skip
+    config.write_text(yaml.safe_dump(settings))
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    main(["fit", "--config", "tiny.yaml", *QUIET])
+    run = Path("runs") / "quickstart" / "version_0"
+    saved = yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]
+    assert saved[-1]["init_args"]["tracking_uri"] == "sqlite:///runs/mlflow.db"
+
+    moved = tmp_path / "moved"
+    project.rename(moved)
+    monkeypatch.chdir(moved)
+    main(["report", "eval", "--run", str(run), "--output", "report", "--n_bootstrap", "10"])
+    assert not project.exists()  # no database or artifact folder made anew at the old place
+    assert (moved / "report" / "report.json").is_file()
+
+
 def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
     """MLflow's file store keeps a metric per file, so val/rmse and val/rmse/<task> clash in
     it: the run is refused up front instead of dying mid-training."""
