@@ -361,6 +361,18 @@ def test_an_unknown_pretrained_name_lists_the_available_ones() -> None:
         MoleculeModel(pretrained="no-such-encoder")
 
 
+def test_a_file_that_is_no_checkpoint_is_refused_without_torchs_unpickling_advice(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mols.smi").write_text("CCO\n")
+    (tmp_path / "ensemble.json").write_text('{"models": ["a.ckpt", "b.ckpt"]}')
+    with pytest.raises(CheckpointError, match="neither a molml nor a chemprop checkpoint") as info:
+        MoleculeModel(pretrained=str(tmp_path / "mols.smi"))
+    assert "weights_only" not in str(info.value)
+    with pytest.raises(CheckpointError, match="pass one member's checkpoint"):
+        MoleculeModel(pretrained=str(tmp_path / "ensemble.json"))
+
+
 def test_fine_tuning_from_the_command_line(pretrained_run: dict, tmp_path: Path) -> None:
     csv = write_task_csv(tmp_path / "logp.csv", 120)
     encoder = tmp_path / "encoder.ckpt"  # a local pretrained file, moved after fine-tuning

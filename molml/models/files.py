@@ -28,14 +28,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises assorted errors on non-checkpoints (IndexError...)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
-        if "Weights only load failed" in reason:  # torch's advice to unpickle is not ours
-            reason = "it holds Python objects besides tensors and plain data"
         raise CheckpointError(
             f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "
-            f"with weights_only=True: {reason})"
+            f"with weights_only=True: {load_failure(exc)})"
         ) from exc
     return check_checkpoint(path, checkpoint)
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line (without torch's advice
+    to unpickle the file, which molml never does)."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
+    if "Weights only load failed" in reason:
+        reason = "it holds Python objects besides tensors and plain data"
+    return reason
 
 
 def check_checkpoint(path: str | Path, checkpoint: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from molml.errors import CheckpointError
 from molml.models.encoders import class_path
-from molml.models.files import check_checkpoint, refuse_url
+from molml.models.files import check_checkpoint, load_failure, refuse_url
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,15 @@ def read_pretrained(source: str) -> PretrainedEncoder:
     except Exception as exc:  # a chemprop model file, or not a PyTorch file at all
         raw = load_chemprop_file(path)
         if raw is None:
+            hint = (
+                "; an ensemble or calibration file holds several models: pass one member's "
+                "checkpoint"
+                if path.suffix == ".json"
+                else ""
+            )
             raise CheckpointError(
-                f"{path} could not be read as a PyTorch checkpoint: {exc}"
+                f"pretrained {source!r}: {path} is neither a molml nor a chemprop checkpoint "
+                f"({load_failure(exc)}){hint}"
             ) from exc
     if isinstance(raw, dict) and "molml" in raw:
         checkpoint = check_checkpoint(path, raw)
