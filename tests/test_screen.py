@@ -468,6 +468,9 @@ def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path
     difference = (fp32["logp"] - bf16["logp"]).abs()
     assert difference.max() < 0.1 and difference.max() > 0  # rounded, yet the same ranking
     assert fp32["logp"].corr(bf16["logp"], method="spearman") > 0.99
+    # the head runs in fp32: scores are not rounded to bf16's 8 bits, so they rarely tie
+    valid = bf16["logp"].dropna()
+    assert valid.nunique() > 0.95 * fp32["logp"].dropna().nunique()
 
 
 def test_default_precision_is_bf16_where_the_cpu_computes_it(trained, library, tmp_path):

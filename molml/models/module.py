@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -249,13 +250,20 @@ class MoleculeModel(L.LightningModule):
         return self._head_outputs(embedding, features)
 
     def _head_outputs(self, embedding: Tensor, features: Tensor | None) -> Tensor:
-        """The head on molecule embeddings (and the raw molecule-level features)."""
+        """The head on molecule embeddings (and the raw molecule-level features). Under
+        autocast the head runs in fp32: in bf16 its outputs keep 8 significant bits, so a
+        screen's scores would tie by the hundreds; the head costs little next to the encoder."""
+        device = embedding.device.type
+        reduced = torch.is_autocast_enabled(device)
+        if reduced:
+            embedding = embedding.float()
         if self.molecule_features is not None:
             features = (features - self.feature_mean) / self.feature_std
             # missing descriptors sit at the training mean; extreme ones are clipped
             features = torch.nan_to_num(features, nan=0.0).clamp(-FEATURE_CLIP, FEATURE_CLIP)
             embedding = torch.cat([embedding, features.to(embedding.dtype)], dim=1)
-        out = self.head(embedding)
+        with torch.autocast(device, enabled=False) if reduced else nullcontext():
+            out = self.head(embedding)
         if self.task_type == "multiclass":
             out = out.view(-1, len(self.tasks), self.num_classes)
         return out
