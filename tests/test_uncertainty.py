@@ -174,6 +174,15 @@ def test_mean_variance_model_predicts_std_and_trains_on_gaussian_nll(
         type(model)(task_type="classification", mean_variance=True)
 
 
+def test_an_ensemble_of_a_mean_variance_model_and_a_plain_one_says_why_it_is_refused(
+    mve_checkpoints: list[Path], property_csv: Path, tmp_path: Path
+) -> None:
+    plain = train_model(property_csv, tmp_path / "plain")
+    with pytest.raises(PredictorError, match="standard deviation or none") as info:
+        load_model([mve_checkpoints[0], plain])
+    assert str(mve_checkpoints[0]) in str(info.value) and str(plain) in str(info.value)
+
+
 def test_mc_dropout_is_repeatable_and_needs_dropout(
     mve_checkpoints: list[Path], graph_run: dict, property_csv: Path
 ) -> None:

@@ -37,6 +37,18 @@ class EnsemblePredictor(Predictor):
             raise CheckpointError("an ensemble needs at least two models")
         columns = flat[0].prediction_columns()
         for member in flat[1:]:
+            same_tasks = member.point_columns() == flat[0].point_columns()
+            if (
+                same_tasks
+                and member.task_type == flat[0].task_type
+                and (member.prediction_columns() != columns)
+            ):
+                first_has_std = len(columns) > len(member.prediction_columns())
+                with_std, without = (flat[0], member) if first_has_std else (member, flat[0])
+                raise PredictorError(
+                    "ensemble members must all predict their own standard deviation or none: "
+                    f"{_named(with_std)} does (a mean-variance model), {_named(without)} not"
+                )
             if member.prediction_columns() != columns or member.task_type != flat[0].task_type:
                 raise PredictorError(
                     "ensemble members predict different things: "
@@ -97,3 +109,9 @@ class EnsemblePredictor(Predictor):
             status[failed] = np.asarray(member_status, dtype=object)[failed]
             member_values.append(values)
         return self.combine_members(member_values, status), status.tolist()
+
+
+def _named(member: Predictor) -> str:
+    """A member as a message names it: its file, else its kind."""
+    source = getattr(member, "source", None)
+    return str(source) if source is not None else f"a {member.kind} model"
