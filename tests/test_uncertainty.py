@@ -328,6 +328,13 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     assert np.all(np.diff(tuned.loc[ok, "active"].to_numpy()[order]) >= -1e-12)
     with pytest.raises(CheckpointError, match="not among"):
         CalibratedPredictor(base, {"other": calibrated.calibrations["active"]})
+    # its explanations: the underlying model's logit explained, the calibrated value shown
+    from molml.explain import explain
+
+    explained = explain(load_model(tmp_path / "platt.json"), smiles[:3], steps=8)
+    np.testing.assert_allclose([e.prediction for e in explained], tuned["active"][:3], rtol=1e-5)
+    raw_explained = explain(base, smiles[:3], steps=8)
+    assert [e.explained_value for e in explained] == [e.explained_value for e in raw_explained]
 
 
 def test_calibration_refuses_bad_requests(

@@ -74,7 +74,9 @@ def explain(
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
-    are its members' mean, with their standard deviation in ``atom_std`` / ``bond_std``.
+    are its members' mean, with their standard deviation in ``atom_std`` / ``bond_std``. A
+    calibrated model's scores explain its underlying model (``explained_value``, the logit);
+    its ``prediction`` is the calibrated probability.
     Use :func:`explanations_frame` for one table.
     """
     check_int(steps, "steps", minimum=1)
@@ -114,7 +116,15 @@ def explain(
                     progress=progress,
                 )
             )
-    return runs[0] if len(runs) == 1 else _combine(runs)
+    explanations = runs[0] if len(runs) == 1 else _combine(runs)
+    if predictor.kind == "calibrated":
+        # the scores explain the underlying model's logit (explained_value); the prediction
+        # shown is the calibrated probability, as predictor.predict gives it
+        calibrated = predictor.predict(smiles, batch_size=batch_size)[column].to_numpy()
+        for explanation, value in zip(explanations, calibrated, strict=True):
+            if explanation.ok:
+                explanation.prediction = float(value)
+    return explanations
 
 
 def default_baseline(predictor: Predictor) -> str:
