@@ -352,3 +352,10 @@ def test_figures_of_tasks_with_units_in_their_names_are_written(tmp_path: Path) 
     assert path == tmp_path / "log_S_mol_L_plots.png" and path.is_file()
     other = page.figure(plt.figure(), "log S [mol/L]_plots")  # the same file name: kept apart
     assert other == tmp_path / "log_S_mol_L_plots_2.png" and other.is_file()
+
+
+def test_model_names_of_files_in_the_working_directory_have_no_empty_parts() -> None:
+    from molml.report.evaluation import _model_names
+
+    names = _model_names([Path("model.onnx"), Path("runs/a/version_0/checkpoints/best.ckpt")])
+    assert names == ["model.onnx", "a/version_0/best.ckpt"]

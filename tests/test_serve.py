@@ -393,7 +393,7 @@ def test_explain_returns_atom_scores_in_input_order_with_statuses(
 
 def test_explain_refuses_what_it_cannot_do(client: TestClient, predictor: Predictor) -> None:
     shap = client.post("/explain", json={"smiles": ["CCO"], "method": "shap"})
-    assert shap.status_code == 422 and "does not apply to a graph model" in shap.text
+    assert shap.status_code == 422 and "does not apply to graph models" in shap.text
     task = client.post("/explain", json={"smiles": ["CCO"], "task": "nope"})
     assert task.status_code == 422 and "unknown task 'nope'" in task.text
     too_many = client.post("/explain", json={"smiles": ["C"] * 101})
@@ -411,7 +411,7 @@ def test_explain_on_an_onnx_model_says_it_has_no_attributions(
     app = create_app({"onnx": molml.load_model(onnx_file)})
     with TestClient(app) as onnx_client:
         refused = onnx_client.post("/explain", json={"smiles": ["CCO"]})
-        assert refused.status_code == 422 and "does not apply to a onnx model" in refused.text
+        assert refused.status_code == 422 and "does not apply to onnx models" in refused.text
         assert onnx_client.post("/predict", json={"smiles": ["CCO"]}).status_code == 200
 
 

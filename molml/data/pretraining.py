@@ -436,6 +436,12 @@ class PretrainDataModule(L.LightningDataModule):
             sizes.append(json.loads(path.with_suffix(".json").read_text())["size"])
             paths.append(path)
         if not sizes:
+            limit = hp.max_molecules
+            if limit is not None and limit <= hp.val_size:
+                raise DataError(
+                    f"data.max_molecules {limit} leaves no training molecules beyond the "
+                    f"{hp.val_size} validation molecules (data.val_size); raise it above that"
+                )
             raise DataError(
                 f"pretraining sources {self.sources} hold no molecules beyond the {hp.val_size} "
                 "validation molecules; lower data.val_size or add SMILES"

@@ -416,7 +416,10 @@ def make_split(
     )
     if method == "predefined":
         if (split_column_values is None) == (split_file is None):
-            raise DataError("predefined split needs exactly one of split_column_values, split_file")
+            raise DataError(
+                "a predefined split needs exactly one of data.split_column (a column of split "
+                "names) or data.split_file (a split file)"
+            )
         if split_column_values is not None:
             split = _predefined_from_column(split_column_values)
         else:

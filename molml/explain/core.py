@@ -121,9 +121,13 @@ def check_method(predictor: Predictor, method: str) -> None:
     for member in predictor.members:
         supported = supported_methods(member)
         if method not in supported:
+            what = (
+                f"they support {list(supported)}"
+                if supported
+                else "they have none (explain the checkpoint an ONNX file was exported from)"
+            )
             raise PredictorError(
-                f"method {method!r} does not apply to a {member.kind} model; it supports "
-                f"{list(supported)}"
+                f"method {method!r} does not apply to {member.kind} models; {what}"
             )
 
 

@@ -189,7 +189,7 @@ def _model_names(paths: list[Path]) -> list[str]:
     names = []
     for path in paths:
         run = path.parent.parent if path.suffix == ".ckpt" else path.parent
-        names.append(f"{run.parent.name}/{run.name}/{path.name}")
+        names.append("/".join(part for part in (run.parent.name, run.name, path.name) if part))
     return [f"{i + 1}: {n}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
