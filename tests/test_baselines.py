@@ -176,6 +176,9 @@ def test_random_forest_baseline_round_trip(tmp_path: Path) -> None:
 
 def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"a": 1}')
+    for missing in ("missing.json", "missing.ckpt", "missing.onnx"):
+        with pytest.raises(CheckpointError, match=f"model not found: .*{missing}"):
+            molml.load_model(tmp_path / missing)
     with pytest.raises(CheckpointError, match="not a molml baseline"):
         molml.load_model(tmp_path / "other.json")
     with pytest.raises(CheckpointError, match="baseline.json not found"):

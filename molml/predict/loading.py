@@ -81,6 +81,8 @@ def _load(
         return EnsemblePredictor([_load(p, map_location, mc_dropout, opened) for p in paths])
     refuse_url(path)
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model not found: {path} (working directory {Path.cwd()})")
     members = ensemble_members(path)
     calibrated = read_calibration_file(path) if members is None else None
     if members is not None or calibrated is not None:
