@@ -4,6 +4,7 @@ and the record of which MLflow run a run directory belongs to."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,8 @@ from molml.errors import DataError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+log = logging.getLogger("molml")
 
 SQLITE_PREFIX = "sqlite:///"
 TRACKING_OFF = ("", "none", "null", "off")
@@ -126,3 +129,22 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
         if experiment is None:  # not a race: a real error
             raise
         return experiment.experiment_id
+
+
+def warn_if_artifacts_elsewhere(client: MlflowClient, experiment: str) -> None:
+    """Warn when an experiment keeps its artifacts in a local folder whose parent is gone:
+    MLflow stores that location as an absolute path, so in a moved project new runs' artifacts
+    would go back to (and recreate) the old place."""
+    location = urlparse(client.get_experiment(experiment).artifact_location)
+    if location.scheme not in ("", "file"):
+        return
+    folder = Path(location.path)
+    if not folder.parent.exists():
+        log.warning(
+            "MLflow experiment %s keeps its artifacts in %s, whose folder %s does not exist: "
+            "they will be written there. If this project was moved, log under a new "
+            "experiment_name (or tracking database) to keep them inside it.",
+            experiment,
+            folder,
+            folder.parent,
+        )

@@ -28,6 +28,7 @@ from molml.tracking import (
     absolute_tracking_uri,
     checked_tracking_uri,
     experiment_id,
+    warn_if_artifacts_elsewhere,
 )
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class MolmlCLI(LightningCLI):
                     logger._experiment_id = experiment_id(
                         logger._mlflow_client, logger._experiment_name, logger._artifact_location
                     )
+                    warn_if_artifacts_elsewhere(logger._mlflow_client, logger._experiment_id)
         try:
             super()._run_subcommand(subcommand)
         except BaseException:

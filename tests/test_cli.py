@@ -444,7 +444,10 @@ def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> 
 
 
 def test_a_moved_project_keeps_its_relative_tracking_uri_and_never_writes_the_old_place(
-    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The saved config keeps the tracking URI as written (relative); a report on a run of the
     moved project finds the moved database and makes nothing at the old place."""
@@ -471,6 +474,11 @@ def test_a_moved_project_keeps_its_relative_tracking_uri_and_never_writes_the_ol
     main(["report", "eval", "--run", str(run), "--output", "report", "--n_bootstrap", "10"])
     assert not project.exists()  # no database or artifact folder made anew at the old place
     assert (moved / "report" / "report.json").is_file()
+    # a new run in the moved database's experiment: MLflow keeps the old artifact folder
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        main(["test", "--config", str(run / "config.yaml"), "--ckpt_path",
+              str(run / "checkpoints" / "best.ckpt"), *QUIET])  # fmt: skip
+    assert "If this project was moved, log under a new experiment_name" in caplog.text
 
 
 def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
