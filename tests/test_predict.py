@@ -157,7 +157,7 @@ def test_every_predictor_takes_the_same_inputs(kind, graph_run, baseline_dir) ->
     assert from_generator["smiles"].tolist() == ["CCO", "CCN"]
     odd = predictor.predict(["CCO", None, float("nan"), 5, "C\ud800C"])  # a lone surrogate
     assert odd["status"].tolist()[0] == "ok" and (odd["status"][1:] != "ok").all()
-    assert "non-ASCII" in odd["status"].iloc[-1]
+    assert "not valid UTF-8" in odd["status"].iloc[-1]
     for bad in (None, 42):
         with pytest.raises(DataError, match="expected a SMILES string"):
             predictor.predict(bad)

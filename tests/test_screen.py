@@ -303,7 +303,7 @@ def test_bytes_that_are_not_utf8_fail_their_row_not_the_screen(trained, tmp_path
     screen([trained["ckpt"]], library, tmp_path / "out.csv")
     out = pd.read_csv(tmp_path / "out.csv")
     assert len(out) == 150 and (out["status"][:149] == "ok").all()
-    assert "not UTF-8" in out["status"].iloc[-1] and np.isnan(out["logp"].iloc[-1])
+    assert "not valid UTF-8" in out["status"].iloc[-1] and np.isnan(out["logp"].iloc[-1])
 
 
 def test_clear_errors_before_any_work(trained, library, tmp_path):

@@ -168,7 +168,7 @@ def test_a_lone_surrogate_makes_one_molecule_invalid_not_the_request(
     assert response.status_code == 200, response.text
     first, second = response.json()["results"]
     assert first["status"] == "ok" and first["id"] == "a"
-    assert "non-ASCII character" in second["status"] and second["id"] == "b\ufffdc"
+    assert "not valid UTF-8" in second["status"] and second["id"] == "b\ufffdc"
     assert second["predictions"] == {column: None for column in first["predictions"]}
 
 

@@ -44,8 +44,8 @@ def _check_characters(text: str) -> None:
     bad, ch = found.start(), found.group()
     if ch == "\ufffd":  # what reading a file puts where its bytes are not UTF-8
         raise InvalidMoleculeError(
-            f"SMILES {_quoted(text)} has bytes that are not UTF-8 text at position {bad + 1} "
-            "(shown as U+FFFD)"
+            f"SMILES {_quoted(text)} is not valid UTF-8 text at position {bad + 1} (shown "
+            "as U+FFFD)"
         )
     kind = "whitespace" if ch.isspace() else "non-ASCII" if ord(ch) > 127 else "control"
     raise InvalidMoleculeError(

@@ -62,8 +62,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def without_surrogates(text: str) -> str:
     """``text`` with lone UTF-16 surrogates (which no UTF-8 output can hold, e.g. from a JSON
-    ``"\\ud800"``) replaced by U+FFFD, so that the molecule is reported as invalid (not ASCII)
-    instead of failing the whole call when its row is written."""
+    ``"\\ud800"``) replaced by U+FFFD, so that the molecule is reported as invalid (not valid
+    UTF-8) instead of failing the whole call when its row is written."""
     return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
