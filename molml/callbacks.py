@@ -233,11 +233,12 @@ class EvaluationPlots(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
+        log_dir = trainer.log_dir  # on every process: under DDP it is a broadcast all must join
         if trainer.is_global_zero and trainer.ckpt_path:
             checkpoint = Path(trainer.ckpt_path).resolve()
             if self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs:
                 record_test_metrics(checkpoint.parent.parent, checkpoint, trainer.callback_metrics)
-            elif trainer.log_dir is not None:  # a run folder of its own to record in
+            elif log_dir is not None:  # a run folder of its own to record in
                 record_test_metrics(run_dir, checkpoint, trainer.callback_metrics)
         outputs = getattr(pl_module, "test_outputs", None)
         if outputs is None or not trainer.is_global_zero or pl_module.task_type == "multiclass":

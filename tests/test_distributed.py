@@ -75,7 +75,8 @@ def write_config(tmp_path: Path, n_molecules: int) -> Path:
                 {
                     "class_path": "molml.callbacks.ModelCheckpoint",
                     "init_args": {"monitor": "val/rmse", "filename": "best"},
-                }
+                },
+                {"class_path": "molml.callbacks.EvaluationPlots"},  # as in the shipped configs
             ],
         },
     }
@@ -114,6 +115,9 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
     test_config.write_text(yaml.safe_dump(with_probe))
     molml_cli("test", "--config", str(test_config), "--ckpt_path", str(best), *ddp, cwd=tmp_path)
     test_run = tmp_path / "runs" / "ddp" / "version_1"
+    # a later test of the checkpoint records its metrics and plot in its own run folder
+    recorded = json.loads((test_run / "test_metrics.json").read_text())
+    assert list(recorded) == [str(best.resolve())] and (test_run / "test_parity.png").is_file()
 
     dm = MoleculeDataModule(
         path=str(tmp_path / "logp_subset.csv"), split="scaffold", cache_dir=None, featurize_jobs=1
