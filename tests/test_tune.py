@@ -459,9 +459,10 @@ def test_grid_sampler_tries_every_point_once_and_refuses_ranges(
     command = ["tune", "--config", str(config), "--search", str(grid), "--sampler", "grid",
                "--storage", f"sqlite:///{storage}", "--study-name", "grid",
                "--output-dir", str(tmp_path / "tune"), "--tracking-uri", "none"]  # fmt: skip
-    main(command)  # no --n-trials: the grid's size
+    main([*command, "--n-trials", "1"])  # stopped after one point, then resumed
+    main(command)  # no --n-trials: the rest of the grid
     depths = sorted(t.params["estimator.params.max_depth"] for t in study_trials(storage, "grid"))
-    assert depths == [2, 3, 4]
+    assert depths == [2, 3, 4]  # every point once (a resume used to repeat one, skip another)
     main(command)  # a rerun of a finished grid adds no trial
     assert len(study_trials(storage, "grid")) == 3
 

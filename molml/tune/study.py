@@ -125,7 +125,7 @@ def load_study(
     direction, and (for studies that stored them) the same cross-validation split and base
     config: the same data, split and training schedule (refused otherwise, naming what
     differs). The TPE sampler's seed is offset by the trials already in the study, so a
-    resumed study draws new points, reproducibly."""
+    resumed study draws new points, reproducibly; a grid keeps its seed (its shuffled order)."""
     check_sampler(options.sampler, space)  # before the study is created
     storage = open_storage(options.storage)
     direction = metric_direction(options.metric)
@@ -174,7 +174,10 @@ def load_study(
             f"study {options.study_name!r} {study.direction.name.lower()}s its metric; "
             f"{options.metric} is to {direction}"
         )
-    study.sampler = make_sampler(options.sampler, space, options.seed + len(study.trials))
+    # TPE: a resumed study draws new points; a grid's order is shuffled by its seed, which
+    # every process and resume of the study must share so a grid point means one thing
+    offset = len(study.trials) if options.sampler == "tpe" else 0
+    study.sampler = make_sampler(options.sampler, space, options.seed + offset)
     return study
 
 
