@@ -33,7 +33,7 @@ from molml.models import (
     Graphormer,
     MoleculeModel,
 )
-from molml.predict import EnsemblePredictor, GraphPredictor
+from molml.predict import BaselinePredictor, EnsemblePredictor, GraphPredictor
 
 ENCODERS = {
     "dmpnn": partial(DMPNN, hidden_dim=16, depth=2),
@@ -325,6 +325,40 @@ def test_ensembles_give_the_mean_map_and_its_spread() -> None:
     assert combined[1].status != "ok"
     frame = explanations_frame(combined)
     assert frame.loc[frame["kind"] == "atom", "score_std"].notna().all()
+
+
+def test_ensembles_whose_maps_would_not_line_up_are_refused(
+    ecfp_baselines: dict[str, Path],
+) -> None:
+    """A logit map averaged with a probability map, or atoms of molecules drawn with and
+    without hydrogens, mean nothing: refused with the reason."""
+    import xgboost as xgb
+
+    from molml.baselines.estimators import XGBoostTaskModel
+    from molml.baselines.model import BaselineModel
+
+    forest = molml.load_model(ecfp_baselines["forest"])
+    smiles = nci_smiles(200)
+    features, _ = forest.model.featurizer.transform(smiles)
+    has_n = [int("N" in s or "n" in s) for s in smiles]
+    booster = xgb.XGBClassifier(n_estimators=10, n_jobs=1).fit(features, has_n).get_booster()
+    classifier = BaselineModel(
+        forest.model.featurizer, ["has_n"], "classification", "xgboost", [XGBoostTaskModel(booster)]
+    )
+    mixed = EnsemblePredictor([BaselinePredictor(classifier), forest])
+    with pytest.raises(PredictorError, match="explain different quantities"):
+        explain(mixed, "c1ccncc1CCN")
+    members = [
+        GraphPredictor(
+            MoleculeModel(
+                encoder=DMPNN(hidden_dim=16, depth=2),
+                featurizer=MolGraphFeaturizer(add_hydrogens=hydrogens).to_config(),
+            )
+        )
+        for hydrogens in (False, True)
+    ]
+    with pytest.raises(PredictorError, match="draw molecules differently"):
+        explain(EnsemblePredictor(members), "CCO", method="saliency")
 
 
 def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ an HTML page."""
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from molml.errors import DataError
+from molml.errors import DataError, PredictorError
 from molml.explain.baseline import explain_baseline
 from molml.explain.core import (
     TABLE_COLUMNS,
@@ -94,6 +95,7 @@ def explain(
     members = predictor.members
     method = method or default_method(predictor)
     check_method(predictor, method)
+    _check_members_agree(members, method)
     column = target_column(predictor, task)
     runs = []
     for member in members:
@@ -125,6 +127,34 @@ def explain(
             if explanation.ok:
                 explanation.prediction = float(value)
     return explanations
+
+
+GRAPH_SHAPING = ("add_hydrogens", "standardize")  # featurizer options that change the atoms
+
+
+def _check_members_agree(members: list[Predictor], method: str) -> None:
+    """An ensemble's maps are averaged atom by atom on one scale: its members must draw the
+    same molecule (graph models: the same hydrogens and standardization) and explain the same
+    quantity (baselines: XGBoost's SHAP values are logits, a random forest's probabilities)."""
+    if len(members) < 2:
+        return
+    units = {score_units(member, method) for member in members}
+    if len(units) > 1:
+        raise PredictorError(
+            f"this ensemble's members explain different quantities ({' and '.join(sorted(units))}"
+            ": XGBoost classifiers' SHAP values are logits, random forests' probabilities); "
+            "explain each member on its own"
+        )
+    drawn = {
+        json.dumps({k: m.featurization["graph"].get(k) for k in GRAPH_SHAPING}, sort_keys=True)
+        for m in members
+        if m.kind == "graph"
+    }
+    if len(drawn) > 1:
+        raise PredictorError(
+            f"this ensemble's members draw molecules differently ({' vs '.join(sorted(drawn))}), "
+            "so their atoms do not line up; explain each member on its own"
+        )
 
 
 def default_baseline(predictor: Predictor) -> str:
