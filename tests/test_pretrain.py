@@ -628,6 +628,15 @@ def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path
     assert np.array_equal(quarter.split.test, whole.split.test)
     with pytest.raises(DataError, match="train_fraction must be in"):
         MoleculeDataModule(**common, train_fraction=0.0)
+    # the kept part is checked like a whole training part: one class only is refused
+    frame = pd.read_csv(csv)
+    frame["active"] = (np.arange(len(frame)) % 40 == 0).astype(int)
+    frame.drop(columns="logp").to_csv(tmp_path / "rare.csv", index=False)
+    rare = MoleculeDataModule(
+        **{**common, "path": str(tmp_path / "rare.csv")}, split="random", train_fraction=0.02
+    )
+    with pytest.raises(DataError, match=r"only class 0 in the train split .*train_fraction 0.02"):
+        rare.setup("fit")
 
 
 def test_pretraining_runs_on_two_processes_in_bf16(pretrained_run: dict, tmp_path: Path) -> None:

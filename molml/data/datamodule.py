@@ -152,14 +152,17 @@ class MoleculeTable:
         seed: int,
         split_file: str | None = None,
         split_index: int = 0,
+        train_fraction: float = 1.0,
     ) -> Split:
-        """Split the valid molecules (``scaffolds``: one per valid molecule, or None).
+        """Split the valid molecules (``scaffolds``: one per valid molecule, or None); with
+        ``train_fraction`` below 1, keep a seeded part of the training molecules
+        (:func:`subsample_train`).
 
         Raises :class:`DataError` for a split file or column given without the ``predefined``
         split, split-file indices beyond the table, an empty train, val or test part, and a
-        binary task with one class among its training labels. Rows of a split file that are
-        invalid molecules are left out (logged, and counted in :meth:`split_report`), and valid
-        molecules in no part are logged.
+        binary task with one class among its training labels (after ``train_fraction``). Rows
+        of a split file that are invalid molecules are left out (logged, and counted in
+        :meth:`split_report`), and valid molecules in no part are logged.
         """
         self._check_split_options(method, split_file)
         self.split_notes = {}
@@ -188,6 +191,9 @@ class MoleculeTable:
             how = f"split column {self.split_column!r}"
         else:
             how = f"{method} split with sizes {tuple(sizes)}"
+        if train_fraction < 1:
+            split = subsample_train(split, train_fraction, seed)
+            how += f", train_fraction {train_fraction}"
         self._check_split(split, valid, how)
         return split
 
@@ -471,9 +477,8 @@ class MoleculeDataModule(L.LightningDataModule):
                 seed=hp.split_seed,
                 split_file=hp.split_file,
                 split_index=hp.split_index,
+                train_fraction=hp.train_fraction,
             )
-            if hp.train_fraction < 1:
-                self.split = subsample_train(self.split, hp.train_fraction, hp.split_seed)
             self.report = self.molecules.split_report(
                 self.split,
                 featurized.valid,

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from molml.baselines.config import DataConfig
-from molml.data.datamodule import MoleculeDataModule, MoleculeTable, subsample_train
+from molml.data.datamodule import MoleculeDataModule, MoleculeTable
 from molml.data.splits import Split
 from molml.errors import DataError
 
@@ -96,15 +96,13 @@ def configured_split(
 ) -> Split:
     """The configured split of the valid molecules, with ``train_fraction`` applied (raises
     DataError as the data module does: empty parts, one-class training labels, ...)."""
-    seed = options.get("split_seed", 0)
-    split = table.make_split(
+    return table.make_split(
         valid,
         scaffolds,
         method=options.get("split", "scaffold"),
         sizes=options.get("split_sizes", (0.8, 0.1, 0.1)),
-        seed=seed,
+        seed=options.get("split_seed", 0),
         split_file=options.get("split_file"),
         split_index=options.get("split_index", 0),
+        train_fraction=options.get("train_fraction") or 1.0,
     )
-    fraction = options.get("train_fraction") or 1.0
-    return subsample_train(split, fraction, seed) if fraction < 1 else split
