@@ -231,6 +231,10 @@ def test_one_class_only_outside_training_is_accepted(tmp_path) -> None:
     dm = make_dm(path, split="predefined", split_file=str(split_file))
     dm.setup("fit")
     assert len(dm.split.train) == 12
+    # but a validation part where no task has both classes gives no ROC-AUC to train on
+    only_b = classification_csv(tmp_path / "only_b.csv", {"b": b})
+    with pytest.raises(DataError, match="no task has both classes in the val split"):
+        make_dm(only_b, split="predefined", split_file=str(split_file)).setup("fit")
 
 
 @pytest.mark.parametrize(

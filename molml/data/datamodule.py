@@ -246,6 +246,15 @@ class MoleculeTable:
                     f"{how}); a classifier cannot learn from one class: use a split that puts "
                     "both classes in training (e.g. scaffold_stratified) or leave the task out"
                 )
+        if self.task_type == "classification":
+            val = self.targets[valid][split.val]
+            if not any(len(np.unique(c[~np.isnan(c)])) == 2 for c in val.T):
+                raise DataError(
+                    f"{self.source}: no task has both classes in the val split ({len(val)} "
+                    f"molecules, {how}): validation ROC-AUC and PR-AUC, which checkpoints and "
+                    "early stopping of classifiers watch, cannot be computed; use a split that "
+                    "puts both classes in validation (e.g. scaffold_stratified)"
+                )
 
     def _check_split_column(self, values: list, valid: np.ndarray) -> None:
         """Refuse split-column values of usable molecules that name no part, with the file's
