@@ -138,6 +138,12 @@ class MolecularMetrics(Metric):
         out = {"accuracy": multiclass_accuracy(p, labels, num_classes=num_classes, average="micro")}
         if labels.unique().numel() == num_classes:
             out["roc_auc"] = multiclass_auroc(p, labels, num_classes=num_classes)
+        else:
+            warnings.warn(
+                f"task {name!r} has {labels.unique().numel()} of its {num_classes} classes in this "
+                "split; ROC-AUC skipped",
+                stacklevel=2,
+            )
         return out
 
 

@@ -206,6 +206,12 @@ def test_labels_that_are_not_binary_suggest_the_task_type(tmp_path, labels, hint
         make_dm(path, task_type="classification").setup("fit")
 
 
+def test_multiclass_labels_without_a_class_are_refused(tmp_path) -> None:
+    path = classification_csv(tmp_path / "one_based.csv", {"y": [1, 2, 3] * 4})
+    with pytest.raises(DataError, match=r"class\(es\) \[0\] have no rows; the labels look 1-based"):
+        make_dm(path, task_type="multiclass")
+
+
 def test_molecules_in_two_parts_of_a_split_are_a_warning(tmp_path, caplog) -> None:
     smiles = nci_smiles(20)
     path = tmp_path / "dups.csv"

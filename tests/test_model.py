@@ -392,6 +392,16 @@ def test_multiclass_metrics_equal_scikit_learn() -> None:
     assert values["accuracy/c"].item() == pytest.approx(accuracy)
     expected = roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
     assert values["roc_auc/c"].item() == pytest.approx(expected, abs=1e-6)
+    # a split without one of the classes: ROC-AUC is left out, and says so
+    present = labels != 2
+    metric.reset()
+    metric.update(
+        torch.as_tensor(probabilities[present][:, None, :]),
+        torch.as_tensor(labels[present][:, None].astype(float)),
+        torch.ones(int(present.sum()), 1, dtype=torch.bool),
+    )
+    with pytest.warns(UserWarning, match="has 2 of its 3 classes in this split; ROC-AUC skipped"):
+        assert "roc_auc/c" not in metric.compute()
 
 
 def test_r2_of_a_constant_task_is_left_out_of_the_mean() -> None:

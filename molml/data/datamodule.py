@@ -828,13 +828,24 @@ def _check_labels(
                 and ((classes >= 0) & (classes == np.round(classes))).all()
             )
             hint = (
-                "set task_type: multiclass (with num_classes) for more than two classes"
+                "set task_type: multiclass for more than two classes (labelled 0, 1, 2, ...)"
                 if more_classes
                 else "set task_type: regression if it is continuous"
             )
             raise DataError(
                 f"{source}: column {task!r} is a {task_type} target but has values other than "
                 f"{allowed}: {values} (rows {rows}); {hint}"
+            )
+    if task_type == "multiclass" and not np.isnan(y).all():
+        # classes are 0..K-1 with K from the largest label: one without rows would be a class
+        # the model predicts but never saw (1-based labels give a phantom class 0)
+        labels = y[~np.isnan(y)]
+        missing = sorted(set(range(int(labels.max()) + 1)) - set(labels.astype(int).tolist()))
+        if missing:
+            hint = "; the labels look 1-based: subtract 1" if missing == [0] else ""
+            raise DataError(
+                f"{source}: multiclass labels are class indices 0..{int(labels.max())}, but "
+                f"class(es) {missing[:10]} have no rows{hint}"
             )
 
 
