@@ -52,12 +52,17 @@ def write_logp_dataset(library: Path, out_csv: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> None:
     """Train, test, reload and screen the quickstart model; print where everything is."""
     parser = CommandParser(prog="molml quickstart", description=__doc__)
-    parser.add_argument("--out", default="runs/quickstart", help="output directory")
+    parser.add_argument(
+        "--out",
+        default="runs/quickstart",
+        help="output directory: the dataset, the run (DIR/version_N) and the library scores; "
+        "MLflow logs to mlflow.db beside it",
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config")
     args = parser.parse_args(argv)
 
     from molml.predict import load_model
-    from molml.training import make_cli
+    from molml.training import full_config, make_cli
 
     out = Path(args.out)
     data_csv = out / "nci5k_logp.csv"
@@ -70,7 +75,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.max_epochs is not None:
         cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
     with resources.as_file(CONFIG) as config:
-        cli = make_cli(["--config", str(config), *cli_args], run=False)
+        settings = full_config(["--config", str(config), *cli_args])
+    for logger in settings["trainer"]["logger"]:  # the run goes under --out, MLflow beside it
+        init_args = logger.setdefault("init_args", {})
+        if logger["class_path"].endswith("CSVLogger"):
+            init_args.update(save_dir=str(out.parent), name=out.name)
+        elif logger["class_path"].endswith("MLFlowLogger"):
+            init_args.update(
+                tracking_uri=f"sqlite:///{out.parent / 'mlflow.db'}",
+                artifact_location=str(out.parent / "mlartifacts"),
+            )
+    cli = make_cli(settings, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path
     test_metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)[0]

@@ -84,7 +84,9 @@ def test_quickstart_runs_from_the_installed_wheel(installed: Path, tmp_path: Pat
     scores = pd.read_csv(out / "library_scores.csv")
     assert len(scores) == len(pd.read_csv(out / "nci5k_logp.csv")) > 4900
     assert (scores["status"] == "ok").mean() > 0.99
-    assert list((tmp_path / "runs" / "quickstart").glob("version_*/checkpoints/best.ckpt"))
+    # the run is under --out too, and MLflow's database beside it
+    assert list(out.glob("version_*/checkpoints/best.ckpt"))
+    assert (tmp_path / "mlflow.db").is_file() and not (tmp_path / "runs").exists()
 
 
 def test_fit_a_registry_dataset_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
