@@ -315,7 +315,9 @@ def test_predict_is_robust_to_bad_entries(esol_xgb: FitResult) -> None:
 # ---------------------------------------------------------------------------- CLI
 
 
-def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_cli_fit_test_predict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog: pytest.LogCaptureFixture
+) -> None:
     require_dataset("esol")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
@@ -345,6 +347,11 @@ def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
     main(["baseline", "test", "--config", str(run / "config.yaml"), "--model", str(run / "model")])
     tested = json.loads((run.parent / "version_1" / "metrics.json").read_text())
     assert tested["test"]["rmse"] == pytest.approx(metrics["test"]["rmse"], rel=1e-6)
+    assert "another training part" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="molml"):  # another split: the test may leak
+        main(["baseline", "test", "--config", str(run / "config.yaml"), "--model",
+              str(run / "model"), "--data.split_seed", "5"])  # fmt: skip
+    assert "was trained on another training part" in caplog.text
 
     # predict a file with a bad row: one output row per input row
     library = tmp_path / "library.csv"
@@ -363,7 +370,7 @@ def test_cli_fit_test_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c
             str(library),
         ]
     )
-    out = pd.read_csv(run.parent / "version_2" / "predictions.csv")
+    out = pd.read_csv(run.parent / "version_3" / "predictions.csv")
     assert out["row"].tolist() == [2, 3, 4] and out["status"][0] == "ok"
     assert out["status"][1] != "ok" and np.isnan(out["logSolubility"][1])
     assert out["id"].tolist() == ids and (out["input_logSolubility"] == 1.0).all()

@@ -270,10 +270,12 @@ def test_eval_report_warns_when_the_training_part_is_not_the_models(
     assert any("was trained on another training part" in w for w in warnings)
     # a split option alone goes over the run's config (which names the data)
     reseeded = tmp_path / "reseeded"
-    run_report(["eval", "--run", str(run), "--data.split_seed", "3", "--output", str(reseeded),
-                "--n_bootstrap", "20"])  # fmt: skip
+    baseline = classification_runs["baseline"] / "model"
+    run_report(["eval", "--run", str(run), "--model", str(baseline), "--data.split_seed", "3",
+                "--output", str(reseeded), "--n_bootstrap", "20"])  # fmt: skip
     warnings = json.loads((reseeded / "report.json").read_text())["warnings"]
-    assert any("was trained on another training part" in w for w in warnings)
+    warned = [w for w in warnings if "was trained on another training part" in w]
+    assert len(warned) == 2 and any("xgb" in w for w in warned)  # the baseline's record too
 
 
 def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from molml.baselines.config import DataConfig
 from molml.chem.fingerprints import FingerprintFeaturizer
 from molml.chem.parsing import parse_smiles
 from molml.data.datamodule import MoleculeTable, split_rows
-from molml.data.splits import Split, split_keys
+from molml.data.splits import Split, split_keys, training_part_fingerprint
 from molml.errors import InvalidMoleculeError
 
 
@@ -81,6 +81,7 @@ class FingerprintData:
     errors: dict[int, str]
     split: Split
     report: dict[str, Any]
+    train_fingerprint: str  # of the training part, as graph checkpoints record it
 
     @property
     def tasks(self) -> list[str]:
@@ -151,4 +152,5 @@ def load_fingerprint_data(
         seed=config.split_seed,
         n_invalid=len(errors),
     )
-    return FingerprintData(molecules, X[valid], valid, errors, split, report)
+    trained_on = training_part_fingerprint(canonical[i] for i in split.train)
+    return FingerprintData(molecules, X[valid], valid, errors, split, report, trained_on)

@@ -51,6 +51,8 @@ class BaselineModel:
         estimator: ``xgboost`` or ``random_forest``.
         task_models: the fitted model of each task.
         fit_summaries: per task, what it was trained on (labelled rows, positives, trees, ...).
+        train_sha256: fingerprint of the training part (``training_part_fingerprint``), by
+            which a later test on other data or another split is noticed.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class BaselineModel:
         estimator: str,
         task_models: Sequence[TaskModel],
         fit_summaries: Sequence[dict[str, Any]] | None = None,
+        train_sha256: str | None = None,
     ) -> None:
         if len(task_models) != len(tasks):
             raise ValueError(f"{len(task_models)} task models for {len(tasks)} tasks")
@@ -70,6 +73,7 @@ class BaselineModel:
         self.estimator = estimator
         self.task_models = list(task_models)
         self.fit_summaries = list(fit_summaries or [{} for _ in tasks])
+        self.train_sha256 = train_sha256
 
     def __repr__(self) -> str:
         return (
@@ -123,7 +127,9 @@ class BaselineModel:
 
     def spec(self) -> dict[str, Any]:
         """Everything but the task models' own files, as plain data."""
+        recorded = {"train_sha256": self.train_sha256} if self.train_sha256 else {}
         return {
+            **recorded,
             "kind": _KIND,
             "format": BASELINE_FORMAT,
             "molml_version": __version__,
@@ -223,6 +229,7 @@ def load_baseline(path: str | Path) -> BaselineModel:
         fit_summaries=[
             {k: v for k, v in entry.items() if k != "file"} for entry in spec["task_models"]
         ],
+        train_sha256=spec.get("train_sha256"),
     )
 
 
@@ -235,9 +242,11 @@ def _check_spec(spec: dict[str, Any], spec_path: Path) -> None:
     missing = [key for key in _SPEC_KEYS if key not in spec]
     if missing:
         raise refuse(f"missing keys {missing}; a baseline spec has {list(_SPEC_KEYS)}")
-    unknown = sorted(set(spec) - set(_SPEC_KEYS))
+    unknown = sorted(set(spec) - set(_SPEC_KEYS) - {"train_sha256"})
     if unknown:
         raise refuse(f"unknown keys {unknown}; a baseline spec has {list(_SPEC_KEYS)}")
+    if not isinstance(spec.get("train_sha256", ""), str):
+        raise refuse(f"train_sha256 must be a string, got {spec['train_sha256']!r}")
     if not isinstance(spec["molml_version"], str):
         raise refuse(f"molml_version must be a string, got {spec['molml_version']!r}")
     if spec["estimator"] not in TASK_MODELS:

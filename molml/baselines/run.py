@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
 from molml.tracking import absolute_tracking_uri, experiment_id, record_mlflow_run
+
+log = logging.getLogger("molml")
 
 _MLFLOW_NAME = re.compile(r"[^a-zA-Z0-9_/. -]+")  # characters MLflow refuses in metric names
 
@@ -69,7 +72,13 @@ def fit_baseline(config: BaselineConfig, evaluate_parts: Sequence[str] = SPLIT_N
         summaries.append(summary)
     fitted = time.perf_counter()
     baseline = BaselineModel(
-        featurizer, data.tasks, data.task_type, config.estimator.name, task_models, summaries
+        featurizer,
+        data.tasks,
+        data.task_type,
+        config.estimator.name,
+        task_models,
+        summaries,
+        train_sha256=data.train_fingerprint,
     )
     metrics = {part: evaluate(baseline, *data.part(part)) for part in evaluate_parts}
     seconds = {"featurize": featurized - start, "fit": fitted - featurized}
@@ -119,6 +128,13 @@ def run_test(config: BaselineConfig, model_path: str | Path) -> Path:
     data = load_fingerprint_data(config.data, model.featurizer, n_jobs=config.features.n_jobs)
     if data.tasks != model.tasks:
         raise DataError(f"the model predicts tasks {model.tasks}, the data has {data.tasks}")
+    if model.train_sha256 and model.train_sha256 != data.train_fingerprint:
+        log.warning(
+            "%s was trained on another training part than this data and split give (a changed "
+            "or reordered file, other split options): the test part may hold molecules it was "
+            "trained on",
+            model_path,
+        )
     metrics = {"test": evaluate(model, *data.part("test"))}
     run_dir = new_run_dir(config)
     data.write_split_files(run_dir)

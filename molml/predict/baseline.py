@@ -43,7 +43,10 @@ class BaselinePredictor(SingleModelPredictor):
             "estimator": self.model.estimator,
             "tasks": self.tasks,
             "task_type": self.task_type,
-            "training_data": self.model.fit_summaries,
+            "training_data": {
+                "train_sha256": self.model.train_sha256,
+                "per_task": self.model.fit_summaries,
+            },
             "test_metrics": run.get("test") if run else None,
             "featurizer": self.model.featurizer.to_config(),
         }
