@@ -112,7 +112,8 @@ def deletion_rows(
 ) -> list[dict[str, Any]]:
     """Per masked size: mean changes for top / random / bottom atoms and the agreement stats."""
     # masking sets features to zero, so Integrated Gradients starts from zeros too
-    explained = explain(predictor, smiles, method, baseline="zeros", progress=False)
+    start = "zeros" if method == "integrated_gradients" else None
+    explained = explain(predictor, smiles, method, baseline=start, progress=False)
     stats: dict[str, dict[str, list[float]]] = {size: {} for size in SIZES}
     for item in explained:
         scores = item.atom_scores

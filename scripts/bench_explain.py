@@ -348,14 +348,16 @@ def score_model(
     for method in methods:
         start = time.perf_counter()
         mapping = "occurrence" if method == "shap_occurrence" else "shared"
+        base = method.removesuffix("_occurrence").removesuffix("_atoms").removesuffix("_zeros")
+        start = "zeros" if method.endswith("_zeros") else "carbon"
         result = explain(
             predictor,
             [test[i] for i in positives],
-            method.removesuffix("_occurrence").removesuffix("_atoms").removesuffix("_zeros"),
+            base,
             steps=steps,
             shap_mapping=mapping,
             inputs="atoms" if method in ATOM_ONLY_METHODS else "atoms_and_bonds",
-            baseline="zeros" if method.endswith("_zeros") else "carbon",
+            baseline=start if base == "integrated_gradients" else None,
         )
         seconds = time.perf_counter() - start
         pairs = list(zip(result, positives, strict=True))

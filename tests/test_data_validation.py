@@ -455,3 +455,12 @@ def test_an_unknown_split_column_value_is_named_by_its_file_row(tmp_path: Path) 
     )
     dm.setup("fit")
     assert len(dm.split.train) == 13
+
+
+def test_a_dataset_and_a_path_together_say_how_to_train_on_the_file(tmp_path) -> None:
+    from molml.data.datamodule import MoleculeTable
+
+    with pytest.raises(DataError, match="not both: .* add --data.dataset null"):
+        MoleculeTable.read("esol", str(tmp_path / "mine.csv"))
+    with pytest.raises(DataError, match="give data.dataset .* or data.path"):
+        MoleculeTable.read(None, None)

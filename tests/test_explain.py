@@ -165,9 +165,9 @@ def test_the_atoms_a_model_counts_get_the_scores() -> None:
     assert predictor.predict(smiles)["target"].tolist() == [2.0, 2.0, 0.0]
     runs = [("integrated_gradients", "atoms_and_bonds", "carbon")]
     runs += [("integrated_gradients", "atoms_and_bonds", "zeros")]
-    runs += [("input_x_gradient", "atoms_and_bonds", "carbon")]
+    runs += [("input_x_gradient", "atoms_and_bonds", None)]
     runs += [
-        ("occlusion", "atoms_and_bonds", "carbon"),
+        ("occlusion", "atoms_and_bonds", None),
         ("integrated_gradients", "atoms", "carbon"),
     ]
     for method, inputs, baseline in runs:
@@ -307,6 +307,8 @@ def test_methods_that_do_not_apply_name_the_ones_that_do(
         explain(trained, "CCO", task="solubility")
     with pytest.raises(DataError, match="steps"):
         explain(trained, "CCO", steps=0)
+    with pytest.raises(DataError, match="method 'saliency' has none"):  # was ignored
+        explain(trained, "CCO", method="saliency", baseline="carbon")
 
 
 def test_ensembles_give_the_mean_map_and_its_spread() -> None:
@@ -455,7 +457,9 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     assert "cannot write drawings to" in capsys.readouterr().err
 
 
-def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Path) -> None:
+def test_baseline_cli_draws_atoms(
+    ecfp_baselines: dict[str, Path], graph_run: dict, tmp_path: Path
+) -> None:
     mols = tmp_path / "mols.smi"
     mols.write_text("smiles name\nCC(=O)Nc1ccc(O)cc1 paracetamol\nC methane\n")
     out = tmp_path / "explain"
@@ -466,6 +470,11 @@ def test_baseline_cli_draws_atoms(ecfp_baselines: dict[str, Path], tmp_path: Pat
     assert (table["method"] == "shap").all()
     assert table.loc[table["kind"] == "atom", "score"].abs().sum() > 0
     assert (out / "molecules" / "00000.svg").is_file()
+    assert (out / "shap_summary.png").is_file()
+    # a graph model explained into the same folder: no stale SHAP summary of the baseline
+    main(["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols), "--output",
+          str(out), "--no-progress", "--steps", "4"])  # fmt: skip
+    assert not (out / "shap_summary.png").exists() and not (out / "shap_summary.csv").exists()
 
 
 def test_baseline_shap_summary_ranks_the_feature_the_model_uses_first(

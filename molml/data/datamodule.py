@@ -85,8 +85,14 @@ class MoleculeTable:
     ) -> MoleculeTable:
         """Read a registry dataset or a file and validate its targets (arguments as in
         :class:`MoleculeDataModule`)."""
-        if (dataset is None) == (path is None):
-            raise DataError("give exactly one of `dataset` (a registry name) or `path` (a file)")
+        if dataset is not None and path is not None:
+            raise DataError(
+                f"give one of data.dataset (a registry name, here {dataset!r}) or data.path (a "
+                f"file, here {path!r}), not both: with a config that names a dataset, add "
+                "--data.dataset null to train on your file"
+            )
+        if dataset is None and path is None:
+            raise DataError("give data.dataset (a registry name) or data.path (a file)")
         source, smiles_column, target_columns, card_task = _resolve_source(
             dataset, path, data_dir, smiles_column, target_columns
         )

@@ -90,10 +90,15 @@ def explain(
         raise DataError(f"inputs must be one of {list(ATTRIBUTION_INPUTS)}, got {inputs!r}")
     if baseline is not None and baseline not in IG_BASELINES:
         raise DataError(f"baseline must be one of {list(IG_BASELINES)}, got {baseline!r}")
-    baseline = baseline or default_baseline(predictor)
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method = method or default_method(predictor)
+    if baseline is not None and method != "integrated_gradients":
+        raise DataError(
+            f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "
+            "has none: leave it out or use method integrated_gradients"
+        )
+    baseline = baseline or default_baseline(predictor)
     check_method(predictor, method)
     _check_members_agree(members, method)
     column = target_column(predictor, task)
@@ -208,6 +213,9 @@ def score_units(predictor: Predictor, method: str) -> str:
     return "probability" if method == "shap" and random_forest else "logit"
 
 
+SUMMARY_FILES = ("shap_summary.csv", "shap_summary.png")
+
+
 def prepare_output(
     output: str | Path, table: str = "attributions.csv", *, clear: bool = False
 ) -> Path:
@@ -228,6 +236,8 @@ def prepare_output(
     for old in drawings.iterdir() if clear else ():
         if OLD_DRAWING.fullmatch(old.name):
             old.unlink()
+    for name in SUMMARY_FILES if clear else ():  # a baseline run's, not this run's
+        (output / name).unlink(missing_ok=True)
     return output
 
 
