@@ -128,22 +128,7 @@ class MolmlCLI(LightningCLI):
         """Run the verb in a run folder of its own; a run that fails before writing anything
         there leaves no empty ``version_N`` behind."""
         claimed = claim_log_versions(self.trainer)
-        for logger in self.trainer.loggers:
-            if isinstance(logger, MLFlowLogger) and logger._tracking_uri.startswith(SQLITE_PREFIX):
-                # resolved against this working directory for this run, while the saved
-                # config.yaml keeps the URI as written, so a moved project keeps its database
-                from mlflow.tracking import MlflowClient
-
-                logger._tracking_uri = absolute_tracking_uri(logger._tracking_uri)
-                logger._mlflow_client = MlflowClient(logger._tracking_uri)
-        if self.trainer.global_rank == 0:
-            for logger in self.trainer.loggers:
-                if isinstance(logger, MLFlowLogger) and logger._run_id is None:
-                    # Lightning's own get-or-create fails when two runs create it at once
-                    logger._experiment_id = experiment_id(
-                        logger._mlflow_client, logger._experiment_name, logger._artifact_location
-                    )
-                    warn_if_artifacts_elsewhere(logger._mlflow_client, logger._experiment_id)
+        prepare_mlflow_loggers(self.trainer)
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
@@ -248,6 +233,27 @@ def claim_log_versions(trainer: L.Trainer) -> list[Path]:
         logger._version = version  # what its version property would have picked, reserved
         claimed.append(root / f"version_{version}")
     return claimed
+
+
+def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
+    """Before a verb runs: each MLflow logger's ``sqlite:///`` URI made absolute for this run
+    (the saved config.yaml keeps it as written, so a moved project keeps its database) and, in
+    the main process, its experiment got or created race-free (Lightning's own get-or-create
+    fails when two runs create it at once), with a warning if its artifact folder is gone."""
+    for logger in trainer.loggers:
+        if not isinstance(logger, MLFlowLogger):
+            continue
+        if logger._tracking_uri.startswith(SQLITE_PREFIX):
+            from mlflow.tracking import MlflowClient  # MLflow is imported only when it logs
+
+            logger._tracking_uri = absolute_tracking_uri(logger._tracking_uri)
+            logger._mlflow_client = MlflowClient(logger._tracking_uri)
+        if trainer.global_rank == 0 and logger._run_id is None:
+            client = logger._mlflow_client
+            logger._experiment_id = experiment_id(
+                client, logger._experiment_name, logger._artifact_location
+            )
+            warn_if_artifacts_elsewhere(client, logger._experiment_id)
 
 
 def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> list[str]:
