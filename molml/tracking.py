@@ -95,14 +95,13 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
         if "database_from_run" not in recorded or not moved.is_file():
             raise DataError(f"the run's MLflow database {uri.removeprefix(SQLITE_PREFIX)} is gone")
         uri = f"{SQLITE_PREFIX}{moved}"
-        client = MlflowClient(uri)
-        # MLflow keeps a run's artifact folder as an absolute path: logging there would make
-        # the old project's folders anew
-        folder = urlparse(client.get_run(recorded["run_id"]).info.artifact_uri)
-        if folder.scheme in ("", "file") and not Path(folder.path).parent.is_dir():
+        # MLflow keeps the run's artifact folder as an absolute path: logging there would
+        # make the old project's folders anew
+        artifacts = urlparse(MlflowClient(uri).get_run(recorded["run_id"]).info.artifact_uri)
+        if artifacts.scheme in ("", "file") and not Path(artifacts.path).parent.is_dir():
             raise DataError(
-                f"the run's MLflow artifact folder {folder.path} is gone (the project moved); "
-                "MLflow cannot log artifacts of that run anew"
+                f"the run's MLflow artifact folder {artifacts.path} is gone (the project "
+                "moved); MLflow cannot log artifacts of that run anew"
             )
     client = MlflowClient(uri)
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
