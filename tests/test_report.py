@@ -276,6 +276,15 @@ def test_eval_report_warns_when_the_training_part_is_not_the_models(
     warnings = json.loads((reseeded / "report.json").read_text())["warnings"]
     warned = [w for w in warnings if "was trained on another training part" in w]
     assert len(warned) == 2 and any("xgb" in w for w in warned)  # the baseline's record too
+    # an ensemble is named when one of its members was
+    manifest = tmp_path / "pair.json"
+    manifest.write_text(json.dumps({"ensemble": [str(run / "checkpoints" / "best.ckpt"),
+                                                 str(baseline)]}))  # fmt: skip
+    paired = tmp_path / "paired"
+    run_report(["eval", "--run", str(run), "--model", str(manifest), "--data.split_seed", "3",
+                "--output", str(paired), "--n_bootstrap", "20"])  # fmt: skip
+    warnings = json.loads((paired / "report.json").read_text())["warnings"]
+    assert any("pair.json was trained on another training part" in w for w in warnings)
 
 
 def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:

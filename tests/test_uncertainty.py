@@ -320,6 +320,11 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
         run=run, models=[], options=None, output=tmp_path / "platt.json", method="platt"
     )
     assert calibrated.calibrations["active"].method == "platt"
+    assert calibrated.fitted_on["warnings"] == []  # its own validation split
+    elsewhere = calibrate(
+        run=run, models=[], options={"split_seed": 3}, output=tmp_path / "x.json", method="platt"
+    )  # another split: its validation molecules may be the model's training molecules
+    assert any("another training part" in w for w in elsewhere.fitted_on["warnings"])
     smiles = pd.read_csv(calibrated.fitted_on["data"])["smiles"].iloc[:80].tolist()
     raw, tuned = base.predict(smiles), load_model(tmp_path / "platt.json").predict(smiles)
     ok = (raw["status"] == "ok").to_numpy()

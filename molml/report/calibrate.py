@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from molml.errors import CommandParser, DataError
 from molml.options import check_int
 from molml.predict import CalibratedPredictor, load_model
 from molml.report.config import data_options
-from molml.report.heldout import resolve_run, split_molecules
+from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.uncertainty import CLASSIFICATION_METHODS
+
+log = logging.getLogger("molml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +80,14 @@ def calibrate(
         raise DataError(
             f"the model predicts {missing}, which the data lacks (its tasks: {held.table.tasks})"
         )
+    if trained_elsewhere(base, held):
+        warnings.append(
+            "A model was trained on another training part than this data and split give (other "
+            "data or split options, or the folds of a cross-validation): the validation "
+            "molecules calibrated on may include molecules it was trained on, which makes "
+            "intervals too narrow and probabilities overconfident."
+        )
+        log.warning("calibrate: %s", warnings[-1])
     columns = [held.table.tasks.index(t) for t in base.tasks]
     rows = held.split.val
     calibrated = CalibratedPredictor.fit(

@@ -18,10 +18,9 @@ from scipy.stats import norm
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
-from molml.data.splits import training_part_fingerprint
 from molml.errors import DataError
 from molml.predict import Predictor, load_model
-from molml.report.heldout import resolve_run, split_molecules
+from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.report.page import Page, panels, write_json
 from molml.report.stats import (
     bootstrap_ci,
@@ -68,11 +67,8 @@ def eval_report(
                 f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
                 f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
             )
-    trained_on = training_part_fingerprint(keys[i][0] for i in split.train)
     for predictor, name in zip(predictors, names, strict=True):
-        described = predictor.metadata.get("training_data")
-        recorded = described.get("train_sha256") if isinstance(described, dict) else None
-        if isinstance(recorded, str) and recorded != trained_on:
+        if trained_elsewhere(predictor, held):  # an ensemble: any of its members
             warnings.append(
                 f"Model {name} was trained on another training part than this data and split "
                 "give (a changed or reordered file, other split options): the test part may "

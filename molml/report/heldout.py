@@ -11,8 +11,9 @@ from rdkit import Chem
 
 from molml.chem.parsing import parse_smiles
 from molml.data.datamodule import MoleculeTable
-from molml.data.splits import Split, split_keys
+from molml.data.splits import Split, split_keys, training_part_fingerprint
 from molml.errors import CheckpointError, DataError, InvalidMoleculeError
+from molml.predict import Predictor
 from molml.report.config import configured_split, data_options, read_table, standardize_option
 
 
@@ -112,3 +113,24 @@ def split_molecules(options: dict[str, Any]) -> SplitMolecules:
     split = configured_split(table, options, valid, [k[1] for k in keys])
     smiles = table.frame["smiles"].to_numpy()[valid]
     return SplitMolecules(table, smiles, table.targets[valid], good, keys, split)
+
+
+def recorded_training_parts(predictor: Predictor) -> list[str]:
+    """The training-part fingerprints (``train_sha256``) that ``predictor``'s single models
+    recorded (an ensemble's or a calibrated model's members; models that recorded none are
+    left out)."""
+    found = []
+    for member in predictor.members:
+        described = member.metadata.get("training_data")
+        recorded = described.get("train_sha256") if isinstance(described, dict) else None
+        if isinstance(recorded, str):
+            found.append(recorded)
+    return found
+
+
+def trained_elsewhere(predictor: Predictor, held: SplitMolecules) -> bool:
+    """Whether a single model of ``predictor`` was trained on another training part than the
+    split of ``held`` gives, so that its validation and test parts may hold molecules it was
+    trained on."""
+    trained_on = training_part_fingerprint(held.keys[i][0] for i in held.split.train)
+    return any(recorded != trained_on for recorded in recorded_training_parts(predictor))
