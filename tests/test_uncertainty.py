@@ -255,6 +255,10 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
     calibration = tmp_path / "calibrated.json"
     data = ["--data.path", str(property_csv), "--data.target_columns", "[logp]"]
     main(["calibrate", "--model", str(mve_checkpoints[0]), "--output", str(calibration), *data])
+    with pytest.raises(SystemExit) as exit_info:  # its intervals would be added twice
+        main(["calibrate", "--model", str(calibration), "--output", str(tmp_path / "twice.json"),
+              *data])  # fmt: skip
+    assert exit_info.value.code == 2 and not (tmp_path / "twice.json").exists()
     manifest = json.loads(calibration.read_text())["calibrated"]
     assert manifest["tasks"]["logp"]["normalized"] is True
     assert manifest["tasks"]["logp"]["n_calibration"] == 40  # the validation split
@@ -321,10 +325,12 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     )
     assert calibrated.calibrations["active"].method == "platt"
     assert calibrated.fitted_on["warnings"] == []  # its own validation split
-    elsewhere = calibrate(
-        run=run, models=[], options={"split_seed": 3}, output=tmp_path / "x.json", method="platt"
-    )  # another split: its validation molecules may be the model's training molecules
-    assert any("another training part" in w for w in elsewhere.fitted_on["warnings"])
+    # another split (a data option alone goes over the run's data, from the command line
+    # too): its validation molecules may be the model's training molecules
+    main(["calibrate", "--run", str(run), "--data.split_seed", "3", "--method", "platt",
+          "--output", str(tmp_path / "x.json")])  # fmt: skip
+    elsewhere = json.loads((tmp_path / "x.json").read_text())["calibrated"]["fitted_on"]
+    assert any("another training part" in w for w in elsewhere["warnings"])
     smiles = pd.read_csv(calibrated.fitted_on["data"])["smiles"].iloc[:80].tolist()
     raw, tuned = base.predict(smiles), load_model(tmp_path / "platt.json").predict(smiles)
     ok = (raw["status"] == "ok").to_numpy()

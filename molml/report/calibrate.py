@@ -75,6 +75,11 @@ def calibrate(
     paths, options = resolve_run(run, models, options, warnings)
     held = split_molecules(options)
     base = load_model(paths, mc_dropout=mc_dropout)
+    if base.kind == "calibrated" or any(m.kind == "calibrated" for m in base.members):
+        raise DataError(
+            "the model is already calibrated (a calibration file): calibrate the model it was "
+            "made from instead"
+        )
     missing = [t for t in base.tasks if t not in held.table.tasks]
     if missing:
         raise DataError(
@@ -109,7 +114,9 @@ def main(argv: Sequence[str]) -> Path:
     check_int(args.mc_dropout, "--mc-dropout", minimum=0)
     if not args.run and not args.model:
         raise DataError("give --run RUN_DIR or --model MODEL (with --config CFG)")
-    options = data_options(args.config, rest) if args.config or rest else None
+    # with --run, options such as --data.split_seed alone go over the run's own data
+    given = args.config or rest
+    options = data_options(args.config, rest, require_data=not args.run) if given else None
     calibrated = calibrate(
         run=args.run,
         models=args.model,
