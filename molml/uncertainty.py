@@ -154,7 +154,16 @@ def calibration_from_dict(data: dict[str, Any]) -> ConformalInterval | Probabili
     """A calibration stored with ``to_dict``."""
     fields = {k: v for k, v in data.items() if k != "kind"}
     if data.get("kind") == "conformal":
-        return ConformalInterval(**fields)
+        interval = ConformalInterval(**fields)
+        number = (int, float)
+        margin, level = interval.margin, interval.level
+        if not (isinstance(margin, number) and math.isfinite(margin) and margin >= 0):
+            raise DataError(f"margin must be a finite number >= 0, got {margin!r}")
+        if not (isinstance(level, number) and 0 < level < 1):
+            raise DataError(f"level must be a number in (0, 1), got {level!r}")
+        if not isinstance(interval.normalized, bool):
+            raise DataError(f"normalized must be true or false, got {interval.normalized!r}")
+        return interval
     if data.get("kind") == "probability":
         return ProbabilityCalibration(**fields)
     raise DataError(f"unknown calibration kind {data.get('kind')!r}")

@@ -261,6 +261,12 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
     assert exit_info.value.code == 2 and not (tmp_path / "twice.json").exists()
     manifest = json.loads(calibration.read_text())["calibrated"]
     assert manifest["tasks"]["logp"]["normalized"] is True
+    for bad in (-1, "abc", None):  # a hand-edited file is refused on loading
+        edited = json.loads(calibration.read_text())
+        edited["calibrated"]["tasks"]["logp"]["margin"] = bad
+        (tmp_path / "edited.json").write_text(json.dumps(edited))
+        with pytest.raises(CheckpointError, match="margin must be a finite number"):
+            load_model(tmp_path / "edited.json")
     assert manifest["tasks"]["logp"]["n_calibration"] == 40  # the validation split
     predictor = load_model(calibration)
     assert isinstance(predictor, CalibratedPredictor)
