@@ -66,12 +66,20 @@ class ConformalInterval:
     ) -> ConformalInterval:
         """Fit on labelled calibration molecules (NaN targets are skipped)."""
         y, mu = np.asarray(y, dtype=float), np.asarray(mu, dtype=float)
-        keep = np.isfinite(y) & np.isfinite(mu)
+        labelled = np.isfinite(y) & np.isfinite(mu)
+        if not labelled.any():
+            raise DataError("no labelled calibration molecule to fit a conformal interval on")
+        keep = labelled
         if sigma is not None:
             sigma = np.asarray(sigma, dtype=float)
-            keep &= np.isfinite(sigma) & (sigma > 0)
-        if not keep.any():
-            raise DataError("no labelled calibration molecule to fit a conformal interval on")
+            spread = np.isfinite(sigma) & (sigma > 0)
+            if not (labelled & spread).any():
+                raise DataError(
+                    f"all {int(labelled.sum())} labelled calibration molecules have a predicted "
+                    "standard deviation of 0 (e.g. ensemble members that agree exactly), so an "
+                    "interval scaled by it has no width; use --constant-width"
+                )
+            keep = labelled & spread
         residual = np.abs(y[keep] - mu[keep])
         scores = residual / sigma[keep] if sigma is not None else residual
         margin = conformal_margin(scores, level)

@@ -60,6 +60,10 @@ def test_conformal_margin_is_the_finite_sample_quantile() -> None:
         ConformalInterval.fit(np.zeros(5), np.zeros(5), None, 0.95)
     with pytest.raises(DataError, match="between 0 and 1"):
         conformal_margin(scores, 1.5)
+    with pytest.raises(DataError, match="no labelled calibration molecule"):
+        ConformalInterval.fit(np.full(20, np.nan), np.zeros(20), np.ones(20), 0.9)
+    with pytest.raises(DataError, match="standard deviation of 0 .* use --constant-width"):
+        ConformalInterval.fit(np.zeros(20), np.zeros(20), np.zeros(20), 0.9)
 
 
 def overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
