@@ -3,6 +3,8 @@ input, cache, save/load."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from rdkit import Chem
 import molml.data.graphs as graphs_module
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.data.graphs import FeaturizedMolecules, GraphStore, featurize_molecules
+from molml.errors import DataError
 
 BAD = {3: "C1CC", 7: None, 11: "", 12: "not a smiles", 20: "C(C)(C)(C)(C)C", 25: float("nan")}
 
@@ -124,6 +127,28 @@ def test_cache_is_written_and_reused(mixed_smiles: list, tmp_path, monkeypatch) 
         featurize_molecules(
             mixed_smiles[:-1], feat, n_jobs=1, progress=False, cache_dir=tmp_path / "cache"
         )
+
+
+def test_a_damaged_cache_entry_is_featurized_again_and_an_unwritable_cache_refused(
+    mixed_smiles: list, tmp_path, caplog
+) -> None:
+    feat = MolGraphFeaturizer()
+    cache = tmp_path / "cache"
+    first = featurize_molecules(mixed_smiles, feat, n_jobs=1, progress=False, cache_dir=cache)
+    (entry,) = cache.glob("*.pt")
+    for damage in (lambda: entry.write_bytes(entry.read_bytes()[:1000]),
+                   lambda: entry.with_suffix(".json").write_text("")):  # fmt: skip
+        damage()
+        with caplog.at_level(logging.WARNING, logger="molml"):
+            again = featurize_molecules(
+                mixed_smiles, feat, n_jobs=1, progress=False, cache_dir=cache
+            )
+        assert_same_result(first, again)  # and the entry is written anew
+        assert "cannot be read" in caplog.text and str(entry) in caplog.text
+        caplog.clear()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(DataError, match="data.cache_dir .*a_file: cannot write"):
+        featurize_molecules(mixed_smiles, feat, n_jobs=1, cache_dir=tmp_path / "a_file")
 
 
 def test_graph_store_save_load_round_trip(library_smiles: list[str], tmp_path) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,9 @@ from molml.chem.featurizer import (
 )
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
-from molml.errors import InvalidMoleculeError
+from molml.errors import DataError, InvalidMoleculeError
+
+log = logging.getLogger("molml")
 
 CACHE_FORMAT = 3  # 2: split keys ignore explicit hydrogens; 3: feature rows stored once
 
@@ -461,11 +465,19 @@ def featurize_molecules(
         config_for_key = config
     cache_path = None
     if cache_dir is not None:
-        cache_path = (
-            Path(cache_dir) / f"graphs-{_cache_key(smiles, config_for_key, with_scaffolds)}.pt"
+        cache_path = _writable_cache(cache_dir) / (
+            f"graphs-{_cache_key(smiles, config_for_key, with_scaffolds)}.pt"
         )
         if cache_path.exists():
-            return _load_cached(cache_path, len(smiles))
+            try:
+                return _load_cached(cache_path, len(smiles))
+            except Exception as exc:  # noqa: BLE001 - a damaged entry is featurized again
+                log.warning(
+                    "featurization cache %s cannot be read (%s: %s); featurizing again",
+                    cache_path,
+                    type(exc).__name__,
+                    exc,
+                )
 
     jobs = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, n_jobs)
     tasks = [
@@ -487,9 +499,24 @@ def featurize_molecules(
     bar.close()
     result = _assemble(results, len(smiles), with_scaffolds)
     if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         _save_cached(result, cache_path)
     return result
+
+
+def _writable_cache(cache_dir: str | Path) -> Path:
+    """``cache_dir``, made if needed and checked to be writable before any featurizing (a
+    read-only folder or a file there used to fail only once every molecule was done)."""
+    directory = Path(cache_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise DataError(
+            f"data.cache_dir {directory}: cannot write the featurization cache there "
+            f"({exc.strerror or exc}); choose another folder, or null for no cache"
+        ) from exc
+    return directory
 
 
 def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:
