@@ -15,6 +15,7 @@ intervals or calibrated probabilities on a validation split (:mod:`molml.report`
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import sys
@@ -22,7 +23,7 @@ import textwrap
 from collections.abc import Callable
 
 from molml._version import __version__
-from molml.errors import EXIT_CODES_HELP, run_command
+from molml.errors import EXIT_CODES_HELP, DataError, run_command
 
 #: ``molml <verb>`` and what it does, for the top-level help (printed without importing
 #: torch or Lightning, so ``molml --help`` answers at once).
@@ -145,6 +146,10 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.serve.cli import main as serve
 
         serve(args[1:])
+    elif args and not args[0].startswith("-") and args[0] not in VERBS:
+        close = difflib.get_close_matches(args[0], VERBS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown verb {args[0]!r}{hint}; the verbs are {', '.join(VERBS)}")
     else:
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)

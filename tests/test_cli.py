@@ -441,6 +441,11 @@ def test_no_verb_prints_the_verbs_and_exits_2(capsys: pytest.CaptureFixture) -> 
         main([])
     assert info.value.code == 2
     assert "screen" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a mistyped verb: the closest one, and all
+        main(["scren", "--model", "x.ckpt"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "unknown verb 'scren' (did you mean 'screen'?)" in error and "calibrate" in error
 
 
 def test_a_moved_project_keeps_its_relative_tracking_uri_and_never_writes_the_old_place(
