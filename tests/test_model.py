@@ -290,7 +290,7 @@ def test_load_model_rejects_other_files(tmp_path: Path) -> None:
     empty.write_bytes(b"")
 
     for path, pattern in [
-        (text, "not a molml checkpoint"),
+        (text, "not a molml checkpoint .*: it is not a PyTorch file, or a damaged one"),
         (plain, "not a molml checkpoint"),
         (listing, "not a molml checkpoint"),
         (code, "with weights_only=True: it holds Python objects besides tensors and plain data"),

@@ -38,10 +38,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def load_failure(exc: Exception) -> str:
     """Why ``torch.load(..., weights_only=True)`` failed, in one line (without torch's advice
     to unpickle the file, which molml never does)."""
-    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
-    if "Weights only load failed" in reason:
-        reason = "it holds Python objects besides tensors and plain data"
-    return reason
+    text = str(exc)
+    if "Unsupported global" in text:  # a pickled Python object, which is never unpickled
+        return "it holds Python objects besides tensors and plain data"
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]  # EOFError: ""
+    if "Weights only load failed" in first:  # the rest is torch's advice to unpickle
+        return "it is not a PyTorch file, or a damaged one"
+    return f"it is not a PyTorch file, or a damaged one ({first})"
 
 
 def check_checkpoint(path: str | Path, checkpoint: Any) -> dict[str, Any]:
