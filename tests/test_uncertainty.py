@@ -259,6 +259,10 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
     calibration = tmp_path / "calibrated.json"
     data = ["--data.path", str(property_csv), "--data.target_columns", "[logp]"]
     main(["calibrate", "--model", str(mve_checkpoints[0]), "--output", str(calibration), *data])
+    with pytest.raises(SystemExit) as exit_info:  # a classifier's option on a regression model
+        main(["calibrate", "--model", str(mve_checkpoints[0]), "--method", "platt",
+              "--output", str(tmp_path / "platt.json"), *data])  # fmt: skip
+    assert exit_info.value.code == 2 and not (tmp_path / "platt.json").exists()
     with pytest.raises(SystemExit) as exit_info:  # its intervals would be added twice
         main(["calibrate", "--model", str(calibration), "--output", str(tmp_path / "twice.json"),
               *data])  # fmt: skip

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     parser.add_argument(
         "--method",
-        default="isotonic",
+        default=None,
         choices=CLASSIFICATION_METHODS,
         help="probability calibration for classifiers (default isotonic; both keep the ROC-AUC)",
     )
@@ -60,7 +60,7 @@ def calibrate(
     options: dict[str, Any] | None,
     output: str | Path,
     level: float = 0.9,
-    method: str = "isotonic",
+    method: str | None = None,
     constant_width: bool = False,
     mc_dropout: int = 0,
 ) -> CalibratedPredictor:
@@ -93,6 +93,13 @@ def calibrate(
             "intervals too narrow and probabilities overconfident."
         )
         log.warning("calibrate: %s", warnings[-1])
+    if base.task_type == "regression" and method is not None:
+        raise DataError(
+            f"--method {method} calibrates a classifier's probabilities; this model is a "
+            "regression model (it gets conformal intervals: see --level, --constant-width)"
+        )
+    if base.task_type != "regression" and constant_width:
+        raise DataError("--constant-width is for regression intervals; this is a classifier")
     columns = [held.table.tasks.index(t) for t in base.tasks]
     rows = held.split.val
     calibrated = CalibratedPredictor.fit(
@@ -100,7 +107,7 @@ def calibrate(
         list(held.smiles[rows]),
         held.targets[rows][:, columns],
         level=level,
-        method=method,
+        method=method or "isotonic",
         normalized=False if constant_width else None,
         fitted_on={"data": str(held.table.source), "split": "val", "warnings": warnings},
     )
