@@ -475,6 +475,13 @@ def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     again = PretrainDataModule(**kwargs)
     again.prepare_shards()
     assert shards[1].exists() and shards[0].stat().st_mtime_ns == mtime
+    # files deleted from a finished cache (its manifest kept): completed, not a crash
+    shards[2].with_suffix(".json").unlink()
+    shards[3].unlink()
+    completed = PretrainDataModule(**kwargs)
+    completed.prepare_shards()
+    assert shards[2].with_suffix(".json").exists() and shards[3].exists()
+    assert completed.shard_sizes == again.shard_sizes
     stream = again.train_dataloader().dataset
 
     def rows_of(batches) -> list[int]:

@@ -394,7 +394,7 @@ class PretrainDataModule(L.LightningDataModule):
         if block is None:
             raise DataError(f"pretraining sources {self.sources} hold no SMILES")
         path = self.val_path = self._block_path("val", 0, len(block), self.hparams.val_size)
-        if path.exists():
+        if path.exists() and path.with_suffix(".json").exists():
             return GraphStore.load(path)
         store, counts, examples = self._featurize(block, 0)
         if len(store) < 10:
@@ -417,9 +417,15 @@ class PretrainDataModule(L.LightningDataModule):
             names = saved.get("shards") or [
                 f"shard_{k:05d}.pt" for k in range(len(self.shard_sizes))
             ]
-            self.shard_paths = [self.directory / name for name in names]
-            self._read_counts()
-            return
+            paths = [self.directory / name for name in names]
+            files = [f for p in paths for f in (p, p.with_suffix(".json"))]
+            if all(f.is_file() for f in files):
+                self.shard_paths = paths
+                self._read_counts()
+                return
+            # a shard of the cache was deleted: the missing ones are featurized again below
+            log.warning("pretraining cache %s is missing shards; completing it", self.directory)
+            manifest.unlink()
         hp = self.hparams
         for stale in self.directory.glob("*.tmp"):  # left by a run killed while saving
             stale.unlink(missing_ok=True)
@@ -429,7 +435,7 @@ class PretrainDataModule(L.LightningDataModule):
         for k, block in enumerate(blocks):
             start = hp.val_size + k * hp.shard_size
             path = self._block_path(f"shard_{k:05d}", start, len(block), hp.shard_size)
-            if not path.exists():
+            if not (path.exists() and path.with_suffix(".json").exists()):
                 log.info("pretraining shard %d (%d SMILES)", k, len(block))
                 store, counts, examples = self._featurize(block, start)
                 _save_atomically(store, path, {"counts": counts, "examples": examples})
