@@ -1,8 +1,11 @@
-"""Checks of numeric options, shared by every command-line verb and the Python API."""
+"""Checks of options (numbers, writable folders), shared by every command-line verb and the
+Python API."""
 
 from __future__ import annotations
 
 import numbers
+import tempfile
+from pathlib import Path
 
 from molml.errors import DataError
 
@@ -21,3 +24,20 @@ def check_jobs(value: object, name: str) -> None:
     or an integer ``>= 1``."""
     if value != -1:
         check_int(value, name, minimum=1)
+
+
+def writable_directory(
+    directory: str | Path, problem: str, *, advice: str = "", make: bool = True
+) -> Path:
+    """``directory`` (made first with ``make``), checked by writing a temporary file there
+    before any work, so a long run cannot end unable to write; otherwise a :class:`DataError`
+    ``"<problem> (<reason>)<advice>"``."""
+    directory = Path(directory)
+    try:
+        if make:
+            directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise DataError(f"{problem} ({exc.strerror or exc}){advice}") from exc
+    return directory

@@ -13,7 +13,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ from molml.chem.featurizer import (
 )
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
-from molml.errors import DataError, InvalidMoleculeError
+from molml.errors import InvalidMoleculeError
+from molml.options import writable_directory
 
 log = logging.getLogger("molml")
 
@@ -465,9 +465,14 @@ def featurize_molecules(
         config_for_key = config
     cache_path = None
     if cache_dir is not None:
-        cache_path = _writable_cache(cache_dir) / (
-            f"graphs-{_cache_key(smiles, config_for_key, with_scaffolds)}.pt"
+        # checked before any featurizing (a read-only folder or a file there used to fail
+        # only once every molecule was done)
+        directory = writable_directory(
+            cache_dir,
+            f"data.cache_dir {cache_dir}: cannot write the featurization cache there",
+            advice="; choose another folder, or null for no cache",
         )
+        cache_path = directory / (f"graphs-{_cache_key(smiles, config_for_key, with_scaffolds)}.pt")
         if cache_path.exists():
             try:
                 return _load_cached(cache_path, len(smiles))
@@ -501,22 +506,6 @@ def featurize_molecules(
     if cache_path is not None:
         _save_cached(result, cache_path)
     return result
-
-
-def _writable_cache(cache_dir: str | Path) -> Path:
-    """``cache_dir``, made if needed and checked to be writable before any featurizing (a
-    read-only folder or a file there used to fail only once every molecule was done)."""
-    directory = Path(cache_dir)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        raise DataError(
-            f"data.cache_dir {directory}: cannot write the featurization cache there "
-            f"({exc.strerror or exc}); choose another folder, or null for no cache"
-        ) from exc
-    return directory
 
 
 def _assemble(results: list, n: int, with_scaffolds: bool) -> FeaturizedMolecules:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from molml.explain.core import (
 from molml.explain.drawing import draw_molecule, feature_bar_plot, shap_summary, write_index
 from molml.explain.graph import explain_graph
 from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, IG_BASELINES, PRECISIONS
-from molml.options import check_int
+from molml.options import check_int, writable_directory
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
 
@@ -224,15 +223,9 @@ def prepare_output(
     if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
         raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
     output = Path(output)
-    drawings = output / "molecules"
-    try:
-        drawings.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=drawings):
-            pass
-    except OSError as exc:
-        raise DataError(
-            f"--output {output}: cannot write drawings to {drawings} ({exc.strerror})"
-        ) from exc
+    drawings = writable_directory(
+        output / "molecules", f"--output {output}: cannot write drawings to {output / 'molecules'}"
+    )
     for old in drawings.iterdir() if clear else ():
         if OLD_DRAWING.fullmatch(old.name):
             old.unlink()

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
 from molml.errors import DataError
+from molml.options import writable_directory
 from molml.screen.options import OUTPUT_SUFFIXES
 
 _PART_GLOB = "part-*.parquet"
@@ -45,13 +45,9 @@ def check_output_path(output: str | Path, input_path: str | Path) -> Path:
         raise DataError(f"{output}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}")
     if not output.parent.is_dir():
         raise DataError(f"{output}: output directory {output.parent} does not exist")
-    try:
-        with tempfile.TemporaryFile(dir=output.parent):
-            pass
-    except OSError as exc:
-        raise DataError(
-            f"{output}: output directory {output.parent} is not writable ({exc.strerror})"
-        ) from exc
+    writable_directory(
+        output.parent, f"{output}: output directory {output.parent} is not writable", make=False
+    )
     if output.exists() and Path(input_path).exists() and output.samefile(input_path):
         raise DataError(f"{output} is the input file; choose another output path")
     return output
