@@ -85,7 +85,7 @@ def calibrate(
         raise DataError(
             f"the model predicts {missing}, which the data lacks (its tasks: {held.table.tasks})"
         )
-    if trained_elsewhere(base, held):
+    if trained_elsewhere([base], held)[0]:
         warnings.append(
             "A model was trained on another training part than this data and split give (other "
             "data or split options, or the folds of a cross-validation): the validation "

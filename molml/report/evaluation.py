@@ -67,8 +67,8 @@ def eval_report(
                 f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
                 f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
             )
-    for predictor, name in zip(predictors, names, strict=True):
-        if trained_elsewhere(predictor, held):  # an ensemble: any of its members
+    for elsewhere, name in zip(trained_elsewhere(predictors, held), names, strict=True):
+        if elsewhere:  # an ensemble: any of its members
             warnings.append(
                 f"Model {name} was trained on another training part than this data and split "
                 "give (a changed or reordered file, other split options): the test part may "

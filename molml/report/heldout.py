@@ -128,9 +128,9 @@ def recorded_training_parts(predictor: Predictor) -> list[str]:
     return found
 
 
-def trained_elsewhere(predictor: Predictor, held: SplitMolecules) -> bool:
-    """Whether a single model of ``predictor`` was trained on another training part than the
-    split of ``held`` gives, so that its validation and test parts may hold molecules it was
-    trained on."""
+def trained_elsewhere(predictors: list[Predictor], held: SplitMolecules) -> list[bool]:
+    """For each predictor, whether one of its single models was trained on another training
+    part than the split of ``held`` gives, so that its validation and test parts may hold
+    molecules it was trained on."""
     trained_on = training_part_fingerprint(held.keys[i][0] for i in held.split.train)
-    return any(recorded != trained_on for recorded in recorded_training_parts(predictor))
+    return [any(r != trained_on for r in recorded_training_parts(p)) for p in predictors]
