@@ -349,7 +349,7 @@ def score_model(
         start = time.perf_counter()
         mapping = "occurrence" if method == "shap_occurrence" else "shared"
         base = method.removesuffix("_occurrence").removesuffix("_atoms").removesuffix("_zeros")
-        start = "zeros" if method.endswith("_zeros") else "carbon"
+        baseline = "zeros" if method.endswith("_zeros") else "carbon"
         result = explain(
             predictor,
             [test[i] for i in positives],
@@ -357,7 +357,7 @@ def score_model(
             steps=steps,
             shap_mapping=mapping,
             inputs="atoms" if method in ATOM_ONLY_METHODS else "atoms_and_bonds",
-            baseline=start if base == "integrated_gradients" else None,
+            baseline=baseline if base == "integrated_gradients" else None,
         )
         seconds = time.perf_counter() - start
         pairs = list(zip(result, positives, strict=True))
