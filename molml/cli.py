@@ -21,6 +21,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 from molml._version import __version__
 from molml.errors import EXIT_CODES_HELP, DataError, run_command
@@ -121,6 +122,8 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
     elif args and args[0] == "pretrain":
         from molml.training import make_pretrain_cli
 
+        _check_config_files(args)
+
         _run_lightning(lambda: make_pretrain_cli(args[1:]))
     elif args and args[0] == "baseline":
         from molml.baselines.cli import main as baseline
@@ -151,11 +154,47 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(f"unknown verb {args[0]!r}{hint}; the verbs are {', '.join(VERBS)}")
     else:
+        _check_config_files(args)
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
         from molml.training import make_cli
 
         _run_lightning(lambda: make_cli(None if from_sys_argv else args))
+
+
+CONFIG_OPTIONS = ("--config", "-c", "--model", "--data", "--trainer")  # options that read YAML
+
+
+def _check_config_files(args: list[str]) -> None:
+    """Refuse a binary file (a checkpoint, most often) given where the Lightning verbs read a
+    YAML config, with the options that take it, instead of a ``UnicodeDecodeError``."""
+    for position, arg in enumerate(args):
+        option, _, value = arg.partition("=")
+        if option not in CONFIG_OPTIONS:
+            continue
+        if not value:
+            value = args[position + 1] if position + 1 < len(args) else ""
+        path = Path(value)
+        if not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            binary = True
+        else:
+            binary = b"\0" in head
+        if not binary:
+            continue
+        verb = args[0] if args else "fit"
+        raise DataError(
+            f"{option} {value}: not a YAML config (a binary file"
+            f"{', a checkpoint' if head.startswith(b'PK') else ''}). A checkpoint goes to "
+            f"--ckpt_path with the run's config (molml {verb} --config RUN/config.yaml "
+            f"--ckpt_path {value}); to score a file with it alone: molml screen --model "
+            f"{value} --input FILE --output OUT"
+        )
 
 
 def _run_lightning(run: Callable[[], object]) -> None:

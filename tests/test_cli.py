@@ -771,3 +771,19 @@ def test_a_sigterm_whose_interrupt_was_swallowed_still_stops(
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == -signal.SIGTERM and "still running" not in result.stdout
+
+
+@pytest.mark.parametrize("option", ["--config", "--model", "--data"])
+def test_a_checkpoint_given_as_a_config_names_the_options_that_take_it(
+    option: str, graph_run: dict, capsys: pytest.CaptureFixture
+) -> None:
+    """``molml predict --model best.ckpt`` (the way screen and explain take a model) is told
+    where a checkpoint goes instead of failing with a UnicodeDecodeError."""
+    checkpoint = str(graph_run["ckpt"])
+    given = [f"{option}={checkpoint}"] if option == "--model" else [option, checkpoint]
+    with pytest.raises(SystemExit) as info:
+        main(["predict", *given])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{option} {checkpoint}: not a YAML config" in error and "checkpoint" in error
+    assert f"--ckpt_path {checkpoint}" in error and f"molml screen --model {checkpoint}" in error
