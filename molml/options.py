@@ -41,3 +41,15 @@ def writable_directory(
     except OSError as exc:
         raise DataError(f"{problem} ({exc.strerror or exc}){advice}") from exc
     return directory
+
+
+def output_file_folder(output: str | Path, option: str = "--output") -> Path:
+    """``output`` (a file to write) whose folder is checked to exist and take files before any
+    work; otherwise a :class:`DataError` naming ``option`` and the folder."""
+    output = Path(output)
+    folder = output.parent
+    if not folder.is_dir():
+        state = "is a file, not a directory" if folder.exists() else "does not exist"
+        raise DataError(f"{option} {output}: directory {folder} {state}")
+    writable_directory(folder, f"{option} {output}: directory {folder} is not writable", make=False)
+    return output

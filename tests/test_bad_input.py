@@ -257,3 +257,34 @@ def test_screen_refuses_to_overwrite_its_input(tmp_path: Path) -> None:
         with pytest.raises(DataError, match="is the input"):
             screen_library([tmp_path / "model.ckpt"], library, output, overwrite=True)
     assert library.read_text() == "smiles\nCCO\n"
+
+
+@pytest.mark.parametrize(
+    ("verb", "output"),
+    [
+        (["calibrate", "--model", "x.ckpt"], "taken/c.json"),
+        (["export", "--model", "x.ckpt"], "taken/m.onnx"),
+        (["screen", "--model", "x.ckpt", "--input", "lib.csv"], "taken/o.csv"),
+        (["report", "data", "--data.path", "lib.csv"], "taken/report"),
+        (["report", "eval", "--model", "x.ckpt", "--data.path", "lib.csv"], "taken/report"),
+    ],
+)
+def test_an_output_under_a_file_is_refused_before_any_work(
+    verb: list[str],
+    output: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A file where the output's folder should be is named as such, before the model or the
+    data is read (neither exists here)."""
+    from molml.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file\n")
+    with pytest.raises(SystemExit) as info:
+        main([*verb, "--output", output])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "taken" in error
+    assert "is a file, not a directory" in error or "Not a directory" in error

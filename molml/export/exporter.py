@@ -31,6 +31,7 @@ from molml.data.graphs import GraphStore, featurize_block
 from molml.errors import CheckpointError, DataError, ExportError
 from molml.export.options import FORMATS, SAMPLE_SIZE, TOLERANCE
 from molml.models.module import MoleculeModel
+from molml.options import output_file_folder
 from molml.predict import BaselinePredictor, GraphPredictor, Predictor, load_model
 from molml.predict.onnx import (
     ATOM_SLOTS_INPUT,
@@ -253,8 +254,7 @@ def export_model(
     if not (isinstance(tolerance, float | int) and tolerance >= 0):
         raise DataError(f"tolerance must be a number >= 0, got {tolerance!r}")
     output = Path(output) if output is not None else Path(model).with_suffix(f".{format}")
-    if not output.parent.is_dir():
-        raise DataError(f"output directory {output.parent} does not exist")
+    output_file_folder(output)
     if output.suffix != f".{format}":
         # molml.load_model and molml screen tell the file's kind by its suffix
         raise DataError(f"--output {output}: a {format} file must end in .{format}")

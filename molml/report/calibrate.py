@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from molml.errors import CommandParser, DataError
-from molml.options import check_int
+from molml.options import check_int, output_file_folder
 from molml.predict import CalibratedPredictor, load_model
 from molml.report.config import data_options
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
@@ -69,8 +69,7 @@ def calibrate(
     output = Path(output)
     if output.suffix != ".json":
         raise DataError(f"--output {output}: the calibration file must end in .json")
-    if not output.parent.is_dir():
-        raise DataError(f"--output {output}: directory {output.parent} does not exist")
+    output_file_folder(output)
     warnings: list[str] = []
     paths, options = resolve_run(run, models, options, warnings)
     held = split_molecules(options)

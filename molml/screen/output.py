@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
 from molml.errors import DataError
-from molml.options import writable_directory
+from molml.options import output_file_folder
 from molml.screen.options import OUTPUT_SUFFIXES
 
 _PART_GLOB = "part-*.parquet"
@@ -43,11 +43,7 @@ def check_output_path(output: str | Path, input_path: str | Path) -> Path:
     output = Path(output)
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         raise DataError(f"{output}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}")
-    if not output.parent.is_dir():
-        raise DataError(f"{output}: output directory {output.parent} does not exist")
-    writable_directory(
-        output.parent, f"{output}: output directory {output.parent} is not writable", make=False
-    )
+    output_file_folder(output)
     if output.exists() and Path(input_path).exists() and output.samefile(input_path):
         raise DataError(f"{output} is the input file; choose another output path")
     return output
