@@ -397,8 +397,15 @@ def make_pretrain_cli(args: list[str]) -> PretrainCLI:
 def parser_kwargs(**kwargs: str) -> dict[str, Any]:
     """The CLI parsers' settings: a usage error raises instead of printing the whole usage, so
     it prints as one line with exit code 2 (see :func:`molml.errors.run_command`)."""
-    # jsonargparse hands exit_on_error on to the verbs' parsers
-    return {**kwargs, "epilog": EXIT_CODES_HELP, "exit_on_error": False, "allow_abbrev": False}
+    # jsonargparse hands exit_on_error on to the verbs' parsers; the epilog goes to each verb
+    verbs = {verb: {"epilog": EXIT_CODES_HELP} for verb in LightningCLI.subcommands()}
+    return {
+        **kwargs,
+        **verbs,
+        "epilog": EXIT_CODES_HELP,
+        "exit_on_error": False,
+        "allow_abbrev": False,
+    }
 
 
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:

@@ -22,7 +22,7 @@ import yaml
 from conftest import REPO, require_dataset
 
 import molml
-from molml.cli import main
+from molml.cli import VERBS, main
 from molml.errors import EXIT_BAD_INPUT, EXIT_CHECKPOINT
 from molml.models import MoleculeModel
 from molml.training import model_differences
@@ -387,9 +387,22 @@ def test_error_in_a_screening_worker_is_one_line(fitted: Path, tmp_path: Path) -
     ]
 
 
-def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "verb",
+    [
+        [],
+        *([v] for v in VERBS if v not in ("baseline", "report")),
+        *(["baseline", v] for v in ("fit", "test", "predict")),
+        ["report", "data"],
+        ["report", "eval"],
+    ],
+    ids=lambda verb: " ".join(verb) or "molml",
+)
+def test_every_help_documents_the_exit_codes(
+    verb: list[str], capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["--help"])
+        main([*verb, "--help"])
     assert info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "exit codes: 0 success; 2 bad input" in out and "3 checkpoint" in out

@@ -14,6 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from molml.baselines.config import BaselineConfig
 from molml.baselines.run import run_fit, run_predict, run_test
+from molml.errors import EXIT_CODES_HELP
 
 _COMMANDS: dict[str, str] = {
     "fit": "featurize, split, fit one model per task, evaluate and save",
@@ -32,7 +33,12 @@ def build_parser() -> ArgumentParser:
     )
     commands = parser.add_subcommands()
     for name, help_text in _COMMANDS.items():
-        command = ArgumentParser(description=help_text, allow_abbrev=False, exit_on_error=False)
+        command = ArgumentParser(
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            allow_abbrev=False,
+            exit_on_error=False,
+        )
         command.add_argument("--config", action=ActionConfigFile, help="YAML config file")
         command.add_class_arguments(BaselineConfig)
         if name != "fit":
