@@ -461,6 +461,28 @@ def small_cache(tmp_path: Path) -> dict[str, object]:
     )
 
 
+def test_the_pretraining_cache_follows_the_sources_content(tmp_path: Path) -> None:
+    """A source file moved or touched keeps its featurized cache; one edited in place,
+    keeping its size and time stamp, gets a new one."""
+    kwargs = small_cache(tmp_path)
+    source = Path(kwargs["sources"][0])
+    first = PretrainDataModule(**{**kwargs, "shard_size": 200})
+    first.prepare_shards()
+    moved = source.rename(tmp_path / "moved.csv")
+    os.utime(moved, ns=(1, 1))
+    again = PretrainDataModule(**{**kwargs, "shard_size": 200, "sources": [str(moved)]})
+    again.prepare_shards()
+    assert again.directory == first.directory
+    lines = moved.read_text().splitlines()
+    stamp = moved.stat().st_mtime_ns
+    edited = [*lines[:-2], lines[-1], lines[-2]]  # same bytes, another order
+    moved.write_text("\n".join(edited) + "\n")
+    os.utime(moved, ns=(stamp, stamp))
+    changed = PretrainDataModule(**{**kwargs, "shard_size": 200, "sources": [str(moved)]})
+    changed.prepare_shards()
+    assert changed.directory != first.directory
+
+
 def test_the_pretraining_cache_resumes_shard_by_shard(tmp_path: Path) -> None:
     kwargs = small_cache(tmp_path)
     data = PretrainDataModule(**kwargs)

@@ -44,6 +44,7 @@ from molml.data.graphs import (
     featurize_molecules,
 )
 from molml.data.readers import iter_molecule_chunks
+from molml.data.registry import sha256_of
 from molml.errors import DataError
 from molml.options import check_int, check_jobs
 
@@ -314,10 +315,9 @@ class PretrainDataModule(L.LightningDataModule):
         hp = self.hparams
         meta = {
             "format": CACHE_FORMAT,
-            "sources": [
-                {"path": str(p.resolve()), "bytes": p.stat().st_size, "mtime": p.stat().st_mtime_ns}
-                for p in self.paths
-            ],
+            # the content, not the path or time stamp: a reinstalled or moved file keeps its
+            # cache, an edit that keeps size and time stamp does not
+            "sources": [{"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in self.paths],
             "smiles_column": hp.smiles_column,
             # runs of every data.max_molecules share one directory (see _block_path); the
             # field stays, always null, so that caches of unlimited runs keep their key
