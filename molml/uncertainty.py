@@ -7,8 +7,9 @@ adapt to the molecule) or ``|y - mu|`` (constant width). With ``n`` scores the m
 their ``ceil((n + 1) * level) / n`` empirical quantile, and ``mu +- q * sigma`` covers a new
 exchangeable target with probability at least ``level``.
 
-Classification: Platt scaling (a logistic regression on the logit of the probability) or
-isotonic regression (a monotone step function), fitted on the calibration set. Both keep the
+Classification: Platt scaling (a logistic regression on the logit of the probability, with
+Platt's smoothed targets, so a separable calibration set gets a finite slope) or isotonic
+regression (a monotone step function), fitted on the calibration set. Both keep the
 ranking of the molecules, and so the ROC-AUC, exactly: an isotonic fit alone would tie every
 probability inside a step, so ties are broken by blending in :data:`ISOTONIC_TIE_BREAK` of the raw
 probability, which makes the map strictly increasing.
@@ -128,8 +129,19 @@ class ProbabilityCalibration:
         if len(np.unique(y)) < 2:
             raise DataError("calibrating probabilities needs both classes in the calibration set")
         if method == "platt":
+            # Platt's (1999) targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2) instead of 1 and 0,
+            # keep the slope finite when the calibration set is separable (each molecule
+            # enters as both classes, weighted by its target)
+            positives = y == 1
+            n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+            target = np.where(positives, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+            z = _logit(p)[:, None]
             regression = LogisticRegression(C=1e6, max_iter=1000)
-            regression.fit(_logit(p)[:, None], y.astype(int))
+            regression.fit(
+                np.vstack([z, z]),
+                np.r_[np.ones(len(y)), np.zeros(len(y))],
+                sample_weight=np.r_[target, 1 - target],
+            )
             params = {"a": float(regression.coef_[0, 0]), "b": float(regression.intercept_[0])}
             if not params["a"] > 0:
                 raise DataError(

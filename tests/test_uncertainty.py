@@ -90,6 +90,19 @@ def test_probability_calibration_improves_brier(method: str) -> None:
         ProbabilityCalibration.fit(np.ones(10), np.full(10, 0.5), method)
 
 
+def test_platt_on_a_separable_calibration_set_keeps_the_ranking() -> None:
+    """Perfectly separated calibration molecules do not drive the slope to infinity: new
+    probabilities stay below 1 and as distinct as they came."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(50), np.ones(50)]
+    p = np.r_[rng.uniform(0.01, 0.4, 50), rng.uniform(0.6, 0.99, 50)]
+    calibration = ProbabilityCalibration.fit(y, p, "platt")
+    assert 0 < calibration.params["a"] < 10
+    new = rng.uniform(0.5, 0.999, 1000)
+    calibrated = calibration.transform(new)
+    assert calibrated.max() < 1 and len(np.unique(calibrated)) == len(np.unique(new))
+
+
 def test_platt_refuses_to_reverse_a_ranking() -> None:
     y, p = overconfident(500, seed=3)
     with pytest.raises(DataError, match="slope of -.* no better than chance.*isotonic"):
