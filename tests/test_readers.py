@@ -253,6 +253,17 @@ def test_extra_fields_are_refused_when_reading_some_columns(tmp_path: Path) -> N
     ]  # fmt: skip
 
 
+def test_a_separator_ending_every_row_shifts_no_column(tmp_path: Path) -> None:
+    """Spreadsheet exports that end every data row with a separator: each value stays under
+    its own header (pandas would make the first column the index and shift the rest left)."""
+    path = write(tmp_path / "trailing.csv", "smiles,logS,pIC50\nCCO,1.5,6.1,\nCCC,1.2,5.0,\n")
+    for columns in (None, ["pIC50"]):
+        frame = read_molecules(path, columns=columns)
+        assert frame["smiles"].tolist() == ["CCO", "CCC"]
+        assert frame["pIC50"].tolist() == [6.1, 5.0]
+    assert read_molecules(path)["logS"].tolist() == [1.5, 1.2]
+
+
 def test_columns_named_like_the_added_ones_are_kept_renamed(tmp_path: Path) -> None:
     path = write(tmp_path / "m.csv", "SMILES,smiles,row\nCCO,x,7\n")
     with pytest.warns(UserWarning, match=r"\['smiles', 'row'\] share a name"):

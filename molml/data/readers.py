@@ -363,6 +363,9 @@ def _csv_chunks(
         "keep_default_na": False,  # text columns keep "NA", "None", "null" ...
         "na_values": {name: [""] if name in text else _NA_STRINGS for name in names},
         "skip_blank_lines": False,  # a blank line is a row, as in every other format
+        # rows that all end in a separator (an empty extra field) must not make the first
+        # column pandas' index and shift the others left
+        "index_col": False,
         "encoding": "utf-8-sig",
         "encoding_errors": "replace",  # as in _open_text
         "compression": "gzip" if source.gzipped else None,
