@@ -212,6 +212,14 @@ def test_multiclass_labels_without_a_class_are_refused(tmp_path) -> None:
         make_dm(path, task_type="multiclass")
 
 
+def test_a_class_labelling_only_invalid_molecules_is_refused(tmp_path) -> None:
+    smiles = [*nci_smiles(12), "C1CC"]  # the last one does not parse
+    path = tmp_path / "phantom.csv"
+    pd.DataFrame({"smiles": smiles, "y": [0, 1, 2] * 4 + [3]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"class\(es\) \[3\] label only invalid molecules"):
+        make_dm(path, task_type="multiclass").setup("fit")
+
+
 def test_molecules_in_two_parts_of_a_split_are_a_warning(tmp_path, caplog) -> None:
     smiles = nci_smiles(20)
     path = tmp_path / "dups.csv"
@@ -344,6 +352,29 @@ def test_an_unnamed_index_column_is_not_taken_as_a_target(
     assert named.tasks == ["Unnamed: 0", "y"]
 
 
+def test_an_identifier_column_is_not_taken_as_a_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compound number beside the SMILES would be learned as a second regression task whose
+    scale swamps the real one: left out, with a warning, when no target is named; a single
+    target may be named without a list."""
+    smiles = nci_smiles(12)
+    frame = pd.DataFrame(
+        {"compound_id": np.arange(1001, 1013), "smiles": smiles, "logS": np.arange(12) / 2}
+    )
+    frame.to_csv(tmp_path / "ids.csv", index=False)
+    with caplog.at_level(logging.INFO):
+        dm = make_dm(tmp_path / "ids.csv", target_columns=None)
+    assert dm.tasks == ["logS"]
+    assert "['compound_id'] are not taken as targets (named like an identifier" in caplog.text
+    assert "targets ['logS']" in caplog.text
+    assert make_dm(tmp_path / "ids.csv", target_columns="logS").tasks == ["logS"]
+    # a column of that name holding measured values (repeats) stays a target
+    frame["compound_id"] = np.arange(12) % 5
+    frame.to_csv(tmp_path / "measured.csv", index=False)
+    assert make_dm(tmp_path / "measured.csv", target_columns=None).tasks == ["compound_id", "logS"]
+
+
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
@@ -364,6 +395,14 @@ def test_task_names_that_prediction_columns_would_shadow_are_refused(
     frame.rename(columns={columns[0]: "other"}).to_csv(tmp_path / "ok.csv", index=False)
     if columns != ["status"]:
         assert make_dm(tmp_path / "ok.csv", target_columns=["other", columns[1]]).tasks
+
+
+def test_a_task_named_twice_is_refused(tmp_path: Path) -> None:
+    """Two tasks of one name would overwrite each other's metrics and crash a screen."""
+    frame = pd.DataFrame({"smiles": nci_smiles(12), "y": np.arange(12.0)})
+    frame.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(DataError, match=r"target column\(s\) \['y'\] given more than once"):
+        make_dm(tmp_path / "twice.csv", target_columns=["y", "y"])
 
 
 def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Path) -> None:

@@ -89,6 +89,10 @@ def test_csv_without_header_and_explicit_smiles_column(tmp_path: Path) -> None:
 def test_default_smiles_column_is_found_by_name_or_first(tmp_path: Path) -> None:
     by_name = read_molecules(write(tmp_path / "a.csv", "y,SMILES\n1,CCO\n"))
     assert by_name["smiles"].tolist() == ["CCO"] and list(by_name.columns) == ["row", "smiles", "y"]
+    chembl = read_molecules(write(tmp_path / "d.csv", "chembl_id,canonical_smiles,y\nX,CCO,1\n"))
+    assert chembl["smiles"].tolist() == ["CCO"] and list(chembl.columns) == [
+        "row", "smiles", "chembl_id", "y"
+    ]  # fmt: skip
     with pytest.warns(UserWarning, match="first column 'mol'"):
         first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
     assert first["smiles"].tolist() == ["CCN"] and list(first.columns) == ["row", "smiles", "y"]
@@ -181,6 +185,17 @@ def test_empty_inputs(tmp_path: Path, name: str, text: str, message: str) -> Non
     with pytest.raises(DataError, match=message) as info:
         read_molecules(path)
     assert name in str(info.value)
+
+
+def test_compressed_or_utf16_text_under_a_plain_name_says_what_it_is(tmp_path: Path) -> None:
+    packed = tmp_path / "library.csv"
+    packed.write_bytes(gzip.compress(b"smiles,y\nCCO,1\n"))
+    with pytest.raises(DataError, match=r"library.csv: the file is gzip-compressed; name it "):
+        read_molecules(packed)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes("smiles,y\nCCO,1\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"excel.csv: the file is UTF-16 text.*UTF-8"):
+        read_molecules(excel)
 
 
 def test_missing_column_lists_existing(tmp_path: Path) -> None:

@@ -102,6 +102,31 @@ def test_data_report_on_unusable_labels_still_writes(tmp_path: Path) -> None:
     assert report["split"] is None and (out / "report.html").is_file()
 
 
+def test_data_report_on_unusable_labels_keeps_the_split_column_and_the_named_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The report of a file the data module refuses (an empty task) still leaves the split
+    column, ids and the index out of the tasks and splits by that column; a named column that
+    is missing is an error listing the file's columns, as in training."""
+    path = tmp_path / "folds.csv"
+    smiles = nci_smiles(30)
+    frame = pd.DataFrame({
+        "compound_id": np.arange(101, 131), "smiles": smiles, "y": np.arange(30) / 3,
+        "fold": ["train"] * 20 + ["val"] * 5 + ["test"] * 5, "empty": np.nan,
+    })  # fmt: skip
+    frame.to_csv(path)
+    out = tmp_path / "report"
+    split = ["--data.split", "predefined", "--data.split_column", "fold"]
+    run_report(["data", "--data.path", str(path), *split, "--output", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"] == ["y", "empty"]
+    assert not any("split_column" in warning for warning in report["warnings"])
+    with pytest.raises(SystemExit):
+        main(["report", "data", "--data.path", str(path), "--data.target_columns", "logS",
+              "--output", str(tmp_path / "other")])  # fmt: skip
+    assert "['logS'] not found; the file has columns" in capsys.readouterr().err
+
+
 def test_data_report_on_an_infinite_label_names_its_row(tmp_path: Path) -> None:
     path = tmp_path / "inf.csv"
     path.write_text("smiles,y\nCCO,1\nCCN,inf\nCCC,2\nCCCC,3\nc1ccccc1,4\n")

@@ -79,7 +79,7 @@ class MoleculeTable:
         *,
         data_dir: str | None = None,
         smiles_column: str | None = None,
-        target_columns: list[str] | None = None,
+        target_columns: list[str] | str | None = None,
         task_type: str | None = None,
         split_column: str | None = None,
     ) -> MoleculeTable:
@@ -100,18 +100,7 @@ class MoleculeTable:
         columns = None if target_columns is None else [*target_columns, *extra]
         frame = read_molecules(source, smiles_column=smiles_column, columns=columns)
         if target_columns is None:
-            not_targets = {"smiles", "row", "input_smiles", "input_row", *extra}
-            target_columns = [c for c in frame.columns if c not in not_targets]
-            unnamed = [c for c in target_columns if _UNNAMED.fullmatch(str(c))]
-            if unnamed:
-                log.warning(
-                    "%s: column(s) %s are not taken as targets (an unnamed column, such as "
-                    "pandas' index, or an SDF record title); name them in target_columns to "
-                    "train on them",
-                    source,
-                    unnamed,
-                )
-                target_columns = [c for c in target_columns if c not in unnamed]
+            target_columns = default_target_columns(frame, source, extra)
         if not target_columns:
             raise DataError(f"{source}: no target columns besides the SMILES column")
         tasks = list(target_columns)
@@ -354,7 +343,7 @@ class MoleculeDataModule(L.LightningDataModule):
         dataset: a registry name (``esol``, ``bbbp``, ...; see ``molml.data.registry``).
         path: or a CSV/TSV/Parquet/SMI/SDF file (gzip too).
         smiles_column, target_columns: columns to use (default: the card's, or the SMILES column
-            and every other column of the file).
+            and every other column of the file); one target may be named without a list.
         task_type: ``regression``, ``classification`` (binary, one or more tasks) or
             ``multiclass``; inferred when not given (all labels 0/1 -> classification).
         data_dir: directory holding registry CSVs (default: ``$MOLML_DATA_DIR``).
@@ -383,7 +372,7 @@ class MoleculeDataModule(L.LightningDataModule):
         dataset: str | None = None,
         path: str | None = None,
         smiles_column: str | None = None,
-        target_columns: list[str] | None = None,
+        target_columns: list[str] | str | None = None,
         task_type: str | None = None,
         data_dir: str | None = None,
         featurizer: MolGraphFeaturizer | None = None,
@@ -482,6 +471,7 @@ class MoleculeDataModule(L.LightningDataModule):
             self.molecules.report_invalid(
                 featurized.errors, "training data", strict=self.hparams.strict
             )
+            self._check_classes_of_valid_molecules(featurized.valid)
             self.graphs = featurized.graphs.with_targets(self.targets[featurized.valid])
             hp = self.hparams
             self.split = self.molecules.make_split(
@@ -513,6 +503,22 @@ class MoleculeDataModule(L.LightningDataModule):
             for position, reason in result.errors.items():
                 frame.loc[frame.index[position], "status"] = reason
             self.predict_frame, self._predict_store = frame, result.graphs
+
+    def _check_classes_of_valid_molecules(self, valid: np.ndarray) -> None:
+        """Multiclass: the class count comes from every label, so a class whose only
+        molecules are invalid would be a class no molecule can teach."""
+        if self.task_type != "multiclass":
+            return
+        labels = self.targets[valid]
+        present = set(np.unique(labels[~np.isnan(labels)]).astype(int).tolist())
+        missing = sorted(set(range(self.num_classes)) - present)
+        if missing:
+            labelled = np.isin(self.targets, missing).any(axis=1)
+            rows = self.table["row"].to_numpy()[labelled & ~valid].tolist()
+            raise DataError(
+                f"{self.source}: class(es) {missing} label only invalid molecules (rows "
+                f"{rows[:10]}); no molecule can teach them: fix or remove those rows"
+            )
 
     def split_rows(self) -> Split:
         """The split as 0-based row positions of the input table (chemprop's splits format)."""
@@ -674,8 +680,10 @@ def _resolve_source(
     path: str | None,
     data_dir: str | None,
     smiles_column: str | None,
-    target_columns: list[str] | None,
+    target_columns: list[str] | str | None,
 ) -> tuple[Path, str | None, list[str] | None, str | None]:
+    if isinstance(target_columns, str):  # one task, named without a list
+        target_columns = [target_columns]
     if path is not None:
         return Path(path), smiles_column, target_columns, None
     card = get_card(dataset)
@@ -695,7 +703,10 @@ MAX_TARGET_MAGNITUDE = 1e15
 def _check_task_names(tasks: list[str], source: Path) -> None:
     """Refuse task names that prediction outputs would read as another column: ``status``, or
     a task's uncertainty or class column (``<task>_std``, ``_lower``, ``_upper``, ``_class<k>``)
-    when ``<task>`` is a task too."""
+    when ``<task>`` is a task too; and a task named twice."""
+    twice = sorted({task for task in tasks if tasks.count(task) > 1})
+    if twice:
+        raise DataError(f"{source}: target column(s) {twice} given more than once")
     if "status" in tasks:
         raise DataError(
             f"{source}: target column 'status' clashes with the 'status' column of every "
@@ -713,6 +724,45 @@ def _check_task_names(tasks: list[str], source: Path) -> None:
 
 
 _UNNAMED = re.compile(r"Unnamed: \d+|_Name")  # pandas' name of a headerless column; SDF titles
+_ID_NAME = re.compile(r"(.*[_\s-])?(id|ids|idx|index|no|number|cid|sid|cas)", re.IGNORECASE)
+
+
+def default_target_columns(
+    frame: pd.DataFrame, source: Path, exclude: Sequence[str] = ()
+) -> list[str]:
+    """The targets when none are named: every column besides the SMILES, the row number and
+    ``exclude`` (a split column), leaving out (with a warning) unnamed columns (pandas' index,
+    SDF titles) and identifiers (named like ``id`` / ``compound_id`` / ``index`` and holding a
+    different integer in every row); the columns taken are logged."""
+    not_targets = {"smiles", "row", "input_smiles", "input_row", *exclude}
+    columns = [c for c in frame.columns if c not in not_targets]
+    unnamed = [c for c in columns if _UNNAMED.fullmatch(str(c))]
+    identifiers = [c for c in columns if c not in unnamed and _is_identifier(frame[c], str(c))]
+    left_out = {
+        "an unnamed column, such as pandas' index, or an SDF record title": unnamed,
+        "named like an identifier, a different integer in every row": identifiers,
+    }
+    for why, names in left_out.items():
+        if names:
+            log.warning(
+                "%s: column(s) %s are not taken as targets (%s); name them in target_columns "
+                "to train on them",
+                source,
+                names,
+                why,
+            )
+    targets = [c for c in columns if c not in unnamed and c not in identifiers]
+    if targets:
+        log.info("%s: targets %s (every other column; choose with target_columns)", source, targets)
+    return targets
+
+
+def _is_identifier(values: pd.Series, name: str) -> bool:
+    if not _ID_NAME.fullmatch(name.strip()):
+        return False
+    numbers = pd.to_numeric(values, errors="coerce")
+    whole = numbers.notna().all() and (numbers % 1 == 0).all()
+    return bool(whole and numbers.is_unique and len(values) > 1)
 
 
 def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> np.ndarray:

@@ -45,7 +45,6 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 )
 """File name endings understood by the readers (``.gz`` works on all but Parquet)."""
 
-_SMILES_NAMES = ("smiles", "SMILES", "Smiles")
 _SDF_TITLE = "_Name"
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 # pandas' default missing-value strings, kept for every column except the SMILES and id columns
@@ -187,13 +186,14 @@ def _open_reader(
     if duplicates:
         raise DataError(f"{source.path}: duplicate column name(s) in header: {duplicates}")
     if smiles_column is None:
-        smiles_from = next((c for c in _SMILES_NAMES if c in available), available[0])
-        if smiles_from not in _SMILES_NAMES and source.kind != "smi":  # .smi: first by format
+        named = _named_smiles_column(available)
+        smiles_from = named or available[0]
+        if named is None and source.kind != "smi":  # .smi: the first column by format
             headless = (
                 has_header is None and source.kind in ("csv", "tsv") and _is_smiles(smiles_from)
             )
             warnings.warn(
-                f"{source.path}: no column is named {'/'.join(_SMILES_NAMES)}; reading SMILES "
+                f"{source.path}: no column name holds 'smiles'; reading SMILES "
                 f"from the first column {smiles_from!r} (the file has columns {available}); "
                 + (
                     "that header is itself a SMILES: if the file has no header line, its first "
@@ -259,6 +259,17 @@ def _open_reader(
     return _Reader(chunks, smiles_from, available)
 
 
+def _named_smiles_column(available: list[str]) -> str | None:
+    """The column named ``smiles`` in any case, else the first whose name holds it
+    (``canonical_smiles``, ``Canonical SMILES``, ``isomeric_smiles``), else None."""
+    lowered = [name.strip().lower() for name in available]
+    if "smiles" in lowered:
+        return available[lowered.index("smiles")]
+    return next(
+        (name for name, low in zip(available, lowered, strict=True) if "smiles" in low), None
+    )
+
+
 def _finish(
     raw: pd.DataFrame, smiles_from: str, keep: list[str], renamed: dict[str, str]
 ) -> pd.DataFrame:
@@ -291,6 +302,16 @@ def _source(path: str | Path) -> _Source:
         raise DataError(f"file not found: {path}{where}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
+    if kind != "parquet":
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head == b"\x1f\x8b" and not gzipped:
+            raise DataError(f"{path}: the file is gzip-compressed; name it {path.name}.gz")
+        if head in (b"\xff\xfe", b"\xfe\xff"):
+            raise DataError(
+                f"{path}: the file is UTF-16 text (Excel's 'Unicode Text'); save it as UTF-8 "
+                "(Excel: 'CSV UTF-8')"
+            )
     return _Source(path, kind, gzipped)
 
 

@@ -18,7 +18,7 @@ from rdkit import Chem
 from rdkit.Chem import Crippen, Descriptors, Draw, rdMolDescriptors
 
 from molml.chem.parsing import parse_smiles
-from molml.data.datamodule import MoleculeTable
+from molml.data.datamodule import MoleculeTable, default_target_columns
 from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path
 from molml.data.splits import split_keys
@@ -213,18 +213,27 @@ def _read(options: dict[str, Any], warnings: list[str]) -> MoleculeTable:
         if options.get("dataset") is None and not Path(options["path"]).is_file():
             raise
         warnings.append(f"The data module would refuse this file: {exc}")
-    source = Path(options["path"]) if options.get("path") else dataset_path(options["dataset"])
-    frame = read_molecules(source, smiles_column=options.get("smiles_column"))
-    tasks = options.get("target_columns") or [
-        c for c in frame.columns if c not in ("smiles", "row")
-    ]
+    source = (
+        Path(options["path"])
+        if options.get("path")
+        else dataset_path(options["dataset"], data_dir=options.get("data_dir"))
+    )
+    named = options.get("target_columns")
+    named = [named] if isinstance(named, str) else named
+    split_column = options.get("split_column")
+    extra = [split_column] if split_column else []
+    # a named column that is missing is an error here too (it lists the file's columns)
+    columns = None if named is None else [*named, *extra]
+    frame = read_molecules(source, smiles_column=options.get("smiles_column"), columns=columns)
+    tasks = named or default_target_columns(frame, source, extra)
     numeric = frame.reindex(columns=tasks).apply(pd.to_numeric, errors="coerce")
     targets = numeric.to_numpy(dtype=float)
     labels = targets[~np.isnan(targets)]
     task_type = options.get("task_type") or (
         "classification" if labels.size and np.isin(labels, (0, 1)).all() else "regression"
     )
-    return MoleculeTable(source, frame, list(tasks), targets, task_type)
+    split_values = frame[split_column].tolist() if split_column else None
+    return MoleculeTable(source, frame, list(tasks), targets, task_type, split_values, split_column)
 
 
 def _duplicates(
@@ -327,6 +336,8 @@ def _outliers(
     out = []
     for name, values in columns.items():
         values = np.where(np.isfinite(values), values, np.nan)  # inf is reported as refused
+        if np.isfinite(values).sum() < 2:  # no spread to measure (an empty task)
+            continue
         std = np.nanstd(values)
         if not std > 0:
             continue

@@ -203,6 +203,13 @@ def screen_library(
             "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
         }
         Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
+        if counts["rows"] and not counts["ok"]:
+            columns = list_columns(input_path, has_header=has_header)
+            raise DataError(
+                f"every one of the {counts['rows']} molecules of {input_path} is invalid (each "
+                f"output row's status says why); is the SMILES read from the right column? "
+                f"The file has columns {columns}: pass --smiles-column"
+            )
         return summary
 
 
