@@ -21,6 +21,7 @@ import logging
 import sys
 import textwrap
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 from molml._version import __version__
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     _hide_lightning_tips()
     debug = "--debug" in args
-    args = [arg for arg in args if arg != "--debug"]
+    args = shipped_configs([arg for arg in args if arg != "--debug"])
     if argv is None:  # LightningCLI reads sys.argv itself
         sys.argv[1:] = args
     if not args or args[0] in ("-h", "--help"):
@@ -160,6 +161,31 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.training import make_cli
 
         _run_lightning(lambda: make_cli(None if from_sys_argv else args))
+
+
+FILE_OPTIONS = ("--config", "-c", "--search")  # options whose configs/... files ship with molml
+
+
+def shipped_configs(args: list[str]) -> list[str]:
+    """``args`` with each ``configs/...`` file of :data:`FILE_OPTIONS` that does not exist
+    here replaced by the copy shipped inside the package, so the commands of the README work
+    from any folder after ``pip install molml``."""
+    shipped = resources.files("molml") / "configs"
+    out = list(args)
+    for position, arg in enumerate(out):
+        option, equals, value = arg.partition("=")
+        if option not in FILE_OPTIONS:
+            continue
+        where = position if equals else position + 1
+        if not equals:
+            value = out[where] if where < len(out) else ""
+        path = Path(value)
+        if path.parts[:1] != ("configs",) or path.exists():
+            continue
+        packaged = shipped.joinpath(*path.parts[1:])
+        if packaged.is_file():
+            out[where] = f"{option}={packaged}" if equals else str(packaged)
+    return out
 
 
 CONFIG_OPTIONS = ("--config", "-c", "--model", "--data", "--trainer")  # options that read YAML

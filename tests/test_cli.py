@@ -22,7 +22,7 @@ import yaml
 from conftest import REPO, require_dataset
 
 import molml
-from molml.cli import VERBS, main
+from molml.cli import VERBS, main, shipped_configs
 from molml.errors import EXIT_BAD_INPUT, EXIT_CHECKPOINT
 from molml.models import MoleculeModel
 from molml.training import model_differences
@@ -413,7 +413,7 @@ def test_top_level_help_and_import_do_not_load_torch() -> None:
     code = (
         "import sys, contextlib, io\n"
         "import molml\n"
-        "from molml.cli import VERBS, main\n"
+        "from molml.cli import VERBS, main, shipped_configs\n"
         "out = io.StringIO()\n"
         "with contextlib.redirect_stdout(out):\n"
         "    try:\n"
@@ -800,3 +800,27 @@ def test_a_checkpoint_given_as_a_config_names_the_options_that_take_it(
     error = capsys.readouterr().err
     assert f"{option} {checkpoint}: not a YAML config" in error and "checkpoint" in error
     assert f"--ckpt_path {checkpoint}" in error and f"molml screen --model {checkpoint}" in error
+
+
+def test_configs_of_the_readme_are_found_in_the_package_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--config configs/esol_dmpnn.yaml`` and ``--search configs/search/...`` read the
+    copies shipped in the package when the folder has no such file; a file that is there, or
+    a path elsewhere, is left alone; ``python -m molml`` is the molml command."""
+    monkeypatch.chdir(tmp_path)
+    args = shipped_configs(
+        ["tune", "--config", "configs/esol_dmpnn.yaml", "--search=configs/search/dmpnn.yaml"]
+    )
+    assert Path(args[2]).is_file() and Path(args[2]).name == "esol_dmpnn.yaml"
+    option, path = args[3].split("=")
+    assert option == "--search" and Path(path).is_file()
+    assert shipped_configs(["fit", "-c", "mine/esol.yaml"]) == ["fit", "-c", "mine/esol.yaml"]
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "esol_dmpnn.yaml").write_text("trainer: {}\n")
+    kept = ["fit", "--config", "configs/esol_dmpnn.yaml"]
+    assert shipped_configs(kept) == kept
+    result = subprocess.run(
+        [sys.executable, "-m", "molml", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("molml ")

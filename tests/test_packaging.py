@@ -89,16 +89,21 @@ def test_quickstart_runs_from_the_installed_wheel(installed: Path, tmp_path: Pat
     assert (tmp_path / "mlflow.db").is_file() and not (tmp_path / "runs").exists()
 
 
-def test_fit_a_registry_dataset_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
+def test_fit_a_shipped_config_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
+    """The README's ``molml fit --config configs/esol_dmpnn.yaml`` from a folder without
+    configs/: the copy inside the package is read."""
     require_dataset("esol")
+    assert not (tmp_path / "configs").exists()
     result = run_installed(
         installed,
         tmp_path,
         "-m",
         "molml.cli",
         "fit",
-        "--data.dataset",
-        "esol",
+        "--config",
+        "configs/esol_dmpnn.yaml",
+        "--model.encoder.init_args.hidden_dim",
+        "32",
         "--trainer.max_epochs",
         "1",
         "--trainer.limit_train_batches",
@@ -109,4 +114,4 @@ def test_fit_a_registry_dataset_from_the_installed_wheel(installed: Path, tmp_pa
         str(tmp_path / "cache"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list((tmp_path / "runs").glob("lightning_logs/version_0/checkpoints/best.ckpt"))
+    assert list((tmp_path / "runs").glob("esol_dmpnn/version_0/checkpoints/best.ckpt"))

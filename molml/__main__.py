@@ -1,0 +1,6 @@
+"""``python -m molml``: the ``molml`` command."""
+
+from molml.cli import main
+
+if __name__ == "__main__":
+    main()
