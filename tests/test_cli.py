@@ -824,3 +824,18 @@ def test_configs_of_the_readme_are_found_in_the_package_from_any_folder(
         [sys.executable, "-m", "molml", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("molml ")
+
+
+def test_the_default_encoder_takes_its_options_without_a_config(property_csv: Path) -> None:
+    """``--model.encoder.init_args.hidden_dim`` without a config naming the encoder's class
+    sets the default D-MPNN's width (it used to fail: no class to give the options to)."""
+    from molml.training import full_config
+
+    spec = full_config(
+        ["--data.path", str(property_csv), "--model.encoder.init_args.hidden_dim", "16"]
+    )["model"]["encoder"]
+    assert spec["class_path"] == "molml.models.DMPNN" and spec["init_args"]["hidden_dim"] == 16
+    gine = full_config(["--data.path", str(property_csv), "--model.encoder", "molml.models.GINE"])[
+        "model"
+    ]["encoder"]
+    assert gine["class_path"] == "molml.models.GINE"
