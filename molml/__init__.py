@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from molml._lazy import lazy_attributes
 from molml._version import __version__
+from molml.errors import CheckpointError, DataError, MolmlError, PredictorError
 
 if TYPE_CHECKING:
     from molml.models.encoders import register_encoder
@@ -25,7 +26,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "CheckpointError",
+    "DataError",
+    "MolmlError",
     "Predictor",
+    "PredictorError",
     "__version__",
     "load_model",
     "load_pretrained",

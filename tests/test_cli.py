@@ -839,3 +839,12 @@ def test_the_default_encoder_takes_its_options_without_a_config(property_csv: Pa
         "model"
     ]["encoder"]
     assert gine["class_path"] == "molml.models.GINE"
+
+
+def test_the_errors_a_user_catches_are_at_the_top_level(tmp_path: Path) -> None:
+    import molml
+    from molml.errors import CheckpointError, MolmlError
+
+    assert molml.CheckpointError is CheckpointError and issubclass(molml.DataError, MolmlError)
+    with pytest.raises(molml.CheckpointError, match="model not found"):
+        molml.load_model(tmp_path / "missing.ckpt")

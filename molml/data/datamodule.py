@@ -355,7 +355,8 @@ class MoleculeDataModule(L.LightningDataModule):
             ``split_seed``, nested: 10 % is part of 25 %; validation and test parts unchanged),
             to measure data efficiency.
         split_sizes, split_seed: fractions for train/val/test and the seed.
-        strict: fail on the first invalid SMILES instead of reporting and skipping it.
+        strict: refuse the data if any SMILES is invalid (every invalid row listed) instead of
+            reporting and skipping them.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
         cache_dir: where featurized graphs are cached (``None`` disables the cache).
         featurize_jobs: processes for featurization (-1: all cores).

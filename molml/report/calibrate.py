@@ -14,7 +14,7 @@ from typing import Any
 from molml.errors import CommandParser, DataError
 from molml.options import check_int, output_file_folder
 from molml.predict import CalibratedPredictor, load_model
-from molml.report.config import data_options
+from molml.report.config import DATA_OPTIONS_HELP, data_options
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.uncertainty import CLASSIFICATION_METHODS
 
@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="molml calibrate",
         description="Calibrate a trained model on its validation split (conformal intervals "
-        "for regression, Platt or isotonic probabilities for classification).",
+        f"for regression, Platt or isotonic probabilities for classification). "
+        f"{DATA_OPTIONS_HELP}",
     )
     parser.add_argument("--run", default=None, help="a run directory (config, model, split)")
     parser.add_argument(

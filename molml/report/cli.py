@@ -14,7 +14,7 @@ from pathlib import Path
 
 from molml.errors import CommandParser, DataError
 from molml.options import check_int
-from molml.report.config import data_options
+from molml.report.config import DATA_OPTIONS_HELP, data_options
 from molml.report.data import data_report
 from molml.report.evaluation import eval_report
 
@@ -25,7 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="molml report", description="Data and evaluation reports (HTML + JSON)."
     )
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=CommandParser)
-    data = verbs.add_parser("data", help="validate and describe a molecule table")
+    data = verbs.add_parser(
+        "data",
+        help="validate and describe a molecule table",
+        description=f"Validate and describe a molecule table. {DATA_OPTIONS_HELP}",
+    )
     data.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
     data.add_argument("--output", default=None, help="output directory (default reports/data)")
     data.add_argument(
@@ -34,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="regression labels of one structure further apart than this conflict (default 1)",
     )
-    ev = verbs.add_parser("eval", help="evaluate trained models on the test split")
+    ev = verbs.add_parser(
+        "eval",
+        help="evaluate trained models on the test split",
+        description=f"Evaluate trained models on the test split. {DATA_OPTIONS_HELP}",
+    )
     ev.add_argument("--run", default=None, help="a run directory (config.yaml, model, split)")
     ev.add_argument("--model", action="append", default=[], help="checkpoint or baseline dir")
     ev.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")

@@ -30,6 +30,14 @@ KNOWN_KEYS = (frozenset(inspect.signature(MoleculeDataModule.__init__).parameter
 }
 
 
+DATA_OPTIONS_HELP = (
+    "Instead of --config, or over it, any data option of molml fit: --data.dataset NAME or "
+    "--data.path FILE, --data.target_columns, --data.smiles_column, --data.task_type, "
+    "--data.split, --data.split_sizes, --data.split_seed, --data.split_column, "
+    "--data.split_file, --data.split_index, --data.train_fraction (molml fit --help lists them)."
+)
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """A YAML config file as a dict (DataError naming the file when it cannot be read)."""
     try:

@@ -147,13 +147,27 @@ def load_study(
     recorded: dict[str, Any] = {}
     if options.cv:  # the folds: their split and seed (without --cv, each process its own seed)
         recorded.update(cv_split=options.cv_split, cv_seed=options.seed)
+    searched = {param.name for param in space}
     if config is not None:
-        searched = {param.name for param in space}
         recorded["config"] = {k: v for k, v in learning_config(config).items() if k not in searched}
     if not attrs:
         for key, value in {**expected, **recorded}.items():
             study.set_user_attr(key, value)
     else:
+        # the search space first: the config compared next leaves the searched options out
+        before = sorted(param["name"] for param in attrs.get("search_space") or [])
+        if before and before != sorted(searched):
+            raise DataError(
+                f"study {options.study_name!r} in {options.storage} searches {before}, not "
+                f"{sorted(searched)} (another search file); use another --study-name"
+            )
+        for key, value in expected.items():
+            if attrs.get(key) != value:
+                raise DataError(
+                    f"study {options.study_name!r} in {options.storage} was made with {key} "
+                    f"{json.dumps(attrs.get(key))}, not {json.dumps(value)}; use another "
+                    "--study-name (or the same search space, metric and --cv) to add trials"
+                )
         # studies made before these were stored have none of them
         for key, value in recorded.items():
             if key in attrs and attrs[key] != value:
@@ -161,13 +175,6 @@ def load_study(
                     f"study {options.study_name!r} in {options.storage} was made with another "
                     f"{key}: {describe_differences(attrs[key], value)}; use another "
                     "--study-name, or the same config and options to add trials"
-                )
-        for key, value in expected.items():
-            if attrs.get(key) != value:
-                raise DataError(
-                    f"study {options.study_name!r} in {options.storage} was made with {key} "
-                    f"{json.dumps(attrs.get(key))}, not {json.dumps(value)}; use another "
-                    "--study-name (or the same search space, metric and --cv) to add trials"
                 )
     if study.direction.name.lower() != direction:
         raise DataError(
