@@ -93,7 +93,7 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
         # Lightning turns the interrupt into SystemExit(1) after its graceful shutdown
         if not (isinstance(exc, Terminated) or _SIGTERM_RECEIVED):
             raise
-        print(f"{prog}: stopped by SIGTERM; what was saved is kept", file=sys.stderr)
+        print(f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr)
         raise SystemExit(EXIT_TERMINATED) from None
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
         if debug:

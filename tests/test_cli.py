@@ -647,7 +647,8 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:
         run_command("molml fit", long_work)
     assert exit_info.value.code == EXIT_TERMINATED == 143
-    assert capsys.readouterr().err == "molml fit: stopped by SIGTERM; what was saved is kept\n"
+    stopped = "molml fit: stopped by SIGTERM; anything already saved is kept\n"
+    assert capsys.readouterr().err == stopped
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is removed again
     with pytest.raises(SystemExit) as exit_info:  # a later verb's own exit is its own
         run_command("molml fit", lambda: sys.exit(0))

@@ -198,15 +198,23 @@ def test_two_processes_share_one_study_and_other_spaces_are_refused(
     trials = study_trials(storage, "shared")
     assert len(trials) == 4 and all(t.state.name == "COMPLETE" for t in trials)
 
-    other = space(tmp_path / "other.yaml", "estimator.params.max_depth: {int: [2, 9]}\n")
-    for extra in (["--search", str(other)], ["--search", str(search), "--metric", "val/r2"]):
+    other = space(tmp_path / "other.yaml", "estimator.params.learning_rate: {float: [0.01, 0.3]}\n")
+    wider = space(tmp_path / "wider.yaml", "estimator.params.max_depth: {int: [2, 9]}\n")
+    for extra in (
+        ["--search", str(other)],
+        ["--search", str(wider)],
+        ["--search", str(search), "--metric", "val/r2"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main([*command[3:], *extra])
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert "use another --study-name" in error
         if extra[1] == str(other):  # named by what each searches, not by a config diff
-            assert "searches ['estimator.params." in error and "another search file" in error
+            assert (
+                "searches ['estimator.params.max_depth'], not ['estimator.params.learning_rate']"
+                in error
+            )
     # another split (or data file, or schedule) is another study: its trials would not compare
     with pytest.raises(SystemExit) as exit_info:
         main([*command[3:], "--data.split", "random"])

@@ -234,7 +234,8 @@ def run_cv(
     rows.append({"fold": "ensemble", metric: float("nan"), test_metric: ensemble[test_metric]})
     pd.DataFrame(rows).to_csv(directory / "cv.csv", index=False)
     (directory / "cv.json").write_text(json.dumps(summary, indent=2))
-    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f"))
+    # the ensemble has no validation score (each fold validated on its own part)
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.4f", na_rep="-"))
     print(f"fold models as an ensemble: {manifest} (molml.load_model({str(manifest)!r}))")
     return summary
 
