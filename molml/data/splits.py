@@ -209,9 +209,11 @@ def _factorize(values: Sequence, what: str) -> tuple[np.ndarray, int]:
 def _check_sizes(sizes: Sequence[float]) -> np.ndarray:
     arr = np.asarray(sizes, dtype=float)
     if arr.shape != (3,) or not np.isfinite(arr).all():
-        raise DataError(f"sizes must be three finite fractions (train, val, test), got {sizes!r}")
+        raise DataError(
+            f"split_sizes must be three finite fractions (train, val, test), got {sizes!r}"
+        )
     if (arr < 0).any() or arr[0] <= 0 or abs(arr.sum() - 1.0) > 1e-6:
-        raise DataError(f"sizes must be >= 0 with train > 0 and sum to 1, got {sizes!r}")
+        raise DataError(f"split_sizes must be >= 0 with train > 0 and sum to 1, got {sizes!r}")
     return arr
 
 
