@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -642,13 +643,18 @@ def test_shipped_fine_tuning_configs_match_their_encoders(config: Path) -> None:
     assert torch.equal(model.encoder.W_o.weight, shipped.encoder.W_o.weight)
 
 
-def test_train_fraction_keeps_a_seeded_part_of_the_training_split(tmp_path: Path) -> None:
+def test_train_fraction_keeps_a_seeded_part_of_the_training_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     csv = write_task_csv(tmp_path / "logp.csv", 200)
     common = dict(path=str(csv), cache_dir=None, featurize_jobs=1)
     whole = MoleculeDataModule(**common)
     whole.setup("fit")
     quarter = MoleculeDataModule(**common, train_fraction=0.25)
-    quarter.setup("fit")
+    with caplog.at_level(logging.INFO, logger="molml"):
+        quarter.setup("fit")
+    # the molecules set aside on purpose are said so, not warned of as unused
+    assert "train_fraction 0.25 keeps" in caplog.text and "in no part" not in caplog.text
     assert len(quarter.split.train) == round(0.25 * len(whole.split.train))
     half = MoleculeDataModule(**common, train_fraction=0.5)
     half.setup("fit")

@@ -186,10 +186,20 @@ class MoleculeTable:
             how = f"split column {self.split_column!r}"
         else:
             how = f"{method} split with sizes {tuple(sizes)}"
+        set_aside = 0  # training molecules train_fraction leaves out, on purpose
         if train_fraction < 1:
+            full = len(split.train)
             split = subsample_train(split, train_fraction, seed)
+            set_aside = full - len(split.train)
+            log.info(
+                "%s: train_fraction %s keeps %d of %d training molecules",
+                self.source,
+                train_fraction,
+                len(split.train),
+                full,
+            )
             how += f", train_fraction {train_fraction}"
-        self._check_split(split, valid, how)
+        self._check_split(split, valid, how, set_aside)
         return split
 
     def _check_split_options(self, method: str, split_file: str | None) -> None:
@@ -206,11 +216,12 @@ class MoleculeTable:
         if len(given) == 2:
             raise DataError(f"{self.source}: give one of {' or '.join(given)}, not both")
 
-    def _check_split(self, split: Split, valid: np.ndarray, how: str) -> None:
-        """Warn about valid molecules in no part; refuse empty parts, tasks without training
-        labels and one-class classification tasks."""
+    def _check_split(self, split: Split, valid: np.ndarray, how: str, set_aside: int) -> None:
+        """Warn about valid molecules in no part (besides the ``set_aside`` training molecules
+        that ``train_fraction`` leaves out); refuse empty parts, tasks without training labels
+        and one-class classification tasks."""
         n_valid = int(valid.sum())
-        unused = n_valid - sum(len(part) for part in split.parts())
+        unused = n_valid - sum(len(part) for part in split.parts()) - set_aside
         if unused:
             log.warning(
                 "%s: %d of %d valid molecules are in no part of the split (%s) and are not used",
