@@ -60,7 +60,8 @@ def data_report(
             mols.append(parse_smiles(text, standardize_mol=standardize))
         except InvalidMoleculeError as exc:
             mols.append(None)
-            invalid.append({"row": int(rows[position]), "smiles": str(text), "reason": str(exc)})
+            shown = text if isinstance(text, str) else ""  # an empty cell is no 'nan' SMILES
+            invalid.append({"row": int(rows[position]), "smiles": shown, "reason": str(exc)})
     valid = np.array([mol is not None for mol in mols])
     good = [mol for mol in mols if mol is not None]
     keys = [split_keys(mol) for mol in good]
