@@ -133,6 +133,17 @@ def test_descriptors_non_finite_becomes_nan() -> None:
     assert out[1] == pytest.approx(Descriptors.MolWt(mol))
 
 
+def test_descriptors_of_a_large_molecule_skip_the_information_content() -> None:
+    """Ipc and AvgIpc take seconds to minutes beyond a few hundred atoms (about 18 s at 500):
+    NaN there, every other descriptor computed."""
+    mol = Chem.MolFromSmiles("C" * 300 + "c1ccccc1C(=O)N")
+    out = RDKitDescriptors(names=["Ipc", "AvgIpc", "MolWt"])(mol)
+    assert np.isnan(out[:2]).all()
+    assert out[2] == pytest.approx(Descriptors.MolWt(mol))
+    small = RDKitDescriptors(names=["AvgIpc"])(Chem.MolFromSmiles("c1ccccc1C(=O)N"))
+    assert np.isfinite(small).all()
+
+
 def test_invalid_smiles_rows() -> None:
     fp = MorganFingerprint(n_bits=256)
     with pytest.raises(InvalidMoleculeError):
