@@ -156,6 +156,9 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         raise DataError(f"unknown verb {args[0]!r}{hint}; the verbs are {', '.join(VERBS)}")
     else:
         _check_config_files(args)
+        args = _name_the_default_encoder(args)
+        if from_sys_argv:
+            sys.argv[1:] = args
         # the seed is recorded in the run's config.yaml; a one-line error stays one line
         logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
         from molml.training import make_cli
@@ -186,6 +189,22 @@ def shipped_configs(args: list[str]) -> list[str]:
         if packaged.is_file():
             out[where] = f"{option}={packaged}" if equals else str(packaged)
     return out
+
+
+DEFAULT_ENCODER = "molml.models.DMPNN"  # MoleculeModel's encoder when none is configured
+
+
+def _name_the_default_encoder(args: list[str]) -> list[str]:
+    """``args`` with ``--model.encoder=molml.models.DMPNN`` before the first encoder option
+    (``--model.encoder.init_args.hidden_dim 64``) when neither a config nor ``--model.encoder``
+    names the class: without it, the parser has no class to give the option to."""
+    named = any(
+        arg.partition("=")[0] in ("--config", "-c", "--model", "--model.encoder") for arg in args
+    )
+    first = next((i for i, arg in enumerate(args) if arg.startswith("--model.encoder.")), None)
+    if named or first is None:
+        return args
+    return [*args[:first], f"--model.encoder={DEFAULT_ENCODER}", *args[first:]]
 
 
 CONFIG_OPTIONS = ("--config", "-c", "--model", "--data", "--trainer")  # options that read YAML

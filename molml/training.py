@@ -59,9 +59,6 @@ class MolmlCLI(LightningCLI):
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
-        # the model's default encoder, spelled out so that --model.encoder.init_args.* (or
-        # --model.encoder.hidden_dim) works without a config naming the class
-        parser.set_defaults({"model.encoder": {"class_path": "molml.models.DMPNN"}})
 
     def before_instantiate_classes(self) -> None:
         """Refuse remote checkpoints (Lightning would fetch and unpickle them), skip the

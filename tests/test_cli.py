@@ -827,19 +827,23 @@ def test_configs_of_the_readme_are_found_in_the_package_from_any_folder(
     assert result.returncode == 0 and result.stdout.startswith("molml ")
 
 
-def test_the_default_encoder_takes_its_options_without_a_config(property_csv: Path) -> None:
+def test_the_default_encoder_takes_its_options_without_a_config(
+    property_csv: Path, capsys: pytest.CaptureFixture
+) -> None:
     """``--model.encoder.init_args.hidden_dim`` without a config naming the encoder's class
-    sets the default D-MPNN's width (it used to fail: no class to give the options to)."""
+    sets the default D-MPNN's width (it used to fail: no class to give the options to), and
+    naming the default leaves other encoders' own defaults alone (GATv2's activation is elu)."""
     from molml.training import full_config
 
-    spec = full_config(
-        ["--data.path", str(property_csv), "--model.encoder.init_args.hidden_dim", "16"]
-    )["model"]["encoder"]
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data.path", str(property_csv),
+              "--model.encoder.init_args.hidden_dim", "16", "--print_config"])  # fmt: skip
+    assert info.value.code == 0
+    spec = yaml.safe_load(capsys.readouterr().out)["model"]["encoder"]
     assert spec["class_path"] == "molml.models.DMPNN" and spec["init_args"]["hidden_dim"] == 16
-    gine = full_config(["--data.path", str(property_csv), "--model.encoder", "molml.models.GINE"])[
-        "model"
-    ]["encoder"]
-    assert gine["class_path"] == "molml.models.GINE"
+    gatv2 = full_config(["--config", str(REPO / "configs" / "lipo_gatv2.yaml")])["model"]["encoder"]
+    assert gatv2["class_path"] == "molml.models.GATv2"
+    assert gatv2["init_args"]["activation"] == "elu"
 
 
 def test_the_errors_a_user_catches_are_at_the_top_level(tmp_path: Path) -> None:

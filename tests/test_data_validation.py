@@ -405,19 +405,6 @@ def test_a_task_named_twice_is_refused(tmp_path: Path) -> None:
         make_dm(tmp_path / "twice.csv", target_columns=["y", "y"])
 
 
-def test_a_file_to_predict_without_one_valid_molecule_names_its_columns(tmp_path: Path) -> None:
-    """Predicting a file whose first column is a name, not a SMILES: refused with the columns,
-    instead of a predictions file of NaN rows and exit code 0."""
-    pd.DataFrame({"smiles": nci_smiles(12), "y": np.arange(12.0)}).to_csv(
-        tmp_path / "train.csv", index=False
-    )
-    names = pd.DataFrame({"compound": ["aspirin", "caffeine"], "structure": ["CCO", "CCN"]})
-    names.to_csv(tmp_path / "library.csv", index=False)
-    data = make_dm(tmp_path / "train.csv", predict_path=str(tmp_path / "library.csv"))
-    with pytest.raises(DataError, match=r"no molecule is valid.*\['compound', 'structure'\]"):
-        data.setup("predict")
-
-
 def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Path) -> None:
     """Trained on a 'Drug SMILES' column that is not first: a library with the same layout is
     read from that column, not from its first (an id column), for graph models and baselines."""

@@ -326,19 +326,26 @@ def test_clear_errors_before_any_work(trained, library, tmp_path):
 
 
 def test_a_screen_without_one_valid_molecule_writes_its_rows_and_fails(trained, tmp_path):
-    """Most often the wrong SMILES column: the rows are written with their reasons, then an
-    error names the file's columns. A column named like SMILES is found without being told."""
+    """Most often the wrong SMILES column: the command writes the rows with their reasons,
+    then fails naming the file's columns (the Python API returns the counts). A column named
+    like SMILES is found without being told."""
     csv = tmp_path / "lib.csv"
     frame = pd.DataFrame({"name": ["a", "b"], "Canonical SMILES": ["CCO", "c1ccccc1"]})
     frame.to_csv(csv, index=False)
-    out = screen([trained["ckpt"]], csv, tmp_path / "o.csv")
-    assert out["ok"] == 2
-    with pytest.raises(DataError, match=r"every one of the 2 molecules.*'Canonical SMILES'\]"):
-        screen([trained["ckpt"]], csv, tmp_path / "bad.csv", smiles_column="name")
+    assert screen([trained["ckpt"]], csv, tmp_path / "o.csv")["ok"] == 2
+    assert screen([trained["ckpt"]], csv, tmp_path / "api.csv", smiles_column="name")["ok"] == 0
+    command = ["--model", str(trained["ckpt"]), "--input", str(csv), "--output",
+               str(tmp_path / "bad.csv"), "--smiles-column", "name", "--num-workers", "1",
+               "--accelerator", "cpu", "--no-progress"]  # fmt: skip
+    with pytest.raises(DataError) as info:
+        main(command)
+    message = str(info.value)
+    assert "none of the 2 molecules" in message and "invalid SMILES" in message
+    assert "columns ['name', 'Canonical SMILES']" in message and "--overwrite" in message
     assert (pd.read_csv(tmp_path / "bad.csv")["status"] != "ok").all()
     library = tmp_path / "named.smi"
     library.write_text("CCO logp\n")  # a .smi file's names are its id column, here "logp"
-    with pytest.raises(DataError, match="id column 'logp' has the name of one of the model"):
+    with pytest.raises(DataError, match="id column 'logp' has the name of an output column"):
         screen([trained["ckpt"]], library, tmp_path / "clash.csv", has_header=True)
 
 

@@ -35,7 +35,7 @@ from molml.data.graphs import (
     as_batch,
     featurize_molecules,
 )
-from molml.data.readers import list_columns, read_molecules, read_molecules_to_predict
+from molml.data.readers import read_molecules, read_molecules_to_predict
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import (
     Split,
@@ -514,14 +514,6 @@ class MoleculeDataModule(L.LightningDataModule):
             frame["status"] = "ok"
             for position, reason in result.errors.items():
                 frame.loc[frame.index[position], "status"] = reason
-            if len(result.errors) == len(frame):
-                first = frame.iloc[0]
-                raise DataError(
-                    f"{self.hparams.predict_path}: no molecule is valid (row {first['row']}: "
-                    f"{first['status']}); is the SMILES read from the right column? The file "
-                    f"has columns {list_columns(self.hparams.predict_path)}; molml screen "
-                    "--smiles-column picks another"
-                )
             self.predict_frame, self._predict_store = frame, result.graphs
 
     def _check_classes_of_valid_molecules(self, valid: np.ndarray) -> None:

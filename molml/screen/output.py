@@ -155,10 +155,11 @@ class PartsDirectory:
 
 def output_schema(id_column: str | None, prediction_columns: list[str]) -> pa.Schema:
     """Column types of the output: row, id, smiles, predictions (float64), status."""
-    if id_column in prediction_columns:
+    if id_column in ("row", "smiles", "status", *prediction_columns):
         raise DataError(
-            f"the library's id column {id_column!r} has the name of one of the model's "
-            f"prediction columns {prediction_columns}; pass another id column (or none)"
+            f"the library's id column {id_column!r} has the name of an output column (row, "
+            f"smiles, status or one of the model's prediction columns {prediction_columns}); "
+            "pass another id column (or none)"
         )
     fields = [pa.field("row", pa.int64())]
     if id_column:

@@ -203,13 +203,6 @@ def screen_library(
             "molecules_per_second": round((counts["rows"] - rows_before) / seconds, 1),
         }
         Path(f"{output}.summary.json").write_text(json.dumps(summary, indent=2))
-        if counts["rows"] and not counts["ok"]:
-            columns = list_columns(input_path, has_header=has_header)
-            raise DataError(
-                f"every one of the {counts['rows']} molecules of {input_path} is invalid (each "
-                f"output row's status says why); is the SMILES read from the right column? "
-                f"The file has columns {columns}: pass --smiles-column"
-            )
         return summary
 
 
@@ -308,6 +301,25 @@ def run_parsed(args: argparse.Namespace) -> None:
     summary = _run(args, devices)  # errors: one line and an exit code (molml.errors)
     if summary is not None:
         print(json.dumps(summary, indent=2))
+        if summary["rows"] and not summary["ok"]:
+            raise DataError(_nothing_valid(summary, args.has_header))
+
+
+def _nothing_valid(summary: dict[str, Any], has_header: bool | None) -> str:
+    """Why a screen in which no molecule was valid exits with an error (its rows are written)."""
+    reason = next(iter(summary["failure_reasons"]))
+    where = summary.get("failed_rows", summary["output"])
+    message = (
+        f"none of the {summary['rows']} molecules of {summary['input']} was valid (most often: "
+        f"{reason}; every row's reason is in {where})"
+    )
+    if "SMILES" in reason:
+        columns = list_columns(summary["input"], has_header=has_header)
+        message += (
+            f"; is the SMILES read from the right column? The file has columns {columns}: "
+            "--smiles-column picks one"
+        )
+    return message + "; rerun with --overwrite to replace the output"
 
 
 def _run(args: argparse.Namespace, devices: int | str) -> dict[str, Any] | None:
