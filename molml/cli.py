@@ -15,6 +15,7 @@ intervals or calibrated probabilities on a validation split (:mod:`molml.report`
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import importlib
 import logging
@@ -224,12 +225,12 @@ def _check_config_files(args: list[str]) -> None:
             continue
         with path.open("rb") as handle:
             head = handle.read(4096)
-        try:
-            head.decode("utf-8")
+        try:  # incremental: a character cut at the 4096th byte is no binary file
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
         except UnicodeDecodeError:
             binary = True
         else:
-            binary = b"\0" in head
+            binary = b"\0" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff"))
         if not binary:
             continue
         verb = args[0] if args else "fit"

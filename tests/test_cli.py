@@ -803,6 +803,16 @@ def test_a_checkpoint_given_as_a_config_names_the_options_that_take_it(
     assert f"--ckpt_path {checkpoint}" in error and f"molml screen --model {checkpoint}" in error
 
 
+def test_a_yaml_config_with_a_character_across_the_sniffed_bytes_is_read_as_text(
+    tmp_path: Path,
+) -> None:
+    from molml.cli import _check_config_files
+
+    config = tmp_path / "c.yaml"
+    config.write_text("# " + "a" * 4093 + "\u00e9\ntrainer: {}\n", encoding="utf-8")
+    _check_config_files(["fit", "--config", str(config)])  # no error: a UTF-8 text file
+
+
 def test_configs_of_the_readme_are_found_in_the_package_from_any_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

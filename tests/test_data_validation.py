@@ -369,10 +369,14 @@ def test_an_identifier_column_is_not_taken_as_a_target(
     assert "['compound_id'] are not taken as targets (named like an identifier" in caplog.text
     assert "targets ['logS']" in caplog.text
     assert make_dm(tmp_path / "ids.csv", target_columns="logS").tasks == ["logS"]
-    # a column of that name holding measured values (repeats) stays a target
+    # a column of that name holding measured values (repeats) stays a target, and so does an
+    # integer property named like a count ("wiener_index")
     frame["compound_id"] = np.arange(12) % 5
+    frame["wiener_index"] = np.arange(100, 112)
     frame.to_csv(tmp_path / "measured.csv", index=False)
-    assert make_dm(tmp_path / "measured.csv", target_columns=None).tasks == ["compound_id", "logS"]
+    assert make_dm(tmp_path / "measured.csv", target_columns=None).tasks == [
+        "compound_id", "logS", "wiener_index"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

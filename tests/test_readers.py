@@ -93,6 +93,8 @@ def test_default_smiles_column_is_found_by_name_or_first(tmp_path: Path) -> None
     assert chembl["smiles"].tolist() == ["CCO"] and list(chembl.columns) == [
         "row", "smiles", "chembl_id", "y"
     ]  # fmt: skip
+    with pytest.warns(UserWarning, match="first column 'mol'"):  # not a count of SMILES
+        read_molecules(write(tmp_path / "e.csv", "mol,smiles_length\nCCO,3\n"))
     with pytest.warns(UserWarning, match="first column 'mol'"):
         first = read_molecules(write(tmp_path / "b.csv", "mol,y\nCCN,1\n"))
     assert first["smiles"].tolist() == ["CCN"] and list(first.columns) == ["row", "smiles", "y"]

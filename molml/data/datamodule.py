@@ -102,7 +102,10 @@ class MoleculeTable:
         if target_columns is None:
             target_columns = default_target_columns(frame, source, extra)
         if not target_columns:
-            raise DataError(f"{source}: no target columns besides the SMILES column")
+            raise DataError(
+                f"{source}: no target columns besides the SMILES column (the file has columns "
+                f"{list(frame.columns.drop('row'))}; name targets in target_columns)"
+            )
         tasks = list(target_columns)
         _check_task_names(tasks, source)
         targets = _numeric_targets(frame, tasks, source)
@@ -736,7 +739,13 @@ def _check_task_names(tasks: list[str], source: Path) -> None:
 
 
 _UNNAMED = re.compile(r"Unnamed: \d+|_Name")  # pandas' name of a headerless column; SDF titles
-_ID_NAME = re.compile(r"(.*[_\s-])?(id|ids|idx|index|no|number|cid|sid|cas)", re.IGNORECASE)
+# identifiers: "id", "compound_id", "Mol ID", "idx", "cid"; "index" / "no" / "number" only
+# alone or after a word that says what is counted (never "wiener_index", "cetane_number")
+_ID_NAME = re.compile(
+    r"(.*[_\s-])?(id|ids|idx|cid|sid|cas)"
+    r"|((compound|cpd|mol|molecule|row|entry|sample|record)[_\s-]?)?(index|no|number|num)",
+    re.IGNORECASE,
+)
 
 
 def default_target_columns(

@@ -86,10 +86,11 @@ def read_molecules(
 ) -> pd.DataFrame:
     """Read a whole molecule file into a DataFrame with ``row`` and ``smiles`` columns.
 
-    ``smiles_column`` names the SMILES column (default: ``smiles``/``SMILES``/``Smiles``, else
-    the first column, with a warning; for SDF the SMILES RDKit writes for each record, or the
-    named SD tag). ``columns`` restricts the other columns kept (default: all); ``id_column`` is
-    kept too. ``has_header`` applies to CSV/TSV (default True; without a header the columns are
+    ``smiles_column`` names the SMILES column (default: ``smiles`` in any case, else the first
+    whose name ends in it, such as ``canonical_smiles``, else the first column, with a
+    warning; for SDF the SMILES RDKit writes for each record, or the named SD tag).
+    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
+    ``has_header`` applies to CSV/TSV (default True; without a header the columns are
     ``column_1``, ``column_2``, ...) and SMILES files (default: line 1 is a header when its first
     token contains ``smiles`` in any case, e.g. ``SMILES Name`` or ``canonical_smiles id``).
     ``frame.attrs`` records the ``smiles_column`` read and the file's ``columns``.
@@ -193,7 +194,7 @@ def _open_reader(
                 has_header is None and source.kind in ("csv", "tsv") and _is_smiles(smiles_from)
             )
             warnings.warn(
-                f"{source.path}: no column name holds 'smiles'; reading SMILES "
+                f"{source.path}: no column name ends in 'smiles'; reading SMILES "
                 f"from the first column {smiles_from!r} (the file has columns {available}); "
                 + (
                     "that header is itself a SMILES: if the file has no header line, its first "
@@ -260,14 +261,14 @@ def _open_reader(
 
 
 def _named_smiles_column(available: list[str]) -> str | None:
-    """The column named ``smiles`` in any case, else the first whose name holds it
-    (``canonical_smiles``, ``Canonical SMILES``, ``isomeric_smiles``), else None."""
+    """The column named ``smiles`` in any case, else the first whose name ends in it
+    (``canonical_smiles``, ``Canonical SMILES``, ``Drug SMILES``; not ``smiles_length``), else
+    None."""
     lowered = [name.strip().lower() for name in available]
     if "smiles" in lowered:
         return available[lowered.index("smiles")]
-    return next(
-        (name for name, low in zip(available, lowered, strict=True) if "smiles" in low), None
-    )
+    ending = (name for name, low in zip(available, lowered, strict=True) if low.endswith("smiles"))
+    return next(ending, None)
 
 
 def _finish(

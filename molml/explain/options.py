@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", required=True, help="molecules: .smi/.csv/.tsv/.sdf/.parquet")
     parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--smiles-column", help="SMILES column (default: smiles, else first)")
+    parser.add_argument(
+        "--smiles-column",
+        help="SMILES column (default: smiles, else one whose name ends in smiles, else the first)",
+    )
     parser.add_argument(
         "--id-column",
         help="identifier column copied to the table and shown on the page (default: a .smi "

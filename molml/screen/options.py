@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", required=True, help="library: .smi/.csv/.tsv/.sdf (optionally .gz) or .parquet"
     )
     parser.add_argument("--output", required=True, help=f"one of {', '.join(OUTPUT_SUFFIXES)}")
-    parser.add_argument("--smiles-column", help="SMILES column (default: smiles, else first)")
+    parser.add_argument(
+        "--smiles-column",
+        help="SMILES column (default: smiles, else one whose name ends in smiles, else the first)",
+    )
     parser.add_argument("--id-column", help="identifier column copied to the output")
     header = parser.add_mutually_exclusive_group()
     header.add_argument(
