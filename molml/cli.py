@@ -189,6 +189,7 @@ def shipped_configs(args: list[str]) -> list[str]:
         packaged = shipped.joinpath(*path.parts[1:])
         if packaged.is_file():
             out[where] = f"{option}={packaged}" if equals else str(packaged)
+            print(f"molml: {value} is not here; reading molml's own {packaged}", file=sys.stderr)
     return out
 
 

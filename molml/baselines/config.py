@@ -78,7 +78,8 @@ class DataConfig:
         dataset: a registry name (``esol``, ``bbbp``, ...).
         path: or a CSV/TSV/Parquet/SMI/SDF file (gzip too).
         smiles_column: SMILES column (default: the card's, or ``smiles``).
-        target_columns: target columns (default: the card's, or every other column).
+        target_columns: target columns (default: the card's, or every other column); one may
+            be named without a list.
         task_type: ``regression`` or ``classification``; inferred when not given.
         data_dir: directory holding registry CSVs (default: ``$MOLML_DATA_DIR``).
         split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
@@ -88,7 +89,7 @@ class DataConfig:
         split_file: chemprop-style split JSON (row positions), e.g. a graph run's ``split.json``.
         split_index: which entry of a split file with several splits (0-based).
         split_column: column holding train/val/test per row.
-        strict: stop at the first invalid SMILES instead of reporting and skipping it.
+        strict: refuse the data if any SMILES is invalid instead of reporting and skipping it.
         standardize: group molecules for scaffold splits by their standardized form (largest
             fragment, neutralized), as a graph model whose featurizer has ``standardize: true``
             does; set it to the graph model's value to get its split.
@@ -98,7 +99,7 @@ class DataConfig:
     dataset: str | None = None
     path: str | None = None
     smiles_column: str | None = None
-    target_columns: list[str] | None = None
+    target_columns: list[str] | str | None = None
     task_type: str | None = None
     data_dir: str | None = None
     split: str = "scaffold"

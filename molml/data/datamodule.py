@@ -369,7 +369,7 @@ class MoleculeDataModule(L.LightningDataModule):
             ``split_seed``, nested: 10 % is part of 25 %; validation and test parts unchanged),
             to measure data efficiency.
         split_sizes, split_seed: fractions for train/val/test and the seed.
-        strict: refuse the data if any SMILES is invalid (every invalid row listed) instead of
+        strict: refuse the data if any SMILES is invalid (the error lists the first 20) instead of
             reporting and skipping them.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
         cache_dir: where featurized graphs are cached (``None`` disables the cache).

@@ -226,6 +226,11 @@ def _read(options: dict[str, Any], warnings: list[str]) -> MoleculeTable:
     # a named column that is missing is an error here too (it lists the file's columns)
     columns = None if named is None else [*named, *extra]
     frame = read_molecules(source, smiles_column=options.get("smiles_column"), columns=columns)
+    if split_column and split_column not in frame.columns:
+        raise DataError(
+            f"{source}: split column {split_column!r} not found; the file has columns "
+            f"{list(frame.columns.drop('row'))}"
+        )
     tasks = named or default_target_columns(frame, source, extra)
     numeric = frame.reindex(columns=tasks).apply(pd.to_numeric, errors="coerce")
     targets = numeric.to_numpy(dtype=float)
