@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 import yaml
-from conftest import INVALID_SMILES, REPO, nci_smiles, write_property_csv
+from conftest import INVALID_SMILES, REPO, nci_smiles, require_dataset, write_property_csv
 
 import molml
 from molml.baselines import (
@@ -120,6 +120,18 @@ def test_single_molecules_and_concatenation(encoder: Path) -> None:
     np.testing.assert_allclose(combined[valid, 64:], X[valid], rtol=1e-5, atol=1e-6)
     assert np.isnan(combined[~valid]).all()
     np.testing.assert_allclose(both("CCO"), combined[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_molecules_features_do_not_depend_on_its_batch() -> None:
+    """A tree's split turns the last bits of a float32 sum into a jump of the prediction:
+    every molecule's embedding is the same bits alone, in pairs or in one batch of all."""
+    smiles = pd.read_csv(require_dataset("esol"))["smiles"].tolist()[:200]
+    embedding = PretrainedEmbedding("zinc-dmpnn", batch_size=256)
+    together, _ = embedding.transform(smiles)
+    alone = np.stack([embedding(s) for s in smiles])
+    pairs = np.concatenate([embedding.transform(smiles[i : i + 2])[0] for i in range(0, 200, 2)])
+    np.testing.assert_array_equal(alone, together)
+    np.testing.assert_array_equal(pairs, together)
 
 
 def test_missing_encoder_lists_the_available_names() -> None:

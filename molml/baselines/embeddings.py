@@ -27,7 +27,8 @@ from molml.options import check_int
 
 @register_fingerprint
 class PretrainedEmbedding(FingerprintFeaturizer):
-    """The readout embedding of a trained molml graph model, as fixed features.
+    """The readout embedding of a trained molml graph model, as fixed features (computed in
+    float64, so a molecule's features do not depend on the batch it is embedded in).
 
     Args:
         model: a shipped pretrained encoder (``zinc-dmpnn``; see
@@ -62,7 +63,11 @@ class PretrainedEmbedding(FingerprintFeaturizer):
         self.model = model if model in SHIPPED else str(path.resolve())
         self.batch_size = batch_size
         self.sha256 = digest
-        self.network, _ = load_checkpoint(path)
+        network, _ = load_checkpoint(path)
+        # float64: float32 sums come out in the last bits differently with the molecules a
+        # batch holds, and a tree's split turns 1e-5 into a jump; float64, rounded to float32,
+        # gives every molecule the same features in any batch
+        self.network = network.double()
         self.name = f"pretrained_{model if model in SHIPPED else path.stem}"
 
     @property
@@ -86,6 +91,7 @@ class PretrainedEmbedding(FingerprintFeaturizer):
     def _embed(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Embeddings of the molecules of one :func:`featurize_block` result."""
         batch = GraphStore.from_arrays([arrays]).batch(0, len(arrays["positions"]))
+        batch.x, batch.edge_attr = batch.x.double(), batch.edge_attr.double()
         return self.network.embed_batch(batch).float().numpy()
 
     def transform(
