@@ -23,7 +23,7 @@ from molml.chem.fingerprints import (
     fingerprint_from_config,
     make_fingerprint,
 )
-from molml.errors import InvalidMoleculeError
+from molml.errors import DataError, InvalidMoleculeError
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 SMILES = [ASPIRIN, "c1ccccc1", "CCN(CC)CCOC(=O)c1ccc(N)cc1", "O=C(O)C[C@H](N)C(=O)O"]
@@ -241,5 +241,7 @@ def test_make_fingerprint_overrides_and_errors() -> None:
     fp = make_fingerprint("ECFP6", n_bits=1024, counts=True)
     assert isinstance(fp, MorganFingerprint)
     assert (fp.radius, fp.n_bits, fp.counts, fp.name) == (3, 1024, True, "ecfp6_count")
-    with pytest.raises(ValueError, match="unknown fingerprint"):
+    with pytest.raises(DataError, match="unknown fingerprint"):  # bad input: exit code 2
         make_fingerprint("ecfp5")
+    with pytest.raises(DataError, match="fingerprint 'morgan': .*nbits"):
+        make_fingerprint("ecfp4", nbits=512)

@@ -22,7 +22,7 @@ from rdkit.Chem import Descriptors, MACCSkeys, rdFingerprintGenerator
 from tqdm.auto import tqdm
 
 from molml.chem.parsing import parse_smiles
-from molml.errors import InvalidMoleculeError
+from molml.errors import DataError, InvalidMoleculeError
 
 _MAX_CHUNK = 1000
 
@@ -136,7 +136,7 @@ def _resolve_n_jobs(n_jobs: int) -> int:
     if n_jobs == -1:
         return os.cpu_count() or 1
     if n_jobs < 1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs}")
+        raise DataError(f"n_jobs must be a positive integer or -1, got {n_jobs}")
     return n_jobs
 
 
@@ -169,7 +169,7 @@ def _atom_pair_generator(
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
         if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
+            raise DataError(f"{key} must be >= 1, got {value}")
 
 
 class MorganFingerprint(FingerprintFeaturizer):
@@ -308,11 +308,11 @@ class RDKitDescriptors(FingerprintFeaturizer):
         self.names = list(_DESCRIPTORS) if names is None else list(names)
         unknown = [n for n in self.names if n not in _DESCRIPTORS]
         if unknown:
-            raise ValueError(f"unknown RDKit descriptors: {unknown}")
+            raise DataError(f"unknown RDKit descriptors: {unknown}")
         if len(set(self.names)) != len(self.names):
-            raise ValueError("descriptor names must be unique")
+            raise DataError("descriptor names must be unique")
         if not self.names:
-            raise ValueError("at least one descriptor name is required")
+            raise DataError("at least one descriptor name is required")
 
     def _featurize(self, mol: Chem.Mol) -> np.ndarray:
         large = mol.GetNumHeavyAtoms() > IPC_MAX_HEAVY_ATOMS
@@ -353,12 +353,12 @@ class ConcatFingerprint(FingerprintFeaturizer):
 
     def __init__(self, parts: Sequence[FingerprintFeaturizer]) -> None:
         if not parts:
-            raise ValueError("ConcatFingerprint needs at least one part")
+            raise DataError("ConcatFingerprint needs at least one part")
         self.parts = list(parts)
         self.name = "+".join(part.name for part in self.parts)
         names = self.feature_names
         if len(set(names)) != len(names):
-            raise ValueError(f"parts of {self.name} have overlapping feature names")
+            raise DataError(f"parts of {self.name} have overlapping feature names")
 
     def _featurize(self, mol: Chem.Mol) -> np.ndarray:
         return np.concatenate([part._featurize(mol) for part in self.parts])
@@ -442,8 +442,20 @@ def fingerprint_from_config(config: dict[str, Any]) -> FingerprintFeaturizer:
     params = dict(config)
     key = params.pop("class", None)
     if key not in FINGERPRINTS:
-        raise ValueError(f"unknown fingerprint class {key!r}; choose from {sorted(FINGERPRINTS)}")
-    return FINGERPRINTS[key].from_config(params)
+        raise DataError(f"unknown fingerprint class {key!r}; {_choices(key)}")
+    try:
+        return FINGERPRINTS[key].from_config(params)
+    except TypeError as exc:  # an option the fingerprint does not take
+        raise DataError(f"fingerprint {key!r}: {exc}") from exc
+
+
+def _choices(name: object) -> str:
+    if name == "pretrained":  # registered by molml.baselines, which builds baselines' features
+        return (
+            "pretrained embeddings are features of fingerprint baselines (molml baseline, "
+            "features: {name: pretrained}), not molecule features of a graph model"
+        )
+    return f"choose from {sorted({*FINGERPRINTS, *_ALIASES})}"
 
 
 def make_fingerprint(name: str, **params: Any) -> FingerprintFeaturizer:
@@ -453,6 +465,5 @@ def make_fingerprint(name: str, **params: Any) -> FingerprintFeaturizer:
     """
     key, defaults = _ALIASES.get(name.lower(), (name.lower(), {}))
     if key not in FINGERPRINTS:
-        choices = sorted({*FINGERPRINTS, *_ALIASES})
-        raise ValueError(f"unknown fingerprint {name!r}; choose from {choices}")
+        raise DataError(f"unknown fingerprint {name!r}; {_choices(key)}")
     return fingerprint_from_config({"class": key, **defaults, **params})
