@@ -385,6 +385,15 @@ def test_known_estimator_parameters_are_accepted() -> None:
     EstimatorConfig(name="random_forest", params={"class_weight": "balanced", "max_depth": 4})
 
 
+def test_a_classifier_parameter_on_a_regression_forest_is_bad_input() -> None:
+    from molml.baselines.estimators import fit_task_model
+
+    config = EstimatorConfig(name="random_forest", params={"class_weight": "balanced"})
+    data = (np.zeros((4, 2)), np.arange(4.0))
+    with pytest.raises(DataError, match="RandomForestRegressor.*class_weight"):
+        fit_task_model(config, "regression", data, data, seed=0, task="y")
+
+
 @pytest.mark.parametrize("name", ["esol_xgb", "bbbp_xgb", "esol_rf"])
 def test_shipped_configs_pass_parameter_validation(name: str) -> None:
     config = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())

@@ -352,6 +352,8 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     )
     assert calibrated.calibrations["active"].method == "platt"
     assert calibrated.fitted_on["warnings"] == []  # its own validation split
+    with pytest.raises(DataError, match="--level 0.5 is the coverage of regression intervals"):
+        calibrate(run=run, models=[], options=None, output=tmp_path / "l.json", level=0.5)
     # another split (a data option alone goes over the run's data, from the command line
     # too): its validation molecules may be the model's training molecules
     main(["calibrate", "--run", str(run), "--data.split_seed", "3", "--method", "platt",

@@ -393,7 +393,10 @@ def fit_task_model(
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         forest_class = RandomForestClassifier if classification else RandomForestRegressor
-        forest = forest_class(**{"random_state": seed, **config.params})
+        try:
+            forest = forest_class(**{"random_state": seed, **config.params})
+        except TypeError as exc:  # e.g. class_weight on a regression task
+            raise DataError(f"estimator.params for {forest_class.__name__}: {exc}") from exc
         return ForestTaskModel.from_sklearn(forest.fit(X_train, y_train)), summary
 
     params: dict[str, Any] = {"random_state": seed, **config.params}

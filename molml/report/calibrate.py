@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", action="append", default=[], help="YAML config (repeatable)")
     parser.add_argument("--output", required=True, help="calibration file to write (.json)")
-    parser.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
+    parser.add_argument(
+        "--level", type=float, default=None, help="regression interval level (default 0.9)"
+    )
     parser.add_argument(
         "--method",
         default=None,
@@ -60,7 +62,7 @@ def calibrate(
     models: list[str],
     options: dict[str, Any] | None,
     output: str | Path,
-    level: float = 0.9,
+    level: float | None = None,
     method: str | None = None,
     constant_width: bool = False,
     mc_dropout: int = 0,
@@ -100,13 +102,18 @@ def calibrate(
         )
     if base.task_type != "regression" and constant_width:
         raise DataError("--constant-width is for regression intervals; this is a classifier")
+    if base.task_type != "regression" and level is not None:
+        raise DataError(
+            f"--level {level} is the coverage of regression intervals; this is a classifier "
+            "(its probabilities are calibrated: see --method)"
+        )
     columns = [held.table.tasks.index(t) for t in base.tasks]
     rows = held.split.val
     calibrated = CalibratedPredictor.fit(
         base,
         list(held.smiles[rows]),
         held.targets[rows][:, columns],
-        level=level,
+        level=0.9 if level is None else level,
         method=method or "isotonic",
         normalized=False if constant_width else None,
         fitted_on={"data": str(held.table.source), "split": "val", "warnings": warnings},
