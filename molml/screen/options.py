@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mc-dropout",
         type=int,
         default=0,
-        help="Monte Carlo dropout passes per graph model: adds <task>_std columns (default 0)",
+        help="Monte Carlo dropout passes per model (graph checkpoints trained with dropout "
+        "only): adds <task>_std columns (default 0)",
     )
     parser.add_argument(
         "--input", required=True, help="library: .smi/.csv/.tsv/.sdf (optionally .gz) or .parquet"
