@@ -322,7 +322,7 @@ def test_a_parity_sample_without_molecules_is_refused(tmp_path: Path) -> None:
     built-in edge cases to compare: refused, naming the column read."""
     from molml.export.exporter import read_sample
 
-    pd.DataFrame({"id": ["CPD-1", "CPD-2"], "Drug SMILES": ["CCO", "CCN"]}).to_csv(
+    pd.DataFrame({"id": ["CPD-1", "CPD-2"], "Structure": ["CCO", "CCN"]}).to_csv(
         tmp_path / "sample.csv", index=False
     )
     with pytest.raises(DataError, match=r"none of its 2 rows is a molecule .* column 'id'"):

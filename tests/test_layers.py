@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "quickstart": 8,
     "serve": 8,
     "cli": 9,
+    "__main__": 10,  # python -m molml: the command
 }
 
 
