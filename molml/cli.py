@@ -21,7 +21,7 @@ import importlib
 import logging
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -170,25 +170,32 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
 FILE_OPTIONS = ("--config", "-c", "--search")  # options whose configs/... files ship with molml
 
 
+def _option_values(args: list[str], options: tuple[str, ...]) -> Iterator[tuple[int, str, str]]:
+    """``(where, option, value)`` for each of ``options`` in ``args``, written ``--opt value``
+    or ``--opt=value``; ``where`` is the position of the argument holding the value."""
+    for position, arg in enumerate(args):
+        option, equals, value = arg.partition("=")
+        if option not in options:
+            continue
+        where = position if equals else position + 1
+        if not equals:
+            value = args[where] if where < len(args) else ""
+        yield where, option, value
+
+
 def shipped_configs(args: list[str]) -> list[str]:
     """``args`` with each ``configs/...`` file of :data:`FILE_OPTIONS` that does not exist
     here replaced by the copy shipped inside the package, so the commands of the README work
     from any folder after ``pip install molml``."""
     shipped = resources.files("molml") / "configs"
     out = list(args)
-    for position, arg in enumerate(out):
-        option, equals, value = arg.partition("=")
-        if option not in FILE_OPTIONS:
-            continue
-        where = position if equals else position + 1
-        if not equals:
-            value = out[where] if where < len(out) else ""
+    for where, option, value in _option_values(args, FILE_OPTIONS):
         path = Path(value)
         if path.parts[:1] != ("configs",) or path.exists():
             continue
         packaged = shipped.joinpath(*path.parts[1:])
         if packaged.is_file():
-            out[where] = f"{option}={packaged}" if equals else str(packaged)
+            out[where] = f"{option}={packaged}" if out[where] != value else str(packaged)
             print(f"molml: {value} is not here; reading molml's own {packaged}", file=sys.stderr)
     return out
 
@@ -215,12 +222,7 @@ CONFIG_OPTIONS = ("--config", "-c", "--model", "--data", "--trainer")  # options
 def _check_config_files(args: list[str]) -> None:
     """Refuse a binary file (a checkpoint, most often) given where the Lightning verbs read a
     YAML config, with the options that take it, instead of a ``UnicodeDecodeError``."""
-    for position, arg in enumerate(args):
-        option, _, value = arg.partition("=")
-        if option not in CONFIG_OPTIONS:
-            continue
-        if not value:
-            value = args[position + 1] if position + 1 < len(args) else ""
+    for _, option, value in _option_values(args, CONFIG_OPTIONS):
         path = Path(value)
         if not path.is_file():
             continue
