@@ -166,6 +166,20 @@ def test_report_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert exc.value.code == 3 and "no trained model" in capsys.readouterr().err
 
 
+def test_report_on_unreadable_data_leaves_no_folder_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exc:
+        run_report(["data", "--data.path", str(tmp_path / "absent.csv"), "--output", str(out)])
+    assert exc.value.code != 0 and "absent.csv" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "config.yaml").write_text("data: {path: x.csv}\n")
+    with pytest.raises(SystemExit):
+        run_report(["eval", "--run", str(tmp_path), "--output", str(out)])
+    assert not out.exists()
+
+
 def test_bootstrap_ci_contains_estimate_and_shrinks() -> None:
     rng = np.random.default_rng(0)
     widths = []
