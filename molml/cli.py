@@ -172,9 +172,13 @@ FILE_OPTIONS = ("--config", "-c", "--search")  # options whose configs/... files
 
 def _option_values(args: list[str], options: tuple[str, ...]) -> Iterator[tuple[int, str, str]]:
     """``(where, option, value)`` for each of ``options`` in ``args``, written ``--opt value``
-    or ``--opt=value``; ``where`` is the position of the argument holding the value."""
+    or ``--opt=value`` (a short ``-c`` also ``-cvalue``); ``where`` is the position of the
+    argument holding the value."""
     for position, arg in enumerate(args):
         option, equals, value = arg.partition("=")
+        attached = option[:2]
+        if option not in options and attached in options and not attached.startswith("--"):
+            option, equals, value = attached, "=", arg[2:].removeprefix("=")
         if option not in options:
             continue
         where = position if equals else position + 1

@@ -827,6 +827,8 @@ def test_configs_of_the_readme_are_found_in_the_package_from_any_folder(
     option, path = args[3].split("=")
     assert option == "--search" and Path(path).is_file()
     assert shipped_configs(["fit", "-c", "mine/esol.yaml"]) == ["fit", "-c", "mine/esol.yaml"]
+    attached = shipped_configs(["fit", "-cconfigs/esol_dmpnn.yaml"])[1]
+    assert attached.startswith("-c=") and Path(attached[3:]).is_file()
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "esol_dmpnn.yaml").write_text("trainer: {}\n")
     kept = ["fit", "--config", "configs/esol_dmpnn.yaml"]
