@@ -439,6 +439,8 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
         (["--steps", "0"], 2, "--steps"),
         (["--method", "shap"], 2, "integrated_gradients"),
         (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
+        (["--table", "shap_summary.csv"], 2, "another file of the run"),
+        (["--id-column", "label"], 2, "also a column of the attributions table"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--output", str(out), *extra])
@@ -448,13 +450,27 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     with pytest.raises(SystemExit):
         main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output", str(out)])
     assert (out / "molecules" / "00000.png").is_file()
-    # an output that cannot be written is refused before the model is even loaded
+    # a run refused for its model or input leaves no output folder behind
+    with pytest.raises(SystemExit):
+        main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output",
+              str(tmp_path / "never")])  # fmt: skip
+    assert not (tmp_path / "never").exists()
+    # an output that cannot be written is refused before any attribution
     (tmp_path / "a_file").write_text("")
     with pytest.raises(SystemExit) as exit_info:
-        main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output",
-              str(tmp_path / "a_file")])  # fmt: skip
+        main([*args, "--output", str(tmp_path / "a_file")])
     assert exit_info.value.code == 2
     assert "cannot write drawings to" in capsys.readouterr().err
+    # SMILES read from the wrong column: nothing can be explained, which is an error (exit 2)
+    # whose message names the column read and those the file has; the table says why per row
+    wrong = tmp_path / "wrong.csv"
+    pd.DataFrame({"name": ["x", "y"], "structure": ["CCO", "CCN"]}).to_csv(wrong, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["explain", "--model", str(graph_run["ckpt"]), "--input", str(wrong), "--output",
+              str(tmp_path / "wrong"), "--no-progress"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "['name', 'structure']" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "wrong" / "attributions.csv")) == 2
 
 
 def test_baseline_cli_draws_atoms(
@@ -475,6 +491,11 @@ def test_baseline_cli_draws_atoms(
     main(["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols), "--output",
           str(out), "--no-progress", "--steps", "4"])  # fmt: skip
     assert not (out / "shap_summary.png").exists() and not (out / "shap_summary.csv").exists()
+    # a .smi name column called like a column of the table keeps its ids under 'id'
+    mols.write_text("smiles label\nCCO ethanol\n")
+    main(["explain", "--model", model, "--input", str(mols), "--output", str(out), "--no-progress"])
+    table = pd.read_csv(out / "attributions.csv")
+    assert (table["id"] == "ethanol").all() and table["label"].tolist()[0] == "C0"
 
 
 def test_baseline_shap_summary_ranks_the_feature_the_model_uses_first(
@@ -526,6 +547,20 @@ def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     write_explanations([item], tmp_path, units="target units")
     assert (tmp_path / "molecules" / "00000_features.png").is_file()
     assert "00000_features.png" in (tmp_path / "index.html").read_text()
+    # an ensemble keeps the features: their mean SHAP values and the data set's summary
+    booster2 = xgb.XGBRegressor(n_estimators=20, max_depth=2, n_jobs=1).fit(X, y).get_booster()
+    other = BaselinePredictor(
+        BaselineModel(featurizer, ["tpsa"], "regression", "xgboost", [XGBoostTaskModel(booster2)])
+    )
+    (second,) = explain(other, "CC(=O)Nc1ccc(O)cc1")
+    (mean,) = explain(EnsemblePredictor([predictor, other]), "CC(=O)Nc1ccc(O)cc1")
+    for name, value in mean.feature_scores.items():
+        both = item.feature_scores.get(name, 0.0), second.feature_scores.get(name, 0.0)
+        assert value == pytest.approx(np.mean(both), abs=1e-5)
+    np.testing.assert_allclose(mean.shap_values, (item.shap_values + second.shap_values) / 2)
+    summary = write_explanations([mean], tmp_path / "ensemble", units="target units")
+    assert "shap_summary" in summary
+    assert (tmp_path / "ensemble" / "molecules" / "00000_features.png").is_file()
 
 
 def test_bf16_explanations_stay_close_to_fp32(trained: GraphPredictor) -> None:

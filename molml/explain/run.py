@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from molml.errors import DataError, PredictorError
-from molml.explain.baseline import explain_baseline
+from molml.explain.baseline import TOP_FEATURES, explain_baseline
 from molml.explain.core import (
     TABLE_COLUMNS,
     MoleculeExplanation,
@@ -123,6 +123,9 @@ def explain(
                 )
             )
     explanations = runs[0] if len(runs) == 1 else _combine(runs)
+    for explanation, text in zip(explanations, smiles, strict=True):
+        if not isinstance(text, str):  # an empty cell or record is no 'nan' or 'None' SMILES
+            explanation.smiles = ""
     if predictor.kind == "calibrated":
         # the scores explain the underlying model's logit (explained_value); the prediction
         # shown is the calibrated probability, as predictor.predict gives it
@@ -197,8 +200,32 @@ def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]
                 baseline_value=float(np.mean([i.baseline_value for i in items])),
                 completeness_gap=float(np.mean([i.completeness_gap for i in items])),
                 unmapped_score=float(np.mean([i.unmapped_score for i in items])),
+                **_combined_features(items),
             )
         )
+    return combined
+
+
+def _combined_features(items: Sequence[MoleculeExplanation]) -> dict[str, Any]:
+    """Baseline members' per-feature SHAP values, averaged: ``feature_scores`` over every
+    feature any member shows (a member without the feature adds zero), and when all members
+    share one featurizer the full ``shap_values`` for the data set's summary."""
+    if all(item.feature_names is None for item in items):
+        return {}
+
+    def value(item: MoleculeExplanation, name: str) -> float:
+        names = item.feature_names or []
+        return float(item.shap_values[names.index(name)]) if name in names else 0.0
+
+    shown = dict.fromkeys(name for item in items for name in item.feature_scores)
+    means = {name: float(np.mean([value(item, name) for item in items])) for name in shown}
+    top = sorted((n for n in means if means[n] != 0), key=lambda n: -abs(means[n]))
+    combined: dict[str, Any] = {"feature_scores": {n: means[n] for n in top[:TOP_FEATURES]}}
+    first = items[0]
+    if all(item.feature_names == first.feature_names for item in items):
+        combined["shap_values"] = np.mean([item.shap_values for item in items], axis=0)
+        combined["feature_values"] = first.feature_values
+        combined["feature_names"] = first.feature_names
     return combined
 
 
@@ -215,13 +242,21 @@ def score_units(predictor: Predictor, method: str) -> str:
 SUMMARY_FILES = ("shap_summary.csv", "shap_summary.png")
 
 
+def check_table_name(table: str) -> None:
+    """Refuse a table name that is not a plain CSV/Parquet file name or is one of the other
+    files an explanation run writes."""
+    if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
+        raise DataError(f"--table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
+    if table in SUMMARY_FILES:
+        raise DataError(f"--table {table!r} is the name of another file of the run; choose another")
+
+
 def prepare_output(
     output: str | Path, table: str = "attributions.csv", *, clear: bool = False
 ) -> Path:
     """Check ``table``'s name and make ``output/molecules`` (call it before any work, so a long
     run cannot end unable to write); ``clear`` removes the drawings of an earlier run."""
-    if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
-        raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
+    check_table_name(table)
     output = Path(output)
     drawings = writable_directory(
         output / "molecules", f"--output {output}: cannot write drawings to {output / 'molecules'}"
