@@ -309,6 +309,10 @@ def test_methods_that_do_not_apply_name_the_ones_that_do(
         explain(trained, "CCO", steps=0)
     with pytest.raises(DataError, match="method 'saliency' has none"):  # was ignored
         explain(trained, "CCO", method="saliency", baseline="carbon")
+    baseline = molml.load_model(ecfp_baselines["xgb"])
+    for setting in ({"inputs": "atoms"}, {"precision": "bf16-mixed"}):
+        with pytest.raises(DataError, match="SHAP on a baseline has no such setting"):
+            explain(baseline, "CCO", **setting)
 
 
 def test_ensembles_give_the_mean_map_and_its_spread() -> None:
@@ -547,6 +551,8 @@ def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     write_explanations([item], tmp_path, units="target units")
     assert (tmp_path / "molecules" / "00000_features.png").is_file()
     assert "00000_features.png" in (tmp_path / "index.html").read_text()
+    write_explanations([item], tmp_path / "odd", units="target units", table="a#b.csv")
+    assert 'href="a%23b.csv"' in (tmp_path / "odd" / "index.html").read_text()
     # an ensemble keeps the features: their mean SHAP values and the data set's summary
     booster2 = xgb.XGBRegressor(n_estimators=20, max_depth=2, n_jobs=1).fit(X, y).get_booster()
     other = BaselinePredictor(

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import matplotlib
 
@@ -203,7 +204,7 @@ def write_index(
             parts.append(f"<div class='bad'>{html.escape(item.status)}</div>")
         parts.append(f"<div class='smi'>{html.escape(item.smiles)}</div></div>")
         cards.append("".join(parts))
-    link = html.escape(table.relative_to(output).as_posix())
+    link = html.escape(quote(table.relative_to(output).as_posix()))  # '#' or '?' in a name
     overview = ""
     if summary is not None:
         relative = html.escape(summary.relative_to(output).as_posix())
@@ -225,7 +226,7 @@ body {{ font-family: sans-serif; margin: 16px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Red: the atom or bond raises the explained value; blue: lowers it. Colours are scaled per
-molecule (see each colour bar). All scores: <a href="{link}">{table.name}</a>.</p>
+molecule (see each colour bar). All scores: <a href="{link}">{html.escape(table.name)}</a>.</p>
 {overview}
 <div class="grid">
 {chr(10).join(cards)}

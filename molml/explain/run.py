@@ -99,6 +99,13 @@ def explain(
         )
     baseline = baseline or default_baseline(predictor)
     check_method(predictor, method)
+    graph_only = {"inputs": (inputs, "atoms_and_bonds"), "precision": (precision, "32")}
+    for name, (value, default) in graph_only.items():
+        if method == "shap" and value != default:
+            raise DataError(
+                f"{name} {value!r} applies to graph models' attributions; SHAP on a baseline "
+                "has no such setting: leave it out"
+            )
     _check_members_agree(members, method)
     column = target_column(predictor, task)
     runs = []
