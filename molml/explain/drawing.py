@@ -97,7 +97,15 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
         highlightBonds=bond_ids,
         highlightBondColors=bond_colours,
     )
-    _colour_bar(canvas, side, scale, units, colour)
+    if np.any(finite):
+        _colour_bar(canvas, side, scale, units, colour)
+    else:  # e.g. a descriptor model: the credit is on features, not atoms
+        canvas.SetColour((0.0, 0.0, 0.0))
+        canvas.SetFontSize(13)
+        note = "no atom or bond carries a score"
+        if item.feature_scores:
+            note += " (see the features' bar plot)"
+        canvas.DrawString(note, Point2D(side / 2, side + 20), 0, True)
 
 
 def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scale: float, units: str, colour) -> None:
