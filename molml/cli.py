@@ -211,9 +211,7 @@ def _name_the_default_encoder(args: list[str]) -> list[str]:
     """``args`` with ``--model.encoder=molml.models.DMPNN`` before the first encoder option
     (``--model.encoder.init_args.hidden_dim 64``) when neither a config nor ``--model.encoder``
     names the class: without it, the parser has no class to give the option to."""
-    named = any(
-        arg.partition("=")[0] in ("--config", "-c", "--model", "--model.encoder") for arg in args
-    )
+    named = any(_option_values(args, ("--config", "-c", "--model", "--model.encoder")))
     first = next((i for i, arg in enumerate(args) if arg.startswith("--model.encoder.")), None)
     if named or first is None:
         return args

@@ -22,7 +22,7 @@ import yaml
 from conftest import REPO, require_dataset
 
 import molml
-from molml.cli import VERBS, main, shipped_configs
+from molml.cli import VERBS, _name_the_default_encoder, main, shipped_configs
 from molml.errors import EXIT_BAD_INPUT, EXIT_CHECKPOINT
 from molml.models import MoleculeModel
 from molml.training import model_differences
@@ -856,6 +856,9 @@ def test_the_default_encoder_takes_its_options_without_a_config(
     gatv2 = full_config(["--config", str(REPO / "configs" / "lipo_gatv2.yaml")])["model"]["encoder"]
     assert gatv2["class_path"] == "molml.models.GATv2"
     assert gatv2["init_args"]["activation"] == "elu"
+    # a config given as -cFILE names the encoder too: nothing is inserted
+    attached = ["fit", "-cconfigs/lipo_gatv2.yaml", "--model.encoder.init_args.hidden_dim", "8"]
+    assert _name_the_default_encoder(attached) == attached
 
 
 def test_the_errors_a_user_catches_are_at_the_top_level(tmp_path: Path) -> None:

@@ -444,7 +444,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
         (["--method", "shap"], 2, "integrated_gradients"),
         (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
         (["--table", "shap_summary.csv"], 2, "another file of the run"),
-        (["--id-column", "label"], 2, "also a column of the attributions table"),
+        (["--inputs", "atoms", "--method", "occlusion"], 2, "inputs='atoms' applies"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--output", str(out), *extra])
@@ -454,11 +454,11 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     with pytest.raises(SystemExit):
         main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output", str(out)])
     assert (out / "molecules" / "00000.png").is_file()
-    # a run refused for its model or input leaves no output folder behind
-    with pytest.raises(SystemExit):
-        main(["explain", "--model", "missing.ckpt", "--input", str(mols), "--output",
-              str(tmp_path / "never")])  # fmt: skip
-    assert not (tmp_path / "never").exists()
+    # a run refused for its model, settings or input leaves no output folder behind
+    for refused in (["--model", "missing.ckpt"], ["--method", "saliency", "--baseline", "carbon"]):
+        with pytest.raises(SystemExit):
+            main([*args, *refused, "--output", str(tmp_path / "never")])
+        assert not (tmp_path / "never").exists()
     # an output that cannot be written is refused before any attribution
     (tmp_path / "a_file").write_text("")
     with pytest.raises(SystemExit) as exit_info:

@@ -46,7 +46,6 @@ from molml.explain.core import MoleculeExplanation
 from molml.predict import BaselinePredictor
 
 BACKGROUND_SIZE = 100
-TOP_FEATURES = 20  # unmappable features listed per molecule
 NCI_SAMPLE = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 
 
@@ -178,7 +177,7 @@ def _fill(
     item.unmapped_score = float(values[~mapped].sum())
     names = np.asarray(featurizer.feature_names)
     unmappable = np.flatnonzero(~mapped & ~_is_morgan_column(featurizer))
-    top = unmappable[np.argsort(-np.abs(values[unmappable]))][:TOP_FEATURES]
+    top = unmappable[np.argsort(-np.abs(values[unmappable]))]
     item.feature_scores = {str(names[i]): float(values[i]) for i in top if values[i] != 0}
 
 

@@ -5,22 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from molml.data.readers import read_molecules
 from molml.errors import DataError
-from molml.explain.core import (
-    TABLE_COLUMNS,
-    MoleculeExplanation,
-    check_method,
-    default_method,
-    target_column,
-)
+from molml.explain.core import TABLE_COLUMNS, MoleculeExplanation
 from molml.explain.options import parse_args
 from molml.explain.run import (
+    check_settings,
     check_table_name,
     explain,
     prepare_output,
@@ -29,6 +23,8 @@ from molml.explain.run import (
 )
 from molml.options import check_int
 from molml.predict import load_model
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -43,21 +39,25 @@ def run_parsed(args: argparse.Namespace) -> None:
     check_int(args.batch_size, "--batch-size", minimum=1)
     check_table_name(args.table)
     predictor = load_model(args.model)
-    method = args.method or default_method(predictor)
-    check_method(predictor, method)
-    target_column(predictor, args.task)
-    id_source = id_name = args.id_column
-    if id_source in TABLE_COLUMNS:
-        raise DataError(
-            f"--id-column {id_source!r} is also a column of the attributions table "
-            f"({TABLE_COLUMNS}); its ids cannot keep that name: rename the column in {args.input}"
-        )
+    method, _, _ = check_settings(
+        predictor,
+        args.method,
+        args.task,
+        steps=args.steps,
+        precision=args.precision,
+        shap_mapping=args.shap_mapping,
+        inputs=args.inputs,
+        baseline=args.baseline,
+    )
     frame = read_molecules(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
+    id_source = args.id_column
     if id_source is None and Path(args.input).name.lower().removesuffix(".gz").endswith(".smi"):
         names = [c for c in frame.attrs["columns"] if c != frame.attrs["smiles_column"]]
-        if names:  # a .smi file's name column, under its own name unless the table has it
-            id_source = names[0]
-            id_name = id_source if id_source not in TABLE_COLUMNS else "id"
+        id_source = names[0] if names else None  # a .smi file's name column
+    id_name = id_source
+    if id_source in TABLE_COLUMNS:
+        id_name = "id"
+        log.info("ids of column %r are written as 'id': the table has one of that name", id_source)
     prepare_output(args.output, args.table)
     explanations = explain(
         predictor,
@@ -91,14 +91,15 @@ def _nothing_explained(
 ) -> str:
     """Why a run in which no molecule could be explained exits with an error (its table and
     page are written: every row says why)."""
-    reasons = Counter(item.status for item in explanations)
     message = (
-        f"none of the {len(explanations)} molecules of {source} could be explained (most "
-        f"often: {reasons.most_common(1)[0][0]}; every row's reason is in the table)"
+        f"none of the {len(explanations)} molecules of {source} could be explained (e.g. "
+        f"{explanations[0].status}; every row's reason is in the table)"
     )
-    if "columns" in attrs:
+    columns = attrs.get("columns", [])
+    unparsed = all(item.mol is None for item in explanations)
+    if unparsed and len(columns) > 1 and attrs.get("smiles_column") in columns:
         message += (
             f"; is the SMILES read from the right column? It was read from "
-            f"{attrs.get('smiles_column')!r} of {attrs['columns']}: --smiles-column picks one"
+            f"{attrs['smiles_column']!r} of {columns}: --smiles-column picks one"
         )
     return message

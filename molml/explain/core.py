@@ -13,6 +13,7 @@ from molml.errors import DataError, PredictorError
 from molml.explain.options import BASELINE_METHODS, GRAPH_METHODS, METHODS
 from molml.predict import Predictor
 
+TOP_FEATURES = 20  # features without atoms listed per molecule in the table and bar plot
 TABLE_COLUMNS = [
     "molecule",
     "smiles",
@@ -48,10 +49,12 @@ class MoleculeExplanation:
     up to ``explained_value - baseline_value``. ``completeness_gap``: sum of all attributions
     minus ``f(x) - f(baseline)``. ``unmapped_score`` (SHAP): the part of the SHAP total carried by
     features that map to no atom. ``feature_scores``: per-feature SHAP values of features that
-    cannot be mapped to atoms (descriptors, MACCS keys), largest first. A single baseline's
-    explanation also keeps every feature's SHAP value and input value (``shap_values``,
-    ``feature_values``) and the feature names (``feature_names``, one list shared by all the
-    molecules of a run), for the data set's SHAP summary. :attr:`atom_totals` gives each atom
+    cannot be mapped to atoms (descriptors, MACCS keys), every non-zero one, largest first (the
+    table and the bar plot show the :data:`TOP_FEATURES` largest). A baseline's explanation
+    (an ensemble's when its members share one featurizer) also keeps every feature's SHAP
+    value and input value (``shap_values``, ``feature_values``) and the feature names
+    (``feature_names``, one list shared by all the molecules of a run), for the data set's
+    SHAP summary. :attr:`atom_totals` gives each atom
     its own score plus half of each of its bonds' scores.
     """
 
@@ -196,11 +199,16 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
                     "score_std": _at(item.bond_std, k),
                 }
             )
-        for position, (name, value) in enumerate(item.feature_scores.items()):
+        for position, (name, value) in enumerate(top_features(item)):
             rows.append(
                 {**head, "kind": "feature", "index": position, "label": name, "score": value}
             )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def top_features(item: MoleculeExplanation) -> list[tuple[str, float]]:
+    """The :data:`TOP_FEATURES` features without atoms with the largest absolute scores."""
+    return sorted(item.feature_scores.items(), key=lambda kv: -abs(kv[1]))[:TOP_FEATURES]
 
 
 def _at(values: np.ndarray | None, i: int) -> float:

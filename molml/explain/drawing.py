@@ -27,7 +27,7 @@ from matplotlib import colormaps  # noqa: E402
 from rdkit.Chem.Draw import rdMolDraw2D  # noqa: E402
 from rdkit.Geometry import Point2D  # noqa: E402
 
-from molml.explain.core import MoleculeExplanation  # noqa: E402
+from molml.explain.core import MoleculeExplanation, top_features  # noqa: E402
 
 COLOUR_MAP = "bwr"
 BAR_HEIGHT = 56  # pixels under the molecule: colour bar and its labels
@@ -127,8 +127,8 @@ def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scale: float, units: s
 
 def feature_bar_plot(item: MoleculeExplanation, path: Path, units: str) -> Path:
     """Horizontal bars of the SHAP values of features that map to no atom (descriptors, ...)."""
-    names = list(item.feature_scores)[::-1]
-    values = [item.feature_scores[n] for n in names]
+    shown = top_features(item)[::-1]
+    names, values = [name for name, _ in shown], [value for _, value in shown]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1.2))
     ax.barh(names, values, color=[colormaps[COLOUR_MAP](0.85 if v > 0 else 0.15) for v in values])
     ax.axvline(0, color="black", lw=0.8)

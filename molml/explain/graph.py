@@ -58,7 +58,6 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from molml.data.graphs import GraphStore
-from molml.errors import DataError
 from molml.explain.core import MoleculeExplanation
 from molml.models.precision import bucketed_rows
 from molml.predict import GraphPredictor
@@ -82,10 +81,6 @@ def explain_graph(
     progress: bool = True,
 ) -> list[MoleculeExplanation]:
     """Attributions of ``column`` for each molecule (see the module docstring)."""
-    if inputs == "atoms" and method == "occlusion":
-        raise DataError(
-            "inputs='atoms' applies to gradient methods; occlusion masks atoms and their bonds"
-        )
     model = predictor.model
     store, positions, status = predictor._featurize(smiles)
     store = store.to(model.device)

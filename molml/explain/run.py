@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from molml.errors import DataError, PredictorError
-from molml.explain.baseline import TOP_FEATURES, explain_baseline
+from molml.explain.baseline import explain_baseline
 from molml.explain.core import (
     TABLE_COLUMNS,
     MoleculeExplanation,
@@ -79,35 +79,19 @@ def explain(
     its ``prediction`` is the calibrated probability.
     Use :func:`explanations_frame` for one table.
     """
-    check_int(steps, "steps", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
-    if precision not in PRECISIONS:
-        raise DataError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if shap_mapping not in BIT_MAPPINGS:
-        raise DataError(f"shap_mapping must be one of {list(BIT_MAPPINGS)}, got {shap_mapping!r}")
-    if inputs not in ATTRIBUTION_INPUTS:
-        raise DataError(f"inputs must be one of {list(ATTRIBUTION_INPUTS)}, got {inputs!r}")
-    if baseline is not None and baseline not in IG_BASELINES:
-        raise DataError(f"baseline must be one of {list(IG_BASELINES)}, got {baseline!r}")
     smiles = as_smiles_list(smiles)
     members = predictor.members
-    method = method or default_method(predictor)
-    if baseline is not None and method != "integrated_gradients":
-        raise DataError(
-            f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "
-            "has none: leave it out or use method integrated_gradients"
-        )
-    baseline = baseline or default_baseline(predictor)
-    check_method(predictor, method)
-    graph_only = {"inputs": (inputs, "atoms_and_bonds"), "precision": (precision, "32")}
-    for name, (value, default) in graph_only.items():
-        if method == "shap" and value != default:
-            raise DataError(
-                f"{name} {value!r} applies to graph models' attributions; SHAP on a baseline "
-                "has no such setting: leave it out"
-            )
-    _check_members_agree(members, method)
-    column = target_column(predictor, task)
+    method, baseline, column = check_settings(
+        predictor,
+        method,
+        task,
+        steps=steps,
+        precision=precision,
+        shap_mapping=shap_mapping,
+        inputs=inputs,
+        baseline=baseline,
+    )
     runs = []
     for member in members:
         if member.kind == "baseline":
@@ -141,6 +125,60 @@ def explain(
             if explanation.ok:
                 explanation.prediction = float(value)
     return explanations
+
+
+def check_settings(
+    predictor: Predictor,
+    method: str | None = None,
+    task: str | None = None,
+    *,
+    steps: int = 50,
+    precision: str = "32",
+    shap_mapping: str = "shared",
+    inputs: str = "atoms_and_bonds",
+    baseline: str | None = None,
+) -> tuple[str, str, str]:
+    """Check :func:`explain`'s settings for ``predictor`` before any work (a setting that does
+    not apply to the model or method is refused, not ignored); returns the method, Integrated
+    Gradients' start and the prediction column to explain, defaults filled in."""
+    check_int(steps, "steps", minimum=1)
+    for name, value, choices in (
+        ("precision", precision, PRECISIONS),
+        ("shap_mapping", shap_mapping, BIT_MAPPINGS),
+        ("inputs", inputs, ATTRIBUTION_INPUTS),
+        ("baseline", baseline, (None, *IG_BASELINES)),
+    ):
+        if value not in choices:
+            shown = [c for c in choices if c is not None]
+            raise DataError(f"{name} must be one of {shown}, got {value!r}")
+    method = method or default_method(predictor)
+    check_method(predictor, method)
+    if baseline is not None and method != "integrated_gradients":
+        raise DataError(
+            f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "
+            "has none: leave it out or use method integrated_gradients"
+        )
+    if inputs == "atoms" and method == "occlusion":
+        raise DataError(
+            "inputs='atoms' applies to gradient methods; occlusion masks atoms and their bonds"
+        )
+    if method == "shap":
+        for name, value, default in (
+            ("inputs", inputs, "atoms_and_bonds"),
+            ("precision", precision, "32"),
+        ):
+            if value != default:
+                raise DataError(
+                    f"{name} {value!r} applies to graph models' attributions; SHAP on a "
+                    "baseline has no such setting: leave it out"
+                )
+    elif shap_mapping != "shared":
+        raise DataError(
+            f"shap_mapping {shap_mapping!r} maps baselines' SHAP values to atoms; method "
+            f"{method!r} has none: leave it out"
+        )
+    _check_members_agree(predictor.members, method)
+    return method, baseline or default_baseline(predictor), target_column(predictor, task)
 
 
 GRAPH_SHAPING = ("add_hydrogens", "standardize")  # featurizer options that change the atoms
@@ -215,19 +253,15 @@ def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]
 
 def _combined_features(items: Sequence[MoleculeExplanation]) -> dict[str, Any]:
     """Baseline members' per-feature SHAP values, averaged: ``feature_scores`` over every
-    feature any member shows (a member without the feature adds zero), and when all members
-    share one featurizer the full ``shap_values`` for the data set's summary."""
+    feature without atoms of any member (a member without it, or where it is zero, adds
+    zero), and when all members share one featurizer the full ``shap_values`` for the data
+    set's summary."""
     if all(item.feature_names is None for item in items):
         return {}
-
-    def value(item: MoleculeExplanation, name: str) -> float:
-        names = item.feature_names or []
-        return float(item.shap_values[names.index(name)]) if name in names else 0.0
-
-    shown = dict.fromkeys(name for item in items for name in item.feature_scores)
-    means = {name: float(np.mean([value(item, name) for item in items])) for name in shown}
-    top = sorted((n for n in means if means[n] != 0), key=lambda n: -abs(means[n]))
-    combined: dict[str, Any] = {"feature_scores": {n: means[n] for n in top[:TOP_FEATURES]}}
+    names = dict.fromkeys(name for item in items for name in item.feature_scores)
+    means = {n: float(np.mean([item.feature_scores.get(n, 0.0) for item in items])) for n in names}
+    ranked = sorted((n for n in means if means[n] != 0), key=lambda n: -abs(means[n]))
+    combined: dict[str, Any] = {"feature_scores": {n: means[n] for n in ranked}}
     first = items[0]
     if all(item.feature_names == first.feature_names for item in items):
         combined["shap_values"] = np.mean([item.shap_values for item in items], axis=0)
@@ -253,9 +287,9 @@ def check_table_name(table: str) -> None:
     """Refuse a table name that is not a plain CSV/Parquet file name or is one of the other
     files an explanation run writes."""
     if Path(table).suffix not in TABLE_SUFFIXES or Path(table).name != table:
-        raise DataError(f"--table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
+        raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
     if table in SUMMARY_FILES:
-        raise DataError(f"--table {table!r} is the name of another file of the run; choose another")
+        raise DataError(f"table {table!r} is the name of another file of the run; choose another")
 
 
 def prepare_output(
