@@ -36,7 +36,9 @@ molecules (a 3-layer GINE of hidden size 64, ``torch_geometric.explain.Explainer
 ``--methods integrated_gradients_atoms`` is Integrated Gradients on the atom features only,
 the bond features kept along the path (``explain(..., inputs="atoms")``);
 ``integrated_gradients_zeros`` starts its path from all-zero features instead of the default
-chain-carbon baseline (``explain(..., baseline="zeros")``).
+chain-carbon baseline (``explain(..., baseline="zeros")``); ``integrated_gradients_probability``
+explains the predicted probability instead of the logit (``explain(..., explained=
+"probability")``).
 
 ``--members N`` explains each graph encoder as an ensemble of N models (seeds S, S + 1000, ...;
 the mean of their attributions), reported as its own model beside the single ones.
@@ -100,6 +102,7 @@ ENCODERS = ("dmpnn", "gine", "attentivefp", "gps")
 GRAPH_METHODS = (
     "integrated_gradients",
     "integrated_gradients_zeros",
+    "integrated_gradients_probability",
     "saliency",
     "input_x_gradient",
     "occlusion",
@@ -348,7 +351,9 @@ def score_model(
     for method in methods:
         start = time.perf_counter()
         mapping = "occurrence" if method == "shap_occurrence" else "shared"
-        base = method.removesuffix("_occurrence").removesuffix("_atoms").removesuffix("_zeros")
+        base = method
+        for variant in ("_occurrence", "_atoms", "_zeros", "_probability"):
+            base = base.removesuffix(variant)
         baseline = "zeros" if method.endswith("_zeros") else "carbon"
         result = explain(
             predictor,
@@ -358,6 +363,7 @@ def score_model(
             shap_mapping=mapping,
             inputs="atoms" if method in ATOM_ONLY_METHODS else "atoms_and_bonds",
             baseline=baseline if base == "integrated_gradients" else None,
+            explained="probability" if method.endswith("_probability") else "logit",
         )
         seconds = time.perf_counter() - start
         pairs = list(zip(result, positives, strict=True))

@@ -3,6 +3,7 @@ drawings, the HTML page and the ``molml explain`` command."""
 
 from __future__ import annotations
 
+import math
 import re
 from functools import partial
 from pathlib import Path
@@ -310,9 +311,14 @@ def test_methods_that_do_not_apply_name_the_ones_that_do(
     with pytest.raises(DataError, match="method 'saliency' has none"):  # was ignored
         explain(trained, "CCO", method="saliency", baseline="carbon")
     baseline = molml.load_model(ecfp_baselines["xgb"])
-    for setting in ({"inputs": "atoms"}, {"precision": "bf16-mixed"}):
+    forest = molml.load_model(ecfp_baselines["forest"])  # a classifier
+    for model, setting in (
+        (baseline, {"inputs": "atoms"}),
+        (baseline, {"precision": "bf16-mixed"}),
+        (forest, {"explained": "probability"}),
+    ):
         with pytest.raises(DataError, match="SHAP on a baseline has no such setting"):
-            explain(baseline, "CCO", **setting)
+            explain(model, "CCO", **setting)
 
 
 def test_ensembles_give_the_mean_map_and_its_spread() -> None:
@@ -599,3 +605,47 @@ def test_the_default_baseline_follows_the_task_type(trained: GraphPredictor) -> 
     assert default_baseline(trained) == "zeros" and default_baseline(classifier) == "carbon"
     (item,) = explain(classifier, ["CCCC(=O)N"])
     assert item.baseline == "carbon"
+
+
+def test_classifiers_can_be_explained_on_the_probability() -> None:
+    """The hand-set nitrogen counter as a classifier (logit = number of N atoms): on the
+    probability the scores add up to sigmoid(n) - sigmoid(0), the N atoms carry them, and a
+    multiclass model's explained value is the class's softmax probability."""
+    counter = nitrogen_counter().model
+    classifier = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=2),
+        readout="sum",
+        ffn_num_layers=1,
+        tasks=["has_n"],
+        task_type="classification",
+    )
+    classifier.load_state_dict(counter.state_dict(), strict=False)
+    predictor = GraphPredictor(classifier.eval())
+    smiles = "NCCc1ccncc1"  # two nitrogens
+    (item,) = explain(predictor, smiles, explained="probability", baseline="zeros", steps=64)
+    expected = 1 / (1 + math.exp(-2.0))
+    assert item.explained_value == pytest.approx(expected, abs=1e-5)
+    assert item.prediction == pytest.approx(expected, abs=1e-5)
+    assert item.atom_scores.sum() + np.nansum(item.bond_scores) == pytest.approx(
+        expected - 0.5, abs=1e-3
+    )
+    nitrogens = [a.GetIdx() for a in item.mol.GetAtoms() if a.GetSymbol() == "N"]
+    assert set(np.argsort(-item.atom_scores)[:2]) == set(nitrogens)
+    (logit,) = explain(predictor, smiles, baseline="zeros", steps=64)
+    assert logit.explained_value == pytest.approx(2.0, abs=1e-5)
+    torch.manual_seed(0)
+    multiclass = GraphPredictor(
+        MoleculeModel(
+            encoder=DMPNN(hidden_dim=8, depth=1),
+            tasks=["kind"],
+            task_type="multiclass",
+            num_classes=3,
+        ).eval()
+    )
+    (item,) = explain(multiclass, smiles, task="kind_class2", explained="probability")
+    assert item.explained_value == pytest.approx(item.prediction, abs=1e-5)
+    assert item.prediction == pytest.approx(
+        float(multiclass.predict([smiles])["kind_class2"].iloc[0]), abs=1e-6
+    )
+    with pytest.raises(DataError, match="applies to classifiers"):
+        explain(nitrogen_counter(), smiles, explained="probability")

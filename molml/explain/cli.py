@@ -48,6 +48,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         shap_mapping=args.shap_mapping,
         inputs=args.inputs,
         baseline=args.baseline,
+        explained=args.explained,
     )
     frame = read_molecules(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
     id_source = args.id_column
@@ -70,12 +71,13 @@ def run_parsed(args: argparse.Namespace) -> None:
         shap_mapping=args.shap_mapping,
         inputs=args.inputs,
         baseline=args.baseline,
+        explained=args.explained,
         progress=args.progress,
     )
     summary = write_explanations(
         explanations,
         args.output,
-        units=score_units(predictor, method),
+        units=score_units(predictor, method, args.explained),
         table=args.table,
         title=f"molml explain: {Path(args.input).name}",
         ids=frame[id_source].tolist() if id_source else None,

@@ -1,7 +1,11 @@
 """Attributions of graph models on their atom and bond feature inputs (Captum).
 
 The explained quantity is one prediction column: the value in the target's units for
-regression, the logit for classification (a class logit for multiclass). Attributions are taken
+regression, the logit for classification (a class logit for multiclass) or, with
+``explained="probability"``, the predicted probability (a class's softmax probability for
+multiclass): its scores add up to a change of probability and give most credit to what moves
+the prediction where the model decides, rather than to what adds most to an already certain
+logit. Attributions are taken
 with respect to the raw atom features ``x`` and bond features ``edge_attr`` (before the model's
 ``atom_embedding`` / ``bond_embedding``), then reduced: an atom's score is the sum over its
 features; a bond's score is the sum over its features of both of its directed edges.
@@ -78,6 +82,7 @@ def explain_graph(
     precision: str = "32",
     inputs: str = "atoms_and_bonds",
     baseline: str = "zeros",
+    explained: str = "logit",
     progress: bool = True,
 ) -> list[MoleculeExplanation]:
     """Attributions of ``column`` for each molecule (see the module docstring)."""
@@ -88,7 +93,7 @@ def explain_graph(
         MoleculeExplanation(smiles=str(s), status=st, task=column, method=method)
         for s, st in zip(smiles, status, strict=True)
     ]
-    target = _target(predictor, column)
+    target = _target(predictor, column, explained)
     with tqdm(
         total=len(store), desc=f"explaining ({method})", unit="mol", disable=not progress
     ) as bar:
@@ -150,15 +155,23 @@ def _chunks(store: GraphStore, batch_size: int, limit: int) -> Iterator[tuple[in
         start = stop
 
 
-def _target(predictor: GraphPredictor, column: str) -> Callable[[Tensor], Tensor]:
-    """Raw model outputs -> the explained value of ``column`` per molecule."""
+def _target(
+    predictor: GraphPredictor, column: str, explained: str = "logit"
+) -> Callable[[Tensor], Tensor]:
+    """Raw model outputs -> the explained value of ``column`` per molecule: target units for
+    regression; for classifiers the logit or (``explained="probability"``) the probability."""
     model = predictor.model
     index = predictor.prediction_columns().index(column)
+    probability = explained == "probability"
 
     def select(out: Tensor) -> Tensor:
+        if probability and model.task_type == "multiclass":
+            out = out.float().softmax(dim=-1)  # over the classes of each task
         value = out.reshape(out.shape[0], -1)[:, index]
         if model.task_type == "regression":
             value = value * model.target_std[index] + model.target_mean[index]
+        elif probability and model.task_type == "classification":
+            value = torch.sigmoid(value.float())
         return value
 
     return select

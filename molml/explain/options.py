@@ -18,6 +18,9 @@ BIT_MAPPINGS = ("shared", "occurrence")
 IG_BASELINES = ("carbon", "zeros")
 """Where Integrated Gradients' path starts: the same graph with every atom an aliphatic CH2
 carbon and every bond a single C-C bond (``carbon``), or with all-zero features (``zeros``)."""
+EXPLAINED = ("logit", "probability")
+"""What a classifier's graph-model attributions explain: the logit (additive, unbounded) or the
+predicted probability (the scores add up to a change of probability)."""
 ATTRIBUTION_INPUTS = ("atoms_and_bonds", "atoms")
 """What graph models' gradient methods attribute to: atom and bond features together, or atom
 features only (bond features kept as they are, as PyG's CaptumExplainer with node attributes)."""
@@ -77,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="graph models, Integrated Gradients: start from every atom a chain CH2 carbon and "
         "every bond a single bond (carbon; the default for classifiers) or from all-zero "
         "features (zeros; the default for regression)",
+    )
+    parser.add_argument(
+        "--explained",
+        choices=EXPLAINED,
+        default="logit",
+        help="classifiers (graph models): explain the logit (default) or the probability",
     )
     parser.add_argument(
         "--inputs",

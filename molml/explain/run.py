@@ -23,7 +23,13 @@ from molml.explain.core import (
 )
 from molml.explain.drawing import draw_molecule, feature_bar_plot, shap_summary, write_index
 from molml.explain.graph import explain_graph
-from molml.explain.options import ATTRIBUTION_INPUTS, BIT_MAPPINGS, IG_BASELINES, PRECISIONS
+from molml.explain.options import (
+    ATTRIBUTION_INPUTS,
+    BIT_MAPPINGS,
+    EXPLAINED,
+    IG_BASELINES,
+    PRECISIONS,
+)
 from molml.options import check_int, writable_directory
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
@@ -44,6 +50,7 @@ def explain(
     shap_mapping: str = "shared",
     inputs: str = "atoms_and_bonds",
     baseline: str | None = None,
+    explained: str = "logit",
     progress: bool = False,
 ) -> list[MoleculeExplanation]:
     """Per-atom and per-bond attributions of ``predictor``'s prediction for each molecule.
@@ -71,6 +78,10 @@ def explain(
             whose question is what sets a molecule apart from a plain hydrocarbon, ``"zeros"``
             for regression, where a property such as solubility adds up over every atom, chain
             carbons included (see :func:`default_baseline`, :mod:`molml.explain.graph`).
+        explained: what classifiers' graph-model attributions explain: ``"logit"`` or
+            ``"probability"`` (the scores add up to a change of the predicted probability; for
+            multiclass, of the class's softmax probability). SHAP explains what a baseline's
+            trees add up: XGBoost's logit, a random forest's probability.
         progress: show a progress bar over molecules.
 
     Returns one :class:`MoleculeExplanation` per input, in input order; an ensemble's scores
@@ -91,6 +102,7 @@ def explain(
         shap_mapping=shap_mapping,
         inputs=inputs,
         baseline=baseline,
+        explained=explained,
     )
     runs = []
     for member in members:
@@ -110,6 +122,7 @@ def explain(
                     precision=precision,
                     inputs=inputs,
                     baseline=baseline,
+                    explained=explained,
                     progress=progress,
                 )
             )
@@ -137,6 +150,7 @@ def check_settings(
     shap_mapping: str = "shared",
     inputs: str = "atoms_and_bonds",
     baseline: str | None = None,
+    explained: str = "logit",
 ) -> tuple[str, str, str]:
     """Check :func:`explain`'s settings for ``predictor`` before any work (a setting that does
     not apply to the model or method is refused, not ignored); returns the method, Integrated
@@ -147,6 +161,7 @@ def check_settings(
         ("shap_mapping", shap_mapping, BIT_MAPPINGS),
         ("inputs", inputs, ATTRIBUTION_INPUTS),
         ("baseline", baseline, (None, *IG_BASELINES)),
+        ("explained", explained, EXPLAINED),
     ):
         if value not in choices:
             shown = [c for c in choices if c is not None]
@@ -158,6 +173,11 @@ def check_settings(
             f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "
             "has none: leave it out or use method integrated_gradients"
         )
+    if explained == "probability" and predictor.task_type == "regression":
+        raise DataError(
+            "explained 'probability' applies to classifiers; a regression model's scores are in "
+            "the target's units"
+        )
     if inputs == "atoms" and method == "occlusion":
         raise DataError(
             "inputs='atoms' applies to gradient methods; occlusion masks atoms and their bonds"
@@ -166,6 +186,7 @@ def check_settings(
         for name, value, default in (
             ("inputs", inputs, "atoms_and_bonds"),
             ("precision", precision, "32"),
+            ("explained", explained, "logit"),
         ):
             if value != default:
                 raise DataError(
@@ -177,20 +198,20 @@ def check_settings(
             f"shap_mapping {shap_mapping!r} maps baselines' SHAP values to atoms; method "
             f"{method!r} has none: leave it out"
         )
-    _check_members_agree(predictor.members, method)
+    _check_members_agree(predictor.members, method, explained)
     return method, baseline or default_baseline(predictor), target_column(predictor, task)
 
 
 GRAPH_SHAPING = ("add_hydrogens", "standardize")  # featurizer options that change the atoms
 
 
-def _check_members_agree(members: list[Predictor], method: str) -> None:
+def _check_members_agree(members: list[Predictor], method: str, explained: str) -> None:
     """An ensemble's maps are averaged atom by atom on one scale: its members must draw the
     same molecule (graph models: the same hydrogens and standardization) and explain the same
     quantity (baselines: XGBoost's SHAP values are logits, a random forest's probabilities)."""
     if len(members) < 2:
         return
-    units = {score_units(member, method) for member in members}
+    units = {score_units(member, method, explained) for member in members}
     if len(units) > 1:
         raise PredictorError(
             f"this ensemble's members explain different quantities ({' and '.join(sorted(units))}"
@@ -270,10 +291,12 @@ def _combined_features(items: Sequence[MoleculeExplanation]) -> dict[str, Any]:
     return combined
 
 
-def score_units(predictor: Predictor, method: str) -> str:
+def score_units(predictor: Predictor, method: str, explained: str = "logit") -> str:
     """What the scores of ``method`` on ``predictor`` are measured in."""
     if predictor.task_type == "regression":
         return "target units"
+    if explained == "probability":
+        return "probability"
     random_forest = any(
         getattr(m.model, "estimator", "") == "random_forest" for m in predictor.members
     )
