@@ -378,6 +378,7 @@ def test_explain_returns_atom_scores_in_input_order_with_statuses(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["method"] == "integrated_gradients" and body["task"] == predictor.point_columns()[0]
+    assert body["explained"] == "target units"
     results = body["results"]
     assert [r["id"] for r in results] == ["phenol", "bad", "ethanol"]
     phenol, bad, ethanol = results
@@ -396,6 +397,8 @@ def test_explain_refuses_what_it_cannot_do(client: TestClient, predictor: Predic
     assert shap.status_code == 422 and "does not apply to graph models" in shap.text
     task = client.post("/explain", json={"smiles": ["CCO"], "task": "nope"})
     assert task.status_code == 422 and "unknown task 'nope'" in task.text
+    probability = client.post("/explain", json={"smiles": ["CCO"], "explained": "probability"})
+    assert probability.status_code == 422 and "applies to classifiers" in probability.text
     too_many = client.post("/explain", json={"smiles": ["C"] * 101})
     assert too_many.status_code == 413 and "--max-explain-molecules" in too_many.text
     assert client.post("/explain/other", json={"smiles": ["C"]}).status_code == 404

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from molml._version import __version__
 from molml.errors import DataError, MolmlError, error_message
 from molml.explain import MoleculeExplanation, explain
-from molml.explain.core import check_method, default_method, target_column
+from molml.explain.run import check_settings, score_units
 from molml.options import check_int
 from molml.predict import Predictor
 from molml.predict.base import DEFAULT_BATCH_SIZE, without_surrogates
@@ -109,6 +109,10 @@ class ExplainRequest(PredictRequest):
         default=None, description="the prediction column to explain (default: the first)"
     )
     steps: StrictInt = Field(default=50, ge=1, le=1000, description="Integrated Gradients steps")
+    explained: Literal["logit", "probability"] = Field(
+        default="logit",
+        description="classifiers (graph models): explain the logit or the predicted probability",
+    )
 
 
 class AtomExplanation(BaseModel):
@@ -148,6 +152,9 @@ class ExplainResponse(BaseModel):
     model: str
     method: str
     task: str
+    explained: str = Field(
+        description="what the scores add up to: target units, logit or probability"
+    )
     results: list[AtomExplanation]
 
 
@@ -346,14 +353,25 @@ def create_app(
         ids = checked(name, request, max_explain_molecules, "--max-explain-molecules")
         predictor = served[name].predictor
         try:
-            method = request.method or default_method(predictor)
-            check_method(predictor, method)
-            task = target_column(predictor, request.task)
+            method, _, task = check_settings(
+                predictor,
+                request.method,
+                request.task,
+                steps=request.steps,
+                explained=request.explained,
+            )
         except MolmlError as exc:
             raise HTTPException(422, f"model {name!r}: {error_message(exc)}") from exc
 
         def run() -> list[MoleculeExplanation]:
-            return explain(predictor, request.smiles, method, task, steps=request.steps)
+            return explain(
+                predictor,
+                request.smiles,
+                method,
+                task,
+                steps=request.steps,
+                explained=request.explained,
+            )
 
         try:  # in the model thread, so a model never runs two requests at once
             explanations = await asyncio.get_running_loop().run_in_executor(
@@ -366,6 +384,7 @@ def create_app(
             model=name,
             method=method,
             task=task,
+            explained=score_units(predictor, method, request.explained),
             results=[_explained(i, e) for i, e in zip(ids, explanations, strict=True)],
         )
 
