@@ -405,7 +405,8 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     args = ["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols)]
     main([*args, "--output", str(out), "--task", "logp", "--steps", "20", "--no-progress",
           "--id-column", "name"])  # fmt: skip
-    assert '"failed": 1' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert '"failed": 1' in printed and '"units": "target units"' in printed
     table = pd.read_csv(out / "attributions.csv")
     assert list(table.columns[:2]) == ["molecule", "name"]
     assert (table["name"] == "cpd-" + table["molecule"].astype(str)).all()

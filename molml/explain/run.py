@@ -381,6 +381,7 @@ def write_explanations(
         "table": str(table_path),
         "index": str(index),
         **({"shap_summary": str(summary[-1])} if summary else {}),
+        "units": units,
         "molecules": len(explanations),
         "explained": sum(item.ok for item in explanations),
         "failed": sum(not item.ok for item in explanations),
