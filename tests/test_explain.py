@@ -3,6 +3,7 @@ drawings, the HTML page and the ``molml explain`` command."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from functools import partial
@@ -560,6 +561,13 @@ def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     assert "00000_features.png" in (tmp_path / "index.html").read_text()
     write_explanations([item], tmp_path / "odd", units="target units", table="a#b.csv")
     assert 'href="a%23b.csv"' in (tmp_path / "odd" / "index.html").read_text()
+    # a rerun under another table name removes the earlier run's table, and only that
+    (tmp_path / "odd" / "mine.csv").write_text("kept\n")
+    write_explanations([item], tmp_path / "odd", units="target units", table="b.parquet")
+    assert not (tmp_path / "odd" / "a#b.csv").exists()
+    assert (tmp_path / "odd" / "b.parquet").is_file() and (tmp_path / "odd" / "mine.csv").exists()
+    record = json.loads((tmp_path / "odd" / "explain.json").read_text())
+    assert Path(record["table"]).name == "b.parquet" and record["units"] == "target units"
     # an ensemble keeps the features: their mean SHAP values and the data set's summary
     booster2 = xgb.XGBRegressor(n_estimators=20, max_depth=2, n_jobs=1).fit(X, y).get_booster()
     other = BaselinePredictor(

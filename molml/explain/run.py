@@ -304,6 +304,7 @@ def score_units(predictor: Predictor, method: str, explained: str = "logit") -> 
 
 
 SUMMARY_FILES = ("shap_summary.csv", "shap_summary.png")
+RUN_RECORD = "explain.json"  # the run's summary, as printed
 
 
 def check_table_name(table: str) -> None:
@@ -319,18 +320,34 @@ def prepare_output(
     output: str | Path, table: str = "attributions.csv", *, clear: bool = False
 ) -> Path:
     """Check ``table``'s name and make ``output/molecules`` (call it before any work, so a long
-    run cannot end unable to write); ``clear`` removes the drawings of an earlier run."""
+    run cannot end unable to write); ``clear`` removes the drawings, SHAP summary and table
+    of an earlier run (the table by the name its ``explain.json`` gives)."""
     check_table_name(table)
     output = Path(output)
     drawings = writable_directory(
         output / "molecules", f"--output {output}: cannot write drawings to {output / 'molecules'}"
     )
-    for old in drawings.iterdir() if clear else ():
+    if not clear:
+        return output
+    for old in drawings.iterdir():
         if OLD_DRAWING.fullmatch(old.name):
             old.unlink()
-    for name in SUMMARY_FILES if clear else ():  # a baseline run's, not this run's
+    for name in SUMMARY_FILES:  # a baseline run's, not this run's
         (output / name).unlink(missing_ok=True)
+    old_table = _earlier_table(output / RUN_RECORD)
+    if old_table is not None and old_table != table:
+        (output / old_table).unlink(missing_ok=True)
     return output
+
+
+def _earlier_table(record: Path) -> str | None:
+    """The table file name an earlier run wrote next to ``record``, if it says so."""
+    try:
+        name = Path(json.loads(record.read_text())["table"]).name
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    is_table = Path(name).suffix in TABLE_SUFFIXES
+    return name if is_table else None
 
 
 def write_explanations(
@@ -377,7 +394,7 @@ def write_explanations(
     index = write_index(
         output, explanations, images, title, table_path, summary[-1] if summary else None, ids
     )
-    return {
+    record = {
         "table": str(table_path),
         "index": str(index),
         **({"shap_summary": str(summary[-1])} if summary else {}),
@@ -386,3 +403,5 @@ def write_explanations(
         "explained": sum(item.ok for item in explanations),
         "failed": sum(not item.ok for item in explanations),
     }
+    (output / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
