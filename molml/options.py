@@ -4,6 +4,7 @@ Python API."""
 from __future__ import annotations
 
 import numbers
+import os
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def writable_directory(
             pass
     except OSError as exc:
         raise DataError(f"{problem} ({exc.strerror or exc}){advice}") from exc
+    return directory
+
+
+def creatable_directory(directory: str | Path, problem: str) -> Path:
+    """Check, without making anything, that ``directory`` exists as a writable folder or can
+    be made (its nearest existing parent is a writable folder); otherwise a
+    :class:`DataError` ``"<problem> (<reason>)"``. For a run that makes its folder only once
+    its input is known to be usable, yet refuses an impossible output before any work."""
+    directory = Path(directory)
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"{problem} ({existing} is a file, not a directory)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"{problem} ({existing} is not writable)")
     return directory
 
 

@@ -23,7 +23,7 @@ from molml.data.readers import read_molecules
 from molml.data.registry import dataset_path
 from molml.data.splits import split_keys
 from molml.errors import DataError, InvalidMoleculeError
-from molml.options import writable_directory
+from molml.options import creatable_directory, writable_directory
 from molml.report.config import configured_split, read_table, standardize_option
 from molml.report.page import Page, panels, write_json
 from molml.report.stats import morgan_fingerprints, nearest_similarity
@@ -47,6 +47,7 @@ def data_report(
     """Write ``report.html``, ``report.json`` and the PNGs for the data ``options`` into
     ``output``; returns the JSON's content. ``conflict_threshold``: regression labels of one
     structure that differ by more than this are a conflict."""
+    creatable_directory(output, f"report folder {output} cannot be written")
     warnings: list[str] = []
     table = _read(options, warnings)
     # after the data are read: a bad file leaves no empty report folder behind

@@ -19,7 +19,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
 from molml.errors import DataError
-from molml.options import writable_directory
+from molml.options import creatable_directory, writable_directory
 from molml.predict import Predictor, load_model
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.report.page import Page, panels, write_json
@@ -53,6 +53,7 @@ def eval_report(
     """Evaluate the run's model and ``models`` on the test split; write ``report.html``,
     ``report.json`` and PNGs into ``output`` (and log them as ``report/`` artifacts of the
     run's MLflow record, if it has one); returns the JSON's content."""
+    creatable_directory(output, f"report folder {output} cannot be written")
     warnings: list[str] = []
     paths, options = resolve_run(run, models, options, warnings)
     predictors = [load_model(p) for p in paths]
