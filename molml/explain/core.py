@@ -207,8 +207,9 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
 
 
 def top_features(item: MoleculeExplanation) -> list[tuple[str, float]]:
-    """The :data:`TOP_FEATURES` features without atoms with the largest absolute scores."""
-    return sorted(item.feature_scores.items(), key=lambda kv: -abs(kv[1]))[:TOP_FEATURES]
+    """The :data:`TOP_FEATURES` features without atoms with the largest absolute scores
+    (``feature_scores`` is kept largest first)."""
+    return list(item.feature_scores.items())[:TOP_FEATURES]
 
 
 def _at(values: np.ndarray | None, i: int) -> float:

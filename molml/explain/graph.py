@@ -5,10 +5,10 @@ regression, the logit for classification (a class logit for multiclass) or, with
 ``explained="probability"``, the predicted probability (a class's softmax probability for
 multiclass): its scores add up to a change of probability and give most credit to what moves
 the prediction where the model decides, rather than to what adds most to an already certain
-logit. Attributions are taken
-with respect to the raw atom features ``x`` and bond features ``edge_attr`` (before the model's
-``atom_embedding`` / ``bond_embedding``), then reduced: an atom's score is the sum over its
-features; a bond's score is the sum over its features of both of its directed edges.
+logit. Attributions are taken with respect to the raw atom features ``x`` and bond features
+``edge_attr`` (before the model's ``atom_embedding`` / ``bond_embedding``), then reduced: an
+atom's score is the sum over its features; a bond's score is the sum over its features of both
+of its directed edges.
 
 Random-walk structural encodings (the last columns of ``x`` with
 ``MolGraphFeaturizer(random_walk_steps=K)``) describe the graph, not the atom: baselines and

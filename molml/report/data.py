@@ -47,11 +47,12 @@ def data_report(
     """Write ``report.html``, ``report.json`` and the PNGs for the data ``options`` into
     ``output``; returns the JSON's content. ``conflict_threshold``: regression labels of one
     structure that differ by more than this are a conflict."""
-    creatable_directory(output, f"report folder {output} cannot be written")
+    problem = f"report folder {output} cannot be written"
+    creatable_directory(output, problem)
     warnings: list[str] = []
     table = _read(options, warnings)
     # after the data are read: a bad file leaves no empty report folder behind
-    output = writable_directory(output, f"report folder {output} cannot be written")
+    output = writable_directory(output, problem)
     standardize = standardize_option(options)
     smiles = table.frame["smiles"].tolist()
     rows = table.frame["row"].to_numpy()

@@ -53,7 +53,8 @@ def eval_report(
     """Evaluate the run's model and ``models`` on the test split; write ``report.html``,
     ``report.json`` and PNGs into ``output`` (and log them as ``report/`` artifacts of the
     run's MLflow record, if it has one); returns the JSON's content."""
-    creatable_directory(output, f"report folder {output} cannot be written")
+    problem = f"report folder {output} cannot be written"
+    creatable_directory(output, problem)
     warnings: list[str] = []
     paths, options = resolve_run(run, models, options, warnings)
     predictors = [load_model(p) for p in paths]
@@ -69,7 +70,7 @@ def eval_report(
                 f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
             )
     # checked once the run, models and data are known to be usable: no empty folder is left
-    output = writable_directory(output, f"report folder {output} cannot be written")
+    output = writable_directory(output, problem)
     for elsewhere, name in zip(trained_elsewhere(predictors, held), names, strict=True):
         if elsewhere:  # an ensemble: any of its members
             warnings.append(
