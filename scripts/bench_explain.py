@@ -359,7 +359,7 @@ def score_model(
             predictor,
             [test[i] for i in positives],
             base,
-            steps=steps,
+            steps=steps if base == "integrated_gradients" else None,
             shap_mapping=mapping,
             inputs="atoms" if method in ATOM_ONLY_METHODS else "atoms_and_bonds",
             baseline=baseline if base == "integrated_gradients" else None,

@@ -209,10 +209,10 @@ def test_random_walk_columns_are_kept_as_part_of_the_graph() -> None:
 
 def test_batched_and_single_molecule_explanations_agree(trained: GraphPredictor) -> None:
     smiles = nci_smiles(12)
-    for method in ("integrated_gradients", "occlusion"):
-        together = explain(trained, smiles, method=method, steps=20, batch_size=5)
+    for method, steps in (("integrated_gradients", 20), ("occlusion", None)):
+        together = explain(trained, smiles, method=method, steps=steps, batch_size=5)
         for item, smi in zip(together, smiles, strict=True):
-            (alone,) = explain(trained, smi, method=method, steps=20)
+            (alone,) = explain(trained, smi, method=method, steps=steps)
             np.testing.assert_allclose(item.atom_scores, alone.atom_scores, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(item.bond_scores, alone.bond_scores, rtol=1e-4, atol=1e-5)
 
@@ -311,6 +311,8 @@ def test_methods_that_do_not_apply_name_the_ones_that_do(
         explain(trained, "CCO", steps=0)
     with pytest.raises(DataError, match="method 'saliency' has none"):  # was ignored
         explain(trained, "CCO", method="saliency", baseline="carbon")
+    with pytest.raises(DataError, match="method 'occlusion' takes none"):  # was ignored
+        explain(trained, "CCO", method="occlusion", steps=20)
     baseline = molml.load_model(ecfp_baselines["xgb"])
     forest = molml.load_model(ecfp_baselines["forest"])  # a classifier
     for model, setting in (
@@ -453,6 +455,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
         (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
         (["--table", "shap_summary.csv"], 2, "another file of the run"),
         (["--inputs", "atoms", "--method", "occlusion"], 2, "inputs='atoms' applies"),
+        (["--method", "saliency", "--steps", "20"], 2, "method 'saliency' takes none"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--output", str(out), *extra])

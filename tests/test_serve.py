@@ -399,6 +399,8 @@ def test_explain_refuses_what_it_cannot_do(client: TestClient, predictor: Predic
     assert task.status_code == 422 and "unknown task 'nope'" in task.text
     probability = client.post("/explain", json={"smiles": ["CCO"], "explained": "probability"})
     assert probability.status_code == 422 and "applies to classifiers" in probability.text
+    steps = client.post("/explain", json={"smiles": ["CCO"], "method": "occlusion", "steps": 8})
+    assert steps.status_code == 422 and "method 'occlusion' takes none" in steps.text
     too_many = client.post("/explain", json={"smiles": ["C"] * 101})
     assert too_many.status_code == 413 and "--max-explain-molecules" in too_many.text
     assert client.post("/explain/other", json={"smiles": ["C"]}).status_code == 404

@@ -35,7 +35,8 @@ def main(argv: Sequence[str]) -> None:
 def run_parsed(args: argparse.Namespace) -> None:
     """Run ``molml explain`` with arguments from :func:`molml.explain.options.parse_args`."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    check_int(args.steps, "--steps", minimum=1)
+    if args.steps is not None:
+        check_int(args.steps, "--steps", minimum=1)
     check_int(args.batch_size, "--batch-size", minimum=1)
     check_table_name(args.table)
     predictor = load_model(args.model)

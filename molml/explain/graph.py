@@ -63,6 +63,7 @@ from tqdm.auto import tqdm
 
 from molml.data.graphs import GraphStore
 from molml.explain.core import MoleculeExplanation
+from molml.explain.options import IG_STEPS
 from molml.models.precision import bucketed_rows
 from molml.predict import GraphPredictor
 
@@ -77,7 +78,7 @@ def explain_graph(
     method: str,
     column: str,
     *,
-    steps: int = 50,
+    steps: int = IG_STEPS,
     batch_size: int = 32,
     precision: str = "32",
     inputs: str = "atoms_and_bonds",

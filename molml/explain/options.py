@@ -11,6 +11,8 @@ from molml.errors import EXIT_CODES_HELP, CommandParser
 GRAPH_METHODS = ("integrated_gradients", "saliency", "input_x_gradient", "occlusion")
 BASELINE_METHODS = ("shap",)
 METHODS = (*GRAPH_METHODS, *BASELINE_METHODS)
+IG_STEPS = 50
+"""Integrated Gradients' interpolation steps unless told otherwise."""
 PRECISIONS = ("32", "bf16-mixed")
 """Precisions of graph-model attributions."""
 BIT_MAPPINGS = ("shared", "occurrence")
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METHODS,
         help="default: integrated_gradients for graph models, shap for baselines",
     )
-    parser.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (50)")
+    parser.add_argument(
+        "--steps", type=int, help=f"Integrated Gradients interpolation steps ({IG_STEPS})"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="molecules per chunk (32)")
     parser.add_argument(
         "--precision",

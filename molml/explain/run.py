@@ -28,6 +28,7 @@ from molml.explain.options import (
     BIT_MAPPINGS,
     EXPLAINED,
     IG_BASELINES,
+    IG_STEPS,
     PRECISIONS,
 )
 from molml.options import check_int, writable_directory
@@ -44,7 +45,7 @@ def explain(
     method: str | None = None,
     task: str | None = None,
     *,
-    steps: int = 50,
+    steps: int | None = None,
     batch_size: int = 32,
     precision: str = "32",
     shap_mapping: str = "shared",
@@ -61,7 +62,8 @@ def explain(
         method: ``integrated_gradients`` (graph models' default), ``saliency``,
             ``input_x_gradient``, ``occlusion`` (graph models) or ``shap`` (baselines' default).
         task: the prediction column to explain (default: the first).
-        steps: Integrated Gradients interpolation steps.
+        steps: Integrated Gradients interpolation steps (default ``IG_STEPS``, 50); refused
+            for other methods, which take no steps.
         batch_size: molecules per chunk of work.
         precision: ``"32"`` or ``"bf16-mixed"`` (graph models: attribution passes under bf16
             autocast, about 3x faster on CPUs with native bf16, scores within a few percent).
@@ -117,7 +119,7 @@ def explain(
                     smiles,
                     method,
                     column,
-                    steps=steps,
+                    steps=steps or IG_STEPS,
                     batch_size=batch_size,
                     precision=precision,
                     inputs=inputs,
@@ -145,7 +147,7 @@ def check_settings(
     method: str | None = None,
     task: str | None = None,
     *,
-    steps: int = 50,
+    steps: int | None = None,
     precision: str = "32",
     shap_mapping: str = "shared",
     inputs: str = "atoms_and_bonds",
@@ -155,7 +157,8 @@ def check_settings(
     """Check :func:`explain`'s settings for ``predictor`` before any work (a setting that does
     not apply to the model or method is refused, not ignored); returns the method, Integrated
     Gradients' start and the prediction column to explain, defaults filled in."""
-    check_int(steps, "steps", minimum=1)
+    if steps is not None:
+        check_int(steps, "steps", minimum=1)
     for name, value, choices in (
         ("precision", precision, PRECISIONS),
         ("shap_mapping", shap_mapping, BIT_MAPPINGS),
@@ -168,6 +171,11 @@ def check_settings(
             raise DataError(f"{name} must be one of {shown}, got {value!r}")
     method = method or default_method(predictor)
     check_method(predictor, method)
+    if steps is not None and method != "integrated_gradients":
+        raise DataError(
+            f"steps are Integrated Gradients' interpolation steps; method {method!r} takes "
+            "none: leave them out or use method integrated_gradients"
+        )
     if baseline is not None and method != "integrated_gradients":
         raise DataError(
             f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "

@@ -108,7 +108,13 @@ class ExplainRequest(PredictRequest):
     task: StrictStr | None = Field(
         default=None, description="the prediction column to explain (default: the first)"
     )
-    steps: StrictInt = Field(default=50, ge=1, le=1000, description="Integrated Gradients steps")
+    steps: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Integrated Gradients interpolation steps (default 50; other methods take "
+        "none)",
+    )
     explained: Literal["logit", "probability"] = Field(
         default="logit",
         description="classifiers (graph models): explain the logit or the predicted probability",
