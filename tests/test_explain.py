@@ -17,6 +17,7 @@ import shap
 import torch
 from conftest import INVALID_SMILES, nci_smiles
 from PIL import Image
+from rdkit import Chem
 
 import molml
 from molml.chem.featurizer import DEFAULT_ELEMENTS, MolGraphFeaturizer
@@ -374,6 +375,20 @@ def test_ensembles_whose_maps_would_not_line_up_are_refused(
     ]
     with pytest.raises(PredictorError, match="draw molecules differently"):
         explain(EnsemblePredictor(members), "CCO", method="saliency")
+
+
+def test_the_mapped_smiles_names_the_scored_atoms_of_a_standardized_molecule() -> None:
+    featurizer = MolGraphFeaturizer(add_hydrogens=True, standardize=True)
+    model = MoleculeModel(encoder=DMPNN(hidden_dim=16, depth=2), featurizer=featurizer.to_config())
+    (item,) = explain(GraphPredictor(model), "[Na+].[O-]C(=O)c1ccccc1", method="saliency")
+    mapped = Chem.MolFromSmiles(item.mapped_smiles, sanitize=False)
+    # the scored molecule is benzoic acid with its hydrogens: not the input's atoms
+    assert mapped.GetNumAtoms() == len(item.atom_scores) == 15
+    table = explanations_frame([item])
+    atoms = table[table["kind"] == "atom"]
+    symbols = {a.GetAtomMapNum() - 1: a.GetSymbol() for a in mapped.GetAtoms()}
+    assert [f"{symbols[i]}{i}" for i in atoms["index"]] == atoms["label"].tolist()
+    assert (table["mapped_smiles"] == item.mapped_smiles).all()
 
 
 def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:

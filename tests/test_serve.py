@@ -384,7 +384,8 @@ def test_explain_returns_atom_scores_in_input_order_with_statuses(
     phenol, bad, ethanol = results
     assert len(phenol["atom_scores"]) == 7 and len(ethanol["atom_scores"]) == 3
     assert len(phenol["bond_scores"]) == 7 and phenol["completeness_gap"] is not None
-    assert bad["status"] != "ok" and bad["atom_scores"] is None
+    assert bad["status"] != "ok" and bad["atom_scores"] is None and bad["mapped_smiles"] is None
+    assert ethanol["mapped_smiles"] == "[CH3:1][CH2:2][OH:3]"
     # the same scores as molml.explain on the same model
     expected, expected_phenol = molml.explain.explain(predictor, ["CCO", "c1ccccc1O"], steps=16)
     np.testing.assert_allclose(ethanol["atom_scores"], expected.atom_scores, atol=1e-5)

@@ -17,6 +17,7 @@ TOP_FEATURES = 20  # features without atoms listed per molecule in the table and
 TABLE_COLUMNS = [
     "molecule",
     "smiles",
+    "mapped_smiles",
     "status",
     "task",
     "method",
@@ -55,7 +56,8 @@ class MoleculeExplanation:
     value and input value (``shap_values``, ``feature_values``) and the feature names
     (``feature_names``, one list shared by all the molecules of a run), for the data set's
     SHAP summary. :attr:`atom_totals` gives each atom
-    its own score plus half of each of its bonds' scores.
+    its own score plus half of each of its bonds' scores; :attr:`mapped_smiles` names the
+    scored molecule's atoms by index.
     """
 
     smiles: str
@@ -82,6 +84,17 @@ class MoleculeExplanation:
     def ok(self) -> bool:
         """Whether the molecule was explained."""
         return self.status == "ok"
+
+    @property
+    def mapped_smiles(self) -> str | None:
+        """The scored molecule (after the model's standardization or added hydrogens) as
+        SMILES whose atom map numbers are the atom indices plus one: the key to ``index``."""
+        if self.mol is None:
+            return None
+        mapped = Chem.Mol(self.mol)
+        for atom in mapped.GetAtoms():
+            atom.SetAtomMapNum(atom.GetIdx() + 1)
+        return Chem.MolToSmiles(mapped)
 
     @property
     def atom_totals(self) -> np.ndarray | None:
@@ -159,6 +172,7 @@ def explanations_frame(explanations: list[MoleculeExplanation]) -> pd.DataFrame:
         head = {
             "molecule": number,
             "smiles": item.smiles,
+            "mapped_smiles": item.mapped_smiles if item.ok else None,
             "status": item.status,
             "task": item.task,
             "method": item.method,

@@ -127,6 +127,11 @@ class AtomExplanation(BaseModel):
     id: str | int
     smiles: str
     status: str = Field(description="'ok' or why the molecule could not be explained")
+    mapped_smiles: str | None = Field(
+        default=None,
+        description="the scored molecule with atom map numbers = score index + 1 (after the "
+        "model's standardization or added hydrogens)",
+    )
     prediction: float | None = Field(description="in the model's units (or a probability)")
     explained_value: float | None = Field(
         description="what the scores explain: target units (regression) or the logit"
@@ -474,6 +479,7 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         id=id_,
         smiles=explanation.smiles,
         status=explanation.status,
+        mapped_smiles=explanation.mapped_smiles if explanation.ok else None,
         prediction=_finite(explanation.prediction),
         explained_value=_finite(explanation.explained_value),
         atom_scores=values(explanation.atom_scores),
