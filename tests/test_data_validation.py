@@ -435,6 +435,22 @@ def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Pat
         read_molecules_to_predict(tmp_path / "plain.csv", "Drug SMILES")["smiles"].tolist()
         == (smiles[:2])
     )
+    # a library whose SMILES sit in another column than the training file's is read from the
+    # column the user names; a missing one names the columns the file has
+    renamed = frame.rename(columns={"Drug SMILES": "parent_smiles"})
+    renamed.insert(1, "smiles", "C")  # a decoy column that the usual choice would take
+    renamed.iloc[[7]].to_csv(tmp_path / "renamed.csv", index=False)
+    dm = make_dm(
+        tmp_path / "own.csv",
+        smiles_column="Drug SMILES",
+        target_columns=["y"],
+        predict_path=str(tmp_path / "renamed.csv"),
+        predict_smiles_column="parent_smiles",
+    )
+    dm.setup("predict")
+    assert dm.predict_frame["smiles"].tolist() == [smiles[7]]
+    with pytest.raises(DataError, match="parent_smiles"):
+        read_molecules_to_predict(tmp_path / "renamed.csv", "Drug SMILES", "nope")
 
 
 def test_integer_class_codes_taken_as_regression_are_warned_about(

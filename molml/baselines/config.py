@@ -94,6 +94,8 @@ class DataConfig:
             fragment, neutralized), as a graph model whose featurizer has ``standardize: true``
             does; set it to the graph model's value to get its split.
         predict_path: file to predict on with ``molml baseline predict`` (default: test split).
+        predict_smiles_column: the SMILES column of ``predict_path`` (default: ``smiles_column``
+            when the file has one of that name, else ``smiles`` or the first).
     """
 
     dataset: str | None = None
@@ -111,6 +113,7 @@ class DataConfig:
     strict: bool = False
     standardize: bool = False
     predict_path: str | None = None
+    predict_smiles_column: str | None = None
 
 
 @dataclass

@@ -151,7 +151,11 @@ def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     """``molml baseline predict``: predict ``data.predict_path`` (default: the test split)."""
     model = load_baseline(model_path)
     if config.data.predict_path:
-        frame = read_molecules_to_predict(config.data.predict_path, config.data.smiles_column)
+        frame = read_molecules_to_predict(
+            config.data.predict_path,
+            config.data.smiles_column,
+            config.data.predict_smiles_column,
+        )
         predicted = model.predict(frame["smiles"].tolist())
         outputs = [column for column in predicted.columns if column != "smiles"]
         # the input's own columns (ids, notes) are kept, as molml predict keeps them

@@ -372,6 +372,8 @@ class MoleculeDataModule(L.LightningDataModule):
         strict: refuse the data if any SMILES is invalid (the error lists the first 20) instead of
             reporting and skipping them.
         predict_path: file to predict on with ``molml predict`` (default: the test split).
+        predict_smiles_column: the SMILES column of ``predict_path`` (default: the training
+            SMILES column when the file has one of that name, else ``smiles`` or the first).
         cache_dir: where featurized graphs are cached (``None`` disables the cache).
         featurize_jobs: processes for featurization (-1: all cores).
         molecule_features: molecule-level features concatenated before the model's head, by
@@ -402,6 +404,7 @@ class MoleculeDataModule(L.LightningDataModule):
         num_workers: int = 0,
         strict: bool = False,
         predict_path: str | None = None,
+        predict_smiles_column: str | None = None,
         cache_dir: str | None = ".molml_cache",
         featurize_jobs: int = -1,
         molecule_features: str | None = None,
@@ -511,7 +514,9 @@ class MoleculeDataModule(L.LightningDataModule):
             self._write_reports()
         if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
             trained_on = self.hparams.smiles_column or self.table.attrs.get("smiles_column")
-            frame = read_molecules_to_predict(self.hparams.predict_path, trained_on)
+            frame = read_molecules_to_predict(
+                self.hparams.predict_path, trained_on, self.hparams.predict_smiles_column
+            )
             result = self._featurize(frame["smiles"].tolist())
             frame = keep_input_columns(frame, ["status"])
             frame["status"] = "ok"

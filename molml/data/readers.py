@@ -104,9 +104,14 @@ def read_molecules(
     return frame
 
 
-def read_molecules_to_predict(path: str | Path, smiles_column: str | None) -> pd.DataFrame:
+def read_molecules_to_predict(
+    path: str | Path, smiles_column: str | None, chosen: str | None = None
+) -> pd.DataFrame:
     """:func:`read_molecules` for a file to predict with a model trained on ``smiles_column``:
-    that column when the file has it, else the usual choice (``smiles`` or the first)."""
+    the ``chosen`` column if given (a missing one names the file's columns), else the training
+    column when the file has it, else the usual choice (``smiles`` or the first)."""
+    if chosen is not None:
+        return read_molecules(path, smiles_column=chosen)
     named = smiles_column if smiles_column in list_columns(path) else None
     return read_molecules(path, smiles_column=named)
 
