@@ -178,6 +178,20 @@ def test_a_few_optimizer_steps_lower_the_loss(encoder: str, readout: str) -> Non
 
 
 @pytest.mark.parametrize("encoder", list(ENCODERS))
+def test_a_training_batch_of_one_atom_takes_a_step(encoder: str) -> None:
+    """A data set whose size leaves one methane for the last batch of an epoch (FreeSolv's
+    513 training molecules at batch size 64): batch norms over atoms must not fail on it."""
+    model = build_model(encoder, "sum", torch.float32).train()
+    model(graph_batch(TRAINING_SMILES, torch.float32))  # running statistics of a real batch
+    batch = graph_batch(["C"], torch.float32)
+    batch.y, batch.y_mask = torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool)
+    loss = model.loss(model(batch), batch)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("encoder", list(ENCODERS))
 def test_bf16_autocast_forward_and_backward(encoder: str) -> None:
     model = build_model(encoder, "set2set", torch.float32).train()
     batch = graph_batch(MOLECULES, torch.float32)

@@ -139,6 +139,20 @@ class DMPNN(Encoder):
         return self.dropout(self.act(self.W_o(torch.cat([x, atom_messages], dim=1))))
 
 
+class AtomBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over atoms that normalizes a training batch of one atom (a lone methane
+    or chloride ion at the end of an epoch) with its running statistics, as in evaluation,
+    instead of failing: PyG's ``BatchNorm(allow_single_element=True)``, with the parameter
+    names of ``BatchNorm1d`` so that existing checkpoints load."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.size(0) == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 @register_encoder
 class GINE(Encoder):
     """GIN with edge features (Hu et al. 2020) on PyG's ``GINEConv``, with residual connections."""
@@ -152,7 +166,7 @@ class GINE(Encoder):
             GINEConv(
                 nn.Sequential(
                     nn.Linear(hidden_dim, hidden_dim),
-                    nn.BatchNorm1d(hidden_dim),
+                    AtomBatchNorm(hidden_dim),
                     make_activation(activation),
                     nn.Linear(hidden_dim, hidden_dim),
                 ),
@@ -160,7 +174,7 @@ class GINE(Encoder):
             )
             for _ in range(depth)
         )
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(depth))
+        self.norms = nn.ModuleList(AtomBatchNorm(hidden_dim) for _ in range(depth))
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
@@ -207,7 +221,7 @@ class GATv2(Encoder):
             )
             for _ in range(depth)
         )
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(depth))
+        self.norms = nn.ModuleList(AtomBatchNorm(hidden_dim) for _ in range(depth))
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
@@ -314,7 +328,7 @@ class PNA(Encoder):
             )
             for _ in range(depth)
         )
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(depth))
+        self.norms = nn.ModuleList(AtomBatchNorm(hidden_dim) for _ in range(depth))
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
@@ -369,6 +383,7 @@ class GPS(Encoder):
                 heads=heads,
                 dropout=dropout,
                 act=activation,
+                norm_kwargs={"allow_single_element": True},  # a one-atom training batch
                 attn_kwargs={"dropout": attention_dropout},
             )
             for _ in range(depth)
