@@ -392,6 +392,27 @@ def test_a_cv_fold_run_is_reported_on_its_own_split(property_csv: Path, tmp_path
     assert len(held.split.test) == len(rows[350:])
 
 
+def test_a_run_split_by_a_column_is_reported_on_its_split_json(tmp_path: Path) -> None:
+    """The run's split.json replaces its split column, which would otherwise clash with it."""
+    import yaml
+
+    from molml.report.heldout import resolve_run, split_molecules
+
+    parts = ["train"] * 20 + ["val"] * 5 + ["test"] * 5
+    frame = pd.DataFrame({"smiles": nci_smiles(30), "y": np.arange(30.0), "part": parts})
+    frame.to_csv(tmp_path / "parts.csv", index=False)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.ckpt").touch()
+    data = {"path": str(tmp_path / "parts.csv"), "target_columns": ["y"], "split": "predefined"}
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {**data, "split_column": "part"}}))
+    split = {"train": list(range(20)), "val": list(range(20, 25)), "test": list(range(25, 30))}
+    (run / "split.json").write_text(json.dumps([split]))
+    _, options = resolve_run(run, [], None, [])
+    held = split_molecules(options)
+    assert sorted(held.smiles[held.split.test]) == sorted(frame["smiles"].iloc[25:])
+
+
 def test_figures_of_tasks_with_units_in_their_names_are_written(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 

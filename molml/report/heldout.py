@@ -70,7 +70,8 @@ def resolve_run(
         if own_split and (run / "split.json").is_file():
             # a run's split.json holds its one split (a CV fold run's config names its fold)
             split = {"split": "predefined", "split_file": str(run / "split.json"), "split_index": 0}
-            options = {**options, **split}
+            # the file replaces whatever made the split, a split column included
+            options = {k: v for k, v in options.items() if k != "split_column"} | split
         elif own_split:
             warnings.append(f"{run} has no split.json: the split is made again from its config.")
     if options is None:
