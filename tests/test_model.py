@@ -34,7 +34,7 @@ import molml
 from molml.chem.featurizer import DEFAULT_ELEMENTS, MolGraphFeaturizer
 from molml.cli import main as molml_main
 from molml.data.datamodule import MoleculeDataModule
-from molml.errors import CheckpointError
+from molml.errors import CheckpointError, DataError
 from molml.models import DMPNN, GINE, MoleculeModel
 from molml.predict import GraphPredictor
 from molml.tasks import MolecularMetrics
@@ -234,6 +234,30 @@ def test_loss_is_mean_over_labelled_entries() -> None:
 
 
 # ---------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("lr", -1.0), ("lr", 0), ("lr", float("nan")), ("weight_decay", -0.1), ("dropout", 1.0),
+     ("warmup_epochs", -1)],
+)  # fmt: skip
+def test_training_settings_that_cannot_train_are_refused(option: str, value: float) -> None:
+    """A negative learning rate would train by gradient ascent and still exit 0."""
+    with pytest.raises(DataError, match=f"model.{option} must be"):
+        MoleculeModel(encoder=DMPNN(hidden_dim=8, depth=1), **{option: value})
+
+
+def test_a_negative_learning_rate_is_a_usage_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv = write_property_csv(tmp_path / "data.csv", 30)
+    with pytest.raises(SystemExit) as exit_info:
+        molml_main(["fit", "--data.path", str(csv), "--data.target_columns", "logp",
+                    "--model.lr", "-1",
+                    "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "model.lr must be a positive number, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "lightning_logs").exists()
 
 
 def test_load_model_round_trip(tmp_path: Path) -> None:

@@ -110,6 +110,13 @@ class MoleculeModel(L.LightningModule):
         pretrained_l2_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise DataError(f"model.lr must be a positive number, got {lr!r}")
+        if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < math.inf):
+            raise DataError(f"model.weight_decay must be >= 0, got {weight_decay!r}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise DataError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        check_int(warmup_epochs, "model.warmup_epochs", minimum=0)
         if not (isinstance(masked_atom_weight, (int, float)) and masked_atom_weight >= 0):
             raise DataError(f"model.masked_atom_weight must be >= 0, got {masked_atom_weight!r}")
         if not (isinstance(masked_atom_rate, (int, float)) and 0 < masked_atom_rate <= 1):
