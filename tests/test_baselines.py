@@ -415,3 +415,13 @@ def test_shipped_configs_parse(name: str, capsys) -> None:
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["name"] == name
     assert FeaturesConfig(**printed["features"]).make().dim >= 2048
+
+
+@pytest.mark.parametrize("name", ["xgboost", "random_forest"])
+def test_an_estimator_parameter_out_of_range_is_a_data_error(name: str) -> None:
+    """XGBoost and scikit-learn check parameter values only when fitting."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 5)), rng.random(40)
+    config = EstimatorConfig(name=name, params={"max_depth": -3})
+    with pytest.raises(DataError, match=r"estimator.params for \w+: .*max_depth"):
+        fit_task_model(config, "regression", (X, y), (X[:5], y[:5]), 0, "t")

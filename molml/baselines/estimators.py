@@ -397,7 +397,11 @@ def fit_task_model(
             forest = forest_class(**{"random_state": seed, **config.params})
         except TypeError as exc:  # e.g. class_weight on a regression task
             raise DataError(f"estimator.params for {forest_class.__name__}: {exc}") from exc
-        return ForestTaskModel.from_sklearn(forest.fit(X_train, y_train)), summary
+        try:
+            forest.fit(X_train, y_train)
+        except ValueError as exc:  # sklearn checks parameter values when fitting
+            raise DataError(f"estimator.params for {forest_class.__name__}: {exc}") from exc
+        return ForestTaskModel.from_sklearn(forest), summary
 
     params: dict[str, Any] = {"random_state": seed, **config.params}
     if classification:
@@ -409,7 +413,12 @@ def fit_task_model(
     import xgboost as xgb
 
     model = (xgb.XGBClassifier if classification else xgb.XGBRegressor)(**params)
-    model.fit(X_train, y_train, eval_set=[(X_val, y_val)] if stop_early else None, verbose=False)
+    try:
+        model.fit(
+            X_train, y_train, eval_set=[(X_val, y_val)] if stop_early else None, verbose=False
+        )
+    except xgb.core.XGBoostError as exc:  # XGBoost checks parameter values when fitting
+        raise DataError(f"estimator.params for XGBoost: {_first_line(exc)}") from exc
     booster = model.get_booster()
     if stop_early:
         booster = booster[: model.best_iteration + 1]
