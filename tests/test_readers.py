@@ -241,7 +241,8 @@ def test_empty_header_cells_get_pandas_names(tmp_path: Path) -> None:
 
 
 def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
-    """An unnamed stored index is left out; a named one is a column like the others."""
+    """An unnamed stored index is left out; a named one is a column like the others (read as
+    text when it is the id column, as ids of every format are)."""
     frame = pd.DataFrame({"smiles": ["CCO", "CCC", "CCN"], "y": [1, 2, 3]}, index=[5, 7, 9])
     frame.to_parquet(tmp_path / "unnamed.parquet")
     unnamed = read_molecules(tmp_path / "unnamed.parquet")
@@ -250,7 +251,11 @@ def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
     frame.rename_axis("cid").to_parquet(tmp_path / "named.parquet")
     assert list_columns(tmp_path / "named.parquet") == ["smiles", "y", "cid"]
     named = read_molecules(tmp_path / "named.parquet", id_column="cid", columns=["y"])
-    assert named["cid"].tolist() == [5, 7, 9] and named["smiles"].tolist() == ["CCO", "CCC", "CCN"]
+    assert named["cid"].tolist() == ["5", "7", "9"] and named["smiles"].tolist() == [
+        "CCO",
+        "CCC",
+        "CCN",
+    ]
 
 
 def test_malformed_csv_names_file(tmp_path: Path) -> None:
@@ -327,3 +332,11 @@ def test_chunks_on_real_dataset() -> None:
 def test_chunk_size_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="chunk_size"):
         iter_molecule_chunks(write(tmp_path / "m.csv", CSV_TEXT), chunk_size=0)
+
+
+def test_an_id_column_that_is_the_smiles_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lib.csv"
+    path.write_text("ID,SMILES\nA,CCO\n")
+    for smiles_column, id_column in ((None, "SMILES"), ("ID", "ID")):
+        with pytest.raises(DataError, match=f"id column '{id_column}' is the column the SMILES"):
+            read_molecules(path, smiles_column=smiles_column, id_column=id_column)

@@ -270,9 +270,21 @@ def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, t
     assert named[:2] + named[3:] == ["m0", "m1", "m3", "m4"] and pd.isna(named[2])
 
     parquet = tmp_path / "lib.parquet"
-    pd.DataFrame({"smiles": smiles}).to_parquet(parquet)
-    screen([trained["ckpt"]], parquet, tmp_path / "from_parquet.parquet")
-    assert len(pd.read_parquet(tmp_path / "from_parquet.parquet")) == 30
+    # numeric compound ids, one missing (pandas stores the column as floats then)
+    cids = [None if i == 7 else 1000 + i for i in range(30)]
+    pd.DataFrame({"cid": cids, "smiles": smiles}).to_parquet(parquet)
+    screen([trained["ckpt"]], parquet, tmp_path / "from_parquet.parquet", id_column="cid")
+    scores = pd.read_parquet(tmp_path / "from_parquet.parquet")
+    assert len(scores) == 30 and scores["cid"][0] == "1000" and scores["cid"][29] == "1029"
+    assert pd.isna(scores["cid"][7]) and (scores["status"] == "ok").all()
+
+    # a field over the csv module's default 128 KiB limit is one failed row, not a crash
+    long_field = tmp_path / "long.csv"
+    long_field.write_text("smiles,id\nCCO,a\n" + "C" * 200_000 + ",b\nCCN,c\n")
+    screen([trained["ckpt"]], long_field, tmp_path / "long_scores.csv", id_column="id")
+    scores = pd.read_csv(tmp_path / "long_scores.csv")
+    assert scores["id"].tolist() == ["a", "b", "c"]
+    assert scores["status"][[0, 2]].eq("ok").all() and "atoms" in scores["status"][1]
 
 
 def test_smi_with_and_without_header(trained, tmp_path):

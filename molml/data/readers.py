@@ -54,6 +54,9 @@ _NA_STRINGS = (
 )
 
 Chunks = Iterator[pd.DataFrame]
+# the csv module refuses fields over 128 KiB by default; a long field (a huge SMILES, a
+# notes column) must become a row with a reason, not stop the read
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 _ROW = "__molml_row__"  # the readers' record numbers, apart from any column of the file
 _PARQUET_INDEX = re.compile(r"__index_level_\d+__")  # pandas' unnamed index, stored by to_parquet
 
@@ -211,6 +214,11 @@ def _open_reader(
             )
     else:
         smiles_from = smiles_column
+    if id_column is not None and id_column == smiles_from:
+        raise DataError(
+            f"{source.path}: id column {id_column!r} is the column the SMILES are read from; "
+            "the output has them as 'smiles' already: choose another id column or none"
+        )
     wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
     missing = [name for name in dict.fromkeys(wanted) if name not in available]
     if missing:
@@ -258,7 +266,7 @@ def _open_reader(
             if raw.empty:
                 continue
             total += len(raw)
-            yield _finish(raw, smiles_from, keep, renamed)
+            yield _finish(raw, smiles_from, keep, renamed, id_column)
         if total == 0:
             raise DataError(f"{source.path}: no data rows")
 
@@ -277,13 +285,29 @@ def _named_smiles_column(available: list[str]) -> str | None:
 
 
 def _finish(
-    raw: pd.DataFrame, smiles_from: str, keep: list[str], renamed: dict[str, str]
+    raw: pd.DataFrame,
+    smiles_from: str,
+    keep: list[str],
+    renamed: dict[str, str],
+    id_column: str | None,
 ) -> pd.DataFrame:
     raw = raw.reset_index(drop=True)
     out = raw.loc[:, keep].rename(columns=renamed)
+    if id_column is not None:  # ids are text in every format (Parquet stores numbers as such)
+        out[id_column] = raw[id_column].map(_id_text).astype(object)
     out.insert(0, "smiles", raw[smiles_from].map(_clean_smiles))
     out.insert(0, "row", raw[_ROW])
     return out
+
+
+def _id_text(value: Any) -> str | None:
+    """An identifier as text: a whole number stored as a float (an integer column with gaps)
+    without its ".0"; a missing one stays missing."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _clean_smiles(value: Any) -> str | None:
