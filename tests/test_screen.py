@@ -455,6 +455,41 @@ def test_resume_notices_an_edit_that_keeps_size_and_time(trained, tmp_path, monk
         screen([trained["ckpt"]], library, out, chunk_size=100)
 
 
+def test_overwrite_resumes_its_own_parts_and_discards_another_commands(
+    trained, tmp_path, monkeypatch
+):
+    """A requeued batch job reruns its command line, --overwrite included: its finished chunks
+    are kept; parts of a different screen are discarded instead of refused."""
+    from molml.screen import run as screen_run
+
+    library = tmp_path / "lib.smi"
+    library.write_text("\n".join(nci_lines(300)) + "\n")
+    out = tmp_path / "o.parquet"
+    with monkeypatch.context() as patched:  # every chunk done, then cut short before the merge
+        patched.setattr(screen_run, "merge_parts", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            screen([trained["ckpt"]], library, out, chunk_size=100, overwrite=True)
+    summary = screen(trained["ckpt"], library, out, chunk_size=100, overwrite=True)
+    assert summary["resumed_chunks"] == 3 and summary["screened_this_run"] == 0
+    with monkeypatch.context() as patched:
+        patched.setattr(screen_run, "merge_parts", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            screen([trained["ckpt"]], library, out, chunk_size=100, overwrite=True)
+    summary = screen([trained["ckpt"]], library, out, chunk_size=150, overwrite=True)
+    assert summary["resumed_chunks"] == 0 and summary["screened_this_run"] == 300
+
+
+def test_options_that_need_another_are_refused_before_any_work(trained, library, tmp_path):
+    with pytest.raises(DataError, match="give --top-k N too"):
+        screen([trained["ckpt"]], library, tmp_path / "o.csv", top_k_by="logp")
+    with pytest.raises(DataError, match="give --top-k N too"):
+        screen([trained["ckpt"]], library, tmp_path / "o.csv", lowest=True)
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(DataError, match="folder.csv is a folder"):
+        screen([trained["ckpt"]], library, tmp_path / "folder.csv", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv"]
+
+
 def test_a_screen_that_cannot_start_leaves_nothing_behind(trained, library, tmp_path):
     out = tmp_path / "o.csv"
     with pytest.raises(DataError, match="cannot run the screen as asked: .*foo"):

@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "computes bf16 natively (CUDA GPUs, CPUs with AVX512-BF16 or AMX), else 32-true",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace the output and discard partial results"
+        "--overwrite",
+        action="store_true",
+        help="replace the output; partial results of another screen are discarded (this "
+        "command's own are resumed)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser

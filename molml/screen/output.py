@@ -44,6 +44,8 @@ def check_output_path(output: str | Path, input_path: str | Path) -> Path:
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         raise DataError(f"{output}: output must end with one of {', '.join(OUTPUT_SUFFIXES)}")
     output_file_folder(output)
+    if output.is_dir():
+        raise DataError(f"{output} is a folder; the output is a file: choose another path")
     if output.exists() and Path(input_path).exists() and output.samefile(input_path):
         raise DataError(f"{output} is the input file; choose another output path")
     return output
@@ -115,9 +117,10 @@ class PartsDirectory:
         """Input rows already screened (from the Parquet footers)."""
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self.done())
 
-    def start(self, manifest: dict[str, Any]) -> int:
-        """Create the directory, or check that existing parts come from the same command (a
-        folder without finished parts is started afresh).
+    def start(self, manifest: dict[str, Any], *, overwrite: bool = False) -> int:
+        """Create the directory, or check that existing parts come from the same command: a
+        folder without finished parts, or with ``overwrite`` the parts of a different command,
+        is started afresh; the parts of the same command are resumed.
 
         Returns the number of chunks already done.
         """
@@ -126,7 +129,7 @@ class PartsDirectory:
             changed = sorted(
                 k for k in manifest.keys() | previous.keys() if manifest.get(k) != previous.get(k)
             )
-            if changed and not self.done():  # nothing to lose: start this screen afresh
+            if changed and (overwrite or not self.done()):  # start this screen afresh
                 self.remove()
             elif changed:
                 raise DataError(
@@ -149,7 +152,7 @@ class PartsDirectory:
         os.replace(tmp, target)
 
     def remove(self) -> None:
-        """Delete the directory (after a successful merge, or with ``--overwrite``)."""
+        """Delete the directory (after a successful merge, or when nothing can be resumed)."""
         shutil.rmtree(self.path, ignore_errors=True)
 
 

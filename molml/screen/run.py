@@ -49,7 +49,7 @@ log = logging.getLogger("molml")
 
 
 def screen_library(
-    models: Sequence[str | Path],
+    models: str | Path | Sequence[str | Path],
     input_path: str | Path,
     output_path: str | Path,
     *,
@@ -71,7 +71,8 @@ def screen_library(
     progress: bool = True,
     mc_dropout: int = 0,
 ) -> dict[str, Any] | None:
-    """Screen ``input_path`` with the checkpoints in ``models`` and write ``output_path``.
+    """Screen ``input_path`` with ``models`` (one model file, or several for an ensemble) and
+    write ``output_path``.
 
     Returns a summary (rows, ok, failed, failure reasons, seconds, molecules per second) on
     global rank 0, also written next to the output as ``<output>.summary.json``; other ranks
@@ -82,6 +83,7 @@ def screen_library(
     (:func:`~molml.models.precision.default_inference_precision`).
     """
     started = time.perf_counter()
+    models = [models] if isinstance(models, str | Path) else list(models)
     for name, value, minimum in (
         ("chunk_size", chunk_size, 1),
         ("batch_size", batch_size, 1),
@@ -91,6 +93,8 @@ def screen_library(
         ("mc_dropout", mc_dropout, 0),
     ):
         check_int(value, name, minimum=minimum, allow_none=name not in ("chunk_size", "num_nodes"))
+    if top_k is None and (top_k_by is not None or lowest):
+        raise DataError("--top-k-by and --lowest choose what --top-k keeps: give --top-k N too")
     output = check_output_path(output_path, input_path)
     input_path = Path(input_path)
     kind = input_path.name.lower().removesuffix(".gz")
@@ -106,7 +110,7 @@ def screen_library(
     }
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
-    module = ScreeningModule(load_model(list(models), mc_dropout=mc_dropout))
+    module = ScreeningModule(load_model(models, mc_dropout=mc_dropout))
     if len(module.graph_models) == 0:  # ONNX and baseline models compute in fp32 whatever asked
         if precision not in (None, "32-true", "32"):
             log.info("--precision %s has no effect on ONNX and baseline models", precision)
@@ -130,8 +134,6 @@ def screen_library(
     parts = PartsDirectory(output)
     setup_rank = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     with OutputLock(output) if setup_rank else nullcontext():
-        if setup_rank and overwrite:
-            parts.remove()
         if setup_rank and output.exists() and not parts.path.exists() and not overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
         world = _world_size(devices, num_nodes)
@@ -164,7 +166,9 @@ def screen_library(
             raise DataError(f"cannot run the screen as asked: {exc}") from exc
         # only now, with the input counted and the Trainer made, is the parts folder started
         resumed = (
-            parts.start(_manifest(input_path, models, module, run_options)) if setup_rank else 0
+            parts.start(_manifest(input_path, models, module, run_options), overwrite=overwrite)
+            if setup_rank
+            else 0
         )
         rows_before = parts.rows_done() if setup_rank else 0
         if resumed:
