@@ -20,6 +20,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from molml.data.datamodule import keep_input_columns
+from molml.data.readers import check_some_valid
 from molml.plots import parity_plot, roc_plot
 from molml.tracking import record_mlflow_run
 
@@ -183,6 +184,9 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False)
         print(f"predictions for {len(frame)} rows written to {path}")
+        predict_path = getattr(trainer.datamodule, "hparams", {}).get("predict_path")
+        if predict_path:
+            check_some_valid(frame, predict_path, path)
 
 
 class MlflowArtifacts(L.Callback):

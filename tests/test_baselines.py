@@ -376,6 +376,13 @@ def test_cli_fit_test_predict(
     assert out["id"].tolist() == ids and (out["input_logSolubility"] == 1.0).all()
     assert list(out.columns) == ["row", "smiles", "id", "input_logSolubility", "logSolubility",
                                  "status"]  # fmt: skip
+    # a file without one valid molecule: its rows are written, and the run exits 2
+    pd.DataFrame({"name": ["a", "b"], "structure": ["CCO", "CCN"]}).to_csv(library, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["baseline", "predict", "--config", str(run / "config.yaml"), "--model",
+              str(run / "model"), "--data.predict_path", str(library)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert (run.parent / "version_4" / "predictions.csv").is_file()
 
 
 def test_cli_print_config(capsys) -> None:

@@ -162,15 +162,22 @@ def test_a_checkpoint_is_tested_only_as_the_model_it_is(
     assert message in capsys.readouterr().err
 
 
-def test_predict_writes_every_row_even_when_none_parses(in_run_root: Path) -> None:
+def test_predict_writes_every_row_even_when_none_parses(
+    in_run_root: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = run_dirs(in_run_root)[0]
-    (in_run_root / "allbad.csv").write_text("smiles\nC1CC\nxx\n")
+    (in_run_root / "allbad.csv").write_text("smiles,note\nC1CC,a\nxx,b\n")
     before = set(run_dirs(in_run_root))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_info:
         warnings.simplefilter("ignore")
         main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path",
               str(run / "checkpoints" / "best.ckpt"), "--data.predict_path", "allbad.csv",
               *QUIET])  # fmt: skip
+    # the rows are written, and a file without one valid molecule is an error (exit 2)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "none of the 2 molecules of allbad.csv was valid" in error
+    assert "columns ['smiles', 'note']: data.predict_smiles_column picks one" in error
     (predict_run,) = set(run_dirs(in_run_root)) - before
     predictions = pd.read_csv(predict_run / "predictions.csv")
     assert predictions["smiles"].tolist() == ["C1CC", "xx"]

@@ -27,7 +27,7 @@ from molml.baselines.data import FingerprintData, load_fingerprint_data
 from molml.baselines.estimators import fit_task_model
 from molml.baselines.model import BaselineModel, load_baseline
 from molml.data.datamodule import keep_input_columns
-from molml.data.readers import read_molecules_to_predict
+from molml.data.readers import check_some_valid, read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
@@ -173,6 +173,8 @@ def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
         f"predictions for {len(predictions)} rows ({failed} failed) written to "
         f"{run_dir / 'predictions.csv'}"
     )
+    if config.data.predict_path:
+        check_some_valid(predictions, config.data.predict_path, run_dir / "predictions.csv")
     return run_dir
 
 

@@ -119,6 +119,25 @@ def read_molecules_to_predict(
     return read_molecules(path, smiles_column=named)
 
 
+def check_some_valid(frame: pd.DataFrame, path: str | Path, written: str | Path) -> None:
+    """Raise :class:`DataError` when no row of a predicted file (``status`` column) was a valid
+    molecule, after its rows were written to ``written``: most often the SMILES were read from
+    the wrong column, so the message names the file's columns."""
+    if frame.empty or (frame["status"] == "ok").any():
+        return
+    reason = frame["status"].mode().iloc[0]
+    message = (
+        f"none of the {len(frame)} molecules of {path} was valid (most often: {reason}; every "
+        f"row's reason is in {written})"
+    )
+    if "SMILES" in reason:
+        message += (
+            f"; is the SMILES read from the right column? The file has columns "
+            f"{list_columns(path)}: data.predict_smiles_column picks one"
+        )
+    raise DataError(message)
+
+
 def iter_molecule_chunks(
     path: str | Path,
     *,
