@@ -340,3 +340,30 @@ def test_an_id_column_that_is_the_smiles_column_is_refused(tmp_path: Path) -> No
     for smiles_column, id_column in ((None, "SMILES"), ("ID", "ID")):
         with pytest.raises(DataError, match=f"id column '{id_column}' is the column the SMILES"):
             read_molecules(path, smiles_column=smiles_column, id_column=id_column)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_an_sdf_record_rdkit_cannot_sanitize_keeps_its_title_tags_and_reason(
+    tmp_path: Path, gzipped: bool
+) -> None:
+    from molml.chem.parsing import InvalidMoleculeError, parse_smiles
+
+    blocks = []
+    records = [("ok-1", "CCO", False), ("hypervalent-42", "CC(C)(C)C", True),
+               ("ok-3", "c1ccccc1", False)]  # fmt: skip
+    for title, smiles, extra_carbon in records:
+        mol = Chem.RWMol(Chem.MolFromSmiles(smiles))
+        if extra_carbon:  # a fifth bond on the central carbon
+            mol.AddBond(1, mol.AddAtom(Chem.Atom(6)), Chem.BondType.SINGLE)
+        mol.SetProp("_Name", title)
+        cid = title.split("-")[1]
+        blocks.append(Chem.MolToMolBlock(mol, kekulize=False) + f">  <CID>\n{cid}\n\n$$$$\n")
+    path = write(tmp_path / "lib.sdf", "".join(blocks))
+    if gzipped:
+        path = gzip_copy(path)
+    frame = read_molecules(path, id_column="CID")
+    assert frame["CID"].tolist() == ["1", "42", "3"]
+    assert frame["_Name"].tolist() == ["ok-1", "hypervalent-42", "ok-3"]
+    with pytest.raises(InvalidMoleculeError, match="valence"):
+        parse_smiles(frame["smiles"][1])
+    assert frame["smiles"][2] == "c1ccccc1"

@@ -608,18 +608,50 @@ def _sdf_chunks(
     names = ["smiles", _SDF_TITLE, *tags]
     opener = gzip.open if source.gzipped else open
     try:
-        with opener(source.path, "rb") as handle, BlockLogs():
+        with opener(source.path, "rb") as handle, _open_text(source) as text, BlockLogs():
+            texts = _SdfRecordTexts(text)
             supplier = islice(enumerate(Chem.ForwardSDMolSupplier(handle), start=1), n_records)
             while block := list(islice(supplier, chunk_size)):
-                records = [_sdf_record(number, mol) for number, mol in block]
+                records = [
+                    _sdf_record(number, mol) if mol is not None else _unread(number, texts)
+                    for number, mol in block
+                ]
                 yield pd.DataFrame.from_records(records, columns=[_ROW, *names])
     except (OSError, RuntimeError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot read SDF") from exc
 
 
-def _sdf_record(number: int, mol: Chem.Mol | None) -> dict[str, Any]:
-    if mol is None:  # RDKit could not read this record: keep it, without SMILES or tags
-        return {_ROW: number}
+class _SdfRecordTexts:
+    """An SDF's records as text, by number (1-based, as RDKit's supplier counts them: each ends
+    at a line starting with ``$$$$``), read forward on demand."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+        self._number = 0
+
+    def get(self, number: int) -> str:
+        lines: list[str] = []
+        while self._number < number:
+            lines = []
+            for line in self._handle:
+                lines.append(line)
+                if line.startswith("$$$$"):
+                    break
+            self._number += 1
+        return "".join(lines)
+
+
+def _unread(number: int, texts: _SdfRecordTexts) -> dict[str, Any]:
+    """A record RDKit's supplier could not read: read again without sanitizing, so that its
+    title and tags are kept and its SMILES (if one can be written) fails later with the real
+    reason (a valence, an aromatic ring that does not kekulize); else only its number."""
+    supplier = Chem.SDMolSupplier()
+    supplier.SetData(texts.get(number), sanitize=False, removeHs=False)
+    mol = next(iter(supplier), None)
+    return {_ROW: number} if mol is None else _sdf_record(number, mol)
+
+
+def _sdf_record(number: int, mol: Chem.Mol) -> dict[str, Any]:
     try:
         smiles = Chem.MolToSmiles(mol)
     except RuntimeError:
