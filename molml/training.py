@@ -23,6 +23,7 @@ from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
+from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
     SQLITE_PREFIX,
     absolute_tracking_uri,
@@ -139,6 +140,30 @@ class MolmlCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_checkpoint("fit")
+        self._check_monitored_metrics()
+
+    def _check_monitored_metrics(self) -> None:
+        """A callback monitoring a validation metric that this model's task type (or tasks)
+        never logs, e.g. ``val/rmse`` on a classifier, is refused before training rather than
+        failing after the first epoch."""
+        model = self.model
+        logged = LOGGED_METRICS.get(getattr(model, "task_type", None), ())
+        if not logged:
+            return
+        known = {f"val/{name}" for name in logged}
+        known |= {f"val/{name}/{task}" for name in logged for task in model.tasks}
+        for callback in self.trainer.callbacks:
+            monitor = getattr(callback, "monitor", None)
+            if not isinstance(monitor, str) or not monitor.startswith("val/"):
+                continue
+            metric = monitor.split("/")[1]
+            if metric in HIGHER_IS_BETTER and monitor not in known:
+                raise DataError(
+                    f"{type(callback).__name__} monitors {monitor!r}, which this "
+                    f"{model.task_type} model on tasks {model.tasks} does not log; it logs "
+                    f"val/loss, {', '.join(f'val/{name}' for name in logged)} and each of "
+                    "those per task as val/<metric>/<task>"
+                )
 
     def before_validate(self) -> None:
         self._check_checkpoint("validate")

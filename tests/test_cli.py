@@ -523,6 +523,28 @@ def test_mlflow_file_store_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns").exists()
 
 
+def test_a_monitored_metric_the_model_never_logs_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    """val/rmse on a classifier would fail only after the first epoch."""
+    rows = [("CCO", 0), ("CCN", 1), ("CCC", 0), ("CCCl", 1)] * 5
+    (tmp_path / "x.csv").write_text("smiles,active\n" + "".join(f"{s},{y}\n" for s, y in rows))
+    checkpoint = {
+        "class_path": "molml.callbacks.ModelCheckpoint",
+        "init_args": {"monitor": "val/rmse", "mode": "min", "filename": "best"},
+    }
+    config = {
+        "trainer": {"callbacks": [checkpoint], "max_epochs": 1},
+        "data": {"path": "x.csv", "target_columns": ["active"], "split": "random"},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = run_molml(tmp_path, "fit", "--config", "c.yaml")
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert "ModelCheckpoint monitors 'val/rmse', which this classification model" in line
+    assert "val/roc_auc, val/pr_auc" in line and "Epoch 0" not in result.stderr
+
+
 def test_an_mlflow_experiment_created_by_another_run_meanwhile_is_used(tmp_path: Path) -> None:
     """Two runs that start together both find no experiment; the one whose create fails
     reads the other's instead of crashing. A deleted experiment is refused by name."""
