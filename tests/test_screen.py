@@ -285,6 +285,9 @@ def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, t
     scores = pd.read_csv(tmp_path / "long_scores.csv")
     assert scores["id"].tolist() == ["a", "b", "c"]
     assert scores["status"][[0, 2]].eq("ok").all() and "atoms" in scores["status"][1]
+    # no id column at all: an empty name
+    screen([trained["ckpt"]], long_field, tmp_path / "no_ids.csv", id_column="")
+    assert pd.read_csv(tmp_path / "no_ids.csv").columns.tolist()[:2] == ["row", "smiles"]
 
 
 def test_smi_with_and_without_header(trained, tmp_path):

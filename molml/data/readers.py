@@ -312,7 +312,7 @@ def _finish(
 ) -> pd.DataFrame:
     raw = raw.reset_index(drop=True)
     out = raw.loc[:, keep].rename(columns=renamed)
-    if id_column is not None:  # ids are text in every format (Parquet stores numbers as such)
+    if id_column:  # ids are text in every format (Parquet stores numbers as such)
         out[id_column] = raw[id_column].map(_id_text).astype(object)
     out.insert(0, "smiles", raw[smiles_from].map(_clean_smiles))
     out.insert(0, "row", raw[_ROW])
