@@ -367,3 +367,21 @@ def test_an_sdf_record_rdkit_cannot_sanitize_keeps_its_title_tags_and_reason(
     with pytest.raises(InvalidMoleculeError, match="valence"):
         parse_smiles(frame["smiles"][1])
     assert frame["smiles"][2] == "c1ccccc1"
+
+
+def test_an_sdf_record_cut_short_shifts_no_other_record(tmp_path: Path) -> None:
+    """RDKit's supplier, given an atom block that ends at the $$$$ line, reads on into the next
+    record; each record keeps its own number, SMILES and title all the same."""
+    blocks = []
+    for number, smiles in enumerate(["CCO", "CCCC", "CCN", "CC"], start=1):
+        mol = Chem.MolFromSmiles(smiles)
+        mol.SetProp("_Name", f"t{number}")
+        blocks.append(Chem.MolToMolBlock(mol) + f">  <CID>\n{number}\n\n$$$$\n")
+    lines = blocks[1].splitlines(keepends=True)
+    blocks[1] = "".join(lines[:6]) + "$$$$\n"  # the counts line promises 4 atoms, 2 follow
+    path = write(tmp_path / "cut.sdf", "".join(blocks))
+    frame = read_molecules(path, id_column="CID")
+    assert frame["row"].tolist() == [1, 2, 3, 4]
+    assert frame["CID"][[0, 2, 3]].tolist() == ["1", "3", "4"]
+    assert frame["smiles"][[0, 2, 3]].tolist() == ["CCO", "CCN", "CC"]
+    assert pd.isna(frame["smiles"][1]) and pd.isna(frame["CID"][1])

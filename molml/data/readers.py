@@ -604,54 +604,48 @@ def _sdf_chunks(
     smiles_from: str,
     id_column: str | None,
 ) -> Chunks:
-    tags, n_records = _sdf_scan(source)
-    names = ["smiles", _SDF_TITLE, *tags]
-    opener = gzip.open if source.gzipped else open
-    try:
-        with opener(source.path, "rb") as handle, _open_text(source) as text, BlockLogs():
-            texts = _SdfRecordTexts(text)
-            supplier = islice(enumerate(Chem.ForwardSDMolSupplier(handle), start=1), n_records)
-            while block := list(islice(supplier, chunk_size)):
-                records = [
-                    _sdf_record(number, mol) if mol is not None else _unread(number, texts)
-                    for number, mol in block
-                ]
-                yield pd.DataFrame.from_records(records, columns=[_ROW, *names])
-    except (OSError, RuntimeError, *_GZIP_ERRORS) as exc:
-        raise _read_error(source, exc, "cannot read SDF") from exc
+    names = ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
+    with _open_text(source) as handle, BlockLogs():  # read errors become DataErrors there
+        records = enumerate(_sdf_record_texts(handle), start=1)
+        while block := list(islice(records, chunk_size)):
+            rows = [_sdf_record(number, text) for number, text in block]
+            yield pd.DataFrame.from_records(rows, columns=[_ROW, *names])
 
 
-class _SdfRecordTexts:
-    """An SDF's records as text, by number (1-based, as RDKit's supplier counts them: each ends
-    at a line starting with ``$$$$``), read forward on demand."""
-
-    def __init__(self, handle: IO[str]) -> None:
-        self._handle = handle
-        self._number = 0
-
-    def get(self, number: int) -> str:
-        lines: list[str] = []
-        while self._number < number:
+def _sdf_record_texts(handle: IO[str]) -> Iterator[str]:
+    """Each record's text: up to and including a line starting with ``$$$$``, as
+    :func:`_sdf_scan` counts them (text after the last one is a record unless blank). Records
+    are split here rather than by RDKit's supplier, which after a record cut short can run
+    into the next one and shift every number after it."""
+    lines: list[str] = []
+    for line in handle:
+        lines.append(line)
+        if line.startswith("$$$$"):
+            yield "".join(lines)
             lines = []
-            for line in self._handle:
-                lines.append(line)
-                if line.startswith("$$$$"):
-                    break
-            self._number += 1
-        return "".join(lines)
+    if any(line.strip() for line in lines):
+        yield "".join(lines)
 
 
-def _unread(number: int, texts: _SdfRecordTexts) -> dict[str, Any]:
-    """A record RDKit's supplier could not read: read again without sanitizing, so that its
-    title and tags are kept and its SMILES (if one can be written) fails later with the real
-    reason (a valence, an aromatic ring that does not kekulize); else only its number."""
+def _parse_sd_record(text: str, sanitize: bool) -> Chem.Mol | None:
     supplier = Chem.SDMolSupplier()
-    supplier.SetData(texts.get(number), sanitize=False, removeHs=False)
-    mol = next(iter(supplier), None)
-    return {_ROW: number} if mol is None else _sdf_record(number, mol)
+    supplier.SetData(text, sanitize=sanitize, removeHs=sanitize)
+    try:
+        return next(iter(supplier), None)
+    except RuntimeError:  # RDKit raises for some malformed blocks instead of giving None
+        return None
 
 
-def _sdf_record(number: int, mol: Chem.Mol) -> dict[str, Any]:
+def _sdf_record(number: int, text: str) -> dict[str, Any]:
+    """One record's row: its SMILES, title and SD tags. A record RDKit cannot sanitize is read
+    again without sanitizing, so that its title and tags are kept and its SMILES fails later
+    with the real reason (a valence, a ring that does not kekulize); an unreadable one keeps
+    only its number."""
+    mol = _parse_sd_record(text, sanitize=True)
+    if mol is None:
+        mol = _parse_sd_record(text, sanitize=False)
+    if mol is None:
+        return {_ROW: number}
     try:
         smiles = Chem.MolToSmiles(mol)
     except RuntimeError:
