@@ -301,6 +301,13 @@ def test_smi_with_and_without_header(trained, tmp_path):
     assert len(a) == len(b) == 20
     assert a["id"].tolist() == b["Name"].tolist()
     assert np.allclose(a["logp"], b["logp"])
+    # names first, SMILES second: the names are the ids, not the chosen SMILES column
+    swapped = tmp_path / "swapped.smi"
+    swapped.write_text("Name SMILES\n" + "\n".join(" ".join(line.split()[::-1]) for line in lines))
+    screen([trained["ckpt"]], swapped, tmp_path / "swapped.csv", smiles_column="SMILES",
+           has_header=True)  # fmt: skip
+    c = pd.read_csv(tmp_path / "swapped.csv")
+    assert c["Name"].tolist() == b["Name"].tolist() and np.allclose(c["logp"], b["logp"])
 
 
 # ---------------------------------------------------------------------------- bad input

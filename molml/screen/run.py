@@ -100,7 +100,8 @@ def screen_library(
     kind = input_path.name.lower().removesuffix(".gz")
     if id_column is None and kind.endswith(".smi"):  # a SMILES file's names, an SDF's titles
         columns = list_columns(input_path, has_header=has_header)
-        id_column = columns[1] if len(columns) > 1 else None
+        names = [c for c in columns if c != (smiles_column or columns[0])]
+        id_column = names[0] if names else None
     elif id_column is None and kind.endswith((".sdf", ".mol")):
         id_column = "_Name"
     reader_options = {
