@@ -238,7 +238,7 @@ def test_loss_is_mean_over_labelled_entries() -> None:
 
 @pytest.mark.parametrize(
     "option, value",
-    [("lr", -1.0), ("lr", 0), ("lr", float("nan")), ("weight_decay", -0.1), ("dropout", 1.0),
+    [("lr", -1.0), ("lr", float("nan")), ("weight_decay", -0.1), ("dropout", 1.0),
      ("warmup_epochs", -1)],
 )  # fmt: skip
 def test_training_settings_that_cannot_train_are_refused(option: str, value: float) -> None:
@@ -256,7 +256,7 @@ def test_a_negative_learning_rate_is_a_usage_error_before_any_work(
                     "--model.lr", "-1",
                     "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "model.lr must be a positive number, got -1.0" in capsys.readouterr().err
+    assert "model.lr must be a number >= 0, got -1.0" in capsys.readouterr().err
     assert not (tmp_path / "lightning_logs").exists()
 
 

@@ -110,8 +110,8 @@ class MoleculeModel(L.LightningModule):
         pretrained_l2_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise DataError(f"model.lr must be a positive number, got {lr!r}")
+        if not (isinstance(lr, (int, float)) and 0 <= lr < math.inf):  # NaN fails too
+            raise DataError(f"model.lr must be a number >= 0, got {lr!r}")
         if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < math.inf):
             raise DataError(f"model.weight_decay must be >= 0, got {weight_decay!r}")
         if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
