@@ -251,7 +251,16 @@ def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
     frame.rename_axis("cid").to_parquet(tmp_path / "named.parquet")
     assert list_columns(tmp_path / "named.parquet") == ["smiles", "y", "cid"]
     named = read_molecules(tmp_path / "named.parquet", id_column="cid", columns=["y"])
-    assert named["cid"].tolist() == ["5", "7", "9"] and named["smiles"].tolist() == [
+    assert named["cid"].tolist() == ["5", "7", "9"]
+    # 64-bit ids with a gap stay exact (pandas would hold them as floats)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = pa.array([1234567890123456789, None, 7], type=pa.int64())
+    pq.write_table(pa.table({"smiles": ["C", "CC", "CCC"], "cid": ids}), tmp_path / "big.parquet")
+    big = read_molecules(tmp_path / "big.parquet", id_column="cid")
+    assert big["cid"][0] == "1234567890123456789" and big["cid"][2] == "7"
+    assert pd.isna(big["cid"][1]) and named["smiles"].tolist() == [
         "CCO",
         "CCC",
         "CCN",

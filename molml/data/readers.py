@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rdkit import Chem
 from rdkit.rdBase import BlockLogs
@@ -285,7 +287,7 @@ def _open_reader(
             if raw.empty:
                 continue
             total += len(raw)
-            yield _finish(raw, smiles_from, keep, renamed, id_column)
+            yield _finish(raw, smiles_from, keep, renamed)
         if total == 0:
             raise DataError(f"{source.path}: no data rows")
 
@@ -304,29 +306,13 @@ def _named_smiles_column(available: list[str]) -> str | None:
 
 
 def _finish(
-    raw: pd.DataFrame,
-    smiles_from: str,
-    keep: list[str],
-    renamed: dict[str, str],
-    id_column: str | None,
+    raw: pd.DataFrame, smiles_from: str, keep: list[str], renamed: dict[str, str]
 ) -> pd.DataFrame:
     raw = raw.reset_index(drop=True)
     out = raw.loc[:, keep].rename(columns=renamed)
-    if id_column:  # ids are text in every format (Parquet stores numbers as such)
-        out[id_column] = raw[id_column].map(_id_text).astype(object)
     out.insert(0, "smiles", raw[smiles_from].map(_clean_smiles))
     out.insert(0, "row", raw[_ROW])
     return out
-
-
-def _id_text(value: Any) -> str | None:
-    """An identifier as text: a whole number stored as a float (an integer column with gaps)
-    without its ".0"; a missing one stays missing."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _clean_smiles(value: Any) -> str | None:
@@ -506,9 +492,12 @@ def _parquet_chunks(
         if chunk_size is None:
             tables: Iterator[Any] = iter([parquet.read(columns=usecols)])
         else:
-            tables = parquet.iter_batches(batch_size=chunk_size, columns=usecols)
+            batches = parquet.iter_batches(batch_size=chunk_size, columns=usecols)
+            tables = (pa.Table.from_batches([batch]) for batch in batches)
         first_row = 1
         for table in tables:
+            if id_column:  # ids are text, as in every other format (exact for 64-bit ints)
+                table = _ids_as_text(table, id_column)
             # a stored pandas index stays a column (a named one is data, e.g. compound ids);
             # an unnamed one is dropped, as the column list leaves it out
             frame = table.to_pandas(ignore_metadata=True)
@@ -518,6 +507,16 @@ def _parquet_chunks(
             yield frame
     except (OSError, ValueError) as exc:  # pyarrow errors derive from these
         raise DataError(f"{source.path}: cannot read Parquet file: {exc}") from exc
+
+
+def _ids_as_text(table: pa.Table, id_column: str) -> pa.Table:
+    index = table.schema.get_field_index(id_column)
+    return table.set_column(index, id_column, pc.cast(table.column(index), pa.string()))
+
+
+def _ids_as_text(table: pa.Table, id_column: str) -> pa.Table:
+    index = table.schema.get_field_index(id_column)
+    return table.set_column(index, id_column, pc.cast(table.column(index), pa.string()))
 
 
 # --------------------------------------------------------------------------------------------
