@@ -383,6 +383,10 @@ def test_cli_fit_test_predict(
               str(run / "model"), "--data.predict_path", str(library)])  # fmt: skip
     assert exit_info.value.code == 2
     assert (run.parent / "version_4" / "predictions.csv").is_file()
+    with pytest.raises(SystemExit) as exit_info:  # a file's column without the file
+        main(["baseline", "predict", "--config", str(run / "config.yaml"), "--model",
+              str(run / "model"), "--data.predict_smiles_column", "structure"])  # fmt: skip
+    assert exit_info.value.code == 2
 
 
 def test_cli_print_config(capsys) -> None:
@@ -430,5 +434,5 @@ def test_an_estimator_parameter_out_of_range_is_a_data_error(name: str) -> None:
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 5)), rng.random(40)
     config = EstimatorConfig(name=name, params={"max_depth": -3})
-    with pytest.raises(DataError, match=r"estimator.params for \w+: .*max_depth"):
+    with pytest.raises(DataError, match=r"\w+ could not be fitted: .*max_depth"):
         fit_task_model(config, "regression", (X, y), (X[:5], y[:5]), 0, "t")

@@ -451,6 +451,9 @@ def test_a_file_to_predict_is_read_from_the_training_smiles_column(tmp_path: Pat
     assert dm.predict_frame["smiles"].tolist() == [smiles[7]]
     with pytest.raises(DataError, match="parent_smiles"):
         read_molecules_to_predict(tmp_path / "renamed.csv", "Drug SMILES", "nope")
+    with pytest.raises(DataError, match="give both"):  # not silently ignored
+        make_dm(tmp_path / "own.csv", smiles_column="Drug SMILES", target_columns=["y"],
+                predict_smiles_column="parent_smiles")  # fmt: skip
 
 
 def test_integer_class_codes_taken_as_regression_are_warned_about(

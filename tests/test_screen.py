@@ -487,6 +487,11 @@ def test_overwrite_resumes_its_own_parts_and_discards_another_commands(
             screen([trained["ckpt"]], library, out, chunk_size=100, overwrite=True)
     summary = screen([trained["ckpt"]], library, out, chunk_size=150, overwrite=True)
     assert summary["resumed_chunks"] == 0 and summary["screened_this_run"] == 300
+    parts = out.with_name(out.name + ".parts")  # a manifest cut short matches no command
+    parts.mkdir()
+    (parts / "manifest.json").write_text('{"chunk_si')
+    (parts / "part-0000000.parquet").write_bytes(b"")
+    assert screen([trained["ckpt"]], library, out, overwrite=True)["resumed_chunks"] == 0
 
 
 def test_options_that_need_another_are_refused_before_any_work(trained, library, tmp_path):

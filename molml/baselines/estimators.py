@@ -399,8 +399,8 @@ def fit_task_model(
             raise DataError(f"estimator.params for {forest_class.__name__}: {exc}") from exc
         try:
             forest.fit(X_train, y_train)
-        except ValueError as exc:  # sklearn checks parameter values when fitting
-            raise DataError(f"estimator.params for {forest_class.__name__}: {exc}") from exc
+        except ValueError as exc:  # sklearn checks parameter values (and the data) when fitting
+            raise DataError(f"{forest_class.__name__} could not be fitted: {exc}") from exc
         return ForestTaskModel.from_sklearn(forest), summary
 
     params: dict[str, Any] = {"random_state": seed, **config.params}
@@ -418,7 +418,7 @@ def fit_task_model(
             X_train, y_train, eval_set=[(X_val, y_val)] if stop_early else None, verbose=False
         )
     except xgb.core.XGBoostError as exc:  # XGBoost checks parameter values when fitting
-        raise DataError(f"estimator.params for XGBoost: {_first_line(exc)}") from exc
+        raise DataError(f"XGBoost could not be fitted: {_first_line(exc)}") from exc
     booster = model.get_booster()
     if stop_early:
         booster = booster[: model.best_iteration + 1]

@@ -149,6 +149,8 @@ def run_test(config: BaselineConfig, model_path: str | Path) -> Path:
 
 def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     """``molml baseline predict``: predict ``data.predict_path`` (default: the test split)."""
+    if config.data.predict_smiles_column is not None and not config.data.predict_path:
+        raise DataError("data.predict_smiles_column is a column of data.predict_path: give both")
     model = load_baseline(model_path)
     if config.data.predict_path:
         frame = read_molecules_to_predict(

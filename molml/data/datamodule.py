@@ -417,6 +417,10 @@ class MoleculeDataModule(L.LightningDataModule):
         if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
             raise DataError(f"data.train_fraction must be in (0, 1], got {train_fraction!r}")
         check_jobs(featurize_jobs, "data.featurize_jobs")
+        if predict_smiles_column is not None and predict_path is None:
+            raise DataError(
+                "data.predict_smiles_column names a column of data.predict_path: give both"
+            )
         # task_type and molecule_features are resolved below and handed to the model, which
         # logs the resolved values (the same key with another value would clash in the loggers)
         self.save_hyperparameters(ignore=["featurizer", "task_type", "molecule_features"])

@@ -125,7 +125,10 @@ class PartsDirectory:
         Returns the number of chunks already done.
         """
         if self.manifest_path.exists():
-            previous = json.loads(self.manifest_path.read_text())
+            try:
+                previous = json.loads(self.manifest_path.read_text())
+            except (OSError, ValueError):  # unreadable: it matches no command
+                previous = {"manifest": "unreadable"}
             changed = sorted(
                 k for k in manifest.keys() | previous.keys() if manifest.get(k) != previous.get(k)
             )
