@@ -94,7 +94,8 @@ def read_molecules(
     ``smiles_column`` names the SMILES column (default: ``smiles`` in any case, else the first
     whose name ends in it, such as ``canonical_smiles``, else the first column, with a
     warning; for SDF the SMILES RDKit writes for each record, or the named SD tag).
-    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too.
+    ``columns`` restricts the other columns kept (default: all); ``id_column`` is kept too, as
+    text in every format (it may not be the SMILES column).
     ``has_header`` applies to CSV/TSV (default True; without a header the columns are
     ``column_1``, ``column_2``, ...) and SMILES files (default: line 1 is a header when its first
     token contains ``smiles`` in any case, e.g. ``SMILES Name`` or ``canonical_smiles id``).

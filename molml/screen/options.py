@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--smiles-column",
         help="SMILES column (default: smiles, else one whose name ends in smiles, else the first)",
     )
-    parser.add_argument("--id-column", help="identifier column copied to the output")
+    parser.add_argument(
+        "--id-column",
+        help="identifier column copied to the output as text (default: a .smi file's names, "
+        'an SDF\'s titles; "" for none)',
+    )
     header = parser.add_mutually_exclusive_group()
     header.add_argument(
         "--header",
