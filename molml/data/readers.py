@@ -515,11 +515,6 @@ def _ids_as_text(table: pa.Table, id_column: str) -> pa.Table:
     return table.set_column(index, id_column, pc.cast(table.column(index), pa.string()))
 
 
-def _ids_as_text(table: pa.Table, id_column: str) -> pa.Table:
-    index = table.schema.get_field_index(id_column)
-    return table.set_column(index, id_column, pc.cast(table.column(index), pa.string()))
-
-
 # --------------------------------------------------------------------------------------------
 # SMILES files: "SMILES [id]" per line, whitespace separated, optional header line
 
