@@ -122,23 +122,38 @@ def read_molecules_to_predict(
     return read_molecules(path, smiles_column=named)
 
 
-def check_some_valid(frame: pd.DataFrame, path: str | Path, written: str | Path) -> None:
-    """Raise :class:`DataError` when no row of a predicted file (``status`` column) was a valid
-    molecule, after its rows were written to ``written``: most often the SMILES were read from
-    the wrong column, so the message names the file's columns."""
-    if frame.empty or (frame["status"] == "ok").any():
-        return
-    reason = frame["status"].mode().iloc[0]
+def nothing_valid_message(
+    path: str | Path,
+    rows: int,
+    reason: str,
+    written: str | Path,
+    chooser: str,
+    has_header: bool | None = None,
+) -> str:
+    """Why a file in which no molecule was valid is an error (its rows were written to
+    ``written``): most often the SMILES were read from the wrong column, so for a SMILES
+    ``reason`` the message names the file's columns and the option (``chooser``) that picks one."""
     message = (
-        f"none of the {len(frame)} molecules of {path} was valid (most often: {reason}; every "
-        f"row's reason is in {written})"
+        f"none of the {rows} molecules of {path} was valid (most often: {reason}; every row's "
+        f"reason is in {written})"
     )
     if "SMILES" in reason:
         message += (
-            f"; is the SMILES read from the right column? The file has columns "
-            f"{list_columns(path)}: data.predict_smiles_column picks one"
+            "; is the SMILES read from the right column? The file has columns "
+            f"{list_columns(path, has_header=has_header)}: {chooser} picks one"
         )
-    raise DataError(message)
+    return message
+
+
+def check_some_valid(frame: pd.DataFrame, path: str | Path, written: str | Path) -> None:
+    """Raise :class:`DataError` when no row of a predicted file (``status`` column) was a valid
+    molecule (see :func:`nothing_valid_message`)."""
+    if frame.empty or (frame["status"] == "ok").any():
+        return
+    reason = frame["status"].mode().iloc[0]
+    raise DataError(
+        nothing_valid_message(path, len(frame), reason, written, "data.predict_smiles_column")
+    )
 
 
 def iter_molecule_chunks(

@@ -28,7 +28,12 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_only
 
 from molml._version import __version__
-from molml.data.readers import count_records, iter_molecule_chunks, list_columns
+from molml.data.readers import (
+    count_records,
+    iter_molecule_chunks,
+    list_columns,
+    nothing_valid_message,
+)
 from molml.errors import DataError
 from molml.models.precision import REDUCED_PRECISIONS, default_inference_precision
 from molml.options import check_int
@@ -312,18 +317,14 @@ def run_parsed(args: argparse.Namespace) -> None:
 
 def _nothing_valid(summary: dict[str, Any], has_header: bool | None) -> str:
     """Why a screen in which no molecule was valid exits with an error (its rows are written)."""
-    reason = next(iter(summary["failure_reasons"]))
-    where = summary.get("failed_rows", summary["output"])
-    message = (
-        f"none of the {summary['rows']} molecules of {summary['input']} was valid (most often: "
-        f"{reason}; every row's reason is in {where})"
+    message = nothing_valid_message(
+        summary["input"],
+        summary["rows"],
+        next(iter(summary["failure_reasons"])),
+        summary.get("failed_rows", summary["output"]),
+        "--smiles-column",
+        has_header,
     )
-    if "SMILES" in reason:
-        columns = list_columns(summary["input"], has_header=has_header)
-        message += (
-            f"; is the SMILES read from the right column? The file has columns {columns}: "
-            "--smiles-column picks one"
-        )
     return message + "; rerun with --overwrite to replace the output"
 
 
