@@ -141,6 +141,28 @@ class MolmlCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_checkpoint("fit")
         self._check_monitored_metrics()
+        self._check_checkpoint_folders()
+
+    def _check_checkpoint_folders(self) -> None:
+        """A fit whose checkpoints would go into a folder already holding an earlier run's
+        (a fixed logger version or ``dirpath``) is refused before any work, unless it resumes
+        from a checkpoint in that folder: Lightning would write ``best-v1.ckpt`` beside the
+        earlier ``best.ckpt``, which every later step would still take for this run's."""
+        resumed = self.config_init["fit"].get("ckpt_path")
+        resumed_in = Path(resumed).resolve().parent if resumed else None
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = checkpoint_folder(self.trainer, callback)
+            if folder is None or folder.resolve() == resumed_in:
+                continue
+            earlier = sorted(p.name for p in folder.glob("*.ckpt"))
+            if earlier:
+                raise DataError(
+                    f"{folder} already holds the checkpoints of an earlier run "
+                    f"({', '.join(earlier)}); a new fit would write beside them. Resume that "
+                    f"run with --ckpt_path {folder / 'last.ckpt'}, or choose another "
+                    "--trainer.logger.init_args.version (or checkpoint dirpath), or delete "
+                    "the folder"
+                )
 
     def _check_monitored_metrics(self) -> None:
         """A callback monitoring a validation metric that this model's task type (or tasks)
@@ -260,6 +282,23 @@ def claim_log_versions(trainer: L.Trainer) -> list[Path]:
     return claimed
 
 
+def checkpoint_folder(trainer: L.Trainer, callback: Any) -> Path | None:
+    """The folder ``callback`` (a ``ModelCheckpoint``) will write to, resolved as Lightning
+    does at setup, when it is known before then without side effects: its ``dirpath``, or
+    the version folder of a first logger that is a CSV or TensorBoard logger (an MLflow
+    logger's version is a new run id, so its folder is always new)."""
+    if callback.dirpath:
+        return Path(callback.dirpath)
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir) / "checkpoints"
+    logger = trainer.loggers[0]
+    if not isinstance(logger, (CSVLogger, TensorBoardLogger)) or "://" in str(logger.root_dir):
+        return None
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    save_dir = logger.save_dir or trainer.default_root_dir
+    return Path(save_dir) / str(logger.name) / version / "checkpoints"
+
+
 def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
     """Before a verb runs: each MLflow logger's ``sqlite:///`` URI made absolute for this run
     (the saved config.yaml keeps it as written, so a moved project keeps its database) and, in
@@ -364,7 +403,10 @@ class PretrainCLI(MolmlCLI):
         self.datamodule.prepare_shards()
         self._check_checkpoint("fit")
         config = self.config_init["fit"]
-        if config.get("ckpt_path") is not None or not config.get("resume"):
+        if config.get("ckpt_path") is not None:
+            return
+        if not config.get("resume"):
+            self._start_afresh()
             return
         dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
         last = Path(dirpath) / "last.ckpt" if dirpath else None
@@ -388,6 +430,19 @@ class PretrainCLI(MolmlCLI):
             )
         log.warning("resuming pretraining from %s", last)
         config["ckpt_path"] = str(last)
+
+    def _start_afresh(self) -> None:
+        """``--resume false``: checkpoints written where an earlier run's lie replace them
+        (Lightning would otherwise add ``last-v1.ckpt`` beside a ``last.ckpt`` that a later
+        resume would take for this run's)."""
+        for callback in self.trainer.checkpoint_callbacks:
+            folder = checkpoint_folder(self.trainer, callback)
+            earlier = sorted(p.name for p in folder.glob("*.ckpt")) if folder else []
+            if earlier:
+                log.warning(
+                    "starting afresh: %s in %s will be replaced", ", ".join(earlier), folder
+                )
+                callback._enable_version_counter = False
 
 
 def pretraining_data_differences(stored: dict[str, Any], data: PretrainDataModule) -> list[str]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def train(
         if callback["class_path"].endswith("ModelCheckpoint"):
             callback["init_args"].update(dirpath=str(run_dir / "checkpoints"), save_last=False)
     trainer.update(enable_progress_bar=False, enable_model_summary=False)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # of a run killed before its record
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     started = time.perf_counter()

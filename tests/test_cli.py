@@ -609,6 +609,31 @@ def write_tiny_config(path: Path, data: Path, *, lr: float, max_epochs: int) -> 
     return path
 
 
+def test_a_fit_into_a_folder_with_an_earlier_runs_checkpoints_is_refused(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed logger version run twice: the second fit would write best-v1.ckpt beside the
+    first run's best.ckpt, which later steps would take for its; it is refused before any
+    work, and resuming from that folder still works."""
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    fixed = ["fit", "--config", "tiny.yaml", "--trainer.logger.init_args.version", "final",
+             "--test_best", "false", *QUIET]  # fmt: skip
+    main(fixed)
+    checkpoints = tmp_path / "runs" / "quickstart" / "final" / "checkpoints"
+    first = (checkpoints / "best.ckpt").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(fixed)
+    assert exit_info.value.code == 2
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (checkpoints / "best.ckpt").read_bytes() == first
+    main([*fixed, "--ckpt_path", str(checkpoints / "last.ckpt"), "--trainer.max_epochs", "2"])
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
+    read = partial(torch.load, map_location="cpu", weights_only=False)
+    assert read(checkpoints / "last.ckpt")["epoch"] == 1
+
+
 def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
