@@ -347,6 +347,14 @@ def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: 
     client = MlflowClient(recorded["tracking_uri"])
     logged = {a.path for a in client.list_artifacts(recorded["run_id"], "report")}
     assert {"report/report.html", "report/report.json", "report/logp_plots.png"} <= logged
+    # a second report elsewhere (another split) goes beside the first, not over it
+    first = {a.path: a.file_size for a in client.list_artifacts(recorded["run_id"], "report")}
+    run_report(["eval", "--run", str(run), "--n_bootstrap", "50", "--data.split", "random",
+                "--output", str(tmp_path / "random_split")])  # fmt: skip
+    now = {a.path: a.file_size for a in client.list_artifacts(recorded["run_id"], "report")}
+    assert {k: now[k] for k in first} == first
+    other = {a.path for a in client.list_artifacts(recorded["run_id"], "report/random_split")}
+    assert "report/random_split/report.json" in other
 
 
 def test_report_split_takes_the_configured_entry_of_a_split_file(

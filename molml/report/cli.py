@@ -79,5 +79,6 @@ def main(argv: Sequence[str]) -> Path:
     page = output / "report.html"
     print(f"report written to {page} (numbers in {output / 'report.json'})")
     if args.verb == "eval" and evaluated.get("mlflow_run"):
-        print(f"and logged to MLflow run {evaluated['mlflow_run']} (artifacts report/)")
+        where = evaluated["mlflow_artifact_path"]
+        print(f"and logged to MLflow run {evaluated['mlflow_run']} (artifacts {where}/)")
     return page

@@ -51,8 +51,8 @@ def eval_report(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate the run's model and ``models`` on the test split; write ``report.html``,
-    ``report.json`` and PNGs into ``output`` (and log them as ``report/`` artifacts of the
-    run's MLflow record, if it has one); returns the JSON's content."""
+    ``report.json`` and PNGs into ``output`` (and log them as artifacts of the run's MLflow
+    record, if it has one: see :func:`report_artifact_path`); returns the JSON's content."""
     problem = f"report folder {output} cannot be written"
     creatable_directory(output, problem)
     warnings: list[str] = []
@@ -178,11 +178,22 @@ def eval_report(
     page.write()
     write_json(report, output / "report.json")
     if run is not None:  # the report joins the run's MLflow record, when it has one
+        artifact_path = report_artifact_path(run, output)
         try:
-            report["mlflow_run"] = log_to_recorded_run(run, output, artifact_path="report")
+            report["mlflow_run"] = log_to_recorded_run(run, output, artifact_path=artifact_path)
+            report["mlflow_artifact_path"] = artifact_path
         except Exception as exc:  # noqa: BLE001 - the report is written; tracking is extra
             log.warning("the report could not be logged to the run's MLflow record: %s", exc)
     return report
+
+
+def report_artifact_path(run: str | Path, output: Path) -> str:
+    """Where a report of ``run`` goes among the run's MLflow artifacts: ``report`` for the
+    default folder ``<run>/report``, ``report/<folder name>`` for any other, so that a second
+    report (another split, a comparison) does not overwrite the first's files."""
+    if Path(output).resolve() == (Path(run) / "report").resolve():
+        return "report"
+    return f"report/{Path(output).resolve().name}"
 
 
 def _model_names(paths: list[Path]) -> list[str]:
