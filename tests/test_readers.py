@@ -265,6 +265,18 @@ def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
         "CCC",
         "CCN",
     ]
+    # consecutive ids in a named RangeIndex are stored as metadata only, not as a column
+    stepped = frame.reset_index(drop=True)
+    stepped.index = pd.RangeIndex(1000, 1006, 2, name="cid")
+    stepped.to_parquet(tmp_path / "range.parquet")
+    assert list_columns(tmp_path / "range.parquet") == ["smiles", "y", "cid"]
+    chunks = iter_molecule_chunks(tmp_path / "range.parquet", chunk_size=2, id_column="cid")
+    assert [c["cid"].tolist() for c in chunks] == [["1000", "1002"], ["1004"]]
+    assert read_molecules(tmp_path / "range.parquet", columns=["cid"])["cid"].tolist() == [
+        1000,
+        1002,
+        1004,
+    ]
 
 
 def test_malformed_csv_names_file(tmp_path: Path) -> None:

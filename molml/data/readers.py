@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import re
 import warnings
 import zlib
@@ -370,11 +371,9 @@ def _columns(source: _Source, has_header: bool | None) -> list[str]:
     if source.kind in ("csv", "tsv"):
         return _csv_columns(source, has_header)
     if source.kind == "parquet":
-        return [
-            name
-            for name in _parquet_file(source).schema_arrow.names
-            if not _PARQUET_INDEX.fullmatch(name)
-        ]
+        parquet = _parquet_file(source)
+        stored = [n for n in parquet.schema_arrow.names if not _PARQUET_INDEX.fullmatch(n)]
+        return [*stored, *_parquet_range_indexes(parquet)]
     if source.kind == "smi":
         return _smi_layout(source, has_header)[0]
     return ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
@@ -504,6 +503,10 @@ def _parquet_chunks(
     id_column: str | None,
 ) -> Chunks:
     parquet = _parquet_file(source)
+    ranges = _parquet_range_indexes(parquet)
+    wanted = list(ranges) if usecols is None else [c for c in usecols if c in ranges]
+    if usecols is not None:
+        usecols = [c for c in usecols if c not in ranges]
     try:
         if chunk_size is None:
             tables: Iterator[Any] = iter([parquet.read(columns=usecols)])
@@ -512,6 +515,11 @@ def _parquet_chunks(
             tables = (pa.Table.from_batches([batch]) for batch in batches)
         first_row = 1
         for table in tables:
+            for name in wanted:  # the values of a named RangeIndex at these rows
+                start, step = ranges[name]
+                offset = start + step * (first_row - 1)
+                values = pa.array(range(offset, offset + step * table.num_rows, step))
+                table = table.append_column(name, values)
             if id_column:  # ids are text, as in every other format (exact for 64-bit ints)
                 table = _ids_as_text(table, id_column)
             # a stored pandas index stays a column (a named one is data, e.g. compound ids);
@@ -523,6 +531,21 @@ def _parquet_chunks(
             yield frame
     except (OSError, ValueError) as exc:  # pyarrow errors derive from these
         raise DataError(f"{source.path}: cannot read Parquet file: {exc}") from exc
+
+
+def _parquet_range_indexes(parquet: pq.ParquetFile) -> dict[str, tuple[int, int]]:
+    """Named pandas RangeIndexes that ``to_parquet`` kept as metadata only (no column):
+    name -> (start, step). They are data (e.g. consecutive compound ids), read as a column."""
+    metadata = parquet.schema_arrow.metadata or {}
+    try:
+        indexes = json.loads(metadata.get(b"pandas", b"{}")).get("index_columns", [])
+    except ValueError:
+        return {}
+    return {
+        str(index["name"]): (int(index["start"]), int(index["step"]))
+        for index in indexes
+        if isinstance(index, dict) and index.get("kind") == "range" and index.get("name")
+    }
 
 
 def _ids_as_text(table: pa.Table, id_column: str) -> pa.Table:
