@@ -245,6 +245,7 @@ def test_invalid_smiles_are_counted_and_reported(invalid_csv: Path, caplog, tmp_
     result.data.write_split_files(tmp_path)
     invalid_rows = pd.read_csv(tmp_path / "invalid_rows.csv")
     assert invalid_rows["row"].tolist() == [position + 2 for position in sorted(INVALID)]
+    assert invalid_rows["position"].tolist() == sorted(INVALID)  # split.json's numbering
     with pytest.raises(DataError, match="strict=True"):
         fit_baseline(config(DataConfig(path=str(invalid_csv), strict=True)))
 

@@ -329,7 +329,9 @@ class MoleculeTable:
         errors: dict[int, str],
     ) -> None:
         """Write ``split_report.json``, ``split.json`` (row positions) and, when molecules were
-        left out, ``invalid_rows.csv`` into ``directory``."""
+        left out, ``invalid_rows.csv`` into ``directory``: per molecule its ``row`` (the file's
+        row number, as in messages), ``position`` (0-based among the data rows, as
+        ``split.json`` counts), SMILES and reason."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "split_report.json").write_text(json.dumps(report, indent=2))
         split_rows(split, valid).to_json(directory / "split.json")
@@ -338,6 +340,7 @@ class MoleculeTable:
             pd.DataFrame(
                 {
                     "row": self.frame["row"].iloc[rows].to_numpy(),
+                    "position": rows,  # 0-based among the data rows, as split.json counts
                     "smiles": self.frame["smiles"].iloc[rows].to_numpy(),
                     "reason": [errors[r] for r in rows],
                 }
