@@ -136,6 +136,8 @@ def test_onnx_predictor_gives_the_checkpoints_frame(
 
     onnx_model = molml.load_model(output)
     assert isinstance(onnx_model, OnnxPredictor)
+    one_thread = molml.load_model([output, output], threads=1).members[0]  # as serve loads
+    assert one_thread.session.get_session_options().intra_op_num_threads == 1
     graph = molml.load_model(graph_run["ckpt"])
     assert onnx_model.tasks == graph.tasks and onnx_model.task_type == graph.task_type
     meta = onnx_model.metadata
@@ -289,7 +291,12 @@ def test_export_never_overwrites_its_checkpoint_and_keeps_the_suffix(
     link = tmp_path / "model.onnx"
     link.symlink_to(copy)
     with pytest.raises(DataError, match="is the checkpoint being exported"):
-        export_model(link, link)
+        export_model(copy, link)
+    with pytest.raises(CheckpointError, match="is not a loadable ONNX model"):
+        export_model(link, link)  # what the file's name says it is: not a graph checkpoint
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(DataError, match="folder.onnx is a folder; give the file to write"):
+        export_model(copy, tmp_path / "folder.onnx")
     with pytest.raises(DataError, match="a pt2 file must end in .pt2"):
         export_model(copy, tmp_path / "model.onnx", format="pt2")
     assert molml.load_model(copy).tasks == molml.load_model(graph_run["ckpt"]).tasks

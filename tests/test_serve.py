@@ -292,6 +292,12 @@ def test_model_names_from_the_command_line(tmp_path: Path, graph_run: dict) -> N
             2,
             "--similarity-threshold applies to --reference, which is not given",
         ),
+        (["--model", "CKPT", "--log-level", "loud"], 2, "--log-level: invalid choice: 'loud'"),
+        (
+            ["--model", "a=CKPT", "--model", "CKPT", "--ensemble"],
+            2,
+            "--ensemble serves one model named 'ensemble'; --model a=",
+        ),
     ],
     ids=[
         "missing-model",
@@ -300,17 +306,36 @@ def test_model_names_from_the_command_line(tmp_path: Path, graph_run: dict) -> N
         "missing-reference",
         "ensemble-of-one",
         "threshold-without-reference",
+        "log-level",
+        "named-ensemble-member",
     ],
 )
 def test_serve_command_errors_are_one_line_with_an_exit_code(
     graph_run: dict, capsys: pytest.CaptureFixture, args: list[str], code: int, message: str
 ) -> None:
-    args = [str(graph_run["ckpt"]) if a == "CKPT" else a for a in args]
+    args = [a.replace("CKPT", str(graph_run["ckpt"])) for a in args]
     with pytest.raises(SystemExit) as exit_info:
         molml.cli.main(["serve", *args])
     assert exit_info.value.code == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("molml serve: error:") and message in err and "\n" not in err
+
+
+def test_a_port_in_use_is_a_usage_error_not_a_checkpoint_error(
+    graph_run: dict, capsys: pytest.CaptureFixture
+) -> None:
+    """uvicorn exits 3 when it cannot bind, which is molml's code for a bad checkpoint."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            molml.cli.main(["serve", "--model", str(graph_run["ckpt"]), "--port", str(port)])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"molml serve: error: the server could not start on 127.0.0.1:{port}")
 
 
 def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> None:

@@ -258,9 +258,11 @@ def export_model(
     if output.suffix != f".{format}":
         # molml.load_model and molml screen tell the file's kind by its suffix
         raise DataError(f"--output {output}: a {format} file must end in .{format}")
-    if output.exists() and Path(model).exists() and output.samefile(model):
-        raise DataError(f"--output {output} is the checkpoint being exported; choose another path")
+    if output.is_dir():
+        raise DataError(f"--output {output} is a folder; give the file to write")
     predictor = graph_predictor(model)
+    if output.exists() and output.samefile(model):
+        raise DataError(f"--output {output} is the checkpoint being exported; choose another path")
     smiles, description = read_sample(sample)
     arrays = _featurize(predictor, smiles)
     if len(arrays["n_atoms"]) == 0:

@@ -34,6 +34,7 @@ def load_model(
     path: str | Path | Sequence[str | Path],
     map_location: str | torch.device = "cpu",
     mc_dropout: int = 0,
+    threads: int | None = None,
 ) -> Predictor:
     """Load a trained molml model, ready for ``predict`` / ``embed``.
 
@@ -46,13 +47,15 @@ def load_model(
     calibration file written by ``molml calibrate``, which loads as a
     :class:`~molml.predict.calibrated.CalibratedPredictor` (conformal intervals or calibrated
     probabilities). ``mc_dropout > 0`` gives graph checkpoints Monte Carlo dropout with that
-    many passes (see :class:`GraphPredictor`).
+    many passes (see :class:`GraphPredictor`). ``threads`` sets onnxruntime's threads for ONNX
+    files (default: onnxruntime's choice, every core); torch models take
+    ``torch.set_num_threads``.
     Checkpoints are read without unpickling code and their encoder must be a registered class
     (see :func:`molml.register_encoder`); anything else raises
     :class:`molml.errors.CheckpointError`.
     """
     _check_map_location(map_location)
-    return _load(path, map_location, mc_dropout, frozenset())
+    return _load(path, map_location, mc_dropout, frozenset(), threads)
 
 
 def _check_map_location(map_location: str | torch.device) -> None:
@@ -69,6 +72,7 @@ def _load(
     map_location: str | torch.device,
     mc_dropout: int,
     opened: frozenset[Path],
+    threads: int | None = None,
 ) -> Predictor:
     """:func:`load_model`; ``opened`` holds the manifests and calibration files being read,
     so a file that refers back to itself is refused instead of recursing forever."""
@@ -77,8 +81,10 @@ def _load(
             raise DataError(f"expected a model path or a list of paths, got {path!r}")
         paths = list(path)
         if len(paths) == 1:
-            return _load(paths[0], map_location, mc_dropout, opened)
-        return EnsemblePredictor([_load(p, map_location, mc_dropout, opened) for p in paths])
+            return _load(paths[0], map_location, mc_dropout, opened, threads)
+        return EnsemblePredictor(
+            [_load(p, map_location, mc_dropout, opened, threads) for p in paths]
+        )
     refuse_url(path)
     path = Path(path)
     if not path.exists():
@@ -90,14 +96,14 @@ def _load(
             raise CheckpointError(f"{path} refers back to itself (directly or through others)")
         opened = opened | {path.resolve()}
     if members is not None:
-        return _load(members, map_location, mc_dropout, opened)
+        return _load(members, map_location, mc_dropout, opened, threads)
     if calibrated is not None:
         models, passes, calibrations, fitted_on = calibrated
         if mc_dropout and mc_dropout != passes:
             raise PredictorError(
                 f"{path} was calibrated with mc_dropout={passes}; load it without mc_dropout"
             )
-        base = _load(models, map_location, passes, opened)
+        base = _load(models, map_location, passes, opened, threads)
         return CalibratedPredictor(base, calibrations, fitted_on)
     if mc_dropout and path.suffix != ".ckpt":
         raise PredictorError(f"MC dropout needs a graph checkpoint (.ckpt), not {path}")
@@ -106,7 +112,7 @@ def _load(
     if path.suffix == ".onnx":  # onnxruntime is imported only for ONNX files
         from molml.predict.onnx import OnnxPredictor
 
-        return OnnxPredictor(path)
+        return OnnxPredictor(path, threads=threads)
     if path.suffix == ".pt2":
         from molml.predict.pt2 import Pt2Predictor
 

@@ -473,26 +473,27 @@ def _results(
 
 def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
     def values(array: np.ndarray | None) -> list[float | None] | None:
-        return None if array is None else [_finite(v) for v in array.tolist()]
+        return None if array is None else [_number(v) for v in array.tolist()]
 
     return AtomExplanation(
         id=id_,
         smiles=explanation.smiles,
         status=explanation.status,
         mapped_smiles=explanation.mapped_smiles if explanation.ok else None,
-        prediction=_finite(explanation.prediction),
-        explained_value=_finite(explanation.explained_value),
+        prediction=_number(explanation.prediction),
+        explained_value=_number(explanation.explained_value),
         atom_scores=values(explanation.atom_scores),
         atom_totals=values(explanation.atom_totals),
         bond_scores=values(explanation.bond_scores),
         atom_std=values(explanation.atom_std),
         baseline=explanation.baseline,
-        baseline_value=_finite(explanation.baseline_value),
-        completeness_gap=_finite(explanation.completeness_gap),
+        baseline_value=_number(explanation.baseline_value),
+        completeness_gap=_number(explanation.completeness_gap),
     )
 
 
-def _finite(value: float) -> float | None:
+def _number(value: float) -> float | None:
+    """A score as JSON: non-finite ones (a failed molecule, a method without a gap) as null."""
     return float(value) if math.isfinite(value) else None
 
 

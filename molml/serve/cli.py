@@ -28,18 +28,27 @@ def model_name(spec: str) -> tuple[str, str]:
     return (path.parent.name if path.name in generic else path.stem), spec
 
 
-def load_predictors(specs: Sequence[str], ensemble: bool) -> dict[str, Predictor]:
-    """The models to serve by name; with ``ensemble``, one model averaging all of them."""
+def load_predictors(
+    specs: Sequence[str], ensemble: bool, threads: int | None = None
+) -> dict[str, Predictor]:
+    """The models to serve by name; with ``ensemble``, one model averaging all of them.
+    ``threads``: onnxruntime's threads for ONNX models (see :func:`molml.load_model`)."""
     named = [model_name(spec) for spec in specs]
     if ensemble:
         if len(named) < 2:
             raise DataError("--ensemble needs at least two --model")
-        return {"ensemble": load_model([path for _, path in named])}
+        given = [spec for spec, (_, path) in zip(specs, named, strict=True) if path != spec]
+        if given:
+            raise DataError(
+                f"--ensemble serves one model named 'ensemble'; --model {given[0]} names a "
+                "member: give the members as plain paths"
+            )
+        return {"ensemble": load_model([path for _, path in named], threads=threads)}
     predictors: dict[str, Predictor] = {}
     for name, path in named:
         if name in predictors:
             raise DataError(f"two models are named {name!r}: name them with --model NAME=PATH")
-        predictors[name] = load_model(path)
+        predictors[name] = load_model(path, threads=threads)
     return predictors
 
 
@@ -120,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch threads of the model (default 1: the event loop keeps a core)",
     )
-    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+        help="uvicorn log level",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
@@ -158,7 +173,7 @@ def main(argv: Sequence[str]) -> None:
             smiles_column=args.reference_smiles_column,
         )
     app = create_app(
-        load_predictors(args.model, args.ensemble),
+        load_predictors(args.model, args.ensemble, threads=args.threads),
         max_molecules=args.max_molecules,
         max_smiles_length=args.max_smiles_length,
         reference=reference,
@@ -168,6 +183,18 @@ def main(argv: Sequence[str]) -> None:
         batch_size=args.batch_size,
         max_explain_molecules=args.max_explain_molecules,
     )
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    except SystemExit as exc:  # uvicorn exits 3 (its startup failure) when it cannot bind
+        if exc.code in (0, None):
+            raise
+        raise DataError(
+            f"the server could not start on {args.host}:{args.port} (uvicorn's reason is "
+            "logged above: the port in use, or a host that is not this machine's)"
+        ) from None
