@@ -419,6 +419,14 @@ def test_a_run_split_by_a_column_is_reported_on_its_split_json(tmp_path: Path) -
     _, options = resolve_run(run, [], None, [])
     held = split_molecules(options)
     assert sorted(held.smiles[held.split.test]) == sorted(frame["smiles"].iloc[25:])
+    # a run trained on a fraction of its training part: split.json holds that fraction
+    config = {"data": {**data, "split_column": "part", "train_fraction": 0.5}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    split["train"] = list(range(10))
+    (run / "split.json").write_text(json.dumps([split]))
+    _, options = resolve_run(run, [], None, [])
+    held = split_molecules(options)
+    assert sorted(held.smiles[held.split.train]) == sorted(frame["smiles"].iloc[:10])
 
 
 def test_figures_of_tasks_with_units_in_their_names_are_written(tmp_path: Path) -> None:

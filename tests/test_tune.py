@@ -424,6 +424,7 @@ def test_tune_refuses_a_seed_ensemble_as_a_way_to_score_trials(
         ("model.readout: {categorical: []}\n", "non-empty list of choices"),
         ("model.lr: {uniform: [0.1, 0.2]}\n", "give exactly one of"),
         ("model.encoder.init_args.depth: {int: [1, 3.5]}\n", "int bounds must be integers"),
+        ("model.encoder.init_args.hidden_dim: {categorical: [8, x16, 32]}\n", "x16"),
     ],
 )  # fmt: skip
 def test_bad_search_spaces_are_refused_before_any_trial(
@@ -701,8 +702,46 @@ def test_a_metric_the_task_type_does_not_log_is_refused_before_training(
         if verb == "tune"
         else ["--folds", "2", "--output-dir", "cv"]
     )
-    with pytest.raises(SystemExit) as exit_info:
-        main([verb, "--config", str(config), "--metric", "val/roc_auc", *extra])
-    assert exit_info.value.code == 2
-    assert "--metric val/roc_auc is not logged for regression tasks" in capsys.readouterr().err
+    refused = [
+        ("val/roc_auc", "--metric val/roc_auc is not logged for regression tasks"),
+        ("val/rmse/nope", "--metric val/rmse/nope: no such task; the data's tasks are ['logp']"),
+    ]
+    for metric, message in refused:
+        with pytest.raises(SystemExit) as exit_info:
+            main([verb, "--config", str(config), "--metric", metric, *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "runs" / "optuna.db").exists() and not list(tmp_path.glob("cv/*/*"))
+    baseline = xgb_config(tmp_path / "xgb.yaml", property_csv)
+    if verb == "tune":
+        extra[1] = str(space(tmp_path / "xgb_space.yaml", XGB_SPACE))
+    with pytest.raises(SystemExit) as exit_info:  # baselines have no loss to score
+        main([verb, "--config", str(baseline), "--metric", "val/loss", *extra])
+    assert exit_info.value.code == 2
+    assert "not logged for baselines on regression tasks" in capsys.readouterr().err
+
+
+def test_cv_on_the_loss_writes_its_table_and_a_new_study_retrains_its_trials(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fold ensemble has no loss: cv on val/loss used to crash after every fold had
+    trained. A study that reuses an output folder (another storage) used to take the old
+    trial's fold results for its own."""
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv, split="random")
+    main(["cv", "--config", str(config), "--folds", "2", "--metric", "val/loss", "--name", "l"])
+    table = pd.read_csv(tmp_path / "runs" / "cv" / "l" / "cv.csv")
+    assert table["fold"].tolist()[-1] == "ensemble" and table["test/loss"].isna().iloc[-1]
+    assert table["test/loss"].iloc[:2].notna().all()
+    search = space(tmp_path / "space.yaml", "model.lr: {categorical: [0.001]}\n")
+    tune = ["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+            "--cv", "2", "--study-name", "s", "--tracking-uri", "none"]  # fmt: skip
+    main([*tune, "--storage", "sqlite:///a.db"])
+    fitted = tmp_path / "runs" / "tune" / "s" / "trials" / "trial_0" / "fold_0" / "fitted.json"
+    record = json.loads(fitted.read_text())
+    record["value"] = 123.0  # what a stale fold result would carry into the new study
+    fitted.write_text(json.dumps(record))
+    main([*tune, "--storage", "sqlite:///b.db"])
+    assert json.loads(fitted.read_text())["value"] != 123.0
+    (trial,) = study_trials(tmp_path / "b.db", "s")
+    assert trial.value < 100

@@ -71,7 +71,10 @@ def resolve_run(
             # a run's split.json holds its one split (a CV fold run's config names its fold)
             split = {"split": "predefined", "split_file": str(run / "split.json"), "split_index": 0}
             # the file replaces whatever made the split, a split column included
-            options = {k: v for k, v in options.items() if k != "split_column"} | split
+            # and its training part is the one trained on, after train_fraction: not again
+            options = {
+                k: v for k, v in options.items() if k not in ("split_column", "train_fraction")
+            } | split
         elif own_split:
             warnings.append(f"{run} has no split.json: the split is made again from its config.")
     if options is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -199,7 +200,7 @@ def run_cv(
     if finished is not None:
         return finished
     table = job.split_table()
-    check_metric_logged(metric, table.task_type)
+    check_metric_logged(metric, table.task_type, table.tasks, loss=job.kind == "graph")
     if not folds_file.exists():
         directory.mkdir(parents=True, exist_ok=True)
         (directory / REQUEST_FILE).write_text(json.dumps(request, indent=2))
@@ -231,7 +232,10 @@ def run_cv(
     }
     for stat in ("mean", "sd"):
         rows.append({"fold": stat, **summary[stat]})
-    rows.append({"fold": "ensemble", metric: float("nan"), test_metric: ensemble[test_metric]})
+    # the ensemble has no loss (it is scored on its mean prediction): NaN where not computed
+    rows.append(
+        {"fold": "ensemble", metric: float("nan"), test_metric: ensemble.get(test_metric, math.nan)}
+    )
     pd.DataFrame(rows).to_csv(directory / "cv.csv", index=False)
     (directory / "cv.json").write_text(json.dumps(summary, indent=2))
     # the ensemble has no validation score (each fold validated on its own part)

@@ -119,13 +119,25 @@ class Job(ABC):
         path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def check_metric_logged(metric: str, task_type: str) -> None:
+def check_metric_logged(
+    metric: str, task_type: str, tasks: list[str] | None = None, *, loss: bool = True
+) -> None:
     """Refuse, before any training, a metric that ``task_type`` models do not log (e.g.
-    ``val/roc_auc`` for regression), which would fail only after the first fold or trial."""
-    name = metric.partition("/")[2].split("/")[0]
-    if name != "loss" and name not in LOGGED_METRICS.get(task_type, ()):
-        known = ", ".join(f"val/{m}" for m in ("loss", *LOGGED_METRICS.get(task_type, ())))
-        raise DataError(f"--metric {metric} is not logged for {task_type} tasks; choose {known}")
+    ``val/roc_auc`` for regression), one of a task the data does not have
+    (``val/rmse/<task>``), or ``val/loss`` for models without a loss (``loss=False``: the
+    fingerprint baselines), any of which would fail only after the first fold or trial."""
+    name, _, task = metric.partition("/")[2].partition("/")
+    logged = (
+        ("loss", *LOGGED_METRICS.get(task_type, ())) if loss else LOGGED_METRICS.get(task_type, ())
+    )
+    if name not in logged:
+        known = ", ".join(f"val/{m}" for m in logged)
+        models = f"{task_type} tasks" if loss else f"baselines on {task_type} tasks"
+        raise DataError(f"--metric {metric} is not logged for {models}; choose {known}")
+    if task and tasks is not None and (name == "loss" or task not in tasks):
+        raise DataError(
+            f"--metric {metric}: no such task; the data's tasks are {tasks} (val/{name}/<task>)"
+        )
 
 
 def metric_direction(metric: str) -> str:

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -95,7 +96,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                 )
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
             # two processes creating a new database's tables at once: the loser retries
-            if attempt < 2 and "already exists" in str(exc):
+            if attempt < 2 and ("already exists" in str(exc) or "UNIQUE constraint" in str(exc)):
                 time.sleep(1.0 + attempt)
                 continue
             raise DataError(f"--storage {url}: cannot open the study storage ({exc})") from exc
@@ -235,11 +236,13 @@ def trials_to_run(study: optuna.Study, space: list[Param], options: TuneOptions)
 def check_space(job: Job, space: list[Param]) -> None:
     """Refuse unknown option names, and values the config's parser rejects, before any trial."""
     check_names(space, job.config, job.open_maps)
-    for pick in (0, -1):
+    # every choice of a categorical once (with the ranges at their low, then high, ends)
+    most = max((len(p.choices) for p in space if p.kind == "categorical"), default=1)
+    for pick in sorted({*range(most), -1}):
         values = {
-            param.name: param.choices[pick]
+            param.name: param.choices[min(pick, len(param.choices) - 1)]
             if param.kind == "categorical"
-            else (int if param.kind == "int" else float)(param.low if pick == 0 else param.high)
+            else (int if param.kind == "int" else float)(param.low if pick >= 0 else param.high)
             for param in space
         }
         job.check(with_values(job.config, values))
@@ -249,7 +252,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     """Run the study; returns the output directory ``<output_dir>/<study name>``."""
     check_space(job, space)
     table = job.split_table()  # read once: the metric's check, the note and the folds
-    check_metric_logged(options.metric, table.task_type)
+    check_metric_logged(options.metric, table.task_type, table.tasks, loss=job.kind == "graph")
     study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
@@ -322,6 +325,12 @@ def _objective(
     def objective(trial: optuna.Trial) -> float:
         config = with_values(job.config, {param.name: param.suggest(trial) for param in space})
         trial_dir = directory / "trials" / f"trial_{trial.number}"
+        if trial_dir.exists():
+            # trial numbers are unique within a study: a folder already there was left by
+            # another study of this name (another storage, or one deleted and made again),
+            # whose fold results and checkpoints must not be taken for this trial's
+            log.warning("%s held another study's trial of this name; replaced", trial_dir)
+            shutil.rmtree(trial_dir)
         try:
             if folds_file is not None:
                 fitted = fit_folds(
