@@ -262,6 +262,9 @@ def test_cross_validated_trials_log_every_folds_curves(
             assert [m.step for m in history] == [0, 1]
     folds = [client.get_metric_history(trial.info.run_id, f"fold_{f}/val/rmse") for f in (0, 1)]
     assert [m.value for m in folds[0]] != [m.value for m in folds[1]]
+    fitted = tmp_path / "runs" / "tune" / "cfg" / "trials" / "trial_0" / "fold_0" / "fitted.json"
+    curves = json.loads(fitted.read_text())["curves"]
+    assert [epoch for epoch, _ in curves["train/loss"]] == [0, 1]  # once per epoch
 
 
 @pytest.mark.parametrize("kind", ["graph", "xgb"])
@@ -719,6 +722,26 @@ def test_a_metric_the_task_type_does_not_log_is_refused_before_training(
         main([verb, "--config", str(baseline), "--metric", "val/loss", *extra])
     assert exit_info.value.code == 2
     assert "not logged for baselines on regression tasks" in capsys.readouterr().err
+
+
+def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_written(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv, split="random")
+    (tmp_path / "afile").write_text("")
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+              "--output-dir", "afile"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "--output-dir afile cannot be written (afile is a file" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "optuna.db").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cv", "--config", str(config), "--folds", "5000", "--split", "random"])
+    assert exit_info.value.code == 2
+    assert "the number of molecules in the training and validation" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "cv").exists()
 
 
 def test_cv_on_the_loss_writes_its_table_and_a_new_study_retrains_its_trials(

@@ -61,6 +61,13 @@ def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list
         groups = [split_keys(parse_smiles(table.smiles[row]))[1] for row in rows]
     else:
         groups = [str(row) for row in rows]
+    n_groups = len(set(groups))
+    if not 2 <= n_folds <= n_groups:
+        unit = "scaffolds" if method == "scaffold" else "molecules"
+        raise DataError(
+            f"--folds {n_folds}: must be in [2, {n_groups}], the number of {unit} in the "
+            "training and validation parts"
+        )
     y = table.targets[rows] if method == "stratified" else None
     folds = kfold_splits(
         scaffolds=groups,
@@ -202,9 +209,10 @@ def run_cv(
     table = job.split_table()
     check_metric_logged(metric, table.task_type, table.tasks, loss=job.kind == "graph")
     if not folds_file.exists():
+        folds = fold_splits(table, n_folds, method, seed)  # refused before the folder is made
         directory.mkdir(parents=True, exist_ok=True)
         (directory / REQUEST_FILE).write_text(json.dumps(request, indent=2))
-        write_folds(fold_splits(table, n_folds, method, seed), folds_file)
+        write_folds(folds, folds_file)
     member_seed = seed if method == SEED_ENSEMBLE else None
     fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric, seed=member_seed)
     if any(f.model_path is None for f in fitted):

@@ -206,10 +206,14 @@ class _MetricHistory(L.Callback):
         self.curves: dict[str, list[list[float]]] = {}
 
     def _record(self, trainer: L.Trainer, stage: str) -> None:
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith(stage) and not key.endswith("_step"):
-                name = key.removesuffix("_epoch")
-                self.curves.setdefault(name, []).append([trainer.current_epoch, float(value)])
+        # a metric logged per step and per epoch is there as "<name>" and "<name>_epoch": once
+        epoch_values = {
+            key.removesuffix("_epoch"): float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith(stage) and not key.endswith("_step")
+        }
+        for name, value in epoch_values.items():
+            self.curves.setdefault(name, []).append([trainer.current_epoch, value])
         if self.trial is not None:
             self.trial.set_user_attr(CURVES, self.curves)
 

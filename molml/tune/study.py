@@ -30,6 +30,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from molml.errors import DataError, Terminated, error_message, sigterm_received
+from molml.options import creatable_directory
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import (
@@ -253,6 +254,8 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     check_space(job, space)
     table = job.split_table()  # read once: the metric's check, the note and the folds
     check_metric_logged(options.metric, table.task_type, table.tasks, loss=job.kind == "graph")
+    directory = Path(options.output_dir) / options.study_name
+    creatable_directory(directory, f"--output-dir {options.output_dir} cannot be written")
     study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
@@ -260,7 +263,6 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         study.enqueue_trial(
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
-    directory = Path(options.output_dir) / options.study_name
     directory.mkdir(parents=True, exist_ok=True)
     note = small_validation_note(table, options)
     if note:
