@@ -255,6 +255,32 @@ def test_shap_of_xgboost_maps_on_bits_to_atoms(ecfp_baselines: dict[str, Path]) 
         assert np.isnan(item.bond_scores).all()
 
 
+def test_shap_explains_in_chunks_of_the_batch_size(
+    ecfp_baselines: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import molml.explain.baseline as baseline_module
+
+    chunks: list[int] = []
+    featurize = baseline_module.featurize
+
+    def counted(featurizer, smiles):  # noqa: ANN001, ANN202
+        chunks.append(len(smiles))
+        return featurize(featurizer, smiles)
+
+    monkeypatch.setattr(baseline_module, "featurize", counted)
+    predictor = molml.load_model(ecfp_baselines["xgb"])
+    smiles = nci_smiles(305)[300:]
+    one_by_one = explain(predictor, smiles, batch_size=2)
+    assert chunks == [2, 2, 1]
+    together = explain(predictor, smiles)
+    for a, b in zip(one_by_one, together, strict=True):
+        np.testing.assert_allclose(a.atom_scores, b.atom_scores, atol=1e-6)
+    # numpy integers are batch sizes too, as for graph models; bytes are not a path
+    assert len(predictor.predict(smiles, batch_size=np.int64(2))) == 5
+    with pytest.raises(DataError, match="got b'model'"):
+        molml.load_model(b"model")
+
+
 def test_occurrence_mapping_gives_each_environment_the_whole_bit(
     ecfp_baselines: dict[str, Path],
 ) -> None:
@@ -674,5 +700,7 @@ def test_classifiers_can_be_explained_on_the_probability() -> None:
     assert item.prediction == pytest.approx(
         float(multiclass.predict([smiles])["kind_class2"].iloc[0]), abs=1e-6
     )
+    with pytest.raises(DataError, match=r"one class at a time: give one of \['kind_class0'"):
+        explain(multiclass, smiles, task="kind")
     with pytest.raises(DataError, match="applies to classifiers"):
         explain(nitrogen_counter(), smiles, explained="probability")

@@ -21,6 +21,7 @@ from molml.baselines.data import featurize
 from molml.baselines.estimators import TASK_MODELS, TaskModel
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.errors import CheckpointError, DataError
+from molml.options import check_int
 
 BASELINE_FORMAT = 1
 SPEC_FILE = "baseline.json"
@@ -173,8 +174,7 @@ def _smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int(batch_size, "batch_size", minimum=1)  # numpy integers too, as graph models
 
 
 def _text_column(values: list[Any]) -> pd.Series:

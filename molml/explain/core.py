@@ -120,6 +120,11 @@ def target_column(predictor: Predictor, task: str | None) -> str:
     if task is None:
         return columns[0]
     if task not in columns:
+        if task in predictor.tasks:  # a multiclass task: one column per class
+            raise DataError(
+                f"task {task!r} is explained one class at a time: give one of "
+                f"{[c for c in columns if c.startswith(f'{task}_class')]}"
+            )
         raise DataError(f"unknown task {task!r}; this model predicts {columns}")
     return task
 

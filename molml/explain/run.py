@@ -110,7 +110,14 @@ def explain(
     for member in members:
         if member.kind == "baseline":
             runs.append(
-                explain_baseline(member, smiles, column, mapping=shap_mapping, progress=progress)
+                explain_baseline(
+                    member,
+                    smiles,
+                    column,
+                    batch_size=batch_size,
+                    mapping=shap_mapping,
+                    progress=progress,
+                )
             )
         else:
             runs.append(

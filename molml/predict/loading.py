@@ -77,7 +77,7 @@ def _load(
     """:func:`load_model`; ``opened`` holds the manifests and calibration files being read,
     so a file that refers back to itself is refused instead of recursing forever."""
     if not isinstance(path, (str, Path)):
-        if not isinstance(path, Iterable):
+        if isinstance(path, (bytes, bytearray)) or not isinstance(path, Iterable):
             raise DataError(f"expected a model path or a list of paths, got {path!r}")
         paths = list(path)
         if len(paths) == 1:
