@@ -138,6 +138,17 @@ def test_split_file_or_column_needs_the_predefined_split(tmp_path, option: str) 
         fit_baseline(baseline_config(path, split="random", **target, **given))
 
 
+def test_a_split_index_without_a_split_file_is_refused(tmp_path) -> None:
+    """It picks an entry of a split file; without one it used to be ignored."""
+    frame = pd.DataFrame({"smiles": nci_smiles(20), "y": np.arange(20.0)})
+    path = tmp_path / "plain.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="split_index 1 picks an entry of a split_file"):
+        make_dm(path, target_columns=["y"], split_index=1).setup("fit")
+    with pytest.raises(DataError, match="split_index 1 picks an entry of a split_file"):
+        fit_baseline(baseline_config(path, target_columns=["y"], split_index=1))
+
+
 # ---------------------------------------------------------------------------- empty parts
 
 
@@ -210,6 +221,16 @@ def test_multiclass_labels_without_a_class_are_refused(tmp_path) -> None:
     path = classification_csv(tmp_path / "one_based.csv", {"y": [1, 2, 3] * 4})
     with pytest.raises(DataError, match=r"class\(es\) \[0\] have no rows; the labels look 1-based"):
         make_dm(path, task_type="multiclass")
+
+
+def test_a_multiclass_class_missing_from_training_is_refused(tmp_path) -> None:
+    # rows 0-11 train (classes 0 and 1 only), 12-15 val, 16-19 test (class 2 only there)
+    path = classification_csv(tmp_path / "late.csv", {"y": [0, 1] * 6 + [0, 1, 0, 1] + [2] * 4})
+    split_file = tmp_path / "split.json"
+    Split(train=range(12), val=range(12, 16), test=range(16, 20)).to_json(split_file)
+    options = {"split": "predefined", "split_file": str(split_file), "task_type": "multiclass"}
+    with pytest.raises(DataError, match=r"class\(es\) \[2\] in the data but not in the train"):
+        make_dm(path, **options).setup("fit")
 
 
 def test_a_class_labelling_only_invalid_molecules_is_refused(tmp_path) -> None:
@@ -526,3 +547,11 @@ def test_a_dataset_and_a_path_together_say_how_to_train_on_the_file(tmp_path) ->
         MoleculeTable.read("esol", str(tmp_path / "mine.csv"))
     with pytest.raises(DataError, match="give data.dataset .* or data.path"):
         MoleculeTable.read(None, None)
+
+
+def test_a_file_without_targets_lists_its_own_columns(tmp_path) -> None:
+    """A semicolon-separated .csv reads as one column: the message shows it as the file has it."""
+    path = tmp_path / "semicolons.csv"
+    path.write_text("smiles;y\nCCO;1\nCCC;2\n")
+    with pytest.raises(DataError, match=r"the file has columns \['smiles;y'\]"):
+        make_dm(path)

@@ -505,6 +505,35 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine(tmp_path: Path) -
     assert scheduler.get_last_lr()[0] == pytest.approx(lr / 10)  # ends at lr/10
 
 
+def test_warm_up_counts_epochs_of_steps_when_max_steps_ends_the_run(tmp_path: Path) -> None:
+    """The warm-up is warmup_epochs epochs of steps, also when max_steps ends the run before
+    max_epochs would (it used to shrink to warmup_epochs / max_epochs of the steps); a run
+    without a step count (max_epochs -1) is refused, as the cosine schedule needs one; true
+    reduced precisions are refused (Lightning casts the weights, not a PyG batch)."""
+    L.seed_everything(0)
+    dm = make_dm(write_task_csv(tmp_path / "logp.csv", 80), batch_size=16)
+    model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1), lr=1e-3, warmup_epochs=1)
+    seen: list[float] = []
+
+    class RecordLR(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    dm.setup("fit")
+    steps_per_epoch = math.ceil(len(dm.split.train) / 16)
+    fit = trainer(tmp_path, max_epochs=50, max_steps=3 * steps_per_epoch, limit_val_batches=0,
+                  callbacks=[RecordLR()])  # fmt: skip
+    fit.fit(model, datamodule=dm)
+    assert len(seen) == 3 * steps_per_epoch
+    assert seen[steps_per_epoch] == pytest.approx(1e-3) == max(seen)  # one epoch of warm-up
+    endless = trainer(tmp_path, max_epochs=-1, max_time={"seconds": 30}, limit_val_batches=0)
+    with pytest.raises(DataError, match="needs a finite number of steps"):
+        endless.fit(make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1)), datamodule=dm)
+    bf16 = trainer(tmp_path, max_epochs=1, precision="bf16-true", limit_val_batches=0)
+    with pytest.raises(DataError, match="bf16-true is not supported"):
+        bf16.fit(make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1)), datamodule=dm)
+
+
 # ---------------------------------------------------------------------------- invariance
 
 

@@ -35,7 +35,7 @@ from molml.data.graphs import (
     as_batch,
     featurize_molecules,
 )
-from molml.data.readers import read_molecules, read_molecules_to_predict
+from molml.data.readers import list_columns, read_molecules, read_molecules_to_predict
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import (
     Split,
@@ -104,7 +104,7 @@ class MoleculeTable:
         if not target_columns:
             raise DataError(
                 f"{source}: no target columns besides the SMILES column (the file has columns "
-                f"{list(frame.columns.drop('row'))}; name targets in target_columns)"
+                f"{list_columns(source)}; name targets in target_columns)"
             )
         tasks = list(target_columns)
         _check_task_names(tasks, source)
@@ -157,12 +157,18 @@ class MoleculeTable:
         (:func:`subsample_train`).
 
         Raises :class:`DataError` for a split file or column given without the ``predefined``
-        split, split-file indices beyond the table, an empty train, val or test part, and a
-        binary task with one class among its training labels (after ``train_fraction``). Rows
+        split, a ``split_index`` without a split file, split-file indices beyond the table, an
+        empty train, val or test part, and a binary task with one class among its training
+        labels (after ``train_fraction``). Rows
         of a split file that are invalid molecules are left out (logged, and counted in
         :meth:`split_report`), and valid molecules in no part are logged.
         """
         self._check_split_options(method, split_file)
+        if split_index and not split_file:
+            raise DataError(
+                f"split_index {split_index} picks an entry of a split_file, which is not "
+                "given; set split: predefined and split_file, or leave split_index out"
+            )
         self.split_notes = {}
         if split_file:
             split, dropped = _split_file_to_valid(split_file, split_index, valid, self.source)
@@ -222,7 +228,7 @@ class MoleculeTable:
     def _check_split(self, split: Split, valid: np.ndarray, how: str, set_aside: int) -> None:
         """Warn about valid molecules in no part (besides the ``set_aside`` training molecules
         that ``train_fraction`` leaves out); refuse empty parts, tasks without training labels
-        and one-class classification tasks."""
+        one-class classification tasks and multiclass classes missing from training."""
         n_valid = int(valid.sum())
         unused = n_valid - sum(len(part) for part in split.parts()) - set_aside
         if unused:
@@ -255,6 +261,16 @@ class MoleculeTable:
                     f"{how}); a classifier cannot learn from one class: use a split that puts "
                     "both classes in training (e.g. scaffold_stratified) or leave the task out"
                 )
+            if self.task_type == "multiclass":
+                labelled = self.targets[valid][:, j]
+                unseen = sorted(set(np.unique(labelled[~np.isnan(labelled)])) - set(classes))
+                if unseen:
+                    raise DataError(
+                        f"{self.source}: multiclass task {task!r} has class(es) "
+                        f"{[int(c) for c in unseen]} in the data but not in the train split "
+                        f"({how}); a model cannot learn a class it never sees: use a split "
+                        "that puts every class in training (e.g. scaffold_stratified)"
+                    )
         if self.task_type == "classification":
             val = self.targets[valid][split.val]
             if not any(len(np.unique(c[~np.isnan(c)])) == 2 for c in val.T):

@@ -36,6 +36,7 @@ from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
+TRUE_PRECISIONS = ("bf16-true", "16-true", "64-true")  # weights cast, inputs not
 VALIDATION_MASK_SEED = 12345  # the same atoms are hidden in every validation epoch
 
 
@@ -311,6 +312,13 @@ class MoleculeModel(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
+        if self._trainer is not None and str(self.trainer.precision) in TRUE_PRECISIONS:
+            # Lightning casts the weights but not the fields of a PyG batch: the first linear
+            # layer would meet float32 features
+            raise DataError(
+                f"trainer.precision {self.trainer.precision} is not supported (the molecule "
+                "batches stay float32); use 32-true, bf16-mixed or 16-mixed"
+            )
         if self._trainer is not None and str(self.trainer.precision) in REDUCED_PRECISIONS:
             # a bounded set of matrix shapes for bf16/fp16 kernels (molml.models.precision)
             self._row_buckets = self._row_buckets or add_row_buckets(self)
@@ -488,15 +496,21 @@ class MoleculeModel(L.LightningModule):
             # time on a CPU); other devices keep the default implementation
             fused=all(p.device.type in FUSED_ADAM_DEVICES for p in self.parameters()) or None,
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        stepping = self.trainer.estimated_stepping_batches
+        if not math.isfinite(stepping):
+            raise DataError(
+                "the learning-rate schedule needs a finite number of steps: set "
+                "trainer.max_epochs (or trainer.max_steps), not -1"
+            )
+        total = max(1, int(stepping))
         epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = min(total, int(total * hp.warmup_epochs / epochs))
         batches = self.trainer.num_training_batches  # known once the stepping batches are
         per_epoch = (
             math.ceil(batches / self.trainer.accumulate_grad_batches)
             if math.isfinite(batches)
             else total / epochs
         )
+        warmup = min(total, int(hp.warmup_epochs * per_epoch))
         frozen = int(hp.freeze_encoder_epochs * per_epoch)
 
         def factor(step: int) -> float:
