@@ -279,6 +279,8 @@ def test_shap_explains_in_chunks_of_the_batch_size(
     assert len(predictor.predict(smiles, batch_size=np.int64(2))) == 5
     with pytest.raises(DataError, match="got b'model'"):
         molml.load_model(b"model")
+    with pytest.raises(DataError, match="threads must be an integer >= 1, got -3"):
+        molml.load_model(ecfp_baselines["xgb"], threads=-3)
 
 
 def test_occurrence_mapping_gives_each_environment_the_whole_bit(

@@ -11,6 +11,7 @@ from molml.baselines.model import SPEC_FILE, load_baseline
 from molml.errors import CheckpointError, DataError, PredictorError
 from molml.models.checkpoint import load_checkpoint, refuse_url
 from molml.models.pretrained import pretrained_path
+from molml.options import check_int
 from molml.predict.base import Predictor, manifest_entry
 from molml.predict.baseline import BaselinePredictor
 from molml.predict.calibrated import CalibratedPredictor, read_calibration_file
@@ -55,6 +56,8 @@ def load_model(
     :class:`molml.errors.CheckpointError`.
     """
     _check_map_location(map_location)
+    if threads is not None:
+        check_int(threads, "threads", minimum=1)
     return _load(path, map_location, mc_dropout, frozenset(), threads)
 
 
