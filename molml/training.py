@@ -149,19 +149,23 @@ class MolmlCLI(LightningCLI):
         from a checkpoint in that folder: Lightning would write ``best-v1.ckpt`` beside the
         earlier ``best.ckpt``, which every later step would still take for this run's."""
         resumed = self.config_init["fit"].get("ckpt_path")
-        resumed_in = Path(resumed).resolve().parent if resumed else None
+        resumed_in = Path(resumed).parent.resolve() if resumed else None
         for callback in self.trainer.checkpoint_callbacks:
             folder = checkpoint_folder(self.trainer, callback)
             if folder is None or folder.resolve() == resumed_in:
                 continue
             earlier = sorted(p.name for p in folder.glob("*.ckpt"))
             if earlier:
+                resume = (
+                    f"resume that run with --ckpt_path {folder / 'last.ckpt'}, or "
+                    if "last.ckpt" in earlier
+                    else ""
+                )
                 raise DataError(
                     f"{folder} already holds the checkpoints of an earlier run "
-                    f"({', '.join(earlier)}); a new fit would write beside them. Resume that "
-                    f"run with --ckpt_path {folder / 'last.ckpt'}, or choose another "
-                    "--trainer.logger.init_args.version (or checkpoint dirpath), or delete "
-                    "the folder"
+                    f"({', '.join(earlier)}); a new fit would write beside them: {resume}"
+                    "give the logger another version (or the checkpoint another dirpath), "
+                    "or delete the folder"
                 )
 
     def _check_monitored_metrics(self) -> None:
@@ -440,7 +444,10 @@ class PretrainCLI(MolmlCLI):
             earlier = sorted(p.name for p in folder.glob("*.ckpt")) if folder else []
             if earlier:
                 log.warning(
-                    "starting afresh: %s in %s will be replaced", ", ".join(earlier), folder
+                    "starting afresh: checkpoints of the same name in %s (%s) are replaced as "
+                    "this run writes them",
+                    folder,
+                    ", ".join(earlier),
                 )
                 callback._enable_version_counter = False
 

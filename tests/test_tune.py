@@ -708,6 +708,7 @@ def test_a_metric_the_task_type_does_not_log_is_refused_before_training(
     refused = [
         ("val/roc_auc", "--metric val/roc_auc is not logged for regression tasks"),
         ("val/rmse/nope", "--metric val/rmse/nope: no such task; the data's tasks are ['logp']"),
+        ("val/loss/logp", "the loss is logged over all tasks only: val/loss"),
     ]
     for metric, message in refused:
         with pytest.raises(SystemExit) as exit_info:
@@ -742,6 +743,12 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     assert exit_info.value.code == 2
     assert "the number of molecules in the training and validation" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "cv").exists()
+    with pytest.raises(SystemExit) as exit_info:  # before the study records its --cv
+        main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+              "--cv", "5000", "--cv-split", "random"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "--cv 5000: must be in [2," in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "optuna.db").exists()
 
 
 def test_cv_on_the_loss_writes_its_table_and_a_new_study_retrains_its_trials(

@@ -228,7 +228,7 @@ class MoleculeTable:
     def _check_split(self, split: Split, valid: np.ndarray, how: str, set_aside: int) -> None:
         """Warn about valid molecules in no part (besides the ``set_aside`` training molecules
         that ``train_fraction`` leaves out); refuse empty parts, tasks without training labels
-        one-class classification tasks and multiclass classes missing from training."""
+        one-class classification tasks; warn about multiclass classes missing from training."""
         n_valid = int(valid.sum())
         unused = n_valid - sum(len(part) for part in split.parts()) - set_aside
         if unused:
@@ -264,12 +264,15 @@ class MoleculeTable:
             if self.task_type == "multiclass":
                 labelled = self.targets[valid][:, j]
                 unseen = sorted(set(np.unique(labelled[~np.isnan(labelled)])) - set(classes))
-                if unseen:
-                    raise DataError(
-                        f"{self.source}: multiclass task {task!r} has class(es) "
-                        f"{[int(c) for c in unseen]} in the data but not in the train split "
-                        f"({how}); a model cannot learn a class it never sees: use a split "
-                        "that puts every class in training (e.g. scaffold_stratified)"
+                if unseen:  # a warning: checkpoints of such runs must still test and report
+                    log.warning(
+                        "%s: multiclass task %r has class(es) %s in the data but not in the "
+                        "train split (%s); a model cannot learn a class it never sees: use a "
+                        "split that puts every class in training (e.g. scaffold_stratified)",
+                        self.source,
+                        task,
+                        [int(c) for c in unseen],
+                        how,
                     )
         if self.task_type == "classification":
             val = self.targets[valid][split.val]

@@ -273,7 +273,11 @@ def _open_reader(
             f"{source.path}: column(s) {missing} not found; the file has columns {available}{hint}"
         )
     generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
-    candidates = available if columns is None else wanted
+    if columns is None:  # every column, but a Parquet RangeIndex only when it is the ids
+        ranges = _parquet_range_indexes(_parquet_file(source)) if source.kind == "parquet" else {}
+        candidates = [c for c in available if c not in ranges or c == id_column]
+    else:
+        candidates = wanted
     keep = list(dict.fromkeys(c for c in candidates if c not in (smiles_from, generated)))
     requested = [c for c in (id_column, *(columns or [])) if c in ("row", "smiles")]
     if requested:
@@ -504,7 +508,11 @@ def _parquet_chunks(
 ) -> Chunks:
     parquet = _parquet_file(source)
     ranges = _parquet_range_indexes(parquet)
-    wanted = list(ranges) if usecols is None else [c for c in usecols if c in ranges]
+    # read only when asked for (as a column or the ids): pandas itself keeps them out of the
+    # columns, so a whole-table read (default targets) leaves them out too
+    wanted = [c for c in usecols or [] if c in ranges]
+    if id_column in ranges and id_column not in wanted:
+        wanted.append(id_column)
     if usecols is not None:
         usecols = [c for c in usecols if c not in ranges]
     try:
@@ -535,16 +543,22 @@ def _parquet_chunks(
 
 def _parquet_range_indexes(parquet: pq.ParquetFile) -> dict[str, tuple[int, int]]:
     """Named pandas RangeIndexes that ``to_parquet`` kept as metadata only (no column):
-    name -> (start, step). They are data (e.g. consecutive compound ids), read as a column."""
+    name -> (start, step). They are data (e.g. consecutive compound ids), read as a column
+    when asked for. A range whose length is not the row count (metadata carried over from
+    another table) is left out, as pandas leaves it."""
     metadata = parquet.schema_arrow.metadata or {}
     try:
         indexes = json.loads(metadata.get(b"pandas", b"{}")).get("index_columns", [])
     except ValueError:
         return {}
+    rows = parquet.metadata.num_rows
     return {
         str(index["name"]): (int(index["start"]), int(index["step"]))
         for index in indexes
-        if isinstance(index, dict) and index.get("kind") == "range" and index.get("name")
+        if isinstance(index, dict)
+        and index.get("kind") == "range"
+        and index.get("name")
+        and len(range(int(index["start"]), int(index["stop"]), int(index["step"]))) == rows
     }
 
 

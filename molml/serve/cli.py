@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
-        help="torch threads of the model (default 1: the event loop keeps a core)",
+        help="threads of the model, torch's and onnxruntime's (default 1: the event loop keeps "
+        "a core)",
     )
     parser.add_argument(
         "--log-level",

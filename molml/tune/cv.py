@@ -29,6 +29,7 @@ import pandas as pd
 from molml.chem.parsing import parse_smiles
 from molml.data.splits import Split, kfold_splits, split_keys
 from molml.errors import DataError
+from molml.options import creatable_directory
 from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
 from molml.tasks import score_predictions
@@ -47,7 +48,9 @@ REQUEST_FILE = "cv_request.json"  # what a cross-validation folder was made for
 FITTED_FILE = "fitted.json"  # in a fold's folder once its model is trained
 
 
-def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list[Split]:
+def fold_splits(
+    table: SplitTable, n_folds: int, method: str, seed: int, option: str = "--folds"
+) -> list[Split]:
     """``n_folds`` splits of the table's train+val rows (0-based row positions): grouped by
     Bemis-Murcko scaffold (``scaffold``), by molecule (``random``) or by molecule with labels
     balanced across folds (``stratified``); the test rows are the same in every fold.
@@ -65,7 +68,7 @@ def fold_splits(table: SplitTable, n_folds: int, method: str, seed: int) -> list
     if not 2 <= n_folds <= n_groups:
         unit = "scaffolds" if method == "scaffold" else "molecules"
         raise DataError(
-            f"--folds {n_folds}: must be in [2, {n_groups}], the number of {unit} in the "
+            f"{option} {n_folds}: must be in [2, {n_groups}], the number of {unit} in the "
             "training and validation parts"
         )
     y = table.targets[rows] if method == "stratified" else None
@@ -206,6 +209,7 @@ def run_cv(
     finished = _check_request(directory, request)
     if finished is not None:
         return finished
+    creatable_directory(directory, f"cv folder {directory} cannot be written")
     table = job.split_table()
     check_metric_logged(metric, table.task_type, table.tasks, loss=job.kind == "graph")
     if not folds_file.exists():

@@ -134,7 +134,9 @@ def check_metric_logged(
         known = ", ".join(f"val/{m}" for m in logged)
         models = f"{task_type} tasks" if loss else f"baselines on {task_type} tasks"
         raise DataError(f"--metric {metric} is not logged for {models}; choose {known}")
-    if task and tasks is not None and (name == "loss" or task not in tasks):
+    if task and name == "loss":
+        raise DataError(f"--metric {metric}: the loss is logged over all tasks only: val/loss")
+    if task and tasks is not None and task not in tasks:
         raise DataError(
             f"--metric {metric}: no such task; the data's tasks are {tasks} (val/{name}/<task>)"
         )

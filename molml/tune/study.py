@@ -256,6 +256,11 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     check_metric_logged(options.metric, table.task_type, table.tasks, loss=job.kind == "graph")
     directory = Path(options.output_dir) / options.study_name
     creatable_directory(directory, f"--output-dir {options.output_dir} cannot be written")
+    folds = None
+    if options.cv:  # refused before the study is made (its options are recorded there)
+        if options.cv_split not in FOLD_SPLITS:  # e.g. a seed ensemble: not a way to score
+            raise DataError(f"cv_split {options.cv_split!r}: choose one of {list(FOLD_SPLITS)}")
+        folds = fold_splits(table, options.cv, options.cv_split, options.seed, option="--cv")
     study = load_study(options, space, job.config)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
@@ -268,11 +273,9 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     if note:
         print(note)
     folds_file = None
-    if options.cv:
-        if options.cv_split not in FOLD_SPLITS:  # e.g. a seed ensemble: not a way to score
-            raise DataError(f"cv_split {options.cv_split!r}: choose one of {list(FOLD_SPLITS)}")
+    if folds is not None:
         folds_file = directory / "folds.json"
-        write_folds(fold_splits(table, options.cv, options.cv_split, options.seed), folds_file)
+        write_folds(folds, folds_file)
     tracker = _Tracker(options, directory)
     objective = _objective(job, space, options, directory, folds_file)
     n_trials = trials_to_run(study, space, options)
