@@ -479,17 +479,23 @@ def test_val_loss_is_the_mean_over_labelled_entries_of_all_batches() -> None:
     assert validate(labelled + last) == pytest.approx(with_empty, rel=1e-6)
 
 
+class RecordLR(L.Callback):
+    """The learning rate at the start of every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine(tmp_path: Path) -> None:
     L.seed_everything(0)
     dm = make_dm(write_task_csv(tmp_path / "logp.csv", 80), batch_size=16)
     model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1), lr=1e-3, warmup_epochs=2)
-    seen: list[float] = []
-
-    class RecordLR(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-    fit = trainer(tmp_path, max_epochs=4, limit_val_batches=0, callbacks=[RecordLR()])
+    recorder = RecordLR()
+    seen = recorder.seen
+    fit = trainer(tmp_path, max_epochs=4, limit_val_batches=0, callbacks=[recorder])
     fit.fit(model, datamodule=dm)
     steps_per_epoch = math.ceil(len(dm.split.train) / 16)
     total = 4 * steps_per_epoch
@@ -513,16 +519,12 @@ def test_warm_up_counts_epochs_of_steps_when_max_steps_ends_the_run(tmp_path: Pa
     L.seed_everything(0)
     dm = make_dm(write_task_csv(tmp_path / "logp.csv", 80), batch_size=16)
     model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1), lr=1e-3, warmup_epochs=1)
-    seen: list[float] = []
-
-    class RecordLR(L.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
-
+    recorder = RecordLR()
+    seen = recorder.seen
     dm.setup("fit")
     steps_per_epoch = math.ceil(len(dm.split.train) / 16)
     fit = trainer(tmp_path, max_epochs=50, max_steps=3 * steps_per_epoch, limit_val_batches=0,
-                  callbacks=[RecordLR()])  # fmt: skip
+                  callbacks=[recorder])  # fmt: skip
     fit.fit(model, datamodule=dm)
     assert len(seen) == 3 * steps_per_epoch
     assert seen[steps_per_epoch] == pytest.approx(1e-3) == max(seen)  # one epoch of warm-up
