@@ -157,6 +157,7 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         raise DataError(f"unknown verb {args[0]!r}{hint}; the verbs are {', '.join(VERBS)}")
     else:
         _check_config_files(args)
+        _refuse_options_set_from_the_data(args)
         args = _name_the_default_encoder(args)
         if from_sys_argv:
             sys.argv[1:] = args
@@ -246,6 +247,23 @@ def _check_config_files(args: list[str]) -> None:
             f"--ckpt_path {value}); to score a file with it alone: molml screen --model "
             f"{value} --input FILE --output OUT"
         )
+
+
+# model options the data module sets (MolmlCLI's links), and what to give instead
+SET_FROM_THE_DATA = {
+    "--model.tasks": "give --data.target_columns instead",
+    "--model.task_type": "give --data.task_type instead",
+    "--model.num_classes": "it is the number of classes in the target column",
+    "--model.featurizer": "give --data.featurizer instead",
+    "--model.molecule_features": "give --data.molecule_features instead",
+}
+
+
+def _refuse_options_set_from_the_data(args: list[str]) -> None:
+    """Refuse a model option that the data module sets, naming the option to use instead
+    (jsonargparse would name the link's internal source, e.g. ``data.num_classes``)."""
+    for _, option, _ in _option_values(args, tuple(SET_FROM_THE_DATA)):
+        raise DataError(f"{option} is set from the data; give {SET_FROM_THE_DATA[option]}")
 
 
 def _run_lightning(run: Callable[[], object]) -> None:

@@ -922,3 +922,22 @@ def test_the_errors_a_user_catches_are_at_the_top_level(tmp_path: Path) -> None:
     assert molml.CheckpointError is CheckpointError and issubclass(molml.DataError, MolmlError)
     with pytest.raises(molml.CheckpointError, match="model not found"):
         molml.load_model(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize(
+    ("option", "hint"),
+    [
+        ("--model.num_classes=3", "number of classes in the target column"),
+        ("--model.task_type=regression", "--data.task_type"),
+        ("--model.tasks=[logS]", "--data.target_columns"),
+    ],
+)
+def test_a_model_option_set_from_the_data_names_what_to_give_instead(
+    option: str, hint: str, capsys: pytest.CaptureFixture
+) -> None:
+    """jsonargparse would point at ``data.num_classes``, which is no option."""
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data.dataset", "esol", option])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"{option.partition('=')[0]} is set from the data" in error and hint in error
