@@ -460,7 +460,7 @@ def test_block_featurization_equals_the_reference_on_thousands_of_molecules() ->
         assert np.array_equal(arrays["edge_attr"][edges], edge_attr), text
 
 
-@pytest.mark.parametrize("missing", [None, float("nan"), "", "  "], ids=repr)
+@pytest.mark.parametrize("missing", [None, float("nan"), np.nan, pd.NA, "", "  "], ids=repr)
 def test_a_missing_cell_is_an_empty_smiles(missing: object) -> None:
     with pytest.raises(InvalidMoleculeError, match="^empty SMILES$"):
         parse_smiles(missing)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from functools import lru_cache
 
 from rdkit import Chem, RDLogger
@@ -105,6 +106,14 @@ def standardize(mol: Chem.Mol) -> Chem.Mol:
         raise InvalidMoleculeError(f"standardization failed: {exc}") from exc
 
 
+def _missing(value: object) -> bool:
+    """Whether ``value`` is a missing table cell: None, NaN or pandas' ``NA``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return True
+    pandas = sys.modules.get("pandas")  # without pandas loaded there is no pd.NA to meet
+    return pandas is not None and value is pandas.NA
+
+
 def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     """Parse one SMILES into a sanitized RDKit molecule.
 
@@ -113,7 +122,7 @@ def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     characters inside the SMILES (a name belongs in its own column) and for molecules of more
     than :data:`MAX_ATOMS` atoms (RDKit's own diagnostics are silenced).
     """
-    if smiles is None or (isinstance(smiles, float) and math.isnan(smiles)):
+    if _missing(smiles):
         raise InvalidMoleculeError("empty SMILES")  # a missing cell of a table
     if not isinstance(smiles, str):
         raise InvalidMoleculeError(f"not a SMILES string: {smiles!r}")
