@@ -275,7 +275,16 @@ def record_test_metrics(run_dir: Path, checkpoint: Path, metrics: dict[str, Any]
 
 
 class MolmlSaveConfig(SaveConfigCallback):
-    """Save ``config.yaml`` and log the full, flattened config as MLflow params."""
+    """Save ``config.yaml`` and log the full, flattened config as MLflow params.
+
+    Without a logger there is no run folder: ``config.yaml`` goes to the trainer's root
+    folder, and only ``fit`` writes it, so that a later ``molml test --config config.yaml``
+    there does not overwrite the training run's config with its own."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.logger is None and stage != "fit":
+            return
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         loggers = mlflow_loggers(trainer)

@@ -941,3 +941,20 @@ def test_a_model_option_set_from_the_data_names_what_to_give_instead(
     assert info.value.code == 2
     error = capsys.readouterr().err
     assert f"{option.partition('=')[0]} is set from the data" in error and hint in error
+
+
+def test_without_a_logger_only_fit_writes_the_config(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``--trainer.logger false`` fit writes config.yaml into the working directory; a
+    later ``molml test --config config.yaml`` there leaves it as fit wrote it."""
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    main(["fit", "--config", "tiny.yaml", "--trainer.logger", "false", "--test_best", "false",
+          *QUIET])  # fmt: skip
+    written = (tmp_path / "config.yaml").read_text()
+    assert "ckpt_path: null" in written
+    checkpoint = next(tmp_path.rglob("best.ckpt"))
+    main(["test", "--config", "config.yaml", "--ckpt_path", str(checkpoint), *QUIET])
+    assert (tmp_path / "config.yaml").read_text() == written
