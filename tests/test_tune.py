@@ -170,13 +170,13 @@ def test_failed_trials_are_recorded_with_their_reason(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = graph_config(tmp_path / "cfg.yaml", property_csv)
-    search = space(tmp_path / "space.yaml", "model.readout: {categorical: [no_such_readout]}\n")
+    search = space(tmp_path / "space.yaml", "model.dropout: {categorical: [1.5]}\n")
     main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
           "--tracking-uri", "none"])  # fmt: skip
     trials = study_trials(tmp_path / "runs" / "optuna.db", "cfg")
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the study went on after one
     table = pd.read_csv(tmp_path / "runs" / "tune" / "cfg" / "trials.csv")
-    assert table["fail_reason"].str.contains("unknown readout 'no_such_readout'").all()
+    assert table["fail_reason"].str.contains("dropout").all()
 
 
 @pytest.mark.slow  # two fresh processes importing torch and Lightning
@@ -428,6 +428,7 @@ def test_tune_refuses_a_seed_ensemble_as_a_way_to_score_trials(
         ("model.lr: {uniform: [0.1, 0.2]}\n", "give exactly one of"),
         ("model.encoder.init_args.depth: {int: [1, 3.5]}\n", "int bounds must be integers"),
         ("model.encoder.init_args.hidden_dim: {categorical: [8, x16, 32]}\n", "x16"),
+        ("model.readout: {categorical: [mean, maen, sum]}\n", "Got value: maen"),
     ],
 )  # fmt: skip
 def test_bad_search_spaces_are_refused_before_any_trial(

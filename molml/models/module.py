@@ -29,7 +29,7 @@ from molml.models.files import CHECKPOINT_FORMAT
 from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
-from molml.models.readout import make_readout, readout_dim
+from molml.models.readout import Readout, make_readout, readout_dim
 from molml.options import check_int
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
@@ -88,7 +88,7 @@ class MoleculeModel(L.LightningModule):
     def __init__(
         self,
         encoder: Encoder | None = None,
-        readout: str = "mean",
+        readout: Readout = "mean",
         ffn_hidden_dim: int = 300,
         ffn_num_layers: int = 2,
         dropout: float = 0.0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -9,7 +11,8 @@ from torch_geometric.nn import GATConv, aggr
 
 from molml.errors import DataError
 
-READOUTS = ("sum", "mean", "max", "norm", "attention", "set2set", "attentivefp")
+Readout = Literal["sum", "mean", "max", "norm", "attention", "set2set", "attentivefp"]
+READOUTS = get_args(Readout)
 NORM = 100.0  # the ``norm`` readout's divisor (chemprop's default)
 SET2SET_STEPS = 3
 ATTENTIVEFP_STEPS = 2
