@@ -34,7 +34,12 @@ from molml.models import (
     Graphormer,
     MoleculeModel,
 )
-from molml.models.encoders import PaddedLayout, _GPSLayer, shortest_path_buckets
+from molml.models.encoders import (
+    PaddedLayout,
+    _GPSLayer,
+    guard_sync_batch_norms,
+    shortest_path_buckets,
+)
 from molml.models.readout import make_readout, readout_dim
 from molml.predict import GraphPredictor
 
@@ -177,11 +182,16 @@ def test_a_few_optimizer_steps_lower_the_loss(encoder: str, readout: str) -> Non
     assert losses[-1] < 0.3 * losses[0], losses  # 0.001-0.1 in practice
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["", "sync_batchnorm"])
 @pytest.mark.parametrize("encoder", list(ENCODERS))
-def test_a_training_batch_of_one_atom_takes_a_step(encoder: str) -> None:
+def test_a_training_batch_of_one_atom_takes_a_step(encoder: str, sync: bool) -> None:
     """A data set whose size leaves one methane for the last batch of an epoch (FreeSolv's
-    513 training molecules at batch size 64): batch norms over atoms must not fail on it."""
+    513 training molecules at batch size 64): batch norms over atoms must not fail on it,
+    also once made ``SyncBatchNorm`` for ``--trainer.sync_batchnorm`` (on one device)."""
     model = build_model(encoder, "sum", torch.float32).train()
+    if sync:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        guard_sync_batch_norms(model)
     model(graph_batch(TRAINING_SMILES, torch.float32))  # running statistics of a real batch
     batch = graph_batch(["C"], torch.float32)
     batch.y, batch.y_mask = torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool)

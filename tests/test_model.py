@@ -536,6 +536,16 @@ def test_warm_up_counts_epochs_of_steps_when_max_steps_ends_the_run(tmp_path: Pa
         bf16.fit(make_model(dm, encoder=DMPNN(hidden_dim=16, depth=1)), datamodule=dm)
 
 
+def test_sync_batchnorm_on_cpus_is_refused() -> None:
+    """PyTorch's DDP would refuse SyncBatchNorm on CPU modules only once its processes run
+    (``ValueError``, exit 1); the model's setup refuses it first, as bad input."""
+    model = MoleculeModel(tasks=["y"], encoder=GINE(hidden_dim=8, depth=1))
+    model.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", sync_batchnorm=True,
+                              logger=False)  # fmt: skip
+    with pytest.raises(DataError, match="sync_batchnorm: .* over GPUs only"):
+        model.setup("fit")
+
+
 # ---------------------------------------------------------------------------- invariance
 
 

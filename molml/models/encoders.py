@@ -153,6 +153,29 @@ class AtomBatchNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+class AtomSyncBatchNorm(nn.SyncBatchNorm):
+    """``SyncBatchNorm`` (``--trainer.sync_batchnorm true``) with :class:`AtomBatchNorm`'s
+    guard: a training batch of one atom in a process without others to pool with (one device)
+    is normalized with the running statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        alone = not distributed or torch.distributed.get_world_size() == 1
+        if self.training and alone and x.size(0) == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+def guard_sync_batch_norms(model: nn.Module) -> None:
+    """Give the ``SyncBatchNorm`` layers Lightning made of ``model``'s atom batch norms (for
+    ``--trainer.sync_batchnorm true``) the one-atom guard back."""
+    for module in model.modules():
+        if type(module) is nn.SyncBatchNorm:
+            module.__class__ = AtomSyncBatchNorm
+
+
 @register_encoder
 class GINE(Encoder):
     """GIN with edge features (Hu et al. 2020) on PyG's ``GINEConv``, with residual connections."""

@@ -24,7 +24,13 @@ from molml._version import __version__
 from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import fingerprint_from_config
 from molml.errors import DataError, TrainingError
-from molml.models.encoders import DMPNN, Encoder, class_path, make_activation
+from molml.models.encoders import (
+    DMPNN,
+    Encoder,
+    class_path,
+    guard_sync_batch_norms,
+    make_activation,
+)
 from molml.models.files import CHECKPOINT_FORMAT
 from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
@@ -311,7 +317,16 @@ class MoleculeModel(L.LightningModule):
         return [f"{t}_class{c}" for t in self.tasks for c in range(self.num_classes)]
 
     # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        guard_sync_batch_norms(self)
+
     def setup(self, stage: str) -> None:
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if getattr(strategy, "_layer_sync", None) and strategy.root_device.type == "cpu":
+            raise DataError(
+                "trainer.sync_batchnorm: PyTorch synchronises batch norm statistics over GPUs "
+                "only; leave it false on CPUs"
+            )
         if self._trainer is not None and str(self.trainer.precision) in TRUE_PRECISIONS:
             # Lightning casts the weights but not the fields of a PyG batch: the first linear
             # layer would meet float32 features
