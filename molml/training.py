@@ -436,20 +436,22 @@ class PretrainCLI(MolmlCLI):
         config["ckpt_path"] = str(last)
 
     def _start_afresh(self) -> None:
-        """``--resume false``: checkpoints written where an earlier run's lie replace them
-        (Lightning would otherwise add ``last-v1.ckpt`` beside a ``last.ckpt`` that a later
-        resume would take for this run's)."""
+        """``--resume false``: an earlier run's checkpoints in this run's checkpoint folder
+        are deleted before training (kept, a ``last.ckpt`` would be resumed by a later run if
+        this one stopped before writing its own, and Lightning would write ``last-v1.ckpt``
+        beside it)."""
         for callback in self.trainer.checkpoint_callbacks:
             folder = checkpoint_folder(self.trainer, callback)
-            earlier = sorted(p.name for p in folder.glob("*.ckpt")) if folder else []
+            earlier = sorted(folder.glob("*.ckpt")) if folder else []
             if earlier:
                 log.warning(
-                    "starting afresh: checkpoints of the same name in %s (%s) are replaced as "
-                    "this run writes them",
+                    "starting afresh: deleting the earlier run's checkpoints in %s (%s)",
                     folder,
-                    ", ".join(earlier),
+                    ", ".join(p.name for p in earlier),
                 )
-                callback._enable_version_counter = False
+                for path in earlier:
+                    path.unlink(missing_ok=True)  # other DDP ranks run this too
+            callback._enable_version_counter = False
 
 
 def pretraining_data_differences(stored: dict[str, Any], data: PretrainDataModule) -> list[str]:
