@@ -752,12 +752,17 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     assert not (tmp_path / "runs" / "optuna.db").exists()
 
 
-def test_cv_on_the_loss_writes_its_table_and_a_new_study_retrains_its_trials(
-    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cv_on_the_loss_writes_its_table_and_another_study_keeps_off_its_folder(
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The fold ensemble has no loss: cv on val/loss used to crash after every fold had
-    trained. A study that reuses an output folder (another storage) used to take the old
-    trial's fold results for its own."""
+    trained. A study of the same name in another storage, given the same output folder, is
+    refused instead of replacing the first study's trials (it used to take their fold results
+    for its own, then to delete them); where the folder cannot tell the studies apart (no
+    study.json), a trial folder already there is trained afresh."""
     monkeypatch.chdir(tmp_path)
     config = graph_config(tmp_path / "cfg.yaml", property_csv, split="random")
     main(["cv", "--config", str(config), "--folds", "2", "--metric", "val/loss", "--name", "l"])
@@ -768,10 +773,17 @@ def test_cv_on_the_loss_writes_its_table_and_a_new_study_retrains_its_trials(
     tune = ["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
             "--cv", "2", "--study-name", "s", "--tracking-uri", "none"]  # fmt: skip
     main([*tune, "--storage", "sqlite:///a.db"])
-    fitted = tmp_path / "runs" / "tune" / "s" / "trials" / "trial_0" / "fold_0" / "fitted.json"
+    folder = tmp_path / "runs" / "tune" / "s"
+    fitted = folder / "trials" / "trial_0" / "fold_0" / "fitted.json"
     record = json.loads(fitted.read_text())
     record["value"] = 123.0  # what a stale fold result would carry into the new study
     fitted.write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*tune, "--storage", "sqlite:///b.db"])
+    assert exit_info.value.code == 2
+    assert "holds the trials of another study named 's'" in capsys.readouterr().err
+    assert json.loads(fitted.read_text())["value"] == 123.0  # the first study's, untouched
+    (folder / "study.json").unlink()
     main([*tune, "--storage", "sqlite:///b.db"])
     assert json.loads(fitted.read_text())["value"] != 123.0
     (trial,) = study_trials(tmp_path / "b.db", "s")

@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import time
 import warnings
@@ -121,7 +122,10 @@ def make_pruner(
 
 
 def load_study(
-    options: TuneOptions, space: list[Param], config: dict[str, Any] | None = None
+    options: TuneOptions,
+    space: list[Param],
+    config: dict[str, Any] | None = None,
+    storage: optuna.storages.RDBStorage | None = None,
 ) -> optuna.Study:
     """Create the study, or load it if it exists with the same search space, metric and
     direction, and (for studies that stored them) the same cross-validation split and base
@@ -129,7 +133,7 @@ def load_study(
     differs). The TPE sampler's seed is offset by the trials already in the study, so a
     resumed study draws new points, reproducibly; a grid keeps its seed (its shuffled order)."""
     check_sampler(options.sampler, space)  # before the study is created
-    storage = open_storage(options.storage)
+    storage = storage or open_storage(options.storage)
     direction = metric_direction(options.metric)
     # as the storage gives it back (JSON: a categorical's tuple of choices becomes a list)
     described = json.loads(json.dumps([param.describe() for param in space]))
@@ -261,7 +265,9 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         if options.cv_split not in FOLD_SPLITS:  # e.g. a seed ensemble: not a way to score
             raise DataError(f"cv_split {options.cv_split!r}: choose one of {list(FOLD_SPLITS)}")
         folds = fold_splits(table, options.cv, options.cv_split, options.seed, option="--cv")
-    study = load_study(options, space, job.config)
+    check_sampler(options.sampler, space)
+    storage = open_storage(options.storage)
+    study = load_study(options, space, job.config, storage)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
         # once per study, also when several processes start it together
@@ -269,6 +275,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
     directory.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(storage, options.study_name, directory)
     note = small_validation_note(table, options)
     if note:
         print(note)
@@ -304,6 +311,40 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     return directory
 
 
+STUDY_FILE = "study.json"  # in a study's output folder: the study its trial folders belong to
+
+
+def claim_output_folder(
+    storage: optuna.storages.RDBStorage, study_name: str, directory: Path
+) -> None:
+    """Record in ``directory`` which study (storage and id) its trial folders belong to, or
+    refuse a study other than the recorded one: another study of the same name (made in
+    another ``--storage``, or deleted and made again) would replace the first study's trial
+    folders, whose models that study's records still point at."""
+    me = {
+        "study": study_name,
+        "storage": storage.url,
+        "study_id": storage.get_study_id_from_name(study_name),
+    }
+    marker = directory / STUDY_FILE
+    if marker.is_file():
+        try:
+            recorded = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            recorded = {}
+        if {k: recorded.get(k) for k in me} != me:
+            raise DataError(
+                f"{directory} holds the trials of another study named {study_name!r} "
+                f"(storage {recorded.get('storage')}, study id {recorded.get('study_id')}; "
+                f"{marker}); this one would replace their trial folders: give another "
+                "--output-dir or --study-name, or delete the folder"
+            )
+        return
+    partial = marker.with_name(f"{STUDY_FILE}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(me, indent=2) + "\n")
+    partial.replace(marker)  # whole: another process of the study may read it at once
+
+
 def small_validation_note(table: SplitTable, options: TuneOptions) -> str | None:
     """A warning when trials are scored on a validation split of fewer than
     ``SMALL_VALIDATION`` molecules (None when it is larger or trials are scored by ``cv``)."""
@@ -332,7 +373,8 @@ def _objective(
         trial_dir = directory / "trials" / f"trial_{trial.number}"
         if trial_dir.exists():
             # trial numbers are unique within a study: a folder already there was left by
-            # another study of this name (another storage, or one deleted and made again),
+            # another study of this name that claim_output_folder could not tell apart (one
+            # deleted and made again under the same id, or a folder without study.json),
             # whose fold results and checkpoints must not be taken for this trial's
             log.warning("%s held another study's trial of this name; replaced", trial_dir)
             shutil.rmtree(trial_dir)
