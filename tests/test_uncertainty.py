@@ -15,6 +15,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from molml.cli import main
 from molml.errors import CheckpointError, DataError, PredictorError
+from molml.models import DMPNN, MoleculeModel
 from molml.predict import CalibratedPredictor, EnsemblePredictor, GraphPredictor, load_model
 from molml.uncertainty import (
     ConformalInterval,
@@ -385,6 +386,17 @@ def test_calibration_refuses_bad_requests(
     targets = np.zeros((20, 2))
     with pytest.raises(DataError, match="standard deviation"):
         CalibratedPredictor.fit(base, smiles, targets, normalized=True)
+    multiclass = MoleculeModel(tasks=["c"], task_type="multiclass", num_classes=3,
+                               encoder=DMPNN(hidden_dim=8, depth=1))  # fmt: skip
+    with pytest.raises(DataError, match="this one is multiclass"):  # before it predicts
+        CalibratedPredictor.fit(GraphPredictor(multiclass), smiles, targets[:, :1])
+    for level in ("nan", "1.5", "0"):  # refused before any model loads
+        with pytest.raises(SystemExit) as info:
+            main(["calibrate", "--model", "x.ckpt", "--level", level, "--output", "c.json"])
+        assert info.value.code == 2
+        assert f"--level {float(level)}: the interval level must be between 0 and 1" in (
+            capsys.readouterr().err
+        )
     with pytest.raises(SystemExit):
         main(["calibrate", "--model", "x.ckpt", "--output", "out.yaml", "--data.path", "x.csv"])
     assert "must end in .json" in capsys.readouterr().err

@@ -24,6 +24,15 @@ CALIBRATED_KEY = "calibrated"
 Calibration = ConformalInterval | ProbabilityCalibration
 
 
+def check_calibratable(base: Predictor) -> None:
+    """Refuse a model whose predictions molml cannot calibrate (multiclass)."""
+    if base.task_type == "multiclass":
+        raise DataError(
+            "calibration supports regression and binary classification models; this one is "
+            "multiclass"
+        )
+
+
 class CalibratedPredictor(Predictor):
     """A predictor whose outputs are calibrated per task.
 
@@ -47,8 +56,7 @@ class CalibratedPredictor(Predictor):
         calibrations: dict[str, Calibration],
         fitted_on: dict[str, Any] | None = None,
     ) -> None:
-        if base.task_type == "multiclass":
-            raise DataError("calibration supports regression and binary classification models")
+        check_calibratable(base)
         unknown = sorted(set(calibrations) - set(base.tasks))
         if unknown or not calibrations:
             raise CheckpointError(
@@ -143,6 +151,7 @@ class CalibratedPredictor(Predictor):
         ``<task>_std`` when it has one (``normalized=None``) or as asked. Classification:
         ``method`` ``isotonic`` (default) or ``platt``.
         """
+        check_calibratable(base)
         targets = np.asarray(targets, dtype=float).reshape(len(smiles), len(base.tasks))
         frame = base.predict(list(smiles), batch_size=batch_size)
         ok = (frame["status"] == "ok").to_numpy()

@@ -14,6 +14,7 @@ from typing import Any
 from molml.errors import CommandParser, DataError
 from molml.options import check_int, output_file_folder
 from molml.predict import CalibratedPredictor, load_model
+from molml.predict.calibrated import check_calibratable
 from molml.report.config import DATA_OPTIONS_HELP, data_options
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.uncertainty import CLASSIFICATION_METHODS
@@ -82,6 +83,7 @@ def calibrate(
             "the model is already calibrated (a calibration file): calibrate the model it was "
             "made from instead"
         )
+    check_calibratable(base)
     missing = [t for t in base.tasks if t not in held.table.tasks]
     if missing:
         raise DataError(
@@ -126,6 +128,8 @@ def main(argv: Sequence[str]) -> Path:
     """Entry point of ``molml calibrate``; returns the written calibration file."""
     args, rest = build_parser().parse_known_args(list(argv))
     check_int(args.mc_dropout, "--mc-dropout", minimum=0)
+    if args.level is not None and not 0 < args.level < 1:  # NaN too
+        raise DataError(f"--level {args.level}: the interval level must be between 0 and 1")
     if not args.run and not args.model:
         raise DataError("give --run RUN_DIR or --model MODEL (with --config CFG)")
     # with --run, options such as --data.split_seed alone go over the run's own data
