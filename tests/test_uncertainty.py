@@ -128,7 +128,6 @@ def train_model(property_csv: Path, root: Path, **model_args: object) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from molml.data.datamodule import MoleculeDataModule
-    from molml.models import DMPNN, MoleculeModel
 
     L.seed_everything(0)
     dm = MoleculeDataModule(
@@ -232,7 +231,6 @@ def test_mc_dropout_is_repeatable_and_needs_dropout(
 
 def test_mc_dropout_of_a_model_without_variance_head(property_csv: Path) -> None:
     from molml.data.datamodule import MoleculeDataModule
-    from molml.models import MoleculeModel
 
     featurizer = MoleculeDataModule(path=str(property_csv), target_columns=["logp"])
     model = MoleculeModel(dropout=0.3, tasks=["logp"], featurizer=featurizer.featurizer_config)
