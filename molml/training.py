@@ -17,7 +17,13 @@ import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
-from molml.callbacks import MolmlSaveConfig, PredictionWriter, TrainingPartCheck
+from molml.callbacks import (
+    EvaluationPlots,
+    MlflowArtifacts,
+    MolmlSaveConfig,
+    PredictionWriter,
+    TrainingPartCheck,
+)
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
@@ -128,6 +134,7 @@ class MolmlCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the verb in a run folder of its own; a run that fails before writing anything
         there leaves no empty ``version_N`` behind."""
+        self._add_output_callbacks()
         claimed = claim_log_versions(self.trainer)
         prepare_mlflow_loggers(self.trainer)
         try:
@@ -137,6 +144,19 @@ class MolmlCLI(LightningCLI):
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
             raise
+
+    # the callbacks that write what the verbs promise (test metrics and plots, predictions,
+    # MLflow artifacts): added when a config's own trainer.callbacks list leaves them out
+    output_callbacks: tuple[type[L.Callback], ...] = (
+        MlflowArtifacts,
+        EvaluationPlots,
+        PredictionWriter,
+    )
+
+    def _add_output_callbacks(self) -> None:
+        for kind in self.output_callbacks:
+            if not any(isinstance(c, kind) for c in self.trainer.callbacks):
+                self.trainer.callbacks.append(kind())
 
     def before_fit(self) -> None:
         self._check_checkpoint("fit")
@@ -395,6 +415,7 @@ class PretrainCLI(MolmlCLI):
     Unlabelled data has no test split, so nothing is tested after fitting."""
 
     tests_after_fit = False
+    output_callbacks = ()  # nothing is tested or predicted
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)
@@ -412,11 +433,24 @@ class PretrainCLI(MolmlCLI):
         if not config.get("resume"):
             self._start_afresh()
             return
-        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-        last = Path(dirpath) / "last.ckpt" if dirpath else None
-        if last is None or not last.is_file():
+        dirpath = self._resumable_checkpoint_folder()
+        if dirpath is None:
+            log.warning(
+                "pretrain: no ModelCheckpoint saves last.ckpt in a fixed dirpath, so running "
+                "this command again after a stop starts afresh; resume a run with --ckpt_path, "
+                "or see configs/pretrain_dmpnn.yaml for checkpoints that the same command "
+                "resumes from"
+            )
             return
-        stored = read_checkpoint(last)["molml"]
+        last = Path(dirpath) / "last.ckpt"
+        if not last.is_file():
+            return
+        try:
+            stored = read_checkpoint(last)["molml"]
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; to start afresh instead of resuming from it, pass --resume false"
+            ) from exc
         mine = self.model.spec()
         for key in ("encoder", "hparams", "tasks", "featurizer"):
             if json.dumps(stored.get(key), sort_keys=True) != json.dumps(mine[key], sort_keys=True):
@@ -434,6 +468,14 @@ class PretrainCLI(MolmlCLI):
             )
         log.warning("resuming pretraining from %s", last)
         config["ckpt_path"] = str(last)
+
+    def _resumable_checkpoint_folder(self) -> str | None:
+        """The fixed ``dirpath`` of a ``ModelCheckpoint`` of this run that saves ``last.ckpt``
+        (None without one: nothing a later run of the same command could resume from)."""
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "dirpath", None) and callback.save_last:
+                return callback.dirpath
+        return None
 
     def _start_afresh(self) -> None:
         """``--resume false``: an earlier run's checkpoints in this run's checkpoint folder
@@ -456,10 +498,10 @@ class PretrainCLI(MolmlCLI):
 
 def pretraining_data_differences(stored: dict[str, Any], data: PretrainDataModule) -> list[str]:
     """What differs between the pretraining data a checkpoint recorded and ``data``'s: the
-    sources, their sizes in bytes, the molecule limit and the molecules read (fields the
-    checkpoint did not record are not compared)."""
+    sources, their sizes in bytes and content, the molecule limit and the molecules read
+    (fields the checkpoint did not record are not compared)."""
     now = data.describe()
-    keys = ("sources", "source_bytes", "max_molecules", "train", "val")
+    keys = ("sources", "source_bytes", "source_sha256", "max_molecules", "train", "val")
     return [
         f"{key}: checkpoint {stored[key]!r}, now {now[key]!r}"
         for key in keys

@@ -958,3 +958,26 @@ def test_without_a_logger_only_fit_writes_the_config(
     checkpoint = next(tmp_path.rglob("best.ckpt"))
     main(["test", "--config", "config.yaml", "--ckpt_path", str(checkpoint), *QUIET])
     assert (tmp_path / "config.yaml").read_text() == written
+
+
+def test_a_config_with_its_own_callbacks_still_writes_the_run_outputs(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trainer.callbacks list of a user's config replaces molml's defaults: the callbacks
+    that write test_metrics.json, the test plot and predictions.csv are added back."""
+    path = write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    config = yaml.safe_load(path.read_text())
+    config["trainer"]["callbacks"] = [
+        {"class_path": "molml.callbacks.ModelCheckpoint",
+         "init_args": {"monitor": "val/loss", "filename": "best", "save_last": True}},
+    ]  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    main(["fit", "--config", "tiny.yaml", *QUIET])
+    run = tmp_path / "runs" / "quickstart" / "version_0"
+    assert "best.ckpt" in json.loads((run / "test_metrics.json").read_text())
+    assert (run / "test_parity.png").is_file()
+    main(["predict", "--config", str(run / "config.yaml"),
+          "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), *QUIET])  # fmt: skip
+    assert (tmp_path / "runs" / "quickstart" / "version_1" / "predictions.csv").is_file()

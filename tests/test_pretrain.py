@@ -207,6 +207,14 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert moved.returncode == 2 and "pretrained on other data (sources:" in moved.stderr
+    # nor an edited source of the same size and molecule count (two lines swapped)
+    source = Path(pretrained_run["source"])
+    original = source.read_text()
+    header, first, second, *rest = original.splitlines(keepends=True)
+    source.write_text("".join([header, second, first, *rest]))
+    edited = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    source.write_text(original)
+    assert edited.returncode == 2 and "(source_sha256:" in edited.stderr
     # --resume false starts afresh: the earlier run's checkpoints are deleted before it trains
     # (one that this run does not write again too), so none is left beside its own
     (last.parent / "best-v1.ckpt").write_bytes(last.read_bytes())
@@ -218,6 +226,25 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     assert "starting afresh: deleting the earlier run's checkpoints" in afresh.stderr
     assert sorted(p.name for p in last.parent.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch
+    # a damaged last.ckpt (a stop while it was written) names the way out
+    last.write_bytes(last.read_bytes()[:5000])
+    damaged = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert damaged.returncode == 3 and "pass --resume false" in damaged.stderr
+
+
+def test_pretraining_without_a_fixed_checkpoint_folder_says_it_cannot_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a ModelCheckpoint saving last.ckpt in a fixed dirpath each run writes a new
+    version folder: running the command again would start afresh, and it says so."""
+    from molml.training import make_pretrain_cli
+
+    source = write_smiles(tmp_path / "unlabelled.csv", 150, ())
+    config = pretrain_config(tmp_path, source, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        make_pretrain_cli(["--config", str(config), "--trainer.callbacks=[]"])
+    assert "no ModelCheckpoint saves last.ckpt in a fixed dirpath" in caplog.text
 
 
 def test_pretraining_data_refuses_what_it_cannot_learn_from(tmp_path: Path) -> None:

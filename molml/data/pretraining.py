@@ -241,7 +241,8 @@ class PretrainDataModule(L.LightningDataModule):
         max_molecules: read at most this many SMILES in total (default: all). Runs with
             different limits share the cache: raising the limit featurizes only the molecules
             not yet cached.
-        val_size: the first this many valid molecules are the validation and reference set.
+        val_size: the valid molecules among the first this many SMILES are the validation and
+            reference set (at least 10 of them must be valid).
         shard_size: molecules per cached shard (memory holds one shard per loader worker).
         featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
         descriptors: RDKit descriptor names to learn (default: all of RDKit's 2D descriptors).
@@ -286,6 +287,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["featurizer"])
         self.sources = list(sources or [ZINC])
         self.paths = [source_path(s) for s in self.sources]  # fails early on a missing source
+        self.source_sha256 = [sha256_of(p) for p in self.paths]
         self.featurizer = featurizer or MolGraphFeaturizer()
         self.descriptors = RDKitDescriptors(descriptors)
         self.directory = Path(cache_dir) / self._cache_key()
@@ -317,7 +319,10 @@ class PretrainDataModule(L.LightningDataModule):
             "format": CACHE_FORMAT,
             # the content, not the path or time stamp: a reinstalled or moved file keeps its
             # cache, an edit that keeps size and time stamp does not
-            "sources": [{"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in self.paths],
+            "sources": [
+                {"bytes": p.stat().st_size, "sha256": digest}
+                for p, digest in zip(self.paths, self.source_sha256, strict=True)
+            ],
             "smiles_column": hp.smiles_column,
             # runs of every data.max_molecules share one directory (see _block_path); the
             # field stays, always null, so that caches of unlimited runs keep their key
@@ -398,7 +403,8 @@ class PretrainDataModule(L.LightningDataModule):
             return GraphStore.load(path)
         store, counts, examples = self._featurize(block, 0)
         if len(store) < 10:
-            why = f", e.g. {examples}" if examples else ""
+            shown = "; ".join(f"molecule {k}: {v}" for k, v in examples.items())
+            why = f" (e.g. {shown})" if examples else ""
             raise DataError(
                 f"the validation set needs at least 10 molecules with all descriptors; the "
                 f"first {len(block)} pretraining SMILES (data.val_size "
@@ -500,6 +506,7 @@ class PretrainDataModule(L.LightningDataModule):
             "name": "pretraining",
             "sources": [str(s) for s in self.sources],
             "source_bytes": [p.stat().st_size for p in self.paths],
+            "source_sha256": self.source_sha256,
             "max_molecules": self.hparams.max_molecules,
             "train": int(sum(self.shard_sizes)),
             "val": len(self.val_store),
