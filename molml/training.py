@@ -41,6 +41,10 @@ from molml.tracking import (
 log = logging.getLogger(__name__)
 
 
+# strategies that train in spawned or forked processes (not supported: see MolmlCLI)
+SPAWNED_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
 class MolmlCLI(LightningCLI):
     """LightningCLI with the data module's task description linked into the model; ``fit``
     ends by testing the best checkpoint in the same process (``--test_best false`` skips it),
@@ -83,6 +87,14 @@ class MolmlCLI(LightningCLI):
             raise DataError(
                 f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
                 f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
+            )
+        strategy = config.get("trainer", {}).get("strategy")
+        if isinstance(strategy, str) and strategy.startswith(SPAWNED_STRATEGIES):
+            # the processes train on copies of the model and trainer: the loggers of the
+            # launching process, which tests and records the run afterwards, see none of it
+            raise DataError(
+                f"--trainer.strategy {strategy}: molml runs several devices with "
+                "--trainer.strategy ddp (one process per device, started like this command)"
             )
         data = config.get("data") or {}
         predicting_a_file = self.subcommand == "predict" and data.get("predict_path")

@@ -981,3 +981,15 @@ def test_a_config_with_its_own_callbacks_still_writes_the_run_outputs(
     main(["predict", "--config", str(run / "config.yaml"),
           "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), *QUIET])  # fmt: skip
     assert (tmp_path / "runs" / "quickstart" / "version_1" / "predictions.csv").is_file()
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_notebook_find_unused_parameters_true"])
+def test_spawned_process_strategies_are_refused(
+    strategy: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Their processes train copies of the trainer: the launching process's logs and test
+    would miss the training (metrics.csv with the test row only, MLflow split in two)."""
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data.dataset", "esol", "--trainer.strategy", strategy])
+    assert info.value.code == 2
+    assert "molml runs several devices with --trainer.strategy ddp" in capsys.readouterr().err

@@ -148,6 +148,16 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
         assert np.all(record["mask"])
         assert np.allclose(np.sort(target), np.sort(single_target))
         assert np.allclose(np.sort(preds), np.sort(single_preds), atol=1e-5)
+    # a file of fewer molecules than processes: refused as bad input, not a sampler assertion
+    one = tmp_path / "one.csv"
+    one.write_text("smiles\nCCO\n")
+    command = [sys.executable, "-m", "molml.cli", "predict", "--config", str(config),
+               "--ckpt_path", str(best), "--data.predict_path", str(one), *ddp]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"data.predict_path {one} has 1 molecule(s), fewer than the 2 processes" in (
+        result.stderr
+    )
 
 
 def test_bf16_mixed_training_on_cpu_saves_a_loadable_checkpoint(tmp_path: Path) -> None:

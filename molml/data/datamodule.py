@@ -652,12 +652,25 @@ class MoleculeDataModule(L.LightningDataModule):
             std = np.nan_to_num(np.nanstd(features, axis=0), nan=1.0)
         return mean, np.where(std > 1e-8, std, 1.0)
 
-    def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
+    def _check_devices(self, molecules: int, what: str) -> None:
+        """Evaluation parts are divided over the processes without repeats: each needs one
+        molecule at least (Lightning's sampler would fail with a bare AssertionError)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or molecules >= trainer.world_size:
+            return
+        raise DataError(
+            f"{what} has {molecules} molecule(s), fewer than the {trainer.world_size} "
+            "processes (--trainer.devices, --trainer.num_nodes) it would be divided over; "
+            "run it on fewer devices, e.g. --trainer.devices 1"
+        )
+
+    def _loader(self, indices: np.ndarray, shuffle: bool, part: str) -> DataLoader:
         workers = self.hparams.num_workers
         dataset = GraphBatches(self.graphs, indices)
         sampler = None
         trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
+            self._check_devices(len(indices), f"the {part} split")
             # Lightning's default DistributedSampler pads ranks to equal length by repeating
             # molecules, which would count them twice in validation and test metrics
             sampler = UnrepeatedDistributedSampler(
@@ -675,7 +688,7 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if not self.hparams.balanced_sampler:
-            return self._loader(self.split.train, shuffle=True)
+            return self._loader(self.split.train, shuffle=True, part="training")
         if self.trainer is not None and self.trainer.world_size > 1:
             raise DataError("data.balanced_sampler works on one device only")
         weights = torch.as_tensor(self._balanced_weights(), dtype=torch.double)
@@ -689,10 +702,10 @@ class MoleculeDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split.val, shuffle=False)
+        return self._loader(self.split.val, shuffle=False, part="validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.split.test, shuffle=False)
+        return self._loader(self.split.test, shuffle=False, part="test")
 
     def predict_dataloader(self) -> DataLoader:
         if self._predict_store is None:
@@ -700,7 +713,10 @@ class MoleculeDataModule(L.LightningDataModule):
             frame = self.table.iloc[rows][["row", "smiles"]]  # index = input position
             frame["status"] = "ok"
             self.predict_frame = frame
-            return self._loader(self.split.test, shuffle=False)
+            return self._loader(self.split.test, shuffle=False, part="test")
+        self._check_devices(
+            len(self._predict_store), f"data.predict_path {self.hparams.predict_path}"
+        )
         return DataLoader(
             GraphBatches(self._predict_store, np.arange(len(self._predict_store))),
             batch_size=self.hparams.batch_size,
