@@ -18,6 +18,7 @@ from rdkit.Chem import Crippen
 
 from molml.chem.parsing import parse_smiles
 from molml.errors import CommandParser, InvalidMoleculeError
+from molml.options import check_int, creatable_directory
 
 CONFIG = resources.files("molml") / "configs" / "quickstart.yaml"
 """The quickstart config: package data, built from the checkout's top-level ``configs/``."""
@@ -51,7 +52,12 @@ def write_logp_dataset(library: Path, out_csv: Path) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     """Train, test, reload and screen the quickstart model; print where everything is."""
-    parser = CommandParser(prog="molml quickstart", description=__doc__)
+    parser = CommandParser(
+        prog="molml quickstart",
+        description="The offline demo job: label the 5,000 NCI molecules that ship with RDKit "
+        "with Crippen logP, train a small D-MPNN on a scaffold split, test its best "
+        "checkpoint, reload it with molml.load_model and screen the whole library with it.",
+    )
     parser.add_argument(
         "--out",
         default="runs/quickstart",
@@ -60,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-epochs", type=int, default=None, help="override the config")
     args = parser.parse_args(argv)
+    if args.max_epochs is not None:
+        check_int(args.max_epochs, "--max-epochs", minimum=1)
+    creatable_directory(args.out, f"--out {args.out} cannot be made")
 
     from molml.predict import load_model
     from molml.training import full_config, make_cli

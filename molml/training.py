@@ -576,13 +576,17 @@ def full_config(args: list[str]) -> dict[str, Any]:
 
 
 def _build(cli_class: type[MolmlCLI], args: list[str] | dict[str, Any] | None, run: bool) -> Any:
-    return cli_class(
-        MoleculeModel,
-        MoleculeDataModule,
-        save_config_callback=MolmlSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=0,
-        args=args,
-        run=run,
-        parser_kwargs=parser_kwargs(prog="molml", description=DESCRIPTION),
-    )
+    with warnings.catch_warnings():
+        # args given here come from molml's own verbs (sys.argv behind the verb, or a config
+        # built for the quickstart or a tuning trial): not the mix-up the warning is about
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return cli_class(
+            MoleculeModel,
+            MoleculeDataModule,
+            save_config_callback=MolmlSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=args,
+            run=run,
+            parser_kwargs=parser_kwargs(prog="molml", description=DESCRIPTION),
+        )

@@ -993,3 +993,26 @@ def test_spawned_process_strategies_are_refused(
         main(["fit", "--data.dataset", "esol", "--trainer.strategy", strategy])
     assert info.value.code == 2
     assert "molml runs several devices with --trainer.strategy ddp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-epochs", "0"], "--max-epochs must be an integer >= 1, got 0"),
+        (["--out", "a_file/run"], "--out a_file/run cannot be made (a_file is a file"),
+    ],
+)
+def test_quickstart_refuses_bad_options_before_any_work(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as info:
+        main(["quickstart", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -98,6 +98,8 @@ def test_tampered_copy_fails_checksum(
 def test_unknown_dataset_lists_known_names() -> None:
     with pytest.raises(DataError, match="unknown dataset 'qm7'.*bace, bbbp.*tox21"):
         get_card("qm7")
+    with pytest.raises(DataError, match="unknown dataset '../datasets/esol'"):
+        get_card("../datasets/esol")  # a name, not a path into the package
 
 
 def test_missing_file_in_data_dir(data_dir: Path, tmp_path: Path) -> None:

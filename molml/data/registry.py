@@ -68,10 +68,10 @@ def list_datasets() -> list[str]:
 
 def get_card(name: str) -> DatasetCard:
     """The card of dataset ``name``; :class:`DataError` listing the known names if unknown."""
-    path = _cards_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
-    return _load_card(path)
+    known = list_datasets()
+    if name not in known:  # a name, never a path (e.g. "../datasets/esol")
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}")
+    return _load_card(_cards_dir() / f"{name}.yaml")
 
 
 def dataset_path(
@@ -232,7 +232,7 @@ def _download(card: DatasetCard, target: Path) -> None:
                 raise DataError(
                     f"could not download dataset {card.name!r} from {card.url}: {exc}. "
                     f"Without network access, set MOLML_DATA_DIR to a directory holding "
-                    f"{card.filename} (or pass data_dir=...)"
+                    f"{card.filename} (or pass --data.data_dir DIR; data_dir= in Python)"
                 ) from exc
         _verify(partial, card, source=f"{card.url} (downloading to {target})")
         os.replace(partial, target)
