@@ -3,9 +3,11 @@ and the record of which MLflow run a run directory belongs to."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -54,6 +56,48 @@ def absolute_tracking_uri(uri: str) -> str:
             f"{uri}: cannot make the database's folder {database.parent} ({exc})"
         ) from exc
     return f"{SQLITE_PREFIX}{database}"
+
+
+def mlflow_client(uri: str) -> MlflowClient:
+    """An MLflow client of ``uri`` (a relative ``sqlite:///`` made absolute, see
+    :func:`absolute_tracking_uri`). A new SQLite database is made whole or not at all (see
+    :func:`_make_sqlite_store`); one that cannot be opened is a :class:`DataError` naming it."""
+    from mlflow.tracking import MlflowClient
+
+    uri = absolute_tracking_uri(uri)
+    if not uri.startswith(SQLITE_PREFIX):
+        return MlflowClient(uri)
+    database = Path(uri.removeprefix(SQLITE_PREFIX))
+    try:
+        if not database.exists():
+            _make_sqlite_store(database)
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # opens it: the tables, their version
+    except (DataError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and MLflow's many errors
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise DataError(
+            f"the MLflow database {database} cannot be opened ({reason}); a run stopped while "
+            "it was being made leaves it so: delete it, or log to another tracking_uri"
+        ) from exc
+    return client
+
+
+def _make_sqlite_store(database: Path) -> None:
+    """Let MLflow make its tables in a new SQLite file beside ``database``, then link it into
+    place: a run stopped meanwhile (Ctrl-C, SIGTERM) leaves no half-made database behind,
+    and of several processes making it at once the first one's is kept."""
+    from mlflow.tracking import MlflowClient
+
+    # a name never used before: MLflow keeps the store of each URI for the whole process
+    partial = database.with_name(f".{database.name}.{uuid.uuid4().hex}.partial")
+    try:
+        MlflowClient(f"{SQLITE_PREFIX}{partial}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):  # never over a database made meanwhile
+            os.link(partial, database)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 MLFLOW_RUN_FILE = "mlflow_run.json"

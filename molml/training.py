@@ -35,6 +35,7 @@ from molml.tracking import (
     absolute_tracking_uri,
     checked_tracking_uri,
     experiment_id,
+    mlflow_client,
     warn_if_artifacts_elsewhere,
 )
 
@@ -124,6 +125,8 @@ class MolmlCLI(LightningCLI):
                     "MLFlowLogger out of trainer.logger"
                 )
             init_args.tracking_uri = uri  # as written: made absolute for the run only
+            if uri.startswith(SQLITE_PREFIX):  # made whole before MLFlowLogger opens it
+                mlflow_client(uri)
 
     checkpoint_spec: dict[str, Any] | None = None  # the model spec of --ckpt_path's file
 
@@ -344,10 +347,8 @@ def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
         if not isinstance(logger, MLFlowLogger):
             continue
         if logger._tracking_uri.startswith(SQLITE_PREFIX):
-            from mlflow.tracking import MlflowClient  # MLflow is imported only when it logs
-
             logger._tracking_uri = absolute_tracking_uri(logger._tracking_uri)
-            logger._mlflow_client = MlflowClient(logger._tracking_uri)
+            logger._mlflow_client = mlflow_client(logger._tracking_uri)
         if trainer.global_rank == 0 and logger._run_id is None:
             client = logger._mlflow_client
             logger._experiment_id = experiment_id(

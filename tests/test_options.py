@@ -155,3 +155,35 @@ def test_a_database_under_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
         absolute_tracking_uri(f"sqlite:///{tmp_path / 'data.csv' / 't.db'}")
     assert absolute_tracking_uri(f"sqlite:///{tmp_path / 'new' / 't.db'}").endswith("new/t.db")
     assert (tmp_path / "new").is_dir()
+
+
+def test_an_mlflow_database_is_made_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow makes its tables in a new file that is linked into place when done: a stop
+    meanwhile (SIGTERM while 'Updating database tables') leaves no database, where it used
+    to leave one that every later run failed to open; such a file is named in one line."""
+    import mlflow.tracking
+
+    from molml.tracking import mlflow_client
+
+    database = tmp_path / "mlflow.db"
+    real = mlflow.tracking.MlflowClient
+
+    def stopped(uri: str) -> None:
+        real(uri)  # the tables are being made ...
+        raise KeyboardInterrupt  # ... when the run is stopped
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        mlflow_client(f"sqlite:///{database}")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", real)
+    client = mlflow_client(f"sqlite:///{database}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"not a database" * 100)
+    with pytest.raises(DataError, match=f"the MLflow database {broken} cannot be opened"):
+        mlflow_client(f"sqlite:///{broken}")

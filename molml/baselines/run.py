@@ -31,7 +31,7 @@ from molml.data.readers import check_some_valid, read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
-from molml.tracking import absolute_tracking_uri, experiment_id, record_mlflow_run
+from molml.tracking import absolute_tracking_uri, experiment_id, mlflow_client, record_mlflow_run
 
 log = logging.getLogger("molml")
 
@@ -224,10 +224,9 @@ def _log_to_mlflow(config: BaselineConfig, run_dir: Path, metrics: dict[str, dic
     if not config.tracking_uri:
         return
     from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
 
     tracking_uri = absolute_tracking_uri(config.tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     name = config.run_name
     experiment = experiment_id(client, name, config.artifact_location)
     run_id = client.create_run(experiment, run_name=f"{name}/{run_dir.name}").info.run_id

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from molml.errors import DataError, Terminated, error_message, sigterm_received
 from molml.options import creatable_directory
-from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id
+from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id, mlflow_client
 from molml.tune.cv import fit_folds, fold_splits, write_folds
 from molml.tune.jobs import (
     CURVES,
@@ -534,9 +534,7 @@ class _Tracker:
         self.parent_id = ""
         if not options.tracking_uri:
             return
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(absolute_tracking_uri(options.tracking_uri))
+        self.client = mlflow_client(options.tracking_uri)
         self.experiment_id = experiment_id(
             self.client,
             options.study_name,
