@@ -208,6 +208,8 @@ def run_screen(model: Path, library: Path, output: Path, extra: list[str]) -> di
     command = molml_command(model, library, output, extra)
     wall, peak, stdout = run_measured(command)
     summary = json.loads(stdout[stdout.index("{") :])
+    for temporary in ("input", "output"):  # files of a folder deleted when the run ends
+        summary.pop(temporary, None)
     return {
         **summary,
         "wall_seconds": round(wall, 2),
@@ -255,7 +257,7 @@ def run_measured(command: list[str]) -> tuple[float, list[int], str]:
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
@@ -269,11 +271,13 @@ def run_measured(command: list[str]) -> tuple[float, list[int], str]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    stdout, _ = process.communicate()
+    stdout, stderr = process.communicate()
     sampler.join()
     wall = time.perf_counter() - started
     if process.returncode != 0:
-        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}")
+        raise SystemExit(
+            f"failed ({process.returncode}): {' '.join(command)}\n{stderr.strip()[-2000:]}"
+        )
     return wall, peak, stdout
 
 
@@ -295,6 +299,10 @@ def main() -> None:
     parser.add_argument("--chemprop-num-workers", type=int, help="chemprop predict --num-workers")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/screen.json"))
     args = parser.parse_args()
+    if min(args.sizes) < 1:
+        parser.error(f"--sizes must be positive, got {args.sizes}")
+    if args.model is not None and not args.model.is_file():
+        parser.error(f"--model {args.model}: no such checkpoint")
 
     extra = []
     for flag in ("num_workers", "chunk_size", "batch_size", "precision"):
@@ -348,7 +356,8 @@ def main() -> None:
     load_after = os.getloadavg()
 
     print(
-        f"\nmolml screen, D-MPNN hidden 300 depth 3, {os.cpu_count()} cores, {platform.machine()}"
+        f"\nmolml screen, {args.model or 'D-MPNN hidden 300 depth 3'}, {os.cpu_count()} cores, "
+        f"{platform.machine()}"
         f"; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
     print(
