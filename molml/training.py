@@ -174,9 +174,19 @@ class MolmlCLI(LightningCLI):
                 self.trainer.callbacks.append(kind())
 
     def before_fit(self) -> None:
+        self._check_finite_schedule()
         self._check_checkpoint("fit")
         self._check_monitored_metrics()
         self._check_checkpoint_folders()
+
+    def _check_finite_schedule(self) -> None:
+        """The learning-rate schedule needs a step count (the model checks it too, but only
+        once the data is set up and the run folder written)."""
+        if self.trainer.max_epochs == -1 and self.trainer.max_steps == -1:
+            raise DataError(
+                "the learning-rate schedule needs a finite number of steps: set "
+                "trainer.max_epochs (or trainer.max_steps), not -1"
+            )
 
     def _check_checkpoint_folders(self) -> None:
         """A fit whose checkpoints would go into a folder already holding an earlier run's
@@ -438,6 +448,7 @@ class PretrainCLI(MolmlCLI):
         parser.set_defaults({"trainer.reload_dataloaders_every_n_epochs": 1})
 
     def before_fit(self) -> None:
+        self._check_finite_schedule()
         self.datamodule.prepare_shards()
         self._check_checkpoint("fit")
         config = self.config_init["fit"]

@@ -1016,3 +1016,15 @@ def test_quickstart_refuses_bad_options_before_any_work(
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_endless_schedule_is_refused_before_the_run_folder_is_written(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", "tiny.yaml", "--trainer.max_epochs", "-1", *QUIET])
+    assert info.value.code == 2
+    assert list((tmp_path / "runs" / "quickstart").iterdir()) == []  # no split.json left
