@@ -125,7 +125,7 @@ def _run_verb(args: list[str], from_sys_argv: bool) -> None:
         from molml.training import make_pretrain_cli
 
         _check_config_files(args)
-
+        _refuse_options_set_from_the_data(args)
         _run_lightning(lambda: make_pretrain_cli(args[1:]))
     elif args and args[0] == "baseline":
         from molml.baselines.cli import main as baseline
@@ -262,8 +262,11 @@ SET_FROM_THE_DATA = {
 def _refuse_options_set_from_the_data(args: list[str]) -> None:
     """Refuse a model option that the data module sets, naming the option to use instead
     (jsonargparse would name the link's internal source, e.g. ``data.num_classes``)."""
-    for _, option, _ in _option_values(args, tuple(SET_FROM_THE_DATA)):
-        raise DataError(f"{option} is set from the data; give {SET_FROM_THE_DATA[option]}")
+    for arg in args:
+        option = arg.partition("=")[0]
+        for linked, hint in SET_FROM_THE_DATA.items():
+            if option == linked or option.startswith(f"{linked}."):
+                raise DataError(f"{option} is set from the data: {hint}")
 
 
 def _run_lightning(run: Callable[[], object]) -> None:

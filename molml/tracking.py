@@ -3,10 +3,10 @@ and the record of which MLflow run a run directory belongs to."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import textwrap
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,27 +61,40 @@ def absolute_tracking_uri(uri: str) -> str:
 def mlflow_client(uri: str) -> MlflowClient:
     """An MLflow client of ``uri`` (a relative ``sqlite:///`` made absolute, see
     :func:`absolute_tracking_uri`). A new SQLite database is made whole or not at all (see
-    :func:`_make_sqlite_store`); one that cannot be opened is a :class:`DataError` naming it."""
+    :func:`_make_sqlite_store`); one whose tables cannot be read is a :class:`DataError`
+    naming it and the ways out."""
     from mlflow.tracking import MlflowClient
 
     uri = absolute_tracking_uri(uri)
     if not uri.startswith(SQLITE_PREFIX):
         return MlflowClient(uri)
     database = Path(uri.removeprefix(SQLITE_PREFIX))
+    if not database.exists():
+        _make_sqlite_store(database)
     try:
-        if not database.exists():
-            _make_sqlite_store(database)
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # opens it: the tables, their version
-    except (DataError, OSError):
-        raise
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and MLflow's many errors
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        text = str(exc)
+        if not any(sign in text for sign in UNREADABLE_STORE):
+            raise
+        reason = textwrap.shorten(text.strip().splitlines()[0], 200, placeholder=" ...")
         raise DataError(
-            f"the MLflow database {database} cannot be opened ({reason}); a run stopped while "
-            "it was being made leaves it so: delete it, or log to another tracking_uri"
+            f"the MLflow database {database} cannot be opened ({reason}). If an older MLflow "
+            f"made it: mlflow db upgrade {uri}; if a run was stopped while it was being made: "
+            "delete it; or log to another tracking_uri"
         ) from exc
     return client
+
+
+# what SQLite, SQLAlchemy and MLflow say of a database whose tables cannot be used
+UNREADABLE_STORE = (
+    "OperationalError",
+    "DatabaseError",
+    "file is not a database",
+    "out-of-date database schema",
+    "mlflow db upgrade",
+)
 
 
 def _make_sqlite_store(database: Path) -> None:
@@ -92,11 +105,22 @@ def _make_sqlite_store(database: Path) -> None:
 
     # a name never used before: MLflow keeps the store of each URI for the whole process
     partial = database.with_name(f".{database.name}.{uuid.uuid4().hex}.partial")
+    quiet = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in quiet]
     try:
+        for logger in quiet:  # "Creating initial MLflow database tables...": not news here
+            logger.setLevel(logging.WARNING)
         MlflowClient(f"{SQLITE_PREFIX}{partial}").search_experiments(max_results=1)
-        with contextlib.suppress(FileExistsError):  # never over a database made meanwhile
-            os.link(partial, database)
+        try:
+            os.link(partial, database)  # never over a database made meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not database.exists():
+                os.replace(partial, database)
     finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
         partial.unlink(missing_ok=True)
 
 

@@ -927,9 +927,10 @@ def test_the_errors_a_user_catches_are_at_the_top_level(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("option", "hint"),
     [
-        ("--model.num_classes=3", "number of classes in the target column"),
-        ("--model.task_type=regression", "--data.task_type"),
-        ("--model.tasks=[logS]", "--data.target_columns"),
+        ("--model.num_classes=3", "it is the number of classes in the target column"),
+        ("--model.task_type=regression", "give --data.task_type instead"),
+        ("--model.tasks=[logS]", "give --data.target_columns instead"),
+        ("--model.featurizer.init_args.preset=x", "give --data.featurizer instead"),
     ],
 )
 def test_a_model_option_set_from_the_data_names_what_to_give_instead(
@@ -939,8 +940,8 @@ def test_a_model_option_set_from_the_data_names_what_to_give_instead(
     with pytest.raises(SystemExit) as info:
         main(["fit", "--data.dataset", "esol", option])
     assert info.value.code == 2
-    error = capsys.readouterr().err
-    assert f"{option.partition('=')[0]} is set from the data" in error and hint in error
+    error = capsys.readouterr().err.strip()
+    assert error == f"molml fit: error: {option.partition('=')[0]} is set from the data: {hint}"
 
 
 def test_without_a_logger_only_fit_writes_the_config(
