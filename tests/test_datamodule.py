@@ -297,3 +297,23 @@ def test_loader_batches_equal_pyg_collation_of_the_same_molecules(tmp_path: Path
     check(train, seen)
     assert any((~b.y_mask).any() for b in train)  # missing labels really were in there
     check(list(dm.val_dataloader()), list(dm.split.val))
+
+
+def test_an_evaluation_split_smaller_than_the_processes_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    """Under DDP each process takes its own molecules of the validation and test splits,
+    none repeated; Lightning's sampler would fail with a bare AssertionError on a process
+    left without one (the test split: only after training)."""
+    import lightning as L
+
+    dm = MoleculeDataModule(
+        path=str(write_task_csv(tmp_path / "small.csv", 20, invalid=False)),
+        split="random",
+        split_sizes=(0.9, 0.05, 0.05),
+        cache_dir=None,
+        featurize_jobs=1,
+    )
+    dm.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    with pytest.raises(DataError, match="the validation split has 1 valid molecule.*2 processes"):
+        dm.setup("fit")

@@ -155,7 +155,7 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path: 
                "--ckpt_path", str(best), "--data.predict_path", str(one), *ddp]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"data.predict_path {one} has 1 molecule(s), fewer than the 2 processes" in (
+    assert f"data.predict_path {one} has 1 valid molecule(s), fewer than the 2 processes" in (
         result.stderr
     )
 

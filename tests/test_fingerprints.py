@@ -245,3 +245,21 @@ def test_make_fingerprint_overrides_and_errors() -> None:
         make_fingerprint("ecfp5")
     with pytest.raises(DataError, match="fingerprint 'morgan': .*nbits"):
         make_fingerprint("ecfp4", nbits=512)
+
+
+@pytest.mark.parametrize(
+    ("plain", "with_hydrogen"),
+    [
+        ("OC1(CN2CCC1CC2)C#Cc3ccc(cc3)c4ccccc4", "[H]OC1(CN2CCC1CC2)C#Cc3ccc(cc3)c4ccccc4"),
+        ("C[C@H](N)C(=O)O", "[H]OC(=O)[C@@H](N)C"),
+    ],
+)
+def test_descriptors_are_rdkits_however_the_molecule_is_written(
+    plain: str, with_hydrogen: str
+) -> None:
+    """A bridged ring system's ring counts and a stereocentre count, which molml's fast
+    parsing (no symmetrized SSSR) used to get wrong, and only for SMILES without [H]."""
+    descriptors = RDKitDescriptors()
+    reference = descriptors._featurize(Chem.MolFromSmiles(plain))
+    assert np.array_equal(descriptors(plain), reference, equal_nan=True)
+    assert np.array_equal(descriptors(with_hydrogen), reference, equal_nan=True)

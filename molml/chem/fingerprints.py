@@ -21,7 +21,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import Descriptors, MACCSkeys, rdFingerprintGenerator
 from tqdm.auto import tqdm
 
-from molml.chem.parsing import parse_smiles
+from molml.chem.parsing import fully_perceived, parse_smiles
 from molml.errors import DataError, InvalidMoleculeError
 
 _MAX_CHUNK = 1000
@@ -40,7 +40,8 @@ class FingerprintFeaturizer:
         """
         mol = mol_or_smiles if isinstance(mol_or_smiles, Chem.Mol) else parse_smiles(mol_or_smiles)
         try:
-            return self._featurize(mol)
+            # the same features however the molecule was written and parsed
+            return self._featurize(fully_perceived(mol))
         except Exception as exc:  # RDKit raises assorted C++ exceptions
             raise InvalidMoleculeError(f"{self.name} featurization failed: {exc}") from exc
 

@@ -86,6 +86,17 @@ def _mol_from_smiles(text: str) -> Chem.Mol:
     return mol
 
 
+def fully_perceived(mol: Chem.Mol) -> Chem.Mol:
+    """A copy of ``mol`` with the ring and stereo perception of ``Chem.MolFromSmiles``: the
+    symmetrized SSSR and possible stereocentres, which :func:`parse_smiles`'s fast path
+    leaves out (the graph features do not need them; ring counts of bridged systems and
+    stereocentre counts among RDKit's descriptors do)."""
+    mol = Chem.Mol(mol)
+    Chem.SanitizeMol(mol, Chem.SanitizeFlags.SANITIZE_SYMMRINGS)
+    Chem.AssignStereochemistry(mol, cleanIt=True, force=True, flagPossibleStereoCenters=True)
+    return mol
+
+
 @lru_cache(maxsize=1)
 def _standardizers() -> tuple:
     return (

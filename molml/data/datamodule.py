@@ -538,6 +538,11 @@ class MoleculeDataModule(L.LightningDataModule):
                 n_invalid=len(featurized.errors),
             )
             self._write_reports()
+        if not predicting_a_file:  # before training: fit tests its best checkpoint at the end
+            if stage in ("fit", "validate"):
+                self._check_devices(len(self.split.val), "the validation split")
+            if stage in ("fit", "test", "predict"):
+                self._check_devices(len(self.split.test), "the test split")
         if stage == "predict" and self.hparams.predict_path and self._predict_store is None:
             trained_on = self.hparams.smiles_column or self.table.attrs.get("smiles_column")
             frame = read_molecules_to_predict(
@@ -658,19 +663,20 @@ class MoleculeDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1 or molecules >= trainer.world_size:
             return
+        if molecules == 0:  # nothing to divide: Lightning's sampler takes an empty part
+            return
         raise DataError(
-            f"{what} has {molecules} molecule(s), fewer than the {trainer.world_size} "
+            f"{what} has {molecules} valid molecule(s), fewer than the {trainer.world_size} "
             "processes (--trainer.devices, --trainer.num_nodes) it would be divided over; "
             "run it on fewer devices, e.g. --trainer.devices 1"
         )
 
-    def _loader(self, indices: np.ndarray, shuffle: bool, part: str) -> DataLoader:
+    def _loader(self, indices: np.ndarray, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
         dataset = GraphBatches(self.graphs, indices)
         sampler = None
         trainer = self.trainer
         if not shuffle and trainer is not None and trainer.world_size > 1:
-            self._check_devices(len(indices), f"the {part} split")
             # Lightning's default DistributedSampler pads ranks to equal length by repeating
             # molecules, which would count them twice in validation and test metrics
             sampler = UnrepeatedDistributedSampler(
@@ -688,7 +694,7 @@ class MoleculeDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if not self.hparams.balanced_sampler:
-            return self._loader(self.split.train, shuffle=True, part="training")
+            return self._loader(self.split.train, shuffle=True)
         if self.trainer is not None and self.trainer.world_size > 1:
             raise DataError("data.balanced_sampler works on one device only")
         weights = torch.as_tensor(self._balanced_weights(), dtype=torch.double)
@@ -702,10 +708,10 @@ class MoleculeDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split.val, shuffle=False, part="validation")
+        return self._loader(self.split.val, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.split.test, shuffle=False, part="test")
+        return self._loader(self.split.test, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         if self._predict_store is None:
@@ -713,7 +719,7 @@ class MoleculeDataModule(L.LightningDataModule):
             frame = self.table.iloc[rows][["row", "smiles"]]  # index = input position
             frame["status"] = "ok"
             self.predict_frame = frame
-            return self._loader(self.split.test, shuffle=False, part="test")
+            return self._loader(self.split.test, shuffle=False)
         self._check_devices(
             len(self._predict_store), f"data.predict_path {self.hparams.predict_path}"
         )

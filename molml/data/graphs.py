@@ -36,7 +36,9 @@ from molml.options import writable_directory
 
 log = logging.getLogger("molml")
 
-CACHE_FORMAT = 3  # 2: split keys ignore explicit hydrogens; 3: feature rows stored once
+# 2: split keys ignore explicit hydrogens; 3: feature rows stored once; 4: molecule features
+# computed with full ring and stereo perception
+CACHE_FORMAT = 4
 
 
 @dataclass

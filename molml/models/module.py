@@ -322,7 +322,8 @@ class MoleculeModel(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         strategy = self.trainer.strategy if self._trainer is not None else None
-        if getattr(strategy, "_layer_sync", None) and strategy.root_device.type == "cpu":
+        layer_sync = stage == "fit" and getattr(strategy, "_layer_sync", None)
+        if layer_sync and strategy.root_device.type == "cpu":
             raise DataError(
                 "trainer.sync_batchnorm: PyTorch synchronises batch norm statistics over GPUs "
                 "only; leave it false on CPUs"
