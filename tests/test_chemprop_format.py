@@ -5,6 +5,7 @@ chemprop's featurization, also written out here."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 import sys
 import types
@@ -310,3 +311,22 @@ def test_featurizer_must_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     path = save(chemprop_checkpoint(), tmp_path / "model.pt", monkeypatch)
     with pytest.raises(CheckpointError, match=r"reads the 'chemprop' .*\S+preset chemprop"):
         MoleculeModel(encoder=DMPNN(hidden_dim=D_H, depth=DEPTH), pretrained=str(path))
+
+
+def test_a_readout_other_than_the_files_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The model would not encode molecules as chemprop did: a warning says so."""
+    path = save(chemprop_checkpoint(aggregation="NormAggregation"), tmp_path / "m.pt", monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        model_for(path, "mean")
+    assert "was trained with readout 'norm'; this model pools with 'mean'" in caplog.text
+
+
+def test_a_file_shaped_like_a_chemprop_checkpoint_with_other_contents_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "weird.pt"
+    torch.save({"hyper_parameters": 5, "state_dict": {"W_i.weight": 1}}, path)
+    with pytest.raises(CheckpointError, match="looks like a chemprop checkpoint but cannot"):
+        read_pretrained(str(path))

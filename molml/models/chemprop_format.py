@@ -169,6 +169,7 @@ def read_chemprop_encoder(path: str | Path, checkpoint: dict[str, Any]) -> Pretr
             "encoder.W_o.weight": torch.cat([W_o_atoms, W_o[:, d_v:]], dim=1),
             "encoder.W_o.bias": weights["W_o.bias"].clone(),
         },
+        from_chemprop=True,
     )
 
 

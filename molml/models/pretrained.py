@@ -45,6 +45,7 @@ class PretrainedEncoder:
     featurizer: dict[str, Any]
     readout: str
     state_dict: dict[str, Tensor]  # keys start with one of TRANSFERRED
+    from_chemprop: bool = False  # a chemprop 2 model file (encodes as chemprop does)
 
 
 def pretrained_names() -> list[str]:
@@ -107,7 +108,15 @@ def read_pretrained(source: str) -> PretrainedEncoder:
             },
         )
     if is_chemprop_checkpoint(raw):
-        return read_chemprop_encoder(source, raw)
+        try:
+            return read_chemprop_encoder(source, raw)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file shaped like one, with other contents
+            raise CheckpointError(
+                f"{path} looks like a chemprop checkpoint but cannot be read as one "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
     raise CheckpointError(f"{path} is neither a molml checkpoint nor a chemprop checkpoint")
 
 
@@ -153,11 +162,14 @@ def apply_pretrained(model: nn.Module, pretrained: PretrainedEncoder) -> None:
             f"set model.readout: {pretrained.readout}"
         )
     if pretrained.readout != readout:  # no weights involved: allowed
-        log.info(
-            "pretrained %r was trained with readout %r; this model pools with %r",
+        # a chemprop file is meant to encode molecules as chemprop did: say so loudly
+        (log.warning if pretrained.from_chemprop else log.info)(
+            "pretrained %r was trained with readout %r; this model pools with %r "
+            "(model.readout: %s pools as it did)",
             source,
             pretrained.readout,
             readout,
+            pretrained.readout,
         )
     own = {k: v for k, v in model.state_dict().items() if k.startswith(TRANSFERRED)}
     shapes = {k: tuple(v.shape) for k, v in pretrained.state_dict.items()}
