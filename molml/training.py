@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ from molml.tracking import (
 log = logging.getLogger(__name__)
 
 
-# strategies that train in spawned or forked processes (not supported: see MolmlCLI)
-SPAWNED_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+# jsonargparse's report of an optional class whose constructor refused its arguments
+UNION_FAILURE = re.compile(r"Errors:\s*- (.+?)\s+- Expected a <class 'NoneType'>", re.DOTALL)
 
 
 class MolmlCLI(LightningCLI):
@@ -88,14 +89,6 @@ class MolmlCLI(LightningCLI):
             raise DataError(
                 f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
                 f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
-            )
-        strategy = config.get("trainer", {}).get("strategy")
-        if isinstance(strategy, str) and strategy.startswith(SPAWNED_STRATEGIES):
-            # the processes train on copies of the model and trainer: the loggers of the
-            # launching process, which tests and records the run afterwards, see none of it
-            raise DataError(
-                f"--trainer.strategy {strategy}: molml runs several devices with "
-                "--trainer.strategy ddp (one process per device, started like this command)"
             )
         data = config.get("data") or {}
         predicting_a_file = self.subcommand == "predict" and data.get("predict_path")
@@ -149,7 +142,6 @@ class MolmlCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the verb in a run folder of its own; a run that fails before writing anything
         there leaves no empty ``version_N`` behind."""
-        self._add_output_callbacks()
         claimed = claim_log_versions(self.trainer)
         prepare_mlflow_loggers(self.trainer)
         try:
@@ -168,10 +160,30 @@ class MolmlCLI(LightningCLI):
         PredictionWriter,
     )
 
-    def _add_output_callbacks(self) -> None:
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer; a class option its own code refuses (e.g.
+        ``--data.featurizer.init_args.preset foo``) is one line, exit 2; the output callbacks
+        a config's own ``trainer.callbacks`` list leaves out are added; strategies whose
+        processes are spawned or forked are refused."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:  # jsonargparse wraps the class's error in a Union report
+            reason = UNION_FAILURE.search(str(exc))
+            if reason is None:
+                raise
+            raise DataError(reason.group(1)) from exc
         for kind in self.output_callbacks:
             if not any(isinstance(c, kind) for c in self.trainer.callbacks):
                 self.trainer.callbacks.append(kind())
+        start = getattr(self.trainer.strategy, "_start_method", "popen")
+        if start != "popen":  # ddp_spawn, ddp_fork, ddp_notebook (or "auto" in a notebook)
+            # the processes train on copies of the model and trainer: the loggers of the
+            # launching process, which tests and records the run afterwards, see none of it
+            raise DataError(
+                f"trainer.strategy: processes started by {start} are not supported; molml runs "
+                "several devices with --trainer.strategy ddp (one process per device, started "
+                "like this command)"
+            )
 
     def before_fit(self) -> None:
         self._check_finite_schedule()
@@ -438,7 +450,7 @@ class PretrainCLI(MolmlCLI):
     Unlabelled data has no test split, so nothing is tested after fitting."""
 
     tests_after_fit = False
-    output_callbacks = ()  # nothing is tested or predicted
+    output_callbacks = (MlflowArtifacts,)  # nothing is tested or predicted
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         super().add_arguments_to_parser(parser)

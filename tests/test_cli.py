@@ -1029,3 +1029,20 @@ def test_an_endless_schedule_is_refused_before_the_run_folder_is_written(
         main(["fit", "--config", "tiny.yaml", "--trainer.max_epochs", "-1", *QUIET])
     assert info.value.code == 2
     assert list((tmp_path / "runs" / "quickstart").iterdir()) == []  # no split.json left
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--data.featurizer.init_args.preset=foo", "unknown featurizer preset 'foo'"),
+        ("--data.featurizer.init_args.random_walk_steps=-1", "random_walk_steps must be 0"),
+    ],
+)
+def test_a_featurizer_option_its_class_refuses_is_one_line_and_exit_2(
+    option: str, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--data.dataset", "esol", option])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"molml fit: error: {message}") and "Union" not in error

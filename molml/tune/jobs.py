@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,9 +170,7 @@ def make_job(config_paths: list[str], overrides: list[str]) -> Job:
         return BaselineJob.from_args(args)
     args = [arg for path in config_paths for arg in ("--config", _without_fit_options(path))]
     args += overrides
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return GraphJob(full_config(args))
+    return GraphJob(full_config(args))
 
 
 FIT_ONLY_OPTIONS = ("ckpt_path", "weights_only")  # in a fit run's saved config.yaml
@@ -265,9 +262,7 @@ class GraphJob(Job):
         return DEFAULT_TRACKING_URI
 
     def check(self, config: dict[str, Any]) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-            full_config(["--config", json.dumps(config)])
+        full_config(["--config", json.dumps(config)])
 
     def _cli(self, config: dict[str, Any], directory: Path) -> Any:
         """The Lightning CLI of ``config`` built to train quietly into ``directory``."""
@@ -329,9 +324,7 @@ class GraphJob(Job):
 
 def _quiet_cli(config: dict[str, Any]) -> Any:
     """The Lightning CLI instantiated from a complete config dict (not from ``sys.argv``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return make_cli(config, run=False)
+    return make_cli(config, run=False)
 
 
 class BaselineJob(Job):
