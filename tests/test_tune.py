@@ -788,3 +788,25 @@ def test_cv_on_the_loss_writes_its_table_and_another_study_keeps_off_its_folder(
     assert json.loads(fitted.read_text())["value"] != 123.0
     (trial,) = study_trials(tmp_path / "b.db", "s")
     assert trial.value < 100
+
+
+def test_a_claimed_output_folder_moves_with_its_sqlite_storage(tmp_path: Path) -> None:
+    """study.json names a SQLite storage relative to the folder: a project moved as a whole
+    keeps its claim; a study of the same name in another storage is refused; no password
+    of a server URL is written."""
+    from molml.tune.study import claim_output_folder, open_storage, storage_label
+
+    def claim(root: Path, database: str) -> None:
+        storage = open_storage(f"sqlite:///{root / database}")
+        optuna.create_study(study_name="s", storage=storage, load_if_exists=True)
+        folder = root / "tune" / "s"
+        folder.mkdir(parents=True, exist_ok=True)
+        claim_output_folder(storage, "s", folder)
+
+    claim(tmp_path / "a", "optuna.db")
+    (tmp_path / "a").rename(tmp_path / "b")
+    claim(tmp_path / "b", "optuna.db")  # the same study, moved: no error
+    with pytest.raises(DataError, match="holds the trials of another study named 's'"):
+        claim(tmp_path / "b", "other.db")
+    label = storage_label("postgresql://user:secret@host/db", tmp_path)
+    assert "secret" not in label and "host/db" in label

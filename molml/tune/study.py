@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,14 +269,14 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     check_sampler(options.sampler, space)
     storage = open_storage(options.storage)
     study = load_study(options, space, job.config, storage)
+    directory.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(storage, options.study_name, directory)
     start = config_point(job.config, space)
     if start and options.sampler == "tpe":  # a grid holds the config's point if the space does
         # once per study, also when several processes start it together
         study.enqueue_trial(
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    claim_output_folder(storage, options.study_name, directory)
     note = small_validation_note(table, options)
     if note:
         print(note)
@@ -318,31 +319,46 @@ def claim_output_folder(
     storage: optuna.storages.RDBStorage, study_name: str, directory: Path
 ) -> None:
     """Record in ``directory`` which study (storage and id) its trial folders belong to, or
-    refuse a study other than the recorded one: another study of the same name (made in
-    another ``--storage``, or deleted and made again) would replace the first study's trial
-    folders, whose models that study's records still point at."""
+    refuse a study other than the recorded one: another study of the same name made in
+    another ``--storage`` would replace the first study's trial folders, whose models that
+    study's records still point at. A SQLite storage is recorded relative to the folder (a
+    project moved as a whole keeps its claim), a server without its password."""
     me = {
         "study": study_name,
-        "storage": storage.url,
+        "storage": storage_label(storage.url, directory),
         "study_id": storage.get_study_id_from_name(study_name),
     }
     marker = directory / STUDY_FILE
-    if marker.is_file():
+    if not marker.is_file():
+        partial = marker.with_name(f"{STUDY_FILE}.{uuid.uuid4().hex}.tmp")
+        partial.write_text(json.dumps(me, indent=2) + "\n")
         try:
-            recorded = json.loads(marker.read_text())
-        except (OSError, ValueError):
-            recorded = {}
-        if {k: recorded.get(k) for k in me} != me:
-            raise DataError(
-                f"{directory} holds the trials of another study named {study_name!r} "
-                f"(storage {recorded.get('storage')}, study id {recorded.get('study_id')}; "
-                f"{marker}); this one would replace their trial folders: give another "
-                "--output-dir or --study-name, or delete the folder"
-            )
-        return
-    partial = marker.with_name(f"{STUDY_FILE}.{os.getpid()}.tmp")
-    partial.write_text(json.dumps(me, indent=2) + "\n")
-    partial.replace(marker)  # whole: another process of the study may read it at once
+            os.link(partial, marker)  # the first claim stands: never over another's
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink(missing_ok=True)
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    if {k: recorded.get(k) for k in me} != me:
+        raise DataError(
+            f"{directory} holds the trials of another study named {study_name!r} (storage "
+            f"{recorded.get('storage')}, study id {recorded.get('study_id')}), which this one "
+            "would replace: give another --output-dir or --study-name; if it is this study "
+            f"with its storage moved, delete {marker}"
+        )
+
+
+def storage_label(url: str, directory: Path) -> str:
+    """How ``study.json`` names a storage: a SQLite file by its path relative to
+    ``directory``, a database server by its URL without the password."""
+    if url.startswith(SQLITE_PREFIX):
+        return SQLITE_PREFIX + os.path.relpath(url.removeprefix(SQLITE_PREFIX), directory)
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def small_validation_note(table: SplitTable, options: TuneOptions) -> str | None:
