@@ -446,3 +446,22 @@ def test_model_names_of_files_in_the_working_directory_have_no_empty_parts() -> 
 
     names = _model_names([Path("model.onnx"), Path("runs/a/version_0/checkpoints/best.ckpt")])
     assert names == ["model.onnx", "a/version_0/best.ckpt"]
+
+
+def test_data_report_says_when_the_split_file_leaves_molecules_out(tmp_path: Path) -> None:
+    """A split file made for other data (fewer rows) gives the report a warning and
+    n_unassigned, as fit does."""
+    path = tmp_path / "chains.csv"
+    pd.DataFrame(
+        {"smiles": [f"C{'C' * i}O" for i in range(30)], "y": np.linspace(0, 3, 30)}
+    ).to_csv(path, index=False)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(
+        json.dumps([{"train": list(range(16)), "val": [16, 17], "test": [18, 19]}])
+    )
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(path), "--data.split", "predefined",
+                "--data.split_file", str(split_file), "--output", str(out)])  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"]["n_unassigned"] == 10
+    assert any("10 of 30 valid molecules are in no part" in w for w in report["warnings"])

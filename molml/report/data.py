@@ -374,6 +374,14 @@ def _split_section(
         return None
     targets = table.targets[valid]
     parts = split.named_parts()
+    unassigned = int(valid.sum()) - sum(len(part) for part in parts.values())
+    if (options.get("train_fraction") or 1.0) < 1:  # it leaves training molecules out
+        unassigned = 0
+    if unassigned > 0:  # a split file of another data set, most often
+        warnings.append(
+            f"{unassigned} of {int(valid.sum())} valid molecules are in no part of the split: "
+            "a split file made for other data, or one that leaves them out on purpose."
+        )
     train_keys = {canonical[i] for i in split.train}
     shared = sum(canonical[i] in train_keys for i in split.test)
     if shared:
@@ -383,6 +391,7 @@ def _split_section(
     info = {
         "method": options.get("split", "scaffold"),
         "sizes": {name: len(part) for name, part in parts.items()},
+        "n_unassigned": unassigned,
         "test_in_train": int(shared),
         "test_nearest_train_similarity": {
             "median": float(np.median(similarity)),
