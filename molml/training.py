@@ -461,14 +461,25 @@ class PretrainCLI(MolmlCLI):
 
     def before_fit(self) -> None:
         self._check_finite_schedule()
-        self.datamodule.prepare_shards()
         self._check_checkpoint("fit")
+        # checked before the shards are prepared: other sources would be featurized first
+        last = self._last_to_resume(SOURCE_KEYS)
+        self.datamodule.prepare_shards()
+        if last is not None:
+            self._check_resumable(last, ("train", "val"))  # known once the shards are
+            log.warning("resuming pretraining from %s", last)
+            self.config_init["fit"]["ckpt_path"] = str(last)
+
+    def _last_to_resume(self, data_keys: tuple[str, ...]) -> Path | None:
+        """The ``last.ckpt`` this run resumes from (checked against the model and the data's
+        ``data_keys``), or None: another ``--ckpt_path``, ``--resume false`` (the earlier
+        checkpoints are then deleted), no fixed checkpoint folder or nothing saved yet."""
         config = self.config_init["fit"]
         if config.get("ckpt_path") is not None:
-            return
+            return None
         if not config.get("resume"):
             self._start_afresh()
-            return
+            return None
         dirpath = self._resumable_checkpoint_folder()
         if dirpath is None:
             log.warning(
@@ -477,10 +488,16 @@ class PretrainCLI(MolmlCLI):
                 "or see configs/pretrain_dmpnn.yaml for checkpoints that the same command "
                 "resumes from"
             )
-            return
+            return None
         last = Path(dirpath) / "last.ckpt"
         if not last.is_file():
-            return
+            return None
+        self._check_resumable(last, data_keys)
+        return last
+
+    def _check_resumable(self, last: Path, data_keys: tuple[str, ...]) -> None:
+        """Refuse resuming from ``last`` when it holds another model or data (``data_keys`` of
+        :func:`pretraining_data_differences`)."""
         try:
             stored = read_checkpoint(last)["molml"]
         except CheckpointError as exc:
@@ -495,15 +512,15 @@ class PretrainCLI(MolmlCLI):
                     "resume with the same config, or pass --resume false (or another "
                     "checkpoint dirpath) to start afresh"
                 )
-        changed = pretraining_data_differences(stored.get("training_data") or {}, self.datamodule)
+        changed = pretraining_data_differences(
+            stored.get("training_data") or {}, self.datamodule, data_keys
+        )
         if changed:
             raise DataError(
                 f"{last} holds a run pretrained on other data ({'; '.join(changed)}); resume "
                 "with the same data options, or pass --resume false (or another checkpoint "
                 "dirpath) to start afresh"
             )
-        log.warning("resuming pretraining from %s", last)
-        config["ckpt_path"] = str(last)
 
     def _resumable_checkpoint_folder(self) -> str | None:
         """The fixed ``dirpath`` of a ``ModelCheckpoint`` of this run that saves ``last.ckpt``
@@ -514,13 +531,18 @@ class PretrainCLI(MolmlCLI):
         return None
 
     def _start_afresh(self) -> None:
-        """``--resume false``: an earlier run's checkpoints in this run's checkpoint folder
+        """``--resume false``: the checkpoints an earlier run of this run's checkpoint
+        callbacks wrote (``last*.ckpt`` and their own file names, ``-vN`` copies included)
         are deleted before training (kept, a ``last.ckpt`` would be resumed by a later run if
-        this one stopped before writing its own, and Lightning would write ``last-v1.ckpt``
-        beside it)."""
+        this one stopped before writing its own); other files in the folder are left be."""
         for callback in self.trainer.checkpoint_callbacks:
             folder = checkpoint_folder(self.trainer, callback)
-            earlier = sorted(folder.glob("*.ckpt")) if folder else []
+            names = ("last", callback.filename or "epoch=")
+            earlier = sorted(
+                path
+                for path in (folder.glob("*.ckpt") if folder else [])
+                if path.name.startswith(names)
+            )
             if earlier:
                 log.warning(
                     "starting afresh: deleting the earlier run's checkpoints in %s (%s)",
@@ -529,15 +551,20 @@ class PretrainCLI(MolmlCLI):
                 )
                 for path in earlier:
                     path.unlink(missing_ok=True)  # other DDP ranks run this too
+            # on every rank alike (Lightning broadcasts the version check from all of them)
             callback._enable_version_counter = False
 
 
-def pretraining_data_differences(stored: dict[str, Any], data: PretrainDataModule) -> list[str]:
+SOURCE_KEYS = ("sources", "source_bytes", "source_sha256", "max_molecules")
+
+
+def pretraining_data_differences(
+    stored: dict[str, Any], data: PretrainDataModule, keys: tuple[str, ...]
+) -> list[str]:
     """What differs between the pretraining data a checkpoint recorded and ``data``'s: the
     sources, their sizes in bytes and content, the molecule limit and the molecules read
     (fields the checkpoint did not record are not compared)."""
     now = data.describe()
-    keys = ("sources", "source_bytes", "source_sha256", "max_molecules", "train", "val")
     return [
         f"{key}: checkpoint {stored[key]!r}, now {now[key]!r}"
         for key in keys

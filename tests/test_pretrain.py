@@ -218,13 +218,19 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     # --resume false starts afresh: the earlier run's checkpoints are deleted before it trains
     # (one that this run does not write again too), so none is left beside its own
     (last.parent / "best-v1.ckpt").write_bytes(last.read_bytes())
+    (last.parent / "my_weights.ckpt").write_bytes(b"a file of the user's")  # left be
     afresh = subprocess.run(
         [*command, "--resume", "false", "--trainer.max_epochs", "1"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     assert afresh.returncode == 0, afresh.stderr[-3000:]
     assert "starting afresh: deleting the earlier run's checkpoints" in afresh.stderr
-    assert sorted(p.name for p in last.parent.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in last.parent.glob("*.ckpt")) == [
+        "best.ckpt",
+        "last.ckpt",
+        "my_weights.ckpt",
+    ]
+    (last.parent / "my_weights.ckpt").unlink()
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch
     # a damaged last.ckpt (a stop while it was written) names the way out
     last.write_bytes(last.read_bytes()[:5000])
