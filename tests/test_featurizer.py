@@ -464,3 +464,18 @@ def test_block_featurization_equals_the_reference_on_thousands_of_molecules() ->
 def test_a_missing_cell_is_an_empty_smiles(missing: object) -> None:
     with pytest.raises(InvalidMoleculeError, match="^empty SMILES$"):
         parse_smiles(missing)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"random_walk_steps": 100_000}, "random_walk_steps must be 0 to 64"),
+        ({"elements": [6, 6, 7]}, "elements must be distinct atomic numbers"),
+        ({"elements": [-1, 6]}, "elements must be distinct atomic numbers"),
+        ({"elements": [6, 200]}, "elements must be distinct atomic numbers"),
+        ({"elements": []}, "elements must be distinct atomic numbers"),
+    ],
+)
+def test_featurizer_options_that_cannot_be_meant_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MolGraphFeaturizer(**options)

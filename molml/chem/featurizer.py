@@ -126,6 +126,10 @@ def _one_hot(value: Any, choices: Sequence[Any]) -> list[float]:
     return row
 
 
+MAX_RANDOM_WALK_STEPS = 64  # GPS's random-walk encodings use 16; each step is a matrix product
+MAX_ATOMIC_NUMBER = 118
+
+
 class MolGraphFeaturizer:
     """Turn a SMILES string or RDKit molecule into a ``torch_geometric.data.Data`` graph.
 
@@ -149,14 +153,22 @@ class MolGraphFeaturizer:
         random_walk_steps: int = 0,
         preset: str = "molml",
     ) -> None:
-        if random_walk_steps < 0:
-            raise ValueError("random_walk_steps must be 0 or more")
+        if not 0 <= random_walk_steps <= MAX_RANDOM_WALK_STEPS:
+            raise ValueError(
+                f"random_walk_steps must be 0 to {MAX_RANDOM_WALK_STEPS}, got {random_walk_steps}"
+            )
         if preset not in PRESETS:
             raise ValueError(f"unknown featurizer preset {preset!r}; choose from {PRESETS}")
         self.preset = preset
         if elements is None:
             elements = CHEMPROP_ELEMENTS if preset == "chemprop" else DEFAULT_ELEMENTS
         self.elements = tuple(int(z) for z in elements)
+        odd = [z for z in self.elements if not 0 <= z <= MAX_ATOMIC_NUMBER]
+        if odd or not self.elements or len(set(self.elements)) < len(self.elements):
+            raise ValueError(
+                "elements must be distinct atomic numbers from 0 (the dummy atom *) to "
+                f"{MAX_ATOMIC_NUMBER}, got {list(self.elements)}"
+            )
         self.add_hydrogens = add_hydrogens
         self.standardize = standardize
         self.random_walk_steps = int(random_walk_steps)
