@@ -259,7 +259,7 @@ def test_descriptors_are_rdkits_however_the_molecule_is_written(
 ) -> None:
     """A bridged ring system's ring counts and a stereocentre count, which molml's fast
     parsing (no symmetrized SSSR) used to get wrong, and only for SMILES without [H]."""
-    descriptors = RDKitDescriptors()
-    reference = descriptors._featurize(Chem.MolFromSmiles(plain))
-    assert np.array_equal(descriptors(plain), reference, equal_nan=True)
-    assert np.array_equal(descriptors(with_hydrogen), reference, equal_nan=True)
+    for featurizer in (RDKitDescriptors(), make_fingerprint("maccs"), make_fingerprint("ecfp4")):
+        reference = featurizer._featurize(Chem.MolFromSmiles(plain))
+        assert np.array_equal(featurizer(plain), reference, equal_nan=True)
+        assert np.array_equal(featurizer(with_hydrogen), reference, equal_nan=True)

@@ -32,6 +32,9 @@ class FingerprintFeaturizer:
 
     config_name: ClassVar[str]
     name: str
+    # features that read ring sizes or stereocentres, which parse_smiles's fast path leaves
+    # out: computed on a copy with RDKit's full perception (see fully_perceived)
+    full_perception: ClassVar[bool] = False
 
     def __call__(self, mol_or_smiles: Chem.Mol | str) -> np.ndarray:
         """Featurize one molecule (RDKit ``Mol`` or SMILES).
@@ -41,7 +44,7 @@ class FingerprintFeaturizer:
         mol = mol_or_smiles if isinstance(mol_or_smiles, Chem.Mol) else parse_smiles(mol_or_smiles)
         try:
             # the same features however the molecule was written and parsed
-            return self._featurize(fully_perceived(mol))
+            return self._featurize(fully_perceived(mol) if self.full_perception else mol)
         except Exception as exc:  # RDKit raises assorted C++ exceptions
             raise InvalidMoleculeError(f"{self.name} featurization failed: {exc}") from exc
 
@@ -271,6 +274,7 @@ class MACCSFingerprint(FingerprintFeaturizer):
 
     config_name = "maccs"
     name = "maccs"
+    full_perception = True  # ring-size keys
 
     def _featurize(self, mol: Chem.Mol) -> np.ndarray:
         out = np.zeros(self.dim, dtype=np.float32)
@@ -304,6 +308,7 @@ class RDKitDescriptors(FingerprintFeaturizer):
 
     config_name = "rdkit2d"
     name = "rdkit2d"
+    full_perception = True  # ring counts, stereocentre counts
 
     def __init__(self, names: Sequence[str] | None = None) -> None:
         self.names = list(_DESCRIPTORS) if names is None else list(names)
