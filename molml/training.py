@@ -574,18 +574,9 @@ def pretraining_data_differences(
 
 def make_pretrain_cli(args: list[str]) -> PretrainCLI:
     """Run ``molml pretrain`` with ``args`` (``--config`` files and dotted overrides)."""
-    with warnings.catch_warnings():
-        # the args given here are sys.argv's own, behind the verb; not a mix-up
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return PretrainCLI(
-            MoleculeModel,
-            PretrainDataModule,
-            save_config_callback=MolmlSaveConfig,
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-            args=["fit", *args],
-            parser_kwargs=parser_kwargs(prog="molml pretrain"),
-        )
+    return _build(
+        PretrainCLI, ["fit", *args], run=True, data=PretrainDataModule, prog="molml pretrain"
+    )
 
 
 def parser_kwargs(**kwargs: str) -> dict[str, Any]:
@@ -626,18 +617,27 @@ def full_config(args: list[str]) -> dict[str, Any]:
     return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
 
 
-def _build(cli_class: type[MolmlCLI], args: list[str] | dict[str, Any] | None, run: bool) -> Any:
+def _build(
+    cli_class: type[MolmlCLI],
+    args: list[str] | dict[str, Any] | None,
+    run: bool,
+    data: type[L.LightningDataModule] = MoleculeDataModule,
+    **parser: str,
+) -> Any:
+    """``cli_class`` on ``data`` (``parser``: the parser's ``prog`` and ``description``,
+    by default molml's own)."""
+    parser = parser or {"prog": "molml", "description": DESCRIPTION}
     with warnings.catch_warnings():
         # args given here come from molml's own verbs (sys.argv behind the verb, or a config
         # built for the quickstart or a tuning trial): not the mix-up the warning is about
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return cli_class(
             MoleculeModel,
-            MoleculeDataModule,
+            data,
             save_config_callback=MolmlSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             args=args,
             run=run,
-            parser_kwargs=parser_kwargs(prog="molml", description=DESCRIPTION),
+            parser_kwargs=parser_kwargs(**parser),
         )
