@@ -3,10 +3,12 @@ and the record of which MLflow run a run directory belongs to."""
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -122,6 +124,21 @@ def _make_sqlite_store(database: Path) -> None:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
         partial.unlink(missing_ok=True)
+    _remove_stale_partials(database)
+
+
+STALE_PARTIAL_SECONDS = 3600  # making the tables takes seconds; older ones were killed
+
+
+def _remove_stale_partials(database: Path) -> None:
+    """Delete the half-made databases (and their SQLite journals) that runs killed outright
+    (SIGKILL, a lost machine) left beside ``database`` more than an hour ago."""
+    for leftover in database.parent.glob(f".{glob.escape(database.name)}.*.partial*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > STALE_PARTIAL_SECONDS:
+                leftover.unlink()
+        except OSError:  # removed by another process meanwhile, or not ours to remove
+            continue
 
 
 MLFLOW_RUN_FILE = "mlflow_run.json"

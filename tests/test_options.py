@@ -5,8 +5,10 @@ its rerun, two screens cannot write one output, and the summary counts what was 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -182,6 +184,14 @@ def test_an_mlflow_database_is_made_whole_or_not_at_all(
     client = mlflow_client(f"sqlite:///{database}")
     assert [e.name for e in client.search_experiments()] == ["Default"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+    killed = tmp_path / ".other.db.0123.partial"  # SIGKILL: no cleanup ran
+    recent = tmp_path / ".other.db.4567.partial"  # another process making it right now
+    for leftover in (killed, recent):
+        leftover.write_bytes(b"half made")
+    os.utime(killed, (time.time() - 2 * 3600,) * 2)
+    mlflow_client(f"sqlite:///{tmp_path / 'other.db'}")
+    assert not killed.exists() and recent.exists()
 
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"not a database" * 100)
