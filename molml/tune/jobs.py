@@ -232,6 +232,26 @@ class _MetricHistory(L.Callback):
         self._record(trainer, "val/")  # before the pruning callback may stop the trial
 
 
+class _PruneAtEpochEnd(PyTorchLightningPruningCallback):
+    """optuna-integration's pruning callback, with a pruned trial stopped at the end of its
+    epoch instead of inside validation: Lightning validates before it ends the training
+    epoch, so stopping there lost that epoch's training metrics from the trial's curves."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__(trial, monitor)
+        self.pruned: optuna.TrialPruned | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        try:
+            super().on_validation_end(trainer, pl_module)
+        except optuna.TrialPruned as pruned:
+            self.pruned = pruned
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pruned is not None:
+            raise self.pruned
+
+
 def checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
     """``config`` with its model checkpoints kept on ``metric``, the trial's score, so that the
     model a trial keeps is the one its value describes."""
@@ -290,7 +310,7 @@ class GraphJob(Job):
         history = _MetricHistory(metric, trial)
         cli.trainer.callbacks.append(history)
         if trial is not None:
-            cli.trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metric))
+            cli.trainer.callbacks.append(_PruneAtEpochEnd(trial, monitor=metric))
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_from)
         checkpoint = cli.trainer.checkpoint_callback
         saved = checkpoint and (checkpoint.best_model_path or checkpoint.last_model_path)
