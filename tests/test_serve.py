@@ -324,7 +324,8 @@ def test_serve_command_errors_are_one_line_with_an_exit_code(
 def test_a_port_in_use_is_a_usage_error_not_a_checkpoint_error(
     graph_run: dict, capsys: pytest.CaptureFixture
 ) -> None:
-    """uvicorn exits 3 when it cannot bind, which is molml's code for a bad checkpoint."""
+    """uvicorn exits 3 when it cannot bind, which is molml's code for a bad checkpoint; the
+    port is tried before the models load, and the reason is said whatever the log level."""
     import socket
 
     with socket.socket() as taken:
@@ -332,10 +333,19 @@ def test_a_port_in_use_is_a_usage_error_not_a_checkpoint_error(
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit) as exit_info:
-            molml.cli.main(["serve", "--model", str(graph_run["ckpt"]), "--port", str(port)])
+            molml.cli.main(
+                ["serve", "--model", str(graph_run["ckpt"]), "--port", str(port),
+                 "--log-level", "critical"]
+            )  # fmt: skip
     assert exit_info.value.code == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith(f"molml serve: error: the server could not start on 127.0.0.1:{port}")
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"molml serve: error: the server cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        molml.cli.main(["serve", "--model", str(graph_run["ckpt"]), "--host", "molml.invalid"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith("molml serve: error: --host molml.invalid:")
 
 
 def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,6 +162,7 @@ def main(argv: Sequence[str]) -> None:
         raise DataError(
             f"{' and '.join(reference_options)} {verb} to --reference, which is not given"
         )
+    check_address(args.host, args.port)  # before the models load
     import torch
     import uvicorn
 
@@ -199,3 +201,30 @@ def main(argv: Sequence[str]) -> None:
             f"the server could not start on {args.host}:{args.port} (uvicorn's reason is "
             "logged above: the port in use, or a host that is not this machine's)"
         ) from None
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse a ``host`` and ``port`` this machine cannot listen on (a port in use, a host
+    that is not one of its addresses), with the system's reason: each address the host stands
+    for is bound once, as asyncio's server (which uvicorn runs) will bind them."""
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise DataError(f"--host {host}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks (IPv6 off): asyncio skips it too
+            continue
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise DataError(
+                    f"the server cannot listen on {host}:{port}: {exc.strerror or exc}"
+                ) from None
