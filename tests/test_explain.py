@@ -25,6 +25,7 @@ from molml.cli import main
 from molml.errors import DataError, PredictorError
 from molml.explain import explain, explanations_frame, write_explanations
 from molml.explain.baseline import environment_atoms
+from molml.explain.drawing import value_caption
 from molml.explain.graph import chain_carbon
 from molml.models import (
     DMPNN,
@@ -706,3 +707,98 @@ def test_classifiers_can_be_explained_on_the_probability() -> None:
         explain(multiclass, smiles, task="kind")
     with pytest.raises(DataError, match="applies to classifiers"):
         explain(nitrogen_counter(), smiles, explained="probability")
+
+
+def test_a_classifier_drawing_names_the_explained_logit_beside_the_probability(
+    tmp_path: Path,
+) -> None:
+    """The legend's start value is a logit: the logit the scores lead to is shown beside the
+    probability, with units, so the two are not read as one scale; a regression's is not."""
+    counter = nitrogen_counter().model
+    classifier = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=2),
+        readout="sum",
+        ffn_num_layers=1,
+        tasks=["has_n"],
+        task_type="classification",
+    )
+    classifier.load_state_dict(counter.state_dict(), strict=False)
+    predictor = GraphPredictor(classifier.eval())
+    (item,) = explain(predictor, "NCCc1ccncc1", baseline="zeros", steps=16)
+    write_explanations([item], tmp_path / "cls", units="logit")
+    page = (tmp_path / "cls" / "index.html").read_text()
+    caption = f"has_n = {1 / (1 + math.exp(-2.0)):.4g} (logit 2)"
+    assert value_caption(item, "logit") == caption  # the drawing's legend starts with it
+    assert caption in page and "IG completeness gap: logit " in page
+    (value,) = explain(nitrogen_counter(), "NCC", baseline="zeros", steps=16)
+    write_explanations([value], tmp_path / "reg", units="target units")
+    page = (tmp_path / "reg" / "index.html").read_text()
+    assert f"{value.task} = {value.prediction:.4g}</div>" in page
+
+
+def test_explain_never_writes_over_or_removes_its_input(graph_run: dict, tmp_path: Path) -> None:
+    mols = tmp_path / "out" / "mols.csv"
+    mols.parent.mkdir()
+    pd.DataFrame({"smiles": nci_smiles(3)}).to_csv(mols, index=False)
+    before = mols.read_bytes()
+    args = ["explain", "--model", str(graph_run["ckpt"]), "--steps", "4", "--no-progress"]
+    with pytest.raises(SystemExit) as exit_info:  # the table named as the input
+        main([*args, "--input", str(mols), "--output", str(mols.parent), "--table", "mols.csv"])
+    assert exit_info.value.code == 2 and mols.read_bytes() == before
+    # an earlier run's table, explained in turn into the same folder under another name
+    main([*args, "--input", str(mols), "--output", str(tmp_path / "run")])
+    earlier = tmp_path / "run" / "attributions.csv"
+    table = earlier.read_bytes()
+    with pytest.raises(SystemExit):
+        main([*args, "--input", str(earlier), "--output", str(earlier.parent), "--table", "t.csv"])
+    assert earlier.read_bytes() == table
+
+
+def test_refused_ids_leave_the_earlier_results_whole(tmp_path: Path) -> None:
+    items = explain(nitrogen_counter(), ["NCC", "CCO"], steps=4)
+    write_explanations(items, tmp_path, units="target units", ids=["a", "b"])
+    drawings = sorted((tmp_path / "molecules").iterdir())
+    with pytest.raises(DataError, match="1 ids for 2 explanations"):
+        write_explanations(items, tmp_path, units="target units", ids=["a"])
+    assert sorted((tmp_path / "molecules").iterdir()) == drawings
+    # ids of mixed types are written as text to Parquet; a missing id has no caption
+    write_explanations(items, tmp_path, units="target units", ids=[7, "b"], table="s.parquet")
+    ids = pd.read_parquet(tmp_path / "s.parquet")["id"].drop_duplicates().tolist()
+    assert ids == ["7", "b"]
+    write_explanations(items, tmp_path, units="target units", ids=["a", None])
+    page = (tmp_path / "index.html").read_text()
+    assert "#0 a<" in page and "#1<" in page and "None" not in page
+
+
+def test_names_of_smiles_files_and_sd_titles_become_ids(graph_run: dict, tmp_path: Path) -> None:
+    args = ["explain", "--model", str(graph_run["ckpt"]), "--steps", "4", "--no-progress"]
+    smiles_file = tmp_path / "mols.smiles"
+    smiles_file.write_text("CCO ethanol\nc1ccccc1 benzene\n")
+    main([*args, "--input", str(smiles_file), "--output", str(tmp_path / "smi")])
+    table = pd.read_csv(tmp_path / "smi" / "attributions.csv")
+    assert table.drop_duplicates("molecule")["id"].tolist() == ["ethanol", "benzene"]
+    sdf = tmp_path / "mols.sdf"
+    with Chem.SDWriter(str(sdf)) as writer:
+        for smiles, title in (("CCN", "ethylamine"), ("CCCl", "chloroethane")):
+            mol = Chem.MolFromSmiles(smiles)
+            mol.SetProp("_Name", title)
+            writer.write(mol)
+    main([*args, "--input", str(sdf), "--output", str(tmp_path / "sdf")])
+    table = pd.read_csv(tmp_path / "sdf" / "attributions.csv")
+    assert table.drop_duplicates("molecule")["_Name"].tolist() == ["ethylamine", "chloroethane"]
+
+
+def test_exported_models_and_baselines_are_not_offered_a_method_they_lack(
+    graph_run: dict, ecfp_baselines: dict[str, Path], tmp_path: Path
+) -> None:
+    from molml.export import export_model
+
+    baseline = molml.load_model(ecfp_baselines["xgb"])
+    with pytest.raises(DataError, match="takes none: leave them out$"):
+        explain(baseline, "CCO", steps=5)
+    onnx_file = export_model(graph_run["ckpt"], tmp_path / "m.onnx", sample=None).path
+    exported = molml.load_model(onnx_file)
+    with pytest.raises(PredictorError, match="onnx models cannot be explained"):
+        explain(exported, "CCO")
+    with pytest.raises(PredictorError, match="onnx models cannot be explained"):
+        explain(EnsemblePredictor([exported, molml.load_model(graph_run["ckpt"])]), "CCO")

@@ -452,7 +452,7 @@ def test_explain_on_an_onnx_model_says_it_has_no_attributions(
     app = create_app({"onnx": molml.load_model(onnx_file)})
     with TestClient(app) as onnx_client:
         refused = onnx_client.post("/explain", json={"smiles": ["CCO"]})
-        assert refused.status_code == 422 and "does not apply to onnx models" in refused.text
+        assert refused.status_code == 422 and "onnx models cannot be explained" in refused.text
         assert onnx_client.post("/predict", json={"smiles": ["CCO"]}).status_code == 200
 
 

@@ -48,7 +48,7 @@ SUPPORTED_SUFFIXES: tuple[str, ...] = (
 )
 """File name endings understood by the readers (``.gz`` works on all but Parquet)."""
 
-_SDF_TITLE = "_Name"
+SDF_TITLE = "_Name"  # the column of an SD file's record titles
 _GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 # pandas' default missing-value strings, kept for every column except the SMILES and id columns
 _NA_STRINGS = (
@@ -343,12 +343,16 @@ def _clean_smiles(value: Any) -> str | None:
     return text or None
 
 
+def file_kind(path: str | Path) -> str | None:
+    """The format a file's name gives (``csv``, ``tsv``, ``parquet``, ``smi``, ``sdf``; a
+    ``.gz`` ending looked through), or None for a name the readers do not know."""
+    return _KINDS.get(Path(Path(path).name.lower().removesuffix(".gz")).suffix)
+
+
 def _source(path: str | Path) -> _Source:
     path = Path(path)
-    name = path.name.lower()
-    gzipped = name.endswith(".gz")
-    stem = name[:-3] if gzipped else name
-    kind = _KINDS.get(Path(stem).suffix)
+    gzipped = path.name.lower().endswith(".gz")
+    kind = file_kind(path)
     if kind is None or (gzipped and kind == "parquet"):
         raise DataError(
             f"{path}: unsupported file type; supported endings: {', '.join(SUPPORTED_SUFFIXES)}"
@@ -380,7 +384,7 @@ def _columns(source: _Source, has_header: bool | None) -> list[str]:
         return [*stored, *_parquet_range_indexes(parquet)]
     if source.kind == "smi":
         return _smi_layout(source, has_header)[0]
-    return ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
+    return ["smiles", SDF_TITLE, *_sdf_scan(source)[0]]
 
 
 @contextmanager
@@ -651,7 +655,7 @@ def _sdf_chunks(
     smiles_from: str,
     id_column: str | None,
 ) -> Chunks:
-    names = ["smiles", _SDF_TITLE, *_sdf_scan(source)[0]]
+    names = ["smiles", SDF_TITLE, *_sdf_scan(source)[0]]
     with _open_text(source) as handle, BlockLogs():  # read errors become DataErrors there
         records = enumerate(_sdf_record_texts(handle), start=1)
         while block := list(islice(records, chunk_size)):
@@ -698,6 +702,6 @@ def _sdf_record(number: int, text: str) -> dict[str, Any]:
     except RuntimeError:
         smiles = None
     record: dict[str, Any] = {name: mol.GetProp(name) for name in mol.GetPropNames()}
-    record[_SDF_TITLE] = mol.GetProp(_SDF_TITLE) if mol.HasProp(_SDF_TITLE) else None
+    record[SDF_TITLE] = mol.GetProp(SDF_TITLE) if mol.HasProp(SDF_TITLE) else None
     record.update({_ROW: number, "smiles": smiles})
     return record

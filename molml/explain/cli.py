@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from molml.data.readers import read_molecules
+from molml.data.readers import SDF_TITLE, file_kind, read_molecules
 from molml.errors import DataError
 from molml.explain.core import TABLE_COLUMNS, MoleculeExplanation
 from molml.explain.options import parse_args
 from molml.explain.run import (
+    check_input_kept,
     check_settings,
     check_table_name,
     explain,
@@ -39,6 +40,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         check_int(args.steps, "--steps", minimum=1)
     check_int(args.batch_size, "--batch-size", minimum=1)
     check_table_name(args.table)
+    check_input_kept(args.input, args.output, args.table)
     predictor = load_model(args.model)
     method, _, _ = check_settings(
         predictor,
@@ -53,9 +55,11 @@ def run_parsed(args: argparse.Namespace) -> None:
     )
     frame = read_molecules(args.input, smiles_column=args.smiles_column, id_column=args.id_column)
     id_source = args.id_column
-    if id_source is None and Path(args.input).name.lower().removesuffix(".gz").endswith(".smi"):
+    if id_source is None and file_kind(args.input) == "smi":
         names = [c for c in frame.attrs["columns"] if c != frame.attrs["smiles_column"]]
-        id_source = names[0] if names else None  # a .smi file's name column
+        id_source = names[0] if names else None  # a SMILES file's name column
+    elif id_source is None and file_kind(args.input) == "sdf" and SDF_TITLE in frame:
+        id_source = SDF_TITLE  # the records' titles
     id_name = id_source
     if id_source in TABLE_COLUMNS:
         id_name = "id"

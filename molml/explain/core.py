@@ -133,6 +133,12 @@ def check_method(predictor: Predictor, method: str) -> None:
     """Raise :class:`PredictorError` unless every member of ``predictor`` supports ``method``."""
     if method not in METHODS:
         raise DataError(f"unknown method {method!r}; choose from {list(METHODS)}")
+    for member in predictor.members:  # a model no method applies to is named first
+        if not supported_methods(member):
+            raise PredictorError(
+                f"{member.kind} models cannot be explained (no attribution method applies to "
+                "an exported file); explain the checkpoint or baseline it was exported from"
+            )
     kinds = sorted({member.kind for member in predictor.members})
     if len(kinds) > 1:
         raise PredictorError(
@@ -142,13 +148,9 @@ def check_method(predictor: Predictor, method: str) -> None:
     for member in predictor.members:
         supported = supported_methods(member)
         if method not in supported:
-            what = (
-                f"they support {list(supported)}"
-                if supported
-                else "they have none (explain the checkpoint an ONNX file was exported from)"
-            )
             raise PredictorError(
-                f"method {method!r} does not apply to {member.kind} models; {what}"
+                f"method {method!r} does not apply to {member.kind} models; they support "
+                f"{list(supported)}"
             )
 
 

@@ -36,6 +36,11 @@ SUMMARY_FEATURES = 20  # features in the SHAP summary plot
 BASELINE_NAMES = {"carbon": "chain carbons", "zeros": "zero features"}
 
 
+def missing_id(value: Any) -> bool:
+    """Whether an id is missing: None, NaN or pandas' NA (an empty cell, a nameless line)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def canvas_size(n_atoms: int) -> int:
     """Side of the square drawing in pixels: larger for large molecules."""
     return int(min(1200, max(400, 40 * math.sqrt(max(n_atoms, 1)) * 3.2)))
@@ -83,8 +88,8 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
     how = item.method.replace("_", " ")
     if item.baseline is not None and math.isfinite(item.baseline_value):
         start = BASELINE_NAMES.get(item.baseline, item.baseline)
-        how += f" from {start}: {item.baseline_value:.3g}"
-    legend = f"{item.task} = {item.prediction:.4g}   ({how})"
+        how += f" from {start}: {_in_units(item.baseline_value, units, 3)}"
+    legend = f"{value_caption(item, units)}   ({how})"
     if item.atom_std is not None:
         legend += f"   ensemble: max atom std {float(np.max(item.atom_std)):.3g}"
     rdMolDraw2D.PrepareAndDrawMolecule(
@@ -106,6 +111,21 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
         if item.feature_scores:
             note += " (see the features' bar plot)"
         canvas.DrawString(note, Point2D(side / 2, side + 20), 0, True)
+
+
+def value_caption(item: MoleculeExplanation, units: str) -> str:
+    """``task = prediction``, followed by the explained value in its units where that is
+    another quantity (a classifier's logit beside its probability)."""
+    caption = f"{item.task} = {item.prediction:.4g}"
+    explained = item.explained_value
+    if math.isfinite(explained) and not math.isclose(explained, item.prediction, rel_tol=1e-6):
+        caption += f" ({_in_units(explained, units, 4)})"
+    return caption
+
+
+def _in_units(value: float, units: str, digits: int) -> str:
+    """``value`` with its units named, unless they are the target's own."""
+    return f"{value:.{digits}g}" if units == "target units" else f"{units} {value:.{digits}g}"
 
 
 def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scale: float, units: str, colour) -> None:
@@ -192,22 +212,26 @@ def write_index(
     images: dict[int, list[Path]],
     title: str,
     table: Path,
+    units: str,
     summary: Path | None = None,
     ids: Sequence[Any] | None = None,
 ) -> Path:
     """``index.html``: a grid with one card per molecule (its drawing, by relative link, and
-    its id when there are ``ids``), under the SHAP summary plot when there is one."""
+    its id when there are ``ids``; none for a missing id), under the SHAP summary plot when
+    there is one."""
     cards = []
     for number, item in enumerate(explanations):
-        name = f" {html.escape(str(ids[number]))}" if ids is not None else ""
+        given = ids is not None and not missing_id(ids[number])
+        name = f" {html.escape(str(ids[number]))}" if given else ""
         parts = [f"<div class='card'><div class='n'>#{number}{name}</div>"]
         for image in images.get(number, []):
             relative = image.relative_to(output).as_posix()
             parts.append(f"<a href='{relative}'><img src='{relative}' loading='lazy'></a>")
         if item.ok:
-            parts.append(f"<div>{html.escape(item.task)} = {item.prediction:.4g}</div>")
+            parts.append(f"<div>{html.escape(value_caption(item, units))}</div>")
             if math.isfinite(item.completeness_gap):
-                parts.append(f"<div class='s'>IG gap {item.completeness_gap:.2g}</div>")
+                gap = _in_units(item.completeness_gap, units, 2)
+                parts.append(f"<div class='s'>IG completeness gap: {html.escape(gap)}</div>")
         else:
             parts.append(f"<div class='bad'>{html.escape(item.status)}</div>")
         parts.append(f"<div class='smi'>{html.escape(item.smiles)}</div></div>")

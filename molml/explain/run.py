@@ -4,6 +4,7 @@ an HTML page."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,9 +20,16 @@ from molml.explain.core import (
     check_method,
     default_method,
     explanations_frame,
+    supported_methods,
     target_column,
 )
-from molml.explain.drawing import draw_molecule, feature_bar_plot, shap_summary, write_index
+from molml.explain.drawing import (
+    draw_molecule,
+    feature_bar_plot,
+    missing_id,
+    shap_summary,
+    write_index,
+)
 from molml.explain.graph import explain_graph
 from molml.explain.options import (
     ATTRIBUTION_INPUTS,
@@ -35,6 +43,7 @@ from molml.options import check_int, writable_directory
 from molml.predict import Predictor
 from molml.predict.base import as_smiles_list
 
+log = logging.getLogger(__name__)
 TABLE_SUFFIXES = (".csv", ".parquet")
 OLD_DRAWING = re.compile(r"\d+(_features)?\.(svg|png)")  # the names write_explanations uses
 
@@ -72,7 +81,7 @@ def explain(
             ``"occurrence"`` (each environment carries the bit's whole value; see
             :mod:`molml.explain.baseline`).
         inputs: graph models' gradient methods: ``"atoms_and_bonds"`` (atom and bond features
-            attributed together; Integrated Gradients moves both from zero) or ``"atoms"``
+            attributed together; Integrated Gradients moves both from its baseline) or ``"atoms"``
             (atom features only, bond features kept as they are; bond scores are NaN).
         baseline: where graph models' Integrated Gradients starts: ``"carbon"`` (every atom an
             aliphatic CH2 carbon, every bond a single C-C bond; a chain CH2 scores zero) or
@@ -178,15 +187,18 @@ def check_settings(
             raise DataError(f"{name} must be one of {shown}, got {value!r}")
     method = method or default_method(predictor)
     check_method(predictor, method)
+    # Integrated Gradients as the way out only where the model has it (not for a baseline)
+    has_ig = all("integrated_gradients" in supported_methods(m) for m in predictor.members)
+    other = " or use method integrated_gradients" if has_ig else ""
     if steps is not None and method != "integrated_gradients":
         raise DataError(
             f"steps are Integrated Gradients' interpolation steps; method {method!r} takes "
-            "none: leave them out or use method integrated_gradients"
+            f"none: leave them out{other}"
         )
     if baseline is not None and method != "integrated_gradients":
         raise DataError(
             f"baseline {baseline!r} is where Integrated Gradients starts; method {method!r} "
-            "has none: leave it out or use method integrated_gradients"
+            f"has none: leave it out{other}"
         )
     if explained == "probability" and predictor.task_type == "regression":
         raise DataError(
@@ -284,6 +296,12 @@ def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]
                 **_combined_features(items),
             )
         )
+    member_features = {tuple(i.feature_names) for run in runs for i in run if i.feature_names}
+    if len(member_features) > 1:
+        log.warning(
+            "the members use different features: no SHAP summary over the data set (each "
+            "molecule keeps its atoms and the bar plot of its features without atoms)"
+        )
     return combined
 
 
@@ -329,6 +347,31 @@ def check_table_name(table: str) -> None:
         raise DataError(f"table must be a file name ending in one of {TABLE_SUFFIXES}: {table!r}")
     if table in SUMMARY_FILES:
         raise DataError(f"table {table!r} is the name of another file of the run; choose another")
+
+
+def _id_text(value: Any) -> str | None:
+    """An id as text (one type for a Parquet column); a missing id stays missing."""
+    return None if missing_id(value) else str(value)
+
+
+def check_input_kept(source: str | Path, output: str | Path, table: str) -> None:
+    """Refuse an input file that a run into ``output`` would write over or remove: its table
+    (this run's, or the earlier run's it replaces), ``index.html``, ``explain.json`` or a SHAP
+    summary."""
+    source, output = Path(source), Path(output)
+    if not source.is_file():
+        return
+    replaced = [table, "index.html", RUN_RECORD, *SUMMARY_FILES]
+    earlier = _earlier_table(output / RUN_RECORD)
+    if earlier is not None:
+        replaced.append(earlier)
+    for name in replaced:
+        path = output / name
+        if path.is_file() and path.samefile(source):
+            raise DataError(
+                f"the input {source} is {path.name} of --output {output}, which this run "
+                "writes or removes; copy it elsewhere first, or choose another --output"
+            )
 
 
 def prepare_output(
@@ -380,15 +423,19 @@ def write_explanations(
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
     into ``output``. ``ids`` (one per explanation) become the table's ``id_column`` and the
     page's captions. Returns a summary (paths and counts)."""
-    output = prepare_output(output, table, clear=True)
-    drawings = output / "molecules"
     if ids is not None and len(ids) != len(explanations):
         raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")
     if ids is not None and id_column in TABLE_COLUMNS:
         raise DataError(f"id column {id_column!r} clashes with a column of the table")
+    check_table_name(table)
     frame = explanations_frame(explanations)
     if ids is not None:
         frame.insert(1, id_column, [ids[number] for number in frame["molecule"]])
+        mixed = len({type(value) for value in ids if not missing_id(value)}) > 1
+        if table.endswith(".parquet") and mixed:  # e.g. 7 and "b": text, Parquet's one type
+            frame[id_column] = frame[id_column].map(_id_text)
+    output = prepare_output(output, table, clear=True)  # the earlier run's files go now
+    drawings = output / "molecules"
     table_path = output / table
     if table_path.suffix == ".parquet":
         frame.to_parquet(table_path, index=False)
@@ -407,7 +454,14 @@ def write_explanations(
             images[number].append(feature_bar_plot(item, bars, units))
     summary = shap_summary(explanations, output, units)
     index = write_index(
-        output, explanations, images, title, table_path, summary[-1] if summary else None, ids
+        output,
+        explanations,
+        images,
+        title,
+        table_path,
+        units,
+        summary[-1] if summary else None,
+        ids,
     )
     record = {
         "table": str(table_path),

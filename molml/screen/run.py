@@ -29,7 +29,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from molml._version import __version__
 from molml.data.readers import (
+    SDF_TITLE,
     count_records,
+    file_kind,
     iter_molecule_chunks,
     list_columns,
     nothing_valid_message,
@@ -102,13 +104,13 @@ def screen_library(
         raise DataError("--top-k-by and --lowest choose what --top-k keeps: give --top-k N too")
     output = check_output_path(output_path, input_path)
     input_path = Path(input_path)
-    kind = input_path.name.lower().removesuffix(".gz")
-    if id_column is None and kind.endswith(".smi"):  # a SMILES file's names, an SDF's titles
+    kind = file_kind(input_path)
+    if id_column is None and kind == "smi":  # a SMILES file's names, an SDF's titles
         columns = list_columns(input_path, has_header=has_header)
         names = [c for c in columns if c != (smiles_column or columns[0])]
         id_column = names[0] if names else None
-    elif id_column is None and kind.endswith((".sdf", ".mol")):
-        id_column = "_Name"
+    elif id_column is None and kind == "sdf":
+        id_column = SDF_TITLE
     reader_options = {
         "smiles_column": smiles_column,
         "id_column": id_column,
