@@ -4,6 +4,7 @@ drawings, the HTML page and the ``molml explain`` command."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from functools import partial
@@ -581,7 +582,9 @@ def test_baseline_shap_summary_ranks_the_feature_the_model_uses_first(
     assert "shap_summary.png" in (tmp_path / "index.html").read_text()
 
 
-def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
+def test_descriptor_features_get_a_bar_plot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import xgboost as xgb
     from rdkit.Chem import Descriptors
 
@@ -629,6 +632,18 @@ def test_descriptor_features_get_a_bar_plot(tmp_path: Path) -> None:
     summary = write_explanations([mean], tmp_path / "ensemble", units="target units")
     assert "shap_summary" in summary
     assert (tmp_path / "ensemble" / "molecules" / "00000_features.png").is_file()
+    # members on other features: no summary over the data set, and a warning says so
+    fewer = RDKitDescriptors(names[:2])
+    booster3 = xgb.XGBRegressor(n_estimators=5, n_jobs=1).fit(fewer.transform(smiles)[0], y)
+    third = BaselinePredictor(
+        BaselineModel(
+            fewer, ["tpsa"], "regression", "xgboost", [XGBoostTaskModel(booster3.get_booster())]
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        (apart,) = explain(EnsemblePredictor([predictor, third]), "CC(=O)Nc1ccc(O)cc1")
+    assert "the members use different features: no SHAP summary" in caplog.text
+    assert "shap_summary" not in write_explanations([apart], tmp_path / "apart", units="target")
 
 
 def test_bf16_explanations_stay_close_to_fp32(trained: GraphPredictor) -> None:
