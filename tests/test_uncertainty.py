@@ -367,6 +367,15 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     assert np.all(np.diff(tuned.loc[ok, "active"].to_numpy()[order]) >= -1e-12)
     with pytest.raises(CheckpointError, match="not among"):
         CalibratedPredictor(base, {"other": calibrated.calibrations["active"]})
+    # screened in fp32 unless told otherwise, on any CPU: a calibration map's steps would
+    # turn bf16's shifts of the raw probability into large ones
+    library, screened = tmp_path / "library.csv", tmp_path / "screened.csv"
+    pd.DataFrame({"smiles": smiles}).to_csv(library, index=False)
+    main(["screen", "--model", str(tmp_path / "platt.json"), "--input", str(library),
+          "--output", str(screened), "--num-workers", "0", "--no-progress"])  # fmt: skip
+    summary = json.loads(screened.with_name("screened.csv.summary.json").read_text())
+    assert summary["precision"] == "32-true"
+    np.testing.assert_allclose(pd.read_csv(screened)["active"], tuned["active"], rtol=1e-5)
     # its explanations: the underlying model's logit explained, the calibrated value shown
     from molml.explain import explain
 

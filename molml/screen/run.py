@@ -87,7 +87,8 @@ def screen_library(
     calibrated-probability columns); ``mc_dropout > 0`` adds ``<task>_std`` columns from that
     many Monte Carlo dropout passes of each graph model. ``precision`` defaults to
     ``bf16-mixed`` where the device computes bf16 natively, else ``32-true``
-    (:func:`~molml.models.precision.default_inference_precision`).
+    (:func:`~molml.models.precision.default_inference_precision`); calibrated probabilities
+    default to ``32-true``: an isotonic map's steps turn bf16's small shifts into large ones.
     """
     started = time.perf_counter()
     models = [models] if isinstance(models, str | Path) else list(models)
@@ -122,6 +123,11 @@ def screen_library(
     if len(module.graph_models) == 0:  # ONNX and baseline models compute in fp32 whatever asked
         if precision not in (None, "32-true", "32"):
             log.info("--precision %s has no effect on ONNX and baseline models", precision)
+        precision = "32-true"
+    calibrated = module.predictor.kind == "calibrated"
+    if precision is None and calibrated and module.predictor.task_type != "regression":
+        # a calibration map is a step function: bf16's small shifts would cross its steps
+        log.info("calibrated probabilities are screened in fp32 (--precision 32-true)")
         precision = "32-true"
     precision = precision or default_inference_precision(accelerator)
     if top_k is not None:
