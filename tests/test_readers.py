@@ -240,6 +240,18 @@ def test_empty_header_cells_get_pandas_names(tmp_path: Path) -> None:
     assert read_molecules(blank)[" "].tolist() == ["a"]
 
 
+def test_parquet_smiles_stored_as_binary_are_read_as_text(tmp_path: Path) -> None:
+    """Spark and other Arrow writers may store strings as type binary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    smiles = pa.array([b"CCO", b"c1ccccc1O", None, b"\xff"], type=pa.binary())
+    pq.write_table(pa.table({"smiles": smiles, "id": list("abcd")}), tmp_path / "bin.parquet")
+    frame = read_molecules(tmp_path / "bin.parquet", id_column="id")
+    assert frame["smiles"].tolist()[:2] == ["CCO", "c1ccccc1O"]
+    assert pd.isna(frame["smiles"][2]) and frame["smiles"][3] == "\ufffd"  # read, then invalid
+
+
 def test_parquet_with_a_pandas_index(tmp_path: Path) -> None:
     """An unnamed stored index is left out; a named one is a column like the others (read as
     text when it is the id column, as ids of every format are)."""

@@ -339,6 +339,8 @@ def _finish(
 def _clean_smiles(value: Any) -> str | None:
     if value is None or (isinstance(value, float) and value != value):
         return None
+    if isinstance(value, bytes):  # a Parquet column of Arrow type binary (Spark writes them)
+        value = value.decode("utf-8", errors="replace")
     text = str(value).strip()
     return text or None
 
