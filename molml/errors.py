@@ -66,7 +66,8 @@ EXIT_CHECKPOINT = 3
 
 EXIT_CODES_HELP = (
     "exit codes: 0 success; 2 bad input or usage (data, molecules, arguments); "
-    "3 checkpoint cannot be loaded; 143 stopped by SIGTERM; 1 any other error. Errors "
+    "3 checkpoint cannot be loaded; 130 stopped by Ctrl-C; 143 stopped by SIGTERM; 1 any "
+    "other error. Errors "
     "print one line "
     "'molml <verb>: error: <message>'; add --debug anywhere for the traceback."
 )
@@ -85,16 +86,21 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     message. ``debug`` adds the traceback.
     """
     _SIGTERM_RECEIVED.clear()
+    _SIGINT_RECEIVED.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if main_thread else None
+    previous_int = signal.signal(signal.SIGINT, _interrupt_on_sigint) if main_thread else None
     try:
         return command()
-    except (Terminated, SystemExit) as exc:
-        # Lightning turns the interrupt into SystemExit(1) after its graceful shutdown
-        if not (isinstance(exc, Terminated) or _SIGTERM_RECEIVED):
-            raise
-        print(f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr)
-        raise SystemExit(EXIT_TERMINATED) from None
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # Lightning turns an interrupt into SystemExit(1) after its graceful shutdown
+        if isinstance(exc, Terminated) or _SIGTERM_RECEIVED:
+            print(f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr)
+            raise SystemExit(EXIT_TERMINATED) from None
+        if _SIGINT_RECEIVED:
+            print(f"{prog}: stopped by Ctrl-C; anything already saved is kept", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
         if debug:
             traceback.print_exc()
@@ -103,6 +109,7 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
 
 class Terminated(KeyboardInterrupt):
@@ -111,6 +118,7 @@ class Terminated(KeyboardInterrupt):
 
 
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report a process ended by it
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
 
 
 _SIGTERM_RECEIVED: list[int] = []  # the signals received by this process's verb
@@ -124,6 +132,16 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     _SIGTERM_RECEIVED.append(signum)
     raise Terminated
+
+
+_SIGINT_RECEIVED: list[int] = []
+
+
+def _interrupt_on_sigint(signum: int, frame: Any) -> None:
+    """Python's own Ctrl-C (a ``KeyboardInterrupt``), noted so that the verb exits 130 also
+    when Lightning has turned the interrupt into ``SystemExit(1)``."""
+    _SIGINT_RECEIVED.append(signum)
+    raise KeyboardInterrupt
 
 
 def sigterm_received() -> bool:

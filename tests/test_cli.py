@@ -692,7 +692,7 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     import signal
     import time
 
-    from molml.errors import EXIT_TERMINATED, run_command
+    from molml.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, run_command
 
     def long_work() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -707,6 +707,23 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:  # a later verb's own exit is its own
         run_command("molml fit", lambda: sys.exit(0))
     assert exit_info.value.code == 0
+
+    def interrupted_by_lightning() -> None:  # Ctrl-C: Lightning's graceful stop exits 1
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            sys.exit(1)
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml screen", interrupted_by_lightning)
+    assert exit_info.value.code == EXIT_INTERRUPTED == 130
+    stopped = "molml screen: stopped by Ctrl-C; anything already saved is kept\n"
+    assert capsys.readouterr().err == stopped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(SystemExit) as exit_info:  # a crash after it is still a crash
+        run_command("molml fit", lambda: sys.exit(1))
+    assert exit_info.value.code == 1
 
 
 def test_testing_on_a_changed_training_part_is_warned_about(
