@@ -332,8 +332,14 @@ def test_a_parity_sample_without_molecules_is_refused(tmp_path: Path) -> None:
     pd.DataFrame({"id": ["CPD-1", "CPD-2"], "Structure": ["CCO", "CCN"]}).to_csv(
         tmp_path / "sample.csv", index=False
     )
-    with pytest.raises(DataError, match=r"none of its 2 rows is a molecule .* column 'id'"):
+    with pytest.raises(
+        DataError, match=r"none of its 2 rows is a molecule .* column 'id'.*'smiles'"
+    ):
         read_sample(tmp_path / "sample.csv")
+    # read from a column named smiles already: no advice to name it so
+    pd.DataFrame({"smiles": ["C1CC", "nope"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"of \['smiles'\]\)$"):
+        read_sample(tmp_path / "bad.csv")
     pd.DataFrame({"smiles": ["CCO", "nope"]}).to_csv(tmp_path / "ok.csv", index=False)
     smiles, description = read_sample(tmp_path / "ok.csv")
     assert smiles[-2:] == ["CCO", "nope"] and description == str(tmp_path / "ok.csv")

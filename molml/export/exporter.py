@@ -100,7 +100,10 @@ def graph_predictor(path: str | Path) -> GraphPredictor:
             "XGBoost JSON / forest .npz files load without pickle (molml.load_model, molml screen)"
         )
     if not isinstance(predictor, GraphPredictor):
-        raise CheckpointError(f"{path} is a {predictor.kind} model, not a graph checkpoint")
+        what = "an ensemble" if predictor.kind == "ensemble" else f"a {predictor.kind} model"
+        raise CheckpointError(
+            f"{path} is {what}, not a graph checkpoint; export each graph checkpoint on its own"
+        )
     return predictor
 
 
@@ -119,10 +122,15 @@ def read_sample(path: str | Path | None) -> tuple[list[str], str]:
         with BlockLogs():
             parsed = sum(Chem.MolFromSmiles(s) is not None for s in smiles if isinstance(s, str))
         if parsed == 0:
+            column, columns = frame.attrs["smiles_column"], frame.attrs["columns"]
+            hint = (
+                ""
+                if len(columns) == 1 or column == "smiles"
+                else "; name the SMILES column 'smiles'"
+            )
             raise DataError(
                 f"--sample {path}: none of its {len(smiles)} rows is a molecule (SMILES read from "
-                f"column {frame.attrs['smiles_column']!r} of {frame.attrs['columns']}; name the "
-                "SMILES column 'smiles')"
+                f"column {column!r} of {columns}{hint})"
             )
         description = str(path)
     return [*EDGE_CASES, *smiles], description
