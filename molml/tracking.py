@@ -73,6 +73,7 @@ def mlflow_client(uri: str) -> MlflowClient:
     database = Path(uri.removeprefix(SQLITE_PREFIX))
     if not database.exists():
         _make_sqlite_store(database)
+    _remove_stale_partials(database)
     try:
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # opens it: the tables, their version
@@ -124,7 +125,6 @@ def _make_sqlite_store(database: Path) -> None:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
         partial.unlink(missing_ok=True)
-    _remove_stale_partials(database)
 
 
 STALE_PARTIAL_SECONDS = 3600  # making the tables takes seconds; older ones were killed
@@ -132,7 +132,8 @@ STALE_PARTIAL_SECONDS = 3600  # making the tables takes seconds; older ones were
 
 def _remove_stale_partials(database: Path) -> None:
     """Delete the half-made databases (and their SQLite journals) that runs killed outright
-    (SIGKILL, a lost machine) left beside ``database`` more than an hour ago."""
+    (SIGKILL, a lost machine) left beside ``database`` more than an hour ago; each time a
+    store is opened, so one left just before a rerun goes on a later run."""
     for leftover in database.parent.glob(f".{glob.escape(database.name)}.*.partial*"):
         try:
             if time.time() - leftover.stat().st_mtime > STALE_PARTIAL_SECONDS:

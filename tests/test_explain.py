@@ -26,7 +26,7 @@ from molml.cli import main
 from molml.errors import DataError, PredictorError
 from molml.explain import explain, explanations_frame, write_explanations
 from molml.explain.baseline import environment_atoms
-from molml.explain.drawing import value_caption
+from molml.explain.drawing import missing_id, value_caption
 from molml.explain.graph import chain_carbon
 from molml.models import (
     DMPNN,
@@ -783,6 +783,12 @@ def test_refused_ids_leave_the_earlier_results_whole(tmp_path: Path) -> None:
     write_explanations(items, tmp_path, units="target units", ids=["a", None])
     page = (tmp_path / "index.html").read_text()
     assert "#0 a<" in page and "#1<" in page and "None" not in page
+    for missing in (None, float("nan"), np.float32("nan"), pd.NaT, pd.NA, ""):
+        assert missing_id(missing)
+    assert not any(missing_id(given) for given in (0, "0", "nan-1"))
+    # integer ids with a gap stay integers (pandas alone would make 101.0 of them)
+    write_explanations(items, tmp_path, units="target units", ids=[101, None], table="i.csv")
+    assert (tmp_path / "i.csv").read_text().splitlines()[1].startswith("0,101,")
 
 
 def test_names_of_smiles_files_and_sd_titles_become_ids(graph_run: dict, tmp_path: Path) -> None:

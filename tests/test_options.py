@@ -192,6 +192,9 @@ def test_an_mlflow_database_is_made_whole_or_not_at_all(
     os.utime(killed, (time.time() - 2 * 3600,) * 2)
     mlflow_client(f"sqlite:///{tmp_path / 'other.db'}")
     assert not killed.exists() and recent.exists()
+    os.utime(recent, (time.time() - 2 * 3600,) * 2)  # the store exists now: opened, swept
+    mlflow_client(f"sqlite:///{tmp_path / 'other.db'}")
+    assert not recent.exists()
 
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"not a database" * 100)

@@ -348,6 +348,29 @@ def test_a_port_in_use_is_a_usage_error_not_a_checkpoint_error(
     assert capsys.readouterr().err.strip().startswith("molml serve: error: --host molml.invalid:")
 
 
+def test_an_address_of_a_disabled_family_is_skipped_where_another_binds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """localhost's ::1 on a machine without IPv6: asyncio serves on 127.0.0.1 alone."""
+    import socket
+
+    from molml.errors import DataError
+    from molml.serve.cli import check_address
+
+    real = socket.getaddrinfo
+    unassigned = ("192.0.2.1", 0)  # TEST-NET-1: no interface has it (EADDRNOTAVAIL)
+
+    def two_addresses(host, port, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loopback = real("127.0.0.1", port, *args, **kwargs)[0]
+        return [loopback[:4] + (unassigned,), loopback]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    check_address("localhost", 0)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: two_addresses(*a, **k)[:1])
+    with pytest.raises(DataError, match="cannot listen on localhost:0: Cannot assign"):
+        check_address("localhost", 0)
+
+
 def test_molml_serve_runs_a_real_server(graph_run: dict, property_csv: Path) -> None:
     args = ["--model", f"logp={graph_run['ckpt']}", "--reference", str(property_csv)]
     with molml_server([*args, "--log-level", "warning"]) as url:

@@ -704,6 +704,7 @@ def _sdf_record(number: int, text: str) -> dict[str, Any]:
     except RuntimeError:
         smiles = None
     record: dict[str, Any] = {name: mol.GetProp(name) for name in mol.GetPropNames()}
-    record[SDF_TITLE] = mol.GetProp(SDF_TITLE) if mol.HasProp(SDF_TITLE) else None
+    title = mol.GetProp(SDF_TITLE) if mol.HasProp(SDF_TITLE) else ""
+    record[SDF_TITLE] = title or None  # an untitled record: a missing id, as a nameless line
     record.update({_ROW: number, "smiles": smiles})
     return record

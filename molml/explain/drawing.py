@@ -37,8 +37,9 @@ BASELINE_NAMES = {"carbon": "chain carbons", "zeros": "zero features"}
 
 
 def missing_id(value: Any) -> bool:
-    """Whether an id is missing: None, NaN or pandas' NA (an empty cell, a nameless line)."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+    """Whether an id is missing: None, NaN, NaT, pandas' NA or empty text (an empty cell, a
+    nameless line, an untitled SD record)."""
+    return value is None or value == "" or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def canvas_size(n_atoms: int) -> int:
@@ -114,12 +115,11 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
 
 
 def value_caption(item: MoleculeExplanation, units: str) -> str:
-    """``task = prediction``, followed by the explained value in its units where that is
-    another quantity (a classifier's logit beside its probability)."""
+    """``task = prediction``, followed by the explained logit where the scores explain a
+    classifier's logit rather than the probability it predicts."""
     caption = f"{item.task} = {item.prediction:.4g}"
-    explained = item.explained_value
-    if math.isfinite(explained) and not math.isclose(explained, item.prediction, rel_tol=1e-6):
-        caption += f" ({_in_units(explained, units, 4)})"
+    if units == "logit" and math.isfinite(item.explained_value):
+        caption += f" ({_in_units(item.explained_value, units, 4)})"
     return caption
 
 

@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--id-column",
-        help="identifier column copied to the table and shown on the page (default: a .smi "
-        "file's names)",
+        help="identifier column copied to the table and shown on the page (default: a SMILES "
+        "file's names, an SD file's titles as _Name)",
     )
     parser.add_argument("--task", help="prediction column to explain (default: the first)")
     parser.add_argument(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from molml.errors import DataError, PredictorError
 from molml.explain.baseline import explain_baseline
@@ -430,10 +431,12 @@ def write_explanations(
     check_table_name(table)
     frame = explanations_frame(explanations)
     if ids is not None:
-        frame.insert(1, id_column, [ids[number] for number in frame["molecule"]])
+        # as given (an object column: pandas would make 101 and None into 101.0 and NaN); ids
+        # of several types (7 and "b") as text, Parquet's one type for them
         mixed = len({type(value) for value in ids if not missing_id(value)}) > 1
-        if table.endswith(".parquet") and mixed:  # e.g. 7 and "b": text, Parquet's one type
-            frame[id_column] = frame[id_column].map(_id_text)
+        shown = [_id_text(value) for value in ids] if mixed else list(ids)
+        given = [shown[number] for number in frame["molecule"]]
+        frame.insert(1, id_column, pd.Series(given, index=frame.index, dtype=object))
     output = prepare_output(output, table, clear=True)  # the earlier run's files go now
     drawings = output / "molecules"
     table_path = output / table

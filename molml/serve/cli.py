@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,8 +199,8 @@ def main(argv: Sequence[str]) -> None:
         if exc.code in (0, None):
             raise
         raise DataError(
-            f"the server could not start on {args.host}:{args.port} (uvicorn's reason is "
-            "logged above: the port in use, or a host that is not this machine's)"
+            f"the server could not start on {args.host}:{args.port} (uvicorn logs the reason "
+            "unless --log-level hides it; most often another server took the port meanwhile)"
         ) from None
 
 
@@ -213,6 +214,8 @@ def check_address(host: str, port: int) -> None:
         )
     except socket.gaierror as exc:
         raise DataError(f"--host {host}: {exc.strerror}") from None
+    unavailable = None
+    bound = False
     for family, kind, proto, _, address in addresses:
         try:
             probe = socket.socket(family, kind, proto)
@@ -224,7 +227,16 @@ def check_address(host: str, port: int) -> None:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
+                bound = True
             except OSError as exc:
-                raise DataError(
-                    f"the server cannot listen on {host}:{port}: {exc.strerror or exc}"
-                ) from None
+                # an address of a disabled family (localhost's ::1 without IPv6) is skipped
+                # where another binds, as asyncio does since Python 3.13; a port in use is not
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise DataError(
+                        f"the server cannot listen on {host}:{port}: {exc.strerror or exc}"
+                    ) from None
+                unavailable = exc
+    if not bound and unavailable is not None:
+        raise DataError(
+            f"the server cannot listen on {host}:{port}: {unavailable.strerror or unavailable}"
+        )
