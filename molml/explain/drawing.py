@@ -39,7 +39,9 @@ BASELINE_NAMES = {"carbon": "chain carbons", "zeros": "zero features"}
 def missing_id(value: Any) -> bool:
     """Whether an id is missing: None, NaN, NaT, pandas' NA or empty text (an empty cell, a
     nameless line, an untitled SD record)."""
-    return value is None or value == "" or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+    if isinstance(value, str):
+        return value == ""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
 def canvas_size(n_atoms: int) -> int:
