@@ -33,12 +33,22 @@ def page_images(page: Path) -> list[str]:
     return names
 
 
+# beta-cyclodextrin: seven glucose rings closed into a macrocycle
+CYCLODEXTRIN = (
+    "OC[C@H]1O[C@@H]2O[C@@H]3[C@@H](CO)O[C@H](O[C@@H]4[C@@H](CO)O[C@H](O[C@@H]5[C@@H](CO)"
+    "O[C@H](O[C@@H]6[C@@H](CO)O[C@H](O[C@@H]7[C@@H](CO)O[C@H](O[C@@H]8[C@@H](CO)O[C@H]"
+    "(O[C@@H]9[C@@H](CO)O[C@H](O[C@H]1[C@H](O)[C@H]2O)[C@H](O)[C@H]9O)[C@H](O)[C@H]8O)"
+    "[C@H](O)[C@H]7O)[C@H](O)[C@H]6O)[C@H](O)[C@H]5O)[C@H](O)[C@H]4O)[C@H](O)[C@H]3O"
+)
+
+
 def test_data_report_finds_duplicates_and_conflicts(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {
             "smiles": ["CCO", "OCC", "c1ccccc1", "C1=CC=CC=C1", "CCN", "not_a_smiles", "CCCl"]
-            + [f"C{'C' * i}O" for i in range(3, 23)],
-            "y": [1.0, 3.0, 2.0, 2.5, 0.5, 1.0, 1.0] + list(np.linspace(0, 2, 20)),
+            + [f"C{'C' * i}O" for i in range(3, 23)]
+            + [CYCLODEXTRIN],
+            "y": [1.0, 3.0, 2.0, 2.5, 0.5, 1.0, 1.0] + list(np.linspace(0, 2, 20)) + [1.5],
         }
     )
     path = tmp_path / "dups.csv"
@@ -54,7 +64,22 @@ def test_data_report_finds_duplicates_and_conflicts(tmp_path: Path) -> None:
     assert report["invalid"][0]["row"] == 7
     assert any("disagree by more than 1" in w for w in report["warnings"])
     assert report["split"]["sizes"]["test"] > 0
+    # benzene and the cyclodextrin are the two scaffolds (acyclic molecules have none); the
+    # cyclodextrin has 9 rings, not the 264 of RDKit's symmetrized ring set
+    assert report["scaffolds"]["n_scaffolds"] == 2
+    assert report["scaffolds"]["acyclic_molecules"] == len(frame) - 4  # less benzenes, invalid
+    assert report["descriptors"]["rings"]["max"] == 9
     html = (out / "report.html").read_text()
+    from molml.report.page import _cell
+
+    # counts in full (1128 was shown as 1.13e+03), other numbers to 4 significant digits
+    assert [_cell(v) for v in (1128.0, 7823.0, 0.123456, 1875.52, 2.5e7 + 0.5)] == [
+        "1128",
+        "7823",
+        "0.1235",
+        "1876",
+        "2.5000e+07",
+    ]
     for section in (
         "Invalid SMILES",
         "Duplicates with conflicting labels",

@@ -35,8 +35,11 @@ DESCRIPTORS = {
     "HBD": rdMolDescriptors.CalcNumHBD,
     "HBA": rdMolDescriptors.CalcNumHBA,
     "heavy atoms": lambda mol: mol.GetNumHeavyAtoms(),
-    "rings": rdMolDescriptors.CalcNumRings,
+    # the smallest set of smallest rings: RDKit's ring count (CalcNumRings) counts the
+    # symmetrized set, 264 rings for a cyclodextrin whose SSSR has 9
+    "rings": lambda mol: len(Chem.GetSSSR(Chem.Mol(mol))),
 }
+UNITS = {"MW": "g/mol", "TPSA": "Å²"}  # the others are counts or unitless
 OUTLIER_Z = 4.0
 TOP_SCAFFOLDS = 12
 
@@ -164,16 +167,17 @@ def data_report(
 
     page.section("Scaffolds")
     counts = Counter(scaffolds)
-    top = [(s, n) for s, n in counts.most_common() if s][:TOP_SCAFFOLDS]
+    acyclic = counts.pop("", 0)  # no scaffold: not one of them
+    top = counts.most_common(TOP_SCAFFOLDS)
     report["scaffolds"] = {
         "n_scaffolds": len(counts),
-        "acyclic_molecules": counts.get("", 0),
+        "acyclic_molecules": acyclic,
         "singletons": sum(1 for n in counts.values() if n == 1),
         "largest": [{"scaffold": s, "molecules": n} for s, n in top],
     }
     page.text(
         f"{len(counts)} Bemis-Murcko scaffolds over {len(good)} molecules; "
-        f"{report['scaffolds']['singletons']} occur once; {counts.get('', 0)} molecules are "
+        f"{report['scaffolds']['singletons']} occur once; {acyclic} molecules are "
         "acyclic (no scaffold). The largest groups:"
     )
     if top:
@@ -328,6 +332,8 @@ def _descriptor_figure(descriptors: pd.DataFrame):  # noqa: ANN202 - a Figure
         values = descriptors[name].to_numpy(dtype=float)
         ax.hist(values[np.isfinite(values)], bins=30, color="#888")
         ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"{name} ({UNITS[name]})" if name in UNITS else name, fontsize=8)
+        ax.set_ylabel("molecules", fontsize=8)
     return fig
 
 
@@ -418,6 +424,7 @@ def _split_section(
                 ax.set_ylabel("positive rate")
             elif len(labels):
                 ax.hist(labels, bins=20, density=True, histtype="step", lw=2, label=name)
+                ax.set_ylabel("density")
         ax.set_title(f"{task} by split part", fontsize=9)
         if table.task_type != "classification":
             ax.legend(fontsize=8)
@@ -425,5 +432,6 @@ def _split_section(
     ax.hist(similarity, bins=20, range=(0, 1), color="#a67")
     ax.set_title("test: nearest-neighbour Tanimoto to train", fontsize=9)
     ax.set_xlabel("max Tanimoto (Morgan r2, 2048 bits)")
+    ax.set_ylabel("test molecules")
     page.figure(fig, "split")
     return info

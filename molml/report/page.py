@@ -111,7 +111,9 @@ def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "–"
     if isinstance(value, (float, np.floating)):
-        return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.4g}"
+        if float(value).is_integer() and abs(value) < 1e15:  # a count: every digit
+            return str(int(value))
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.4e}"
     return str(value)
 
 
