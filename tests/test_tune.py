@@ -811,3 +811,24 @@ def test_a_claimed_output_folder_moves_with_its_sqlite_storage(tmp_path: Path) -
         claim(tmp_path / "b", "other.db")
     label = storage_label("postgresql://user:secret@host/db", tmp_path)
     assert "secret" not in label and "host/db" in label
+
+
+def test_trials_train_in_one_process(property_csv: Path, tmp_path: Path) -> None:
+    """DDP's processes would each rerun the whole ``molml tune`` command: several devices or a
+    DDP strategy are refused before any trial, and ``devices: auto`` (every GPU) becomes 1."""
+    from molml.tune.jobs import one_process_trainer
+
+    config = str(graph_config(tmp_path / "cfg.yaml", property_csv))
+    for overrides in (
+        ["--trainer.devices", "2"],
+        ["--trainer.strategy", "ddp"],
+        ["--trainer.devices", "0,1"],
+        ["--trainer.num_nodes", "2"],
+    ):
+        job = make_job([config], overrides)
+        with pytest.raises(DataError, match="one process per GPU on the same --storage"):
+            job.check(job.config)
+    for fine in ({}, {"devices": "auto"}, {"devices": 1}, {"devices": "1", "strategy": "auto"}):
+        one_process_trainer(fine)
+    job = make_job([config], [])
+    assert job._cli(job.config, tmp_path / "trial").trainer.num_devices == 1
