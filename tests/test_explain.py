@@ -70,6 +70,20 @@ def nitrogen_counter() -> GraphPredictor:
     return GraphPredictor(model)
 
 
+def nitrogen_classifier() -> GraphPredictor:
+    """:func:`nitrogen_counter` as a binary classifier ``has_n``: its logit is the number of
+    nitrogen atoms."""
+    classifier = MoleculeModel(
+        encoder=DMPNN(hidden_dim=8, depth=2),
+        readout="sum",
+        ffn_num_layers=1,
+        tasks=["has_n"],
+        task_type="classification",
+    )
+    classifier.load_state_dict(nitrogen_counter().model.state_dict(), strict=False)
+    return GraphPredictor(classifier.eval())
+
+
 @pytest.fixture(scope="module")
 def trained(graph_run: dict) -> GraphPredictor:
     return molml.load_model(graph_run["ckpt"])
@@ -682,16 +696,7 @@ def test_classifiers_can_be_explained_on_the_probability() -> None:
     """The hand-set nitrogen counter as a classifier (logit = number of N atoms): on the
     probability the scores add up to sigmoid(n) - sigmoid(0), the N atoms carry them, and a
     multiclass model's explained value is the class's softmax probability."""
-    counter = nitrogen_counter().model
-    classifier = MoleculeModel(
-        encoder=DMPNN(hidden_dim=8, depth=2),
-        readout="sum",
-        ffn_num_layers=1,
-        tasks=["has_n"],
-        task_type="classification",
-    )
-    classifier.load_state_dict(counter.state_dict(), strict=False)
-    predictor = GraphPredictor(classifier.eval())
+    predictor = nitrogen_classifier()
     smiles = "NCCc1ccncc1"  # two nitrogens
     (item,) = explain(predictor, smiles, explained="probability", baseline="zeros", steps=64)
     expected = 1 / (1 + math.exp(-2.0))
@@ -729,16 +734,7 @@ def test_a_classifier_drawing_names_the_explained_logit_beside_the_probability(
 ) -> None:
     """The legend's start value is a logit: the logit the scores lead to is shown beside the
     probability, with units, so the two are not read as one scale; a regression's is not."""
-    counter = nitrogen_counter().model
-    classifier = MoleculeModel(
-        encoder=DMPNN(hidden_dim=8, depth=2),
-        readout="sum",
-        ffn_num_layers=1,
-        tasks=["has_n"],
-        task_type="classification",
-    )
-    classifier.load_state_dict(counter.state_dict(), strict=False)
-    predictor = GraphPredictor(classifier.eval())
+    predictor = nitrogen_classifier()
     (item,) = explain(predictor, "NCCc1ccncc1", baseline="zeros", steps=16)
     write_explanations([item], tmp_path / "cls", units="logit")
     page = (tmp_path / "cls" / "index.html").read_text()
