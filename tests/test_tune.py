@@ -814,21 +814,19 @@ def test_a_claimed_output_folder_moves_with_its_sqlite_storage(tmp_path: Path) -
 
 
 def test_trials_train_in_one_process(property_csv: Path, tmp_path: Path) -> None:
-    """DDP's processes would each rerun the whole ``molml tune`` command: several devices or a
-    DDP strategy are refused before any trial, and ``devices: auto`` (every GPU) becomes 1."""
-    from molml.tune.jobs import one_process_trainer
-
+    """DDP's processes would each rerun the whole ``molml tune`` command: a trainer of several
+    processes is refused before any trial (where the split is read), and ``devices: auto``
+    (every GPU) becomes 1."""
     config = str(graph_config(tmp_path / "cfg.yaml", property_csv))
     for overrides in (
         ["--trainer.devices", "2"],
-        ["--trainer.strategy", "ddp"],
-        ["--trainer.devices", "0,1"],
+        ["--trainer.strategy", "ddp", "--trainer.devices", "2"],
         ["--trainer.num_nodes", "2"],
     ):
         job = make_job([config], overrides)
         with pytest.raises(DataError, match="one process per GPU on the same --storage"):
-            job.check(job.config)
-    for fine in ({}, {"devices": "auto"}, {"devices": 1}, {"devices": "1", "strategy": "auto"}):
-        one_process_trainer(fine)
+            job.split_table()
+    for fine in ([], ["--trainer.devices", "1"], ["--trainer.strategy", "ddp"]):
+        assert make_job([config], fine).split_table().tasks == ["logp"]
     job = make_job([config], [])
     assert job._cli(job.config, tmp_path / "trial").trainer.num_devices == 1

@@ -268,43 +268,6 @@ def checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
     return config
 
 
-def one_process_trainer(trainer: dict[str, Any]) -> None:
-    """Refuse trainer options that train in several processes: a trial (or a cross-validation
-    fold) trains inside the ``molml tune`` / ``molml cv`` process, and DDP's processes would
-    each rerun the whole command."""
-    devices, strategy = trainer.get("devices", "auto"), trainer.get("strategy", "auto")
-    strategy_name = strategy if isinstance(strategy, str) else str(strategy.get("class_path", ""))
-    several = (
-        devices == -1
-        or (isinstance(devices, int) and devices > 1)
-        or (isinstance(devices, str) and devices not in ("auto",) and _device_count(devices) > 1)
-        or (isinstance(devices, list) and len(devices) > 1)
-        or (trainer.get("num_nodes") or 1) > 1
-        or "ddp" in strategy_name.lower()
-        or "fsdp" in strategy_name.lower()
-        or "deepspeed" in strategy_name.lower()
-    )
-    if several:
-        raise DataError(
-            "each trial or fold trains on one device, in this process: leave trainer.devices, "
-            "strategy and num_nodes at their defaults; to use several GPUs, start one process "
-            "per GPU on the same --storage (CUDA_VISIBLE_DEVICES=0 molml tune ..., "
-            "CUDA_VISIBLE_DEVICES=1 molml tune ...)"
-        )
-
-
-def _device_count(devices: str) -> int:
-    """Devices a string gives: ``"2"`` two, ``"0,1"`` two, ``"-1"`` all (counted as many)."""
-    parts = [part for part in devices.split(",") if part.strip()]
-    if len(parts) > 1:
-        return len(parts)
-    try:
-        number = int(devices)
-    except ValueError:
-        return 1
-    return 2 if number == -1 else number
-
-
 class GraphJob(Job):
     """A graph model trained by the Lightning Trainer from a ``molml fit`` config."""
 
@@ -319,15 +282,11 @@ class GraphJob(Job):
         return DEFAULT_TRACKING_URI
 
     def check(self, config: dict[str, Any]) -> None:
-        one_process_trainer(full_config(["--config", json.dumps(config)])["trainer"])
+        full_config(["--config", json.dumps(config)])
 
     def _cli(self, config: dict[str, Any], directory: Path) -> Any:
-        """The Lightning CLI of ``config`` built to train quietly into ``directory``, on one
-        device (``devices: auto`` would take every GPU, in processes that rerun the command)."""
+        """The Lightning CLI of ``config`` built to train quietly into ``directory``."""
         run = json.loads(json.dumps(config))
-        one_process_trainer(run["trainer"])
-        if run["trainer"].get("devices", "auto") in ("auto", None):
-            run["trainer"]["devices"] = 1
         run["trainer"].update(
             logger=False,
             default_root_dir=str(directory),
@@ -384,8 +343,21 @@ class GraphJob(Job):
 
 
 def _quiet_cli(config: dict[str, Any]) -> Any:
-    """The Lightning CLI instantiated from a complete config dict (not from ``sys.argv``)."""
-    return make_cli(config, run=False)
+    """The Lightning CLI instantiated from a complete config dict (not from ``sys.argv``), to
+    train on one device in this process: a trial or fold trains inside ``molml tune`` /
+    ``molml cv``, where DDP's processes would each rerun the whole command, so ``devices:
+    auto`` (every GPU) becomes 1 and a trainer of several processes is refused."""
+    if config["trainer"].get("devices", "auto") in ("auto", None):
+        config = {**config, "trainer": {**config["trainer"], "devices": 1}}
+    cli = make_cli(config, run=False)
+    if cli.trainer.world_size > 1:
+        raise DataError(
+            "each trial or fold trains on one device, in this process: leave trainer.devices, "
+            "strategy and num_nodes at their defaults; to use several GPUs, start one process "
+            "per GPU on the same --storage (CUDA_VISIBLE_DEVICES=0 molml tune ..., "
+            "CUDA_VISIBLE_DEVICES=1 molml tune ...)"
+        )
+    return cli
 
 
 class BaselineJob(Job):
