@@ -428,7 +428,6 @@ def write_explanations(
         raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")
     if ids is not None and id_column in TABLE_COLUMNS:
         raise DataError(f"id column {id_column!r} clashes with a column of the table")
-    check_table_name(table)
     frame = explanations_frame(explanations)
     if ids is not None:
         # as given (an object column: pandas would make 101 and None into 101.0 and NaN); ids
