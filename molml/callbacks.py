@@ -249,7 +249,10 @@ class EvaluationPlots(L.Callback):
             return
         preds, target, mask = (t.cpu().numpy() for t in outputs)
         if pl_module.task_type == "regression":
-            path = parity_plot(preds, target, mask, pl_module.tasks, run_dir / "test_parity.png")
+            units = getattr(trainer.datamodule, "target_units", None)
+            path = parity_plot(
+                preds, target, mask, pl_module.tasks, run_dir / "test_parity.png", units
+            )
         else:
             path = roc_plot(preds, target, mask, pl_module.tasks, run_dir / "test_roc.png")
         for logger in mlflow_loggers(trainer):

@@ -16,9 +16,16 @@ MAX_PANELS = 12
 
 
 def parity_plot(
-    preds: np.ndarray, target: np.ndarray, mask: np.ndarray, tasks: Sequence[str], path: Path
+    preds: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    tasks: Sequence[str],
+    path: Path,
+    units: str | None = None,
 ) -> Path:
-    """Predicted vs. measured, one panel per task, with RMSE and R2 in the title."""
+    """Predicted vs. measured, one panel per task, with RMSE and R2 in the title and the
+    targets' ``units`` (when known) on the axes."""
+    in_units = f" ({units})" if units else ""
     fig, axes = _panels(len(tasks))
     for ax, t in zip(axes, range(min(len(tasks), MAX_PANELS)), strict=False):
         m = mask[:, t]
@@ -31,8 +38,8 @@ def parity_plot(
         ss_tot = float(np.sum((y - y.mean()) ** 2))
         r2 = 1 - float(np.sum((p - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
         ax.set_title(f"{tasks[t]}\nRMSE {rmse:.3f}  R² {r2:.3f}  n={len(y)}", fontsize=9)
-        ax.set_xlabel("measured")
-        ax.set_ylabel("predicted")
+        ax.set_xlabel(f"measured{in_units}")
+        ax.set_ylabel(f"predicted{in_units}")
         ax.set_xlim(low - pad, high + pad)
         ax.set_ylim(low - pad, high + pad)
         ax.set_aspect("equal")

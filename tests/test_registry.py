@@ -8,9 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from molml import plots
 from molml.data import registry
+from molml.data.datamodule import MoleculeTable
 from molml.data.readers import list_columns, read_molecules
 from molml.data.registry import DatasetCard, dataset_path, get_card, list_datasets, sha256_of
 from molml.errors import DataError
@@ -72,6 +75,31 @@ def test_card_matches_local_file(data_dir: Path, name: str) -> None:
     assert list_columns(path) == ["smiles", *card.target_columns]
     df = read_molecules(path, columns=list(card.target_columns))
     assert len(df) == card.n_molecules
+
+
+def test_regression_targets_carry_their_units_to_the_parity_plot(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [get_card(name).units for name in ("esol", "freesolv", "bbbp")] == [
+        "log10(mol/L)",
+        "kcal/mol",
+        None,
+    ]
+    assert MoleculeTable.read("esol").target_units == "log10(mol/L)"
+    # units belong to the card's own targets: a file, or other columns, have none
+    assert MoleculeTable.read(path=str(data_dir / "esol.csv")).target_units is None
+    table = MoleculeTable.read("tox21", target_columns=["NR-AR"], task_type="regression")
+    assert table.target_units is None
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    y = np.array([[0.0], [1.0], [2.0]])
+    plots.parity_plot(y, y, y == y, ["logSolubility"], tmp_path / "p.png", "log10(mol/L)")
+    plots.parity_plot(y, y, y == y, ["logSolubility"], tmp_path / "p.png")
+    labels = [(ax.get_xlabel(), ax.get_ylabel()) for fig in figures for ax in fig.axes]
+    assert labels == [
+        ("measured (log10(mol/L))", "predicted (log10(mol/L))"),
+        ("measured", "predicted"),
+    ]
 
 
 def test_sider_names_with_commas_survive_yaml() -> None:
@@ -177,10 +205,11 @@ def test_invalid_card_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         .replace("name: esol", "name: broken")
         .replace("task_type: regression", "task_type: ranking")
         .replace("metric: rmse", "metric: RMSE")
+        .replace('units: "log10(mol/L)"', 'units: ""')
     )
     (tmp_path / "extra.yaml").write_text("name: extra\ncolour: blue\n")
     assert list_datasets() == ["broken", "extra"]
-    with pytest.raises(DataError, match="broken.yaml.*task_type.*metric must be lowercase"):
+    with pytest.raises(DataError, match="broken.yaml.*task_type.*units.*metric must be lowercase"):
         get_card("broken")
     with pytest.raises(DataError, match=r"unknown keys \['colour'\].*'sha256'"):
         get_card("extra")

@@ -70,6 +70,7 @@ class MoleculeTable:
     split_values: list | None = None
     split_column: str | None = None
     split_notes: dict[str, Any] = field(default_factory=dict)
+    target_units: str | None = None  # a registry card's, for its own target columns
 
     @classmethod
     def read(
@@ -93,7 +94,7 @@ class MoleculeTable:
             )
         if dataset is None and path is None:
             raise DataError("give data.dataset (a registry name) or data.path (a file)")
-        source, smiles_column, target_columns, card_task = _resolve_source(
+        source, smiles_column, target_columns, card_task, units = _resolve_source(
             dataset, path, data_dir, smiles_column, target_columns
         )
         extra = [split_column] if split_column else []
@@ -114,7 +115,16 @@ class MoleculeTable:
         task_type = task_type or card_task or _infer_task_type(targets)
         _check_labels(targets, tasks, task_type, frame, source)
         split_values = frame[split_column].tolist() if split_column else None
-        return cls(source, frame, tasks, targets, task_type, split_values, split_column)
+        return cls(
+            source,
+            frame,
+            tasks,
+            targets,
+            task_type,
+            split_values,
+            split_column,
+            target_units=units if task_type == "regression" else None,
+        )
 
     def report_invalid(self, errors: dict[int, str], what: str, *, strict: bool) -> None:
         """Log the invalid molecules (input position -> reason) with their row numbers, or
@@ -467,6 +477,7 @@ class MoleculeDataModule(L.LightningDataModule):
         self.tasks = self.molecules.tasks
         self.targets = self.molecules.targets
         self.task_type = self.molecules.task_type
+        self.target_units = self.molecules.target_units
         self.featurized: FeaturizedMolecules | None = None
         self.split: Split | None = None
         self.report: dict[str, Any] | None = None
@@ -749,17 +760,21 @@ def _resolve_source(
     data_dir: str | None,
     smiles_column: str | None,
     target_columns: list[str] | str | None,
-) -> tuple[Path, str | None, list[str] | None, str | None]:
+) -> tuple[Path, str | None, list[str] | None, str | None, str | None]:
+    """The file, SMILES column, target columns, task type and target units to read: a
+    registry card's (units only for the card's own targets) or the caller's."""
     if isinstance(target_columns, str):  # one task, named without a list
         target_columns = [target_columns]
     if path is not None:
-        return Path(path), smiles_column, target_columns, None
+        return Path(path), smiles_column, target_columns, None, None
     card = get_card(dataset)
+    own_targets = not target_columns or list(target_columns) == list(card.target_columns)
     return (
         dataset_path(dataset, data_dir=data_dir),
         smiles_column or card.smiles_column,
         target_columns or list(card.target_columns),
         card.task_type,
+        card.units if own_targets else None,
     )
 
 

@@ -55,6 +55,7 @@ class DatasetCard:
     citation: str
     license: str | None = None
     url_note: str | None = None  # how the file behind `url` relates to the checksummed layout
+    units: str | None = None  # of the targets (regression), shown on plot axes
 
 
 def list_datasets() -> list[str]:
@@ -165,6 +166,8 @@ def _check_card(card: DatasetCard, path: Traversable) -> None:
         problems.append("target_columns must be a non-empty list of strings")
     if card.task_type not in TASK_TYPES:
         problems.append(f"task_type must be one of {TASK_TYPES}")
+    if card.units is not None and not (_text(card.units) and card.task_type == "regression"):
+        problems.append("units, when given, must be a non-empty string on a regression card")
     if _text(card.metric) and card.metric != card.metric.lower():
         problems.append("metric must be lowercase")
     if not isinstance(card.n_molecules, int) or card.n_molecules < 1:

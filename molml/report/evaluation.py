@@ -153,8 +153,11 @@ def eval_report(
                 "'b_better' = fraction of resamples where the other model is better."
             )
             page.table(task_report["comparisons"])
-        figure = _classification_figure if classification else _regression_figure
-        page.figure(figure(y, preds, names, thresholds, sim, task), f"{task}_plots")
+        if classification:
+            figure = _classification_figure(y, preds, names, thresholds, sim, task)
+        else:
+            figure = _regression_figure(y, preds, names, sim, task, table.target_units)
+        page.figure(figure, f"{task}_plots")
         page.text(
             "Error by similarity to the training set (max Tanimoto, Morgan r2 2048 bits, "
             "of each test molecule to any training molecule):"
@@ -169,7 +172,8 @@ def eval_report(
             )
             page.table([{"model": n, **v} for n, v in task_report["uncertainty"].items()])
             page.figure(
-                _uncertainty_figure(y, preds, names, uncertainty, task), f"{task}_uncertainty"
+                _uncertainty_figure(y, preds, names, uncertainty, task, table.target_units),
+                f"{task}_uncertainty",
             )
         page.text(f"The {TOP_GROUPS} largest scaffold groups of the test set:")
         page.table(task_report["scaffold_groups"])
@@ -226,9 +230,10 @@ def _uncertainty_columns(
     return out
 
 
-def _uncertainty_figure(y, preds, names, uncertainty, task):  # noqa: ANN001, ANN202
+def _uncertainty_figure(y, preds, names, uncertainty, task, units):  # noqa: ANN001, ANN202
     """Per model: |error| against the predicted std, and the observed fraction of targets
     inside central Gaussian intervals against their level."""
+    in_units = f" ({units})" if units else ""
     fig, axes = panels(2 * len(uncertainty), cols=2, size=3.8)
     levels = np.linspace(0.01, 0.99, 50)
     for k, (name, (std, lower, upper, level)) in enumerate(uncertainty.items()):
@@ -237,8 +242,8 @@ def _uncertainty_figure(y, preds, names, uncertainty, task):  # noqa: ANN001, AN
         spread = std if std is not None else (upper - lower) / 2
         ranking.scatter(spread, error, s=10, alpha=0.6)
         ranking.set(
-            xlabel="predicted std" if std is not None else "interval half-width",
-            ylabel=f"|error| ({task})",
+            xlabel=("predicted std" if std is not None else "interval half-width") + in_units,
+            ylabel=f"|error| of {task}{in_units}",
             title=f"{name}: error vs uncertainty",
         )
         curve.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
@@ -339,19 +344,30 @@ def _by_scaffold(
     return rows
 
 
-def _regression_figure(y, preds, names, thresholds, similarity, task):  # noqa: ANN001, ANN202
+def _regression_figure(y, preds, names, similarity, task, units):  # noqa: ANN001, ANN202
+    in_units = f" ({units})" if units else ""
     fig, axes = panels(3 * len(preds), cols=3, size=3.8)
     for k, (name, p) in enumerate(zip(names, preds, strict=True)):
         parity, residual, domain = axes[3 * k : 3 * k + 3]
         low, high = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
         parity.plot([low, high], [low, high], color="grey", ls="--", lw=1)
         parity.scatter(y, p, s=10, alpha=0.6)
-        parity.set(xlabel=f"measured {task}", ylabel="predicted", title=f"{name}: parity")
+        parity.set(
+            xlabel=f"measured {task}{in_units}",
+            ylabel=f"predicted{in_units}",
+            title=f"{name}: parity",
+        )
         residual.axhline(0, color="grey", ls="--", lw=1)
         residual.scatter(p, p - y, s=10, alpha=0.6)
-        residual.set(xlabel="predicted", ylabel="predicted - measured", title="residuals")
+        residual.set(
+            xlabel=f"predicted{in_units}",
+            ylabel=f"predicted - measured{in_units}",
+            title="residuals",
+        )
         domain.scatter(similarity, np.abs(p - y), s=10, alpha=0.6)
-        domain.set(xlabel="max Tanimoto to train", ylabel="|error|", title="error vs similarity")
+        domain.set(
+            xlabel="max Tanimoto to train", ylabel=f"|error|{in_units}", title="error vs similarity"
+        )
     for ax in axes:
         ax.title.set_fontsize(9)
     return fig
