@@ -83,8 +83,11 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
 
     The line is ``<prog>: error: <message>`` (``prog``: ``molml fit``, ``molml screen``, ...);
     a molml error wrapped by Lightning or re-raised from a worker process prints its own
-    message. ``debug`` adds the traceback.
+    message. ``debug`` adds the traceback. In a distributed run the other processes
+    (:func:`other_process`) stay quiet about an interrupt and about bad input, which every
+    process reads alike, so that the line is printed once; other errors name the process.
     """
+    other = other_process()
     _SIGTERM_RECEIVED.clear()
     _SIGINT_RECEIVED.clear()
     main_thread = threading.current_thread() is threading.main_thread()
@@ -95,21 +98,41 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     except (KeyboardInterrupt, SystemExit) as exc:
         # Lightning turns an interrupt into SystemExit(1) after its graceful shutdown
         if isinstance(exc, Terminated) or _SIGTERM_RECEIVED:
-            print(f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr)
+            if other is None:
+                print(
+                    f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr
+                )
             raise SystemExit(EXIT_TERMINATED) from None
         if _SIGINT_RECEIVED:
-            print(f"{prog}: stopped by Ctrl-C; anything already saved is kept", file=sys.stderr)
+            if other is None:
+                print(f"{prog}: stopped by Ctrl-C; anything already saved is kept", file=sys.stderr)
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
+        code = exit_code(exc)
         if debug:
             traceback.print_exc()
-        print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
-        raise SystemExit(exit_code(exc)) from None
+        if other is None:
+            print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
+        elif code != EXIT_BAD_INPUT or debug:
+            print(f"{prog} ({other}): error: {error_message(exc)}", file=sys.stderr)
+        raise SystemExit(code) from None
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+
+
+def other_process() -> str | None:
+    """``None`` in the first process of a distributed run (global rank 0) and outside one;
+    in any other process its name (``rank 3`` from torchrun's ``RANK``, else ``local rank 1
+    of node 0`` from Lightning's ``LOCAL_RANK`` and ``NODE_RANK``)."""
+    env = os.environ
+    if env.get("RANK", "0") != "0":
+        return f"rank {env['RANK']}"
+    if "RANK" not in env and (env.get("LOCAL_RANK", "0"), env.get("NODE_RANK", "0")) != ("0", "0"):
+        return f"local rank {env.get('LOCAL_RANK', '0')} of node {env.get('NODE_RANK', '0')}"
+    return None
 
 
 class Terminated(KeyboardInterrupt):

@@ -726,6 +726,40 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     assert exit_info.value.code == 1
 
 
+def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad input, read alike by every process of a DDP run, is printed once (by rank 0);
+    another failure of a later process is printed with the process's name."""
+    from molml.errors import DataError, run_command
+
+    def bad_input() -> None:
+        raise DataError("data.csv: row 3: invalid SMILES")
+
+    def crash() -> None:
+        raise RuntimeError("gloo: connection reset")
+
+    for rank, expected in [
+        (None, "molml fit: error: data.csv: row 3: invalid SMILES\n"),
+        ("1", ""),
+    ]:
+        if rank:
+            monkeypatch.setenv("LOCAL_RANK", rank)
+        with pytest.raises(SystemExit) as exit_info:
+            run_command("molml fit", bad_input)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == expected
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml fit", crash)
+    assert exit_info.value.code == 1
+    expected = "molml fit (local rank 1 of node 0): error: RuntimeError: gloo: connection reset\n"
+    assert capsys.readouterr().err == expected
+    monkeypatch.setenv("RANK", "3")  # torchrun's global rank wins
+    with pytest.raises(SystemExit):
+        run_command("molml fit", crash)
+    assert capsys.readouterr().err.startswith("molml fit (rank 3): error:")
+
+
 def test_testing_on_a_changed_training_part_is_warned_about(
     property_csv: Path,
     tmp_path: Path,
