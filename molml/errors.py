@@ -154,6 +154,7 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
     _SIGTERM_RECEIVED.append(signum)
+    _quiet_worker_teardown()
     raise Terminated
 
 
@@ -164,7 +165,33 @@ def _interrupt_on_sigint(signum: int, frame: Any) -> None:
     """Python's own Ctrl-C (a ``KeyboardInterrupt``), noted so that the verb exits 130 also
     when Lightning has turned the interrupt into ``SystemExit(1)``."""
     _SIGINT_RECEIVED.append(signum)
+    _quiet_worker_teardown()
     raise KeyboardInterrupt
+
+
+def _quiet_worker_teardown() -> None:
+    """Once the verb is stopping, drop what a data loader's finalizer raises about its
+    workers, which the same signal (sent to the process group) has ended: Python would print
+    it as an ignored exception with a traceback. Anything else is printed as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_molml_stopping", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        owner = getattr(unraisable.object, "__qualname__", "")
+        if not (owner.endswith("DataLoaderIter.__del__") and _is_worker_death(unraisable)):
+            previous(unraisable)
+
+    hook._molml_stopping = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _is_worker_death(unraisable: Any) -> bool:
+    """A data-loader worker killed by a signal or gone (torch's wording), or a stop signal."""
+    exc = unraisable.exc_value
+    return isinstance(exc, (KeyboardInterrupt, ConnectionError, EOFError)) or (
+        isinstance(exc, RuntimeError) and "DataLoader worker" in str(exc)
+    )
 
 
 def sigterm_received() -> bool:

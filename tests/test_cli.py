@@ -726,6 +726,34 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     assert exit_info.value.code == 1
 
 
+def test_a_stopped_verb_does_not_print_its_loader_workers_deaths(tmp_path: Path) -> None:
+    """SIGTERM to a process group ends the data-loader workers too; the loader's finalizer
+    then raised "DataLoader worker ... is killed by signal" and Python printed a traceback
+    after the verb's one line. Other ignored exceptions are still printed."""
+    script = tmp_path / "stop.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "from molml.errors import run_command\n"
+        "class WorkersDataLoaderIter:\n"
+        "    def __del__(self):\n"
+        "        raise RuntimeError('DataLoader worker (pid 1) is killed by signal: Terminated.')\n"
+        "class Unrelated:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('a finalizer bug')\n"
+        "def work():\n"
+        "    loader, other = WorkersDataLoaderIter(), Unrelated()\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "run_command('molml screen', work)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 143
+    assert "stopped by SIGTERM" in done.stderr and "a finalizer bug" in done.stderr
+    assert "DataLoader worker" not in done.stderr
+
+
 def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
