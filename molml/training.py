@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import yaml
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
@@ -30,6 +31,7 @@ from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel
+from molml.models.precision import native_bf16
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
     SQLITE_PREFIX,
@@ -183,6 +185,12 @@ class MolmlCLI(LightningCLI):
                 f"trainer.strategy: processes started by {start} are not supported; molml runs "
                 "several devices with --trainer.strategy ddp (one process per device, started "
                 "like this command)"
+            )
+        emulated = not native_bf16("cpu") and isinstance(self.trainer.accelerator, CPUAccelerator)
+        if str(self.trainer.precision) == "bf16-mixed" and emulated and self.trainer.is_global_zero:
+            log.warning(
+                "trainer.precision bf16-mixed on this CPU is emulated (it has no AVX512-BF16 or "
+                "AMX): expect several times longer steps than with 32-true"
             )
 
     def before_fit(self) -> None:

@@ -40,8 +40,9 @@ from molml.explain.options import (
     IG_STEPS,
     PRECISIONS,
 )
+from molml.models.precision import native_bf16
 from molml.options import check_int, writable_directory
-from molml.predict import Predictor
+from molml.predict import GraphPredictor, Predictor
 from molml.predict.base import as_smiles_list
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,12 @@ def explain(
         baseline=baseline,
         explained=explained,
     )
+    on_cpu = any(isinstance(m, GraphPredictor) and m.model.device.type == "cpu" for m in members)
+    if precision == "bf16-mixed" and on_cpu and not native_bf16("cpu"):
+        log.warning(
+            "precision bf16-mixed on this CPU is emulated (it has no AVX512-BF16 or AMX): "
+            "attributions take several times longer than with precision 32"
+        )
     runs = []
     for member in members:
         if member.kind == "baseline":
