@@ -28,11 +28,12 @@ MAX_DEPTH = 100  # message-passing or Transformer layers a checkpoint may ask fo
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[MoleculeModel, dict[str, Any]]:
-    """The model stored in a molml checkpoint, in eval mode, and the checkpoint's spec.
+    """The model stored in a molml checkpoint, in eval mode on the device ``map_location``,
+    and the checkpoint's spec.
 
     Raises :class:`CheckpointError` for anything that is not a loadable molml checkpoint.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path)  # on the CPU: the model is built there, then moved
     spec, state_dict = checkpoint["molml"], checkpoint["state_dict"]
     with torch.device("meta"):  # shapes only: nothing is allocated
         skeleton = _build_model(spec, path)
@@ -51,7 +52,7 @@ def load_checkpoint(
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored model spec: {exc}") from exc
-    return model.eval(), spec
+    return model.to(torch.device(map_location)).eval(), spec
 
 
 def _build_model(spec: dict[str, Any], path: str | Path) -> MoleculeModel:

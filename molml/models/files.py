@@ -19,14 +19,15 @@ def refuse_url(path: str | Path) -> None:
         raise CheckpointError(f"{path}: only local model files are read, not URLs")
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dictionary of a molml checkpoint file (tensors and plain data only)."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dictionary of a molml checkpoint file (tensors and plain data only, on
+    the CPU)."""
     refuse_url(path)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises assorted errors on non-checkpoints (IndexError...)
         raise CheckpointError(
             f"{path} is not a molml checkpoint (it could not be read as a PyTorch checkpoint "

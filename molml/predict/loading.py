@@ -62,12 +62,25 @@ def load_model(
 
 
 def _check_map_location(map_location: str | torch.device) -> None:
+    """A device the models can be put on: the CPU or an accelerator this machine has."""
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as exc:
         raise DataError(f"map_location {map_location!r} is not a device: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"map_location {map_location!r}: no CUDA device is available here")
+    if device.type == "cpu":
+        return
+    accelerator = torch.accelerator.current_accelerator()
+    here = ["cpu"] + ([accelerator.type] if accelerator is not None else [])
+    if device.type not in here:
+        raise DataError(
+            f"map_location {map_location!r}: no {device.type} device is available here "
+            f"(device types here: {', '.join(here)})"
+        )
+    if device.index is not None and device.index >= torch.accelerator.device_count():
+        raise DataError(
+            f"map_location {map_location!r}: this machine has "
+            f"{torch.accelerator.device_count()} {device.type} device(s), numbered from 0"
+        )
 
 
 def _load(
