@@ -108,10 +108,11 @@ class MicroBatcher:
 
     async def predict(self, smiles: list[str]) -> Scores:
         """Scores for ``smiles``, computed together with other waiting requests; raises
-        :class:`Overloaded` when ``max_pending`` molecules are already waiting."""
+        :class:`Overloaded` when they would take the molecules waiting beyond ``max_pending``."""
         if self.max_pending and self.pending and self.pending + len(smiles) > self.max_pending:
             raise Overloaded(
-                f"{self.pending} molecules are waiting for this model (limit {self.max_pending})"
+                f"{self.pending} molecules are waiting for this model and {len(smiles)} more "
+                f"would go beyond its limit of {self.max_pending}"
             )
         self.pending += len(smiles)
         try:

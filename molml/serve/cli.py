@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending",
         type=int,
         default=20000,
-        help="most molecules waiting for one model; more: 503 with Retry-After (0: no limit)",
+        help="most molecules waiting for one model: a request that would go beyond it is "
+        "answered 503 with Retry-After, unless the model is idle (0: no limit)",
     )
     parser.add_argument(
         "--reference",
