@@ -290,6 +290,12 @@ def test_calibrate_command_writes_a_file_that_screens_and_reports(
     assert manifest["tasks"]["logp"]["n_calibration"] == 40  # the validation split
     predictor = load_model(calibration)
     assert isinstance(predictor, CalibratedPredictor)
+    # its metadata says what it is and where it came from (it said "graph" and the checkpoint)
+    info = predictor.metadata
+    assert (info["kind"], info["source"]) == ("calibrated", str(calibration))
+    assert info["calibrates"]["kind"] == "graph"
+    assert Path(info["calibrates"]["source"]).resolve() == mve_checkpoints[0].resolve()
+    assert info["tasks"] == ["logp"] and "logp" in info["calibration"]
     assert predictor.prediction_columns() == ["logp", "logp_std", "logp_lower", "logp_upper"]
     smiles = pd.read_csv(property_csv)["smiles"].tolist()[:50]
     frame = predictor.predict(smiles)

@@ -46,6 +46,7 @@ class CalibratedPredictor(Predictor):
         base: the predictor that is calibrated (a model, an ensemble, MC dropout).
         calibrations: task -> its fitted calibration.
         fitted_on: a record of the calibration data (source, split, molecules).
+        source: the calibration file, if loaded from one.
     """
 
     kind = "calibrated"
@@ -55,6 +56,7 @@ class CalibratedPredictor(Predictor):
         base: Predictor,
         calibrations: dict[str, Calibration],
         fitted_on: dict[str, Any] | None = None,
+        source: str | Path | None = None,
     ) -> None:
         check_calibratable(base)
         unknown = sorted(set(calibrations) - set(base.tasks))
@@ -77,6 +79,7 @@ class CalibratedPredictor(Predictor):
         self.base = base
         self.calibrations = dict(calibrations)
         self.fitted_on = fitted_on or {}
+        self.source = Path(source) if source is not None else None
 
     @property
     def members(self) -> list[Predictor]:
@@ -99,8 +102,12 @@ class CalibratedPredictor(Predictor):
 
     @property
     def metadata(self) -> dict[str, Any]:
+        base = self.base.metadata
         return {
-            **self.base.metadata,
+            **base,  # what the calibrated model is: its training data, test metrics, ...
+            "kind": self.kind,
+            "source": str(self.source) if self.source else None,
+            "calibrates": {"kind": base["kind"], "source": base.get("source")},
             "calibration": {t: c.to_dict() for t, c in self.calibrations.items()},
             "calibrated_on": self.fitted_on,
         }

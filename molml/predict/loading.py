@@ -120,7 +120,7 @@ def _load(
                 f"{path} was calibrated with mc_dropout={passes}; load it without mc_dropout"
             )
         base = _load(models, map_location, passes, opened, threads)
-        return CalibratedPredictor(base, calibrations, fitted_on)
+        return CalibratedPredictor(base, calibrations, fitted_on, source=path)
     if mc_dropout and path.suffix != ".ckpt":
         raise PredictorError(f"MC dropout needs a graph checkpoint (.ckpt), not {path}")
     if path.is_dir() or path.name == SPEC_FILE or path.suffix == ".json":
