@@ -189,6 +189,12 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "best.ckpt").write_bytes(b"\x80\x02")
     with pytest.raises(CheckpointError, match="best.ckpt is a graph model file, not a baseline"):
         load_baseline(tmp_path / "best.ckpt")
+    # a run's checkpoints/ folder: the hint names a checkpoint in it
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x80\x02")
+    with pytest.raises(CheckpointError, match=r"holds graph checkpoints: load one .*last\.ckpt"):
+        molml.load_model(tmp_path / "checkpoints")
+    with pytest.raises(DataError, match="no model path given"):
+        molml.load_model([])
 
 
 @pytest.mark.parametrize(

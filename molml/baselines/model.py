@@ -195,6 +195,8 @@ def load_baseline(path: str | Path) -> BaselineModel:
         hint = ""
         if path.is_dir() and (path / "checkpoints").is_dir():
             hint = f" ({path} is a graph model's run: its model is checkpoints/best.ckpt)"
+        elif path.is_dir() and (saved := sorted(p.name for p in path.glob("*.ckpt"))):
+            hint = f" ({path} holds graph checkpoints: load one of them, e.g. {saved[0]})"
         raise CheckpointError(f"no molml baseline at {path}: {spec_path} not found{hint}")
     if path.suffix in (".ckpt", ".onnx", ".pt2"):
         raise CheckpointError(

@@ -96,6 +96,8 @@ def _load(
         if isinstance(path, (bytes, bytearray)) or not isinstance(path, Iterable):
             raise DataError(f"expected a model path or a list of paths, got {path!r}")
         paths = list(path)
+        if not paths:
+            raise DataError("no model path given (an empty list)")
         if len(paths) == 1:
             return _load(paths[0], map_location, mc_dropout, opened, threads)
         return EnsemblePredictor(
