@@ -236,7 +236,8 @@ class MolmlCLI(LightningCLI):
     def _check_monitored_metrics(self) -> None:
         """A callback monitoring a validation metric that this model's task type (or tasks)
         never logs, e.g. ``val/rmse`` on a classifier, is refused before training rather than
-        failing after the first epoch."""
+        failing after the first epoch; so is one that would keep the worst epoch (``mode: min``
+        on ``val/roc_auc``, ``mode: max`` on ``val/rmse`` or the loss)."""
         model = self.model
         logged = LOGGED_METRICS.get(getattr(model, "task_type", None), ())
         if not logged:
@@ -248,6 +249,15 @@ class MolmlCLI(LightningCLI):
             if not isinstance(monitor, str) or not monitor.startswith("val/"):
                 continue
             metric = monitor.split("/")[1]
+            higher = HIGHER_IS_BETTER.get(metric, False if metric == "loss" else None)
+            mode = getattr(callback, "mode", None)
+            if higher is not None and mode in ("min", "max") and (mode == "max") != higher:
+                better = "higher" if higher else "lower"
+                raise DataError(
+                    f"{type(callback).__name__} monitors {monitor!r} with mode {mode!r}, but "
+                    f"{better} is better: it would keep the worst epoch; set mode: "
+                    f"{'max' if higher else 'min'}"
+                )
             if metric in HIGHER_IS_BETTER and monitor not in known:
                 raise DataError(
                     f"{type(callback).__name__} monitors {monitor!r}, which this "

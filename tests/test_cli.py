@@ -543,6 +543,20 @@ def test_a_monitored_metric_the_model_never_logs_is_refused_before_training(
     line = result.stderr.splitlines()[-1]
     assert "ModelCheckpoint monitors 'val/rmse', which this classification model" in line
     assert "val/roc_auc, val/pr_auc" in line and "Epoch 0" not in result.stderr
+    # ROC-AUC with ModelCheckpoint's default mode "min" kept the worst epoch as best.ckpt
+    stop = {"class_path": "lightning.pytorch.callbacks.EarlyStopping"}
+    for callback, monitor in [(checkpoint, "val/roc_auc/active"), (stop, "val/loss")]:
+        callback["init_args"] = {
+            "monitor": monitor,
+            "mode": "max" if monitor == "val/loss" else "min",
+        }
+        config["trainer"]["callbacks"] = [callback]
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        result = run_molml(tmp_path, "fit", "--config", "c.yaml")
+        assert result.returncode == EXIT_BAD_INPUT, result.stderr
+        line = result.stderr.splitlines()[-1]
+        assert f"monitors {monitor!r} with mode" in line and "it would keep the worst epoch" in line
+        assert "Epoch 0" not in result.stderr
 
 
 def test_an_mlflow_experiment_created_by_another_run_meanwhile_is_used(tmp_path: Path) -> None:
