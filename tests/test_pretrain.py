@@ -266,6 +266,15 @@ def test_pretraining_data_refuses_what_it_cannot_learn_from(tmp_path: Path) -> N
         )
     with pytest.raises(DataError, match="0 or 1 worker"):
         PretrainDataModule(sources=[str(source)], num_workers=2, cache_dir=str(tmp_path))
+    # valid validation molecules, then only invalid SMILES: it trained on nothing and exit 0
+    broken = tmp_path / "broken.smi"
+    valid = [f"C{'C' * n}O" for n in range(12)] + [f"c1ccccc1{'C' * n}N" for n in range(6)]
+    broken.write_text("\n".join(valid + [f"C1CC{'C' * n}" for n in range(30)]) + "\n")
+    data = PretrainDataModule(
+        sources=[str(broken)], val_size=18, shard_size=30, cache_dir=str(tmp_path), featurize_jobs=1
+    )
+    with pytest.raises(DataError, match=r"none of the 30 pretraining SMILES after the 18 .*e\.g\."):
+        data.prepare_data()
 
 
 def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained_run: dict) -> None:

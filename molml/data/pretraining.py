@@ -435,10 +435,11 @@ class PretrainDataModule(L.LightningDataModule):
         hp = self.hparams
         for stale in self.directory.glob("*.tmp"):  # left by a run killed while saving
             stale.unlink(missing_ok=True)
-        sizes, paths = [], []
+        sizes, paths, read = [], [], 0
         blocks = self._blocks()
         next(blocks)  # the validation block
         for k, block in enumerate(blocks):
+            read += len(block)
             start = hp.val_size + k * hp.shard_size
             path = self._block_path(f"shard_{k:05d}", start, len(block), hp.shard_size)
             if not (path.exists() and path.with_suffix(".json").exists()):
@@ -457,6 +458,17 @@ class PretrainDataModule(L.LightningDataModule):
             raise DataError(
                 f"pretraining sources {self.sources} hold no molecules beyond the {hp.val_size} "
                 "validation molecules; lower data.val_size or add SMILES"
+            )
+        if not sum(sizes):  # SMILES beyond the validation ones, but not one usable molecule
+            examples: dict[str, str] = {}
+            for path in paths:
+                examples.update(json.loads(path.with_suffix(".json").read_text())["examples"])
+            shown = "; ".join(f"molecule {k}: {v}" for k, v in list(examples.items())[:3])
+            raise DataError(
+                f"none of the {read} pretraining SMILES after the {hp.val_size} validation "
+                f"molecules gave a molecule with all descriptors"
+                + (f" (e.g. {shown})" if shown else "")
+                + f"; sources {self.sources}"
             )
         manifest.write_text(json.dumps({"sizes": sizes, "shards": [p.name for p in paths]}))
         self.shard_sizes, self.shard_paths = sizes, paths
