@@ -30,7 +30,7 @@ from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
-from molml.models.module import MoleculeModel
+from molml.models.module import MoleculeModel, check_precision
 from molml.models.precision import native_bf16
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
@@ -186,6 +186,7 @@ class MolmlCLI(LightningCLI):
                 "several devices with --trainer.strategy ddp (one process per device, started "
                 "like this command)"
             )
+        check_precision(self.trainer.precision)  # before any run folder is made
         emulated = not native_bf16("cpu") and isinstance(self.trainer.accelerator, CPUAccelerator)
         if str(self.trainer.precision) == "bf16-mixed" and emulated and self.trainer.is_global_zero:
             log.warning(

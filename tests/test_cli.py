@@ -559,6 +559,18 @@ def test_a_monitored_metric_the_model_never_logs_is_refused_before_training(
         assert "Epoch 0" not in result.stderr
 
 
+def test_an_unsupported_precision_is_refused_before_a_run_folder_is_made(tmp_path: Path) -> None:
+    rows = [("CCO", 0.1), ("CCN", 1.2), ("CCC", 0.3), ("CCCl", 1.4)] * 5
+    (tmp_path / "x.csv").write_text("smiles,y\n" + "".join(f"{s},{y}\n" for s, y in rows))
+    result = run_molml(
+        tmp_path, "fit", "--data.path", "x.csv", "--data.split", "random",
+        "--trainer.precision", "64-true", "--trainer.max_epochs", "1",
+    )  # fmt: skip
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "trainer.precision 64-true is not supported" in result.stderr.splitlines()[-1]
+    assert not list(tmp_path.glob("runs/*/version_*")) and "featurizing" not in result.stderr
+
+
 def test_an_mlflow_experiment_created_by_another_run_meanwhile_is_used(tmp_path: Path) -> None:
     """Two runs that start together both find no experiment; the one whose create fails
     reads the other's instead of crashing. A deleted experiment is refused by name."""

@@ -43,6 +43,18 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
 TRUE_PRECISIONS = ("bf16-true", "16-true", "64-true")  # weights cast, inputs not
+
+
+def check_precision(precision: object) -> None:
+    """Refuse Lightning's ``*-true`` precisions: they cast the weights but not the fields of
+    a PyG batch, so the first linear layer would meet float32 features."""
+    if str(precision) in TRUE_PRECISIONS:
+        raise DataError(
+            f"trainer.precision {precision} is not supported (the molecule batches stay "
+            "float32); use 32-true, bf16-mixed or 16-mixed"
+        )
+
+
 VALIDATION_MASK_SEED = 12345  # the same atoms are hidden in every validation epoch
 
 
@@ -328,13 +340,8 @@ class MoleculeModel(L.LightningModule):
                 "trainer.sync_batchnorm: PyTorch synchronises batch norm statistics over GPUs "
                 "only; leave it false on CPUs"
             )
-        if self._trainer is not None and str(self.trainer.precision) in TRUE_PRECISIONS:
-            # Lightning casts the weights but not the fields of a PyG batch: the first linear
-            # layer would meet float32 features
-            raise DataError(
-                f"trainer.precision {self.trainer.precision} is not supported (the molecule "
-                "batches stay float32); use 32-true, bf16-mixed or 16-mixed"
-            )
+        if self._trainer is not None:
+            check_precision(self.trainer.precision)
         if self._trainer is not None and str(self.trainer.precision) in REDUCED_PRECISIONS:
             # a bounded set of matrix shapes for bf16/fp16 kernels (molml.models.precision)
             self._row_buckets = self._row_buckets or add_row_buckets(self)
