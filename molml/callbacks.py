@@ -238,9 +238,21 @@ class EvaluationPlots(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         run_dir = run_directory(trainer)
         log_dir = trainer.log_dir  # on every process: under DDP it is a broadcast all must join
-        if trainer.is_global_zero and trainer.ckpt_path:
-            checkpoint = Path(trainer.ckpt_path).resolve()
-            if self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs:
+        checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        own = checkpoint is not None and (
+            self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs
+        )
+        if trainer.logger is None and not own:
+            # no run folder of its own: the trainer's root may be a training run's, whose
+            # records (test metrics, plots) must stay what fit measured
+            if trainer.is_global_zero:
+                log.warning(
+                    "no logger: the test metrics are printed only (with a logger they are also "
+                    "written, with plots, into a run folder of this test's own)"
+                )
+            return
+        if trainer.is_global_zero and checkpoint is not None:
+            if own:
                 record_test_metrics(checkpoint.parent.parent, checkpoint, trainer.callback_metrics)
             elif log_dir is not None:  # a run folder of its own to record in
                 record_test_metrics(run_dir, checkpoint, trainer.callback_metrics)

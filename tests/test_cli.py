@@ -1052,18 +1052,21 @@ def test_a_model_option_set_from_the_data_names_what_to_give_instead(
 def test_without_a_logger_only_fit_writes_the_config(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ``--trainer.logger false`` fit writes config.yaml into the working directory; a
-    later ``molml test --config config.yaml`` there leaves it as fit wrote it."""
+    """With ``--trainer.logger false`` fit writes its run files (config, split, test metrics,
+    plot) into the working directory; a later ``molml test`` there, even on another split,
+    leaves them as fit wrote them (the test's metrics, split and plot replaced fit's)."""
     write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
-    main(["fit", "--config", "tiny.yaml", "--trainer.logger", "false", "--test_best", "false",
-          *QUIET])  # fmt: skip
-    written = (tmp_path / "config.yaml").read_text()
-    assert "ckpt_path: null" in written
+    main(["fit", "--config", "tiny.yaml", "--trainer.logger", "false", *QUIET])
+    records = ["config.yaml", "split.json", "split_report.json", "test_metrics.json",
+               "test_parity.png"]  # fmt: skip
+    written = {name: (tmp_path / name).read_bytes() for name in records}
+    assert b"ckpt_path: null" in written["config.yaml"]
     checkpoint = next(tmp_path.rglob("best.ckpt"))
-    main(["test", "--config", "config.yaml", "--ckpt_path", str(checkpoint), *QUIET])
-    assert (tmp_path / "config.yaml").read_text() == written
+    main(["test", "--config", "config.yaml", "--ckpt_path", str(checkpoint),
+          "--data.split", "random", "--data.split_seed", "7", *QUIET])  # fmt: skip
+    assert {name: (tmp_path / name).read_bytes() for name in records} == written
 
 
 def test_a_config_with_its_own_callbacks_still_writes_the_run_outputs(

@@ -548,7 +548,7 @@ class MoleculeDataModule(L.LightningDataModule):
                 seed=hp.split_seed,
                 n_invalid=len(featurized.errors),
             )
-            self._write_reports()
+            self._write_reports(stage)
         if not predicting_a_file:  # before training: fit tests its best checkpoint at the end
             if stage in ("fit", "validate"):
                 self._check_devices(len(self.split.val), "the validation split")
@@ -586,9 +586,11 @@ class MoleculeDataModule(L.LightningDataModule):
         """The split as 0-based row positions of the input table (chemprop's splits format)."""
         return split_rows(self.split, self.featurized.valid)
 
-    def _write_reports(self) -> None:
+    def _write_reports(self, stage: str | None) -> None:
+        """The split files, in the run folder; without a logger only by ``fit``: the folder
+        is then the trainer's root, where a training run keeps its own."""
         directory = self.run_dir()
-        if directory is not None:
+        if directory is not None and (self.trainer.logger is not None or stage == "fit"):
             self.molecules.write_split_files(
                 directory, self.split, self.featurized.valid, self.report, self.featurized.errors
             )
