@@ -688,6 +688,17 @@ def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
     )
     assert checkpoint_on(config, "val/r2")["trainer"]["callbacks"][0]["init_args"]["mode"] == "max"
     assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/rmse"  # a copy
+    # a config whose own callbacks keep no checkpoint: Lightning's default kept the last epoch
+    stop = {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+            "init_args": {"monitor": "val/rmse", "patience": 3}}  # fmt: skip
+    alone = {**config, "trainer": {**config["trainer"], "callbacks": [stop]}}
+    scored = checkpoint_on(alone, "val/roc_auc")["trainer"]["callbacks"]
+    assert scored[0] == stop and scored[1]["class_path"] == "molml.callbacks.ModelCheckpoint"
+    assert scored[1]["init_args"] == {
+        "monitor": "val/roc_auc", "mode": "max", "filename": "best", "save_last": True
+    }  # fmt: skip
+    unkept = {**alone, "trainer": {**alone["trainer"], "enable_checkpointing": False}}
+    assert checkpoint_on(unkept, "val/mae")["trainer"]["callbacks"] == [stop]
 
 
 @pytest.mark.parametrize("verb", ["tune", "cv"])

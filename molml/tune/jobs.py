@@ -254,17 +254,35 @@ class _PruneAtEpochEnd(PyTorchLightningPruningCallback):
 
 def checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
     """``config`` with its model checkpoints kept on ``metric``, the trial's score, so that the
-    model a trial keeps is the one its value describes."""
+    model a trial keeps is the one its value describes; a config whose own callbacks have no
+    checkpoint gets one (Lightning's default would keep the last epoch)."""
     config = json.loads(json.dumps(config))
-    callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+    trainer = config.setdefault("trainer", {})
+    callbacks = trainer.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    mode = "min" if metric_direction(metric) == "minimize" else "max"
+    kept = False
+    for callback in callbacks:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith(
             "ModelCheckpoint"
         ):
             init_args = callback.get("init_args") or {}
             callback["init_args"] = init_args
-            init_args["monitor"] = metric
-            init_args["mode"] = "min" if metric_direction(metric) == "minimize" else "max"
+            init_args.update(monitor=metric, mode=mode)
+            kept = True
+    if not kept and trainer.get("enable_checkpointing") is not False:
+        callbacks.append(
+            {
+                "class_path": "molml.callbacks.ModelCheckpoint",
+                "init_args": {
+                    "monitor": metric,
+                    "mode": mode,
+                    "filename": "best",
+                    "save_last": True,
+                },
+            }
+        )
+    trainer["callbacks"] = callbacks
     return config
 
 
