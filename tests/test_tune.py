@@ -266,6 +266,22 @@ def test_cross_validated_trials_log_every_folds_curves(
     fitted = tmp_path / "runs" / "tune" / "cfg" / "trials" / "trial_0" / "fold_0" / "fitted.json"
     curves = json.loads(fitted.read_text())["curves"]
     assert [epoch for epoch, _ in curves["train/loss"]] == [0, 1]  # once per epoch
+    # the best config is refitted once: a rerun keeps that model while the best trial stays
+    # the best, else refits into an emptied folder (it wrote best-v1.ckpt beside best.ckpt)
+    study = tmp_path / "runs" / "tune" / "cfg"
+    first = json.loads((study / "best.json").read_text())
+    kept = Path(first["best_model"])
+    assert kept.is_absolute() and kept.parent == (study / "best_fit" / "checkpoints").resolve()
+    written = kept.stat().st_mtime_ns
+    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+          "--cv", "2", "--pruner", "none"])  # fmt: skip
+    second = json.loads((study / "best.json").read_text())
+    assert [p.name for p in kept.parent.iterdir()] == ["best.ckpt"]
+    if second["best_trial"] == first["best_trial"]:
+        assert second["best_model"] == first["best_model"] and second["test"] == first["test"]
+        assert kept.stat().st_mtime_ns == written
+    else:
+        assert kept.stat().st_mtime_ns != written
 
 
 @pytest.mark.parametrize("kind", ["graph", "xgb"])

@@ -436,11 +436,8 @@ def finish(
     model_path = best.user_attrs.get(MODEL_PATH)
     if model_path and Path(model_path).exists():
         test_metrics = job.test(best_config, Path(model_path))
-    elif options.cv:
-        fitted = job.fit(best_config, directory / "best_fit", options.metric)
-        if fitted.model_path is not None:
-            model_path = str(fitted.model_path)
-            test_metrics = job.test(best_config, fitted.model_path)
+    elif options.cv:  # folds keep no model: the best config is trained once more
+        model_path, test_metrics = _refit_best(job, best, best_config, options, directory)
     summary = {
         "study": options.study_name,
         "metric": options.metric,
@@ -469,6 +466,24 @@ def finish(
     if plots:
         print(f"plots: {directory / 'plots'} (PNG; open the .html pages in a browser)")
     return {"summary": summary, "plots": plots}
+
+
+def _refit_best(
+    job: Job, best: FrozenTrial, config: dict[str, Any], options: TuneOptions, directory: Path
+) -> tuple[str | None, dict[str, float]]:
+    """The model of the best config trained on the whole training part, and its test
+    metrics: an earlier run's when it refitted the same trial, else a fresh fit into an
+    emptied ``best_fit/`` (one model beside the config it was trained with)."""
+    earlier_path = directory / "best.json"
+    earlier = json.loads(earlier_path.read_text()) if earlier_path.is_file() else {}
+    kept = earlier.get("best_model")
+    if earlier.get("best_trial") == best.number and kept and Path(kept).is_file():
+        return kept, earlier.get("test") or {}
+    shutil.rmtree(directory / "best_fit", ignore_errors=True)
+    fitted = job.fit(config, directory / "best_fit", options.metric)
+    if fitted.model_path is None:
+        return None, {}
+    return str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
 
 
 def fail_reason(trial: FrozenTrial) -> str:
