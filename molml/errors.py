@@ -194,6 +194,13 @@ def _is_worker_death(unraisable: Any) -> bool:
     )
 
 
+def stop_signal() -> str | None:
+    """The stop the running verb received: ``"SIGTERM"``, ``"Ctrl-C"`` or ``None``."""
+    if _SIGTERM_RECEIVED:
+        return "SIGTERM"
+    return "Ctrl-C" if _SIGINT_RECEIVED else None
+
+
 def sigterm_received() -> bool:
     """Whether the running verb received SIGTERM (loops that can stop between steps check it,
     in case the exception raised for it was swallowed)."""

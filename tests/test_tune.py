@@ -400,6 +400,38 @@ def test_a_killed_cv_keeps_its_finished_folds_and_resumes_the_interrupted_one(
     assert again.returncode == 0 and "has finished" in again.stdout
 
 
+def test_a_tuner_stopped_by_sigterm_fails_its_running_trial_at_once(
+    property_csv: Path, tmp_path: Path
+) -> None:
+    """Lightning ends an interrupted fit with SystemExit, which Optuna does not close a trial
+    on: the trial stayed RUNNING until a later run found its heartbeat stale."""
+    import os
+    import signal
+    import time
+
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["callbacks"][0]["init_args"]["save_last"] = True
+    config.write_text(yaml.safe_dump(settings))
+    search = space(tmp_path / "space.yaml", GRAPH_SPACE)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    command = [sys.executable, "-m", "molml.cli", "tune", "--config", str(config), "--search",
+               str(search), "--n-trials", "2", "--trainer.max_epochs", "40", "--storage",
+               storage, "--study-name", "stopped", "--tracking-uri", "none", "--output-dir",
+               str(tmp_path / "tune")]  # fmt: skip
+    running = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "tune" / "stopped" / "trials" / "trial_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.2)
+    os.kill(running.pid, signal.SIGTERM)
+    assert running.wait(timeout=120) == 143
+    assert "molml tune: stopped by SIGTERM" in running.stderr.read()
+    (trial,) = optuna.load_study(study_name="stopped", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "stopped by SIGTERM"
+
+
 def test_cv_seed_ensemble_trains_every_member_on_the_configs_split_with_its_own_seed(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

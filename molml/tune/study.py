@@ -31,7 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from molml.errors import DataError, Terminated, error_message, sigterm_received
+from molml.errors import DataError, Terminated, error_message, sigterm_received, stop_signal
 from molml.options import creatable_directory
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id, mlflow_client
 from molml.tune.cv import fit_folds, fold_splits, write_folds
@@ -410,6 +410,14 @@ def _objective(
         except Exception as exc:
             trial.set_user_attr(FAIL_REASON, error_message(exc))
             raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Lightning ends an interrupted fit with SystemExit, which Optuna does not close
+            # the trial on: it stayed RUNNING. A KeyboardInterrupt fails it and stops the study
+            stop = stop_signal()
+            if stop is None and isinstance(exc, SystemExit):
+                raise
+            trial.set_user_attr(FAIL_REASON, f"stopped by {stop or 'Ctrl-C'}")
+            raise (Terminated if stop == "SIGTERM" else KeyboardInterrupt)() from None
         if not math.isfinite(value):
             trial.set_user_attr(FAIL_REASON, f"{options.metric} is {value}")
             raise DataError(f"{options.metric} is {value}")
