@@ -812,6 +812,27 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     assert not (tmp_path / "runs" / "optuna.db").exists()
 
 
+def test_classification_folds_without_both_classes_in_validation_are_refused() -> None:
+    """A fold whose validation part has one class failed only after the folds before it had
+    trained, with advice (a scaffold_stratified data split) that cv replaces anyway."""
+    from molml.data.splits import Split
+    from molml.tune.cv import fold_splits
+    from molml.tune.jobs import SplitTable
+
+    targets = np.ones((60, 1))
+    targets[[3, 30]] = 0  # two negatives among the 50 train+val rows
+    split = Split(np.arange(40), np.arange(40, 50), np.arange(50, 60))
+    table = SplitTable(["C"] * 60, targets, ["active"], "classification", split)
+    with pytest.raises(DataError, match=r"fold \d's validation part .* --split stratified spreads"):
+        fold_splits(table, 5, "random", seed=0)
+    with pytest.raises(DataError, match="--cv-split stratified"):
+        fold_splits(table, 5, "random", seed=0, option="--cv")
+    with pytest.raises(DataError, match=r"fewer folds \(--folds\)"):
+        fold_splits(table, 5, "stratified", seed=0)
+    folds = fold_splits(table, 2, "stratified", seed=0)  # one negative in each validation part
+    assert [int((targets[fold.val] == 0).sum()) for fold in folds] == [1, 1]
+
+
 def test_cv_on_the_loss_writes_its_table_and_another_study_keeps_off_its_folder(
     property_csv: Path,
     tmp_path: Path,

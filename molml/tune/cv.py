@@ -54,7 +54,9 @@ def fold_splits(
     """``n_folds`` splits of the table's train+val rows (0-based row positions): grouped by
     Bemis-Murcko scaffold (``scaffold``), by molecule (``random``) or by molecule with labels
     balanced across folds (``stratified``); the test rows are the same in every fold.
-    ``seeds``: the table's own split ``n_folds`` times (members differ by seed only)."""
+    ``seeds``: the table's own split ``n_folds`` times (members differ by seed only).
+    Classification folds whose validation part has no task with both classes (no ROC-AUC to
+    score or choose a checkpoint by) are refused before any training."""
     if method not in CV_SPLITS:
         raise DataError(f"--split {method!r}: choose one of {list(CV_SPLITS)}")
     if method == SEED_ENSEMBLE:
@@ -80,7 +82,27 @@ def fold_splits(
         seed=seed,
         val_fraction=0.0,
     )
-    return [Split(rows[fold.train], rows[fold.test], table.split.test) for fold in folds]
+    splits = [Split(rows[fold.train], rows[fold.test], table.split.test) for fold in folds]
+    if table.task_type == "classification":
+        _check_both_classes(table, splits, method, option)
+    return splits
+
+
+def _check_both_classes(table: SplitTable, folds: list[Split], method: str, option: str) -> None:
+    split_option = "--split" if option == "--folds" else "--cv-split"
+    for k, fold in enumerate(folds):
+        val = table.targets[fold.val]
+        if any(len(np.unique(column[~np.isnan(column)])) == 2 for column in val.T):
+            continue
+        advice = (
+            f"fewer folds ({option}) give each validation part more molecules"
+            if method == "stratified"
+            else f"{split_option} stratified spreads each class over the folds"
+        )
+        raise DataError(
+            f"fold {k}'s validation part ({len(val)} molecules) has no task with both classes, "
+            f"so the fold cannot be scored: {advice}"
+        )
 
 
 def write_folds(folds: list[Split], path: Path) -> None:
