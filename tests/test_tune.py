@@ -674,6 +674,13 @@ def test_median_pruner_waits_for_its_warmup_epochs() -> None:
         bad.report(10.0, step)
         decisions.append(bad.should_prune())
     assert decisions == [False, False, False, True, True, True]
+    # the warmup counts folds with --cv: 1 by default, the option when given (it was dropped)
+    from molml.tune.study import warmup_steps
+
+    options = TuneOptions(study_name="s", storage="sqlite://", metric="val/rmse")
+    assert warmup_steps(options) == 10
+    assert warmup_steps(TuneOptions(**{**vars(options), "cv": 5})) == 1
+    assert warmup_steps(TuneOptions(**{**vars(options), "cv": 5, "pruner_warmup": 3})) == 3
 
 
 def test_a_small_validation_split_suggests_cross_validation(

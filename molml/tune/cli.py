@@ -62,8 +62,9 @@ def tune_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pruner-warmup",
         type=int,
-        default=10,
-        help="epochs a trial runs before the median pruner may stop it (10)",
+        default=None,
+        help="epochs (with --cv: folds) a trial runs before the median pruner may stop it "
+        "(default 10 epochs, or 1 fold with --cv)",
     )
     parser.add_argument("--cv", type=int, help="score trials by k-fold cross-validation")
     parser.add_argument("--cv-split", choices=FOLD_SPLITS, default="scaffold")
@@ -108,7 +109,8 @@ def tune_main(argv: Sequence[str]) -> Path:
     args, overrides = _overrides(tune_parser(), argv)
     check_int(args.n_trials, "--n-trials", minimum=1, allow_none=True)
     check_int(args.cv, "--cv", minimum=2, allow_none=True)
-    check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
+    if args.pruner_warmup is not None:
+        check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
     if args.n_trials is None and args.timeout is None and args.sampler != "grid":
         raise DataError("give --n-trials, --timeout or both")
     # imported once the arguments are read: --help and usage errors answer without torch

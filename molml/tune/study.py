@@ -75,7 +75,7 @@ class TuneOptions:
     n_trials: int | None = None
     timeout: float | None = None
     pruner: str | optuna.pruners.BasePruner = "median"
-    pruner_warmup: int = 10
+    pruner_warmup: int | None = None  # steps before pruning; None: 10 epochs, or 1 fold (cv)
     sampler: str = "tpe"
     seed: int = 0
     cv: int | None = None
@@ -122,6 +122,15 @@ def make_pruner(
     raise DataError(f"--pruner {pruner!r}: choose one of {list(PRUNERS)}")
 
 
+def warmup_steps(options: TuneOptions) -> int:
+    """Steps (epochs, or folds with ``cv``) a trial runs before the median pruner may stop
+    it: ``--pruner-warmup``, by default 10 epochs or 1 fold (folds are few and each is a
+    whole training run: a trial may be stopped after its second fold)."""
+    if options.pruner_warmup is not None:
+        return options.pruner_warmup
+    return 1 if options.cv else 10
+
+
 def load_study(
     options: TuneOptions,
     space: list[Param],
@@ -143,8 +152,7 @@ def load_study(
             study_name=options.study_name,
             storage=storage,
             direction=direction,
-            # folds are few and each is a whole training run: prune from the second one
-            pruner=make_pruner(options.pruner, 1 if options.cv else options.pruner_warmup),
+            pruner=make_pruner(options.pruner, warmup_steps(options)),
             load_if_exists=True,
         )
     except ValueError as exc:  # an existing study with another direction
