@@ -133,6 +133,7 @@ class MolmlCLI(LightningCLI):
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path is not None and str(path) not in LIGHTNING_CKPT_ALIASES and "://" not in path:
             self.checkpoint_spec = read_checkpoint(path)["molml"]
+        given = _plain(self.config[subcommand].get("model")) if subcommand else None
         try:
             super()._parse_ckpt_path()
         except argparse.ArgumentError as exc:
@@ -140,6 +141,8 @@ class MolmlCLI(LightningCLI):
                 f"{path}: its stored hyperparameters do not parse as this molml's model "
                 f"options: {exc}"
             ) from exc
+        if subcommand == "fit" and isinstance(given, dict):
+            _check_resumed_model_options(path, given, _plain(self.config["fit"].get("model")))
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the verb in a run folder of its own; a run that fails before writing anything
@@ -325,6 +328,30 @@ class MolmlCLI(LightningCLI):
         if getattr(checkpoint, "monitor", None) is None:
             log.warning("the checkpoint callback monitors no metric; testing the last: %s", best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+def _check_resumed_model_options(path: str, given: dict[str, Any], stored: dict[str, Any]) -> None:
+    """A resumed fit runs the checkpoint's model options (Lightning reads them over the
+    config's) with its optimizer state: options given otherwise would be dropped unseen."""
+
+    def text(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    differing = [key for key in given if text(given[key]) != text(stored.get(key))]
+    if differing:
+        shown = ", ".join(
+            f"model.{key} {given[key]!r} (checkpoint: {stored.get(key)!r})" for key in differing
+        )
+        raise DataError(
+            f"--ckpt_path {path} resumes a fit with the checkpoint's model options and optimizer "
+            f"state; {shown} would not apply: leave them out to resume, or start a new fit "
+            "without --ckpt_path to train with them"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A parsed config section as plain data (jsonargparse Namespaces as dicts)."""
+    return value.as_dict() if hasattr(value, "as_dict") else value
 
 
 # --ckpt_path values that Lightning resolves itself

@@ -661,7 +661,10 @@ def test_a_fit_into_a_folder_with_an_earlier_runs_checkpoints_is_refused(
 
 
 def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
-    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Resumed with no epoch left, fit keeps the best checkpoint of the run it resumed from
     (copied into the new run, with its score) and tests it, perhaps on other data: that is
@@ -680,6 +683,14 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     assert list(json.loads((second / "test_metrics.json").read_text())) == ["best.ckpt"]
     copied = second / "checkpoints" / "best.ckpt"
     assert copied.read_bytes() == (first / "checkpoints" / "best.ckpt").read_bytes()
+    # model options the checkpoint's would replace unseen (lr also lives in the optimizer
+    # state it restores) are refused, before another run folder is made
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--model.lr", "0.05",
+              *QUIET])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "model.lr 0.05 (checkpoint: 0.001) would not apply" in capsys.readouterr().err
+    assert not (first.parent / "version_2").exists()
 
 
 def test_runs_under_one_name_get_their_own_folders_and_a_failed_run_leaves_none(
