@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,17 @@ class MolmlCLI(LightningCLI):
                 f"options: {exc}"
             ) from exc
         if subcommand == "fit" and isinstance(given, dict):
-            _check_resumed_model_options(path, given, _plain(self.config["fit"].get("model")))
+            flags = _model_flags(self._command_line)
+            stored = _plain(self.config["fit"].get("model"))
+            _check_resumed_model_options(
+                path, {k: v for k, v in given.items() if k in flags}, stored
+            )
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Lightning's parse; the command line is kept for :meth:`_parse_ckpt_path`."""
+        command_line = sys.argv[1:] if args is None else args
+        self._command_line = list(command_line) if isinstance(command_line, (list, tuple)) else []
+        super().parse_arguments(parser, args)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run the verb in a run folder of its own; a run that fails before writing anything
@@ -330,9 +341,19 @@ class MolmlCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
 
 
+def _model_flags(command_line: list[Any]) -> set[str]:
+    """The model options set on the command line: ``--model.lr 0.05`` -> ``lr``."""
+    return {
+        token.removeprefix("--model.").split("=")[0].split(".")[0]
+        for token in command_line
+        if isinstance(token, str) and token.startswith("--model.")
+    }
+
+
 def _check_resumed_model_options(path: str, given: dict[str, Any], stored: dict[str, Any]) -> None:
     """A resumed fit runs the checkpoint's model options (Lightning reads them over the
-    config's) with its optimizer state: options given otherwise would be dropped unseen."""
+    config's) with its optimizer state: ``given`` command-line options that differ would be
+    dropped unseen."""
 
     def text(value: Any) -> str:
         return json.dumps(value, sort_keys=True, default=str)

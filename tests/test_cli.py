@@ -672,7 +672,7 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
-    main(["fit", "--config", "tiny.yaml", *QUIET])
+    main(["fit", "--config", "tiny.yaml", "--model.lr", "0.002", *QUIET])
     first = tmp_path / "runs" / "quickstart" / "version_0"
     recorded = (first / "test_metrics.json").read_text()
     last = first / "checkpoints" / "last.ckpt"
@@ -683,13 +683,17 @@ def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
     assert list(json.loads((second / "test_metrics.json").read_text())) == ["best.ckpt"]
     copied = second / "checkpoints" / "best.ckpt"
     assert copied.read_bytes() == (first / "checkpoints" / "best.ckpt").read_bytes()
-    # model options the checkpoint's would replace unseen (lr also lives in the optimizer
-    # state it restores) are refused, before another run folder is made
+    # (resumed with the config it was trained from: its lr 0.001 was not given now, and the
+    # checkpoint's 0.002 runs) model options given on the command line that the checkpoint's
+    # would replace unseen (lr also lives in the optimizer state) are refused, before another
+    # run folder is made
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--model.lr", "0.05",
-              *QUIET])  # fmt: skip
+        main(["fit", "--config", "tiny.yaml", "--ckpt_path", str(last), "--model.lr=0.05",
+              "--model.weight_decay", "0.0", *QUIET])  # fmt: skip
     assert exit_info.value.code == 2
-    assert "model.lr 0.05 (checkpoint: 0.001) would not apply" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "model.lr 0.05 (checkpoint: 0.002) would not apply" in error
+    assert "weight_decay" not in error  # given, but as the checkpoint has it
     assert not (first.parent / "version_2").exists()
 
 
