@@ -266,22 +266,50 @@ def test_cross_validated_trials_log_every_folds_curves(
     fitted = tmp_path / "runs" / "tune" / "cfg" / "trials" / "trial_0" / "fold_0" / "fitted.json"
     curves = json.loads(fitted.read_text())["curves"]
     assert [epoch for epoch, _ in curves["train/loss"]] == [0, 1]  # once per epoch
-    # the best config is refitted once: a rerun keeps that model while the best trial stays
-    # the best, else refits into an emptied folder (it wrote best-v1.ckpt beside best.ckpt)
+    # the best config is refitted once, into a folder of the best trial's own
     study = tmp_path / "runs" / "tune" / "cfg"
     first = json.loads((study / "best.json").read_text())
     kept = Path(first["best_model"])
-    assert kept.is_absolute() and kept.parent == (study / "best_fit" / "checkpoints").resolve()
-    written = kept.stat().st_mtime_ns
-    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
-          "--cv", "2", "--pruner", "none"])  # fmt: skip
-    second = json.loads((study / "best.json").read_text())
-    assert [p.name for p in kept.parent.iterdir()] == ["best.ckpt"]
-    if second["best_trial"] == first["best_trial"]:
-        assert second["best_model"] == first["best_model"] and second["test"] == first["test"]
-        assert kept.stat().st_mtime_ns == written
-    else:
-        assert kept.stat().st_mtime_ns != written
+    folder = study / "best_fit" / f"trial_{first['best_trial']}"
+    assert kept.is_absolute() and kept.parent == (folder / "checkpoints").resolve()
+    assert json.loads((folder / "refit.json").read_text())["test"] == first["test"]
+
+
+def test_the_refit_of_a_cross_validated_best_trial_is_kept_until_the_best_changes(
+    tmp_path: Path,
+) -> None:
+    """A rerun refitted the same best config again, beside the earlier models (best-v1.ckpt
+    next to best.ckpt), and a refit killed before its test was taken as finished."""
+    from types import SimpleNamespace
+
+    from molml.tune.jobs import Fitted
+    from molml.tune.study import _refit_best
+
+    fits = []
+
+    class Job:
+        def fit(self, config: dict, directory: Path, metric: str) -> Fitted:
+            fits.append(directory.name)
+            model = directory / "checkpoints" / "best.ckpt"
+            model.parent.mkdir(parents=True)
+            model.write_text(f"weights {len(fits)}")
+            return Fitted(1.0, {}, model)
+
+        def test(self, config: dict, model: Path) -> dict[str, float]:
+            return {"test/rmse": float(len(fits))}
+
+    options = SimpleNamespace(metric="val/rmse")
+    best = SimpleNamespace(number=3, params={"model.lr": 0.01})
+    model, test = _refit_best(Job(), best, {}, options, tmp_path)
+    assert Path(model) == (tmp_path / "best_fit" / "trial_3" / "checkpoints" / "best.ckpt")
+    assert _refit_best(Job(), best, {}, options, tmp_path) == (model, test)  # kept
+    assert fits == ["trial_3"]
+    (tmp_path / "best_fit" / "trial_3" / "refit.json").unlink()  # killed before its test
+    assert _refit_best(Job(), best, {}, options, tmp_path)[1] == {"test/rmse": 2.0}
+    other = SimpleNamespace(number=5, params={"model.lr": 0.1})
+    assert "trial_5" in _refit_best(Job(), other, {}, options, tmp_path)[0]
+    assert fits == ["trial_3", "trial_3", "trial_5"]
+    assert Path(model).read_text() == "weights 2"  # the refit of trial 3 is still there
 
 
 @pytest.mark.parametrize("kind", ["graph", "xgb"])

@@ -488,18 +488,26 @@ def _refit_best(
     job: Job, best: FrozenTrial, config: dict[str, Any], options: TuneOptions, directory: Path
 ) -> tuple[str | None, dict[str, float]]:
     """The model of the best config trained on the whole training part, and its test
-    metrics: an earlier run's when it refitted the same trial, else a fresh fit into an
-    emptied ``best_fit/`` (one model beside the config it was trained with)."""
-    earlier_path = directory / "best.json"
-    earlier = json.loads(earlier_path.read_text()) if earlier_path.is_file() else {}
-    kept = earlier.get("best_model")
-    if earlier.get("best_trial") == best.number and kept and Path(kept).is_file():
-        return kept, earlier.get("test") or {}
-    shutil.rmtree(directory / "best_fit", ignore_errors=True)
-    fitted = job.fit(config, directory / "best_fit", options.metric)
+    metrics, in ``best_fit/trial_<n>/`` beside the config it was trained with: an earlier
+    run's refit of the same trial and parameters (recorded in ``refit.json`` once tested),
+    else a fresh fit into that emptied folder (one left unfinished is trained again)."""
+    folder = directory / "best_fit" / f"trial_{best.number}"
+    record = folder / REFIT_FILE
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("params") == best.params and Path(saved.get("model", "")).is_file():
+            return saved["model"], saved.get("test") or {}
+    shutil.rmtree(folder, ignore_errors=True)
+    fitted = job.fit(config, folder, options.metric)
     if fitted.model_path is None:
         return None, {}
-    return str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
+    model, test = str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
+    saved = {"trial": best.number, "params": best.params, "model": model, "test": test}
+    record.write_text(json.dumps(saved, indent=2))
+    return model, test
+
+
+REFIT_FILE = "refit.json"  # in best_fit/trial_<n>/ once the refitted model is tested
 
 
 def fail_reason(trial: FrozenTrial) -> str:
