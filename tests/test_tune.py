@@ -845,6 +845,14 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     assert exit_info.value.code == 2
     assert "--cv 5000: must be in [2," in capsys.readouterr().err
     assert not (tmp_path / "runs" / "optuna.db").exists()
+    for options, reason in [
+        (["--cv", "3", "--pruner-warmup", "3"], "no trial could be pruned; give fewer than 3"),
+        (["--pruner", "none", "--pruner-warmup", "3"], "--pruner none has none"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
+                  *options])  # fmt: skip
+        assert exit_info.value.code == 2 and reason in capsys.readouterr().err
 
 
 def test_classification_folds_without_both_classes_in_validation_are_refused() -> None:

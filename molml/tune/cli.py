@@ -111,6 +111,16 @@ def tune_main(argv: Sequence[str]) -> Path:
     check_int(args.cv, "--cv", minimum=2, allow_none=True)
     if args.pruner_warmup is not None:
         check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
+        if args.pruner != "median":
+            raise DataError(
+                f"--pruner-warmup is the median pruner's; --pruner {args.pruner} has none"
+            )
+        if args.cv and args.pruner_warmup >= args.cv:
+            raise DataError(
+                f"--pruner-warmup {args.pruner_warmup} with --cv {args.cv}: with --cv the "
+                "warmup counts folds, so no trial could be pruned; give fewer than "
+                f"{args.cv} (default 1)"
+            )
     if args.n_trials is None and args.timeout is None and args.sampler != "grid":
         raise DataError("give --n-trials, --timeout or both")
     # imported once the arguments are read: --help and usage errors answer without torch
