@@ -69,18 +69,29 @@ def _check_map_location(map_location: str | torch.device) -> None:
         raise DataError(f"map_location {map_location!r} is not a device: {exc}") from exc
     if device.type == "cpu":
         return
-    accelerator = torch.accelerator.current_accelerator()
-    here = ["cpu"] + ([accelerator.type] if accelerator is not None else [])
-    if device.type not in here:
+    if device.type == "meta":
+        raise DataError(f"map_location {map_location!r}: models cannot run on the meta device")
+    count = _device_count(device.type)
+    if not count:
+        here = ["cpu"] + [kind for kind in ("cuda", "xpu", "mps") if _device_count(kind)]
         raise DataError(
             f"map_location {map_location!r}: no {device.type} device is available here "
             f"(device types here: {', '.join(here)})"
         )
-    if device.index is not None and device.index >= torch.accelerator.device_count():
+    if device.index is not None and device.index >= count:
         raise DataError(
-            f"map_location {map_location!r}: this machine has "
-            f"{torch.accelerator.device_count()} {device.type} device(s), numbered from 0"
+            f"map_location {map_location!r}: this machine has {count} {device.type} "
+            "device(s), numbered from 0"
         )
+
+
+def _device_count(kind: str) -> int:
+    """Devices of type ``kind`` (``cuda``, ``xpu``, ``mps``) this machine has."""
+    if kind == "mps":
+        return int(torch.backends.mps.is_available())
+    module = getattr(torch, kind, None)
+    available = getattr(module, "is_available", None)
+    return module.device_count() if available is not None and available() else 0
 
 
 def _load(
