@@ -249,37 +249,7 @@ class MolmlCLI(LightningCLI):
                 )
 
     def _check_monitored_metrics(self) -> None:
-        """A callback monitoring a validation metric that this model's task type (or tasks)
-        never logs, e.g. ``val/rmse`` on a classifier, is refused before training rather than
-        failing after the first epoch; so is one that would keep the worst epoch (``mode: min``
-        on ``val/roc_auc``, ``mode: max`` on ``val/rmse`` or the loss)."""
-        model = self.model
-        logged = LOGGED_METRICS.get(getattr(model, "task_type", None), ())
-        if not logged:
-            return
-        known = {f"val/{name}" for name in logged}
-        known |= {f"val/{name}/{task}" for name in logged for task in model.tasks}
-        for callback in self.trainer.callbacks:
-            monitor = getattr(callback, "monitor", None)
-            if not isinstance(monitor, str) or not monitor.startswith("val/"):
-                continue
-            metric = monitor.split("/")[1]
-            higher = HIGHER_IS_BETTER.get(metric, False if metric == "loss" else None)
-            mode = getattr(callback, "mode", None)
-            if higher is not None and mode in ("min", "max") and (mode == "max") != higher:
-                better = "higher" if higher else "lower"
-                raise DataError(
-                    f"{type(callback).__name__} monitors {monitor!r} with mode {mode!r}, but "
-                    f"{better} is better: it would keep the worst epoch; set mode: "
-                    f"{'max' if higher else 'min'}"
-                )
-            if metric in HIGHER_IS_BETTER and monitor not in known:
-                raise DataError(
-                    f"{type(callback).__name__} monitors {monitor!r}, which this "
-                    f"{model.task_type} model on tasks {model.tasks} does not log; it logs "
-                    f"val/loss, {', '.join(f'val/{name}' for name in logged)} and each of "
-                    "those per task as val/<metric>/<task>"
-                )
+        check_monitored_metrics(self.trainer, self.model)
 
     def before_validate(self) -> None:
         self._check_checkpoint("validate")
@@ -339,6 +309,39 @@ class MolmlCLI(LightningCLI):
         if getattr(checkpoint, "monitor", None) is None:
             log.warning("the checkpoint callback monitors no metric; testing the last: %s", best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+def check_monitored_metrics(trainer: L.Trainer, model: L.LightningModule) -> None:
+    """A callback monitoring a validation metric that this model's task type (or tasks)
+    never logs, e.g. ``val/rmse`` on a classifier, is refused before training rather than
+    failing after the first epoch; so is one that would keep the worst epoch (``mode: min``
+    on ``val/roc_auc``, ``mode: max`` on ``val/rmse`` or the loss)."""
+    logged = LOGGED_METRICS.get(getattr(model, "task_type", None), ())
+    if not logged:
+        return
+    known = {f"val/{name}" for name in logged}
+    known |= {f"val/{name}/{task}" for name in logged for task in model.tasks}
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(monitor, str) or not monitor.startswith("val/"):
+            continue
+        metric = monitor.split("/")[1]
+        kind = type(callback).__name__
+        if metric in HIGHER_IS_BETTER and monitor not in known:
+            raise DataError(
+                f"{kind} monitors {monitor!r}, which this {model.task_type} model on tasks "
+                f"{model.tasks} does not log; it logs val/loss, "
+                f"{', '.join(f'val/{name}' for name in logged)} and each of those per task as "
+                "val/<metric>/<task>"
+            )
+        higher = HIGHER_IS_BETTER.get(metric, False if metric == "loss" else None)
+        mode = getattr(callback, "mode", None)
+        if higher is not None and mode in ("min", "max") and (mode == "max") != higher:
+            raise DataError(
+                f"{kind} monitors {monitor!r} with mode {mode!r}, but "
+                f"{'higher' if higher else 'lower'} is better: it would keep the worst "
+                f"epoch; set mode: {'max' if higher else 'min'}"
+            )
 
 
 def _model_flags(command_line: list[Any]) -> set[str]:

@@ -782,6 +782,8 @@ def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
     }  # fmt: skip
     unkept = {**alone, "trainer": {**alone["trainer"], "enable_checkpointing": False}}
     assert checkpoint_on(unkept, "val/mae")["trainer"]["callbacks"] == [stop]
+    (added,) = checkpoint_on({**config, "trainer": None}, "val/mae")["trainer"]["callbacks"]
+    assert added["init_args"]["monitor"] == "val/mae"
 
 
 @pytest.mark.parametrize("verb", ["tune", "cv"])

@@ -33,7 +33,7 @@ from molml.data.splits import Split
 from molml.errors import DataError
 from molml.tasks import DEFAULT_METRIC, HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import SQLITE_PREFIX
-from molml.training import full_config, make_cli
+from molml.training import check_monitored_metrics, full_config, make_cli
 
 DEFAULT_TRACKING_URI = f"{SQLITE_PREFIX}runs/mlflow.db"
 CURVES = "curves"  # a trial's user attribute: {metric: [[epoch, value], ...]}
@@ -257,7 +257,7 @@ def checkpoint_on(config: dict[str, Any], metric: str) -> dict[str, Any]:
     model a trial keeps is the one its value describes; a config whose own callbacks have no
     checkpoint gets one (Lightning's default would keep the last epoch)."""
     config = json.loads(json.dumps(config))
-    trainer = config.setdefault("trainer", {})
+    trainer = config["trainer"] = config.get("trainer") or {}  # also for `trainer:` left empty
     callbacks = trainer.get("callbacks") or []
     callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
     mode = "min" if metric_direction(metric) == "minimize" else "max"
@@ -325,6 +325,7 @@ class GraphJob(Job):
         config = checkpoint_on(config, metric)
         self.write_config(config, directory / "config.yaml")
         cli = self._cli(config, directory)
+        check_monitored_metrics(cli.trainer, cli.model)  # molml fit's check; trials skip it
         history = _MetricHistory(metric, trial)
         cli.trainer.callbacks.append(history)
         if trial is not None:
