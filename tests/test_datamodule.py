@@ -314,6 +314,8 @@ def test_an_evaluation_split_smaller_than_the_processes_is_refused_before_traini
         cache_dir=None,
         featurize_jobs=1,
     )
-    dm.trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    dm.trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", logger=False, default_root_dir=tmp_path
+    )
     with pytest.raises(DataError, match="the validation split has 1 valid molecule.*2 processes"):
         dm.setup("fit")
