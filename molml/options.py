@@ -7,6 +7,7 @@ import numbers
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from molml.errors import DataError
 
@@ -70,3 +71,22 @@ def output_file_folder(output: str | Path, option: str = "--output") -> Path:
         raise DataError(f"{option} {output}: directory {folder} {state}")
     writable_directory(folder, f"{option} {output}: directory {folder} is not writable", make=False)
     return output
+
+
+def plain_data(value: Any) -> Any:
+    """``value`` with the types a weights-only checkpoint cannot hold made plain: paths as
+    strings, numpy scalars and arrays as Python numbers and lists (in dicts, lists and
+    tuples, recursively); anything else as it is."""
+    if isinstance(value, dict):
+        return type(value)((k, plain_data(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_data(v) for v in value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    import numpy as np  # here: the option checks above import nothing heavy
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

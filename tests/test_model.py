@@ -708,3 +708,22 @@ def test_molml_predict_on_a_file_gives_one_row_per_input_row(multiclass_run, tmp
     assert np.allclose(out.loc[~bad, columns].sum(axis=1), 1.0, atol=1e-5)
     expected = molml.load_model(best).predict(smiles)
     assert np.allclose(out[columns], expected[columns], atol=1e-5, equal_nan=True)
+
+
+def test_paths_and_numpy_numbers_from_python_give_a_loadable_checkpoint(tmp_path: Path) -> None:
+    """A ``Path`` or numpy number given to the data module or model (``lr`` from np.logspace)
+    was stored as such: the checkpoint could not be read with weights_only=True and was
+    called "not a molml checkpoint"."""
+    csv = write_property_csv(tmp_path / "props.csv", 60)
+    dm = MoleculeDataModule(
+        path=csv, target_columns=["logp"], split="random", cache_dir=None, featurize_jobs=1
+    )
+    model = make_model(dm, encoder=DMPNN(hidden_dim=np.int64(16), depth=2), lr=np.float64(1e-3))
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/loss")
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint]).fit(
+        model, datamodule=dm
+    )
+    loaded = molml.load_model(checkpoint.best_model_path)
+    assert loaded.model.hparams.lr == 1e-3 and loaded.tasks == ["logp"]
+    expected = GraphPredictor(model.eval()).predict(["CCO", "c1ccccc1O"])["logp"]
+    np.testing.assert_allclose(loaded.predict(["CCO", "c1ccccc1O"])["logp"], expected, rtol=1e-5)

@@ -45,7 +45,7 @@ from molml.data.splits import (
     unknown_split_values,
 )
 from molml.errors import DataError
-from molml.options import check_int, check_jobs
+from molml.options import check_int, check_jobs, plain_data
 from molml.tasks import TASK_TYPES, target_scaling
 
 log = logging.getLogger("molml")
@@ -456,6 +456,7 @@ class MoleculeDataModule(L.LightningDataModule):
         # task_type and molecule_features are resolved below and handed to the model, which
         # logs the resolved values (the same key with another value would clash in the loggers)
         self.save_hyperparameters(ignore=["featurizer", "task_type", "molecule_features"])
+        self.hparams.update(plain_data(dict(self.hparams)))  # Path and numpy values as plain
         self.molecules = MoleculeTable.read(
             dataset,
             path,

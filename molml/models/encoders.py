@@ -33,6 +33,7 @@ from torch_geometric.nn.models.attentive_fp import GATEConv
 from torch_geometric.utils import degree
 
 from molml.errors import DataError
+from molml.options import plain_data
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "elu": nn.ELU}
 
@@ -59,7 +60,7 @@ class Encoder(nn.Module):
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
-        self.config = config
+        self.config = plain_data(config)  # numpy numbers as Python's: checkpoints hold these
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
         raise NotImplementedError

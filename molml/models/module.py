@@ -36,7 +36,7 @@ from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import Readout, make_readout, readout_dim
-from molml.options import check_int
+from molml.options import check_int, plain_data
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
@@ -153,6 +153,8 @@ class MoleculeModel(L.LightningModule):
         if mean_variance and task_type != "regression":
             raise DataError(f"model.mean_variance is for regression, not {task_type}")
         self.save_hyperparameters(ignore=["encoder"])
+        # numpy numbers and paths from Python callers as plain data, as checkpoints hold them
+        self.hparams.update(plain_data(dict(self.hparams)))
         self._row_buckets: list[torch.utils.hooks.RemovableHandle] = []
         self.encoder = encoder if encoder is not None else DMPNN()
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
@@ -558,6 +560,11 @@ class MoleculeModel(L.LightningModule):
         describe = getattr(datamodule, "describe", None)
         if describe is not None:
             checkpoint["molml"]["training_data"] = describe()
+        # a path or numpy number given from Python (lr=np.float64(...), path=Path(...)) would
+        # make the file unreadable with weights_only=True, as molml loads checkpoints
+        for key in ("molml", "hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = plain_data(checkpoint[key])
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this model from plain data (no pickled code)."""

@@ -65,6 +65,25 @@ class AttentiveFPReadout(aggr.Aggregation):
         return molecule
 
 
+class Set2Set(aggr.Set2Set):
+    """PyG's Set2Set with its LSTM in fp32 under autocast: oneDNN has no bf16 LSTM on CPUs
+    without native bf16 (it fails to build one), and three steps over one state per molecule
+    cost little in fp32."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor | None = None,
+        ptr: torch.Tensor | None = None,
+        dim_size: int | None = None,
+        dim: int = -2,
+    ) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x, index, ptr, dim_size, dim)
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float(), index, ptr, dim_size, dim)
+
+
 def make_readout(name: str, dim: int) -> aggr.Aggregation:
     """``sum``, ``mean``, ``max``, ``norm`` (sum / 100, as chemprop's ``norm`` aggregation),
     ``attention`` (gated attention pooling, Li et al. 2016),
@@ -81,7 +100,7 @@ def make_readout(name: str, dim: int) -> aggr.Aggregation:
     if name == "attention":
         return aggr.AttentionalAggregation(gate_nn=nn.Linear(dim, 1), nn=nn.Linear(dim, dim))
     if name == "set2set":
-        return aggr.Set2Set(dim, processing_steps=SET2SET_STEPS)
+        return Set2Set(dim, processing_steps=SET2SET_STEPS)
     if name == "attentivefp":
         return AttentiveFPReadout(dim)
     raise DataError(f"unknown readout {name!r}; choose from {READOUTS}")
