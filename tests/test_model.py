@@ -727,3 +727,17 @@ def test_paths_and_numpy_numbers_from_python_give_a_loadable_checkpoint(tmp_path
     assert loaded.model.hparams.lr == 1e-3 and loaded.tasks == ["logp"]
     expected = GraphPredictor(model.eval()).predict(["CCO", "c1ccccc1O"])["logp"]
     np.testing.assert_allclose(loaded.predict(["CCO", "c1ccccc1O"])["logp"], expected, rtol=1e-5)
+
+
+def test_a_model_built_for_other_data_than_its_data_module_is_refused(tmp_path: Path) -> None:
+    """Built in Python without the data module's tasks and featurizer (as ``molml fit`` links
+    them), the model trained under the task name ``target`` with the default featurizer,
+    whatever the data said, and its checkpoint would featurize molecules otherwise."""
+    csv = write_property_csv(tmp_path / "props.csv", 40)
+    dm = make_dm(csv, target_columns=["logp"], featurizer=MolGraphFeaturizer(standardize=True))
+    bare = MoleculeModel(encoder=DMPNN(hidden_dim=16, depth=2))
+    with pytest.raises(DataError, match=r"tasks: model \['target'\], data \['logp'\].*featurizer"):
+        trainer(tmp_path, max_epochs=1).fit(bare, datamodule=dm)
+    model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=2))  # built from dm: accepted
+    trainer(tmp_path, max_epochs=1).fit(model, datamodule=dm)
+    assert model.featurizer.to_config() == dm.featurizer_config

@@ -8,6 +8,7 @@ the original units. Missing labels (NaN) are masked out of the loss and the metr
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -68,12 +69,14 @@ class MoleculeModel(L.LightningModule):
         ffn_hidden_dim, ffn_num_layers, dropout, activation: the feed-forward head.
         lr, weight_decay, warmup_epochs: Adam with linear warm-up from ``lr/10`` then cosine
             decay to ``lr/10``.
-        tasks, task_type, num_classes: what is predicted; the data module fills these in.
-        featurizer: the featurizer config (``MolGraphFeaturizer.to_config()``); the data module
-            fills it in and it is stored in the checkpoint.
+        tasks, task_type, num_classes: what is predicted: the data module's (``molml fit``
+            links them; a Trainer refuses a model built for other data).
+        featurizer: the featurizer config (``MolGraphFeaturizer.to_config()``); the data module's
+            ``featurizer_config``; it is stored in the checkpoint.
         molecule_features: config of molecule-level features (e.g. RDKit 2D descriptors)
             concatenated to the molecule embedding before the head, standardized with the
-            training split's statistics (kept as buffers); the data module fills it in.
+            training split's statistics (kept as buffers); the data module's
+            ``molecule_features_config``.
         pos_weight: binary classification only: weight of the positive class in the loss, per
             task: ``auto`` (negatives / positives among the training labels, set when fitting),
             a list with one weight per task, or ``None`` (unweighted).
@@ -348,6 +351,8 @@ class MoleculeModel(L.LightningModule):
             # a bounded set of matrix shapes for bf16/fp16 kernels (molml.models.precision)
             self._row_buckets = self._row_buckets or add_row_buckets(self)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "featurizer_config"):
+            self._check_data(datamodule)
         if stage != "fit" or datamodule is None:
             return
         if self.task_type == "regression":
@@ -360,6 +365,38 @@ class MoleculeModel(L.LightningModule):
             mean, std = datamodule.feature_statistics()
             self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             self.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def _check_data(self, datamodule: L.LightningDataModule) -> None:
+        """The model's tasks, featurizer and molecule features must be the data module's
+        (``molml fit`` links them; a model built in Python without them would train on
+        misread inputs, or under a default task name)."""
+        data_type = datamodule.task_type
+        pairs = {
+            "tasks": (self.tasks, list(datamodule.tasks)),
+            "task_type": (self.task_type, data_type),
+            "num_classes": (self.hparams.num_classes, datamodule.num_classes)
+            if data_type == "multiclass"
+            else (None, None),
+            "featurizer": (self.featurizer.to_config(), datamodule.featurizer_config),
+            "molecule_features": (
+                self.molecule_features.to_config() if self.molecule_features else None,
+                datamodule.molecule_features_config,
+            ),
+        }
+        differing = [
+            f"{name}: model {a!r}, data {b!r}"
+            for name, (a, b) in pairs.items()
+            if json.dumps(a, sort_keys=True, default=str)
+            != json.dumps(b, sort_keys=True, default=str)
+        ]
+        if differing:
+            raise DataError(
+                f"the model was built for other data than the data module gives "
+                f"({'; '.join(differing)}): build it with MoleculeModel(..., tasks=dm.tasks, "
+                "task_type=dm.task_type, num_classes=dm.num_classes, "
+                "featurizer=dm.featurizer_config, molecule_features=dm.molecule_features_config)"
+                " (molml fit links these itself)"
+            )
 
     def teardown(self, stage: str) -> None:
         for handle in self._row_buckets:
