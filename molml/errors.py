@@ -84,8 +84,9 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     The line is ``<prog>: error: <message>`` (``prog``: ``molml fit``, ``molml screen``, ...);
     a molml error wrapped by Lightning or re-raised from a worker process prints its own
     message. ``debug`` adds the traceback. In a distributed run the other processes
-    (:func:`other_process`) stay quiet about an interrupt and about bad input, which every
-    process reads alike, so that the line is printed once; other errors name the process.
+    (:func:`other_process`) stay quiet about an interrupt, and those on the first node about
+    bad input, which they read alike, so that the line is printed once; other errors name
+    the process.
     """
     other = other_process()
     _SIGTERM_RECEIVED.clear()
@@ -114,7 +115,7 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
             traceback.print_exc()
         if other is None:
             print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
-        elif code != EXIT_BAD_INPUT or debug:
+        elif code != EXIT_BAD_INPUT or debug or not _on_first_node():
             print(f"{prog} ({other}): error: {error_message(exc)}", file=sys.stderr)
         raise SystemExit(code) from None
     finally:
@@ -124,15 +125,23 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
 
 
 def other_process() -> str | None:
-    """``None`` in the first process of a distributed run (global rank 0) and outside one;
-    in any other process its name (``rank 3`` from torchrun's ``RANK``, else ``local rank 1
-    of node 0`` from Lightning's ``LOCAL_RANK`` and ``NODE_RANK``)."""
+    """``None`` in the first process of a distributed run (global rank 0) and outside one
+    (``WORLD_SIZE`` unset or 1); in any other process its name (``rank 3`` from torchrun's
+    ``RANK``, else ``local rank 1 of node 0`` from Lightning's ``LOCAL_RANK`` and
+    ``NODE_RANK``)."""
     env = os.environ
+    if env.get("WORLD_SIZE", "1") in ("", "0", "1"):
+        return None
     if env.get("RANK", "0") != "0":
         return f"rank {env['RANK']}"
     if "RANK" not in env and (env.get("LOCAL_RANK", "0"), env.get("NODE_RANK", "0")) != ("0", "0"):
         return f"local rank {env.get('LOCAL_RANK', '0')} of node {env.get('NODE_RANK', '0')}"
     return None
+
+
+def _on_first_node() -> bool:
+    """Whether this process runs on the node of global rank 0 (which reads the same files)."""
+    return os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) in ("", "0")
 
 
 class Terminated(KeyboardInterrupt):

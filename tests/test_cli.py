@@ -808,6 +808,9 @@ def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
     def crash() -> None:
         raise RuntimeError("gloo: connection reset")
 
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
     for rank, expected in [
         (None, "molml fit: error: data.csv: row 3: invalid SMILES\n"),
         ("1", ""),
@@ -823,10 +826,18 @@ def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
     assert exit_info.value.code == 1
     expected = "molml fit (local rank 1 of node 0): error: RuntimeError: gloo: connection reset\n"
     assert capsys.readouterr().err == expected
+    monkeypatch.setenv("NODE_RANK", "1")  # another node may read other files: said
+    with pytest.raises(SystemExit):
+        run_command("molml fit", bad_input)
+    assert capsys.readouterr().err.startswith("molml fit (local rank 1 of node 1): error: data")
     monkeypatch.setenv("RANK", "3")  # torchrun's global rank wins
     with pytest.raises(SystemExit):
         run_command("molml fit", crash)
     assert capsys.readouterr().err.startswith("molml fit (rank 3): error:")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # not distributed: a scheduler's RANK means nothing
+    with pytest.raises(SystemExit):
+        run_command("molml serve", bad_input)
+    assert capsys.readouterr().err.startswith("molml serve: error: data.csv")
 
 
 def test_testing_on_a_changed_training_part_is_warned_about(
