@@ -227,8 +227,10 @@ class EvaluationPlots(L.Callback):
         # caller that tests its own fit (a fit's own checkpoints are known by their folder)
         self.own_checkpoints = False
         self._fit_checkpoint_dirs: set[Path] = set()
+        self._fitted = False  # this trainer trained the model it tests
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fitted = True
         self._fit_checkpoint_dirs = {
             Path(callback.dirpath).resolve()
             for callback in trainer.checkpoint_callbacks
@@ -239,9 +241,10 @@ class EvaluationPlots(L.Callback):
         run_dir = run_directory(trainer)
         log_dir = trainer.log_dir  # on every process: under DDP it is a broadcast all must join
         checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
-        own = checkpoint is not None and (
-            self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs
-        )
+        if checkpoint is None:  # the model in memory: this trainer's own if it trained it
+            own = self._fitted
+        else:
+            own = self.own_checkpoints or checkpoint.parent in self._fit_checkpoint_dirs
         if trainer.logger is None and not own:
             # no run folder of its own: the trainer's root may be a training run's, whose
             # records (test metrics, plots) must stay what fit measured

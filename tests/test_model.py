@@ -741,3 +741,22 @@ def test_a_model_built_for_other_data_than_its_data_module_is_refused(tmp_path: 
     model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=2))  # built from dm: accepted
     trainer(tmp_path, max_epochs=1).fit(model, datamodule=dm)
     assert model.featurizer.to_config() == dm.featurizer_config
+
+
+def test_without_a_logger_a_trainer_draws_the_test_plot_of_the_model_it_trained(
+    tmp_path: Path,
+) -> None:
+    """``fit`` then ``test`` of the model in memory is the trainer's own run: its plot is
+    drawn; another trainer's test of it writes nothing into the shared folder."""
+    from molml.callbacks import EvaluationPlots
+
+    csv = write_property_csv(tmp_path / "props.csv", 40)
+    dm = make_dm(csv, target_columns=["logp"])
+    model = make_model(dm, encoder=DMPNN(hidden_dim=16, depth=2))
+    fitted = trainer(tmp_path / "a", max_epochs=1, callbacks=[EvaluationPlots()])
+    fitted.fit(model, datamodule=dm)
+    fitted.test(model, datamodule=dm, verbose=False)
+    assert (tmp_path / "a" / "test_parity.png").is_file()
+    other = trainer(tmp_path / "b", max_epochs=1, callbacks=[EvaluationPlots()])
+    other.test(model, datamodule=dm, verbose=False)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
