@@ -202,7 +202,9 @@ class MolmlCLI(LightningCLI):
             )
         check_precision(self.trainer.precision)  # before any run folder is made
         emulated = not native_bf16("cpu") and isinstance(self.trainer.accelerator, CPUAccelerator)
-        if str(self.trainer.precision) == "bf16-mixed" and emulated and self.trainer.is_global_zero:
+        bf16 = str(self.trainer.precision) == "bf16-mixed"
+        if bf16 and emulated and self.trainer.is_global_zero and not _WARNED["emulated_bf16"]:
+            _WARNED["emulated_bf16"] = True  # once per process: tune builds a trainer per fit
             log.warning(
                 "trainer.precision bf16-mixed on this CPU is emulated (it has no AVX512-BF16 or "
                 "AMX): expect several times longer steps than with 32-true"
@@ -309,6 +311,9 @@ class MolmlCLI(LightningCLI):
         if getattr(checkpoint, "monitor", None) is None:
             log.warning("the checkpoint callback monitors no metric; testing the last: %s", best)
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best)
+
+
+_WARNED = {"emulated_bf16": False}
 
 
 def check_monitored_metrics(trainer: L.Trainer, model: L.LightningModule) -> None:

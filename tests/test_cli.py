@@ -1075,12 +1075,12 @@ def test_a_model_option_set_from_the_data_names_what_to_give_instead(
     assert error == f"molml fit: error: {option.partition('=')[0]} is set from the data: {hint}"
 
 
-def test_without_a_logger_only_fit_writes_the_config(
+def test_without_a_logger_a_later_test_leaves_the_fits_run_files_be(
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With ``--trainer.logger false`` fit writes its run files (config, split, test metrics,
     plot) into the working directory; a later ``molml test`` there, even on another split,
-    leaves them as fit wrote them (the test's metrics, split and plot replaced fit's)."""
+    leaves them as fit wrote them (its metrics, split and plot used to replace fit's)."""
     write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
