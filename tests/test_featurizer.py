@@ -140,6 +140,8 @@ def test_standardize_keeps_largest_fragment_and_neutralizes() -> None:
     big = feat("[Na+].[Na+].[O-]C(=O)c1ccccc1C(=O)[O-]")
     assert [element_of(r) for r in big.x].count(11) == 0
     assert big.x.shape[0] == 12
+    # an RDKit molecule is standardized as its SMILES is (it kept the sodium)
+    assert_same_graph(feat(Chem.MolFromSmiles("CC(=O)[O-].[Na+]")), data)
 
 
 def test_dummy_atom_uses_element_slot_zero(feat: MolGraphFeaturizer) -> None:

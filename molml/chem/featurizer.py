@@ -68,7 +68,7 @@ import torch
 from rdkit import Chem
 from torch_geometric.data import Data
 
-from molml.chem.parsing import parse_smiles
+from molml.chem.parsing import parse_smiles, standardize
 from molml.errors import InvalidMoleculeError
 
 DEFAULT_ELEMENTS: tuple[int, ...] = (*range(0, 55), 78, 79, 80, 82, 83)
@@ -233,6 +233,8 @@ class MolGraphFeaturizer:
             mol = smiles_or_mol
             if mol.GetNumAtoms() == 0:
                 raise InvalidMoleculeError("molecule has no atoms")
+            if self.standardize:  # as its SMILES would be: a salt's counter-ion goes
+                mol = standardize(mol)
         else:
             mol = parse_smiles(smiles_or_mol, standardize_mol=self.standardize)
         if self.add_hydrogens:

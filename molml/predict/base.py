@@ -36,8 +36,9 @@ def as_smiles_list(smiles: str | Iterable[Any]) -> list[Any]:
     """The molecules of a ``predict``/``embed`` call as a list.
 
     One string is one molecule; any other iterable (list, tuple, generator, pandas Series,
-    numpy array) gives one molecule per item. Items that are not strings are kept and reported
-    as invalid rows, so the output still has one row per input.
+    numpy array) gives one molecule per item. RDKit molecules are featurized as given (and
+    standardized when the model's featurizer standardizes); other items that are not strings
+    are kept and reported as invalid rows, so the output still has one row per input.
     """
     if isinstance(smiles, str):
         return [without_surrogates(smiles)]
