@@ -276,3 +276,14 @@ def test_registered_user_encoders_load(property_csv: Path, tmp_path: Path) -> No
     pd.testing.assert_frame_equal(molml.load_model(path).predict(PROBE), expected)
     with pytest.raises(TypeError):
         molml.register_encoder(Encoder)
+
+    class Scaled(Plain):
+        """A subclass whose new argument is not recorded: a checkpoint rebuilt it with
+        scale 1.0 and predicted other numbers, silently."""
+
+        def __init__(self, hidden_dim: int = 16, scale: float = 1.0) -> None:
+            super().__init__(hidden_dim=hidden_dim)
+            self.scale = scale
+
+    with pytest.raises(DataError, match=r"Scaled takes \['scale'\] but does not record them"):
+        MoleculeModel(encoder=Scaled(scale=5.0), ffn_hidden_dim=16, tasks=["logp"])

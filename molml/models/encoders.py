@@ -21,6 +21,7 @@ encoder         idea
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -64,6 +65,19 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+def unrecorded_arguments(encoder: Encoder) -> list[str]:
+    """Named constructor arguments of ``encoder``'s class that its ``config`` lacks: a
+    checkpoint rebuilds the encoder from ``config`` alone, so it would rebuild them with
+    their defaults."""
+    parameters = inspect.signature(type(encoder).__init__).parameters.values()
+    named = [
+        p.name
+        for p in parameters
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    return [name for name in named if name not in encoder.config]
 
 
 EncoderType = TypeVar("EncoderType", bound=type[Encoder])

@@ -31,6 +31,7 @@ from molml.models.encoders import (
     class_path,
     guard_sync_batch_norms,
     make_activation,
+    unrecorded_arguments,
 )
 from molml.models.files import CHECKPOINT_FORMAT
 from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
@@ -160,6 +161,13 @@ class MoleculeModel(L.LightningModule):
         self.hparams.update(plain_data(dict(self.hparams)))
         self._row_buckets: list[torch.utils.hooks.RemovableHandle] = []
         self.encoder = encoder if encoder is not None else DMPNN()
+        if unrecorded := unrecorded_arguments(self.encoder):
+            kind = type(self.encoder).__name__
+            raise DataError(
+                f"{kind} takes {unrecorded} but does not record them in its config: a "
+                f"checkpoint would rebuild it with their defaults; pass every constructor "
+                f"argument to Encoder.__init__ (super().__init__(name=value, ...))"
+            )
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
         self.tasks = list(tasks)
         self.task_type = task_type
