@@ -71,6 +71,19 @@ def test_missing_target_column_lists_columns(logp_csv: Path) -> None:
     assert "logp" in message and "smiles" in message  # the columns the file has
 
 
+def test_featurizer_configs_and_bad_featurizers_or_seeds(logp_csv: Path) -> None:
+    """A featurizer config (as to_config() writes) is taken; a preset name or a string seed
+    failed later with an AttributeError or numpy's TypeError."""
+    from molml.chem.featurizer import MolGraphFeaturizer
+
+    config = MolGraphFeaturizer(random_walk_steps=4).to_config()
+    assert make_dm(logp_csv, featurizer=config).featurizer_config == config
+    with pytest.raises(DataError, match="must be a MolGraphFeaturizer or its config"):
+        make_dm(logp_csv, featurizer="chemprop")
+    with pytest.raises(DataError, match="data.split_seed must be an integer"):
+        make_dm(logp_csv, split_seed="1")
+
+
 def test_missing_smiles_column(logp_csv: Path) -> None:
     with pytest.raises(DataError, match=r"logp_small\.csv.*SMILES_COL.*logp"):
         make_dm(logp_csv, smiles_column="SMILES_COL")

@@ -393,7 +393,7 @@ class MoleculeDataModule(L.LightningDataModule):
         task_type: ``regression``, ``classification`` (binary, one or more tasks) or
             ``multiclass``; inferred when not given (all labels 0/1 -> classification).
         data_dir: directory holding registry CSVs (default: ``$MOLML_DATA_DIR``).
-        featurizer: graph featurizer (default ``MolGraphFeaturizer()``).
+        featurizer: graph featurizer (default ``MolGraphFeaturizer()``), or its config.
         split: ``scaffold``, ``scaffold_stratified``, ``random``, ``stratified`` or
             ``predefined`` (with ``split_file`` in chemprop's JSON format or ``split_column``).
         split_index: which entry of a split file with several splits (0-based).
@@ -446,6 +446,14 @@ class MoleculeDataModule(L.LightningDataModule):
         check_int(batch_size, "data.batch_size", minimum=1)
         check_int(num_workers, "data.num_workers", minimum=0)
         check_int(split_index, "data.split_index", minimum=0)
+        check_int(split_seed, "data.split_seed")
+        if isinstance(featurizer, dict):  # a config, as MolGraphFeaturizer.to_config() writes
+            featurizer = MolGraphFeaturizer.from_config(featurizer)
+        elif featurizer is not None and not isinstance(featurizer, MolGraphFeaturizer):
+            raise DataError(
+                f"data.featurizer must be a MolGraphFeaturizer or its config, got "
+                f"{featurizer!r} (a preset: MolGraphFeaturizer(preset=...))"
+            )
         if not (isinstance(train_fraction, (int, float)) and 0 < train_fraction <= 1):
             raise DataError(f"data.train_fraction must be in (0, 1], got {train_fraction!r}")
         check_jobs(featurize_jobs, "data.featurize_jobs")
