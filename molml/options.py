@@ -75,18 +75,21 @@ def output_file_folder(output: str | Path, option: str = "--output") -> Path:
 
 def plain_data(value: Any) -> Any:
     """``value`` with the types a weights-only checkpoint cannot hold made plain: paths as
-    strings, numpy scalars and arrays as Python numbers and lists (in dicts, lists and
-    tuples, recursively); anything else as it is."""
+    strings, numpy and pandas values (scalars, arrays, a Series or Index) as Python numbers
+    and lists, in dicts (kept as their own type when it is a plain ``dict`` subclass such as
+    Lightning's ``AttributeDict``), lists and tuples, recursively; anything else as it is."""
     if isinstance(value, dict):
-        return type(value)((k, plain_data(v)) for k, v in value.items())
+        items = {plain_data(k): plain_data(v) for k, v in value.items()}
+        try:
+            return type(value)(items)
+        except TypeError:  # e.g. a defaultdict, whose first argument is its factory
+            return items
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return tuple(plain_data(v) for v in value)
     if isinstance(value, (list, tuple)):
         return type(value)(plain_data(v) for v in value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    import numpy as np  # here: the option checks above import nothing heavy
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
+    if type(value).__module__.split(".")[0] in ("numpy", "pandas") and hasattr(value, "tolist"):
+        return plain_data(value.tolist())
     return value

@@ -146,7 +146,7 @@ class MolmlCLI(LightningCLI):
             flags = _model_flags(self._command_line)
             stored = _plain(self.config["fit"].get("model"))
             _check_resumed_model_options(
-                path, {k: v for k, v in given.items() if k in flags}, stored
+                path, {k: v for k, v in given.items() if flags is None or k in flags}, stored
             )
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
@@ -349,12 +349,16 @@ def check_monitored_metrics(trainer: L.Trainer, model: L.LightningModule) -> Non
             )
 
 
-def _model_flags(command_line: list[Any]) -> set[str]:
-    """The model options set on the command line: ``--model.lr 0.05`` -> ``lr``."""
+def _model_flags(command_line: list[Any]) -> set[str] | None:
+    """The model options set on the command line: ``--model.lr 0.05`` -> ``lr``; ``None``
+    (every option) for the whole group (``--model cfg.yaml``, ``--model '{...}'``)."""
+    tokens = [token for token in command_line if isinstance(token, str)]
+    if any(token == "--model" or token.startswith("--model=") for token in tokens):
+        return None
     return {
         token.removeprefix("--model.").split("=")[0].split(".")[0]
-        for token in command_line
-        if isinstance(token, str) and token.startswith("--model.")
+        for token in tokens
+        if token.startswith("--model.")
     }
 
 

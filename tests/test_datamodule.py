@@ -80,6 +80,8 @@ def test_featurizer_configs_and_bad_featurizers_or_seeds(logp_csv: Path) -> None
     assert make_dm(logp_csv, featurizer=config).featurizer_config == config
     with pytest.raises(DataError, match="must be a MolGraphFeaturizer or its config"):
         make_dm(logp_csv, featurizer="chemprop")
+    with pytest.raises(DataError, match="data.featurizer config .*presett"):
+        make_dm(logp_csv, featurizer={"presett": "chemprop"})
     with pytest.raises(DataError, match="data.split_seed must be an integer"):
         make_dm(logp_csv, split_seed="1")
 

@@ -760,3 +760,23 @@ def test_without_a_logger_a_trainer_draws_the_test_plot_of_the_model_it_trained(
     other = trainer(tmp_path / "b", max_epochs=1, callbacks=[EvaluationPlots()])
     other.test(model, datamodule=dm, verbose=False)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_a_multiclass_model_takes_data_with_fewer_classes_but_not_more() -> None:
+    """Testing a 3-class model on a subset without class 2 is fine; data with a fourth class
+    is not what the model was built for."""
+    from types import SimpleNamespace
+
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=16, depth=2), tasks=["c"], task_type="multiclass", num_classes=3
+    )
+    data = {
+        "tasks": ["c"],
+        "task_type": "multiclass",
+        "featurizer_config": model.featurizer.to_config(),
+        "molecule_features_config": None,
+    }
+    model._check_data(SimpleNamespace(**data, num_classes=2))
+    with pytest.raises(DataError, match="num_classes: model 3, data 4"):
+        model._check_data(SimpleNamespace(**data, num_classes=4))
+    model._check_data(SimpleNamespace(featurizer_config=data["featurizer_config"]))  # says less

@@ -285,5 +285,10 @@ def test_registered_user_encoders_load(property_csv: Path, tmp_path: Path) -> No
             super().__init__(hidden_dim=hidden_dim)
             self.scale = scale
 
+    scaled = MoleculeModel(encoder=Scaled(scale=5.0), ffn_hidden_dim=16, tasks=["logp"])
     with pytest.raises(DataError, match=r"Scaled takes \['scale'\] but does not record them"):
-        MoleculeModel(encoder=Scaled(scale=5.0), ffn_hidden_dim=16, tasks=["logp"])
+        scaled.setup("fit")  # refused when training starts
+    molml.register_encoder(Scaled)  # a checkpoint of it still loads (with scale's default)
+    scaled_path = tmp_path / "scaled.ckpt"
+    torch.save({"molml": scaled.spec(), "state_dict": scaled.state_dict()}, scaled_path)
+    assert molml.load_model(scaled_path).model.encoder.scale == 1.0

@@ -848,7 +848,7 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     assert "--cv 5000: must be in [2," in capsys.readouterr().err
     assert not (tmp_path / "runs" / "optuna.db").exists()
     for options, reason in [
-        (["--cv", "3", "--pruner-warmup", "3"], "no trial could be pruned; give fewer than 3"),
+        (["--cv", "3", "--pruner-warmup", "2"], "no trial could be pruned; give fewer than 2"),
         (["--pruner", "none", "--pruner-warmup", "3"], "--pruner none has none"),
     ]:
         with pytest.raises(SystemExit) as exit_info:

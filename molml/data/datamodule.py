@@ -448,7 +448,10 @@ class MoleculeDataModule(L.LightningDataModule):
         check_int(split_index, "data.split_index", minimum=0)
         check_int(split_seed, "data.split_seed")
         if isinstance(featurizer, dict):  # a config, as MolGraphFeaturizer.to_config() writes
-            featurizer = MolGraphFeaturizer.from_config(featurizer)
+            try:
+                featurizer = MolGraphFeaturizer.from_config(featurizer)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"data.featurizer config {featurizer!r}: {exc}") from exc
         elif featurizer is not None and not isinstance(featurizer, MolGraphFeaturizer):
             raise DataError(
                 f"data.featurizer must be a MolGraphFeaturizer or its config, got "

@@ -161,13 +161,6 @@ class MoleculeModel(L.LightningModule):
         self.hparams.update(plain_data(dict(self.hparams)))
         self._row_buckets: list[torch.utils.hooks.RemovableHandle] = []
         self.encoder = encoder if encoder is not None else DMPNN()
-        if unrecorded := unrecorded_arguments(self.encoder):
-            kind = type(self.encoder).__name__
-            raise DataError(
-                f"{kind} takes {unrecorded} but does not record them in its config: a "
-                f"checkpoint would rebuild it with their defaults; pass every constructor "
-                f"argument to Encoder.__init__ (super().__init__(name=value, ...))"
-            )
         self.featurizer = MolGraphFeaturizer.from_config(featurizer or {})
         self.tasks = list(tasks)
         self.task_type = task_type
@@ -358,8 +351,15 @@ class MoleculeModel(L.LightningModule):
         if self._trainer is not None and str(self.trainer.precision) in REDUCED_PRECISIONS:
             # a bounded set of matrix shapes for bf16/fp16 kernels (molml.models.precision)
             self._row_buckets = self._row_buckets or add_row_buckets(self)
+        if stage == "fit" and (unrecorded := unrecorded_arguments(self.encoder)):
+            # checked when training starts, not when a checkpoint is rebuilt: its weights load
+            raise DataError(
+                f"{type(self.encoder).__name__} takes {unrecorded} but does not record them in "
+                "its config: its checkpoints would rebuild it with their defaults; pass every "
+                "constructor argument to Encoder.__init__ (super().__init__(name=value, ...))"
+            )
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "featurizer_config"):
+        if datamodule is not None:
             self._check_data(datamodule)
         if stage != "fit" or datamodule is None:
             return
@@ -378,25 +378,35 @@ class MoleculeModel(L.LightningModule):
         """The model's tasks, featurizer and molecule features must be the data module's
         (``molml fit`` links them; a model built in Python without them would train on
         misread inputs, or under a default task name)."""
-        data_type = datamodule.task_type
-        pairs = {
-            "tasks": (self.tasks, list(datamodule.tasks)),
-            "task_type": (self.task_type, data_type),
-            "num_classes": (self.hparams.num_classes, datamodule.num_classes)
-            if data_type == "multiclass"
-            else (None, None),
-            "featurizer": (self.featurizer.to_config(), datamodule.featurizer_config),
-            "molecule_features": (
-                self.molecule_features.to_config() if self.molecule_features else None,
-                datamodule.molecule_features_config,
+        given = {  # what this data module says (another kind may say less)
+            name: getattr(datamodule, name)
+            for name in ("tasks", "task_type", "featurizer_config", "molecule_features_config")
+            if hasattr(datamodule, name)
+        }
+        if "featurizer_config" not in given:  # not a molecule-graph data module
+            return
+        own = {
+            "tasks": self.tasks,
+            "task_type": self.task_type,
+            "featurizer_config": self.featurizer.to_config(),
+            "molecule_features_config": (
+                self.molecule_features.to_config() if self.molecule_features else None
             ),
         }
+
+        def text(value: Any) -> str:
+            return json.dumps(value, sort_keys=True, default=str)
+
         differing = [
-            f"{name}: model {a!r}, data {b!r}"
-            for name, (a, b) in pairs.items()
-            if json.dumps(a, sort_keys=True, default=str)
-            != json.dumps(b, sort_keys=True, default=str)
+            f"{name.removesuffix('_config')}: model {own[name]!r}, data {value!r}"
+            for name, value in given.items()
+            if text(own[name]) != text(list(value) if name == "tasks" else value)
         ]
+        data_classes = getattr(datamodule, "num_classes", None)
+        multiclass = self.task_type == "multiclass" == given.get("task_type")
+        if multiclass and data_classes is not None and data_classes > self.num_classes:
+            # fewer classes in the data (a subset to test on) are fine, more are not
+            differing.append(f"num_classes: model {self.num_classes}, data {data_classes}")
         if differing:
             raise DataError(
                 f"the model was built for other data than the data module gives "

@@ -66,9 +66,9 @@ class AttentiveFPReadout(aggr.Aggregation):
 
 
 class Set2Set(aggr.Set2Set):
-    """PyG's Set2Set with its LSTM in fp32 under autocast: oneDNN has no bf16 LSTM on CPUs
-    without native bf16 (it fails to build one), and three steps over one state per molecule
-    cost little in fp32."""
+    """PyG's Set2Set with its LSTM in fp32 under CPU autocast: oneDNN has no bf16 LSTM on
+    CPUs without native bf16 (it fails to build one), and three steps over one state per
+    molecule cost little in fp32. GPUs keep autocast's LSTM."""
 
     def forward(
         self,
@@ -78,7 +78,7 @@ class Set2Set(aggr.Set2Set):
         dim_size: int | None = None,
         dim: int = -2,
     ) -> torch.Tensor:
-        if not torch.is_autocast_enabled(x.device.type):
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
             return super().forward(x, index, ptr, dim_size, dim)
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float(), index, ptr, dim_size, dim)

@@ -115,11 +115,11 @@ def tune_main(argv: Sequence[str]) -> Path:
             raise DataError(
                 f"--pruner-warmup is the median pruner's; --pruner {args.pruner} has none"
             )
-        if args.cv and args.pruner_warmup >= args.cv:
+        if args.cv and args.pruner_warmup >= args.cv - 1:
             raise DataError(
                 f"--pruner-warmup {args.pruner_warmup} with --cv {args.cv}: with --cv the "
-                "warmup counts folds, so no trial could be pruned; give fewer than "
-                f"{args.cv} (default 1)"
+                "warmup counts folds and a trial is never pruned after its last, so no trial "
+                f"could be pruned; give fewer than {args.cv - 1}"
             )
     if args.n_trials is None and args.timeout is None and args.sampler != "grid":
         raise DataError("give --n-trials, --timeout or both")

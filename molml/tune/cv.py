@@ -152,7 +152,8 @@ def fit_folds(
             curves.update({f"fold_{index}/{k}": v for k, v in fitted[-1].curves.items()})
             trial.set_user_attr(CURVES, curves)
             trial.report(float(np.mean([f.value for f in fitted])), step=index)
-            if trial.should_prune():
+            # after the last fold the trial is done: pruning it would only discard its value
+            if index < n_folds - 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after fold {index}")
     return fitted
 
