@@ -3,6 +3,7 @@ Python API."""
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 import tempfile
@@ -71,6 +72,12 @@ def output_file_folder(output: str | Path, option: str = "--output") -> Path:
         raise DataError(f"{option} {output}: directory {folder} {state}")
     writable_directory(folder, f"{option} {output}: directory {folder} is not writable", make=False)
     return output
+
+
+def same_config(a: Any, b: Any) -> bool:
+    """Whether two config values are the same as plain data (key order, tuples and lists
+    aside)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def plain_data(value: Any) -> Any:

@@ -5,7 +5,6 @@ default loggers and callbacks, and checks that apply to every verb."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel, check_precision
 from molml.models.precision import native_bf16
+from molml.options import same_config
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
     SQLITE_PREFIX,
@@ -367,10 +367,7 @@ def _check_resumed_model_options(path: str, given: dict[str, Any], stored: dict[
     config's) with its optimizer state: ``given`` command-line options that differ would be
     dropped unseen."""
 
-    def text(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, default=str)
-
-    differing = [key for key in given if text(given[key]) != text(stored.get(key))]
+    differing = [key for key in given if not same_config(given[key], stored.get(key))]
     if differing:
         shown = ", ".join(
             f"model.{key} {given[key]!r} (checkpoint: {stored.get(key)!r})" for key in differing
@@ -483,7 +480,7 @@ def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> lis
     return [
         f"{name}: checkpoint {a!r}, config {b!r}"
         for name, (a, b) in pairs.items()
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str)
+        if not same_config(a, b)
     ]
 
 
@@ -585,7 +582,7 @@ class PretrainCLI(MolmlCLI):
             ) from exc
         mine = self.model.spec()
         for key in ("encoder", "hparams", "tasks", "featurizer"):
-            if json.dumps(stored.get(key), sort_keys=True) != json.dumps(mine[key], sort_keys=True):
+            if not same_config(stored.get(key), mine[key]):
                 raise DataError(
                     f"{last} holds a run with another model {key} than this config; "
                     "resume with the same config, or pass --resume false (or another "

@@ -8,7 +8,6 @@ the original units. Missing labels (NaN) are masked out of the loss and the metr
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -38,7 +37,7 @@ from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import Readout, make_readout, readout_dim
-from molml.options import check_int, plain_data
+from molml.options import check_int, plain_data, same_config
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
@@ -393,14 +392,10 @@ class MoleculeModel(L.LightningModule):
                 self.molecule_features.to_config() if self.molecule_features else None
             ),
         }
-
-        def text(value: Any) -> str:
-            return json.dumps(value, sort_keys=True, default=str)
-
         differing = [
             f"{name.removesuffix('_config')}: model {own[name]!r}, data {value!r}"
             for name, value in given.items()
-            if text(own[name]) != text(list(value) if name == "tasks" else value)
+            if not same_config(own[name], list(value) if name == "tasks" else value)
         ]
         data_classes = getattr(datamodule, "num_classes", None)
         multiclass = self.task_type == "multiclass" == given.get("task_type")
@@ -615,11 +610,6 @@ class MoleculeModel(L.LightningModule):
         describe = getattr(datamodule, "describe", None)
         if describe is not None:
             checkpoint["molml"]["training_data"] = describe()
-        # a path or numpy number given from Python (lr=np.float64(...), path=Path(...)) would
-        # make the file unreadable with weights_only=True, as molml loads checkpoints
-        for key in ("molml", "hyper_parameters", "datamodule_hyper_parameters"):
-            if key in checkpoint:
-                checkpoint[key] = plain_data(checkpoint[key])
 
     def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this model from plain data (no pickled code)."""
