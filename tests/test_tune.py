@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -310,6 +311,50 @@ def test_the_refit_of_a_cross_validated_best_trial_is_kept_until_the_best_change
     assert "trial_5" in _refit_best(Job(), other, {}, options, tmp_path)[0]
     assert fits == ["trial_3", "trial_3", "trial_5"]
     assert Path(model).read_text() == "weights 2"  # the refit of trial 3 is still there
+
+
+def test_tuners_finishing_together_refit_the_best_trial_once(tmp_path: Path) -> None:
+    """Two tuners of one study that finish on the same best trial at the same time both
+    emptied and refitted ``best_fit/trial_<n>/``, one deleting the other's model."""
+    import threading
+    from types import SimpleNamespace
+
+    from molml.tune.jobs import Fitted
+    from molml.tune.study import _refit_best
+
+    fits = []
+    started = threading.Event()
+
+    class Job:
+        def fit(self, config: dict, directory: Path, metric: str) -> Fitted:
+            fits.append(directory.name)
+            started.set()
+            time.sleep(0.5)  # the other tuner arrives while this one trains
+            model = directory / "checkpoints" / "best.ckpt"
+            model.parent.mkdir(parents=True)
+            model.write_text("weights")
+            return Fitted(1.0, {}, model)
+
+        def test(self, config: dict, model: Path) -> dict[str, float]:
+            return {"test/rmse": 1.0}
+
+    options = SimpleNamespace(metric="val/rmse")
+    best = SimpleNamespace(number=2, params={"model.lr": 0.01})
+    results = []
+
+    def tuner() -> None:
+        results.append(_refit_best(Job(), best, {}, options, tmp_path))
+
+    first = threading.Thread(target=tuner)
+    first.start()
+    started.wait(10)
+    second = threading.Thread(target=tuner)
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert fits == ["trial_2"]
+    assert results[0] == results[1]
+    assert Path(results[0][0]).read_text() == "weights"
 
 
 @pytest.mark.parametrize("kind", ["graph", "xgb"])

@@ -490,21 +490,27 @@ def _refit_best(
     """The model of the best config trained on the whole training part, and its test
     metrics, in ``best_fit/trial_<n>/`` beside the config it was trained with: an earlier
     run's refit of the same trial and parameters (recorded in ``refit.json`` once tested),
-    else a fresh fit into that emptied folder (one left unfinished is trained again)."""
+    else a fresh fit into that emptied folder (one left unfinished is trained again). Tuners
+    of one study finishing together take turns (a lock file beside the folder): the second
+    reuses the first one's refit."""
+    from filelock import FileLock
+
     folder = directory / "best_fit" / f"trial_{best.number}"
-    record = folder / REFIT_FILE
-    if record.is_file():
-        saved = json.loads(record.read_text())
-        if saved.get("params") == best.params and Path(saved.get("model", "")).is_file():
-            return saved["model"], saved.get("test") or {}
-    shutil.rmtree(folder, ignore_errors=True)
-    fitted = job.fit(config, folder, options.metric)
-    if fitted.model_path is None:
-        return None, {}
-    model, test = str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
-    saved = {"trial": best.number, "params": best.params, "model": model, "test": test}
-    record.write_text(json.dumps(saved, indent=2))
-    return model, test
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.parent / f"trial_{best.number}.lock"):
+        record = folder / REFIT_FILE
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("params") == best.params and Path(saved.get("model", "")).is_file():
+                return saved["model"], saved.get("test") or {}
+        shutil.rmtree(folder, ignore_errors=True)
+        fitted = job.fit(config, folder, options.metric)
+        if fitted.model_path is None:
+            return None, {}
+        model, test = str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
+        saved = {"trial": best.number, "params": best.params, "model": model, "test": test}
+        record.write_text(json.dumps(saved, indent=2))
+        return model, test
 
 
 REFIT_FILE = "refit.json"  # in best_fit/trial_<n>/ once the refitted model is tested
