@@ -280,6 +280,17 @@ def test_split_column_is_honoured_exactly(tmp_path: Path) -> None:
     }
 
 
+def test_a_missing_split_column_names_the_file_columns(tmp_path: Path) -> None:
+    """With the targets left to default, a split column not in the file was a bare KeyError
+    (or, with a text column beside, blamed that column as a non-numeric target)."""
+    path = write_task_csv(tmp_path / "with_column.csv", 30)
+    frame = pd.read_csv(path)
+    frame["fold"] = "train"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"split column 'part' not found; .*'fold'"):
+        make_dm(path, split="predefined", split_column="part")
+
+
 def test_loader_batches_equal_pyg_collation_of_the_same_molecules(tmp_path: Path) -> None:
     """Batches are gathered from the store in one step; they must hold exactly what PyG's
     ``Batch.from_data_list`` makes of the same molecules (missing labels and molecule-level

@@ -712,6 +712,10 @@ def test_train_fraction_keeps_a_seeded_part_of_the_training_split(
     half = MoleculeDataModule(**common, train_fraction=0.5)
     half.setup("fit")
     assert set(quarter.split.train) < set(half.split.train) < set(whole.split.train)
+    # the split report says so too: set aside, not "unassigned" (a split file's symptom)
+    set_aside = len(whole.split.train) - len(quarter.split.train)
+    assert quarter.report["n_set_aside_by_train_fraction"] == set_aside > 0
+    assert quarter.report["n_unassigned"] == 0 and quarter.report["train_fraction"] == 0.25
     assert np.array_equal(quarter.split.val, whole.split.val)
     assert np.array_equal(quarter.split.test, whole.split.test)
     with pytest.raises(DataError, match="train_fraction must be in"):

@@ -127,6 +127,26 @@ def test_data_report_on_unusable_labels_still_writes(tmp_path: Path) -> None:
     assert report["split"] is None and (out / "report.html").is_file()
 
 
+def test_data_report_of_structures_without_labels(tmp_path: Path) -> None:
+    """A SMILES-only file (checked before it is labelled) crashed drawing zero label panels;
+    a ';'-separated .csv is pointed at its separator."""
+    path = tmp_path / "structures.csv"
+    pd.DataFrame({"smiles": [f"C{'C' * i}O" for i in range(12)] + ["c1ccccc1"]}).to_csv(
+        path, index=False
+    )
+    out = tmp_path / "report"
+    run_report(["data", "--data.path", str(path), "--output", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"] == [] and report["valid_molecules"] == 13
+    assert "no target columns" in " ".join(report["warnings"])
+    assert "No label columns" in (out / "report.html").read_text()
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("smiles;y\nCCO;1\nCCC;2\n")
+    run_report(["data", "--data.path", str(semicolons), "--output", str(tmp_path / "semi")])
+    warnings = json.loads((tmp_path / "semi" / "report.json").read_text())["warnings"]
+    assert "is the file separated by ';'" in " ".join(warnings)
+
+
 def test_data_report_on_unusable_labels_keeps_the_split_column_and_the_named_columns(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

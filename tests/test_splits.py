@@ -460,3 +460,16 @@ def test_other_errors() -> None:
         make_split("predefined", n=3)
     with pytest.raises(DataError, match="0, 1"):
         make_split("stratified", y=np.array([0.0, 2.0, 1.0]), task_type="classification")
+
+
+def test_scaffold_of_a_forest_is_empty_without_the_fragmenter() -> None:
+    """Acyclic molecules (long chains took RDKit's fragmenter seconds) and salts of them have
+    no scaffold; a ring anywhere keeps the fragmenter's answer."""
+    from rdkit.Chem.Scaffolds import MurckoScaffold
+
+    assert murcko_scaffold("C" * 1500) == ""
+    assert murcko_scaffold("CC(=O)[O-].[Na+]") == ""
+    for smiles in ("CCc1ccccc1", "CCO.c1ccncc1", "C1CC1CCC", "[H]C([H])([H])c1ccccc1"):
+        mol = Chem.MolFromSmiles(smiles, sanitize=True)
+        expected = MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
+        assert murcko_scaffold(mol) == expected != ""

@@ -35,7 +35,12 @@ from molml.data.graphs import (
     as_batch,
     featurize_molecules,
 )
-from molml.data.readers import list_columns, read_molecules, read_molecules_to_predict
+from molml.data.readers import (
+    list_columns,
+    read_molecules,
+    read_molecules_to_predict,
+    separator_hint,
+)
 from molml.data.registry import dataset_path, get_card
 from molml.data.splits import (
     Split,
@@ -59,7 +64,8 @@ class MoleculeTable:
     columns; ``targets`` is float ``[n, n_tasks]`` with NaN for a missing label. Splits are made
     over the valid molecules only (``valid``: bool ``[n]``, from whatever featurization the model
     uses), so their indices count valid molecules in input order. ``split_notes`` holds what
-    :meth:`make_split` found worth reporting (rows of a split file that are invalid molecules).
+    :meth:`make_split` found worth reporting (rows of a split file that are invalid molecules,
+    the training molecules ``train_fraction`` set aside).
     """
 
     source: Path
@@ -100,12 +106,18 @@ class MoleculeTable:
         extra = [split_column] if split_column else []
         columns = None if target_columns is None else [*target_columns, *extra]
         frame = read_molecules(source, smiles_column=smiles_column, columns=columns)
+        if split_column and split_column not in frame.columns:  # every column was read
+            raise DataError(
+                f"{source}: split column {split_column!r} not found; the file has columns "
+                f"{list_columns(source)}"
+            )
         if target_columns is None:
             target_columns = default_target_columns(frame, source, extra)
         if not target_columns:
+            columns = list_columns(source)
             raise DataError(
                 f"{source}: no target columns besides the SMILES column (the file has columns "
-                f"{list_columns(source)}; name targets in target_columns)"
+                f"{columns}; name targets in target_columns){separator_hint(source, columns)}"
             )
         tasks = list(target_columns)
         _check_task_names(tasks, source)
@@ -210,6 +222,8 @@ class MoleculeTable:
             full = len(split.train)
             split = subsample_train(split, train_fraction, seed)
             set_aside = full - len(split.train)
+            self.split_notes["train_fraction"] = train_fraction
+            self.split_notes["n_set_aside_by_train_fraction"] = set_aside
             log.info(
                 "%s: train_fraction %s keeps %d of %d training molecules",
                 self.source,
@@ -335,6 +349,8 @@ class MoleculeTable:
         report["source"] = str(self.source)
         report["invalid_molecules"] = n_invalid
         report.update(self.split_notes)
+        # training molecules train_fraction leaves out are in no part on purpose
+        report["n_unassigned"] -= report.get("n_set_aside_by_train_fraction", 0)
         shared = report["duplicate_molecules_across_splits"]
         if shared["total"] and rank_zero_only.rank == 0:
             log.warning(

@@ -177,6 +177,23 @@ def iter_molecule_chunks(
     return _open_reader(path, smiles_column, columns, id_column, has_header, chunk_size).chunks()
 
 
+def _separator_hint(source: _Source, available: list[str]) -> str:
+    """A hint when a CSV/TSV header holds another separator (a ';'-separated .csv is read as
+    one column), else ""."""
+    other = next((sep for sep in (";", "\t", ",", "|") if any(sep in c for c in available)), None)
+    if other is None or other == source.sep or source.kind not in ("csv", "tsv"):
+        return ""
+    return (
+        f" (its header holds {other!r}: is the file separated by {other!r} rather than "
+        f"{source.sep!r}? The separator follows the suffix: .csv comma, .tsv tab)"
+    )
+
+
+def separator_hint(path: str | Path, columns: list[str]) -> str:
+    """:func:`_separator_hint` for a file by its path (for messages about its columns)."""
+    return _separator_hint(_source(path), columns)
+
+
 def list_columns(path: str | Path, *, has_header: bool | None = None) -> list[str]:
     """Column names that :func:`read_molecules` can select from ``path``.
 
@@ -247,7 +264,8 @@ def _open_reader(
                     "molecule is lost; say so (has_header=False, molml screen --no-header)"
                     if headless
                     else "pass smiles_column to choose another"
-                ),
+                )
+                + _separator_hint(source, available),
                 stacklevel=3,
             )
     else:
@@ -260,17 +278,9 @@ def _open_reader(
     wanted = [smiles_from, *([id_column] if id_column else []), *(columns or [])]
     missing = [name for name in dict.fromkeys(wanted) if name not in available]
     if missing:
-        other = next(
-            (sep for sep in (";", "\t", ",", "|") if any(sep in c for c in available)), None
-        )
-        hint = (
-            f" (its header holds {other!r}: is the file separated by {other!r} rather than "
-            f"{source.sep!r}? The separator follows the suffix: .csv comma, .tsv tab)"
-            if other is not None and other != source.sep and source.kind in ("csv", "tsv")
-            else ""
-        )
         raise DataError(
-            f"{source.path}: column(s) {missing} not found; the file has columns {available}{hint}"
+            f"{source.path}: column(s) {missing} not found; the file has columns {available}"
+            + _separator_hint(source, available)
         )
     generated = "smiles" if source.kind == "sdf" else None  # RDKit's SMILES, never an extra
     if columns is None:  # every column, but a Parquet RangeIndex only when it is the ids

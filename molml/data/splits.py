@@ -153,6 +153,9 @@ def murcko_scaffold(smiles_or_mol: str | Chem.Mol) -> str:
     Raises :class:`InvalidMoleculeError` for an unparsable SMILES.
     """
     mol = smiles_or_mol if isinstance(smiles_or_mol, Chem.Mol) else parse_smiles(smiles_or_mol)
+    components = len(Chem.GetMolFrags(mol))
+    if mol.GetNumBonds() == mol.GetNumAtoms() - components:  # a forest: no ring, no scaffold
+        return ""  # (RDKit's fragmenter takes seconds to say so for a long chain)
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)
 
 

@@ -144,8 +144,11 @@ def data_report(
                 warnings.append(
                     f"Task {task!r} is imbalanced: {stats['positive_rate']:.1%} positives."
                 )
-    page.table([{"task": task, **stats} for task, stats in report["labels"].items()])
-    page.figure(_label_figure(targets, table), "labels")
+    if table.tasks:
+        page.table([{"task": task, **stats} for task, stats in report["labels"].items()])
+        page.figure(_label_figure(targets, table), "labels")
+    else:
+        page.text("No label columns: structures only.")
 
     page.section("Descriptors")
     descriptors = pd.DataFrame({name: [f(m) for m in good] for name, f in DESCRIPTORS.items()})
@@ -380,9 +383,8 @@ def _split_section(
         return None
     targets = table.targets[valid]
     parts = split.named_parts()
-    unassigned = int(valid.sum()) - sum(len(part) for part in parts.values())
-    if (options.get("train_fraction") or 1.0) < 1:  # it leaves training molecules out
-        unassigned = 0
+    set_aside = table.split_notes.get("n_set_aside_by_train_fraction", 0)  # on purpose
+    unassigned = int(valid.sum()) - sum(len(part) for part in parts.values()) - set_aside
     if unassigned > 0:  # a split file of another data set, most often
         warnings.append(
             f"{unassigned} of {int(valid.sum())} valid molecules are in no part of the split: "
@@ -398,6 +400,7 @@ def _split_section(
         "method": options.get("split", "scaffold"),
         "sizes": {name: len(part) for name, part in parts.items()},
         "n_unassigned": unassigned,
+        "n_set_aside_by_train_fraction": set_aside,
         "test_in_train": int(shared),
         "test_nearest_train_similarity": {
             "median": float(np.median(similarity)),
