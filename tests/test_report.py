@@ -371,6 +371,26 @@ def test_eval_report_warns_when_the_training_part_is_not_the_models(
     assert any("pair.json was trained on another training part" in w for w in warnings)
 
 
+def test_eval_report_refuses_data_of_the_other_task_type(
+    classification_runs: dict, tmp_path: Path
+) -> None:
+    """A classifier's probabilities were scored as regression values (RMSE, exit 0) on data
+    whose column of that name holds numbers."""
+    import molml
+
+    run = classification_runs["graph"]
+    source = molml.load_model(run / "checkpoints" / "best.ckpt").metadata["training_data"]
+    frame = pd.read_csv(source["source"])
+    frame["active"] = np.linspace(-3.0, 2.0, len(frame))
+    numbers = tmp_path / "numbers.csv"
+    frame.to_csv(numbers, index=False)
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exit_info:
+        run_report(["eval", "--run", str(run), "--data.path", str(numbers), "--output",
+                    str(out), "--n_bootstrap", "20"])  # fmt: skip
+    assert exit_info.value.code == 2 and not out.exists()
+
+
 def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:
     import yaml
     from mlflow.tracking import MlflowClient

@@ -69,6 +69,13 @@ def eval_report(
                 f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
                 f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
             )
+        if predictor.task_type != table.task_type:  # probabilities scored as values, or back
+            raise DataError(
+                f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
+                f"{table.task_type} tasks {table.tasks}: it cannot be scored on them (if the "
+                f"labels are meant as {predictor.task_type}, say so: --data.task_type "
+                f"{predictor.task_type})"
+            )
     # checked once the run, models and data are known to be usable: no empty folder is left
     output = writable_directory(output, problem)
     for elsewhere, name in zip(trained_elsewhere(predictors, held), names, strict=True):
