@@ -223,10 +223,37 @@ def test_mc_dropout_is_repeatable_and_needs_dropout(
         pd.testing.assert_frame_equal(frame, mc.predict(chunks[i % 3], batch_size=4))
     with pytest.raises(PredictorError, match="dropout"):
         load_model(graph_run["ckpt"], mc_dropout=5)  # trained without dropout
+    with pytest.raises(DataError, match="standard deviation of 0"):  # one pass: no spread
+        load_model(mve_checkpoints[0], mc_dropout=1)
     # an ensemble of MC-dropout models: spread over members and passes, same columns
     ensemble = load_model(mve_checkpoints, mc_dropout=4)
     assert ensemble.prediction_columns() == ["logp", "logp_std"]
     assert (ensemble.predict(smiles).loc[ok, "logp_std"] > 0).all()
+
+
+def test_resumed_mc_dropout_screen_keeps_its_batch_size(
+    mve_checkpoints: list[Path], property_csv: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Dropout masks are drawn per batch: a resume with another batch size mixed values
+    of two settings in one file."""
+    from molml.screen import run as screen_run
+    from molml.screen import screen_library as screen
+
+    library, out = tmp_path / "library.csv", tmp_path / "screened.csv"
+    pd.read_csv(property_csv)[["smiles"]].head(60).to_csv(library, index=False)
+    common = dict(chunk_size=20, mc_dropout=3, progress=False)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while merging")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(screen_run, "merge_parts", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            screen([mve_checkpoints[0]], library, out, batch_size=8, **common)
+    with pytest.raises(DataError, match="different screen .*batch_size"):
+        screen([mve_checkpoints[0]], library, out, batch_size=16, **common)
+    summary = screen([mve_checkpoints[0]], library, out, batch_size=8, **common)
+    assert summary["resumed_chunks"] == 3
 
 
 def test_mc_dropout_of_a_model_without_variance_head(property_csv: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from molml._version import __version__
 from molml.callbacks import TEST_METRICS_FILE
 from molml.data.graphs import GraphStore, featurize_block
-from molml.errors import PredictorError
+from molml.errors import DataError, PredictorError
 from molml.models.module import MoleculeModel
 from molml.models.precision import bucketed_rows
 from molml.options import check_int
@@ -58,6 +58,11 @@ class GraphPredictor(SingleModelPredictor):
         super().__init__(model.eval(), source)
         self.spec = spec or model.spec()
         check_int(mc_dropout, "mc_dropout", minimum=0)
+        if mc_dropout == 1:
+            raise DataError(
+                "mc_dropout 1 would give every molecule a standard deviation of 0: use 0 (off) "
+                "or at least 2 passes"
+            )
         if mc_dropout and not _has_dropout(model):
             raise PredictorError(
                 "MC dropout needs a model trained with dropout; this one has none (set "

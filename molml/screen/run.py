@@ -178,6 +178,9 @@ def screen_library(
             )
         except (ValueError, MisconfigurationException) as exc:  # accelerator, precision ...
             raise DataError(f"cannot run the screen as asked: {exc}") from exc
+        module.batch_size = batch_size or _default_batch_size(trainer)
+        if mc_dropout:  # dropout masks are drawn per batch: other batches, other values
+            run_options["batch_size"] = module.batch_size
         # only now, with the input counted and the Trainer made, is the parts folder started
         resumed = (
             parts.start(_manifest(input_path, models, module, run_options), overwrite=overwrite)
@@ -190,7 +193,6 @@ def screen_library(
         # chunks are not index-addressable; nothing is lost
         with warnings.catch_warnings(), _model_threads(trainer, workers, world):
             warnings.filterwarnings("ignore", "Couldn't infer the batch indices")
-            module.batch_size = batch_size or _default_batch_size(trainer)
             try:
                 trainer.predict(module, datamodule=datamodule, return_predictions=False)
             except BaseException as exc:
