@@ -426,3 +426,17 @@ def test_an_sdf_record_cut_short_shifts_no_other_record(tmp_path: Path) -> None:
     assert frame["CID"][[0, 2, 3]].tolist() == ["1", "3", "4"]
     assert frame["smiles"][[0, 2, 3]].tolist() == ["CCO", "CCN", "CC"]
     assert pd.isna(frame["smiles"][1]) and pd.isna(frame["CID"][1])
+
+
+@pytest.mark.parametrize("chunk_size", [None, 700])
+def test_an_unclosed_quote_names_its_line(tmp_path: Path, chunk_size: int | None) -> None:
+    """pandas counts that error's rows from 0: the message named the line before."""
+    lines = ["smiles,id"] + [f"C{'C' * (i % 5)}O,{i}" for i in range(3000)]
+    lines[2500] = '"CCCl,x'  # line 2501 of the file
+    path = tmp_path / "quote.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="quote opened on line 2501 is never closed"):
+        if chunk_size is None:
+            read_molecules(path)
+        else:
+            list(iter_molecule_chunks(path, chunk_size=chunk_size))

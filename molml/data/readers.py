@@ -472,7 +472,16 @@ def _csv_chunks(
         for frame in frames:
             frame.insert(0, _ROW, list(islice(starts, len(frame))))
             yield frame
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
+    except pd.errors.ParserError as exc:
+        # pandas counts this one's rows from 0 (the header line is row 0)
+        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+        if unclosed is None:
+            raise _read_error(source, exc, "cannot parse file") from exc
+        raise DataError(
+            f"{source.path}: cannot parse file: the quote opened on line "
+            f"{int(unclosed.group(1)) + 1} is never closed"
+        ) from exc
+    except (UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot parse file") from exc
 
 
