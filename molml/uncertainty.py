@@ -185,8 +185,37 @@ def calibration_from_dict(data: dict[str, Any]) -> ConformalInterval | Probabili
             raise DataError(f"normalized must be true or false, got {interval.normalized!r}")
         return interval
     if data.get("kind") == "probability":
-        return ProbabilityCalibration(**fields)
+        calibration = ProbabilityCalibration(**fields)
+        _check_probability_map(calibration.method, calibration.params)
+        return calibration
     raise DataError(f"unknown calibration kind {data.get('kind')!r}")
+
+
+def _check_probability_map(method: Any, params: Any) -> None:
+    """Refuse a stored probability map that :meth:`ProbabilityCalibration.fit` cannot make:
+    an unknown method, a Platt slope that is not positive (it reverses the ranking), isotonic
+    points that are not increasing probabilities."""
+    if method not in CLASSIFICATION_METHODS:
+        raise DataError(f"unknown calibration method {method!r}; one of {CLASSIFICATION_METHODS}")
+    if not isinstance(params, dict):
+        raise DataError(f"params must be a mapping, got {params!r}")
+    if method == "platt":
+        a, b = params.get("a"), params.get("b")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)):
+            raise DataError(f"Platt parameters a and b must be finite numbers, got {a!r}, {b!r}")
+        if not a > 0:
+            raise DataError(f"a Platt slope must be > 0 (it would reverse the ranking), got {a}")
+        return
+    try:
+        x = np.asarray(params.get("x"), dtype=float)
+        y = np.asarray(params.get("y"), dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"isotonic points x and y must be lists of numbers ({exc})") from exc
+    ordered = x.ndim == y.ndim == 1 and len(x) == len(y) > 0 and np.all(np.diff(x) >= 0)
+    if not (ordered and np.all(np.diff(y) >= 0)):
+        raise DataError("isotonic points must be equally many, with x and y not decreasing")
+    if not (np.all((x >= 0) & (x <= 1)) and np.all((y >= 0) & (y <= 1))):
+        raise DataError("isotonic points must be probabilities (between 0 and 1)")
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

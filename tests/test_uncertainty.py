@@ -20,6 +20,7 @@ from molml.predict import CalibratedPredictor, EnsemblePredictor, GraphPredictor
 from molml.uncertainty import (
     ConformalInterval,
     ProbabilityCalibration,
+    calibration_from_dict,
     conformal_margin,
     expected_calibration_error,
     interval_coverage,
@@ -110,6 +111,29 @@ def test_platt_refuses_to_reverse_a_ranking() -> None:
         ProbabilityCalibration.fit(y, 1 - p, "platt")  # a model that ranks backwards
     reversed_isotonic = ProbabilityCalibration.fit(y, 1 - p, "isotonic").transform(1 - p)
     assert roc_auc_score(y, reversed_isotonic) < 0.5  # isotonic keeps the ranking as it is
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("foo", {}, "unknown calibration method 'foo'"),
+        ("platt", {"a": -1.0, "b": 0.0}, "reverse the ranking"),
+        ("platt", {"a": 1.0}, "finite numbers"),
+        ("isotonic", {"x": [0.5, 0.1], "y": [0.2, 0.3]}, "not decreasing"),
+        ("isotonic", {"x": [0.1, 0.5], "y": [0.2, 1.5]}, "between 0 and 1"),
+        ("isotonic", {"x": [0.1]}, "equally many"),
+    ],
+)
+def test_a_stored_probability_map_is_checked(method: str, params: dict, message: str) -> None:
+    """A hand-edited calibration file was used as it was: a negative Platt slope reversed the
+    ranking silently, an unknown method failed on its first prediction (KeyError)."""
+    stored = {"kind": "probability", "method": method, "params": params, "n_calibration": 3}
+    with pytest.raises(DataError, match=message):
+        calibration_from_dict(stored)
+    y, p = overconfident(200, seed=1)
+    for fitted in ("platt", "isotonic"):  # what fit writes loads back
+        made = ProbabilityCalibration.fit(y, p, fitted)
+        assert calibration_from_dict(made.to_dict()) == made
 
 
 def test_uncertainty_scores_tell_calibrated_from_overconfident_spread() -> None:
@@ -384,6 +408,22 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     )
     assert calibrated.calibrations["active"].method == "platt"
     assert calibrated.fitted_on["warnings"] == []  # its own validation split
+    # the output must not replace the model it calibrates, nor a run's records
+    manifest = tmp_path / "pair.json"  # an ensemble of the run's model and itself
+    manifest.write_text(json.dumps({"ensemble": [str(run_models(run)[0])]}))
+    for path, models, message in (
+        (manifest, [str(manifest)], "would overwrite the model being calibrated"),
+        (run / "split.json", [], "exists and is not a calibration file"),
+    ):
+        before = path.read_bytes()
+        with pytest.raises(DataError, match=message):
+            calibrate(run=run, models=models, options=None, output=path)
+        assert path.read_bytes() == before
+    again = calibrate(run=run, models=[], options=None, output=tmp_path / "platt.json")
+    assert again.calibrations["active"].method == "isotonic"  # a calibration file is replaced
+    calibrated = calibrate(
+        run=run, models=[], options=None, output=tmp_path / "platt.json", method="platt"
+    )
     with pytest.raises(DataError, match="--level 0.5 is the coverage of regression intervals"):
         calibrate(run=run, models=[], options=None, output=tmp_path / "l.json", level=0.5)
     # another split (a data option alone goes over the run's data, from the command line

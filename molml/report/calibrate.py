@@ -14,7 +14,7 @@ from typing import Any
 from molml.errors import CommandParser, DataError
 from molml.options import check_int, output_file_folder
 from molml.predict import CalibratedPredictor, load_model
-from molml.predict.calibrated import check_calibratable
+from molml.predict.calibrated import CALIBRATED_KEY, check_calibratable
 from molml.report.config import DATA_OPTIONS_HELP, data_options
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.uncertainty import CLASSIFICATION_METHODS
@@ -84,6 +84,7 @@ def calibrate(
             "made from instead"
         )
     check_calibratable(base)
+    _check_output_is_not_an_input(output, [*paths, *(m.source for m in base.members)])
     missing = [t for t in base.tasks if t not in held.table.tasks]
     if missing:
         raise DataError(
@@ -122,6 +123,27 @@ def calibrate(
     )
     calibrated.save(output, paths, mc_dropout=mc_dropout)
     return calibrated
+
+
+def _check_output_is_not_an_input(output: Path, sources: list[Any]) -> None:
+    """Refuse an ``output`` that would overwrite a model being calibrated (a file, or a file in a
+    baseline's folder) or any other existing file than a calibration file (a run's records)."""
+    target = output.resolve()
+    for source in (Path(s).resolve() for s in sources if s):
+        if target == source or (source.is_dir() and target.is_relative_to(source)):
+            raise DataError(
+                f"--output {output} would overwrite the model being calibrated ({source}); "
+                "choose another path"
+            )
+    if output.exists():
+        try:
+            body = json.loads(output.read_text())
+        except (OSError, ValueError):
+            body = None
+        if not (isinstance(body, dict) and CALIBRATED_KEY in body):
+            raise DataError(
+                f"--output {output} exists and is not a calibration file; choose another path"
+            )
 
 
 def main(argv: Sequence[str]) -> Path:
