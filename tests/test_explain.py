@@ -272,6 +272,22 @@ def test_shap_of_xgboost_maps_on_bits_to_atoms(ecfp_baselines: dict[str, Path]) 
         assert np.isnan(item.bond_scores).all()
 
 
+def test_rdkit_molecules_are_explained_in_their_own_atom_order(
+    trained: GraphPredictor, ecfp_baselines: dict[str, Path]
+) -> None:
+    """``predict`` takes RDKit molecules; ``explain`` parsed their printed form and failed the
+    whole call (graph models and baselines)."""
+    text = "OCc1ccccc1N"  # RDKit's canonical order differs from this one
+    mol = Chem.MolFromSmiles(text)
+    for predictor in (trained, molml.load_model(ecfp_baselines["xgb"])):
+        by_mol, by_text, missing = explain(predictor, [mol, text, None])
+        assert by_mol.ok and by_mol.smiles == Chem.MolToSmiles(mol)
+        assert by_mol.mol.GetNumAtoms() == mol.GetNumAtoms()
+        np.testing.assert_allclose(by_mol.atom_scores, by_text.atom_scores, atol=1e-5)
+        assert by_mol.prediction == pytest.approx(by_text.prediction, abs=1e-5)
+        assert not missing.ok and missing.smiles == ""
+
+
 def test_shap_explains_in_chunks_of_the_batch_size(
     ecfp_baselines: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -263,3 +263,16 @@ def test_descriptors_are_rdkits_however_the_molecule_is_written(
         reference = featurizer._featurize(Chem.MolFromSmiles(plain))
         assert np.array_equal(featurizer(plain), reference, equal_nan=True)
         assert np.array_equal(featurizer(with_hydrogen), reference, equal_nan=True)
+
+
+def test_concat_parts_may_be_named_by_alias() -> None:
+    """``{class: ecfp4}`` inside a concat was refused by an error that offered ecfp4."""
+    aliased = make_fingerprint("concat", parts=[{"class": "ecfp4"}, {"class": "maccs"}])
+    spelled = make_fingerprint(
+        "concat", parts=[{"class": "morgan", "radius": 2}, {"class": "maccs"}]
+    )
+    assert aliased.to_config() == spelled.to_config()
+    mol = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
+    np.testing.assert_array_equal(aliased(mol), spelled(mol))
+    with pytest.raises(DataError, match="unknown fingerprint class 'ecfp5'"):
+        make_fingerprint("concat", parts=[{"class": "ecfp5"}])

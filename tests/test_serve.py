@@ -403,7 +403,15 @@ def test_a_graph_model_and_a_baseline_are_served_side_by_side(
         models = client.get("/models").json()["models"]
         xgb = client.post("/predict/xgb", json={"smiles": smiles}).json()["results"]
         dmpnn = client.post("/predict/dmpnn", json={"smiles": smiles}).json()["results"]
+        explained = client.post("/explain/xgb", json={"smiles": smiles[:1]}).json()["results"]
     assert models["xgb"]["kind"] == "baseline" and models["dmpnn"]["kind"] == "graph"
+    # SHAP's share on features that map to no atom is served too: the numbers add up
+    (shap,) = molml.explain.explain(molml.load_model(tmp_path / "xgb"), smiles[:1])
+    assert explained[0]["unmapped_score"] == pytest.approx(shap.unmapped_score, abs=1e-6)
+    assert shap.unmapped_score != 0
+    assert sum(explained[0]["atom_scores"]) + explained[0]["unmapped_score"] == pytest.approx(
+        shap.atom_scores.sum() + shap.unmapped_score, abs=1e-5
+    )
     expected = baseline.model.predict(smiles)
     assert xgb[0]["predictions"]["logp"] == pytest.approx(expected["logp"][0], rel=1e-5)
     assert xgb[1]["status"] != "ok" and dmpnn[1]["status"] != "ok"

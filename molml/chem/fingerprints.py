@@ -444,9 +444,13 @@ _ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def fingerprint_from_config(config: dict[str, Any]) -> FingerprintFeaturizer:
-    """Rebuild a featurizer from :meth:`FingerprintFeaturizer.to_config` output."""
+    """Rebuild a featurizer from :meth:`FingerprintFeaturizer.to_config` output (an alias
+    such as ``{"class": "ecfp4"}``, e.g. a part of a ``concat``, is taken too)."""
     params = dict(config)
     key = params.pop("class", None)
+    if isinstance(key, str) and key.lower() in _ALIASES:
+        key, defaults = _ALIASES[key.lower()]
+        params = {**defaults, **params}
     if key not in FINGERPRINTS:
         raise DataError(f"unknown fingerprint class {key!r}; {_choices(key)}")
     try:

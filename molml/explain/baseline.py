@@ -42,7 +42,7 @@ from molml.baselines.data import featurize
 from molml.baselines.estimators import ForestTaskModel, XGBoostTaskModel
 from molml.chem.fingerprints import ConcatFingerprint, FingerprintFeaturizer, MorganFingerprint
 from molml.chem.parsing import parse_smiles
-from molml.explain.core import MoleculeExplanation
+from molml.explain.core import MoleculeExplanation, shown_smiles
 from molml.predict import BaselinePredictor
 
 BACKGROUND_SIZE = 100
@@ -76,11 +76,15 @@ def explain_baseline(
         rows = iter(range(int(valid.sum())))
         for position, smi in enumerate(chunk):
             item = MoleculeExplanation(
-                smiles=str(smi), status=errors.get(position, "ok"), task=column, method="shap"
+                smiles=shown_smiles(smi),
+                status=errors.get(position, "ok"),
+                task=column,
+                method="shap",
             )
             if valid[position]:
                 row = next(rows)
-                _fill(item, model.featurizer, X[valid][row], values[row], mapping, fragments)
+                mol = smi if isinstance(smi, Chem.Mol) else parse_smiles(smi)  # as featurized
+                _fill(item, mol, model.featurizer, X[valid][row], values[row], mapping, fragments)
                 item.prediction = float(predictions[row])
                 item.explained_value = float(_expected(explainer) + values[row].sum())
                 item.shap_values = values[row].astype(np.float32)
@@ -144,6 +148,7 @@ def _forest_trees(forest: ForestTaskModel) -> dict[str, Any]:
 
 def _fill(
     item: MoleculeExplanation,
+    mol: Chem.Mol,
     featurizer: FingerprintFeaturizer,
     x: np.ndarray,
     values: np.ndarray,
@@ -152,7 +157,6 @@ def _fill(
 ) -> None:
     """Atom scores, unmapped score and feature scores of one molecule from its SHAP values;
     adds the fragment of each Morgan column seen on for the first time to ``fragments``."""
-    mol = parse_smiles(item.smiles)
     item.mol = mol
     atoms = np.zeros(mol.GetNumAtoms())
     mapped = np.zeros(len(values), dtype=bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,19 @@ TABLE_COLUMNS = [
     "score_with_bonds",
     "score_std",
 ]
+
+
+def shown_smiles(item: Any) -> str:
+    """How an input molecule is shown: a SMILES as given, an RDKit molecule's SMILES, ``""``
+    for an item that is no molecule (an empty cell is no 'nan' or 'None' SMILES)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Chem.Mol):
+        try:
+            return Chem.MolToSmiles(item)
+        except Exception:  # an unsanitizable molecule: its row says why, it has no SMILES
+            return ""
+    return ""
 
 
 @dataclass

@@ -62,7 +62,7 @@ from torch_geometric.data import Batch
 from tqdm.auto import tqdm
 
 from molml.data.graphs import GraphStore
-from molml.explain.core import MoleculeExplanation
+from molml.explain.core import MoleculeExplanation, shown_smiles
 from molml.explain.options import IG_STEPS
 from molml.models.precision import bucketed_rows
 from molml.predict import GraphPredictor
@@ -91,7 +91,7 @@ def explain_graph(
     store, positions, status = predictor._featurize(smiles)
     store = store.to(model.device)
     explanations = [
-        MoleculeExplanation(smiles=str(s), status=st, task=column, method=method)
+        MoleculeExplanation(smiles=shown_smiles(s), status=st, task=column, method=method)
         for s, st in zip(smiles, status, strict=True)
     ]
     target = _target(predictor, column, explained)
@@ -114,8 +114,9 @@ def explain_graph(
                         baseline=baseline,
                     )
             for offset, (atoms, bonds, value, gap, reference) in enumerate(results):
-                item = explanations[int(positions[start + offset])]
-                item.mol = model.featurizer.mol(item.smiles)
+                position = int(positions[start + offset])
+                item = explanations[position]
+                item.mol = model.featurizer.mol(smiles[position])  # a Mol as given
                 item.atom_scores, item.bond_scores = atoms, bonds
                 item.explained_value, item.completeness_gap = value, gap
                 if method == "integrated_gradients":

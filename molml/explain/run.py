@@ -153,9 +153,6 @@ def explain(
                 )
             )
     explanations = runs[0] if len(runs) == 1 else _combine(runs)
-    for explanation, text in zip(explanations, smiles, strict=True):
-        if not isinstance(text, str):  # an empty cell or record is no 'nan' or 'None' SMILES
-            explanation.smiles = ""
     if predictor.kind == "calibrated":
         # the scores explain the underlying model's logit (explained_value); the prediction
         # shown is the calibrated probability, as predictor.predict gives it

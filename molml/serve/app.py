@@ -155,6 +155,16 @@ class AtomExplanation(BaseModel):
     completeness_gap: float | None = Field(
         default=None, description="Integrated Gradients: sum of scores minus f(x) - f(baseline)"
     )
+    unmapped_score: float | None = Field(
+        default=None,
+        description="SHAP: the part of the SHAP total carried by features that map to no atom "
+        "(atom scores + unmapped score + expected value = explained value)",
+    )
+    feature_scores: dict[str, float] | None = Field(
+        default=None,
+        description="SHAP: every non-zero score of a feature that maps to no atom (descriptors, "
+        "MACCS keys), largest first",
+    )
 
 
 class ExplainResponse(BaseModel):
@@ -489,6 +499,8 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         baseline=explanation.baseline,
         baseline_value=_number(explanation.baseline_value),
         completeness_gap=_number(explanation.completeness_gap),
+        unmapped_score=_number(explanation.unmapped_score),
+        feature_scores={k: float(v) for k, v in explanation.feature_scores.items()} or None,
     )
 
 
