@@ -397,6 +397,34 @@ def test_calibrated_ensemble_and_its_refusals(
         load_model([path, mve_checkpoints[0]])
 
 
+def test_multitask_tasks_without_calibration_data_pass_through(property_csv: Path) -> None:
+    """With sparse multitask labels one task without validation labels (or of one class)
+    refused the whole calibration; the tasks that can be calibrated now are."""
+    from molml.data.datamodule import MoleculeDataModule
+
+    featurizer = MoleculeDataModule(path=str(property_csv), target_columns=["logp"])
+    torch.manual_seed(0)
+    model = MoleculeModel(
+        encoder=DMPNN(hidden_dim=16, depth=2),
+        tasks=["a", "b"],
+        task_type="classification",
+        featurizer=featurizer.featurizer_config,
+    )
+    base = GraphPredictor(model)
+    smiles = pd.read_csv(property_csv)["smiles"].tolist()[:60]
+    rng = np.random.default_rng(0)
+    targets = np.column_stack([rng.integers(0, 2, 60), np.ones(60)]).astype(float)
+    calibrated = CalibratedPredictor.fit(base, smiles, targets)
+    assert list(calibrated.calibrations) == ["a"]
+    assert "both classes" in calibrated.fitted_on["uncalibrated_tasks"]["b"]
+    assert any("1 of 2 tasks are left uncalibrated" in w for w in calibrated.fitted_on["warnings"])
+    raw, out = base.predict(smiles), calibrated.predict(smiles)
+    np.testing.assert_allclose(out["b"], raw["b"])  # passes through
+    assert not np.allclose(out["a"], raw["a"])
+    with pytest.raises(DataError, match="no task can be calibrated: task 'a': .*task 'b'"):
+        CalibratedPredictor.fit(base, smiles, np.ones((60, 2)))
+
+
 def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_path: Path) -> None:
     from molml.report.calibrate import calibrate
     from molml.report.heldout import run_models

@@ -4,6 +4,7 @@ probabilities (binary classification), saved as a small JSON file next to the mo
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from molml.uncertainty import (
     ProbabilityCalibration,
     calibration_from_dict,
 )
+
+log = logging.getLogger(__name__)
 
 CALIBRATED_KEY = "calibrated"
 Calibration = ConformalInterval | ProbabilityCalibration
@@ -164,6 +167,7 @@ class CalibratedPredictor(Predictor):
         ok = (frame["status"] == "ok").to_numpy()
         columns = base.prediction_columns()
         calibrations: dict[str, Calibration] = {}
+        left_out: dict[str, str] = {}  # task -> why it cannot be calibrated on these molecules
         for j, task in enumerate(base.tasks):
             y, mu = targets[ok, j], frame[task].to_numpy(dtype=float)[ok]
             try:
@@ -180,8 +184,22 @@ class CalibratedPredictor(Predictor):
                 sigma = frame[f"{task}_std"].to_numpy(dtype=float)[ok] if use_std else None
                 calibrations[task] = ConformalInterval.fit(y, mu, sigma, level)
             except DataError as exc:
-                raise DataError(f"task {task!r}: {exc}") from exc
+                left_out[task] = str(exc)
+        if not calibrations:
+            raise DataError(
+                "no task can be calibrated: "
+                + "; ".join(f"task {task!r}: {why}" for task, why in left_out.items())
+            )
         record = {"molecules": int(len(smiles)), "scored": int(ok.sum()), **(fitted_on or {})}
+        if left_out:  # the others are: sparse multitask labels leave some tasks without data
+            note = (
+                f"{len(left_out)} of {len(base.tasks)} tasks are left uncalibrated (their "
+                "predictions pass through as the model gives them): "
+                + "; ".join(f"{task!r}: {why}" for task, why in left_out.items())
+            )
+            log.warning("calibrate: %s", note)
+            record["warnings"] = [*record.get("warnings", []), note]
+            record["uncalibrated_tasks"] = left_out
         return cls(base, calibrations, record)
 
     def save(self, path: str | Path, models: Sequence[str | Path], mc_dropout: int = 0) -> Path:
