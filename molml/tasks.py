@@ -100,6 +100,11 @@ class MolecularMetrics(Metric):
         for t, name in enumerate(self.task_names):
             m = mask[:, t]
             if m.sum() == 0:
+                warnings.warn(
+                    f"task {name!r} has no labelled molecule in this split; left out of the "
+                    "metrics and their mean",
+                    stacklevel=2,
+                )
                 continue
             for metric, value in self._task_metrics(preds[m, t], target[m, t], name).items():
                 per_task.setdefault(metric, []).append(value)

@@ -63,11 +63,17 @@ def eval_report(
     table, split = held.table, held.split
     smiles, targets, keys = held.smiles, held.targets, held.keys
     for predictor, name in zip(predictors, names, strict=True):
-        missing = set(table.tasks) - set(predictor.tasks)
-        if missing or predictor.task_type not in ("regression", "classification"):
+        if "multiclass" in (predictor.task_type, table.task_type):
             raise DataError(
-                f"model {name} predicts {predictor.task_type} {predictor.tasks}; the data has "
-                f"{table.task_type} tasks {table.tasks} (multiclass reports are not supported)"
+                f"report eval scores regression and binary classification; model {name} "
+                f"predicts {predictor.task_type} {predictor.tasks} and the data has "
+                f"{table.task_type} tasks (multiclass models are scored by molml test)"
+            )
+        missing = set(table.tasks) - set(predictor.tasks)
+        if missing:
+            raise DataError(
+                f"model {name} predicts {predictor.tasks}; the data has tasks {table.tasks}: "
+                f"{sorted(missing)} cannot be scored"
             )
         if predictor.task_type != table.task_type:  # probabilities scored as values, or back
             raise DataError(
