@@ -101,8 +101,8 @@ class MolecularMetrics(Metric):
             m = mask[:, t]
             if m.sum() == 0:
                 warnings.warn(
-                    f"task {name!r} has no labelled molecule in this split; left out of the "
-                    "metrics and their mean",
+                    f"task {name!r} has no labelled molecule among those evaluated; left out "
+                    "of the metrics and their mean",
                     stacklevel=2,
                 )
                 continue

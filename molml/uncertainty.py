@@ -126,6 +126,11 @@ class ProbabilityCalibration:
         y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
         keep = np.isfinite(y) & np.isfinite(p)
         y, p = y[keep], p[keep]
+        if not np.isin(y, (0, 1)).all():
+            raise DataError(
+                "calibrating probabilities needs 0/1 labels; these include "
+                f"{sorted(set(y[~np.isin(y, (0, 1))].tolist()))[:5]}"
+            )
         if len(np.unique(y)) < 2:
             raise DataError("calibrating probabilities needs both classes in the calibration set")
         if method == "platt":

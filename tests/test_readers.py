@@ -440,3 +440,15 @@ def test_an_unclosed_quote_names_its_line(tmp_path: Path, chunk_size: int | None
             read_molecules(path)
         else:
             list(iter_molecule_chunks(path, chunk_size=chunk_size))
+
+
+def test_parse_errors_name_lines_after_a_field_that_spans_lines(tmp_path: Path) -> None:
+    """pandas counts records; a quoted line break before the bad record shifted the line."""
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('smiles,name\nCCO,"a\nb"\nCCC,x\nCCN,"open\nCCCC,y\n')
+    with pytest.raises(DataError, match="quote opened on line 5 is never closed"):
+        read_molecules(unclosed)
+    extra = tmp_path / "extra.csv"
+    extra.write_text('smiles,name\nCCO,"a\nb"\nCCC,x,3\n')
+    with pytest.raises(DataError, match="line 4 has 3 fields"):
+        read_molecules(extra)

@@ -247,7 +247,7 @@ def test_mc_dropout_is_repeatable_and_needs_dropout(
         pd.testing.assert_frame_equal(frame, mc.predict(chunks[i % 3], batch_size=4))
     with pytest.raises(PredictorError, match="dropout"):
         load_model(graph_run["ckpt"], mc_dropout=5)  # trained without dropout
-    with pytest.raises(DataError, match="standard deviation of 0"):  # one pass: no spread
+    with pytest.raises(PredictorError, match="no spread between passes"):  # one pass
         load_model(mve_checkpoints[0], mc_dropout=1)
     # an ensemble of MC-dropout models: spread over members and passes, same columns
     ensemble = load_model(mve_checkpoints, mc_dropout=4)
@@ -416,12 +416,12 @@ def test_multitask_tasks_without_calibration_data_pass_through(property_csv: Pat
     targets = np.column_stack([rng.integers(0, 2, 60), np.ones(60)]).astype(float)
     calibrated = CalibratedPredictor.fit(base, smiles, targets)
     assert list(calibrated.calibrations) == ["a"]
-    assert "both classes" in calibrated.fitted_on["uncalibrated_tasks"]["b"]
+    assert "one class only (1)" in calibrated.fitted_on["uncalibrated_tasks"]["b"]
     assert any("1 of 2 tasks are left uncalibrated" in w for w in calibrated.fitted_on["warnings"])
     raw, out = base.predict(smiles), calibrated.predict(smiles)
     np.testing.assert_allclose(out["b"], raw["b"])  # passes through
     assert not np.allclose(out["a"], raw["a"])
-    with pytest.raises(DataError, match="no task can be calibrated: task 'a': .*task 'b'"):
+    with pytest.raises(DataError, match="no task can be calibrated: task .a.: one class.*'b'"):
         CalibratedPredictor.fit(base, smiles, np.ones((60, 2)))
 
 
@@ -436,6 +436,15 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     )
     assert calibrated.calibrations["active"].method == "platt"
     assert calibrated.fitted_on["warnings"] == []  # its own validation split
+    # labels that are numbers, not classes: the map was fitted to them (clipped to 0..1)
+    frame = pd.read_csv(calibrated.fitted_on["data"])
+    frame["active"] = np.linspace(-3.0, 2.0, len(frame))
+    frame.to_csv(tmp_path / "numbers.csv", index=False)
+    with pytest.raises(DataError, match="classification .*regression tasks"):
+        calibrate(run=run, models=[], options={"path": str(tmp_path / "numbers.csv")},
+                  output=tmp_path / "numbers.json")  # fmt: skip
+    with pytest.raises(DataError, match="needs 0/1 labels"):
+        ProbabilityCalibration.fit(np.array([0.0, 1.0, 2.0]), np.array([0.1, 0.5, 0.9]))
     # the output must not replace the model it calibrates, nor a run's records
     manifest = tmp_path / "pair.json"  # an ensemble of the run's model and itself
     manifest.write_text(json.dumps({"ensemble": [str(run_models(run)[0])]}))

@@ -462,6 +462,9 @@ def directed_edges(ends: Sequence[int] | np.ndarray) -> np.ndarray:
     return edge_index
 
 
+SPARSE_WALK_ATOMS = 128  # above this many atoms, random-walk powers are sparse products
+
+
 def random_walk_encoding(mol: Chem.Mol, steps: int) -> np.ndarray:
     """``[num_atoms, steps]``: column ``k-1`` is the diagonal of ``P^k``, ``P = D^-1 A``.
 
@@ -480,9 +483,6 @@ def random_walk_encoding(mol: Chem.Mol, steps: int) -> np.ndarray:
         encoding[:, k] = power.diagonal()
         power = power @ walk
     return encoding
-
-
-SPARSE_WALK_ATOMS = 128  # above this many atoms, random-walk powers are sparse products
 
 
 def _append_row(table: np.ndarray, index: int, row: list[float]) -> np.ndarray:

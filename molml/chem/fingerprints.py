@@ -448,8 +448,9 @@ def fingerprint_from_config(config: dict[str, Any]) -> FingerprintFeaturizer:
     such as ``{"class": "ecfp4"}``, e.g. a part of a ``concat``, is taken too)."""
     params = dict(config)
     key = params.pop("class", None)
-    if isinstance(key, str) and key.lower() in _ALIASES:
-        key, defaults = _ALIASES[key.lower()]
+    key = key.lower() if isinstance(key, str) else key
+    if key in _ALIASES:
+        key, defaults = _ALIASES[key]
         params = {**defaults, **params}
     if key not in FINGERPRINTS:
         raise DataError(f"unknown fingerprint class {key!r}; {_choices(key)}")
@@ -473,7 +474,6 @@ def make_fingerprint(name: str, **params: Any) -> FingerprintFeaturizer:
 
     Extra ``params`` override the alias defaults, e.g. ``make_fingerprint("ecfp4", n_bits=1024)``.
     """
-    key, defaults = _ALIASES.get(name.lower(), (name.lower(), {}))
-    if key not in FINGERPRINTS:
-        raise DataError(f"unknown fingerprint {name!r}; {_choices(key)}")
-    return fingerprint_from_config({"class": key, **defaults, **params})
+    if name.lower() not in FINGERPRINTS and name.lower() not in _ALIASES:
+        raise DataError(f"unknown fingerprint {name!r}; {_choices(name.lower())}")
+    return fingerprint_from_config({"class": name, **params})

@@ -473,16 +473,34 @@ def _csv_chunks(
             frame.insert(0, _ROW, list(islice(starts, len(frame))))
             yield frame
     except pd.errors.ParserError as exc:
-        # pandas counts this one's rows from 0 (the header line is row 0)
-        unclosed = re.search(r"EOF inside string starting at row (\d+)", str(exc))
-        if unclosed is None:
-            raise _read_error(source, exc, "cannot parse file") from exc
-        raise DataError(
-            f"{source.path}: cannot parse file: the quote opened on line "
-            f"{int(unclosed.group(1)) + 1} is never closed"
-        ) from exc
+        raise _parser_error(source, header, len(names), exc) from exc
     except (UnicodeDecodeError, OSError, *_GZIP_ERRORS) as exc:
         raise _read_error(source, exc, "cannot parse file") from exc
+
+
+def _parser_error(
+    source: _Source, header: bool, n_columns: int, exc: pd.errors.ParserError
+) -> DataError:
+    """pandas' parse error with the file's line instead of its record count (records and
+    lines differ once a quoted field holds a line break)."""
+    text = str(exc)
+    unclosed = re.search(r"EOF inside string starting at row (\d+)", text)  # from 0, header too
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)  # from 1
+    if unclosed is None and fields is None:
+        return _read_error(source, exc, "cannot parse file")
+    record = int(unclosed.group(1)) if unclosed else int(fields.group(2)) - 1
+    try:
+        line = next(islice(_record_lines(source, header, n_columns), record - int(header), None))
+    except (DataError, StopIteration) as own:  # a record with too many fields says so itself
+        return own if isinstance(own, DataError) else _read_error(source, exc, "cannot parse file")
+    if unclosed:
+        return DataError(
+            f"{source.path}: cannot parse file: the quote opened on line {line} is never closed"
+        )
+    return DataError(
+        f"{source.path}: cannot parse file: line {line} has {fields.group(3)} fields, the file "
+        f"has {fields.group(1)} columns (an unquoted separator inside a field?)"
+    )
 
 
 def _is_smiles(text: str) -> bool:

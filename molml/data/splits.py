@@ -172,8 +172,8 @@ def split_keys(mol: Chem.Mol) -> tuple[str, str]:
     :func:`~molml.chem.parsing.parse_smiles` gives it: standardized when the data is
     (``standardize_mol=True``, the graph featurizer's ``standardize``), so a salt or mixture
     falls in the same scaffold group for both. Explicit hydrogens (a featurizer's
-    ``add_hydrogens``) are ignored. A scaffold RDKit cannot fragment falls back to the
-    canonical SMILES.
+    ``add_hydrogens``) are ignored. An acyclic molecule has the scaffold ``""``; a scaffold
+    RDKit cannot fragment falls back to the canonical SMILES.
     """
     if mol.GetNumAtoms() != mol.GetNumHeavyAtoms():
         mol = Chem.RemoveHs(mol, sanitize=False)

@@ -38,13 +38,14 @@ TABLE_COLUMNS = [
 
 
 def shown_smiles(item: Any) -> str:
-    """How an input molecule is shown: a SMILES as given, an RDKit molecule's SMILES, ``""``
-    for an item that is no molecule (an empty cell is no 'nan' or 'None' SMILES)."""
+    """How an input molecule is shown: a SMILES as given, an RDKit molecule's SMILES in its own
+    atom order (as its scores are), ``""`` for an item that is no molecule (an empty cell is
+    no 'nan' or 'None' SMILES)."""
     if isinstance(item, str):
         return item
     if isinstance(item, Chem.Mol):
         try:
-            return Chem.MolToSmiles(item)
+            return Chem.MolToSmiles(item, canonical=False)
         except Exception:  # an unsanitizable molecule: its row says why, it has no SMILES
             return ""
     return ""

@@ -170,6 +170,16 @@ class CalibratedPredictor(Predictor):
         left_out: dict[str, str] = {}  # task -> why it cannot be calibrated on these molecules
         for j, task in enumerate(base.tasks):
             y, mu = targets[ok, j], frame[task].to_numpy(dtype=float)[ok]
+            labels = np.unique(y[np.isfinite(y)])
+            if len(base.tasks) > 1 and (
+                labels.size == 0 or (base.task_type != "regression" and labels.size < 2)
+            ):  # sparse multitask labels: this task passes through uncalibrated
+                left_out[task] = (
+                    "no labelled calibration molecule"
+                    if labels.size == 0
+                    else f"one class only ({int(labels[0])}) among the calibration molecules"
+                )
+                continue
             try:
                 if base.task_type != "regression":
                     calibrations[task] = ProbabilityCalibration.fit(y, mu, method)
@@ -184,7 +194,7 @@ class CalibratedPredictor(Predictor):
                 sigma = frame[f"{task}_std"].to_numpy(dtype=float)[ok] if use_std else None
                 calibrations[task] = ConformalInterval.fit(y, mu, sigma, level)
             except DataError as exc:
-                left_out[task] = str(exc)
+                raise DataError(f"task {task!r}: {exc}") from exc
         if not calibrations:
             raise DataError(
                 "no task can be calibrated: "

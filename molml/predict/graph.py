@@ -15,7 +15,7 @@ import torch
 from molml._version import __version__
 from molml.callbacks import TEST_METRICS_FILE
 from molml.data.graphs import GraphStore, featurize_block
-from molml.errors import DataError, PredictorError
+from molml.errors import PredictorError
 from molml.models.module import MoleculeModel
 from molml.models.precision import bucketed_rows
 from molml.options import check_int
@@ -59,9 +59,9 @@ class GraphPredictor(SingleModelPredictor):
         self.spec = spec or model.spec()
         check_int(mc_dropout, "mc_dropout", minimum=0)
         if mc_dropout == 1:
-            raise DataError(
-                "mc_dropout 1 would give every molecule a standard deviation of 0: use 0 (off) "
-                "or at least 2 passes"
+            raise PredictorError(
+                "mc_dropout 1 is one pass, which has no spread between passes: use 0 (off) or "
+                "at least 2 passes"
             )
         if mc_dropout and not _has_dropout(model):
             raise PredictorError(

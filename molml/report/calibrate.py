@@ -85,6 +85,13 @@ def calibrate(
         )
     check_calibratable(base)
     _check_output_is_not_an_input(output, [*paths, *(m.source for m in base.members)])
+    if base.task_type != held.table.task_type:  # probabilities fitted to values, or back
+        raise DataError(
+            f"the model predicts {base.task_type} {base.tasks}; the data has "
+            f"{held.table.task_type} tasks {held.table.tasks}: it cannot be calibrated on them "
+            f"(if the labels are meant as {base.task_type}, say so: --data.task_type "
+            f"{base.task_type})"
+        )
     missing = [t for t in base.tasks if t not in held.table.tasks]
     if missing:
         raise DataError(

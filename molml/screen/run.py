@@ -179,8 +179,8 @@ def screen_library(
         except (ValueError, MisconfigurationException) as exc:  # accelerator, precision ...
             raise DataError(f"cannot run the screen as asked: {exc}") from exc
         module.batch_size = batch_size or _default_batch_size(trainer)
-        if mc_dropout:  # dropout masks are drawn per batch: other batches, other values
-            run_options["batch_size"] = module.batch_size
+        if any(getattr(m, "mc_dropout", 0) for m in module.members):  # a calibration file's too
+            run_options["batch_size"] = module.batch_size  # masks are drawn per batch
         # only now, with the input counted and the Trainer made, is the parts folder started
         resumed = (
             parts.start(_manifest(input_path, models, module, run_options), overwrite=overwrite)

@@ -160,7 +160,7 @@ class AtomExplanation(BaseModel):
         description="SHAP: the part of the SHAP total carried by features that map to no atom "
         "(atom scores + unmapped score + expected value = explained value)",
     )
-    feature_scores: dict[str, float] | None = Field(
+    feature_scores: dict[str, float | None] | None = Field(
         default=None,
         description="SHAP: every non-zero score of a feature that maps to no atom (descriptors, "
         "MACCS keys), largest first",
@@ -500,7 +500,7 @@ def _explained(id_: Any, explanation: MoleculeExplanation) -> AtomExplanation:
         baseline_value=_number(explanation.baseline_value),
         completeness_gap=_number(explanation.completeness_gap),
         unmapped_score=_number(explanation.unmapped_score),
-        feature_scores={k: float(v) for k, v in explanation.feature_scores.items()} or None,
+        feature_scores={k: _number(v) for k, v in explanation.feature_scores.items()} or None,
     )
 
 

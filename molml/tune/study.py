@@ -493,11 +493,17 @@ def _refit_best(
     else a fresh fit into that emptied folder (one left unfinished is trained again). Tuners
     of one study finishing together take turns (a lock file beside the folder): the second
     reuses the first one's refit."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     folder = directory / "best_fit" / f"trial_{best.number}"
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(folder.parent / f"trial_{best.number}.lock"):
+    lock = FileLock(folder.parent / f"trial_{best.number}.lock")
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        log.info("waiting for another tuner's refit of trial %d (%s)", best.number, folder)
+        lock.acquire()
+    try:
         record = folder / REFIT_FILE
         if record.is_file():
             saved = json.loads(record.read_text())
@@ -511,6 +517,8 @@ def _refit_best(
         saved = {"trial": best.number, "params": best.params, "model": model, "test": test}
         record.write_text(json.dumps(saved, indent=2))
         return model, test
+    finally:
+        lock.release()
 
 
 REFIT_FILE = "refit.json"  # in best_fit/trial_<n>/ once the refitted model is tested
