@@ -372,7 +372,7 @@ def test_eval_report_warns_when_the_training_part_is_not_the_models(
 
 
 def test_eval_report_refuses_data_of_the_other_task_type(
-    classification_runs: dict, tmp_path: Path
+    classification_runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A classifier's probabilities were scored as regression values (RMSE, exit 0) on data
     whose column of that name holds numbers."""
@@ -389,6 +389,8 @@ def test_eval_report_refuses_data_of_the_other_task_type(
         run_report(["eval", "--run", str(run), "--data.path", str(numbers), "--output",
                     str(out), "--n_bootstrap", "20"])  # fmt: skip
     assert exit_info.value.code == 2 and not out.exists()
+    error = capsys.readouterr().err
+    assert "predicts classification" in error and "regression tasks" in error
 
 
 def test_eval_report_joins_the_runs_mlflow_record(property_csv: Path, tmp_path: Path) -> None:
