@@ -389,8 +389,8 @@ def test_error_in_a_screening_worker_is_one_line(fitted: Path, tmp_path: Path) -
     assert "Traceback" not in result.stderr and "worker" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert errors == [
-        "molml screen: error: lib.csv: cannot parse file: Error tokenizing data. "
-        "C error: EOF inside string starting at row 7"
+        "molml screen: error: lib.csv: cannot parse file: "
+        "the quote opened on line 8 is never closed"
     ]
 
 
