@@ -539,6 +539,14 @@ def test_an_unknown_split_column_value_is_named_by_its_file_row(tmp_path: Path) 
     )
     dm.setup("fit")
     assert len(dm.split.train) == 13
+    # an empty cell is named as empty, not as 'nan'
+    frame.loc[7, "set"] = None
+    frame.to_csv(tmp_path / "sets.csv", index=False)
+    dm = make_dm(
+        tmp_path / "sets.csv", target_columns=["y"], split="predefined", split_column="set"
+    )
+    with pytest.raises(DataError, match=r"1 value.*row 9 \(empty\)$"):
+        dm.setup("fit")
 
 
 def test_a_dataset_and_a_path_together_say_how_to_train_on_the_file(tmp_path) -> None:

@@ -315,7 +315,10 @@ class MoleculeTable:
         unknown = positions[unknown_split_values(np.asarray(values, dtype=object)[valid])]
         if unknown.size:
             rows = self.frame["row"].to_numpy()
-            shown = ", ".join(f"row {rows[i]} ({str(values[i])!r})" for i in unknown[:10])
+            shown = ", ".join(
+                f"row {rows[i]} ({'empty' if pd.isna(values[i]) else repr(str(values[i]))})"
+                for i in unknown[:10]
+            )
             more = f" and {unknown.size - 10} more" if unknown.size > 10 else ""
             raise DataError(
                 f"{self.source}: split column {self.split_column!r} has {unknown.size} value(s) "
