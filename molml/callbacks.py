@@ -97,6 +97,12 @@ class ModelCheckpoint(LightningModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._save_last_if_missed(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Lightning saves ``last.ckpt`` here even in a ``fast_dev_run``, which it says saves
+        nothing (the stray file then blocked the next fit in that folder)."""
+        if not trainer.fast_dev_run:
+            super().on_train_end(trainer, pl_module)
+
     def _save_last_if_missed(self, trainer: L.Trainer) -> None:
         if (
             self.save_last is True

@@ -84,9 +84,9 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     The line is ``<prog>: error: <message>`` (``prog``: ``molml fit``, ``molml screen``, ...);
     a molml error wrapped by Lightning or re-raised from a worker process prints its own
     message. ``debug`` adds the traceback. In a distributed run the other processes
-    (:func:`other_process`) stay quiet about an interrupt, and those on the first node about
-    bad input, which they read alike, so that the line is printed once; other errors name
-    the process.
+    (:func:`other_process`) stay quiet about an interrupt, about a peer that went away (the
+    first process names the cause) and, on the first node, about bad input, which they read
+    alike, so that the line is printed once; other errors name the process.
     """
     other = other_process()
     _SIGTERM_RECEIVED.clear()
@@ -115,13 +115,28 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
             traceback.print_exc()
         if other is None:
             print(f"{prog}: error: {error_message(exc)}", file=sys.stderr)
-        elif code != EXIT_BAD_INPUT or debug or not _on_first_node():
+        elif debug or not (code == EXIT_BAD_INPUT and _on_first_node() or _peer_gone(exc)):
             print(f"{prog} ({other}): error: {error_message(exc)}", file=sys.stderr)
         raise SystemExit(code) from None
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
+"""What gloo says in a process whose peer exited: the first process prints the real cause."""
+
+
+def _peer_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) only says another process of the
+    distributed run went away."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(text in str(seen) for text in PEER_GONE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def other_process() -> str | None:

@@ -80,11 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         f"dataset: {rows} NCI molecules from {NCI_LIBRARY.name}, Crippen logP target -> {data_csv}"
     )
 
-    cli_args = ["--data.path", str(data_csv)]
+    cli_args = [f"--data.path={data_csv}"]  # "=": a path may start with "-"
     if args.max_epochs is not None:
-        cli_args += ["--trainer.max_epochs", str(args.max_epochs)]
+        cli_args += [f"--trainer.max_epochs={args.max_epochs}"]
     with resources.as_file(CONFIG) as config:
-        settings = full_config(["--config", str(config), *cli_args])
+        settings = full_config([f"--config={config}", *cli_args])
     for logger in settings["trainer"]["logger"]:  # the run goes under --out, MLflow beside it
         init_args = logger.setdefault("init_args", {})
         if logger["class_path"].endswith("CSVLogger"):

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -32,7 +33,7 @@ from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel, check_precision
 from molml.models.precision import native_bf16
-from molml.options import same_config
+from molml.options import creatable_directory, same_config
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
     SQLITE_PREFIX,
@@ -93,14 +94,17 @@ class MolmlCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
                 f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
             )
+        if self.subcommand == "predict":
+            _check_prediction_outputs(config.trainer.get("callbacks"))
         data = config.get("data") or {}
         predicting_a_file = self.subcommand == "predict" and data.get("predict_path")
         if predicting_a_file and data.get("path") and not Path(data.path).exists():
             raise DataError(
                 f"data.path {data.path}: not found (working directory {Path.cwd()}); molml "
                 "predict reads the run's training data for its tasks and split. To predict "
-                f"from the checkpoint alone: molml screen --model {ckpt_path or 'best.ckpt'} "
-                f"--input {data.predict_path} --output predictions.csv"
+                "from the checkpoint alone: molml screen --model "
+                f"{shlex.quote(str(ckpt_path or 'best.ckpt'))} "
+                f"--input {shlex.quote(str(data.predict_path))} --output predictions.csv"
             )
         if ckpt_path is not None and config.get("model") and config.model.get("pretrained"):
             # every weight comes from the checkpoint: the encoder it was fine-tuned from (a
@@ -448,11 +452,38 @@ def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
             logger._tracking_uri = absolute_tracking_uri(logger._tracking_uri)
             logger._mlflow_client = mlflow_client(logger._tracking_uri)
         if trainer.global_rank == 0 and logger._run_id is None:
+            if logger._run_name is None and not (logger.tags or {}).get("mlflow.runName"):
+                logger._run_name = _run_folder_name(trainer)
             client = logger._mlflow_client
             logger._experiment_id = experiment_id(
                 client, logger._experiment_name, logger._artifact_location
             )
             warn_if_artifacts_elsewhere(client, logger._experiment_id)
+
+
+def _check_prediction_outputs(callbacks: Any) -> None:
+    """A ``PredictionWriter`` output that cannot be written is refused before any work (not
+    once every molecule has been featurized and predicted)."""
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if not str(getattr(callback, "class_path", "")).endswith("PredictionWriter"):
+            continue
+        output = (getattr(callback, "init_args", None) or {}).get("output")
+        if output is None:
+            continue
+        problem = f"PredictionWriter output {output}"
+        if Path(output).is_dir():
+            raise DataError(f"{problem}: is a folder; name a CSV file")
+        creatable_directory(Path(output).parent, f"{problem}: cannot be written")
+
+
+def _run_folder_name(trainer: L.Trainer) -> str | None:
+    """``<name>/version_<n>`` of the run's CSV or TensorBoard logger: the name an MLflow run
+    gets (else MLflow draws a random one, the same in every run once the seed is fixed)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, (CSVLogger, TensorBoardLogger)):
+            version = logger.version
+            return f"{logger.name}/{version if isinstance(version, str) else f'version_{version}'}"
+    return None
 
 
 def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> list[str]:

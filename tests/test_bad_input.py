@@ -112,6 +112,19 @@ def test_smi_name_after_whitespace_is_split_off(tmp_path: Path) -> None:
     assert result.valid.tolist() == [True, True, False]
 
 
+def test_smi_line_starting_with_a_tab_has_no_smiles_and_keeps_its_name(tmp_path: Path) -> None:
+    """A tab-separated line with an empty SMILES field: the name is not read as a SMILES
+    ("NO" would parse as nitric oxide)."""
+    path = tmp_path / "lib.smi"
+    path.write_text("CCO\tethanol\n\tNO\n\tm3 second name\n", encoding="utf-8")
+    frame = read_molecules(path)
+    assert frame["smiles"].isna().tolist() == [False, True, True]
+    assert frame["id"].tolist() == ["ethanol", "NO", "m3 second name"]
+    result = featurize_molecules(frame["smiles"].tolist(), MolGraphFeaturizer(), n_jobs=1)
+    assert result.valid.tolist() == [True, False, False]
+    assert result.errors[1].startswith("missing SMILES")
+
+
 # ---------------------------------------------------------------------------- truncated gzip
 
 

@@ -228,6 +228,8 @@ def test_mlflow_store_has_params_and_metrics(fitted: Path) -> None:
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     assert runs
     first = runs[0]
+    run = run_dirs(fitted)[0]  # named after its run folder, not a random (seeded) name
+    assert first.info.run_name == f"{run.parent.name}/{run.name}"
     params = first.data.params
     assert params["data.dataset"] == "esol"
     assert params["trainer.max_epochs"] == "2"
@@ -596,8 +598,9 @@ def test_predict_without_the_training_data_points_to_screen(
 ) -> None:
     """A run folder shared without its training file: predict names the missing file and the
     verb that needs only the checkpoint."""
-    (tmp_path / "new.csv").write_text("smiles\nCCO\n")
-    config = {"data": {"path": "gone.csv", "target_columns": ["logp"], "predict_path": "new.csv"}}
+    (tmp_path / "new lib.csv").write_text("smiles\nCCO\n")
+    data = {"path": "gone.csv", "target_columns": ["logp"], "predict_path": "new lib.csv"}
+    config = {"data": data}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["molml"])
@@ -606,7 +609,24 @@ def test_predict_without_the_training_data_points_to_screen(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "data.path gone.csv: not found" in error
-    assert f"molml screen --model {graph_run['ckpt']} --input new.csv" in error
+    assert f"molml screen --model {graph_run['ckpt']} --input 'new lib.csv'" in error  # quoted
+    # an output the prediction writer cannot write is refused before any work
+    (tmp_path / "a_file").write_text("")
+    writer = {"class_path": "molml.callbacks.PredictionWriter",
+              "init_args": {"output": "a_file/out.csv"}}  # fmt: skip
+    config = {"data": {**data, "path": "new lib.csv"}, "trainer": {"callbacks": [writer]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", "config.yaml", "--ckpt_path", str(graph_run["ckpt"])])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "PredictionWriter output a_file/out.csv: cannot be written (a_file is a file, not a "
+            "directory)"
+        )
+    )
 
 
 def test_last_checkpoint_is_written_every_epoch(
@@ -658,6 +678,20 @@ def test_a_fit_into_a_folder_with_an_earlier_runs_checkpoints_is_refused(
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     read = partial(torch.load, map_location="cpu", weights_only=False)
     assert read(checkpoints / "last.ckpt")["epoch"] == 1
+
+
+def test_a_fast_dev_run_writes_no_checkpoint(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning says a fast_dev_run saves nothing; a stray last.ckpt blocked the next fit."""
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    quick = ["fit", "--config", "tiny.yaml", "--trainer.fast_dev_run", "true",
+             "--trainer.logger", "false", *QUIET]  # fmt: skip
+    main(quick)
+    assert not list(tmp_path.rglob("*.ckpt"))
+    main(quick)  # and again in the same folder
 
 
 def test_a_resumed_fit_that_trains_nothing_leaves_the_first_runs_metrics_be(
@@ -826,6 +860,16 @@ def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
     assert exit_info.value.code == 1
     expected = "molml fit (local rank 1 of node 0): error: RuntimeError: gloo: connection reset\n"
     assert capsys.readouterr().err == expected
+
+    def peer_gone() -> None:  # what gloo raises when rank 0 failed and exited: rank 0 says why
+        try:
+            raise RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:1234")
+        except RuntimeError as exc:
+            raise RuntimeError("broadcast failed") from exc
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml fit", peer_gone)
+    assert exit_info.value.code == 1 and capsys.readouterr().err == ""
     monkeypatch.setenv("NODE_RANK", "1")  # another node may read other files: said
     with pytest.raises(SystemExit):
         run_command("molml fit", bad_input)

@@ -462,10 +462,16 @@ def test_block_featurization_equals_the_reference_on_thousands_of_molecules() ->
         assert np.array_equal(arrays["edge_attr"][edges], edge_attr), text
 
 
-@pytest.mark.parametrize("missing", [None, float("nan"), np.nan, pd.NA, "", "  "], ids=repr)
-def test_a_missing_cell_is_an_empty_smiles(missing: object) -> None:
-    with pytest.raises(InvalidMoleculeError, match="^empty SMILES$"):
+@pytest.mark.parametrize("missing", [None, float("nan"), np.nan, pd.NA], ids=repr)
+def test_a_missing_cell_is_a_missing_smiles(missing: object) -> None:
+    with pytest.raises(InvalidMoleculeError, match=r"^missing SMILES \(empty cell"):
         parse_smiles(missing)
+
+
+@pytest.mark.parametrize("blank", ["", "  "], ids=repr)
+def test_a_blank_string_is_an_empty_smiles(blank: str) -> None:
+    with pytest.raises(InvalidMoleculeError, match="^empty SMILES$"):
+        parse_smiles(blank)
 
 
 @pytest.mark.parametrize(

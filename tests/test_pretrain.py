@@ -277,6 +277,25 @@ def test_pretraining_data_refuses_what_it_cannot_learn_from(tmp_path: Path) -> N
         data.prepare_data()
 
 
+def test_pretraining_validation_is_split_over_processes_without_repeats(tmp_path: Path) -> None:
+    """Each validation molecule on one rank only (a padded sampler counted some twice)."""
+    from types import SimpleNamespace
+
+    source = tmp_path / "few.smi"
+    source.write_text("\n".join([f"C{'C' * n}O" for n in range(25)]) + "\n")
+    kept = {"sources": [str(source)], "cache_dir": str(tmp_path), "featurize_jobs": 1}
+    with pytest.raises(DataError, match="hold 25 SMILES, all taken as validation molecules"):
+        PretrainDataModule(val_size=30, **kept).prepare_data()
+    data = PretrainDataModule(val_size=11, shard_size=20, batch_size=4, **kept)
+    data.prepare_data()
+    data.setup("fit")
+    seen = []
+    for rank in (0, 1):
+        data.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        seen += list(data.val_dataloader().sampler)
+    assert sorted(seen) == list(range(11))
+
+
 def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained_run: dict) -> None:
     best = str(pretrained_run["best"])
     source, _ = load_checkpoint(best)

@@ -252,6 +252,10 @@ def test_csv_with_missing_smiles_sdf_with_a_broken_record_and_parquet(trained, t
     scores = pd.read_csv(out, sep="\t")
     assert len(scores) == 30 and scores["compound"].tolist() == [f"c{i}" for i in range(30)]
     assert scores["status"][3].startswith("missing SMILES")
+    # the separator follows how the name ends, not a '.tsv' inside it
+    screen([trained["ckpt"]], csv, tmp_path / "from_csv.tsv.scores.csv", id_column="compound")
+    header = (tmp_path / "from_csv.tsv.scores.csv").read_text().splitlines()[0]
+    assert header.startswith("row,") and "\t" not in header
 
     mols = [Chem.MolFromSmiles(s) for s in smiles[:5]]
     for i, mol in enumerate(mols):

@@ -76,7 +76,7 @@ def _with_run_config(args: list[str]) -> list[str]:
     run_config = Path(models[-1]).parent / "config.yaml" if models else None
     if run_config is None or not run_config.is_file():
         return args
-    return [args[0], "--config", str(run_config), *args[1:]]
+    return [args[0], f"--config={run_config}", *args[1:]]
 
 
 def main(argv: Sequence[str]) -> None:

@@ -29,6 +29,8 @@ seconds to minutes per molecule. Larger input is an invalid molecule with that r
 """
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^!-~]")
+MISSING_SMILES = "missing SMILES (empty cell, blank line or unreadable record)"
+"""Status of a row without a SMILES (a table's empty cell, an unreadable SDF record)."""
 _SHOWN_CHARS = 60  # SMILES quoted in error messages are cut to this length
 
 
@@ -134,7 +136,7 @@ def parse_smiles(smiles: object, *, standardize_mol: bool = False) -> Chem.Mol:
     than :data:`MAX_ATOMS` atoms (RDKit's own diagnostics are silenced).
     """
     if _missing(smiles):
-        raise InvalidMoleculeError("empty SMILES")  # a missing cell of a table
+        raise InvalidMoleculeError(MISSING_SMILES)
     if not isinstance(smiles, str):
         raise InvalidMoleculeError(f"not a SMILES string: {smiles!r}")
     text = smiles.strip()

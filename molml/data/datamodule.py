@@ -152,15 +152,17 @@ class MoleculeTable:
                 f"columns {self.frame.attrs.get('columns')}; choose one with smiles_column"
             )
         lines = [f"row {rows.iloc[pos]}: {reason}" for pos, reason in sorted(errors.items())]
+        verdict = "so the run stops (data.strict)" if strict else "and are left out"
         message = (
             f"{self.source}: {len(lines)} of {len(self.frame)} molecules in the {what} could not "
-            f"be featurized and are left out:\n  " + "\n  ".join(lines[:20])
+            f"be featurized {verdict}:\n  " + "\n  ".join(lines[:20])
         )
         if len(lines) > 20:
             message += f"\n  ... and {len(lines) - 20} more (see invalid_rows.csv in the run dir)"
         if strict:
-            raise DataError(message + "\n(strict=True: stopping)")
-        log.warning(message)
+            raise DataError(message)
+        if rank_zero_only.rank == 0:  # once, not once per training process
+            log.warning(message)
 
     def make_split(
         self,

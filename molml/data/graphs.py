@@ -458,7 +458,7 @@ def featurize_molecules(
     call with the same inputs loads it instead of featurizing again. ``molecule_features``
     adds a molecule-level feature vector per graph (``GraphStore.features``).
     """
-    smiles = ["" if s is None or (isinstance(s, float) and np.isnan(s)) else s for s in smiles]
+    smiles = [None if s is None or (isinstance(s, float) and np.isnan(s)) else s for s in smiles]
     config = featurizer.to_config()
     features_config = molecule_features.to_config() if molecule_features is not None else None
     if features_config is not None:
@@ -574,7 +574,9 @@ def _cache_key(smiles: Sequence[str], config: dict, with_scaffolds: bool) -> str
     meta = {"featurizer": config, "scaffolds": with_scaffolds, "format": CACHE_FORMAT}
     digest.update(json.dumps(meta, sort_keys=True).encode())
     for smi in smiles:
-        digest.update(smi.encode() if isinstance(smi, str) else repr(smi).encode())
+        digest.update(
+            b"\0" if smi is None else smi.encode() if isinstance(smi, str) else repr(smi).encode()
+        )
         digest.update(b"\n")
     return digest.hexdigest()[:24]
 

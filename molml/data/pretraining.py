@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, IterableDataset
 from torch_geometric.data import Batch
 
@@ -437,7 +438,7 @@ class PretrainDataModule(L.LightningDataModule):
             stale.unlink(missing_ok=True)
         sizes, paths, read = [], [], 0
         blocks = self._blocks()
-        next(blocks)  # the validation block
+        n_validation = len(next(blocks))  # the validation block
         for k, block in enumerate(blocks):
             read += len(block)
             start = hp.val_size + k * hp.shard_size
@@ -456,8 +457,9 @@ class PretrainDataModule(L.LightningDataModule):
                     f"{hp.val_size} validation molecules (data.val_size); raise it above that"
                 )
             raise DataError(
-                f"pretraining sources {self.sources} hold no molecules beyond the {hp.val_size} "
-                "validation molecules; lower data.val_size or add SMILES"
+                f"pretraining sources {self.sources} hold {n_validation} SMILES, all taken as "
+                f"validation molecules (data.val_size {hp.val_size}) and none left to train "
+                "on; lower data.val_size or add SMILES"
             )
         if not sum(sizes):  # SMILES beyond the validation ones, but not one usable molecule
             examples: dict[str, str] = {}
@@ -545,11 +547,17 @@ class PretrainDataModule(L.LightningDataModule):
         return DataLoader(stream, batch_size=None, num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        every = np.arange(len(self.val_targets))
+        dataset = GraphBatches(self.val_targets, np.arange(len(self.val_targets)))
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            # each validation molecule on one rank only (Lightning's default sampler pads the
+            # ranks by repeating molecules, counting them twice in val/loss)
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            GraphBatches(self.val_targets, every),
-            batch_size=self.hparams.batch_size,
-            collate_fn=as_batch,
+            dataset, batch_size=self.hparams.batch_size, collate_fn=as_batch, sampler=sampler
         )
 
 

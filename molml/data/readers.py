@@ -146,12 +146,17 @@ def nothing_valid_message(
     return message
 
 
+def failure_kind(status: str) -> str:
+    """A row's failure status grouped by kind: without the quoted SMILES and RDKit's details."""
+    return re.sub(r"\s*'[^']*'", "", status).split(":", 1)[0]
+
+
 def check_some_valid(frame: pd.DataFrame, path: str | Path, written: str | Path) -> None:
     """Raise :class:`DataError` when no row of a predicted file (``status`` column) was a valid
     molecule (see :func:`nothing_valid_message`)."""
     if frame.empty or (frame["status"] == "ok").any():
         return
-    reason = frame["status"].mode().iloc[0]
+    reason = frame["status"].map(failure_kind).mode().iloc[0]
     raise DataError(
         nothing_valid_message(path, len(frame), reason, written, "data.predict_smiles_column")
     )
@@ -650,6 +655,8 @@ def _smi_chunks(
             records = []
             for number, line in block:
                 fields = line.strip().split(maxsplit=len(names) - 1)
+                if line.startswith("\t") and fields:  # an empty SMILES field, then the name
+                    fields = [None, *line.strip().split(maxsplit=len(names) - 2)]
                 records.append([number, *fields, *[None] * (len(names) - len(fields))])
             yield pd.DataFrame(records, columns=[_ROW, *names], dtype=object)
 

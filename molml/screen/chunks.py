@@ -19,10 +19,9 @@ import pandas as pd
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from molml.chem.fingerprints import fingerprint_from_config
+from molml.chem.parsing import MISSING_SMILES
 from molml.data.graphs import GraphStore, featurize_block, worker_featurizer
 from molml.data.readers import iter_molecule_chunks
-
-MISSING_SMILES = "missing SMILES (empty cell, blank line or unreadable record)"
 
 
 @dataclass

@@ -13,7 +13,6 @@ import fcntl
 import gzip
 import json
 import os
-import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from lightning.pytorch.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
+from molml.data.readers import failure_kind
 from molml.errors import DataError
 from molml.options import output_file_folder
 from molml.screen.options import OUTPUT_SUFFIXES
@@ -238,7 +238,7 @@ def merge_parts(
             frame = pd.read_parquet(file)
             n_rows += len(frame)
             failed = frame["status"] != "ok"
-            counts.update(_reason_kind(s) for s in frame.loc[failed, "status"])
+            counts.update(failure_kind(s) for s in frame.loc[failed, "status"])
             if top_k is None:
                 write(frame)
                 continue
@@ -266,11 +266,6 @@ def _select(frame: pd.DataFrame, k: int, column: str | None, lowest: bool) -> pd
     return frame.nlargest(k, column, keep="first")
 
 
-def _reason_kind(status: str) -> str:
-    """Group failure messages by kind: without the quoted SMILES and RDKit's details."""
-    return re.sub(r"\s*'[^']*'", "", status).split(":", 1)[0]
-
-
 @contextmanager
 def _table_writer(path: Path, schema_source: Path) -> Iterator[Any]:
     """A function appending DataFrames to ``path`` (format from the name)."""
@@ -282,7 +277,7 @@ def _table_writer(path: Path, schema_source: Path) -> Iterator[Any]:
                 pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
             )
         return
-    sep = "\t" if ".tsv" in name else ","
+    sep = "\t" if name.removesuffix(".gz").endswith(".tsv") else ","
     handle: IO[str]
     with (
         gzip.open(path, "wt", newline="") if name.endswith(".gz") else open(path, "w", newline="")

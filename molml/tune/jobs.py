@@ -165,10 +165,10 @@ def make_job(config_paths: list[str], overrides: list[str]) -> Job:
         if not Path(path).is_file():
             raise DataError(f"--config {path}: not found")
     first = yaml.safe_load(Path(config_paths[0]).read_text()) or {}
-    args = [arg for path in config_paths for arg in ("--config", path)] + overrides
+    args = [f"--config={path}" for path in config_paths] + overrides
     if isinstance(first, dict) and ({"estimator", "features"} & set(first)):
         return BaselineJob.from_args(args)
-    args = [arg for path in config_paths for arg in ("--config", _without_fit_options(path))]
+    args = [f"--config={_without_fit_options(path)}" for path in config_paths]
     args += overrides
     return GraphJob(full_config(args))
 
