@@ -127,6 +127,23 @@ def test_data_report_on_unusable_labels_still_writes(tmp_path: Path) -> None:
     assert report["split"] is None and (out / "report.html").is_file()
 
 
+def test_data_report_counts_multiclass_labels_per_class(tmp_path: Path) -> None:
+    """Class labels are counted per class, not described by a mean and outliers."""
+    path = tmp_path / "classes.csv"
+    smiles = nci_smiles(60)
+    labels = [i % 3 for i in range(58)] + [2, 2]  # 20 / 19 / 21
+    pd.DataFrame({"smiles": smiles, "kind": labels}).to_csv(path, index=False)
+    out = tmp_path / "report"
+    run_report(
+        ["data", "--data.path", str(path), "--data.task_type", "multiclass", "--output", str(out)]
+    )
+    report = json.loads((out / "report.json").read_text())
+    stats = report["labels"]["kind"]
+    assert stats["class_counts"] == {"0": 20, "1": 19, "2": 21} and "mean" not in stats
+    assert not any(o["column"] == "kind" for o in report.get("outliers", []))
+    assert (out / "labels.png").is_file()
+
+
 def test_data_report_of_structures_without_labels(tmp_path: Path) -> None:
     """A SMILES-only file (checked before it is labelled) crashed drawing zero label panels;
     a ';'-separated .csv is pointed at its separator."""
@@ -336,6 +353,24 @@ def test_eval_report_compares_gnn_and_baseline(classification_runs: dict) -> Non
     assert page_images(run / "report" / "report.html") == ["active_plots.png"]
     # the data and split the run trained on: its training part matches the checkpoint's
     assert not any("another training part" in w for w in report["warnings"])
+
+
+def test_eval_report_warns_when_validation_gives_no_threshold_better_than_chance(
+    classification_runs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validation predictions that separate nothing (here: all equal) make the chosen
+    threshold meaningless; the page says so instead of "No problems found"."""
+    from molml.report import evaluation
+
+    monkeypatch.setattr(
+        evaluation, "_predict", lambda predictor, smiles, tasks: np.full((len(smiles), 1), 0.3)
+    )
+    run = classification_runs["graph"]
+    out = tmp_path / "report"
+    run_report(["eval", "--run", str(run), "--n_bootstrap", "20", "--output", str(out)])
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert any("no threshold separates the classes better than chance" in w for w in warnings)
+    assert "No problems found" not in (out / "report.html").read_text()
 
 
 def test_eval_report_warns_when_the_training_part_is_not_the_models(

@@ -296,6 +296,9 @@ def _label_stats(targets: np.ndarray, table: MoleculeTable) -> dict[str, dict[st
         if table.task_type == "classification":
             stats["positives"] = int((labels == 1).sum())
             stats["positive_rate"] = float(labels.mean()) if len(labels) else None
+        elif table.task_type == "multiclass":
+            classes, counts = np.unique(labels, return_counts=True)
+            stats["class_counts"] = {int(c): int(n) for c, n in zip(classes, counts, strict=True)}
         else:
             finite = labels[np.isfinite(labels)]
             stats["not_finite"] = len(labels) - len(finite)
@@ -314,9 +317,11 @@ def _label_figure(targets: np.ndarray, table: MoleculeTable):  # noqa: ANN202 - 
     fig, axes = panels(len(table.tasks))
     for ax, (j, task) in zip(axes, enumerate(table.tasks), strict=False):
         labels = targets[~np.isnan(targets[:, j]), j]
-        if table.task_type == "classification":
-            counts = [int((labels == 0).sum()), int((labels == 1).sum())]
-            ax.bar(["0", "1"], counts, color=["#7a9", "#d65"])
+        if table.task_type in ("classification", "multiclass"):
+            n_classes = int(labels.max()) + 1 if labels.size else 0
+            classes = range(2 if table.task_type == "classification" else n_classes)
+            counts = [int((labels == c).sum()) for c in classes]
+            ax.bar([str(c) for c in classes], counts, color=["#7a9", "#d65", "#58a", "#c9a"])
             ax.set_title(f"{task}: class balance", fontsize=9)
         else:
             finite = labels[np.isfinite(labels)]
@@ -347,9 +352,8 @@ def _outliers(
     tasks: list[str],
     task_type: str,
 ) -> list[dict[str, Any]]:
-    columns = (
-        {} if task_type == "classification" else {t: targets[:, j] for j, t in enumerate(tasks)}
-    )
+    labels_are_values = task_type == "regression"  # class labels have no outliers
+    columns = {t: targets[:, j] for j, t in enumerate(tasks)} if labels_are_values else {}
     columns["heavy atoms"] = descriptors["heavy atoms"].to_numpy(dtype=float)
     out = []
     for name, values in columns.items():
@@ -425,6 +429,14 @@ def _split_section(
             if table.task_type == "classification":
                 ax.bar(name, labels.mean() if len(labels) else 0.0)
                 ax.set_ylabel("positive rate")
+            elif table.task_type == "multiclass":
+                known = targets[np.isfinite(targets[:, j]), j]
+                classes = np.arange(int(known.max()) + 1 if known.size else 0)
+                shares = [(labels == c).mean() if len(labels) else 0.0 for c in classes]
+                ax.plot(classes, shares, marker="o", label=name)
+                ax.set_xticks(classes)
+                ax.set_xlabel("class")
+                ax.set_ylabel("share of the part")
             elif len(labels):
                 ax.hist(labels, bins=20, density=True, histtype="step", lw=2, label=name)
                 ax.set_ylabel("density")

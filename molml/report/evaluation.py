@@ -24,6 +24,7 @@ from molml.predict import Predictor, load_model
 from molml.report.heldout import resolve_run, split_molecules, trained_elsewhere
 from molml.report.page import Page, panels, write_json
 from molml.report.stats import (
+    best_youden_j,
     bootstrap_ci,
     metrics_for,
     morgan_fingerprints,
@@ -138,6 +139,16 @@ def eval_report(
             youden_threshold(y_val[labelled_val], p[labelled_val, j]) if classification else None
             for p in val_pred
         ]
+        if classification and len(np.unique(y_val[labelled_val])) == 2:
+            for name, p, threshold in zip(names, val_pred, thresholds, strict=True):
+                best = best_youden_j(y_val[labelled_val], p[labelled_val, j])
+                if best <= 0:
+                    warnings.append(
+                        f"Task {task!r}, model {name}: on the validation split no threshold "
+                        f"separates the classes better than chance (best Youden J {best:.2f}), "
+                        f"so the chosen threshold ({threshold:.2f}) and the accuracy and "
+                        "confusion matrix at it mean little."
+                    )
         sim = similarity[labelled]
         task_report = _score_task(y, preds, names, thresholds, table.task_type, n_bootstrap, seed)
         task_report["similarity_bins"] = _by_similarity(y, preds, names, thresholds, sim)

@@ -126,6 +126,13 @@ def nearest_similarity(query: Sequence, reference: Sequence) -> np.ndarray:
     return np.array([max(DataStructs.BulkTanimotoSimilarity(fp, reference)) for fp in query])
 
 
+def best_youden_j(y: np.ndarray, p: np.ndarray) -> float:
+    """The largest Youden J (TPR - FPR) over all thresholds of ``p`` on two-class ``y``: 0 or
+    less when no threshold separates the classes better than chance."""
+    fpr, tpr, _ = roc_curve(y, p)
+    return float(np.max(tpr - fpr))
+
+
 def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The probability threshold maximising Youden's J (TPR - FPR) on ``(y, p)``; 0.5 when
     ``y`` has one class."""
