@@ -33,6 +33,7 @@ from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
 from molml.models.module import MoleculeModel, check_precision
 from molml.models.precision import native_bf16
+from molml.models.sigterm import forward_sigterm_without_broadcast
 from molml.options import creatable_directory, same_config
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS
 from molml.tracking import (
@@ -703,6 +704,7 @@ def parser_kwargs(**kwargs: str) -> dict[str, Any]:
 def make_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> MolmlCLI:
     """Build the Lightning CLI (``run=False`` instantiates without running a verb; ``args`` may
     then be a complete config as a dict, e.g. from :func:`full_config`)."""
+    forward_sigterm_without_broadcast()
     return _build(MolmlCLI, args, run)
 
 

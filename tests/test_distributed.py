@@ -170,3 +170,36 @@ def test_bf16_mixed_training_on_cpu_saves_a_loadable_checkpoint(tmp_path: Path) 
     assert (predictions["status"] == "ok").all()
     assert np.isfinite(predictions["logp"]).all()
     assert np.isfinite(logged(tmp_path / "runs" / "ddp" / "version_0", "val/rmse"))
+
+
+def test_sigterm_under_ddp_forwards_the_signal_without_a_collective(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broadcast inside the SIGTERM handler could meet another rank's different collective
+    and hang both; molml's notifier forwards the signal once and calls no collective."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
+
+    from molml.models.sigterm import LIGHTNING_SIGTERM_NOTIFIER, forward_sigterm_without_broadcast
+
+    def no_collective(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a collective inside the signal handler")
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "broadcast", no_collective)
+    # Lightning's notifier first, whether or not an earlier molml run replaced it already
+    monkeypatch.setattr(_SignalConnector, "_sigterm_notifier_fn", LIGHTNING_SIGTERM_NOTIFIER)
+    killed: list[int] = []
+    launcher = SimpleNamespace(kill=killed.append)
+    trainer = SimpleNamespace(
+        world_size=2, local_rank=0, strategy=SimpleNamespace(launcher=launcher, root_device="cpu")
+    )
+    connector = _SignalConnector(trainer)
+    with pytest.raises(AssertionError, match="collective"):  # Lightning's own notifier
+        connector._sigterm_notifier_fn(15, None)
+    forward_sigterm_without_broadcast()
+    connector = _SignalConnector(trainer)
+    connector._sigterm_notifier_fn(15, None)
+    connector._sigterm_notifier_fn(15, None)
+    assert killed == [15, 15] and connector.received_sigterm  # Lightning's call, then ours once

@@ -38,6 +38,7 @@ from molml.data.readers import (
 )
 from molml.errors import DataError
 from molml.models.precision import REDUCED_PRECISIONS, default_inference_precision
+from molml.models.sigterm import forward_sigterm_without_broadcast
 from molml.options import check_int
 from molml.predict import load_model
 from molml.screen.chunks import ScreenDataModule
@@ -164,6 +165,7 @@ def screen_library(
             reader_options=reader_options,
             is_done=parts.is_done,
         )
+        forward_sigterm_without_broadcast()
         try:
             trainer = L.Trainer(
                 accelerator=accelerator,
