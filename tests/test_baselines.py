@@ -252,7 +252,7 @@ def test_invalid_smiles_are_counted_and_reported(invalid_csv: Path, caplog, tmp_
     invalid_rows = pd.read_csv(tmp_path / "invalid_rows.csv")
     assert invalid_rows["row"].tolist() == [position + 2 for position in sorted(INVALID)]
     assert invalid_rows["position"].tolist() == sorted(INVALID)  # split.json's numbering
-    with pytest.raises(DataError, match="strict=True"):
+    with pytest.raises(DataError, match=r"so the run stops \(data.strict\)"):
         fit_baseline(config(DataConfig(path=str(invalid_csv), strict=True)))
 
 

@@ -191,7 +191,7 @@ def test_invalid_smiles_strict(invalid_csv) -> None:
     with pytest.raises(DataError) as info:
         dm.setup("fit")
     message = str(info.value)
-    assert "with_invalid.csv" in message and "strict=True" in message
+    assert "with_invalid.csv" in message and "so the run stops (data.strict)" in message
     assert all(f"row {line}:" in message for line in bad_lines)
 
 
