@@ -129,13 +129,15 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 
 
 def _peer_gone(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) only says another process of the
-    distributed run went away."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if any(text in str(seen) for text in PEER_GONE):
+    """Whether ``exc``, or the exception it was explicitly raised from (``raise ... from``,
+    followed to its root), only says another process of the distributed run went away."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if any(text in str(link) for text in PEER_GONE):
             return True
-        seen = seen.__cause__ or seen.__context__
+        link = link.__cause__
     return False
 
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     creatable_directory(args.out, f"--out {args.out} cannot be made")
 
     from molml.predict import load_model
-    from molml.training import full_config, make_cli
+    from molml.training import full_config, make_cli, prepare_mlflow_loggers
 
     out = Path(args.out)
     data_csv = out / "nci5k_logp.csv"
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
                 artifact_location=str(out.parent / "mlartifacts"),
             )
     cli = make_cli(settings, run=False)
+    prepare_mlflow_loggers(cli.trainer)  # as the fit verb does: the run named after its folder
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     best = cli.trainer.checkpoint_callback.best_model_path
     test_metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)[0]

@@ -469,7 +469,7 @@ def _check_prediction_outputs(callbacks: Any) -> None:
         if not str(getattr(callback, "class_path", "")).endswith("PredictionWriter"):
             continue
         output = (getattr(callback, "init_args", None) or {}).get("output")
-        if output is None:
+        if not output:  # the run folder's predictions.csv
             continue
         problem = f"PredictionWriter output {output}"
         if Path(output).is_dir():

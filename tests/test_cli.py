@@ -870,6 +870,15 @@ def test_other_processes_of_a_distributed_run_print_only_their_own_errors(
     with pytest.raises(SystemExit) as exit_info:
         run_command("molml fit", peer_gone)
     assert exit_info.value.code == 1 and capsys.readouterr().err == ""
+
+    def cyclic() -> None:  # a chain that loops back on itself is followed once
+        first, second = RuntimeError("disk full"), RuntimeError("while saving")
+        first.__cause__, second.__cause__ = second, first
+        raise first
+
+    with pytest.raises(SystemExit):
+        run_command("molml fit", cyclic)
+    assert "disk full" in capsys.readouterr().err
     monkeypatch.setenv("NODE_RANK", "1")  # another node may read other files: said
     with pytest.raises(SystemExit):
         run_command("molml fit", bad_input)

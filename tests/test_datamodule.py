@@ -185,6 +185,19 @@ def test_invalid_smiles_are_reported_with_rows(invalid_csv, caplog) -> None:
     assert batch.y.shape == (min(64, len(dm.split.train)), 1) and bool(batch.y_mask.all())
 
 
+def test_invalid_smiles_are_reported_once_per_run_not_per_process(
+    invalid_csv, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under DDP every process reads the data: only the first one warns."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    path, _ = invalid_csv
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with caplog.at_level(logging.WARNING, logger="molml"):
+        make_dm(path, split="random").setup("fit")
+    assert not any("could not be featurized" in r.getMessage() for r in caplog.records)
+
+
 def test_invalid_smiles_strict(invalid_csv) -> None:
     path, bad_lines = invalid_csv
     dm = make_dm(path, strict=True)

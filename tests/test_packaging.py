@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from conftest import REPO, require_dataset
@@ -75,9 +76,11 @@ def test_installed_molml_is_not_the_checkout(installed: Path, tmp_path: Path) ->
 
 
 def test_quickstart_runs_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
-    out = tmp_path / "qs"
+    """Into a folder whose name starts with '-' (passed on as option values, such a path was
+    read as an option)."""
+    out = tmp_path / "-qs"
     result = run_installed(
-        installed, tmp_path, "-m", "molml.cli", "quickstart", "--max-epochs", "1", "--out", str(out)
+        installed, tmp_path, "-m", "molml.cli", "quickstart", "--max-epochs", "1", "--out=-qs"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "molml quickstart done" in result.stdout
@@ -87,6 +90,9 @@ def test_quickstart_runs_from_the_installed_wheel(installed: Path, tmp_path: Pat
     # the run is under --out too, and MLflow's database beside it
     assert list(out.glob("version_*/checkpoints/best.ckpt"))
     assert (tmp_path / "mlflow.db").is_file() and not (tmp_path / "runs").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.run_name == "-qs/version_0"  # named after its folder, not a random name
 
 
 def test_fit_a_shipped_config_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:

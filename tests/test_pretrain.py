@@ -294,6 +294,9 @@ def test_pretraining_validation_is_split_over_processes_without_repeats(tmp_path
         data.trainer = SimpleNamespace(world_size=2, global_rank=rank)
         seen += list(data.val_dataloader().sampler)
     assert sorted(seen) == list(range(11))
+    data.trainer = SimpleNamespace(world_size=12, global_rank=0)
+    with pytest.raises(DataError, match="11 pretraining validation molecules are fewer than"):
+        data.val_dataloader()
 
 
 def test_fine_tuning_starts_from_the_pretrained_encoder(pretrained_run: dict) -> None:

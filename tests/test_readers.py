@@ -452,3 +452,22 @@ def test_parse_errors_name_lines_after_a_field_that_spans_lines(tmp_path: Path) 
     extra.write_text('smiles,name\nCCO,"a\nb"\nCCC,x,3\n')
     with pytest.raises(DataError, match="line 4 has 3 fields"):
         read_molecules(extra)
+
+
+def test_a_file_without_one_valid_molecule_names_its_most_common_kind_of_failure(
+    tmp_path: Path,
+) -> None:
+    """Grouped by kind (not the first of many one-off messages, each quoting its SMILES)."""
+    import pandas as pd
+
+    from molml.data.readers import check_some_valid
+
+    path = write(tmp_path / "lib.csv", "smiles\na\nb\nC(C)(C)(C)(C)C\n")
+    statuses = [
+        "invalid SMILES syntax: 'a'",
+        "invalid SMILES syntax: 'b'",
+        "RDKit cannot sanitize SMILES 'C(C)(C)(C)(C)C': Explicit valence",
+    ]
+    frame = pd.DataFrame({"smiles": ["a", "b", "C(C)(C)(C)(C)C"], "status": statuses})
+    with pytest.raises(DataError, match=r"most often: invalid SMILES syntax; every row"):
+        check_some_valid(frame, path, tmp_path / "out.csv")

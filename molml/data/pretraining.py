@@ -551,6 +551,12 @@ class PretrainDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = None
         if trainer is not None and trainer.world_size > 1:
+            if len(dataset) < trainer.world_size:  # the sampler would fail with an assertion
+                raise DataError(
+                    f"the {len(dataset)} pretraining validation molecules are fewer than the "
+                    f"{trainer.world_size} processes (--trainer.devices, --trainer.num_nodes) "
+                    "they are divided over: raise data.val_size or run on fewer devices"
+                )
             # each validation molecule on one rank only (Lightning's default sampler pads the
             # ranks by repeating molecules, counting them twice in val/loss)
             sampler = UnrepeatedDistributedSampler(
