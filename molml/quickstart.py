@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         cli_args += [f"--trainer.max_epochs={args.max_epochs}"]
     with resources.as_file(CONFIG) as config:
         settings = full_config([f"--config={config}", *cli_args])
+    if settings["data"].get("cache_dir"):  # beside --out, as MLflow is, not in the cwd
+        settings["data"]["cache_dir"] = str(out.parent / ".molml_cache")
     for logger in settings["trainer"]["logger"]:  # the run goes under --out, MLflow beside it
         init_args = logger.setdefault("init_args", {})
         if logger["class_path"].endswith("CSVLogger"):
