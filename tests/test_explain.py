@@ -764,6 +764,13 @@ def test_a_classifier_drawing_names_the_explained_logit_beside_the_probability(
     caption = f"has_n = {1 / (1 + math.exp(-2.0)):.4g} (logit 2)"
     assert value_caption(item, "logit") == caption  # the drawing's legend starts with it
     assert caption in page and "IG completeness gap: logit " in page
+    # a probability that differs from the one explained (a calibrated model's) is shown too
+    (prob,) = explain(predictor, "NCCc1ccncc1", baseline="zeros", steps=16, explained="probability")
+    assert value_caption(prob, "probability") == f"has_n = {prob.prediction:.4g}"
+    prob.prediction = 0.95
+    assert value_caption(prob, "probability") == (
+        f"has_n = 0.95 (explained: probability {prob.explained_value:.4g})"
+    )
     (value,) = explain(nitrogen_counter(), "NCC", baseline="zeros", steps=16)
     write_explanations([value], tmp_path / "reg", units="target units")
     page = (tmp_path / "reg" / "index.html").read_text()

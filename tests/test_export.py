@@ -343,3 +343,12 @@ def test_a_parity_sample_without_molecules_is_refused(tmp_path: Path) -> None:
     pd.DataFrame({"smiles": ["CCO", "nope"]}).to_csv(tmp_path / "ok.csv", index=False)
     smiles, description = read_sample(tmp_path / "ok.csv")
     assert smiles[-2:] == ["CCO", "nope"] and description == str(tmp_path / "ok.csv")
+
+
+def test_several_models_are_refused_not_all_but_the_last_dropped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", "a.ckpt", "--model", "b.ckpt"])
+    assert exit_info.value.code == 2
+    assert "--model given 2 times: export writes one checkpoint" in capsys.readouterr().err

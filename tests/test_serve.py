@@ -438,6 +438,42 @@ def test_an_overloaded_model_answers_503_at_once_and_recovers(predictor: Predict
         assert again.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [{"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}, {}],
+)
+def test_a_body_not_declared_json_is_415_naming_the_header(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    response = client.post("/predict", content=b'{"smiles": ["CCO"]}', headers=headers)
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
+def test_a_second_explanation_while_one_runs_answers_503_at_once(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Explanations share the model thread with predictions: they do not queue up behind
+    each other (which stalled predictions without bound), one runs at a time."""
+    from molml.serve import app as serving
+
+    def slow_explain(*args: object, **kwargs: object) -> object:
+        time.sleep(1.0)
+        return molml.explain.explain(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "explain", slow_explain)
+    with TestClient(create_app({"m": predictor})) as client, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/explain", json={"smiles": ["CCO"], "steps": 8})
+        time.sleep(0.3)
+        started = time.perf_counter()
+        refused = client.post("/explain", json={"smiles": ["CCN"], "steps": 8})
+        assert refused.status_code == 503 and time.perf_counter() - started < 0.5
+        assert refused.headers["Retry-After"] == "1"
+        assert "explanations run one at a time" in refused.json()["detail"]
+        assert first.result().status_code == 200
+        assert client.post("/explain", json={"smiles": ["CCN"], "steps": 8}).status_code == 200
+
+
 def test_explain_returns_atom_scores_in_input_order_with_statuses(
     client: TestClient, predictor: Predictor
 ) -> None:

@@ -118,10 +118,19 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
 
 def value_caption(item: MoleculeExplanation, units: str) -> str:
     """``task = prediction``, followed by the explained logit where the scores explain a
-    classifier's logit rather than the probability it predicts."""
+    classifier's logit rather than the probability it predicts, or by the explained probability
+    where it is not the one predicted (a calibrated model's scores explain the probability of
+    the model under its calibration)."""
     caption = f"{item.task} = {item.prediction:.4g}"
-    if units == "logit" and math.isfinite(item.explained_value):
-        caption += f" ({_in_units(item.explained_value, units, 4)})"
+    explained = item.explained_value
+    if units == "logit" and math.isfinite(explained):
+        caption += f" ({_in_units(explained, units, 4)})"
+    elif (
+        units == "probability"
+        and math.isfinite(explained)
+        and not math.isclose(explained, item.prediction, abs_tol=5e-4)
+    ):
+        caption += f" (explained: probability {explained:.4g})"
     return caption
 
 

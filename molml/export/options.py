@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
             "reproduces the PyTorch model's predictions."
         ),
     )
-    parser.add_argument("--model", required=True, help="graph checkpoint (.ckpt)")
+    parser.add_argument(
+        "--model", required=True, action="append", help="graph checkpoint (.ckpt); one only"
+    )
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
     parser.add_argument("--output", help="output file (default: the checkpoint's name + format)")
     parser.add_argument(
@@ -48,4 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """``molml export``'s arguments from ``argv`` (exits on ``--help`` or a usage error)."""
-    return build_parser().parse_args(list(argv))
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    if len(args.model) > 1:  # screen, explain and serve take several as an ensemble
+        parser.error(
+            f"--model given {len(args.model)} times: export writes one checkpoint to one file; "
+            "export each on its own (screen, explain and serve take several --model as an "
+            "ensemble)"
+        )
+    args.model = args.model[0]
+    return args

@@ -271,6 +271,7 @@ def create_app(
     }
     default = next(iter(served)) if len(served) == 1 else None
     model_thread: dict[str, ThreadPoolExecutor] = {}
+    explaining: list[str] = []  # the model of the explanation running (one at a time)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -384,6 +385,14 @@ def create_app(
         except MolmlError as exc:
             raise HTTPException(422, f"model {name!r}: {error_message(exc)}") from exc
 
+        if explaining:  # explanations are not micro-batched: one waits at most, not a queue
+            raise HTTPException(
+                503,
+                f"an explanation with model {explaining[0]!r} is running and explanations run "
+                "one at a time; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+
         def run() -> list[MoleculeExplanation]:
             return explain(
                 predictor,
@@ -394,6 +403,7 @@ def create_app(
                 explained=request.explained,
             )
 
+        explaining.append(name)
         try:  # in the model thread, so a model never runs two requests at once
             explanations = await asyncio.get_running_loop().run_in_executor(
                 model_thread["executor"], run
@@ -401,6 +411,8 @@ def create_app(
         except Exception as exc:  # noqa: BLE001 - a failing model is a 500 with its reason
             log.exception("explaining with model %s failed", name)
             raise HTTPException(500, f"model {name!r} failed: {error_message(exc)}") from exc
+        finally:
+            explaining.clear()
         return ExplainResponse(
             model=name,
             method=method,

@@ -94,7 +94,8 @@ class ServiceMetrics:
 
 class RequestMetrics:
     """ASGI middleware: counts and times every HTTP request by route and status code, and
-    refuses request bodies over ``max_body_bytes`` with 413 before they are parsed."""
+    refuses request bodies over ``max_body_bytes`` with 413 and bodies that are not declared
+    JSON with 415, before they are parsed."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics, max_body_bytes: int) -> None:
         self.app = app
@@ -115,10 +116,19 @@ class RequestMetrics:
             f"request body is larger than {limit} bytes; send fewer molecules per request",
         )
 
+        content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+        media_type = content_type.split(";", 1)[0].strip().lower()
+
         async def limited_receive() -> Message:
             nonlocal received
             if declared.isdigit() and int(declared) > limit:
                 raise too_large
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise HTTPException(
+                    415,
+                    "send the request body as JSON with the header 'Content-Type: "
+                    f"application/json' (got {content_type or 'no Content-Type'!r})",
+                )
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
