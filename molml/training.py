@@ -436,9 +436,15 @@ def checkpoint_folder(trainer: L.Trainer, callback: Any) -> Path | None:
     logger = trainer.loggers[0]
     if not isinstance(logger, (CSVLogger, TensorBoardLogger)) or "://" in str(logger.root_dir):
         return None
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     save_dir = logger.save_dir or trainer.default_root_dir
-    return Path(save_dir) / str(logger.name) / version / "checkpoints"
+    return Path(save_dir) / str(logger.name) / version_folder(logger) / "checkpoints"
+
+
+def version_folder(logger: CSVLogger | TensorBoardLogger) -> str:
+    """The run folder's name under the logger's name: ``version_<n>``, or a version given as
+    text as it is."""
+    version = logger.version
+    return version if isinstance(version, str) else f"version_{version}"
 
 
 def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
@@ -482,8 +488,7 @@ def _run_folder_name(trainer: L.Trainer) -> str | None:
     gets (else MLflow draws a random one, the same in every run once the seed is fixed)."""
     for logger in trainer.loggers:
         if isinstance(logger, (CSVLogger, TensorBoardLogger)):
-            version = logger.version
-            return f"{logger.name}/{version if isinstance(version, str) else f'version_{version}'}"
+            return f"{logger.name}/{version_folder(logger)}"
     return None
 
 

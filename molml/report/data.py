@@ -423,6 +423,9 @@ def _split_section(
     )
     fig, axes = panels(len(table.tasks) + 1)
     for ax, (j, task) in zip(axes, enumerate(table.tasks), strict=False):
+        if table.task_type == "multiclass":
+            known = targets[np.isfinite(targets[:, j]), j]
+            classes = np.arange(int(known.max()) + 1 if known.size else 0)
         for name, part in parts.items():
             labels = targets[part, j]
             labels = labels[np.isfinite(labels)]  # infinite labels are counted in the table
@@ -430,8 +433,6 @@ def _split_section(
                 ax.bar(name, labels.mean() if len(labels) else 0.0)
                 ax.set_ylabel("positive rate")
             elif table.task_type == "multiclass":
-                known = targets[np.isfinite(targets[:, j]), j]
-                classes = np.arange(int(known.max()) + 1 if known.size else 0)
                 shares = [(labels == c).mean() if len(labels) else 0.0 for c in classes]
                 ax.plot(classes, shares, marker="o", label=name)
                 ax.set_xticks(classes)
