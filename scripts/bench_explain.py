@@ -75,6 +75,7 @@ from molml.chem.fingerprints import MorganFingerprint
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.registry import dataset_path
 from molml.explain import explain
+from molml.explain.graph import ATOMS_PER_PASS
 from molml.models import DMPNN, GINE, GPS, AttentiveFP, MoleculeModel
 from molml.predict import BaselinePredictor, EnsemblePredictor, GraphPredictor, Predictor
 
@@ -552,33 +553,70 @@ def reference_loop(smiles: list[str], steps: int) -> float:
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     """Molecules/s of Integrated Gradients on the same random HIV molecules: molml batched (fp32
-    and bf16), molml one molecule per call, and the plain PyG + Captum loop."""
+    and bf16) on ``--device``, molml one molecule per call, and the plain PyG + Captum loop (on
+    the CPU, as the reference was measured). ``--batch-sizes`` and ``--atoms-per-pass`` also
+    time the batched run at other chunk sizes (rows of ``sweep``)."""
     smiles, _ = read_molecules(args.speed_molecules * 4)
     rng = np.random.default_rng(0)
     smiles = [smiles[i] for i in rng.permutation(len(smiles))[: args.speed_molecules]]
+    looped = smiles[: args.loop_molecules]
     torch.manual_seed(0)
-    predictor = GraphPredictor(MoleculeModel(encoder=DMPNN(hidden_dim=300, depth=3)))
-    result: dict[str, Any] = {"molecules": len(smiles), "torch_threads": torch.get_num_threads()}
+    model = MoleculeModel(encoder=DMPNN(hidden_dim=300, depth=3)).to(args.device)
+    predictor = GraphPredictor(model)
+    device = torch.device(args.device)
+    result: dict[str, Any] = {
+        "molecules": len(smiles),
+        "loop_molecules": len(looped),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
 
-    def rate(run: Any) -> float:
+    def rate(run: Any, count: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         run()
-        return round(len(smiles) / (time.perf_counter() - start), 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return round(count / (time.perf_counter() - start), 1)
+
+    def batched(precision: str, batch_size: int | None) -> float:
+        explain(predictor, smiles[:8], precision=precision)  # warm-up
+        return rate(
+            lambda: explain(
+                predictor, smiles, steps=args.steps, precision=precision, batch_size=batch_size
+            ),
+            len(smiles),
+        )
 
     for precision in ("32", "bf16-mixed"):
-        explain(predictor, smiles[:8], precision=precision)  # warm-up
-        result[f"molml_batched_{precision}"] = rate(
-            lambda p=precision: explain(predictor, smiles, steps=args.steps, precision=p)
-        )
+        result[f"molml_batched_{precision}"] = batched(precision, None)  # the defaults
+    default_atoms = ATOMS_PER_PASS.copy()
+    sweep = []
+    for batch_size, atoms in itertools.product(args.batch_sizes, args.atoms_per_pass):
+        ATOMS_PER_PASS["cpu" if device.type == "cpu" else "other"] = atoms
+        for precision in ("32", "bf16-mixed"):
+            sweep.append(
+                {
+                    "batch_size": batch_size,
+                    "atoms_per_pass": atoms,
+                    "precision": precision,
+                    "molecules_per_second": batched(precision, batch_size),
+                }
+            )
+            print(sweep[-1], flush=True)
+        ATOMS_PER_PASS.update(default_atoms)
     result["molml_one_at_a_time_32"] = rate(
-        lambda: [explain(predictor, smi, steps=args.steps) for smi in smiles]
+        lambda: [explain(predictor, smi, steps=args.steps) for smi in looped], len(looped)
     )
-    reference = reference_loop(smiles, args.steps)
+    reference = reference_loop(looped, args.steps)
     result["pyg_captum_gine64_one_at_a_time"] = round(reference, 1)
     for precision in ("32", "bf16-mixed"):
         result[f"ratio_batched_{precision}"] = round(
             result[f"molml_batched_{precision}"] / reference, 2
         )
+    if sweep:
+        result["sweep"] = sweep
     return result
 
 
@@ -696,6 +734,16 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--speed-molecules", type=int, default=100)
+    parser.add_argument(
+        "--loop-molecules", type=int, default=None, help="molecules for the one-at-a-time rates"
+    )
+    parser.add_argument("--device", default="cpu", help="the D-MPNN's device for speed: cpu, cuda")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="*", default=[], help="speed sweep: molecules per chunk"
+    )
+    parser.add_argument(
+        "--atoms-per-pass", type=int, nargs="*", default=[], help="speed sweep: atoms per pass"
+    )
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--no-faithfulness", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -723,7 +771,11 @@ def main() -> None:
     summary(record)
     if record["speed"]:
         print("\n## Integrated Gradients speed (D-MPNN hidden 300, depth 3)\n")
-        print(markdown(pd.DataFrame([record["speed"]])))
+        rates = {k: v for k, v in record["speed"].items() if k != "sweep"}
+        print(markdown(pd.DataFrame([rates])))
+        if record["speed"].get("sweep"):
+            print("\n## Batched Integrated Gradients by chunk size (molecules/s)\n")
+            print(markdown(pd.DataFrame(record["speed"]["sweep"])))
 
 
 if __name__ == "__main__":

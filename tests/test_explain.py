@@ -532,6 +532,8 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
         (["--table", "shap_summary.csv"], 2, "another file of the run"),
         (["--inputs", "atoms", "--method", "occlusion"], 2, "inputs='atoms' applies"),
         (["--method", "saliency", "--steps", "20"], 2, "method 'saliency' takes none"),
+        (["--device", "gpu0"], 2, "--device 'gpu0' is not a device"),
+        (["--device", f"cuda:{torch.cuda.device_count()}"], 2, "--device 'cuda:"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--output", str(out), *extra])

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from molml.data.readers import SDF_TITLE, file_kind, read_molecules
 from molml.errors import DataError
 from molml.explain.core import TABLE_COLUMNS, MoleculeExplanation
@@ -24,6 +26,7 @@ from molml.explain.run import (
 )
 from molml.options import check_int
 from molml.predict import load_model
+from molml.predict.loading import check_device
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,16 @@ def run_parsed(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.steps is not None:
         check_int(args.steps, "--steps", minimum=1)
-    check_int(args.batch_size, "--batch-size", minimum=1)
+    if args.batch_size is not None:
+        check_int(args.batch_size, "--batch-size", minimum=1)
     check_table_name(args.table)
     check_input_kept(args.input, args.output, args.table)
-    predictor = load_model(args.model)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device, "--device")
+    predictor = load_model(args.model, map_location=device)
+    log.info("graph models run on %s", device)
     method, _, _ = check_settings(
         predictor,
         args.method,

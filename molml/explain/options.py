@@ -64,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--steps", type=int, help=f"Integrated Gradients interpolation steps ({IG_STEPS})"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="molecules per chunk (32)")
+    parser.add_argument(
+        "--batch-size", type=int, help="molecules per chunk (default 32 on the CPU, 256 on a GPU)"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where graph models run: cpu, cuda, cuda:1, ... (default auto: the first GPU if "
+        "there is one, else the CPU)",
+    )
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -31,7 +31,7 @@ from molml.explain.drawing import (
     shap_summary,
     write_index,
 )
-from molml.explain.graph import explain_graph
+from molml.explain.graph import BATCH_SIZE, explain_graph
 from molml.explain.options import (
     ATTRIBUTION_INPUTS,
     BIT_MAPPINGS,
@@ -57,7 +57,7 @@ def explain(
     task: str | None = None,
     *,
     steps: int | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     precision: str = "32",
     shap_mapping: str = "shared",
     inputs: str = "atoms_and_bonds",
@@ -75,7 +75,8 @@ def explain(
         task: the prediction column to explain (default: the first).
         steps: Integrated Gradients interpolation steps (default ``IG_STEPS``, 50); refused
             for other methods, which take no steps.
-        batch_size: molecules per chunk of work.
+        batch_size: molecules per chunk of work (default: 32 when a graph model runs on the
+            CPU, else 256; see ``molml.explain.graph.BATCH_SIZE``).
         precision: ``"32"`` or ``"bf16-mixed"`` (graph models: attribution passes under bf16
             autocast, about 3x faster on CPUs with native bf16, scores within a few percent).
         shap_mapping: how baselines' Morgan bits reach atoms: ``"shared"`` (each bit's value
@@ -103,7 +104,8 @@ def explain(
     its ``prediction`` is the calibrated probability.
     Use :func:`explanations_frame` for one table.
     """
-    check_int(batch_size, "batch_size", minimum=1)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", minimum=1)
     smiles = as_smiles_list(smiles)
     members = predictor.members
     method, baseline, column = check_settings(
@@ -118,6 +120,8 @@ def explain(
         explained=explained,
     )
     on_cpu = any(isinstance(m, GraphPredictor) and m.model.device.type == "cpu" for m in members)
+    if batch_size is None:
+        batch_size = BATCH_SIZE["cpu" if on_cpu else "other"]
     if precision == "bf16-mixed" and on_cpu and not native_bf16("cpu"):
         log.warning(
             "precision bf16-mixed on this CPU is emulated (it has no AVX512-BF16 or AMX): "

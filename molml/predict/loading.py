@@ -55,33 +55,33 @@ def load_model(
     (see :func:`molml.register_encoder`); anything else raises
     :class:`molml.errors.CheckpointError`.
     """
-    _check_map_location(map_location)
+    check_device(map_location)
     if threads is not None:
         check_int(threads, "threads", minimum=1)
     return _load(path, map_location, mc_dropout, frozenset(), threads)
 
 
-def _check_map_location(map_location: str | torch.device) -> None:
-    """A device the models can be put on: the CPU or an accelerator this machine has."""
+def check_device(device: str | torch.device, name: str = "map_location") -> None:
+    """A device models can be put on, the CPU or an accelerator this machine has; otherwise a
+    :class:`DataError` naming the option ``name`` and the device types there are."""
     try:
-        device = torch.device(map_location)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise DataError(f"map_location {map_location!r} is not a device: {exc}") from exc
-    if device.type == "cpu":
+        raise DataError(f"{name} {device!r} is not a device: {exc}") from exc
+    if parsed.type == "cpu":
         return
-    if device.type == "meta":
-        raise DataError(f"map_location {map_location!r}: models cannot run on the meta device")
-    count = _device_count(device.type)
+    if parsed.type == "meta":
+        raise DataError(f"{name} {device!r}: models cannot run on the meta device")
+    count = _device_count(parsed.type)
     if not count:
         here = ["cpu"] + [kind for kind in ("cuda", "xpu", "mps") if _device_count(kind)]
         raise DataError(
-            f"map_location {map_location!r}: no {device.type} device is available here "
+            f"{name} {device!r}: no {parsed.type} device is available here "
             f"(device types here: {', '.join(here)})"
         )
-    if device.index is not None and device.index >= count:
+    if parsed.index is not None and parsed.index >= count:
         raise DataError(
-            f"map_location {map_location!r}: this machine has {count} {device.type} "
-            "device(s), numbered from 0"
+            f"{name} {device!r}: this machine has {count} {parsed.type} device(s), numbered from 0"
         )
 
 
