@@ -254,6 +254,7 @@ SET_FROM_THE_DATA = {
     "--model.tasks": "give --data.target_columns instead",
     "--model.task_type": "give --data.task_type instead",
     "--model.num_classes": "it is the number of classes in the target column",
+    "--model.task_classes": "it is each target column's number of classes",
     "--model.featurizer": "give --data.featurizer instead",
     "--model.molecule_features": "give --data.molecule_features instead",
 }

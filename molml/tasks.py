@@ -63,21 +63,36 @@ def to_prediction(out: Tensor, task_type: str, mean: Tensor, std: Tensor) -> Ten
     return torch.softmax(out, dim=-1)
 
 
+def classes_per_task(targets: np.ndarray) -> list[int]:
+    """Multiclass: each task's class count, its largest label + 1 (labels ``0..k-1``; NaN =
+    missing), for targets ``[n, tasks]``; a task without labels counts 1."""
+    counts = []
+    for column in np.asarray(targets, dtype=float).T:
+        labelled = column[~np.isnan(column)]
+        counts.append(int(labelled.max()) + 1 if labelled.size else 1)
+    return counts
+
+
 class MolecularMetrics(Metric):
     """Collects predictions, targets and label masks; computes per-task metrics at the end.
 
     ``preds`` are in the original target units (regression), probabilities (classification,
     shape ``[n, tasks]``) or class probabilities (multiclass, ``[n, tasks, classes]``).
+    ``task_classes`` (multiclass): each task's own class count; a task is scored on its first
+    that many probability columns (default: all of them).
     """
 
     full_state_update = False
 
-    def __init__(self, task_type: str, task_names: list[str]) -> None:
+    def __init__(
+        self, task_type: str, task_names: list[str], task_classes: list[int] | None = None
+    ) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"unknown task type {task_type!r}; choose from {TASK_TYPES}")
         self.task_type = task_type
         self.task_names = list(task_names)
+        self.task_classes = list(task_classes) if task_classes else None
         self.add_state("preds", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
         self.add_state("mask", default=[], dist_reduce_fx="cat")
@@ -106,7 +121,10 @@ class MolecularMetrics(Metric):
                     stacklevel=2,
                 )
                 continue
-            for metric, value in self._task_metrics(preds[m, t], target[m, t], name).items():
+            p = preds[m, t]
+            if self.task_type == "multiclass" and self.task_classes:
+                p = p[:, : self.task_classes[t]]
+            for metric, value in self._task_metrics(p, target[m, t], name).items():
                 per_task.setdefault(metric, []).append(value)
                 per_task[f"{metric}/{name}"] = [value]
         return {
@@ -153,12 +171,16 @@ class MolecularMetrics(Metric):
 
 
 def score_predictions(
-    task_type: str, tasks: list[str], predictions: np.ndarray, targets: np.ndarray
+    task_type: str,
+    tasks: list[str],
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    task_classes: list[int] | None = None,
 ) -> dict[str, float]:
     """:class:`MolecularMetrics` of ``predictions`` (as the class describes them) against
     ``targets`` ``[n, tasks]`` (NaN = missing label): averages and ``<metric>/<task>``."""
     labelled = ~np.isnan(targets)
-    metrics = MolecularMetrics(task_type, tasks)
+    metrics = MolecularMetrics(task_type, tasks, task_classes)
     metrics.update(  # torch.tensor copies: the arrays may be read-only (pandas)
         torch.tensor(predictions, dtype=torch.float32),
         torch.tensor(np.where(labelled, targets, 0.0)),

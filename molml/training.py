@@ -72,6 +72,7 @@ class MolmlCLI(LightningCLI):
             ("data.tasks", "model.tasks"),
             ("data.task_type", "model.task_type"),
             ("data.num_classes", "model.num_classes"),
+            ("data.task_classes", "model.task_classes"),
             ("data.featurizer_config", "model.featurizer"),
             ("data.molecule_features_config", "model.molecule_features"),
         ):
@@ -393,7 +394,7 @@ def _plain(value: Any) -> Any:
 LIGHTNING_CKPT_ALIASES = ("best", "last", "hpc", "registry")
 # model arguments linked from the data config (see add_arguments_to_parser): Lightning puts a
 # checkpoint's other hyperparameters into the config, but the links set these from the data
-DATA_LINKED = ("num_classes", "molecule_features")
+DATA_LINKED = ("num_classes", "task_classes", "molecule_features")
 
 
 def claim_log_versions(trainer: L.Trainer) -> list[Path]:
@@ -502,7 +503,11 @@ def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> lis
         return {"class_path": config.get("class_path"), "init_args": init_args}
 
     def hparams(spec: dict[str, Any]) -> dict[str, Any]:
-        return spec.get("hparams") or {}
+        values = dict(spec.get("hparams") or {})
+        if spec.get("task_type") == "multiclass" and not values.get("task_classes"):
+            # a checkpoint from before per-task class counts: every task had num_classes
+            values["task_classes"] = [values.get("num_classes")] * len(spec.get("tasks") or [])
+        return values
 
     pairs = {
         "tasks": (stored.get("tasks"), configured.get("tasks")),

@@ -675,6 +675,45 @@ def test_molml_validate_logs_the_checkpoints_own_metrics(multiclass_run) -> None
     assert 0.0 < logged["val/loss"] < 2 * math.log(3)
 
 
+def test_tasks_with_fewer_classes_get_no_probability_for_the_others(
+    multiclass_run, tmp_path
+) -> None:
+    """A binary task beside a 3-class one: its third class has probability exactly 0 (fit,
+    load_model, ONNX export), it is scored on its own two classes (ROC-AUC, not skipped), and
+    the run's config rebuilds the model for ``molml test``."""
+    root = multiclass_run["root"]
+    table = pd.read_csv(multiclass_run["data"])
+    table["above_median"] = (table["logp_class"] >= 1).astype(int)
+    data = root / "two_tasks.csv"
+    table.to_csv(data, index=False)
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config["data"]["path"] = str(data)
+    config["data"]["target_columns"] = ["logp_class", "above_median"]
+    config["trainer"]["max_epochs"] = 1
+    (root / "two_tasks.yaml").write_text(yaml.safe_dump(config))
+    run = cli(root, "fit", "--config", str(root / "two_tasks.yaml"))
+    best = run / "checkpoints" / "best.ckpt"
+    tested = json.loads((run / "test_metrics.json").read_text())["best.ckpt"]
+    assert 0.0 <= tested["roc_auc/above_median"] <= 1.0
+    predictor = molml.load_model(best)
+    assert predictor.model.hparams.task_classes == [3, 2]
+    out = predictor.predict(table["smiles"].head(20).tolist())
+    assert (out["above_median_class2"] == 0.0).all()
+    binary = out[["above_median_class0", "above_median_class1"]].sum(axis=1)
+    assert np.allclose(binary, 1.0, atol=1e-6)
+    assert (out[[f"logp_class_class{k}" for k in range(3)]] > 0).all().all()
+    exported = tmp_path / "model.onnx"
+    molml_main(["export", "--model", str(best), "--output", str(exported)])
+    onnx_out = molml.load_model(exported).predict(table["smiles"].head(20).tolist())
+    assert (onnx_out["above_median_class2"] == 0.0).all()
+    assert np.allclose(onnx_out["above_median_class1"], out["above_median_class1"], atol=1e-4)
+    retested = cli(root, "test", "--config", str(run / "config.yaml"), "--ckpt_path", str(best))
+    logged = pd.read_csv(retested / "metrics.csv").iloc[-1]
+    assert logged["test/roc_auc/above_median"] == pytest.approx(
+        tested["roc_auc/above_median"], abs=1e-6
+    )
+
+
 def test_molml_predict_on_a_file_gives_one_row_per_input_row(multiclass_run, tmp_path) -> None:
     root, run, best = multiclass_run["root"], multiclass_run["run"], multiclass_run["best"]
     smiles = pd.read_csv(multiclass_run["data"])["smiles"].head(12).tolist()

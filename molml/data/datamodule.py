@@ -51,7 +51,7 @@ from molml.data.splits import (
 )
 from molml.errors import DataError
 from molml.options import check_int, check_jobs, plain_data
-from molml.tasks import TASK_TYPES, target_scaling
+from molml.tasks import TASK_TYPES, classes_per_task, target_scaling
 
 log = logging.getLogger("molml")
 
@@ -534,6 +534,12 @@ class MoleculeDataModule(L.LightningDataModule):
         if self.task_type != "multiclass":
             return 2
         return int(np.nanmax(self.targets)) + 1
+
+    @property
+    def task_classes(self) -> list[int] | None:
+        """Multiclass: each task's own class count (see :func:`molml.tasks.classes_per_task`);
+        ``None`` otherwise."""
+        return classes_per_task(self.targets) if self.task_type == "multiclass" else None
 
     # ------------------------------------------------------------------ featurize + split
     def _featurize(self, smiles: Sequence[str]) -> FeaturizedMolecules:

@@ -71,6 +71,11 @@ class MoleculeModel(L.LightningModule):
             decay to ``lr/10``.
         tasks, task_type, num_classes: what is predicted: the data module's (``molml fit``
             links them; a Trainer refuses a model built for other data).
+        task_classes: multiclass: each task's own class count (the data module's
+            ``task_classes``, linked by ``molml fit``); a task with fewer classes than
+            ``num_classes`` gets its extra logits set to the lowest value, so their
+            probabilities are exactly 0, and it is scored on its own classes. ``None``: every
+            task has ``num_classes``.
         featurizer: the featurizer config (``MolGraphFeaturizer.to_config()``); the data module's
             ``featurizer_config``; it is stored in the checkpoint.
         molecule_features: config of molecule-level features (e.g. RDKit 2D descriptors)
@@ -120,6 +125,7 @@ class MoleculeModel(L.LightningModule):
         tasks: Sequence[str] = ("target",),
         task_type: str = "regression",
         num_classes: int = 2,
+        task_classes: list[int] | None = None,
         featurizer: dict[str, Any] | None = None,
         molecule_features: dict[str, Any] | None = None,
         pos_weight: str | list[float] | None = None,
@@ -155,6 +161,9 @@ class MoleculeModel(L.LightningModule):
         _check_pos_weight(pos_weight, task_type, len(tasks))
         if mean_variance and task_type != "regression":
             raise DataError(f"model.mean_variance is for regression, not {task_type}")
+        if task_type != "multiclass":
+            task_classes = None
+        _check_task_classes(task_classes, len(tasks), num_classes)
         self.save_hyperparameters(ignore=["encoder"])
         # numpy numbers and paths from Python callers as plain data, as checkpoints hold them
         self.hparams.update(plain_data(dict(self.hparams)))
@@ -191,8 +200,16 @@ class MoleculeModel(L.LightningModule):
         if pos_weight is not None:  # only then, so checkpoints without it keep loading
             weights = torch.ones(len(self.tasks)) if pos_weight == "auto" else pos_weight
             self.register_buffer("pos_weight", torch.as_tensor(weights, dtype=torch.float32))
+        if task_classes and min(task_classes) < self.num_classes:
+            # derived from the hyperparameters, so not stored with the weights
+            classes = torch.arange(self.num_classes)
+            mask = classes[None, :] < torch.as_tensor(task_classes)[:, None]
+            self.register_buffer("class_mask", mask, persistent=False)
         self.metrics = nn.ModuleDict(
-            {stage: MolecularMetrics(task_type, self.tasks) for stage in ("val", "test")}
+            {
+                stage: MolecularMetrics(task_type, self.tasks, task_classes)
+                for stage in ("val", "test")
+            }
         )
         # mean loss over labelled entries, summed over all ranks (exact under DDP)
         self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
@@ -297,6 +314,8 @@ class MoleculeModel(L.LightningModule):
             out = self.head(embedding)
         if self.task_type == "multiclass":
             out = out.view(-1, len(self.tasks), self.num_classes)
+            if hasattr(self, "class_mask"):  # classes a task does not have: probability 0
+                out = out.masked_fill(~self.class_mask, torch.finfo(out.dtype).min)
         return out
 
     def to_prediction(self, out: Tensor) -> Tensor:
@@ -649,6 +668,20 @@ def _check_pos_weight(pos_weight: object, task_type: str, n_tasks: int) -> None:
         raise DataError(
             f"model.pos_weight must be auto, null or {n_tasks} positive number(s) (one per "
             f"task), got {pos_weight!r}"
+        )
+
+
+def _check_task_classes(task_classes: object, n_tasks: int, num_classes: int) -> None:
+    if task_classes is None:
+        return
+    if (
+        not isinstance(task_classes, (list, tuple))
+        or len(task_classes) != n_tasks
+        or not all(isinstance(k, int) and 1 <= k <= num_classes for k in task_classes)
+    ):
+        raise DataError(
+            f"model.task_classes must be {n_tasks} class count(s) (one per task), each from 1 "
+            f"to num_classes ({num_classes}), got {task_classes!r}"
         )
 
 

@@ -32,7 +32,7 @@ from molml.errors import DataError
 from molml.options import creatable_directory
 from molml.predict import load_model
 from molml.predict.loading import ENSEMBLE_KEY
-from molml.tasks import score_predictions
+from molml.tasks import classes_per_task, score_predictions
 from molml.tune.jobs import (
     CURVES,
     Fitted,
@@ -302,5 +302,8 @@ def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
     preds = values.reshape(len(rows), n_tasks, -1)
     if table.task_type != "multiclass":
         preds = preds[:, :, 0]
-    scores = score_predictions(table.task_type, table.tasks, preds, table.targets[rows])
+    classes = classes_per_task(table.targets) if table.task_type == "multiclass" else None
+    scores = score_predictions(
+        table.task_type, table.tasks, preds, table.targets[rows], task_classes=classes
+    )
     return {f"test/{name}": value for name, value in scores.items()}
