@@ -509,13 +509,17 @@ def test_cv_seed_ensemble_trains_every_member_on_the_configs_split_with_its_own_
     property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv, train_fraction=0.5)
     main(["cv", "--config", str(config), "--split", "seeds", "--folds", "2", "--seed", "7",
           "--trainer.max_epochs", "1"])  # fmt: skip
     out = tmp_path / "runs" / "cv" / "cfg"
     folds = json.loads((out / "folds.json").read_text())
     assert folds[0] == folds[1]  # the same train/val/test rows for both members
     assert len(folds[0]["val"]) > 0 and len(folds[0]["test"]) > 0
+    # train_fraction 0.5 was applied once, when the config's split was made: each member
+    # trains on every training row of the folds file, as a plain fit of the config would
+    trained = json.loads((out / "fold_0" / "split.json").read_text())[0]["train"]
+    assert sorted(trained) == sorted(folds[0]["train"])
     seeds = [yaml.safe_load((out / f"fold_{i}" / "config.yaml").read_text()) for i in (0, 1)]
     assert [c["seed_everything"] for c in seeds] == [7, 8]
     summary = json.loads((out / "cv.json").read_text())
@@ -895,6 +899,7 @@ def test_impossible_outputs_and_fold_counts_are_refused_before_anything_is_writt
     for options, reason in [
         (["--cv", "3", "--pruner-warmup", "2"], "no trial could be pruned; give fewer than 2"),
         (["--pruner", "none", "--pruner-warmup", "3"], "--pruner none has none"),
+        (["--cv-split", "random"], "--cv-split random cuts --cv's folds: give --cv K"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",

@@ -67,7 +67,9 @@ def tune_parser() -> argparse.ArgumentParser:
         "(default 10 epochs, or 1 fold with --cv)",
     )
     parser.add_argument("--cv", type=int, help="score trials by k-fold cross-validation")
-    parser.add_argument("--cv-split", choices=FOLD_SPLITS, default="scaffold")
+    parser.add_argument(
+        "--cv-split", choices=FOLD_SPLITS, help="how --cv cuts its folds (default scaffold)"
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/tune"))
     parser.add_argument(
         "--tracking-uri", help="MLflow URI (default: the config's; 'none' disables)"
@@ -109,6 +111,8 @@ def tune_main(argv: Sequence[str]) -> Path:
     args, overrides = _overrides(tune_parser(), argv)
     check_int(args.n_trials, "--n-trials", minimum=1, allow_none=True)
     check_int(args.cv, "--cv", minimum=2, allow_none=True)
+    if args.cv_split is not None and not args.cv:
+        raise DataError(f"--cv-split {args.cv_split} cuts --cv's folds: give --cv K as well")
     if args.pruner_warmup is not None:
         check_int(args.pruner_warmup, "--pruner-warmup", minimum=0)
         if args.pruner != "median":
@@ -142,7 +146,7 @@ def tune_main(argv: Sequence[str]) -> Path:
         sampler=args.sampler,
         seed=args.seed,
         cv=args.cv,
-        cv_split=args.cv_split,
+        cv_split=args.cv_split or "scaffold",
         output_dir=args.output_dir,
         tracking_uri=checked_tracking_uri(
             tracking, "--tracking-uri" if args.tracking_uri else "the config's MLflow tracking_uri"

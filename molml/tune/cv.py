@@ -280,16 +280,18 @@ def run_cv(
 
 
 def fold_config(config: dict[str, Any], folds_file: Path, index: int) -> dict[str, Any]:
-    """``config`` with its data split set to fold ``index`` of ``folds_file``."""
-    return with_values(
-        config,
-        {
-            "data.split": "predefined",
-            "data.split_file": str(folds_file),
-            "data.split_index": index,
-            "data.split_column": None,
-        },
-    )
+    """``config`` with its data split set to fold ``index`` of ``folds_file``. The folds
+    were cut from the training part that ``data.train_fraction`` kept, so a fold's data
+    module keeps every training molecule of its fold (the fraction is not applied twice)."""
+    values: dict[str, Any] = {
+        "data.split": "predefined",
+        "data.split_file": str(folds_file),
+        "data.split_index": index,
+        "data.split_column": None,
+    }
+    if (config.get("data") or {}).get("train_fraction") is not None:
+        values["data.train_fraction"] = 1.0
+    return with_values(config, values)
 
 
 def ensemble_metrics(manifest: Path, table: SplitTable) -> dict[str, float]:
