@@ -280,7 +280,9 @@ def test_the_refit_of_a_cross_validated_best_trial_is_kept_until_the_best_change
     tmp_path: Path,
 ) -> None:
     """A rerun refitted the same best config again, beside the earlier models (best-v1.ckpt
-    next to best.ckpt), and a refit killed before its test was taken as finished."""
+    next to best.ckpt), and a refit killed before its test was taken as finished. A study
+    made again (its trial 3 another trial) or another base config is refitted."""
+    from datetime import datetime
     from types import SimpleNamespace
 
     from molml.tune.jobs import Fitted
@@ -300,17 +302,23 @@ def test_the_refit_of_a_cross_validated_best_trial_is_kept_until_the_best_change
             return {"test/rmse": float(len(fits))}
 
     options = SimpleNamespace(metric="val/rmse")
-    best = SimpleNamespace(number=3, params={"model.lr": 0.01})
+    started = datetime(2026, 1, 1, 12, 0)
+    best = SimpleNamespace(number=3, params={"model.lr": 0.01}, datetime_start=started)
     model, test = _refit_best(Job(), best, {}, options, tmp_path)
     assert Path(model) == (tmp_path / "best_fit" / "trial_3" / "checkpoints" / "best.ckpt")
     assert _refit_best(Job(), best, {}, options, tmp_path) == (model, test)  # kept
     assert fits == ["trial_3"]
     (tmp_path / "best_fit" / "trial_3" / "refit.json").unlink()  # killed before its test
     assert _refit_best(Job(), best, {}, options, tmp_path)[1] == {"test/rmse": 2.0}
-    other = SimpleNamespace(number=5, params={"model.lr": 0.1})
+    other = SimpleNamespace(number=5, params={"model.lr": 0.1}, datetime_start=started)
     assert "trial_5" in _refit_best(Job(), other, {}, options, tmp_path)[0]
     assert fits == ["trial_3", "trial_3", "trial_5"]
     assert Path(model).read_text() == "weights 2"  # the refit of trial 3 is still there
+    remade = SimpleNamespace(number=3, params={"model.lr": 0.01}, datetime_start=datetime.now())
+    assert _refit_best(Job(), remade, {}, options, tmp_path)[1] == {"test/rmse": 4.0}
+    wider = {"model": {"encoder": {"init_args": {"hidden_dim": 64}}}}
+    assert _refit_best(Job(), remade, wider, options, tmp_path)[1] == {"test/rmse": 5.0}
+    assert _refit_best(Job(), remade, wider, options, tmp_path)[1] == {"test/rmse": 5.0}
 
 
 def test_tuners_finishing_together_refit_the_best_trial_once(tmp_path: Path) -> None:
@@ -339,7 +347,7 @@ def test_tuners_finishing_together_refit_the_best_trial_once(tmp_path: Path) -> 
             return {"test/rmse": 1.0}
 
     options = SimpleNamespace(metric="val/rmse")
-    best = SimpleNamespace(number=2, params={"model.lr": 0.01})
+    best = SimpleNamespace(number=2, params={"model.lr": 0.01}, datetime_start=None)
     results = []
 
     def tuner() -> None:

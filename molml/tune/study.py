@@ -13,6 +13,7 @@ Optuna's plots; MLflow gets one parent run per ``molml tune`` with one nested ru
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -505,16 +506,27 @@ def _refit_best(
         lock.acquire()
     try:
         record = folder / REFIT_FILE
+        # the refit belongs to this very trial (a study made again numbers its trials from 0
+        # again) and to this config (base config and parameters)
+        identity = {
+            "trial": best.number,
+            "trial_started": best.datetime_start.isoformat() if best.datetime_start else None,
+            "params": best.params,
+            "config_sha256": hashlib.sha256(
+                json.dumps(config, sort_keys=True, default=str).encode()
+            ).hexdigest(),
+        }
         if record.is_file():
             saved = json.loads(record.read_text())
-            if saved.get("params") == best.params and Path(saved.get("model", "")).is_file():
+            same = all(saved.get(key) == value for key, value in identity.items())
+            if same and Path(saved.get("model", "")).is_file():
                 return saved["model"], saved.get("test") or {}
         shutil.rmtree(folder, ignore_errors=True)
         fitted = job.fit(config, folder, options.metric)
         if fitted.model_path is None:
             return None, {}
         model, test = str(fitted.model_path.resolve()), job.test(config, fitted.model_path)
-        saved = {"trial": best.number, "params": best.params, "model": model, "test": test}
+        saved = {**identity, "model": model, "test": test}
         record.write_text(json.dumps(saved, indent=2))
         return model, test
     finally:
