@@ -391,6 +391,11 @@ def test_an_identifier_column_is_not_taken_as_a_target(
     assert "['compound_id'] are not taken as targets (named like an identifier" in caplog.text
     assert "targets ['logS']" in caplog.text
     assert make_dm(tmp_path / "ids.csv", target_columns="logS").tasks == ["logS"]
+    # a compound without its number is still an identifier column
+    gap = frame.astype({"compound_id": "Int64"})
+    gap.loc[3, "compound_id"] = pd.NA
+    gap.to_csv(tmp_path / "gap.csv", index=False)
+    assert make_dm(tmp_path / "gap.csv", target_columns=None).tasks == ["logS"]
     # a column of that name holding measured values (repeats) stays a target, and so does an
     # integer property named like a count ("wiener_index")
     frame["compound_id"] = np.arange(12) % 5

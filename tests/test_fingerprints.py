@@ -214,6 +214,13 @@ def test_concat_dim_and_names() -> None:
     assert len(names) == concat.dim == len(set(names))
     out = concat(ASPIRIN)
     np.testing.assert_array_equal(out, np.concatenate([p(ASPIRIN) for p in parts]))
+    # parts that need full perception (stereocentre counts) get it inside a concatenation too
+    alanine = "C[C@H](N)C(=O)O"
+    with_descriptors = [MorganFingerprint(n_bits=64), RDKitDescriptors()]
+    np.testing.assert_array_equal(
+        ConcatFingerprint(with_descriptors)(alanine),
+        np.concatenate([p(alanine) for p in with_descriptors]),
+    )
     with pytest.raises(ValueError, match="overlapping"):
         ConcatFingerprint([MorganFingerprint(n_bits=64), MorganFingerprint(n_bits=128)])
 

@@ -367,7 +367,12 @@ class ConcatFingerprint(FingerprintFeaturizer):
             raise DataError(f"parts of {self.name} have overlapping feature names")
 
     def _featurize(self, mol: Chem.Mol) -> np.ndarray:
-        return np.concatenate([part._featurize(mol) for part in self.parts])
+        # each part sees the molecule as it would alone (some need full ring and stereo
+        # perception, made once here)
+        perceived = fully_perceived(mol) if any(p.full_perception for p in self.parts) else mol
+        return np.concatenate(
+            [part._featurize(perceived if part.full_perception else mol) for part in self.parts]
+        )
 
     @property
     def dim(self) -> int:

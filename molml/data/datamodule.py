@@ -863,14 +863,14 @@ def default_target_columns(
     """The targets when none are named: every column besides the SMILES, the row number and
     ``exclude`` (a split column), leaving out (with a warning) unnamed columns (pandas' index,
     SDF titles) and identifiers (named like ``id`` / ``compound_id`` / ``index`` and holding a
-    different integer in every row); the columns taken are logged."""
+    different integer in every row that has one); the columns taken are logged."""
     not_targets = {"smiles", "row", "input_smiles", "input_row", *exclude}
     columns = [c for c in frame.columns if c not in not_targets]
     unnamed = [c for c in columns if _UNNAMED.fullmatch(str(c))]
     identifiers = [c for c in columns if c not in unnamed and _is_identifier(frame[c], str(c))]
     left_out = {
         "an unnamed column, such as pandas' index, or an SDF record title": unnamed,
-        "named like an identifier, a different integer in every row": identifiers,
+        "named like an identifier, a different integer in every row that has one": identifiers,
     }
     for why, names in left_out.items():
         if names:
@@ -882,17 +882,21 @@ def default_target_columns(
                 why,
             )
     targets = [c for c in columns if c not in unnamed and c not in identifiers]
-    if targets:
-        log.info("%s: targets %s (every other column; choose with target_columns)", source, targets)
+    if targets:  # several columns taken unasked are worth a look
+        level = logging.WARNING if len(targets) > 1 else logging.INFO
+        log.log(
+            level, "%s: targets %s (every other column; choose with target_columns)", source, targets
+        )
     return targets
 
 
 def _is_identifier(values: pd.Series, name: str) -> bool:
     if not _ID_NAME.fullmatch(name.strip()):
         return False
-    numbers = pd.to_numeric(values, errors="coerce")
+    present = values[values.notna() & (values.astype(str).str.strip() != "")]
+    numbers = pd.to_numeric(present, errors="coerce")  # empty cells aside: a missing id
     whole = numbers.notna().all() and (numbers % 1 == 0).all()
-    return bool(whole and numbers.is_unique and len(values) > 1)
+    return bool(whole and numbers.is_unique and len(numbers) > 1)
 
 
 def _numeric_targets(table: pd.DataFrame, columns: list[str], source: Path) -> np.ndarray:
