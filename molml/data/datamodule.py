@@ -885,7 +885,10 @@ def default_target_columns(
     if targets:  # several columns taken unasked are worth a look
         level = logging.WARNING if len(targets) > 1 else logging.INFO
         log.log(
-            level, "%s: targets %s (every other column; choose with target_columns)", source, targets
+            level,
+            "%s: targets %s (every other column; choose with target_columns)",
+            source,
+            targets,
         )
     return targets
 
