@@ -12,6 +12,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+#: the status of a molecule whose prediction is NaN or infinite
+NON_FINITE = "non-finite prediction"
+
 
 class MolmlError(Exception):
     """Base class of all molml errors."""

@@ -443,3 +443,40 @@ def test_an_estimator_parameter_out_of_range_is_a_data_error(name: str) -> None:
     config = EstimatorConfig(name=name, params={"max_depth": -3})
     with pytest.raises(DataError, match=r"\w+ could not be fitted: .*max_depth"):
         fit_task_model(config, "regression", (X, y), (X[:5], y[:5]), 0, "t")
+
+
+def test_out_of_range_baseline_options_are_refused_by_name() -> None:
+    for make, message in (
+        (lambda: EstimatorConfig(early_stopping_rounds=0), "estimator.early_stopping_rounds"),
+        (lambda: EstimatorConfig(early_stopping_rounds=-3), "estimator.early_stopping_rounds"),
+        (lambda: DataConfig(path="x.csv", split_seed=-1), "data.split_seed"),
+        (lambda: DataConfig(path="x.csv", split_index=-1), "data.split_index"),
+    ):
+        with pytest.raises(DataError, match=message):
+            make()
+    # no tree at all (n_estimators 0) with early stopping on: fitted, not an AttributeError
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 5)), rng.random(40)
+    config = EstimatorConfig(params={"n_estimators": 0}, early_stopping_rounds=5)
+    model, summary = fit_task_model(config, "regression", (X, y), (X[:5], y[:5]), 0, "t")
+    assert summary["n_trees"] == 0
+
+
+def test_a_non_finite_baseline_prediction_is_not_ok(
+    invalid_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline's own predict (used by ``molml baseline predict`` and its split
+    predictions) says so when a value is NaN or infinite, as load_model's predict does."""
+    model = fit_baseline(config(DataConfig(path=str(invalid_csv), split="random"))).model
+    real = model.predict_features
+
+    def one_nan(X: np.ndarray) -> np.ndarray:
+        values = real(X)
+        values[0] = np.nan
+        return values
+
+    monkeypatch.setattr(model, "predict_features", one_nan)
+    out = model.predict(["CCO", "c1ccccc1O", "not_a_smiles"])
+    assert out["status"].tolist()[0] == "non-finite prediction"
+    assert out["status"].tolist()[1] == "ok"
+    assert out["status"].tolist()[2] != "ok"

@@ -14,7 +14,7 @@ from typing import Any, Literal, get_args
 
 from molml.chem.fingerprints import FingerprintFeaturizer, make_fingerprint
 from molml.errors import DataError
-from molml.options import check_jobs
+from molml.options import check_int, check_jobs
 from molml.tracking import checked_tracking_uri
 
 Estimator = Literal["xgboost", "random_forest"]
@@ -115,6 +115,10 @@ class DataConfig:
     predict_path: str | None = None
     predict_smiles_column: str | None = None
 
+    def __post_init__(self) -> None:
+        check_int(self.split_seed, "data.split_seed", minimum=0)
+        check_int(self.split_index, "data.split_index", minimum=0)
+
 
 @dataclass
 class FeaturesConfig:
@@ -161,6 +165,8 @@ class EstimatorConfig:
 
     def __post_init__(self) -> None:
         """Refuse an unknown estimator or parameter name now, before any data is read."""
+        check_int(self.early_stopping_rounds, "estimator.early_stopping_rounds", minimum=1,
+                  allow_none=True)  # fmt: skip
         if self.name not in ESTIMATORS:
             raise DataError(f"estimator.name {self.name!r} is not one of {list(ESTIMATORS)}")
         if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):

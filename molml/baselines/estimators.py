@@ -420,7 +420,7 @@ def fit_task_model(
     except xgb.core.XGBoostError as exc:  # XGBoost checks parameter values when fitting
         raise DataError(f"XGBoost could not be fitted: {_first_line(exc)}") from exc
     booster = model.get_booster()
-    if stop_early:
+    if stop_early and booster.num_boosted_rounds():  # none: n_estimators 0
         booster = booster[: model.best_iteration + 1]
     summary["n_trees"] = booster.num_boosted_rounds()
     return XGBoostTaskModel(booster), summary

@@ -20,7 +20,7 @@ from molml._version import __version__
 from molml.baselines.data import featurize
 from molml.baselines.estimators import TASK_MODELS, TaskModel
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
-from molml.errors import CheckpointError, DataError
+from molml.errors import NON_FINITE, CheckpointError, DataError
 from molml.options import check_int
 
 BASELINE_FORMAT = 1
@@ -106,6 +106,10 @@ class BaselineModel:
                 status[start + position] = reason
             if valid.any():
                 values[start + np.flatnonzero(valid)] = self.predict_features(X[valid])
+        finite = np.isfinite(values).all(axis=1)
+        status = [
+            NON_FINITE if s == "ok" and not ok else s for s, ok in zip(status, finite, strict=True)
+        ]
         frame = pd.DataFrame(values, columns=self.tasks)
         frame.insert(0, "smiles", _text_column(smiles))
         frame["status"] = _text_column(status)

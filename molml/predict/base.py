@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from molml.errors import CheckpointError, DataError, PredictorError
+from molml.errors import NON_FINITE, CheckpointError, DataError, PredictorError
 from molml.options import check_int
 
 DEFAULT_BATCH_SIZE = 256
@@ -153,7 +153,7 @@ class Predictor(ABC):
         columns = self.prediction_columns()
         values = np.asarray(values, dtype=np.float64).reshape(len(smiles), len(columns))
         status = [
-            "non-finite prediction" if s == "ok" and not np.isfinite(row).all() else s
+            NON_FINITE if s == "ok" and not np.isfinite(row).all() else s
             for s, row in zip(status, values, strict=True)
         ]
         frame = pd.DataFrame(values, columns=columns, index=index)

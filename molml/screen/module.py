@@ -17,10 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from molml.errors import NON_FINITE
 from molml.predict import GraphPredictor, Predictor
 from molml.screen.chunks import ScreenChunk, featurizer_key
-
-NON_FINITE = "non-finite prediction"
 
 
 class ScreeningModule(L.LightningModule):
