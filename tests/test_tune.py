@@ -1013,3 +1013,44 @@ def test_trials_train_in_one_process(property_csv: Path, tmp_path: Path) -> None
         assert make_job([config], fine).split_table().tasks == ["logp"]
     job = make_job([config], [])
     assert job._cli(job.config, tmp_path / "trial").trainer.num_devices == 1
+
+
+def test_points_whose_trials_were_stopped_are_tried_again(tmp_path: Path) -> None:
+    """A trial stopped by a signal or a killed process never scored its point (the config's
+    own values, a grid's point): a resumed study enqueues it again, once; a trial that failed
+    by itself, or a point scored since, is not retried."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from molml.tune.study import retry_stopped_trials
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="s")
+    readout = {"model.readout": CategoricalDistribution(["mean", "sum", "max"])}
+
+    def add(value: str, state: TrialState, reason: str | None = None, **attrs: object) -> None:
+        attrs = {**attrs, **({"fail_reason": reason} if reason else {})}
+        study.add_trial(
+            create_trial(
+                params={"model.readout": value},
+                distributions=readout,
+                state=state,
+                value=1.0 if state == TrialState.COMPLETE else None,
+                user_attrs=attrs,
+            )
+        )
+
+    add("mean", TrialState.FAIL, "stopped by SIGTERM", start="the config's own values")
+    add("sum", TrialState.FAIL)  # no reason recorded: its process died (stale heartbeat)
+    add("max", TrialState.FAIL, "training loss became inf")  # failed by itself
+    add("sum", TrialState.FAIL, "stopped by Ctrl-C")
+    assert retry_stopped_trials(study) == [{"model.readout": "mean"}, {"model.readout": "sum"}]
+    waiting = study.get_trials(states=[TrialState.WAITING])
+    assert [t.user_attrs.get("start") for t in waiting] == ["the config's own values", None]
+    assert retry_stopped_trials(study) == []  # already waiting: not enqueued twice
+    space_ = read_space(
+        space(tmp_path / "grid.yaml", "model.readout: {categorical: [mean, sum, max]}\n")
+    )
+    options = TuneOptions(study_name="s", storage="", metric="val/rmse", sampler="grid")
+    from molml.tune.study import trials_to_run
+
+    assert trials_to_run(study, space_, options) == 2  # the two stopped points, not max

@@ -244,6 +244,12 @@ def trials_to_run(study: optuna.Study, space: list[Param], options: TuneOptions)
         for trial in study.trials
         if trial.state.is_finished()
     }
+    waiting = {  # enqueued again after its trials were stopped: still to run
+        tuple(trial.system_attrs.get("fixed_params", {}).get(name) for name in names)
+        for trial in study.trials
+        if trial.state == TrialState.WAITING
+    }
+    tried -= waiting
     left = sum(1 for point in itertools.product(*(p.choices for p in space)) if point not in tried)
     return left if options.n_trials is None else min(left, options.n_trials)
 
@@ -286,6 +292,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         study.enqueue_trial(
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
+    retry_stopped_trials(study)
     note = small_validation_note(table, options)
     if note:
         print(note)
@@ -534,6 +541,31 @@ def _refit_best(
 
 
 REFIT_FILE = "refit.json"  # in best_fit/trial_<n>/ once the refitted model is tested
+
+
+def retry_stopped_trials(study: optuna.Study) -> list[dict[str, Any]]:
+    """Enqueue again the parameters whose every trial was stopped (Ctrl-C, SIGTERM, a process
+    killed; stale heartbeats are failed first), so a resumed study still scores them: the
+    config's own point, a grid's point. A trial that failed by itself (an error, a non-finite
+    metric) is not retried. Returns the parameters enqueued."""
+    storage = study._storage
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+        optuna.storages.fail_stale_trials(study)
+    trials: dict[str, list[FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        # an enqueued (waiting) trial holds its parameters as fixed ones until it runs
+        params = trial.params or trial.system_attrs.get("fixed_params", {})
+        trials.setdefault(json.dumps(params, sort_keys=True, default=str), []).append(trial)
+    retried = []
+    for same in trials.values():
+        reasons = [fail_reason(t) for t in same]
+        if all(r == STOPPED or r.startswith("stopped by") for r in reasons) and same[-1].params:
+            attrs = {k: v for k, v in same[-1].user_attrs.items() if k == "start"}
+            study.enqueue_trial(same[-1].params, user_attrs={**attrs, "retry_of": same[-1].number})
+            retried.append(same[-1].params)
+    if retried:
+        log.info("trying again %d point(s) whose trials were stopped: %s", len(retried), retried)
+    return retried
 
 
 def fail_reason(trial: FrozenTrial) -> str:
