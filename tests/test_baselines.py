@@ -480,3 +480,37 @@ def test_a_non_finite_baseline_prediction_is_not_ok(
     assert out["status"].tolist()[0] == "non-finite prediction"
     assert out["status"].tolist()[1] == "ok"
     assert out["status"].tolist()[2] != "ok"
+
+
+def test_test_and_predict_find_the_runs_config_from_the_model_or_its_file(tmp_path: Path) -> None:
+    from molml.baselines.cli import _with_run_config
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    expected = f"--config={tmp_path / 'config.yaml'}"
+    for model in (tmp_path / "model", tmp_path / "model" / "baseline.json"):
+        args = _with_run_config(["test", "--model", str(model)])
+        assert args == ["test", expected, "--model", str(model)]
+    given = ["test", "--config", "other.yaml", "--model", str(tmp_path / "model")]
+    assert _with_run_config(given) == given
+
+
+def test_baseline_predict_reads_the_column_it_was_trained_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trained on a file whose SMILES column was found by position ('mol', first), a file to
+    predict with an id column first is read from its 'mol' column too, as molml predict does."""
+    from molml.baselines.run import run_fit, run_predict
+    from molml.data.registry import dataset_path
+
+    monkeypatch.chdir(tmp_path)
+    esol = pd.read_csv(dataset_path("esol")).head(80)
+    pd.DataFrame({"mol": esol["smiles"], "y": esol.iloc[:, -1]}).to_csv("train.csv", index=False)
+    names = [f"n{i}" for i in range(5)]
+    pd.DataFrame({"name": names, "mol": esol["smiles"].head(5)}).to_csv("new.csv", index=False)
+    settings = config(DataConfig(path="train.csv", split="random"))
+    settings.output_dir = str(tmp_path / "runs")
+    model = run_fit(settings) / "model"
+    settings.data.predict_path = "new.csv"
+    out = pd.read_csv(run_predict(settings, model) / "predictions.csv")
+    assert out["status"].eq("ok").all() and out["name"].tolist() == names

@@ -73,8 +73,13 @@ def _with_run_config(args: list[str]) -> list[str]:
         return args
     models = [v for k, v in zip(args, args[1:], strict=False) if k == "--model"]
     models += [a.split("=", 1)[1] for a in args if a.startswith("--model=")]
-    run_config = Path(models[-1]).parent / "config.yaml" if models else None
-    if run_config is None or not run_config.is_file():
+    if not models:
+        return args
+    model = Path(models[-1])
+    if model.name == "baseline.json":  # the model's own file names its directory too
+        model = model.parent
+    run_config = model.parent / "config.yaml"
+    if not run_config.is_file():
         return args
     return [args[0], f"--config={run_config}", *args[1:]]
 

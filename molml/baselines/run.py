@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from molml.baselines.config import BaselineConfig
 from molml.baselines.data import FingerprintData, load_fingerprint_data
 from molml.baselines.estimators import fit_task_model
 from molml.baselines.model import BaselineModel, load_baseline
-from molml.data.datamodule import keep_input_columns
+from molml.data.datamodule import MoleculeTable, keep_input_columns
 from molml.data.readers import check_some_valid, read_molecules_to_predict
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
@@ -147,6 +148,29 @@ def run_test(config: BaselineConfig, model_path: str | Path) -> Path:
     return run_dir
 
 
+def _training_smiles_column(config: BaselineConfig) -> str | None:
+    """The column the model was trained on: ``data.smiles_column``, else the one the training
+    file's columns gave (as ``molml predict`` takes it); None when that file is not here."""
+    if config.data.smiles_column is not None:
+        return config.data.smiles_column
+    if not (config.data.dataset or config.data.path):
+        return None
+    try:
+        with warnings.catch_warnings():  # said when it was trained on
+            warnings.simplefilter("ignore")
+            table = MoleculeTable.read(
+                config.data.dataset,
+                config.data.path,
+                data_dir=config.data.data_dir,
+                target_columns=config.data.target_columns,
+                task_type=config.data.task_type,
+                split_column=config.data.split_column,
+            )
+    except DataError:
+        return None
+    return table.frame.attrs.get("smiles_column")
+
+
 def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     """``molml baseline predict``: predict ``data.predict_path`` (default: the test split)."""
     if config.data.predict_smiles_column is not None and not config.data.predict_path:
@@ -155,7 +179,7 @@ def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:
     if config.data.predict_path:
         frame = read_molecules_to_predict(
             config.data.predict_path,
-            config.data.smiles_column,
+            _training_smiles_column(config),
             config.data.predict_smiles_column,
         )
         predicted = model.predict(frame["smiles"].tolist())
