@@ -810,6 +810,12 @@ def test_a_study_resumed_on_other_data_or_schedule_is_refused(tmp_path: Path) ->
     shorter = {**config, "data": {"path": "b.csv"}, "trainer": {"max_epochs": 2}}
     with pytest.raises(DataError, match=r'data.path "a.csv" -> "b.csv", trainer.max_epochs 6 -> 2'):
         load_study(options, params, shorter)
+    # the same file with other rows: its data fingerprint differs (a study made before it was
+    # recorded takes the first one it is given)
+    load_study(options, params, config, data_sha256="rows-1")
+    load_study(options, params, config, data_sha256="rows-1")
+    with pytest.raises(DataError, match="was made on other data: the molecules or labels"):
+        load_study(options, params, config, data_sha256="rows-2")
 
 
 def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:
@@ -1054,3 +1060,21 @@ def test_points_whose_trials_were_stopped_are_tried_again(tmp_path: Path) -> Non
     from molml.tune.study import trials_to_run
 
     assert trials_to_run(study, space_, options) == 2  # the two stopped points, not max
+
+
+def test_a_cv_resumed_on_changed_data_is_refused(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Folds are row positions: after the data file's rows change, resuming (or rerunning) a
+    cross-validation would mix models and scores of other molecules."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data.csv"
+    pd.read_csv(property_csv).head(120).to_csv(data, index=False)
+    config = xgb_config(tmp_path / "xgb.yaml", data, split="random")
+    command = ["cv", "--config", str(config), "--folds", "2", "--split", "random"]
+    main(command)
+    pd.read_csv(data).sample(frac=1.0, random_state=0).to_csv(data, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2
+    assert "holds a cross-validation of other data" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from molml.tune.jobs import (
     Job,
     SplitTable,
     check_metric_logged,
+    data_fingerprint,
     metric_direction,
 )
 from molml.tune.options import CV_SPLITS, SEED_ENSEMBLE
@@ -180,10 +181,16 @@ def _finished_fold(fold_dir: Path) -> Fitted | None:
     return Fitted(**record)
 
 
-def _check_request(directory: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+DATA_KEY = "data_sha256"  # in cv_request.json: see molml.tune.jobs.data_fingerprint
+
+
+def _check_request(
+    directory: Path, request: dict[str, Any], data_sha256: str
+) -> dict[str, Any] | None:
     """Start or resume the cross-validation of ``directory``: ``None`` to (re)run its folds, or
     the summary of one that finished. A folder made for another config or other options, or by
-    a molml that did not record them, is refused, naming what differs."""
+    a molml that did not record them, or on data whose rows have changed since (its folds are
+    row positions), is refused, naming what differs."""
     folds_file = directory / "folds.json"
     request_file = directory / REQUEST_FILE
     if not folds_file.exists():
@@ -194,6 +201,7 @@ def _check_request(directory: Path, request: dict[str, Any]) -> dict[str, Any] |
             "resumed; choose another --name, or delete that folder to run it again"
         )
     recorded = json.loads(request_file.read_text())
+    recorded_data = recorded.pop(DATA_KEY, None)  # folders made before it was recorded: none
     if recorded != request:
         changed = describe_differences(recorded["config"], request["config"])
         options = [k for k in request if k != "config" and recorded.get(k) != request[k]]
@@ -204,6 +212,13 @@ def _check_request(directory: Path, request: dict[str, Any]) -> dict[str, Any] |
         raise DataError(
             f"{directory} holds a cross-validation made with other settings ({what}); rerun "
             "the same command to resume it, or choose another --name"
+        )
+    if recorded_data is not None and recorded_data != data_sha256:
+        raise DataError(
+            f"{directory} holds a cross-validation of other data: the molecules or labels of "
+            "the config's data file have changed since it started, so its folds (row "
+            "positions) would pick other molecules; choose another --name, or delete that "
+            "folder to run it again"
         )
     summary_file = directory / "cv.json"
     if summary_file.exists():
@@ -229,16 +244,18 @@ def run_cv(
         "metric": metric,
         "config": learning_config(job.config),
     }
-    finished = _check_request(directory, request)
+    table = job.split_table()
+    data_sha256 = data_fingerprint(table)
+    finished = _check_request(directory, request, data_sha256)
     if finished is not None:
         return finished
     creatable_directory(directory, f"cv folder {directory} cannot be written")
-    table = job.split_table()
     check_metric_logged(metric, table.task_type, table.tasks, loss=job.kind == "graph")
     if not folds_file.exists():
         folds = fold_splits(table, n_folds, method, seed)  # refused before the folder is made
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / REQUEST_FILE).write_text(json.dumps(request, indent=2))
+        recorded = {**request, DATA_KEY: data_sha256}
+        (directory / REQUEST_FILE).write_text(json.dumps(recorded, indent=2))
         write_folds(folds, folds_file)
     member_seed = seed if method == SEED_ENSEMBLE else None
     fitted = fit_folds(job, job.config, folds_file, n_folds, directory, metric, seed=member_seed)

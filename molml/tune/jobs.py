@@ -9,6 +9,7 @@ and evaluates a saved model on the test split, which fitting never reads.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -58,6 +59,15 @@ class SplitTable:
     tasks: list[str]
     task_type: str
     split: Split
+
+
+def data_fingerprint(table: SplitTable) -> str:
+    """A SHA-256 of the data's molecules, tasks and labels, in row order: a resumed study or
+    cross-validation must see the same rows (its recorded splits are row positions)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([table.tasks, table.task_type, table.smiles]).encode())
+    digest.update(np.ascontiguousarray(table.targets, dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 class Job(ABC):

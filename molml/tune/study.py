@@ -42,6 +42,7 @@ from molml.tune.jobs import (
     SplitTable,
     check_metric_logged,
     checkpoint_on,
+    data_fingerprint,
     metric_direction,
 )
 from molml.tune.options import FOLD_SPLITS, PRUNERS, SAMPLERS
@@ -137,6 +138,7 @@ def load_study(
     space: list[Param],
     config: dict[str, Any] | None = None,
     storage: optuna.storages.RDBStorage | None = None,
+    data_sha256: str | None = None,
 ) -> optuna.Study:
     """Create the study, or load it if it exists with the same search space, metric and
     direction, and (for studies that stored them) the same cross-validation split and base
@@ -166,6 +168,8 @@ def load_study(
     searched = {param.name for param in space}
     if config is not None:
         recorded["config"] = {k: v for k, v in learning_config(config).items() if k not in searched}
+    if data_sha256 is not None:  # the rows the trials see (see jobs.data_fingerprint)
+        recorded["data_sha256"] = data_sha256
     if not attrs:
         for key, value in {**expected, **recorded}.items():
             study.set_user_attr(key, value)
@@ -186,6 +190,14 @@ def load_study(
                 )
         # studies made before these were stored have none of them
         for key, value in recorded.items():
+            if key == "data_sha256" and key in attrs and attrs[key] != value:
+                raise DataError(
+                    f"study {options.study_name!r} in {options.storage} was made on other "
+                    "data: the molecules or labels of the config's data file have changed "
+                    "since, so its trials would not compare; use another --study-name"
+                )
+            if key == "data_sha256" and key not in attrs:  # recorded from now on
+                study.set_user_attr(key, value)
             if key in attrs and attrs[key] != value:
                 raise DataError(
                     f"study {options.study_name!r} in {options.storage} was made with another "
@@ -283,7 +295,7 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         folds = fold_splits(table, options.cv, options.cv_split, options.seed, option="--cv")
     check_sampler(options.sampler, space)
     storage = open_storage(options.storage)
-    study = load_study(options, space, job.config, storage)
+    study = load_study(options, space, job.config, storage, data_fingerprint(table))
     directory.mkdir(parents=True, exist_ok=True)
     claim_output_folder(storage, options.study_name, directory)
     start = config_point(job.config, space)
