@@ -391,6 +391,10 @@ def test_an_identifier_column_is_not_taken_as_a_target(
     assert "['compound_id'] are not taken as targets (named like an identifier" in caplog.text
     assert "targets ['logS']" in caplog.text
     assert make_dm(tmp_path / "ids.csv", target_columns="logS").tasks == ["logS"]
+    # a SMILES file's second field is the molecule's name, not a target
+    lines = [f"{smi} mol{i} {i / 2}" for i, smi in enumerate(smiles)]
+    (tmp_path / "named.smi").write_text("\n".join(["SMILES Name logS", *lines]) + "\n")
+    assert make_dm(tmp_path / "named.smi", target_columns=None).tasks == ["logS"]
     # a compound without its number is still an identifier column
     gap = frame.astype({"compound_id": "Int64"})
     gap.loc[3, "compound_id"] = pd.NA

@@ -36,6 +36,7 @@ from molml.data.graphs import (
     featurize_molecules,
 )
 from molml.data.readers import (
+    file_kind,
     list_columns,
     read_molecules,
     read_molecules_to_predict,
@@ -867,9 +868,19 @@ def default_target_columns(
     not_targets = {"smiles", "row", "input_smiles", "input_row", *exclude}
     columns = [c for c in frame.columns if c not in not_targets]
     unnamed = [c for c in columns if _UNNAMED.fullmatch(str(c))]
+    if file_kind(source) == "smi":  # a SMILES file's second field is the molecule's name
+        read = frame.attrs.get("columns") or []
+        at = (
+            read.index(frame.attrs.get("smiles_column"))
+            if frame.attrs.get("smiles_column") in read
+            else -1
+        )
+        if 0 <= at < len(read) - 1 and read[at + 1] in columns and read[at + 1] not in unnamed:
+            unnamed.append(read[at + 1])
     identifiers = [c for c in columns if c not in unnamed and _is_identifier(frame[c], str(c))]
     left_out = {
-        "an unnamed column, such as pandas' index, or an SDF record title": unnamed,
+        "an unnamed column, such as pandas' index, an SDF record title or a SMILES file's "
+        "molecule name": unnamed,
         "named like an identifier, a different integer in every row that has one": identifiers,
     }
     for why, names in left_out.items():
