@@ -451,6 +451,7 @@ def test_out_of_range_baseline_options_are_refused_by_name() -> None:
         (lambda: EstimatorConfig(early_stopping_rounds=-3), "estimator.early_stopping_rounds"),
         (lambda: DataConfig(path="x.csv", split_seed=-1), "data.split_seed"),
         (lambda: DataConfig(path="x.csv", split_index=-1), "data.split_index"),
+        (lambda: FeaturesConfig(params={"n_bits": 2.5}).make(), "n_bits must be an integer"),
     ):
         with pytest.raises(DataError, match=message):
             make()

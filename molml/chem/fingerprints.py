@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
@@ -172,8 +173,8 @@ def _atom_pair_generator(
 
 def _check_positive(**values: int) -> None:
     for key, value in values.items():
-        if value < 1:
-            raise DataError(f"{key} must be >= 1, got {value}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise DataError(f"{key} must be an integer >= 1, got {value!r}")
 
 
 class MorganFingerprint(FingerprintFeaturizer):
