@@ -4,6 +4,7 @@ fits on generated data, real MLflow runs in a local SQLite store."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -173,12 +174,21 @@ def test_failed_trials_are_recorded_with_their_reason(
     monkeypatch.chdir(tmp_path)
     config = graph_config(tmp_path / "cfg.yaml", property_csv)
     search = space(tmp_path / "space.yaml", "model.dropout: {categorical: [1.5]}\n")
-    main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
-          "--tracking-uri", "none"])  # fmt: skip
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
+              "--tracking-uri", "none"])  # fmt: skip
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
     trials = study_trials(tmp_path / "runs" / "optuna.db", "cfg")
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the study went on after one
     table = pd.read_csv(tmp_path / "runs" / "tune" / "cfg" / "trials.csv")
     assert table["fail_reason"].str.contains("dropout").all()
+    failed = [r for r in records if "failed with parameters" in r.getMessage()]
+    assert len(failed) == 2 and all(r.exc_info is None for r in failed)  # one line each
 
 
 @pytest.mark.slow  # two fresh processes importing torch and Lightning

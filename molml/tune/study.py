@@ -315,6 +315,8 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     tracker = _Tracker(options, directory)
     objective = _objective(job, space, options, directory, folds_file)
     n_trials = trials_to_run(study, space, options)
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    optimize_log.addFilter(_without_traceback)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -329,6 +331,8 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     except BaseException as exc:  # stopped (Ctrl-C, SIGTERM) or broken: not left RUNNING
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    finally:
+        optimize_log.removeFilter(_without_traceback)
     write_trials(study, directory / "trials.csv")
     best = _best_trial(study)
     outputs: dict[str, Any] = {}
@@ -338,6 +342,13 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         outputs = finish(job, study, best, options, directory)
     tracker.finish(study, best, directory, outputs)
     return directory
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Optuna's "Trial N failed ... because of the following error: ..." line without the
+    traceback it appends: the reason is in trials.csv, and molml's errors are one line."""
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 STUDY_FILE = "study.json"  # in a study's output folder: the study its trial folders belong to
