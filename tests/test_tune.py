@@ -540,6 +540,8 @@ def test_cv_seed_ensemble_trains_every_member_on_the_configs_split_with_its_own_
     assert sorted(trained) == sorted(folds[0]["train"])
     seeds = [yaml.safe_load((out / f"fold_{i}" / "config.yaml").read_text()) for i in (0, 1)]
     assert [c["seed_everything"] for c in seeds] == [7, 8]
+    # the member's own config, not the quiet one it was trained with (its folder as root)
+    assert not seeds[0]["trainer"].get("default_root_dir")
     summary = json.loads((out / "cv.json").read_text())
     tests = [fold["test/rmse"] for fold in summary["per_fold"]]
     assert tests[0] != tests[1]  # different seeds, different models

@@ -22,6 +22,7 @@ import optuna
 import pandas as pd
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.pytorch.cli import SaveConfigCallback
 from optuna_integration import PyTorchLightningPruningCallback
 
 from molml.baselines.config import BaselineConfig
@@ -379,6 +380,12 @@ def _quiet_cli(config: dict[str, Any]) -> Any:
     if config["trainer"].get("devices", "auto") in ("auto", None):
         config = {**config, "trainer": {**config["trainer"], "devices": 1}}
     cli = make_cli(config, run=False)
+    # the run's config.yaml is the job's own (write_config): Lightning's copy would replace
+    # it with this quiet one (no logger, the trial folder as root), which molml predict
+    # given it would write into that folder
+    cli.trainer.callbacks = [
+        c for c in cli.trainer.callbacks if not isinstance(c, SaveConfigCallback)
+    ]
     if cli.trainer.world_size > 1:
         raise DataError(
             "each trial or fold trains on one device, in this process: leave trainer.devices, "
