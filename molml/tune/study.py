@@ -483,7 +483,7 @@ def finish(
     model_path = best.user_attrs.get(MODEL_PATH)
     if model_path and Path(model_path).exists():
         test_metrics = job.test(best_config, Path(model_path))
-    elif options.cv:  # folds keep no model: the best config is trained once more
+    elif options.cv:  # each fold model saw part of the training data: trained once more
         model_path, test_metrics = _refit_best(job, best, best_config, options, directory)
     summary = {
         "study": options.study_name,
