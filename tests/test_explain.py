@@ -518,8 +518,11 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
         image.verify()
     assert (atoms["baseline"] == "zeros").all()  # a regression model's default
     # Integrated Gradients from chain carbons instead of all-zero features
+    capsys.readouterr()
     main([*args, "--output", str(out / "carbon"), "--baseline", "carbon", "--task", "logp",
-          "--steps", "20", "--no-progress"])  # fmt: skip
+          "--steps", "20"])  # fmt: skip
+    bars = capsys.readouterr().err  # with progress: attributions, then drawings
+    assert "explaining (integrated_gradients)" in bars and "drawing" in bars
     carbon = pd.read_csv(out / "carbon" / "attributions.csv")
     assert carbon["completeness_gap"].abs().max() < 0.05
     assert (carbon.loc[carbon["kind"] == "atom", "baseline"] == "carbon").all()

@@ -96,6 +96,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         title=f"molml explain: {Path(args.input).name}",
         ids=frame[id_source].tolist() if id_source else None,
         id_column=id_name or "id",
+        progress=args.progress,
     )
     print(json.dumps(summary, indent=2))
     if summary["molecules"] and not summary["explained"]:

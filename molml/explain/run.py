@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from molml.errors import DataError, PredictorError
 from molml.explain.baseline import explain_baseline
@@ -426,12 +427,14 @@ def write_explanations(
     title: str = "molml explanations",
     ids: Sequence[Any] | None = None,
     id_column: str = "id",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Write ``table`` (CSV, or Parquet by suffix), ``molecules/NNNNN.svg|png`` (plus
     ``NNNNN_features.png`` for features without atoms), for a baseline ``shap_summary.csv``
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
     into ``output``. ``ids`` (one per explanation) become the table's ``id_column`` and the
-    page's captions. Returns a summary (paths and counts)."""
+    page's captions; ``progress`` shows a progress bar over the drawings. Returns a summary
+    (paths and counts)."""
     if ids is not None and len(ids) != len(explanations):
         raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")
     if ids is not None and id_column in TABLE_COLUMNS:
@@ -453,7 +456,8 @@ def write_explanations(
         frame.to_csv(table_path, index=False)
     images: dict[int, list[Path]] = {}
     width = max(5, len(str(len(explanations))))
-    for number, item in enumerate(explanations):
+    drawn = tqdm(explanations, desc="drawing", unit="mol", disable=not progress)
+    for number, item in enumerate(drawn):
         if not item.ok or item.mol is None:
             continue
         stem = drawings / f"{number:0{width}d}"
