@@ -503,11 +503,13 @@ def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> lis
         return {"class_path": config.get("class_path"), "init_args": init_args}
 
     def hparams(spec: dict[str, Any]) -> dict[str, Any]:
-        values = dict(spec.get("hparams") or {})
-        if spec.get("task_type") == "multiclass" and not values.get("task_classes"):
-            # a checkpoint from before per-task class counts: every task had num_classes
-            values["task_classes"] = [values.get("num_classes")] * len(spec.get("tasks") or [])
-        return values
+        return spec.get("hparams") or {}
+
+    # a checkpoint from before per-task class counts has none: the counts the data gives
+    # now only mask its extra classes (its weights are the same), so they are not compared
+    linked = [
+        key for key in DATA_LINKED if key != "task_classes" or "task_classes" in hparams(stored)
+    ]
 
     pairs = {
         "tasks": (stored.get("tasks"), configured.get("tasks")),
@@ -516,7 +518,7 @@ def model_differences(stored: dict[str, Any], configured: dict[str, Any]) -> lis
         "encoder": (encoder(stored), encoder(configured)),
         **{
             f"model.{key}": (hparams(stored).get(key), hparams(configured).get(key))
-            for key in DATA_LINKED
+            for key in linked
         },
     }
     return [

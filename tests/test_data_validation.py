@@ -395,6 +395,9 @@ def test_an_identifier_column_is_not_taken_as_a_target(
     lines = [f"{smi} mol{i} {i / 2}" for i, smi in enumerate(smiles)]
     (tmp_path / "named.smi").write_text("\n".join(["SMILES Name logS", *lines]) + "\n")
     assert make_dm(tmp_path / "named.smi", target_columns=None).tasks == ["logS"]
+    lines = [f"{smi} {i / 2}" for i, smi in enumerate(smiles)]  # no name: a property there
+    (tmp_path / "values.smi").write_text("\n".join(["smiles logS", *lines]) + "\n")
+    assert make_dm(tmp_path / "values.smi", target_columns=None).tasks == ["logS"]
     # a compound without its number is still an identifier column
     gap = frame.astype({"compound_id": "Int64"})
     gap.loc[3, "compound_id"] = pd.NA

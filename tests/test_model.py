@@ -712,6 +712,25 @@ def test_tasks_with_fewer_classes_get_no_probability_for_the_others(
     assert logged["test/roc_auc/above_median"] == pytest.approx(
         tested["roc_auc/above_median"], abs=1e-6
     )
+    # a checkpoint written before per-task class counts were recorded is still tested with
+    # its run's config (the counts the data gives mask its extra class)
+    checkpoint = torch.load(best, weights_only=False)
+    del (
+        checkpoint["hyper_parameters"]["task_classes"],
+        checkpoint["molml"]["hparams"]["task_classes"],
+    )
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    older = cli(
+        root,
+        "test",
+        "--config",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(tmp_path / "older.ckpt"),
+    )
+    assert pd.read_csv(older / "metrics.csv").iloc[-1]["test/roc_auc/above_median"] == (
+        pytest.approx(tested["roc_auc/above_median"], abs=1e-6)
+    )
 
 
 def test_molml_predict_on_a_file_gives_one_row_per_input_row(multiclass_run, tmp_path) -> None:

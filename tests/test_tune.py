@@ -1085,8 +1085,51 @@ def test_a_cv_resumed_on_changed_data_is_refused(
     config = xgb_config(tmp_path / "xgb.yaml", data, split="random")
     command = ["cv", "--config", str(config), "--folds", "2", "--split", "random"]
     main(command)
+    (tmp_path / "runs" / "cv" / "xgb" / "cv.json").unlink()  # as if stopped before its end
     pd.read_csv(data).sample(frac=1.0, random_state=0).to_csv(data, index=False)
     with pytest.raises(SystemExit) as exit_info:
         main(command)
     assert exit_info.value.code == 2
     assert "holds a cross-validation of other data" in capsys.readouterr().err
+
+
+def test_a_grid_runs_every_point_enqueued_again_in_one_resume(tmp_path: Path) -> None:
+    """Optuna's grid sampler stops the study once every point was visited, and a stopped
+    point counts as visited: molml's keeps going while retried points wait."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from molml.tune.study import make_sampler, retry_stopped_trials, trials_to_run
+
+    params = read_space(space(tmp_path / "g.yaml", "model.readout: {categorical: [a, b, c]}\n"))
+    sampler = make_sampler("grid", params, 0)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", sampler=sampler)
+    readout = {"model.readout": CategoricalDistribution(["a", "b", "c"])}
+    for grid_id, (value, state) in enumerate(
+        [("a", TrialState.COMPLETE), ("b", TrialState.FAIL), ("c", TrialState.FAIL)]
+    ):
+        study.add_trial(
+            create_trial(
+                params={"model.readout": value},
+                distributions=readout,
+                state=state,
+                value=1.0 if state == TrialState.COMPLETE else None,
+                user_attrs={}
+                if state == TrialState.COMPLETE
+                else {"fail_reason": "stopped by SIGTERM"},
+                system_attrs={"grid_id": grid_id, "search_space": sampler._search_space},
+            )
+        )
+    assert len(retry_stopped_trials(study)) == 2
+    options = TuneOptions(study_name="s", storage="", metric="val/rmse", sampler="grid")
+    n_trials = trials_to_run(study, params, options)
+    assert n_trials == 2
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_categorical("model.readout", ["a", "b", "c"])
+        return 0.5
+
+    study.optimize(objective, n_trials=n_trials)
+    ran = [t.params["model.readout"] for t in study.trials[3:]]
+    assert sorted(ran) == ["b", "c"] and all(t.state.name == "COMPLETE" for t in study.trials[3:])
+    assert retry_stopped_trials(study) == []

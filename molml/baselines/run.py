@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,13 @@ from molml.baselines.config import BaselineConfig
 from molml.baselines.data import FingerprintData, load_fingerprint_data
 from molml.baselines.estimators import fit_task_model
 from molml.baselines.model import BaselineModel, load_baseline
-from molml.data.datamodule import MoleculeTable, keep_input_columns
-from molml.data.readers import check_some_valid, read_molecules_to_predict
+from molml.data.datamodule import keep_input_columns
+from molml.data.readers import (
+    check_some_valid,
+    default_smiles_column,
+    read_molecules_to_predict,
+)
+from molml.data.registry import dataset_path
 from molml.data.splits import SPLIT_NAMES
 from molml.errors import DataError
 from molml.tasks import score_predictions
@@ -150,25 +154,18 @@ def run_test(config: BaselineConfig, model_path: str | Path) -> Path:
 
 def _training_smiles_column(config: BaselineConfig) -> str | None:
     """The column the model was trained on: ``data.smiles_column``, else the one the training
-    file's columns gave (as ``molml predict`` takes it); None when that file is not here."""
+    file's header gave (as ``molml predict`` takes it); None when that file is not here."""
     if config.data.smiles_column is not None:
         return config.data.smiles_column
-    if not (config.data.dataset or config.data.path):
-        return None
     try:
-        with warnings.catch_warnings():  # said when it was trained on
-            warnings.simplefilter("ignore")
-            table = MoleculeTable.read(
-                config.data.dataset,
-                config.data.path,
-                data_dir=config.data.data_dir,
-                target_columns=config.data.target_columns,
-                task_type=config.data.task_type,
-                split_column=config.data.split_column,
-            )
+        if config.data.path:
+            return default_smiles_column(config.data.path)
+        if config.data.dataset:
+            path = dataset_path(config.data.dataset, data_dir=config.data.data_dir, download=False)
+            return default_smiles_column(path)
     except DataError:
         return None
-    return table.frame.attrs.get("smiles_column")
+    return None
 
 
 def run_predict(config: BaselineConfig, model_path: str | Path) -> Path:

@@ -875,8 +875,11 @@ def default_target_columns(
             if frame.attrs.get("smiles_column") in read
             else -1
         )
-        if 0 <= at < len(read) - 1 and read[at + 1] in columns and read[at + 1] not in unnamed:
-            unnamed.append(read[at + 1])
+        name = read[at + 1] if 0 <= at < len(read) - 1 else None
+        # names are text: a numeric field there (``smiles logS``) is a property
+        numeric = name in columns and pd.to_numeric(frame[name], errors="coerce").notna().all()
+        if name in columns and name not in unnamed and not numeric:
+            unnamed.append(name)
     identifiers = [c for c in columns if c not in unnamed and _is_identifier(frame[c], str(c))]
     left_out = {
         "an unnamed column, such as pandas' index, an SDF record title or a SMILES file's "

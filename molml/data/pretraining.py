@@ -255,6 +255,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     task_type = "regression"
     num_classes = 2
+    task_classes = None
     molecule_features_config = None
 
     def __init__(

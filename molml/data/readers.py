@@ -330,6 +330,15 @@ def _open_reader(
     return _Reader(chunks, smiles_from, available)
 
 
+def default_smiles_column(path: str | Path) -> str | None:
+    """The column :func:`read_molecules` reads SMILES from when none is named, from the file's
+    header alone; None for SD files, whose SMILES come from their records."""
+    if file_kind(path) == "sdf":
+        return None
+    columns = list_columns(path)
+    return _named_smiles_column(columns) or (columns[0] if columns else None)
+
+
 def _named_smiles_column(available: list[str]) -> str | None:
     """The column named ``smiles`` in any case, else the first whose name ends in it
     (``canonical_smiles``, ``Canonical SMILES``, ``Drug SMILES``; not ``smiles_length``), else

@@ -69,9 +69,10 @@ from molml.predict import GraphPredictor
 
 # atoms (over molecules and interpolation steps) per forward pass, and molecules per chunk of
 # work: large passes fill a GPU (on an H200, 131072 atoms and 256 molecules explained 1.6x as
-# many molecules/s as 16384 and 32); on a CPU, passes that keep activations in cache are ~1.7x
-# faster (scripts/bench_explain.py)
-ATOMS_PER_PASS = {"cpu": 2048, "other": 131072}
+# many molecules/s as 16384 and 32); a GPU of less than SMALL_GPU_BYTES memory keeps 16384;
+# on a CPU, passes that keep activations in cache are ~1.7x faster (scripts/bench_explain.py)
+ATOMS_PER_PASS = {"cpu": 2048, "small_gpu": 16384, "other": 131072}
+SMALL_GPU_BYTES = 40 * 2**30
 BATCH_SIZE = {"cpu": 32, "other": 256}
 
 
@@ -144,7 +145,13 @@ def _precision(model: Any, precision: str) -> ExitStack:
 
 def atoms_per_pass(device: torch.device) -> int:
     """Atoms per forward pass on ``device`` (see ``ATOMS_PER_PASS``)."""
-    return ATOMS_PER_PASS["cpu" if device.type == "cpu" else "other"]
+    if device.type == "cpu":
+        return ATOMS_PER_PASS["cpu"]
+    if device.type == "cuda" and (
+        torch.cuda.get_device_properties(device).total_memory < SMALL_GPU_BYTES
+    ):
+        return ATOMS_PER_PASS["small_gpu"]
+    return ATOMS_PER_PASS["other"]
 
 
 def _chunks(store: GraphStore, batch_size: int, limit: int) -> Iterator[tuple[int, int]]:

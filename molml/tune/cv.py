@@ -184,13 +184,10 @@ def _finished_fold(fold_dir: Path) -> Fitted | None:
 DATA_KEY = "data_sha256"  # in cv_request.json: see molml.tune.jobs.data_fingerprint
 
 
-def _check_request(
-    directory: Path, request: dict[str, Any], data_sha256: str
-) -> dict[str, Any] | None:
+def _check_request(directory: Path, request: dict[str, Any]) -> dict[str, Any] | None:
     """Start or resume the cross-validation of ``directory``: ``None`` to (re)run its folds, or
     the summary of one that finished. A folder made for another config or other options, or by
-    a molml that did not record them, or on data whose rows have changed since (its folds are
-    row positions), is refused, naming what differs."""
+    a molml that did not record them, is refused, naming what differs."""
     folds_file = directory / "folds.json"
     request_file = directory / REQUEST_FILE
     if not folds_file.exists():
@@ -201,7 +198,7 @@ def _check_request(
             "resumed; choose another --name, or delete that folder to run it again"
         )
     recorded = json.loads(request_file.read_text())
-    recorded_data = recorded.pop(DATA_KEY, None)  # folders made before it was recorded: none
+    recorded.pop(DATA_KEY, None)  # compared once the data is read (_check_data)
     if recorded != request:
         changed = describe_differences(recorded["config"], request["config"])
         options = [k for k in request if k != "config" and recorded.get(k) != request[k]]
@@ -213,19 +210,36 @@ def _check_request(
             f"{directory} holds a cross-validation made with other settings ({what}); rerun "
             "the same command to resume it, or choose another --name"
         )
-    if recorded_data is not None and recorded_data != data_sha256:
-        raise DataError(
-            f"{directory} holds a cross-validation of other data: the molecules or labels of "
-            "the config's data file have changed since it started, so its folds (row "
-            "positions) would pick other molecules; choose another --name, or delete that "
-            "folder to run it again"
-        )
     summary_file = directory / "cv.json"
     if summary_file.exists():
         print(f"{directory}: this cross-validation has finished; its summary is {summary_file}")
         return json.loads(summary_file.read_text())
     print(f"{directory}: resuming the cross-validation (finished folds are kept)")
     return None
+
+
+def _check_data(directory: Path, data_sha256: str, config: dict[str, Any]) -> None:
+    """A cross-validation resumed on data whose rows have changed since it started is refused:
+    its folds are row positions, so they would pick other molecules. So is one with
+    ``data.train_fraction`` begun by a molml that applied the fraction to its folds again."""
+    request_file = directory / REQUEST_FILE
+    if not request_file.exists():
+        return
+    recorded = json.loads(request_file.read_text()).get(DATA_KEY)
+    fraction = (config.get("data") or {}).get("train_fraction")
+    if recorded is None and fraction is not None and fraction < 1:
+        raise DataError(
+            f"{directory} holds a cross-validation with data.train_fraction {fraction} begun by "
+            "an earlier molml, whose folds trained on that fraction of their training part "
+            "again; delete that folder to run it again, or choose another --name"
+        )
+    if recorded is not None and recorded != data_sha256:  # none: made before it was recorded
+        raise DataError(
+            f"{directory} holds a cross-validation of other data: the molecules or labels of "
+            "the config's data file have changed since it started, so its folds (row "
+            "positions) would pick other molecules; choose another --name, or delete that "
+            "folder to run it again"
+        )
 
 
 def run_cv(
@@ -244,11 +258,12 @@ def run_cv(
         "metric": metric,
         "config": learning_config(job.config),
     }
-    table = job.split_table()
-    data_sha256 = data_fingerprint(table)
-    finished = _check_request(directory, request, data_sha256)
+    finished = _check_request(directory, request)
     if finished is not None:
         return finished
+    table = job.split_table()
+    data_sha256 = data_fingerprint(table)
+    _check_data(directory, data_sha256, job.config)
     creatable_directory(directory, f"cv folder {directory} cannot be written")
     check_metric_logged(metric, table.task_type, table.tasks, loss=job.kind == "graph")
     if not folds_file.exists():

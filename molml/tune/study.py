@@ -32,7 +32,14 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from molml.errors import DataError, Terminated, error_message, sigterm_received, stop_signal
+from molml.errors import (
+    DataError,
+    MolmlError,
+    Terminated,
+    error_message,
+    sigterm_received,
+    stop_signal,
+)
 from molml.options import creatable_directory
 from molml.tracking import SQLITE_PREFIX, absolute_tracking_uri, experiment_id, mlflow_client
 from molml.tune.cv import fit_folds, fold_splits, write_folds
@@ -230,7 +237,19 @@ def make_sampler(sampler: str, space: list[Param], seed: int) -> optuna.samplers
     if sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
     grid = {param.name: list(param.choices) for param in space}
-    return optuna.samplers.GridSampler(grid, seed=seed)
+    return _GridWithRetries(grid, seed=seed)
+
+
+class _GridWithRetries(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, which stops the study once no grid point is unvisited; a point
+    enqueued again after its trial was stopped (:func:`retry_stopped_trials`) counts as
+    visited, so the study goes on while such trials wait."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:  # fmt: skip
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        super().after_trial(study, trial, state, values)
 
 
 def check_sampler(sampler: str, space: list[Param]) -> None:
@@ -304,7 +323,10 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         study.enqueue_trial(
             start, user_attrs={"start": "the config's own values"}, skip_if_exists=True
         )
-    retry_stopped_trials(study)
+    from filelock import FileLock
+
+    with FileLock(directory / "retry.lock"):  # tuners starting together: enqueued once
+        retry_stopped_trials(study)
     note = small_validation_note(table, options)
     if note:
         print(note)
@@ -346,8 +368,11 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
 
 def _without_traceback(record: logging.LogRecord) -> bool:
     """Optuna's "Trial N failed ... because of the following error: ..." line without the
-    traceback it appends: the reason is in trials.csv, and molml's errors are one line."""
-    record.exc_info, record.exc_text = None, None
+    traceback it appends when the error is molml's own (its reason is in trials.csv, and
+    molml's errors are one line) or a stop; anything else keeps its traceback."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, (MolmlError, KeyboardInterrupt, SystemExit)):
+        record.exc_info, record.exc_text = None, None
     return True
 
 
@@ -542,8 +567,8 @@ def _refit_best(
             "trial": best.number,
             "trial_started": best.datetime_start.isoformat() if best.datetime_start else None,
             "params": best.params,
-            "config_sha256": hashlib.sha256(
-                json.dumps(config, sort_keys=True, default=str).encode()
+            "config_sha256": hashlib.sha256(  # what is learned, not where it runs
+                json.dumps(learning_config(config), sort_keys=True, default=str).encode()
             ).hexdigest(),
         }
         if record.is_file():
@@ -566,6 +591,9 @@ def _refit_best(
 REFIT_FILE = "refit.json"  # in best_fit/trial_<n>/ once the refitted model is tested
 
 
+MAX_TRIES = 3  # trials of one point whose every run was stopped, before it is given up
+
+
 def retry_stopped_trials(study: optuna.Study) -> list[dict[str, Any]]:
     """Enqueue again the parameters whose every trial was stopped (Ctrl-C, SIGTERM, a process
     killed; stale heartbeats are failed first), so a resumed study still scores them: the
@@ -582,7 +610,9 @@ def retry_stopped_trials(study: optuna.Study) -> list[dict[str, Any]]:
     retried = []
     for same in trials.values():
         reasons = [fail_reason(t) for t in same]
-        if all(r == STOPPED or r.startswith("stopped by") for r in reasons) and same[-1].params:
+        stopped = all(r == STOPPED or r.startswith("stopped by") for r in reasons)
+        # a point whose process keeps dying (out of memory, a crash) is tried at most 3 times
+        if stopped and len(same) < MAX_TRIES and same[-1].params:
             attrs = {k: v for k, v in same[-1].user_attrs.items() if k == "start"}
             study.enqueue_trial(same[-1].params, user_attrs={**attrs, "retry_of": same[-1].number})
             retried.append(same[-1].params)
