@@ -828,6 +828,15 @@ def test_a_study_resumed_on_other_data_or_schedule_is_refused(tmp_path: Path) ->
     load_study(options, params, config, data_sha256="rows-1")
     with pytest.raises(DataError, match="was made on other data: the molecules or labels"):
         load_study(options, params, config, data_sha256="rows-2")
+    # a --cv study with train_fraction begun before fingerprints were recorded: its folds saw
+    # the fraction twice
+    folded = TuneOptions(
+        study_name="f", storage=f"sqlite:///{tmp_path / 'optuna.db'}", metric="val/rmse", cv=2
+    )
+    halved = {**config, "data": {"path": "a.csv", "train_fraction": 0.5}}
+    load_study(folded, params, halved)
+    with pytest.raises(DataError, match="train_fraction 0.5 of their training part again"):
+        load_study(folded, params, halved, data_sha256="rows-1")
 
 
 def test_a_trial_keeps_its_model_on_the_metric_that_scores_it() -> None:

@@ -204,6 +204,14 @@ def load_study(
                     "since, so its trials would not compare; use another --study-name"
                 )
             if key == "data_sha256" and key not in attrs:  # recorded from now on
+                fraction = ((config or {}).get("data") or {}).get("train_fraction")
+                if options.cv and fraction is not None and fraction < 1:
+                    raise DataError(
+                        f"study {options.study_name!r} in {options.storage} was begun by an "
+                        f"earlier molml, whose --cv folds trained on data.train_fraction "
+                        f"{fraction} of their training part again: its trials would not "
+                        "compare with new ones; use another --study-name"
+                    )
                 study.set_user_attr(key, value)
             if key in attrs and attrs[key] != value:
                 raise DataError(
