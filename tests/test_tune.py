@@ -777,6 +777,7 @@ def test_median_pruner_waits_for_its_warmup_epochs() -> None:
     options = TuneOptions(study_name="s", storage="sqlite://", metric="val/rmse")
     assert warmup_steps(options) == 10
     assert warmup_steps(TuneOptions(**{**vars(options), "cv": 5})) == 1
+    assert warmup_steps(TuneOptions(**{**vars(options), "cv": 2})) == 0  # else never pruned
     assert warmup_steps(TuneOptions(**{**vars(options), "cv": 5, "pruner_warmup": 3})) == 3
 
 

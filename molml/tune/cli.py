@@ -64,7 +64,7 @@ def tune_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="epochs (with --cv: folds) a trial runs before the median pruner may stop it "
-        "(default 10 epochs, or 1 fold with --cv)",
+        "(default 10 epochs, or 1 fold with --cv; 0 with --cv 2)",
     )
     parser.add_argument("--cv", type=int, help="score trials by k-fold cross-validation")
     parser.add_argument(

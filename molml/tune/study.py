@@ -134,10 +134,11 @@ def make_pruner(
 def warmup_steps(options: TuneOptions) -> int:
     """Steps (epochs, or folds with ``cv``) a trial runs before the median pruner may stop
     it: ``--pruner-warmup``, by default 10 epochs or 1 fold (folds are few and each is a
-    whole training run: a trial may be stopped after its second fold)."""
+    whole training run: a trial may be stopped after its second fold); with 2 folds 0, since
+    a trial is never stopped after its last fold."""
     if options.pruner_warmup is not None:
         return options.pruner_warmup
-    return 1 if options.cv else 10
+    return min(1, options.cv - 2) if options.cv else 10
 
 
 def load_study(
