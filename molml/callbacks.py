@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from molml.data.datamodule import keep_input_columns
 from molml.data.readers import check_some_valid
+from molml.errors import deferred_stops
 from molml.plots import parity_plot, roc_plot
 from molml.tracking import record_mlflow_run
 
@@ -87,21 +88,28 @@ class ModelCheckpoint(LightningModelCheckpoint):
         self.best_model_score = self.kth_value = score
         self.best_k_models = {str(best): score}
 
+    # A stop (SIGTERM, Ctrl-C) received while checkpoints are written and old ones removed
+    # takes effect once that is done (deferred_stops), so the files and this callback's record
+    # of them agree when the run is resumed
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missed(trainer)
+        with deferred_stops():
+            super().on_validation_end(trainer, pl_module)
+            if not self._should_save_on_train_epoch_end(trainer):
+                self._save_last_if_missed(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._save_last_if_missed(trainer)
+        with deferred_stops():
+            super().on_train_epoch_end(trainer, pl_module)
+            if self._should_save_on_train_epoch_end(trainer):
+                self._save_last_if_missed(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Lightning saves ``last.ckpt`` here even in a ``fast_dev_run``, which it says saves
         nothing (the stray file then blocked the next fit in that folder)."""
         if not trainer.fast_dev_run:
-            super().on_train_end(trainer, pl_module)
+            with deferred_stops():
+                super().on_train_end(trainer, pl_module)
 
     def _save_last_if_missed(self, trainer: L.Trainer) -> None:
         if (

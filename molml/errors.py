@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 #: the status of a molecule whose prediction is NaN or infinite
@@ -94,6 +95,7 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
     other = other_process()
     _SIGTERM_RECEIVED.clear()
     _SIGINT_RECEIVED.clear()
+    _DEFERRED.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if main_thread else None
     previous_int = signal.signal(signal.SIGINT, _interrupt_on_sigint) if main_thread else None
@@ -113,6 +115,15 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
             raise SystemExit(EXIT_INTERRUPTED) from None
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
+        stop = stop_signal()
+        if stop is not None:
+            # the stop's interrupt was replaced by an error it caused on its way out (a file
+            # writer's cleanup, a library wrapping it): the verb was still stopped
+            if debug:
+                traceback.print_exc()
+            if other is None:
+                print(f"{prog}: stopped by {stop}; anything already saved is kept", file=sys.stderr)
+            raise SystemExit(EXIT_TERMINATED if stop == "SIGTERM" else EXIT_INTERRUPTED) from None
         code = exit_code(exc)
         if debug:
             traceback.print_exc()
@@ -125,6 +136,10 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
+        # a later verb or study in this process (a notebook, a test) starts unstopped
+        _SIGTERM_RECEIVED.clear()
+        _SIGINT_RECEIVED.clear()
+        _DEFERRED.clear()
 
 
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
@@ -179,11 +194,15 @@ _SIGTERM_RECEIVED: list[int] = []  # the signals received by this process's verb
 def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
     if _SIGTERM_RECEIVED:
         # the first one's exception was swallowed (raised inside a garbage-collection or
-        # weakref callback, which Python ignores): end the process the default way
+        # weakref callback, which Python ignores) or is held back by a write that must not be
+        # cut (deferred_stops): a second SIGTERM ends the process the default way
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
     _SIGTERM_RECEIVED.append(signum)
     _quiet_worker_teardown()
+    if _DEFERRING:
+        _DEFERRED.append(Terminated)
+        return
     raise Terminated
 
 
@@ -195,7 +214,31 @@ def _interrupt_on_sigint(signum: int, frame: Any) -> None:
     when Lightning has turned the interrupt into ``SystemExit(1)``."""
     _SIGINT_RECEIVED.append(signum)
     _quiet_worker_teardown()
+    if _DEFERRING:
+        _DEFERRED.append(KeyboardInterrupt)
+        return
     raise KeyboardInterrupt
+
+
+_DEFERRING: list[bool] = []  # one entry per open deferred_stops block
+_DEFERRED: list[type[KeyboardInterrupt]] = []  # the interrupts held back by those blocks
+
+
+@contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Hold back a SIGTERM or Ctrl-C received inside the block (a checkpoint being written)
+    until the block ends, then raise it: the write finishes instead of being cut midway, or
+    its cleanup turning the interrupt into another error. A second SIGTERM still ends the
+    process at once. Outside a verb (no molml handler installed) signals act as before."""
+    _DEFERRING.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRING.pop()
+        if not _DEFERRING and _DEFERRED:
+            stop = _DEFERRED[0]
+            _DEFERRED.clear()
+            raise stop
 
 
 def _quiet_worker_teardown() -> None:

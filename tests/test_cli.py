@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -799,6 +800,83 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exit_info:  # a crash after it is still a crash
         run_command("molml fit", lambda: sys.exit(1))
     assert exit_info.value.code == 1
+
+
+def test_a_stop_inside_a_deferred_block_takes_effect_when_the_block_ends(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """A SIGTERM that lands while a checkpoint is written waits for the write to finish; an
+    error the stop causes on its way out (a writer's cleanup) still ends the verb as stopped."""
+    import signal
+    import time
+
+    from molml.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, deferred_stops, run_command
+
+    done: list[str] = []
+
+    def saving() -> None:
+        with deferred_stops():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            done.append("written")
+        done.append("after the block")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml fit", saving)
+    assert exit_info.value.code == EXIT_TERMINATED
+    assert done == ["written"]
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+
+    def cleanup_fails(stop: int) -> None:
+        try:
+            os.kill(os.getpid(), stop)
+            time.sleep(30)
+        finally:
+            raise RuntimeError("PytorchStreamWriter failed writing file")
+
+    for stop, code, name in [(signal.SIGTERM, EXIT_TERMINATED, "SIGTERM"),
+                             (signal.SIGINT, EXIT_INTERRUPTED, "Ctrl-C")]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            run_command("molml fit", partial(cleanup_fails, stop))
+        assert exit_info.value.code == code
+        assert capsys.readouterr().err == (
+            f"molml fit: stopped by {name}; anything already saved is kept\n"
+        )
+
+    def crash() -> None:
+        raise RuntimeError("PytorchStreamWriter failed writing file")
+
+    with pytest.raises(SystemExit) as exit_info:  # a later verb's error is an error again
+        run_command("molml fit", crash)
+    assert exit_info.value.code == 1
+
+
+def test_sigterm_while_a_checkpoint_is_saved_keeps_it_whole_and_stops_after_it(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    import lightning as L
+
+    write_tiny_config(tmp_path / "tiny.yaml", property_csv, lr=1e-3, max_epochs=5)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["molml"])
+    save, saved = L.Trainer.save_checkpoint, []
+
+    def stopped_while_saving(trainer: L.Trainer, filepath: str, *args: Any, **kwargs: Any) -> None:
+        if not saved:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands before the first file is written
+        save(trainer, filepath, *args, **kwargs)
+        saved.append(Path(filepath).name)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", stopped_while_saving)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", "tiny.yaml", *QUIET])
+    assert exit_info.value.code == 143
+    assert saved == ["best.ckpt", "last.ckpt"]  # the first epoch's checkpoints, no later ones
+    checkpoints = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints"
+    read = partial(torch.load, map_location="cpu", weights_only=False)
+    assert read(checkpoints / "best.ckpt")["epoch"] == read(checkpoints / "last.ckpt")["epoch"] == 0
 
 
 def test_a_stopped_verb_does_not_print_its_loader_workers_deaths(tmp_path: Path) -> None:
