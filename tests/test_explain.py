@@ -475,6 +475,29 @@ def test_bad_single_atom_and_large_molecules(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_molecules_drawn_in_several_processes_are_the_ones_drawn_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import molml.explain.run as run
+
+    smiles = [*nci_smiles(16), "not_a_smiles", "C/C=C/N", "CS(=O)(=O)O", "OC(=O)C=CC(=O)O"]
+    result = explain(nitrogen_counter(), smiles, method="integrated_gradients", steps=4)
+    write_explanations(result, tmp_path / "one", units="target units", jobs=1)
+    pools: list[str] = []
+    get_context = run.mp.get_context
+    monkeypatch.setattr(run.mp, "get_context", lambda kind: pools.append(kind) or get_context(kind))
+    write_explanations(result, tmp_path / "two", units="target units", jobs=2)
+    assert pools == ["fork"]  # 19 drawings are enough for two processes
+    drawn = sorted(p.name for p in (tmp_path / "one" / "molecules").iterdir())
+    assert len(drawn) == 2 * 19 and "00016.svg" not in drawn
+    assert drawn == sorted(p.name for p in (tmp_path / "two" / "molecules").iterdir())
+    for name in drawn:  # the same pictures, in the same files (the stereo bond included)
+        one = (tmp_path / "one" / "molecules" / name).read_bytes()
+        assert one == (tmp_path / "two" / "molecules" / name).read_bytes(), name
+    page = (tmp_path / "one" / "index.html").read_text().replace("/one/", "/two/")
+    assert page == (tmp_path / "two" / "index.html").read_text()
+
+
 def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, capsys) -> None:
     mols = tmp_path / "mols.csv"
     smiles = [*nci_smiles(4), "not_a_smiles", "C"]
@@ -530,6 +553,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),
+        (["--jobs", "0"], 2, "--jobs must be an integer >= 1"),
         (["--method", "shap"], 2, "integrated_gradients"),
         (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
         (["--table", "shap_summary.csv"], 2, "another file of the run"),

@@ -24,7 +24,7 @@ from molml.explain.run import (
     score_units,
     write_explanations,
 )
-from molml.options import check_int
+from molml.options import check_int, check_jobs
 from molml.predict import load_model
 from molml.predict.loading import check_device
 
@@ -43,6 +43,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         check_int(args.steps, "--steps", minimum=1)
     if args.batch_size is not None:
         check_int(args.batch_size, "--batch-size", minimum=1)
+    check_jobs(args.jobs, "--jobs")
     check_table_name(args.table)
     check_input_kept(args.input, args.output, args.table)
     device = args.device
@@ -97,6 +98,7 @@ def run_parsed(args: argparse.Namespace) -> None:
         ids=frame[id_source].tolist() if id_source else None,
         id_column=id_name or "id",
         progress=args.progress,
+        jobs=args.jobs,
     )
     print(json.dumps(summary, indent=2))
     if summary["molecules"] and not summary["explained"]:

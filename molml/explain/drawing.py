@@ -51,43 +51,56 @@ def canvas_size(n_atoms: int) -> int:
 
 def draw_molecule(item: MoleculeExplanation, stem: Path, units: str) -> list[Path]:
     """Draw one explained molecule to ``<stem>.svg`` and ``<stem>.png``; returns both paths."""
-    paths = []
     side = canvas_size(item.mol.GetNumAtoms())
-    for suffix, canvas in (
-        (".svg", rdMolDraw2D.MolDraw2DSVG(side, side + BAR_HEIGHT, side, side)),
-        (".png", rdMolDraw2D.MolDraw2DCairo(side, side + BAR_HEIGHT, side, side)),
-    ):
-        _draw(canvas, item, side, units)
-        canvas.FinishDrawing()
-        path = stem.with_suffix(suffix)
-        if suffix == ".svg":
-            path.write_text(canvas.GetDrawingText())
-        else:
-            path.write_bytes(canvas.GetDrawingText())
-        paths.append(path)
+    scheme = _Colouring(item)
+    mol = rdMolDraw2D.PrepareMolForDrawing(item.mol)  # laid out once for both files
+    svg = rdMolDraw2D.MolDraw2DSVG(side, side + BAR_HEIGHT, side, side)
+    _draw(svg, mol, item, scheme, side, units)
+    png = rdMolDraw2D.MolDraw2DCairo(side, side + BAR_HEIGHT, side, side)
+    _draw(png, mol, item, scheme, side, units)
+    paths = [stem.with_suffix(".svg"), stem.with_suffix(".png")]
+    paths[0].write_text(svg.GetDrawingText())
+    paths[1].write_bytes(png.GetDrawingText())
     return paths
 
 
-def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, units: str) -> None:
-    atoms = np.nan_to_num(np.asarray(item.atom_totals, dtype=np.float64))
-    bonds = np.asarray(item.bond_scores, dtype=np.float64)
-    finite = np.concatenate([atoms, bonds[np.isfinite(bonds)]])
-    scale = float(np.abs(finite).max()) if finite.size else 0.0
-    scale = scale if scale > 0 else 1.0
-    cmap = colormaps[COLOUR_MAP]
+class _Colouring:
+    """An explanation's colours: per atom and bond, and the colour bar's, on one scale (the
+    largest absolute score), computed once for both drawings."""
 
-    def colour(score: float) -> tuple[float, float, float]:
-        return tuple(float(c) for c in cmap(0.5 + 0.5 * score / scale)[:3])
+    def __init__(self, item: MoleculeExplanation) -> None:
+        atoms = np.nan_to_num(np.asarray(item.atom_totals, dtype=np.float64))
+        bonds = np.asarray(item.bond_scores, dtype=np.float64)
+        finite = np.concatenate([atoms, bonds[np.isfinite(bonds)]])
+        scale = float(np.abs(finite).max()) if finite.size else 0.0
+        self.scale = scale if scale > 0 else 1.0
+        self.any_score = bool(np.any(finite))
+        self.bond_ids = [int(k) for k in np.flatnonzero(np.isfinite(bonds))]
+        self.atom_colours = dict(enumerate(self._colours(atoms)))
+        bond_colours = self._colours(bonds[self.bond_ids])
+        self.bond_colours = dict(zip(self.bond_ids, bond_colours, strict=True))
+        self.radii = {i: 0.25 + 0.25 * float(abs(s)) / self.scale for i, s in enumerate(atoms)}
+        steps = self.scale * (2 * (np.arange(BAR_STEPS) + 0.5) / BAR_STEPS - 1)
+        self.bar_colours = self._colours(steps)
 
+    def _colours(self, scores: np.ndarray) -> list[tuple[float, float, float]]:
+        rgba = colormaps[COLOUR_MAP](0.5 + 0.5 * np.asarray(scores, dtype=np.float64) / self.scale)
+        return [tuple(float(c) for c in row[:3]) for row in np.atleast_2d(rgba)[: len(scores)]]
+
+
+def _draw(
+    canvas: rdMolDraw2D.MolDraw2D,
+    mol: Any,
+    item: MoleculeExplanation,
+    scheme: _Colouring,
+    side: int,
+    units: str,
+) -> None:
     options = canvas.drawOptions()
     options.legendFontSize = 16
     options.fillHighlights = True
     options.clearBackground = True
     options.continuousHighlight = True
-    atom_colours = {i: colour(s) for i, s in enumerate(atoms)}
-    radii = {i: 0.25 + 0.25 * abs(s) / scale for i, s in enumerate(atoms)}
-    bond_ids = [k for k, s in enumerate(bonds) if np.isfinite(s)]
-    bond_colours = {k: colour(bonds[k]) for k in bond_ids}
     how = item.method.replace("_", " ")
     if item.baseline is not None and math.isfinite(item.baseline_value):
         start = BASELINE_NAMES.get(item.baseline, item.baseline)
@@ -95,18 +108,17 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
     legend = f"{value_caption(item, units)}   ({how})"
     if item.atom_std is not None:
         legend += f"   ensemble: max atom std {float(np.max(item.atom_std)):.3g}"
-    rdMolDraw2D.PrepareAndDrawMolecule(
-        canvas,
-        item.mol,
+    canvas.DrawMolecule(
+        mol,
         legend=legend,
-        highlightAtoms=list(atom_colours),
-        highlightAtomColors=atom_colours,
-        highlightAtomRadii=radii,
-        highlightBonds=bond_ids,
-        highlightBondColors=bond_colours,
+        highlightAtoms=list(scheme.atom_colours),
+        highlightAtomColors=scheme.atom_colours,
+        highlightAtomRadii=scheme.radii,
+        highlightBonds=scheme.bond_ids,
+        highlightBondColors=scheme.bond_colours,
     )
-    if np.any(finite):
-        _colour_bar(canvas, side, scale, units, colour)
+    if scheme.any_score:
+        _colour_bar(canvas, side, scheme, units)
     else:  # e.g. a descriptor model: the credit is on features, not atoms
         canvas.SetColour((0.0, 0.0, 0.0))
         canvas.SetFontSize(13)
@@ -114,6 +126,7 @@ def _draw(canvas: rdMolDraw2D.MolDraw2D, item: MoleculeExplanation, side: int, u
         if item.feature_scores:
             note += " (see the features' bar plot)"
         canvas.DrawString(note, Point2D(side / 2, side + 20), 0, True)
+    canvas.FinishDrawing()
 
 
 def value_caption(item: MoleculeExplanation, units: str) -> str:
@@ -139,18 +152,19 @@ def _in_units(value: float, units: str, digits: int) -> str:
     return f"{value:.{digits}g}" if units == "target units" else f"{units} {value:.{digits}g}"
 
 
-def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scale: float, units: str, colour) -> None:
+def _colour_bar(canvas: rdMolDraw2D.MolDraw2D, side: int, scheme: _Colouring, units: str) -> None:
     left, right = 0.15 * side, 0.85 * side
     top, bottom = side + 6, side + 22
     step = (right - left) / BAR_STEPS
     canvas.SetFillPolys(True)
-    for k in range(BAR_STEPS):
-        canvas.SetColour(colour(scale * (2 * (k + 0.5) / BAR_STEPS - 1)))
+    for k, colour in enumerate(scheme.bar_colours):
+        canvas.SetColour(colour)
         canvas.DrawRect(
             Point2D(left + k * step, top), Point2D(left + (k + 1) * step + 0.5, bottom), True
         )
     canvas.SetColour((0.0, 0.0, 0.0))
     canvas.SetFontSize(13)
+    scale = scheme.scale
     for text, x in ((f"{-scale:.3g}", left), ("0", (left + right) / 2), (f"{scale:.3g}", right)):
         canvas.DrawString(text, Point2D(x, bottom + 10), 0, True)
     canvas.DrawString(f"attribution ({units})", Point2D((left + right) / 2, bottom + 26), 0, True)

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--table", default="attributions.csv", help="table file name: .csv or .parquet"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=-1,
+        help="processes that draw the molecules (default -1: one per CPU core)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 

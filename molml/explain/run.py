@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
+import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from molml.explain.options import (
     PRECISIONS,
 )
 from molml.models.precision import native_bf16
-from molml.options import check_int, writable_directory
+from molml.options import check_int, check_jobs, writable_directory
 from molml.predict import GraphPredictor, Predictor
 from molml.predict.base import as_smiles_list
 
@@ -428,13 +430,15 @@ def write_explanations(
     ids: Sequence[Any] | None = None,
     id_column: str = "id",
     progress: bool = False,
+    jobs: int = -1,
 ) -> dict[str, Any]:
     """Write ``table`` (CSV, or Parquet by suffix), ``molecules/NNNNN.svg|png`` (plus
     ``NNNNN_features.png`` for features without atoms), for a baseline ``shap_summary.csv``
     and ``shap_summary.png`` (every feature's effect over all molecules) and ``index.html``
     into ``output``. ``ids`` (one per explanation) become the table's ``id_column`` and the
-    page's captions; ``progress`` shows a progress bar over the drawings. Returns a summary
-    (paths and counts)."""
+    page's captions; ``progress`` shows a progress bar over the drawings, which ``jobs``
+    processes draw (-1: one per CPU core). Returns a summary (paths and counts)."""
+    check_jobs(jobs, "jobs")
     if ids is not None and len(ids) != len(explanations):
         raise DataError(f"{len(ids)} ids for {len(explanations)} explanations")
     if ids is not None and id_column in TABLE_COLUMNS:
@@ -454,18 +458,13 @@ def write_explanations(
         frame.to_parquet(table_path, index=False)
     else:
         frame.to_csv(table_path, index=False)
-    images: dict[int, list[Path]] = {}
     width = max(5, len(str(len(explanations))))
-    drawn = tqdm(explanations, desc="drawing", unit="mol", disable=not progress)
-    for number, item in enumerate(drawn):
-        if not item.ok or item.mol is None:
-            continue
-        stem = drawings / f"{number:0{width}d}"
-        svg, _ = draw_molecule(item, stem, units)
-        images[number] = [svg]
-        if item.feature_scores:
-            bars = stem.with_name(f"{stem.name}_features.png")
-            images[number].append(feature_bar_plot(item, bars, units))
+    work = [
+        (number, item, drawings / f"{number:0{width}d}", units)
+        for number, item in enumerate(explanations)
+        if item.ok and item.mol is not None
+    ]
+    images = dict(_draw_all(work, jobs, progress))
     summary = shap_summary(explanations, output, units)
     index = write_index(
         output,
@@ -488,3 +487,45 @@ def write_explanations(
     }
     (output / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+DRAWINGS_PER_PROCESS = 8
+"""Below this many molecules per extra process, drawing stays in this process (starting
+workers costs more than it saves)."""
+
+_DRAWING: list[tuple[int, MoleculeExplanation, Path, str]] = []
+"""The work of :func:`_draw_all`'s forked processes, which inherit it: a pickled RDKit
+molecule loses state that its depiction depends on, so it is not sent to them."""
+
+
+def _draw_all(
+    work: list[tuple[int, MoleculeExplanation, Path, str]], jobs: int, progress: bool
+) -> Iterator[tuple[int, list[Path]]]:
+    """Draw each ``(number, explanation, stem, units)`` of ``work``, in ``jobs`` forked
+    processes (RDKit's PNG encoding takes most of a drawing's time); yields each molecule's
+    number and drawings in order."""
+    jobs = (os.cpu_count() or 1) if jobs == -1 else jobs
+    jobs = min(jobs, len(work) // DRAWINGS_PER_PROCESS)
+    bar = tqdm(total=len(work), desc="drawing", unit="mol", disable=not progress)
+    _DRAWING[:] = work
+    try:
+        if jobs <= 1 or "fork" not in mp.get_all_start_methods():
+            for result in map(_draw_one, range(len(work))):
+                bar.update()
+                yield result
+        else:
+            with mp.get_context("fork").Pool(jobs) as pool:
+                for result in pool.imap(_draw_one, range(len(work)), chunksize=4):
+                    bar.update()
+                    yield result
+    finally:
+        _DRAWING.clear()
+        bar.close()
+
+
+def _draw_one(position: int) -> tuple[int, list[Path]]:
+    number, item, stem, units = _DRAWING[position]
+    paths = draw_molecule(item, stem, units)[:1]  # the page shows the SVG
+    if item.feature_scores:
+        paths.append(feature_bar_plot(item, stem.with_name(f"{stem.name}_features.png"), units))
+    return number, paths
