@@ -26,7 +26,20 @@ def check_jobs(value: object, name: str) -> None:
     """Raise :class:`DataError` unless ``value`` is a number of processes: ``-1`` (all cores)
     or an integer ``>= 1``."""
     if value != -1:
-        check_int(value, name, minimum=1)
+        try:
+            check_int(value, name, minimum=1)
+        except DataError:
+            raise DataError(
+                f"{name} must be -1 (one process per CPU core) or an integer >= 1, got {value!r}"
+            ) from None
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, as ``taskset`` or a batch
+    scheduler sets it), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def writable_directory(

@@ -360,6 +360,25 @@ def test_shap_of_a_random_forest_adds_up_to_its_probability(
     assert result[0].atom_scores[nitrogen].max() == pytest.approx(result[0].atom_scores.max())
 
 
+def test_shap_of_a_forest_whose_splits_round_up_in_float32_still_adds_up(
+    ecfp_baselines: dict[str, Path],
+) -> None:
+    """SHAP keeps thresholds as float32: a split just below a feature's value (as descriptors
+    often lie) rounded up onto it and sent the molecule the other way, and the run stopped
+    with SHAP's additivity error."""
+    predictor = molml.load_model(ecfp_baselines["forest"])
+    forest = predictor.model.task_models[0]
+    inner = forest.left != np.arange(len(forest.left))
+    # the same splits of whole counts (x <= 1.5 as x <= 2 - 1e-12): float32 rounds them to 2
+    forest.threshold[inner] = np.floor(forest.threshold[inner]) + 1 - 1e-12
+    smiles = ["c1ccncc1CCN", "CCCCCC", "CC(=O)Nc1ccc(O)cc1", "NCCN"]
+    probability = predictor.predict(smiles)["has_n"].to_numpy()
+    result = explain(predictor, smiles)
+    assert [item.status for item in result] == ["ok"] * 4
+    for item, p in zip(result, probability, strict=True):
+        assert item.explained_value == pytest.approx(p, abs=1e-6)
+
+
 def test_methods_that_do_not_apply_name_the_ones_that_do(
     trained: GraphPredictor, ecfp_baselines: dict[str, Path]
 ) -> None:
@@ -553,7 +572,7 @@ def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, cap
     for extra, code, text in (
         (["--task", "nope"], 2, "['logp', 'tpsa']"),
         (["--steps", "0"], 2, "--steps"),
-        (["--jobs", "0"], 2, "--jobs must be an integer >= 1"),
+        (["--jobs", "0"], 2, "--jobs must be -1 (one process per CPU core) or an integer >= 1"),
         (["--method", "shap"], 2, "integrated_gradients"),
         (["--table", "scores.xlsx"], 2, "table must be a file name ending in"),
         (["--table", "shap_summary.csv"], 2, "another file of the run"),

@@ -114,14 +114,17 @@ def test_two_screens_of_one_output_cannot_run_at_once(graph_run, library, tmp_pa
 def test_training_data_options_are_checked(property_csv, option, value) -> None:
     from molml.data.datamodule import MoleculeDataModule
 
-    with pytest.raises(DataError, match=f"data.{option} must be an integer >= "):
+    with pytest.raises(DataError, match=rf"data.{option} must be (-1 \(.*\) or )?an integer >= "):
         MoleculeDataModule(path=str(property_csv), **{option: value})
 
 
 def test_baseline_feature_jobs_are_checked() -> None:
     from molml.baselines import FeaturesConfig
 
-    with pytest.raises(DataError, match="features.n_jobs must be an integer >= 1"):
+    with pytest.raises(
+        DataError,
+        match=r"features.n_jobs must be -1 \(one process per CPU core\) or an integer >= 1",
+    ):
         FeaturesConfig(n_jobs=0)
 
 

@@ -32,7 +32,7 @@ from molml.chem.featurizer import (
 from molml.chem.fingerprints import FingerprintFeaturizer, fingerprint_from_config
 from molml.data.splits import split_keys
 from molml.errors import InvalidMoleculeError
-from molml.options import writable_directory
+from molml.options import cpu_cores, writable_directory
 
 log = logging.getLogger("molml")
 
@@ -486,7 +486,7 @@ def featurize_molecules(
                     exc,
                 )
 
-    jobs = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, n_jobs)
+    jobs = cpu_cores() if n_jobs in (-1, None) else max(1, n_jobs)
     tasks = [
         (config, features_config, start, chunk, with_scaffolds)
         for start, chunk in _chunks(smiles, chunk_size)

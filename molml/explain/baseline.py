@@ -138,12 +138,22 @@ def _forest_trees(forest: ForestTaskModel) -> dict[str, Any]:
                 "children_right": right,
                 "children_default": np.where(forest.missing_left[nodes], left, right),
                 "features": np.where(leaf, -2, forest.feature[nodes]),
-                "thresholds": np.where(leaf, 0.0, forest.threshold[nodes]),
+                "thresholds": np.where(leaf, 0.0, _float32_below(forest.threshold[nodes])),
                 "values": (forest.value[nodes] / n_trees)[:, None],
                 "node_sample_weight": np.ones(len(nodes)),
             }
         )
     return {"trees": trees}
+
+
+def _float32_below(thresholds: np.ndarray) -> np.ndarray:
+    """Each threshold as the largest float32 not above it. SHAP's tree code keeps thresholds
+    as float32; the forest compares float32 features with float64 thresholds, so a feature
+    equal to a threshold rounded up (a descriptor within float32 rounding of a split) went the
+    other way in SHAP and failed its additivity check. For float32 ``x``, ``x <= t`` and
+    ``x <= float32_below(t)`` agree."""
+    rounded = thresholds.astype(np.float32)
+    return np.where(rounded > thresholds, np.nextafter(rounded, np.float32(-np.inf)), rounded)
 
 
 def _fill(

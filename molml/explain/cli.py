@@ -25,7 +25,7 @@ from molml.explain.run import (
     write_explanations,
 )
 from molml.options import check_int, check_jobs
-from molml.predict import load_model
+from molml.predict import GraphPredictor, load_model
 from molml.predict.loading import check_device
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ def run_parsed(args: argparse.Namespace) -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device, "--device")
     predictor = load_model(args.model, map_location=device)
-    log.info("graph models run on %s", device)
+    if any(isinstance(member, GraphPredictor) for member in predictor.members):
+        log.info("graph models run on %s", device)
     method, _, _ = check_settings(
         predictor,
         args.method,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from molml.explain.options import (
     PRECISIONS,
 )
 from molml.models.precision import native_bf16
-from molml.options import check_int, check_jobs, writable_directory
+from molml.options import check_int, check_jobs, cpu_cores, writable_directory
 from molml.predict import GraphPredictor, Predictor
 from molml.predict.base import as_smiles_list
 
@@ -504,7 +503,7 @@ def _draw_all(
     """Draw each ``(number, explanation, stem, units)`` of ``work``, in ``jobs`` forked
     processes (RDKit's PNG encoding takes most of a drawing's time); yields each molecule's
     number and drawings in order."""
-    jobs = (os.cpu_count() or 1) if jobs == -1 else jobs
+    jobs = cpu_cores() if jobs == -1 else jobs
     jobs = min(jobs, len(work) // DRAWINGS_PER_PROCESS)
     bar = tqdm(total=len(work), desc="drawing", unit="mol", disable=not progress)
     _DRAWING[:] = work
