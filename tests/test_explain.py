@@ -517,6 +517,30 @@ def test_molecules_drawn_in_several_processes_are_the_ones_drawn_in_one(
     assert page == (tmp_path / "two" / "index.html").read_text()
 
 
+def test_a_run_that_fails_while_explaining_leaves_no_empty_folder(
+    graph_run: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import molml.explain.cli as cli
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(cli, "explain", out_of_memory)
+    mols = tmp_path / "mols.smi"
+    mols.write_text("CCO\n")
+    args = ["explain", "--model", str(graph_run["ckpt"]), "--input", str(mols), "--output"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, str(tmp_path / "new")])
+    assert exit_info.value.code == 1 and "CUDA out of memory" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder that was there stays, with what it held
+    (kept / "molecules").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main([*args, str(kept)])
+    assert (kept / "notes.txt").read_text() == "mine" and (kept / "molecules").is_dir()
+
+
 def test_cli_writes_table_drawings_and_page(graph_run: dict, tmp_path: Path, capsys) -> None:
     mols = tmp_path / "mols.csv"
     smiles = [*nci_smiles(4), "not_a_smiles", "C"]

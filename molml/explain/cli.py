@@ -75,21 +75,29 @@ def run_parsed(args: argparse.Namespace) -> None:
     if id_source in TABLE_COLUMNS:
         id_name = "id"
         log.info("ids of column %r are written as 'id': the table has one of that name", id_source)
-    prepare_output(args.output, args.table)
-    explanations = explain(
-        predictor,
-        frame["smiles"].tolist(),
-        method=method,
-        task=args.task,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        shap_mapping=args.shap_mapping,
-        inputs=args.inputs,
-        baseline=args.baseline,
-        explained=args.explained,
-        progress=args.progress,
-    )
+    output = Path(args.output)
+    made = [folder for folder in (output / "molecules", output) if not folder.exists()]
+    prepare_output(output, args.table)
+    try:
+        explanations = explain(
+            predictor,
+            frame["smiles"].tolist(),
+            method=method,
+            task=args.task,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            shap_mapping=args.shap_mapping,
+            inputs=args.inputs,
+            baseline=args.baseline,
+            explained=args.explained,
+            progress=args.progress,
+        )
+    except BaseException:
+        for folder in made:  # the folders this run made stay only with something in them
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     summary = write_explanations(
         explanations,
         args.output,
