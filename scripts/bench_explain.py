@@ -27,7 +27,9 @@ Speed: molecules explained per second by Integrated Gradients (50 steps) for a D
 size 300, depth 3, batched (``molml.explain.explain``, fp32 and bf16) and one molecule per call,
 beside a plain PyTorch Geometric + Captum loop run in the same process on the same random HIV
 molecules (a 3-layer GINE of hidden size 64, ``torch_geometric.explain.Explainer`` with
-``CaptumExplainer``, one molecule at a time).
+``CaptumExplainer``, one molecule at a time). Then the time to write those molecules'
+explanations (``write_explanations``: table, SVG and PNG drawings, page) in one process and in
+one per CPU core.
 
     python scripts/bench_explain.py                               # 3 seeds, every model
     python scripts/bench_explain.py --seeds 0 --encoders dmpnn --tasks benzene_and_amide
@@ -74,9 +76,10 @@ from molml.chem.featurizer import MolGraphFeaturizer
 from molml.chem.fingerprints import MorganFingerprint
 from molml.data.datamodule import MoleculeDataModule
 from molml.data.registry import dataset_path
-from molml.explain import explain
+from molml.explain import explain, write_explanations
 from molml.explain.graph import ATOMS_PER_PASS
 from molml.models import DMPNN, GINE, GPS, AttentiveFP, MoleculeModel
+from molml.options import cpu_cores
 from molml.predict import BaselinePredictor, EnsemblePredictor, GraphPredictor, Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -617,7 +620,23 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         )
     if sweep:
         result["sweep"] = sweep
+    result.update(drawing_speed(explain(predictor, smiles, steps=args.steps, progress=False)))
     return result
+
+
+def drawing_speed(explanations: list[Any]) -> dict[str, float]:
+    """Milliseconds per molecule of ``write_explanations`` (table, SVG and PNG per molecule,
+    page) in one process and in one per core this process may use."""
+    timings = {}
+    for jobs in dict.fromkeys((1, cpu_cores())):
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            write_explanations(explanations, folder, units="target units", jobs=jobs)
+            seconds = time.perf_counter() - start
+        timings[f"drawing_ms_per_molecule_{jobs}_processes"] = round(
+            1000 * seconds / len(explanations), 1
+        )
+    return timings
 
 
 def markdown(frame: pd.DataFrame) -> str:

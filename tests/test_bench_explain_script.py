@@ -164,3 +164,15 @@ def test_decoy_rate_sets_the_share_of_training_positives_with_the_decoy(bench, r
     assert sum(has[i] for i in negatives) == round((1 - rate) * 80)
     held_out = [i for i in test if label[i]]
     assert sum(has[i] for i in held_out) == len(held_out) // 2
+
+
+def test_drawing_speed_times_one_process_and_one_per_core(bench, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "cpu_cores", lambda: 2)
+    model = MoleculeModel(encoder=DMPNN(hidden_dim=8, depth=1))
+    explanations = explain(GraphPredictor(model), ["CCO", "c1ccccc1N", "CC(=O)O"], progress=False)
+    timings = bench.drawing_speed(explanations)
+    assert set(timings) == {
+        "drawing_ms_per_molecule_1_processes",
+        "drawing_ms_per_molecule_2_processes",
+    }
+    assert all(value > 0 for value in timings.values())
