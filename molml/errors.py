@@ -11,7 +11,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 #: the status of a molecule whose prediction is NaN or infinite
 NON_FINITE = "non-finite prediction"
@@ -103,17 +103,10 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
         return command()
     except (KeyboardInterrupt, SystemExit) as exc:
         # Lightning turns an interrupt into SystemExit(1) after its graceful shutdown
-        if isinstance(exc, Terminated) or _SIGTERM_RECEIVED:
-            if other is None:
-                print(
-                    f"{prog}: stopped by SIGTERM; anything already saved is kept", file=sys.stderr
-                )
-            raise SystemExit(EXIT_TERMINATED) from None
-        if _SIGINT_RECEIVED:
-            if other is None:
-                print(f"{prog}: stopped by Ctrl-C; anything already saved is kept", file=sys.stderr)
-            raise SystemExit(EXIT_INTERRUPTED) from None
-        raise
+        stop = "SIGTERM" if isinstance(exc, Terminated) else stop_signal()
+        if stop is None:
+            raise
+        _exit_stopped(prog, stop, quiet=other is not None)
     except Exception as exc:  # noqa: BLE001 - every failure of a verb ends here
         stop = stop_signal()
         if stop is not None:
@@ -121,9 +114,7 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
             # writer's cleanup, a library wrapping it): the verb was still stopped
             if debug:
                 traceback.print_exc()
-            if other is None:
-                print(f"{prog}: stopped by {stop}; anything already saved is kept", file=sys.stderr)
-            raise SystemExit(EXIT_TERMINATED if stop == "SIGTERM" else EXIT_INTERRUPTED) from None
+            _exit_stopped(prog, stop, quiet=other is not None)
         code = exit_code(exc)
         if debug:
             traceback.print_exc()
@@ -140,6 +131,14 @@ def run_command(prog: str, command: Callable[[], T], *, debug: bool = False) -> 
         _SIGTERM_RECEIVED.clear()
         _SIGINT_RECEIVED.clear()
         _DEFERRED.clear()
+
+
+def _exit_stopped(prog: str, stop: str, *, quiet: bool) -> NoReturn:
+    """End a verb stopped by ``stop`` (``"SIGTERM"`` or ``"Ctrl-C"``) with its exit code,
+    saying so unless ``quiet`` (a distributed run's other processes)."""
+    if not quiet:
+        print(f"{prog}: stopped by {stop}; anything already saved is kept", file=sys.stderr)
+    raise SystemExit(EXIT_TERMINATED if stop == "SIGTERM" else EXIT_INTERRUPTED) from None
 
 
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer")

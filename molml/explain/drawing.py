@@ -85,7 +85,7 @@ class _Colouring:
 
     def _colours(self, scores: np.ndarray) -> list[tuple[float, float, float]]:
         rgba = colormaps[COLOUR_MAP](0.5 + 0.5 * np.asarray(scores, dtype=np.float64) / self.scale)
-        return [tuple(float(c) for c in row[:3]) for row in np.atleast_2d(rgba)[: len(scores)]]
+        return [tuple(float(c) for c in row[:3]) for row in rgba]
 
 
 def _draw(
