@@ -228,7 +228,11 @@ def deferred_stops() -> Iterator[None]:
     """Hold back a SIGTERM or Ctrl-C received inside the block (a checkpoint being written)
     until the block ends, then raise it: the write finishes instead of being cut midway, or
     its cleanup turning the interrupt into another error. A second SIGTERM still ends the
-    process at once. Outside a verb (no molml handler installed) signals act as before."""
+    process at once. Outside a verb (no molml handler installed) signals act as before, and
+    outside the main thread (which alone receives signals) the block holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _DEFERRING.append(True)
     try:
         yield

@@ -802,6 +802,42 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     assert exit_info.value.code == 1
 
 
+def test_a_deferred_block_in_another_thread_does_not_hold_back_the_main_threads_stop() -> None:
+    """A study's heartbeat thread writes to the storage inside such a block: a SIGTERM that
+    came meanwhile was held back in the main thread and then raised in the heartbeat."""
+    import signal
+    import threading
+    import time
+
+    from molml.errors import EXIT_TERMINATED, deferred_stops, run_command
+
+    entered, release = threading.Event(), threading.Event()
+
+    def heartbeat() -> None:
+        with deferred_stops():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=heartbeat)
+    thread.start()
+    reached: list[str] = []
+
+    def training() -> None:
+        entered.wait(10)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+        reached.append("past the stop")
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_command("molml tune", training)
+    finally:
+        release.set()
+        thread.join()
+    assert exit_info.value.code == EXIT_TERMINATED
+    assert reached == []
+
+
 def test_a_stop_inside_a_deferred_block_takes_effect_when_the_block_ends(
     capsys: pytest.CaptureFixture,
 ) -> None:

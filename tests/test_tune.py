@@ -3,6 +3,7 @@ fits on generated data, real MLflow runs in a local SQLite store."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -1144,3 +1145,57 @@ def test_a_grid_runs_every_point_enqueued_again_in_one_resume(tmp_path: Path) ->
     ran = [t.params["model.readout"] for t in study.trials[3:]]
     assert sorted(ran) == ["b", "c"] and all(t.state.name == "COMPLETE" for t in study.trials[3:])
     assert retry_stopped_trials(study) == []
+
+
+def test_a_stop_inside_a_storage_call_lets_it_finish_so_the_trial_can_still_be_failed(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM at every 15th line run by a trial's report to the study (some 5,700 lines, most
+    in SQLAlchemy): the report finishes first and the trial is failed right after. A stop
+    that cut SQLAlchemy midway (about 1% of the lines, most in a window some 60 lines wide
+    after the write executes) left SQLite's write lock held, so failing the stopped trial
+    raised "database is locked" and it stayed RUNNING."""
+    import os
+    import signal
+
+    from molml.errors import run_command
+    from molml.tune.study import open_storage
+
+    def report_stopped_at(trial: optuna.Trial, line: int) -> bool:
+        """Report with SIGTERM sent at the report's ``line``-th line; whether it was sent."""
+        lines_run = 0
+
+        def stop_at_line(frame: object, event: str, arg: object) -> object:
+            nonlocal lines_run
+            if event == "line":
+                lines_run += 1
+                if lines_run == line:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return stop_at_line
+
+        def report() -> None:
+            sys.settrace(stop_at_line)
+            try:
+                trial.report(1.0, step=0)
+            finally:
+                sys.settrace(None)
+
+        try:
+            run_command("molml tune", report)
+        except SystemExit as stopped:
+            assert stopped.code == 143
+            return True
+        return False  # the report ran fewer lines
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
+    for line in itertools.count(15, 15):
+        trial = study.ask()
+        if not report_stopped_at(trial, line):
+            break
+        started = time.monotonic()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # waits 5 s for a held lock
+        assert time.monotonic() - started < 2.0, f"stopped at line {line}"
+    stopped = study.trials[:-1]
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in stopped)
+    reported = sum(t.intermediate_values == {0: 1.0} for t in stopped)
+    assert reported > len(stopped) / 2  # stopped inside the storage call, which finished

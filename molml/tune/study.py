@@ -13,7 +13,9 @@ Optuna's plots; MLflow gets one parent run per ``molml tune`` with one nested ru
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -36,6 +38,7 @@ from molml.errors import (
     DataError,
     MolmlError,
     Terminated,
+    deferred_stops,
     error_message,
     sigterm_received,
     stop_signal,
@@ -93,6 +96,32 @@ class TuneOptions:
     tracking_uri: str | None = None
 
 
+class StopSafeStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose every call finishes before a stop (SIGTERM, Ctrl-C) takes
+    effect (:func:`~molml.errors.deferred_stops`). An interrupt raised inside SQLAlchemy left
+    the session half closed and SQLite's write lock held, so the stopped trial could not be
+    failed ("database is locked") and stayed RUNNING until a later run found it stale."""
+
+
+def _finished_before_a_stop(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: StopSafeStorage, *args: Any, **kwargs: Any) -> Any:
+        with deferred_stops():
+            return method(self, *args, **kwargs)
+
+    return call
+
+
+def _stop_safe_calls(storage: type[optuna.storages.RDBStorage]) -> None:
+    """Wrap every method ``RDBStorage`` defines (the storage API, heartbeats) in ``storage``."""
+    for name, method in vars(optuna.storages.RDBStorage).items():
+        if inspect.isfunction(method) and not name.startswith("__"):
+            setattr(storage, name, _finished_before_a_stop(method))
+
+
+_stop_safe_calls(StopSafeStorage)
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (relative ``sqlite:///`` paths resolved, their folder created);
     the running trials of a killed process are failed by the next process that opens the study
@@ -103,7 +132,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                return StopSafeStorage(
                     url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S
                 )
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many connection errors
