@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import os
 import re
 import signal
@@ -242,6 +244,31 @@ def deferred_stops() -> Iterator[None]:
             stop = _DEFERRED[0]
             _DEFERRED.clear()
             raise stop
+
+
+C = TypeVar("C", bound=type)
+
+
+def finishing_before_a_stop(cls: C) -> C:
+    """Class decorator: every method that ``cls``'s direct base defines (a database client's
+    reads and writes) runs in ``cls`` inside :func:`deferred_stops`, so a stop that lands in
+    one takes effect when it returns. A stop that cut SQLAlchemy midway left its session half
+    closed and SQLite locked: what the stopped verb then wrote (a failed trial, a killed run)
+    waited for the lock and failed."""
+    base = cls.__bases__[0]
+    for name, method in vars(base).items():
+        if inspect.isfunction(method) and not name.startswith("__") and name not in vars(cls):
+            setattr(cls, name, _deferring(method))
+    return cls
+
+
+def _deferring(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> T:
+        with deferred_stops():
+            return method(*args, **kwargs)
+
+    return call
 
 
 def _quiet_worker_teardown() -> None:

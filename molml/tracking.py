@@ -3,6 +3,7 @@ and the record of which MLflow run a run directory belongs to."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from molml.errors import DataError
+from molml.errors import DataError, finishing_before_a_stop
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -60,22 +61,38 @@ def absolute_tracking_uri(uri: str) -> str:
     return f"{SQLITE_PREFIX}{database}"
 
 
+def _stop_safe_client(uri: str) -> MlflowClient:
+    """MLflow's client of ``uri`` whose every call finishes before a stop (SIGTERM, Ctrl-C)
+    takes effect: a stop inside a metric write left the SQLite database locked, so the stopped
+    run could not be closed as killed (MLflow waits 20 s for the lock, then fails)."""
+    return _stop_safe_client_class()(uri)
+
+
+@functools.cache
+def _stop_safe_client_class() -> type[MlflowClient]:
+    from mlflow.tracking import MlflowClient
+
+    @finishing_before_a_stop
+    class StopSafeMlflowClient(MlflowClient):
+        pass
+
+    return StopSafeMlflowClient
+
+
 def mlflow_client(uri: str) -> MlflowClient:
     """An MLflow client of ``uri`` (a relative ``sqlite:///`` made absolute, see
     :func:`absolute_tracking_uri`). A new SQLite database is made whole or not at all (see
     :func:`_make_sqlite_store`); one whose tables cannot be read is a :class:`DataError`
     naming it and the ways out."""
-    from mlflow.tracking import MlflowClient
-
     uri = absolute_tracking_uri(uri)
     if not uri.startswith(SQLITE_PREFIX):
-        return MlflowClient(uri)
+        return _stop_safe_client(uri)
     database = Path(uri.removeprefix(SQLITE_PREFIX))
     if not database.exists():
         _make_sqlite_store(database)
     _remove_stale_partials(database)
     try:
-        client = MlflowClient(uri)
+        client = _stop_safe_client(uri)
         client.search_experiments(max_results=1)  # opens it: the tables, their version
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and MLflow's many errors
         text = str(exc)
@@ -189,7 +206,7 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
                 f"the run's MLflow artifact folder {artifacts.path} is gone (the project "
                 "moved); MLflow cannot log artifacts of that run anew"
             )
-    client = MlflowClient(uri)
+    client = _stop_safe_client(uri)
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
     return recorded["run_id"]
 

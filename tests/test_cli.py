@@ -802,6 +802,58 @@ def test_sigterm_stops_a_verb_with_its_own_exit_code(capsys: pytest.CaptureFixtu
     assert exit_info.value.code == 1
 
 
+@pytest.mark.parametrize("occurrence", [1, 20, 40])
+def test_a_stop_inside_an_mlflow_write_lets_it_finish_so_the_run_can_be_closed(
+    tmp_path: Path, occurrence: int
+) -> None:
+    """SIGTERM while SQLAlchemy reads a statement's result inside a metric write (the
+    ``occurrence``-th line run there): a stop that cut it left the SQLite database locked, so
+    closing the stopped run as killed waited 20 s for the lock and failed."""
+    import signal
+    import sqlite3
+    import time
+
+    from mlflow.entities import Metric
+
+    from molml.errors import EXIT_TERMINATED, run_command
+    from molml.tracking import mlflow_client
+
+    database = tmp_path / "mlflow.db"
+    client = mlflow_client(f"sqlite:///{database}")
+    run = client.create_run(client.create_experiment("stopped"))
+    where = os.path.join("sqlalchemy", "engine", "result.py")
+    lines_run = 0
+
+    def stop_reading_a_result(frame: Any, event: str, arg: object) -> object:
+        nonlocal lines_run
+        if event == "line" and frame.f_code.co_filename.endswith(where):
+            lines_run += 1
+            if lines_run == occurrence:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return stop_reading_a_result
+
+    def log() -> None:
+        sys.settrace(stop_reading_a_result)
+        try:
+            client.log_batch(run.info.run_id, metrics=[Metric("loss", 1.0, 0, 0)])
+        finally:
+            sys.settrace(None)
+
+    with pytest.raises(SystemExit) as stopped:
+        run_command("molml fit", log)
+    assert stopped.value.code == EXIT_TERMINATED
+    assert lines_run >= occurrence  # the stop landed inside SQLAlchemy
+    other = sqlite3.connect(database, timeout=0.2)  # nothing holds the database
+    other.execute("CREATE TABLE written_meanwhile (x)")
+    other.commit()
+    other.close()
+    started = time.monotonic()
+    client.set_terminated(run.info.run_id, "KILLED")
+    assert time.monotonic() - started < 2.0
+    closed = client.get_run(run.info.run_id)
+    assert (closed.info.status, closed.data.metrics) == ("KILLED", {"loss": 1.0})
+
+
 def test_a_deferred_block_in_another_thread_does_not_hold_back_the_main_threads_stop() -> None:
     """A study's heartbeat thread writes to the storage inside such a block: a SIGTERM that
     came meanwhile was held back in the main thread and then raised in the heartbeat."""

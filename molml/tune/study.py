@@ -13,9 +13,7 @@ Optuna's plots; MLflow gets one parent run per ``molml tune`` with one nested ru
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import itertools
 import json
 import logging
@@ -38,8 +36,8 @@ from molml.errors import (
     DataError,
     MolmlError,
     Terminated,
-    deferred_stops,
     error_message,
+    finishing_before_a_stop,
     sigterm_received,
     stop_signal,
 )
@@ -96,30 +94,11 @@ class TuneOptions:
     tracking_uri: str | None = None
 
 
+@finishing_before_a_stop
 class StopSafeStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose every call finishes before a stop (SIGTERM, Ctrl-C) takes
-    effect (:func:`~molml.errors.deferred_stops`). An interrupt raised inside SQLAlchemy left
-    the session half closed and SQLite's write lock held, so the stopped trial could not be
+    effect: a stop inside SQLAlchemy left SQLite locked, so the stopped trial could not be
     failed ("database is locked") and stayed RUNNING until a later run found it stale."""
-
-
-def _finished_before_a_stop(method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(self: StopSafeStorage, *args: Any, **kwargs: Any) -> Any:
-        with deferred_stops():
-            return method(self, *args, **kwargs)
-
-    return call
-
-
-def _stop_safe_calls(storage: type[optuna.storages.RDBStorage]) -> None:
-    """Wrap every method ``RDBStorage`` defines (the storage API, heartbeats) in ``storage``."""
-    for name, method in vars(optuna.storages.RDBStorage).items():
-        if inspect.isfunction(method) and not name.startswith("__"):
-            setattr(storage, name, _finished_before_a_stop(method))
-
-
-_stop_safe_calls(StopSafeStorage)
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
