@@ -235,6 +235,43 @@ def test_batched_and_single_molecule_explanations_agree(trained: GraphPredictor)
             np.testing.assert_allclose(item.bond_scores, alone.bond_scores, rtol=1e-4, atol=1e-5)
 
 
+def test_running_out_of_memory_retries_smaller_and_fails_only_a_molecule_too_large(
+    trained: GraphPredictor, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A device that holds at most ``limit`` atoms in a pass with gradients: above it a hook
+    asks for more memory than any machine has, so torch raises its own out-of-memory error.
+    The chunk is retried in smaller passes, then fewer molecules; only the molecule larger
+    than the limit fails, with a status saying so, and the others get the scores of a run
+    with memory to spare."""
+    smiles = nci_smiles(12)
+    limit = max(Chem.MolFromSmiles(s).GetNumAtoms() for s in smiles) + 4
+    smiles.insert(5, "C" * (limit + 6))
+    spare = explain(trained, smiles, steps=20)
+
+    def small_device(module: torch.nn.Module, args: tuple) -> None:
+        if torch.is_grad_enabled() and args[0].x.shape[0] > limit:
+            torch.empty(2**62, dtype=torch.uint8)
+
+    hook = trained.model.register_forward_pre_hook(small_device)
+    try:
+        with caplog.at_level(logging.WARNING, logger="molml"):
+            tight = explain(trained, smiles, steps=20)
+    finally:
+        hook.remove()
+    assert "out of memory explaining 13 molecules" in caplog.text
+    assert tight[5].status == f"out of memory while explaining ({limit + 6} atoms)"
+    assert tight[5].atom_scores is None and tight[5].prediction == spare[5].prediction
+    for item, reference in zip(tight[:5] + tight[6:], spare[:5] + spare[6:], strict=True):
+        assert item.ok
+        np.testing.assert_allclose(item.atom_scores, reference.atom_scores, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(item.bond_scores, reference.bond_scores, rtol=1e-4, atol=1e-5)
+    summary = write_explanations(tight, tmp_path, units="logS", jobs=1)
+    assert summary["explained"] == 12
+    rows = pd.read_csv(tmp_path / "attributions.csv")
+    assert rows["status"].tolist().count(tight[5].status) == 1
+    assert len(list((tmp_path / "molecules").glob("*.png"))) == 12
+
+
 @pytest.mark.parametrize("encoder", list(ENCODERS))
 def test_every_encoder_explains(encoder: str) -> None:
     torch.manual_seed(0)

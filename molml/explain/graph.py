@@ -50,6 +50,7 @@ The reported prediction stays fp32.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -74,6 +75,10 @@ from molml.predict import GraphPredictor
 ATOMS_PER_PASS = {"cpu": 2048, "small_gpu": 16384, "other": 131072}
 SMALL_GPU_BYTES = 40 * 2**30
 BATCH_SIZE = {"cpu": 32, "other": 256}
+PASSES = ("integrated_gradients", "occlusion")  # methods whose chunks run in several passes
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"  # torch's RuntimeError
+
+log = logging.getLogger("molml")
 
 
 def explain_graph(
@@ -99,24 +104,36 @@ def explain_graph(
         for s, st in zip(smiles, status, strict=True)
     ]
     target = _target(predictor, column, explained)
+    pass_atoms, most = atoms_per_pass(model.device), batch_size
+    pending = list(_chunks(store, batch_size, pass_atoms))[::-1]
     with tqdm(
         total=len(store), desc=f"explaining ({method})", unit="mol", disable=not progress
     ) as bar:
-        for start, stop in _chunks(store, batch_size, atoms_per_pass(model.device)):
+        while pending:
+            start, stop = pending.pop()
+            if stop - start > most:  # chunks made before memory ran out
+                pending += [(i, min(i + most, stop)) for i in range(start, stop, most)][::-1]
+                continue
             batch = store.batch(start, stop)
-            with _precision(model, precision):
-                if method == "occlusion":
-                    results = _occlusion(model, target, batch)
+            options = (method, steps, precision, inputs, baseline, pass_atoms)
+            results = _attribute(model, target, batch, *options)
+            if results is None:  # out of memory: smaller passes, then fewer molecules
+                if method in PASSES and pass_atoms > batch.num_nodes:
+                    pass_atoms //= 2
+                elif stop - start > 1:
+                    most = (stop - start) // 2
                 else:
-                    results = _gradient_method(
-                        model,
-                        target,
-                        batch,
-                        method,
-                        steps,
-                        bonds=inputs == "atoms_and_bonds",
-                        baseline=baseline,
-                    )
+                    item = explanations[int(positions[start])]
+                    item.status = f"out of memory while explaining ({batch.num_nodes} atoms)"
+                    bar.update(1)
+                    continue
+                log.warning(
+                    "out of memory explaining %d molecules (%d atoms) at once; from now on "
+                    "at most %d molecules, %d atoms per pass (a smaller --batch-size avoids "
+                    "the retry)", stop - start, batch.num_nodes, most, pass_atoms,
+                )  # fmt: skip
+                pending.append((start, stop))
+                continue
             for offset, (atoms, bonds, value, gap, reference) in enumerate(results):
                 position = int(positions[start + offset])
                 item = explanations[position]
@@ -132,6 +149,38 @@ def explain_graph(
     for position, prediction in zip(positions, predictions, strict=True):
         explanations[int(position)].prediction = float(prediction)
     return explanations
+
+
+def _attribute(
+    model: Any,
+    target: Callable[[Tensor], Tensor],
+    batch: Batch,
+    method: str,
+    steps: int,
+    precision: str,
+    inputs: str,
+    baseline: str,
+    pass_atoms: int,
+) -> list[tuple[np.ndarray, np.ndarray, float, float, float]] | None:
+    """One chunk's attributions, ``pass_atoms`` atoms per forward pass (one copy of the chunk
+    at least), or ``None`` when the device ran out of memory (its cache emptied, so that
+    smaller passes or chunks can be tried)."""
+    try:
+        with _precision(model, precision):
+            if method == "occlusion":
+                return _occlusion(model, target, batch, pass_atoms)
+            return _gradient_method(
+                model, target, batch, method, steps, bonds=inputs == "atoms_and_bonds",
+                baseline=baseline, pass_atoms=pass_atoms,
+            )  # fmt: skip
+    except torch.cuda.OutOfMemoryError:
+        pass
+    except RuntimeError as error:
+        if CPU_OUT_OF_MEMORY not in str(error):
+            raise
+    if model.device.type == "cuda":  # the failed pass's tensors went with its traceback
+        torch.cuda.empty_cache()
+    return None
 
 
 def _precision(model: Any, precision: str) -> ExitStack:
@@ -226,10 +275,12 @@ def _gradient_method(
     *,
     bonds: bool = True,
     baseline: str = "zeros",
+    pass_atoms: int,
 ) -> list[tuple[np.ndarray, np.ndarray, float, float, float]]:
     """Gradient attributions of ``batch``'s molecules; with ``bonds=False`` only the atom
     features are attributed (Integrated Gradients keeps the bond features along its path);
-    ``baseline`` is Integrated Gradients' start (see the module docstring)."""
+    ``baseline`` is Integrated Gradients' start (see the module docstring); ``pass_atoms``
+    bounds its atoms per forward pass (one step of the whole batch at least)."""
     forward = _forward(model, target, batch)
     inputs = tuple(t.float().detach().requires_grad_() for t in (batch.x, batch.edge_attr))
     with torch.no_grad():
@@ -248,7 +299,7 @@ def _gradient_method(
             inputs,
             baselines=baselines,
             n_steps=steps,
-            internal_batch_size=max(atoms_per_pass(model.device), batch.num_nodes),
+            internal_batch_size=max(pass_atoms, batch.num_nodes),
         )
         with torch.no_grad():
             start = forward(*baselines)
@@ -302,7 +353,7 @@ def chain_carbon(featurizer: Any) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def _occlusion(
-    model: Any, target: Callable[[Tensor], Tensor], batch: Batch
+    model: Any, target: Callable[[Tensor], Tensor], batch: Batch, pass_atoms: int
 ) -> list[tuple[np.ndarray, np.ndarray, float, float, float]]:
     results = []
     for i in range(batch.num_graphs):
@@ -331,7 +382,7 @@ def _occlusion(
         bond_of_edge = torch.arange(2 * n_bonds, device=x.device) // 2
         edge_keep[n:] = bond_of_edge[None, :] != torch.arange(n_bonds, device=x.device)[:, None]
         masked = torch.empty(n + n_bonds, dtype=torch.float64)
-        per_pass = max(1, atoms_per_pass(model.device) // max(n, 1))
+        per_pass = max(1, pass_atoms // max(n, 1))
         for p0 in range(0, n + n_bonds, per_pass):
             p1 = min(p0 + per_pass, n + n_bonds)
             xs = x[None].repeat(p1 - p0, 1, 1)
