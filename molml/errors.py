@@ -212,10 +212,11 @@ _SIGINT_RECEIVED: list[int] = []
 
 def _interrupt_on_sigint(signum: int, frame: Any) -> None:
     """Python's own Ctrl-C (a ``KeyboardInterrupt``), noted so that the verb exits 130 also
-    when Lightning has turned the interrupt into ``SystemExit(1)``."""
+    when Lightning has turned the interrupt into ``SystemExit(1)``. Inside a
+    :func:`deferred_stops` block the first Ctrl-C waits for the block; a second one does not."""
     _SIGINT_RECEIVED.append(signum)
     _quiet_worker_teardown()
-    if _DEFERRING:
+    if _DEFERRING and KeyboardInterrupt not in _DEFERRED:
         _DEFERRED.append(KeyboardInterrupt)
         return
     raise KeyboardInterrupt
@@ -230,8 +231,9 @@ def deferred_stops() -> Iterator[None]:
     """Hold back a SIGTERM or Ctrl-C received inside the block (a checkpoint being written)
     until the block ends, then raise it: the write finishes instead of being cut midway, or
     its cleanup turning the interrupt into another error. A second SIGTERM still ends the
-    process at once. Outside a verb (no molml handler installed) signals act as before, and
-    outside the main thread (which alone receives signals) the block holds nothing back."""
+    process at once, and a second Ctrl-C interrupts the block. Outside a verb (no molml
+    handler installed) signals act as before, and outside the main thread (which alone
+    receives signals) the block holds nothing back."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -915,6 +915,21 @@ def test_a_stop_inside_a_deferred_block_takes_effect_when_the_block_ends(
     assert done == ["written"]
     assert "stopped by SIGTERM" in capsys.readouterr().err
 
+    def long_upload() -> None:  # a user who presses Ctrl-C twice does not wait for it
+        with deferred_stops():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("first Ctrl-C held back")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(30)
+            done.append("uploaded")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_command("molml fit", long_upload)
+    assert exit_info.value.code == EXIT_INTERRUPTED
+    assert done == ["written", "first Ctrl-C held back"]
+    assert "stopped by Ctrl-C" in capsys.readouterr().err
+
     def cleanup_fails(stop: int) -> None:
         try:
             os.kill(os.getpid(), stop)
