@@ -745,6 +745,45 @@ def test_a_stopped_tuner_closes_its_mlflow_run_as_killed(
     assert run.info.status == "KILLED"  # not RUNNING forever
 
 
+@pytest.mark.parametrize("enqueued", [True, False])
+def test_a_stop_while_optuna_starts_a_trial_fails_that_trial(
+    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enqueued: bool
+) -> None:
+    """SIGTERM after Optuna set a trial running but before it started (the sampler's
+    ``before_trial``, inside ``study.ask``): the trial had no heartbeat yet, so no later run
+    would ever have found it stale; it stayed RUNNING for good. The config's own point is an
+    enqueued trial (set running from WAITING); without it the trial is made running."""
+    import os
+    import signal
+
+    from molml.errors import run_command
+
+    def stop(*args: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(optuna.samplers.TPESampler, "before_trial", stop)
+    config = graph_config(tmp_path / "cfg.yaml", property_csv)
+    settings = yaml.safe_load(config.read_text())
+    # values outside the space: the config gives no start point
+    settings["model"]["lr"] = 1.0e-3 if enqueued else 0.05
+    settings["model"]["encoder"]["init_args"]["depth"] = 2 if enqueued else 7
+    config.write_text(yaml.safe_dump(settings))
+    job = make_job([str(config)], [])
+    options = TuneOptions(
+        study_name="stopped", storage="sqlite:///runs/optuna.db", metric="val/rmse",
+        n_trials=2, tracking_uri=None,
+    )  # fmt: skip
+    search = read_space(space(tmp_path / "space.yaml", GRAPH_SPACE))
+    with pytest.raises(SystemExit) as stopped:
+        run_command("molml tune", lambda: run_tune(job, search, options))
+    assert stopped.value.code == 143
+    trials = study_trials(tmp_path / "runs" / "optuna.db", "stopped")
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    assert trials[0].user_attrs["fail_reason"] == "stopped by SIGTERM"
+    assert ("start" in trials[0].user_attrs) == enqueued
+
+
 def test_trials_table_says_why_each_trial_failed(tmp_path: Path) -> None:
     study = optuna.create_study()
     study.tell(study.ask(), 1.0)

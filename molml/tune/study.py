@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from molml.errors import (
     DataError,
     MolmlError,
     Terminated,
+    deferred_stops,
     error_message,
     finishing_before_a_stop,
     sigterm_received,
@@ -98,7 +99,45 @@ class TuneOptions:
 class StopSafeStorage(optuna.storages.RDBStorage):
     """Optuna's RDB storage whose every call finishes before a stop (SIGTERM, Ctrl-C) takes
     effect: a stop inside SQLAlchemy left SQLite locked, so the stopped trial could not be
-    failed ("database is locked") and stayed RUNNING until a later run found it stale."""
+    failed ("database is locked") and stayed RUNNING until a later run found it stale. It
+    also keeps the ids of the trials this process set running (``started``), so that a
+    stopped study fails those it left RUNNING (:func:`fail_trials_left_running`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started: list[int] = []
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        # what create_new_trial and Optuna's cached storage (which a study uses) call
+        with deferred_stops():
+            trial = super()._create_new_trial(study_id, template_trial)
+            if trial.state == TrialState.RUNNING:
+                self.started.append(trial._trial_id)
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        with deferred_stops():
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if changed and state == TrialState.RUNNING:  # an enqueued trial taken to run
+                self.started.append(trial_id)
+        return changed
+
+
+def fail_trials_left_running(storage: StopSafeStorage, reason: str) -> None:
+    """Fail, with ``reason``, the trials this process set running that are still RUNNING: a
+    stop between Optuna's ask and the trial's start (no heartbeat yet, so no later run would
+    ever find it stale), or one that kept the trial's own failure from being written."""
+    for trial_id in storage.started:
+        try:
+            if storage.get_trial(trial_id).state == TrialState.RUNNING:
+                storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except Exception as exc:  # noqa: BLE001 - the stop, not this, is what the verb reports
+            log.warning("trial %d was left RUNNING: %s", trial_id, error_message(exc))
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -368,6 +407,9 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
                 gc_after_trial=True,
             )
     except BaseException as exc:  # stopped (Ctrl-C, SIGTERM) or broken: not left RUNNING
+        stop = stop_signal() or ("Ctrl-C" if isinstance(exc, KeyboardInterrupt) else None)
+        if stop is not None:
+            fail_trials_left_running(storage, f"stopped by {stop}")
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
