@@ -62,9 +62,10 @@ def absolute_tracking_uri(uri: str) -> str:
 
 
 def _stop_safe_client(uri: str) -> MlflowClient:
-    """MLflow's client of ``uri`` whose every call finishes before a stop (SIGTERM, Ctrl-C)
-    takes effect: a stop inside a metric write left the SQLite database locked, so the stopped
-    run could not be closed as killed (MLflow waits 20 s for the lock, then fails)."""
+    """MLflow's client of the SQLite store ``uri`` whose every call finishes before a stop
+    (SIGTERM, Ctrl-C) takes effect: a stop inside a metric write left the database locked, so
+    the stopped run could not be closed as killed (MLflow waits 20 s for the lock, then
+    fails). A tracking server's client is not held back: its calls retry for minutes."""
     return _stop_safe_client_class()(uri)
 
 
@@ -84,9 +85,11 @@ def mlflow_client(uri: str) -> MlflowClient:
     :func:`absolute_tracking_uri`). A new SQLite database is made whole or not at all (see
     :func:`_make_sqlite_store`); one whose tables cannot be read is a :class:`DataError`
     naming it and the ways out."""
+    from mlflow.tracking import MlflowClient
+
     uri = absolute_tracking_uri(uri)
     if not uri.startswith(SQLITE_PREFIX):
-        return _stop_safe_client(uri)
+        return MlflowClient(uri)
     database = Path(uri.removeprefix(SQLITE_PREFIX))
     if not database.exists():
         _make_sqlite_store(database)
@@ -206,7 +209,7 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
                 f"the run's MLflow artifact folder {artifacts.path} is gone (the project "
                 "moved); MLflow cannot log artifacts of that run anew"
             )
-    client = _stop_safe_client(uri)
+    client = _stop_safe_client(uri) if uri.startswith(SQLITE_PREFIX) else MlflowClient(uri)
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
     return recorded["run_id"]
 

@@ -105,34 +105,42 @@ def explain_graph(
     ]
     target = _target(predictor, column, explained)
     pass_atoms, most = atoms_per_pass(model.device), batch_size
-    pending = list(_chunks(store, batch_size, pass_atoms))[::-1]
+    # chunks to explain, each with the settings the run had before it first ran out of memory
+    pending: list[tuple[int, int, tuple[int, int] | None]] = [
+        (start, stop, None) for start, stop in _chunks(store, batch_size, pass_atoms)
+    ][::-1]
     with tqdm(
         total=len(store), desc=f"explaining ({method})", unit="mol", disable=not progress
     ) as bar:
         while pending:
-            start, stop = pending.pop()
+            start, stop, before = pending.pop()
             if stop - start > most:  # chunks made before memory ran out
-                pending += [(i, min(i + most, stop)) for i in range(start, stop, most)][::-1]
+                pieces = [(i, min(i + most, stop), before) for i in range(start, stop, most)]
+                pending += pieces[::-1]
                 continue
             batch = store.batch(start, stop)
             options = (method, steps, precision, inputs, baseline, pass_atoms)
             results = _attribute(model, target, batch, *options)
             if results is None:  # out of memory: smaller passes, then fewer molecules
-                if method in PASSES and pass_atoms > batch.num_nodes:
+                before = before or (pass_atoms, most)
+                # Integrated Gradients passes copies of the whole chunk, occlusion of one molecule
+                copied = batch.num_nodes if method != "occlusion" else int(batch.ptr.diff().max())
+                if method in PASSES and pass_atoms > copied:
                     pass_atoms //= 2
                 elif stop - start > 1:
                     most = (stop - start) // 2
-                else:
+                else:  # this molecule alone does not fit: the others go on as before
                     item = explanations[int(positions[start])]
                     item.status = f"out of memory while explaining ({batch.num_nodes} atoms)"
+                    pass_atoms, most = before
                     bar.update(1)
                     continue
                 log.warning(
-                    "out of memory explaining %d molecules (%d atoms) at once; from now on "
-                    "at most %d molecules, %d atoms per pass (a smaller --batch-size avoids "
-                    "the retry)", stop - start, batch.num_nodes, most, pass_atoms,
+                    "out of memory explaining %d molecules (%d atoms) at once; trying at most "
+                    "%d molecules, %d atoms per pass (a smaller --batch-size avoids the retry)",
+                    stop - start, batch.num_nodes, most, pass_atoms,
                 )  # fmt: skip
-                pending.append((start, stop))
+                pending.append((start, stop, before))
                 continue
             for offset, (atoms, bonds, value, gap, reference) in enumerate(results):
                 position = int(positions[start + offset])
@@ -145,7 +153,7 @@ def explain_graph(
             bar.update(stop - start)
     # predictions from the same featurized molecules (invalid ones keep NaN)
     index = predictor.prediction_columns().index(column)
-    predictions = predictor.predict_store(store, batch_size)[:, index]
+    predictions = predictor.predict_store(store, min(batch_size, most))[:, index]
     for position, prediction in zip(positions, predictions, strict=True):
         explanations[int(position)].prediction = float(prediction)
     return explanations

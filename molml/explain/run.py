@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing as mp
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -164,7 +165,7 @@ def explain(
         # shown is the calibrated probability, as predictor.predict gives it
         calibrated = predictor.predict(smiles, batch_size=batch_size)[column].to_numpy()
         for explanation, value in zip(explanations, calibrated, strict=True):
-            if explanation.ok:
+            if not math.isnan(explanation.prediction):  # also a row that failed to explain
                 explanation.prediction = float(value)
     return explanations
 
@@ -282,8 +283,12 @@ def _combine(runs: list[list[MoleculeExplanation]]) -> list[MoleculeExplanation]
     for items in zip(*runs, strict=True):
         first = items[0]
         bad = next((item for item in items if not item.ok), None)
-        if bad is not None:
-            combined.append(MoleculeExplanation(first.smiles, bad.status, first.task, first.method))
+        if bad is not None:  # the prediction stays if every member made one
+            prediction = float(np.mean([item.prediction for item in items]))
+            combined.append(
+                MoleculeExplanation(first.smiles, bad.status, first.task, first.method,
+                                    prediction=prediction)
+            )  # fmt: skip
             continue
         atoms = np.stack([item.atom_scores for item in items])
         bonds = np.stack([item.bond_scores for item in items])

@@ -410,7 +410,8 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
         stop = stop_signal() or ("Ctrl-C" if isinstance(exc, KeyboardInterrupt) else None)
         if stop is not None:
             fail_trials_left_running(storage, f"stopped by {stop}")
-        tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        # a stop raised as Optuna's tell wrote its trial comes out as another error
+        tracker.end("FAILED" if stop is None else "KILLED")
         raise
     finally:
         optimize_log.removeFilter(_without_traceback)
