@@ -459,6 +459,19 @@ def test_ensembles_give_the_mean_map_and_its_spread() -> None:
     frame = explanations_frame(combined)
     assert frame.loc[frame["kind"] == "atom", "score_std"].notna().all()
 
+    def small_device(module: torch.nn.Module, args: tuple) -> None:  # one member, 10 atoms
+        if torch.is_grad_enabled() and args[0].x.shape[0] > 10:
+            torch.empty(2**62, dtype=torch.uint8)
+
+    hook = members[1].model.register_forward_pre_hook(small_device)
+    try:  # a molecule one member cannot explain keeps the ensemble's prediction
+        failed, fitted = explain(ensemble, ["CC(=O)Nc1ccc(O)cc1", "CCO"], method="saliency")
+    finally:
+        hook.remove()
+    assert failed.status == "out of memory while explaining (11 atoms)" and fitted.ok
+    prediction = ensemble.predict(["CC(=O)Nc1ccc(O)cc1"])["target"].iloc[0]
+    assert failed.prediction == pytest.approx(prediction, rel=1e-5)
+
 
 def test_ensembles_whose_maps_would_not_line_up_are_refused(
     ecfp_baselines: dict[str, Path],
