@@ -61,16 +61,12 @@ def absolute_tracking_uri(uri: str) -> str:
     return f"{SQLITE_PREFIX}{database}"
 
 
-def _stop_safe_client(uri: str) -> MlflowClient:
-    """MLflow's client of the SQLite store ``uri`` whose every call finishes before a stop
-    (SIGTERM, Ctrl-C) takes effect: a stop inside a metric write left the database locked, so
-    the stopped run could not be closed as killed (MLflow waits 20 s for the lock, then
-    fails). A tracking server's client is not held back: its calls retry for minutes."""
-    return _stop_safe_client_class()(uri)
-
-
 @functools.cache
 def _stop_safe_client_class() -> type[MlflowClient]:
+    """MLflow's client whose every call finishes before a stop (SIGTERM, Ctrl-C) takes effect,
+    for SQLite stores: a stop inside a metric write left the database locked, so the stopped
+    run could not be closed as killed (MLflow waits 20 s for the lock, then fails). A tracking
+    server's client is not held back: its calls retry for minutes."""
     from mlflow.tracking import MlflowClient
 
     @finishing_before_a_stop
@@ -95,7 +91,7 @@ def mlflow_client(uri: str) -> MlflowClient:
         _make_sqlite_store(database)
     _remove_stale_partials(database)
     try:
-        client = _stop_safe_client(uri)
+        client = _stop_safe_client_class()(uri)
         client.search_experiments(max_results=1)  # opens it: the tables, their version
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and MLflow's many errors
         text = str(exc)
@@ -209,7 +205,7 @@ def log_to_recorded_run(run_dir: str | Path, folder: str | Path, artifact_path: 
                 f"the run's MLflow artifact folder {artifacts.path} is gone (the project "
                 "moved); MLflow cannot log artifacts of that run anew"
             )
-    client = _stop_safe_client(uri) if uri.startswith(SQLITE_PREFIX) else MlflowClient(uri)
+    client = mlflow_client(uri)
     client.log_artifacts(recorded["run_id"], str(folder), artifact_path=artifact_path)
     return recorded["run_id"]
 

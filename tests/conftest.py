@@ -310,3 +310,38 @@ def molml_server(args: list[str], cwd: Path | None = None, timeout: float = 120)
     # uvicorn shuts down gracefully, then exits by the signal it was sent
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Traceback" not in output, output
+
+
+def run_stopped_at_line(call: Callable[[], object], line: int, in_file: str = "") -> bool:
+    """Run ``call`` as a molml verb with SIGTERM sent at the ``line``-th line it runs (counting
+    only lines of files whose path ends with ``in_file``); whether the signal was sent, the
+    verb then having exited 143."""
+    import signal
+    import sys
+
+    from molml.errors import EXIT_TERMINATED, run_command
+
+    lines_run = 0
+
+    def stop_at_line(frame: object, event: str, arg: object) -> object:
+        nonlocal lines_run
+        if event == "line" and frame.f_code.co_filename.endswith(in_file):  # type: ignore[attr-defined]
+            lines_run += 1
+            if lines_run == line:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return stop_at_line
+
+    def traced() -> None:
+        sys.settrace(stop_at_line)
+        try:
+            call()
+        finally:
+            sys.settrace(None)
+
+    try:
+        run_command("molml test", traced)
+    except SystemExit as stopped:
+        assert stopped.code == EXIT_TERMINATED
+        return True
+    assert lines_run < line  # it ran to the end before the line came
+    return False

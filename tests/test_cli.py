@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, require_dataset
+from conftest import REPO, require_dataset, run_stopped_at_line
 
 import molml
 from molml.cli import VERBS, _name_the_default_encoder, main, shipped_configs
@@ -809,40 +809,22 @@ def test_a_stop_inside_an_mlflow_write_lets_it_finish_so_the_run_can_be_closed(
     """SIGTERM while SQLAlchemy reads a statement's result inside a metric write (the
     ``occurrence``-th line run there): a stop that cut it left the SQLite database locked, so
     closing the stopped run as killed waited 20 s for the lock and failed."""
-    import signal
     import sqlite3
     import time
 
     from mlflow.entities import Metric
 
-    from molml.errors import EXIT_TERMINATED, run_command
     from molml.tracking import mlflow_client
 
     database = tmp_path / "mlflow.db"
     client = mlflow_client(f"sqlite:///{database}")
     run = client.create_run(client.create_experiment("stopped"))
-    where = os.path.join("sqlalchemy", "engine", "result.py")
-    lines_run = 0
-
-    def stop_reading_a_result(frame: Any, event: str, arg: object) -> object:
-        nonlocal lines_run
-        if event == "line" and frame.f_code.co_filename.endswith(where):
-            lines_run += 1
-            if lines_run == occurrence:
-                os.kill(os.getpid(), signal.SIGTERM)
-        return stop_reading_a_result
-
-    def log() -> None:
-        sys.settrace(stop_reading_a_result)
-        try:
-            client.log_batch(run.info.run_id, metrics=[Metric("loss", 1.0, 0, 0)])
-        finally:
-            sys.settrace(None)
-
-    with pytest.raises(SystemExit) as stopped:
-        run_command("molml fit", log)
-    assert stopped.value.code == EXIT_TERMINATED
-    assert lines_run >= occurrence  # the stop landed inside SQLAlchemy
+    result_handling = os.path.join("sqlalchemy", "engine", "result.py")
+    assert run_stopped_at_line(
+        lambda: client.log_batch(run.info.run_id, metrics=[Metric("loss", 1.0, 0, 0)]),
+        occurrence,
+        in_file=result_handling,
+    )  # the stop landed inside SQLAlchemy
     other = sqlite3.connect(database, timeout=0.2)  # nothing holds the database
     other.execute("CREATE TABLE written_meanwhile (x)")
     other.commit()

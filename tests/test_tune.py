@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, write_property_csv
+from conftest import REPO, run_stopped_at_line, write_property_csv
 
 from molml import load_model
 from molml.cli import main
@@ -1194,42 +1195,12 @@ def test_a_stop_inside_a_storage_call_lets_it_finish_so_the_trial_can_still_be_f
     that cut SQLAlchemy midway (about 1% of the lines, most in a window some 60 lines wide
     after the write executes) left SQLite's write lock held, so failing the stopped trial
     raised "database is locked" and it stayed RUNNING."""
-    import os
-    import signal
-
-    from molml.errors import run_command
     from molml.tune.study import open_storage
-
-    def report_stopped_at(trial: optuna.Trial, line: int) -> bool:
-        """Report with SIGTERM sent at the report's ``line``-th line; whether it was sent."""
-        lines_run = 0
-
-        def stop_at_line(frame: object, event: str, arg: object) -> object:
-            nonlocal lines_run
-            if event == "line":
-                lines_run += 1
-                if lines_run == line:
-                    os.kill(os.getpid(), signal.SIGTERM)
-            return stop_at_line
-
-        def report() -> None:
-            sys.settrace(stop_at_line)
-            try:
-                trial.report(1.0, step=0)
-            finally:
-                sys.settrace(None)
-
-        try:
-            run_command("molml tune", report)
-        except SystemExit as stopped:
-            assert stopped.code == 143
-            return True
-        return False  # the report ran fewer lines
 
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'o.db'}"))
     for line in itertools.count(15, 15):
         trial = study.ask()
-        if not report_stopped_at(trial, line):
+        if not run_stopped_at_line(partial(trial.report, 1.0, step=0), line):
             break
         started = time.monotonic()
         study.tell(trial, state=optuna.trial.TrialState.FAIL)  # waits 5 s for a held lock
