@@ -27,7 +27,10 @@ Speed: molecules explained per second by Integrated Gradients (50 steps) for a D
 size 300, depth 3, batched (``molml.explain.explain``, fp32 and bf16) and one molecule per call,
 beside a plain PyTorch Geometric + Captum loop run in the same process on the same random HIV
 molecules (a 3-layer GINE of hidden size 64, ``torch_geometric.explain.Explainer`` with
-``CaptumExplainer``, one molecule at a time). Then the time to write those molecules'
+``CaptumExplainer``, one molecule at a time). Beside them, the ceiling the hardware sets: the
+matrix-product FLOPs of explaining one molecule, counted, divided by the measured throughput of
+a matrix product of the model's layer shape (fp32 and bf16), as molecules/s and as a multiple
+of the loop's rate. Then the time to write those molecules'
 explanations (``write_explanations``: table, SVG and PNG drawings, page) in one process and in
 one per CPU core.
 
@@ -69,6 +72,7 @@ import xgboost as xgb
 from rdkit import Chem, RDLogger
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
+from torch.utils.flop_counter import FlopCounterMode
 
 from molml.baselines.estimators import XGBoostTaskModel
 from molml.baselines.model import BaselineModel
@@ -620,7 +624,38 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         )
     if sweep:
         result["sweep"] = sweep
+    result.update(ceiling(predictor, smiles, args.steps, device, reference))
     result.update(drawing_speed(explain(predictor, smiles, steps=args.steps, progress=False)))
+    return result
+
+
+def ceiling(
+    predictor: GraphPredictor, smiles: list[str], steps: int, device: torch.device, loop: float
+) -> dict[str, float]:
+    """The rate no implementation of these ``steps`` passes can beat on ``device``: the matrix
+    products one ``explain`` call runs per molecule (``FlopCounterMode``: forward and backward),
+    against the throughput of one matrix product at the D-MPNN's layer shape (4,096 rows of
+    300 by 300), fp32 and bf16, with as many threads as the timed runs."""
+    with FlopCounterMode(display=False) as counter:
+        explain(predictor, smiles, steps=steps, progress=False)
+    flops = counter.get_total_flops() / len(smiles)
+    result = {"gflop_per_molecule": round(flops / 1e9, 3)}
+    for name, dtype in (("32", torch.float32), ("bf16-mixed", torch.bfloat16)):
+        rows = torch.randn(4096, 300, dtype=dtype, device=device)
+        weight = torch.randn(300, 300, dtype=dtype, device=device)
+        for _ in range(10):  # warm-up
+            rows @ weight
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        repeats, start = 200, time.perf_counter()
+        for _ in range(repeats):
+            rows @ weight
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        peak = 2 * 4096 * 300 * 300 * repeats / (time.perf_counter() - start)
+        result[f"matmul_gflops_{name}"] = round(peak / 1e9, 1)
+        result[f"ceiling_{name}"] = round(peak / flops, 1)
+        result[f"ceiling_ratio_{name}"] = round(peak / flops / loop, 2)
     return result
 
 
