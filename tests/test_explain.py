@@ -822,6 +822,21 @@ def test_bf16_explanations_stay_close_to_fp32(
         explain(trained, smiles[:1], precision="fp8")
 
 
+def test_an_mc_dropout_predictor_is_explained_with_its_dropout_off() -> None:
+    """The scores and the prediction are the model's own, whatever the batch size, not the
+    mean of dropout passes that the scores do not explain."""
+    torch.manual_seed(0)
+    model = MoleculeModel(encoder=DMPNN(hidden_dim=16, depth=2), dropout=0.3).eval()
+    smiles = ["CCO", "c1ccccc1N", "CC(=O)Nc1ccccc1", "CCCl"]
+    plain, mc = GraphPredictor(model), GraphPredictor(model, mc_dropout=5)
+    expected = plain.predict(smiles)["target"].to_numpy()
+    assert not np.allclose(mc.predict(smiles)["target"], expected)  # the passes' mean differs
+    for batch_size in (1, 4):
+        explained = explain(mc, smiles, batch_size=batch_size, steps=16)
+        np.testing.assert_allclose([e.prediction for e in explained], expected, rtol=1e-6)
+        np.testing.assert_allclose([e.explained_value for e in explained], expected, rtol=1e-5)
+
+
 def test_the_default_baseline_follows_the_task_type(trained: GraphPredictor) -> None:
     """Regression starts from zeros (a chain's carbons carry an additive property such as
     solubility); a classifier from chain carbons (what sets the molecule apart)."""
@@ -870,6 +885,23 @@ def test_classifiers_can_be_explained_on_the_probability() -> None:
     )
     with pytest.raises(DataError, match=r"one class at a time: give one of \['kind_class0'"):
         explain(multiclass, smiles, task="kind")
+    # a task with fewer classes than the model's: its missing class (probability 0) is refused
+    torch.manual_seed(0)
+    fewer = GraphPredictor(
+        MoleculeModel(
+            encoder=DMPNN(hidden_dim=8, depth=1),
+            tasks=["kind", "pair"],
+            task_type="multiclass",
+            num_classes=3,
+            task_classes=[3, 2],
+        ).eval()
+    )
+    assert fewer.predict([smiles])["pair_class2"].iloc[0] == 0.0
+    with pytest.raises(DataError, match=r"'pair_class2' is a class that task 'pair' does not "
+                       r"have .*give one of \['pair_class0', 'pair_class1'\]"):  # fmt: skip
+        explain(fewer, smiles, task="pair_class2")
+    (item,) = explain(fewer, smiles, task="pair_class1", explained="probability")
+    assert item.explained_value == pytest.approx(item.prediction, abs=1e-5)
     with pytest.raises(DataError, match="applies to classifiers"):
         explain(nitrogen_counter(), smiles, explained="probability")
 

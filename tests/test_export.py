@@ -3,7 +3,9 @@ very different sizes in one batch, and the ONNX file is a Predictor like the che
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,9 @@ def test_pt2_file_carries_the_metadata(graph_run: dict, tmp_path: Path) -> None:
     expected = molml.load_model(graph_run["ckpt"]).predict(smiles)
     assert got["status"].tolist() == expected["status"].tolist()
     np.testing.assert_allclose(got[["logp", "tpsa"]], expected[["logp", "tpsa"]], atol=1e-4)
+    # pickled (as for a process pool) or copied, it loads its file again
+    for again in (pickle.loads(pickle.dumps(exported)), copy.deepcopy(exported)):
+        pd.testing.assert_frame_equal(again.predict(smiles), got)
     (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
     with pytest.raises(CheckpointError, match="bad.pt2 is not a torch.export program"):
         molml.load_model(tmp_path / "bad.pt2")
@@ -138,6 +143,11 @@ def test_onnx_predictor_gives_the_checkpoints_frame(
     assert isinstance(onnx_model, OnnxPredictor)
     one_thread = molml.load_model([output, output], threads=1).members[0]  # as serve loads
     assert one_thread.session.get_session_options().intra_op_num_threads == 1
+    # pickled (as for a process pool) or copied, it opens its file again, threads kept
+    for again in (pickle.loads(pickle.dumps(one_thread)), copy.deepcopy(one_thread)):
+        assert again.session.get_session_options().intra_op_num_threads == 1
+        pd.testing.assert_frame_equal(again.predict(["CCO", "C1CC"]),
+                                      one_thread.predict(["CCO", "C1CC"]))  # fmt: skip
     graph = molml.load_model(graph_run["ckpt"])
     assert onnx_model.tasks == graph.tasks and onnx_model.task_type == graph.task_type
     meta = onnx_model.metadata

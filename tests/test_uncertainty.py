@@ -395,6 +395,19 @@ def test_calibrated_ensemble_and_its_refusals(
         load_model(path, mc_dropout=5)
     with pytest.raises(CheckpointError, match="calibrate the ensemble instead"):
         load_model([path, mve_checkpoints[0]])
+    # from Python: the file records the models and MC dropout passes the predictor has
+    table = pd.read_csv(property_csv).iloc[:40]
+    mc = load_model(mve_checkpoints[0], mc_dropout=3)
+    fitted = CalibratedPredictor.fit(mc, table["smiles"].tolist(), table["logp"].to_numpy())
+    again = load_model(fitted.save(tmp_path / "mc.json"))
+    assert again.prediction_columns() == fitted.prediction_columns()
+    assert [m.mc_dropout for m in again.members] == [3]
+    pd.testing.assert_frame_equal(again.predict(smiles := table["smiles"].tolist()[:5]),
+                                  fitted.predict(smiles))  # fmt: skip
+    in_memory = CalibratedPredictor(GraphPredictor(mc.model), fitted.calibrations)
+    with pytest.raises(CheckpointError, match="not loaded from a file"):
+        in_memory.save(tmp_path / "nowhere.json")
+    assert not (tmp_path / "nowhere.json").exists()
 
 
 def test_multitask_tasks_without_calibration_data_pass_through(property_csv: Path) -> None:
@@ -477,6 +490,8 @@ def test_calibrated_classifier_keeps_its_ranking(classification_runs: dict, tmp_
     assert np.all(np.diff(tuned.loc[ok, "active"].to_numpy()[order]) >= -1e-12)
     with pytest.raises(CheckpointError, match="not among"):
         CalibratedPredictor(base, {"other": calibrated.calibrations["active"]})
+    with pytest.raises(DataError, match="level=0.5 does not apply to a classification model"):
+        CalibratedPredictor.fit(base, smiles, np.zeros(len(smiles)), level=0.5)
     # screened in fp32 unless told otherwise, on any CPU: a calibration map's steps would
     # turn bf16's shifts of the raw probability into large ones
     library, screened = tmp_path / "library.csv", tmp_path / "screened.csv"
@@ -503,6 +518,10 @@ def test_calibration_refuses_bad_requests(
     targets = np.zeros((20, 2))
     with pytest.raises(DataError, match="standard deviation"):
         CalibratedPredictor.fit(base, smiles, targets, normalized=True)
+    with pytest.raises(DataError, match=r"shape \(20, 2\) for 20 molecules.*got shape \(19, 2\)"):
+        CalibratedPredictor.fit(base, smiles, targets[:19])
+    with pytest.raises(DataError, match="method='platt' does not apply to a regression model"):
+        CalibratedPredictor.fit(base, smiles, targets, method="platt")
     multiclass = MoleculeModel(tasks=["c"], task_type="multiclass", num_classes=3,
                                encoder=DMPNN(hidden_dim=8, depth=1))  # fmt: skip
     with pytest.raises(DataError, match="this one is multiclass"):  # before it predicts

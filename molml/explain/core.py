@@ -141,6 +141,15 @@ def target_column(predictor: Predictor, task: str | None) -> str:
                 f"{[c for c in columns if c.startswith(f'{task}_class')]}"
             )
         raise DataError(f"unknown task {task!r}; this model predicts {columns}")
+    for member in predictor.members:  # a multiclass task with fewer classes than the model's
+        model = getattr(member, "model", None)
+        classes = getattr(getattr(model, "hparams", None), "task_classes", None)
+        for name, count in zip(predictor.tasks, classes or [], strict=False):
+            if task in {f"{name}_class{k}" for k in range(count, model.num_classes)}:
+                raise DataError(
+                    f"{task!r} is a class that task {name!r} does not have (its probability is "
+                    f"always 0): give one of {[f'{name}_class{k}' for k in range(count)]}"
+                )
     return task
 
 

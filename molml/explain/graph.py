@@ -40,7 +40,9 @@ occlusion keep them as they are, and scores sum over the atoms' chemistry column
   with that atom's features and all its bonds' features set to zero; a bond's score masks only
   that bond's two directed edges. All perturbed copies of a molecule run as one batch.
 
-Molecule-level features given to the model's head (descriptors) are held fixed.
+Molecule-level features given to the model's head (descriptors) are held fixed. A predictor
+with MC dropout is explained with its dropout off: the scores and the ``prediction`` are the
+model's own, not the mean of its dropout passes.
 
 ``precision="bf16-mixed"`` runs the attribution passes under bf16 autocast (with bucketed
 linear-layer rows on a CPU, see :mod:`molml.models.precision`): about 3x faster on CPUs with
@@ -151,9 +153,11 @@ def explain_graph(
                 if method == "integrated_gradients":
                     item.baseline, item.baseline_value = baseline, reference
             bar.update(stop - start)
-    # predictions from the same featurized molecules (invalid ones keep NaN)
-    index = predictor.prediction_columns().index(column)
-    predictions = predictor.predict_store(store, min(batch_size, most))[:, index]
+    # predictions from the same featurized molecules (invalid ones keep NaN), by the model as
+    # explained: an MC-dropout predictor's dropout stays off
+    plain = GraphPredictor(model, predictor.spec, predictor.source)
+    index = plain.prediction_columns().index(column)
+    predictions = plain.predict_store(store, min(batch_size, most))[:, index]
     for position, prediction in zip(positions, predictions, strict=True):
         explanations[int(position)].prediction = float(prediction)
     return explanations

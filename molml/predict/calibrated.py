@@ -148,8 +148,8 @@ class CalibratedPredictor(Predictor):
         smiles: Sequence[str],
         targets: np.ndarray,
         *,
-        level: float = 0.9,
-        method: str = "isotonic",
+        level: float | None = None,
+        method: str | None = None,
         normalized: bool | None = None,
         fitted_on: dict[str, Any] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -157,12 +157,29 @@ class CalibratedPredictor(Predictor):
         """Calibrate ``base`` on labelled held-out molecules (``targets``: ``[n, tasks]`` in
         the base's task order, NaN = unlabelled).
 
-        Regression: a conformal interval at ``level`` per task, normalized by the base's
-        ``<task>_std`` when it has one (``normalized=None``) or as asked. Classification:
-        ``method`` ``isotonic`` (default) or ``platt``.
+        Regression: a conformal interval at ``level`` (default 0.9) per task, normalized by the
+        base's ``<task>_std`` when it has one (``normalized=None``) or as asked.
+        Classification: ``method`` ``isotonic`` (default) or ``platt``. A setting that does not
+        apply to the model's task type is refused.
         """
         check_calibratable(base)
-        targets = np.asarray(targets, dtype=float).reshape(len(smiles), len(base.tasks))
+        regression = base.task_type == "regression"
+        given = {"method": method} if regression else {"level": level, "normalized": normalized}
+        for name, value in given.items():
+            if value is not None:
+                raise DataError(
+                    f"{name}={value!r} does not apply to a {base.task_type} model ("
+                    + ("its predictions get conformal intervals: see level and normalized)"
+                       if regression else "its probabilities are calibrated: see method)")
+                )  # fmt: skip
+        targets = np.asarray(targets, dtype=float)
+        n, width = len(smiles), len(base.tasks)
+        if targets.size != n * width or (targets.ndim == 2 and targets.shape != (n, width)):
+            raise DataError(
+                f"targets must hold one value per molecule and task, shape ({n}, {width}) for "
+                f"{n} molecules and tasks {base.tasks}; got shape {targets.shape}"
+            )
+        targets = targets.reshape(n, width)
         frame = base.predict(list(smiles), batch_size=batch_size)
         ok = (frame["status"] == "ok").to_numpy()
         columns = base.prediction_columns()
@@ -182,7 +199,7 @@ class CalibratedPredictor(Predictor):
                 continue
             try:
                 if base.task_type != "regression":
-                    calibrations[task] = ProbabilityCalibration.fit(y, mu, method)
+                    calibrations[task] = ProbabilityCalibration.fit(y, mu, method or "isotonic")
                     continue
                 has_std = f"{task}_std" in columns
                 if normalized and not has_std:
@@ -192,7 +209,9 @@ class CalibratedPredictor(Predictor):
                     )
                 use_std = has_std if normalized is None else normalized
                 sigma = frame[f"{task}_std"].to_numpy(dtype=float)[ok] if use_std else None
-                calibrations[task] = ConformalInterval.fit(y, mu, sigma, level)
+                calibrations[task] = ConformalInterval.fit(
+                    y, mu, sigma, 0.9 if level is None else level
+                )
             except DataError as exc:
                 raise DataError(f"task {task!r}: {exc}") from exc
         if not calibrations:
@@ -212,17 +231,33 @@ class CalibratedPredictor(Predictor):
             record["uncalibrated_tasks"] = left_out
         return cls(base, calibrations, record)
 
-    def save(self, path: str | Path, models: Sequence[str | Path], mc_dropout: int = 0) -> Path:
-        """Write the calibration file: ``models`` (the files the base predictor was loaded
-        from) are stored relative to it; :func:`molml.load_model` opens it again."""
+    def save(self, path: str | Path) -> Path:
+        """Write the calibration file: the files the base predictor's models were loaded from
+        (stored relative to it) and its MC dropout passes, so that :func:`molml.load_model`
+        opens it again as this predictor. A base model built in memory, with no file behind
+        it, is refused."""
         path = Path(path)
+        members = self.base.members
+        unsaved = [m.kind for m in members if getattr(m, "source", None) is None]
+        if unsaved:
+            raise CheckpointError(
+                f"cannot save a calibration of a {unsaved[0]} model that was not loaded from a "
+                "file: load the model with molml.load_model, then calibrate it"
+            )
+        passes = {getattr(m, "mc_dropout", 0) for m in members if hasattr(m, "mc_dropout")}
+        if len(passes) > 1:
+            raise CheckpointError(
+                f"the models are run with different MC dropout passes {sorted(passes)}; a "
+                "calibration file records one"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = {
             CALIBRATED_KEY: {
                 "models": [
-                    os.path.relpath(Path(m).resolve(), path.parent.resolve()) for m in models
+                    os.path.relpath(Path(m.source).resolve(), path.parent.resolve())
+                    for m in members
                 ],
-                "mc_dropout": mc_dropout,
+                "mc_dropout": passes.pop() if passes else 0,
                 "tasks": {t: c.to_dict() for t, c in self.calibrations.items()},
                 "fitted_on": self.fitted_on,
                 "molml_version": __version__,

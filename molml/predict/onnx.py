@@ -147,6 +147,8 @@ class OnnxPredictor(ExportedGraphPredictor):
     Args:
         path: the ``.onnx`` file written by ``molml export``.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
+
+    Pickled or copied, it opens its file again (an onnxruntime session cannot be pickled).
     """
 
     kind = "onnx"
@@ -155,6 +157,7 @@ class OnnxPredictor(ExportedGraphPredictor):
         import onnxruntime as ort
 
         self.source = Path(path)
+        self.threads = threads
         if not self.source.is_file():
             raise CheckpointError(f"ONNX model not found: {self.source}")
         options = ort.SessionOptions()
@@ -171,6 +174,9 @@ class OnnxPredictor(ExportedGraphPredictor):
         self._meta = read_metadata(self.source, self.session.get_modelmeta().custom_metadata_map)
         self._read_featurization()
         self._input_names = [i.name for i in self.session.get_inputs()]
+
+    def __reduce__(self) -> tuple[type, tuple[Path, int | None]]:
+        return type(self), (self.source, self.threads)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, {name: inputs[name] for name in self._input_names})[0]

@@ -16,7 +16,8 @@ PT2_METADATA_FILE = "molml.json"
 
 
 class Pt2Predictor(ExportedGraphPredictor):
-    """A graph model exported as a ``torch.export`` program (``.pt2``), run on CPU."""
+    """A graph model exported as a ``torch.export`` program (``.pt2``), run on CPU. Pickled
+    or copied, it loads its file again (the program's module cannot be pickled)."""
 
     kind = "pt2"
 
@@ -34,6 +35,9 @@ class Pt2Predictor(ExportedGraphPredictor):
         self._meta = read_metadata(self.source, custom)
         self._read_featurization()
         self.module = program.module()
+
+    def __reduce__(self) -> tuple[type, tuple[Path]]:
+        return type(self), (self.source,)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         names = self._meta["inputs"]

@@ -123,12 +123,12 @@ def calibrate(
         base,
         list(held.smiles[rows]),
         held.targets[rows][:, columns],
-        level=0.9 if level is None else level,
-        method=method or "isotonic",
+        level=level,
+        method=method,
         normalized=False if constant_width else None,
         fitted_on={"data": str(held.table.source), "split": "val", "warnings": warnings},
     )
-    calibrated.save(output, paths, mc_dropout=mc_dropout)
+    calibrated.save(output)
     return calibrated
 
 
