@@ -21,7 +21,9 @@ Tasks: an AND, a three-fragment AND, an AND with a NOT, an OR, and a decoy: "ben
 where 90% of training positives and 10% of training negatives also have a chlorine (a shortcut
 that is right 90% of the time in training only); its held-out molecules have a chlorine at
 random (half of positives and of negatives). The chlorine atoms are not part of the true
-explanation: a model that learned the shortcut puts credit on them.
+explanation: a model that learned the shortcut puts credit on them. How much each model leans
+on the decoy is measured on the molecules too: its logit on the held-out positives with the
+decoy, as they are and with the decoy's atoms deleted.
 
 Speed: molecules explained per second by Integrated Gradients (50 steps) for a D-MPNN of hidden
 size 300, depth 3, batched (``molml.explain.explain``, fp32 and bf16) and one molecule per call,
@@ -70,6 +72,7 @@ import pandas as pd
 import torch
 import xgboost as xgb
 from rdkit import Chem, RDLogger
+from scipy import special
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from torch.utils.flop_counter import FlopCounterMode
@@ -349,11 +352,16 @@ def score_model(
     valid: list[np.ndarray],
     steps: int,
     decoys: list[set[int]] | None = None,
+    decoy_smarts: str | None = None,
 ) -> list[dict[str, Any]]:
     """Model test ROC-AUC and, per method, attribution ROC-AUC on the held-out positives; with
     ``decoys`` (each test molecule's decoy atoms), also split by whether a positive has the decoy,
-    and how often a decoy atom outscores every true atom."""
+    and how often a decoy atom outscores every true atom; with ``decoy_smarts`` too, how much
+    the model leans on the decoy (:func:`decoy_reliance`)."""
     model_auc = roc_auc_score(labels, predictor.predict(test)["label"])
+    reliance = {}
+    if decoys is not None and decoy_smarts is not None:
+        reliance = decoy_reliance(predictor, test, labels, decoys, decoy_smarts)
     positives = np.flatnonzero(labels == 1)
     rows = []
     for method in methods:
@@ -389,6 +397,7 @@ def score_model(
         }
         if decoys is not None:
             row.update(decoy_scores(scores, positives, best, truths, decoys))
+            row.update(reliance)
         if name != "xgb_ecfp4" and method not in ATOM_ONLY_METHODS:
             own = [attribution_auc(r.atom_scores, truths[i]) for r, i in pairs]
             best_own = [best_attribution_auc(r.atom_scores, valid[i]) for r, i in pairs]
@@ -418,6 +427,36 @@ def decoy_scores(
         "attribution_auc_any_valid_with_decoy": round(float(np.nanmean(best_array[has])), 4),
         "attribution_auc_any_valid_without_decoy": round(float(np.nanmean(best_array[~has])), 4),
         "decoy_above_truth": round(float(np.mean(above)), 4),
+    }
+
+
+def decoy_reliance(
+    predictor: Any, test: list[str], labels: np.ndarray, decoys: list[set[int]], smarts: str
+) -> dict[str, float]:
+    """How much the model leans on the decoy, measured on the molecules themselves: its mean
+    logit on the held-out positives that carry the decoy, as they are and with the decoy's atoms
+    deleted (RDKit fills in the hydrogens), and the share of them it still calls positive
+    without it. Where the logit falls by a large part of its value, an explanation faithful to
+    the model has to give the decoy a large part of the credit."""
+    pattern = Chem.MolFromSmarts(smarts)
+    kept, removed = [], []
+    for i in np.flatnonzero(labels == 1):
+        if not decoys[i]:
+            continue
+        mol = Chem.DeleteSubstructs(Chem.MolFromSmiles(test[i]), pattern)
+        if Chem.SanitizeMol(mol, catchErrors=True) == Chem.SanitizeFlags.SANITIZE_NONE:
+            kept.append(test[i])
+            removed.append(Chem.MolToSmiles(mol))
+
+    def logits(smiles: list[str]) -> np.ndarray:
+        probability = predictor.predict(smiles)["label"].to_numpy(dtype=np.float64)
+        return special.logit(np.clip(probability, 1e-7, 1 - 1e-7))
+
+    with_decoy, without = logits(kept), logits(removed)
+    return {
+        "decoy_logit_with": round(float(with_decoy.mean()), 3),
+        "decoy_logit_removed": round(float(without.mean()), 3),
+        "decoy_called_positive_removed": round(float(np.mean(without > 0)), 4),
     }
 
 
@@ -501,6 +540,7 @@ def faithfulness(args: argparse.Namespace, record: dict[str, Any], save: Any) ->
                         valid,
                         args.steps,
                         decoys,
+                        PATTERNS[decoy] if decoy else None,
                     ):
                         row = {"seed": seed, "task": task, **row}
                         row["fit_seconds"] = round(fit_seconds, 1)
@@ -747,6 +787,21 @@ def summary(record: dict[str, Any]) -> None:
         out["model"] = out["model"].map(model_title)
         out["task"] = out["task"].map(TITLES)
         print("\n## Decoy tasks: best-valid ROC-AUC by whether a positive has the decoy\n")
+        print(markdown(out))
+    if "decoy_logit_with" in table:
+        columns = {
+            "decoy_logit_with": "logit, positives with the decoy",
+            "decoy_logit_removed": "logit, decoy deleted",
+            "decoy_called_positive_removed": "still called positive",
+        }
+        reliance = table.dropna(subset=["decoy_logit_with"]).drop_duplicates(
+            ["seed", "task", "model"]
+        )
+        out = reliance.groupby(["task", "model"], sort=False)[list(columns)].mean()
+        out = out.round(3).reset_index().rename(columns={**TITLES, **columns})
+        out["model"] = out["model"].map(model_title)
+        out["task"] = out["task"].map(TITLES)
+        print("\n## Decoy tasks: how much each model leans on the decoy\n")
         print(markdown(out))
     trained = table[table["model"] != RANDOM]
     models = trained.drop_duplicates(["seed", "task", "model"]).pivot_table(
