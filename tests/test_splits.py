@@ -14,11 +14,13 @@ from conftest import logp_classes, nci_smiles, require_dataset
 from rdkit import Chem
 from rdkit.Chem import Crippen, rdMolDescriptors
 
+from molml.chem.parsing import parse_smiles
 from molml.data.splits import (
     Split,
     kfold_splits,
     make_split,
     murcko_scaffold,
+    split_keys,
     split_report,
 )
 from molml.errors import DataError, InvalidMoleculeError
@@ -137,6 +139,32 @@ def test_murcko_scaffold() -> None:
     for bad in ("C1CC", None):
         with pytest.raises(InvalidMoleculeError):
             murcko_scaffold(bad)
+
+
+def test_atom_maps_and_isotope_labels_do_not_make_another_molecule() -> None:
+    """The featurizer ignores atom map numbers, so a molecule written with them (or with
+    isotope labels, deuterium included) is keyed as the molecule itself: a scaffold split keeps
+    its copies in one part, and the split report counts them as duplicates."""
+    assert split_keys(parse_smiles("[CH3:1][CH2:2][OH:3]")) == split_keys(parse_smiles("CCO"))
+    assert split_keys(parse_smiles("[2H]c1c([2H])cc(cc1)[13CH3]")) == ("Cc1ccccc1", "c1ccccc1")
+    assert murcko_scaffold("C[c:3]1ccccc1") == "c1ccccc1"
+    plain = nci_smiles(80)
+    mapped = []
+    for smi in plain:
+        mol = Chem.MolFromSmiles(smi)
+        for atom in mol.GetAtoms():
+            atom.SetAtomMapNum(atom.GetIdx() + 1)
+        mapped.append(Chem.MolToSmiles(mol))
+    smiles = plain + mapped
+    split = make_split("scaffold", smiles=smiles, seed=0)
+    part_of = np.empty(len(smiles), dtype=int)
+    for k, part in enumerate(split.parts()):
+        part_of[part] = k
+    np.testing.assert_array_equal(part_of[:80], part_of[80:])
+    report = split_report(split, smiles=smiles, y=None, task_names=[], task_type="regression")
+    assert report["shared_scaffolds"]["total"] == 0
+    assert report["duplicate_molecules_across_splits"]["total"] == 0
+    assert sum(report["n_scaffolds"].values()) < 80  # the copies share their scaffolds
 
 
 @pytest.mark.parametrize("name", ["nci_logp", "nci_binary", "bbbp", "esol", "tox21"])

@@ -147,12 +147,28 @@ def _parse_indices(value: object, where: str) -> np.ndarray:
     return np.asarray(value, dtype=np.int64)
 
 
+def _plain(mol: Chem.Mol) -> Chem.Mol:
+    """``mol`` without atom map numbers, isotope labels and explicit hydrogen atoms (a copy
+    when it has any): the molecule as splits and duplicate checks compare it."""
+    if any(atom.GetAtomMapNum() or atom.GetIsotope() for atom in mol.GetAtoms()):
+        mol = Chem.Mol(mol)
+        for atom in mol.GetAtoms():
+            atom.SetAtomMapNum(0)
+            atom.SetIsotope(0)
+    if mol.GetNumAtoms() != mol.GetNumHeavyAtoms():
+        mol = Chem.RemoveHs(mol, sanitize=False)
+        Chem.FastFindRings(mol)  # as parse_smiles finds them; the scaffold needs ring info
+    return mol
+
+
 def murcko_scaffold(smiles_or_mol: str | Chem.Mol) -> str:
-    """Bemis-Murcko scaffold SMILES without chirality; ``""`` for acyclic molecules.
+    """Bemis-Murcko scaffold SMILES without chirality, atom map numbers or isotope labels;
+    ``""`` for acyclic molecules.
 
     Raises :class:`InvalidMoleculeError` for an unparsable SMILES.
     """
     mol = smiles_or_mol if isinstance(smiles_or_mol, Chem.Mol) else parse_smiles(smiles_or_mol)
+    mol = _plain(mol)
     components = len(Chem.GetMolFrags(mol))
     if mol.GetNumBonds() == mol.GetNumAtoms() - components:  # a forest: no ring, no scaffold
         return ""  # (RDKit's fragmenter takes seconds to say so for a long chain)
@@ -172,12 +188,13 @@ def split_keys(mol: Chem.Mol) -> tuple[str, str]:
     :func:`~molml.chem.parsing.parse_smiles` gives it: standardized when the data is
     (``standardize_mol=True``, the graph featurizer's ``standardize``), so a salt or mixture
     falls in the same scaffold group for both. Explicit hydrogens (a featurizer's
-    ``add_hydrogens``) are ignored. An acyclic molecule has the scaffold ``""``; a scaffold
-    RDKit cannot fragment falls back to the canonical SMILES.
+    ``add_hydrogens``) are ignored, and so are atom map numbers and isotope labels: a
+    molecule written with them (``[CH3:1]CO``, ``[2H]OC``) is the same molecule as without
+    them, so copies of it stay in one part of a split and count as duplicates. An acyclic
+    molecule has the scaffold ``""``; a scaffold RDKit cannot fragment falls back to the
+    canonical SMILES.
     """
-    if mol.GetNumAtoms() != mol.GetNumHeavyAtoms():
-        mol = Chem.RemoveHs(mol, sanitize=False)
-        Chem.FastFindRings(mol)  # as parse_smiles finds them; the scaffold needs ring info
+    mol = _plain(mol)
     canonical = Chem.MolToSmiles(mol)
     try:
         return canonical, murcko_scaffold(mol)
@@ -611,9 +628,13 @@ def split_report(
             for s, name in enumerate(SPLIT_NAMES)
         }
 
-    mols = _parse_all(smiles) if scaffolds is None or canonical_smiles is None else []
+    keys = (
+        [split_keys(mol) for mol in _parse_all(smiles)]
+        if scaffolds is None or canonical_smiles is None
+        else []
+    )
     if scaffolds is None:
-        scaffolds = [murcko_scaffold(mol) for mol in mols]
+        scaffolds = [scaffold for _, scaffold in keys]
     if len(scaffolds) != n:
         raise DataError(f"{len(scaffolds)} scaffolds for {n} molecules")
     scaffold_ids, n_scaffolds = _factorize(scaffolds, "scaffold")
@@ -627,7 +648,7 @@ def split_report(
     }
 
     if canonical_smiles is None:
-        canonical_smiles = [Chem.MolToSmiles(mol) for mol in mols]
+        canonical_smiles = [canonical for canonical, _ in keys]
     if len(canonical_smiles) != n:
         raise DataError(f"{len(canonical_smiles)} canonical SMILES for {n} molecules")
     mol_ids, n_unique = _factorize(canonical_smiles, "canonical SMILES")
