@@ -394,6 +394,18 @@ def test_cli_fit_test_predict(
         main(["baseline", "predict", "--config", str(run / "config.yaml"), "--model",
               str(run / "model"), "--data.predict_smiles_column", "structure"])  # fmt: skip
     assert exit_info.value.code == 2
+    # the fingerprint and estimator are the saved model's: options for others are refused
+    # before any run folder is made, not recorded as if they had been used
+    runs = sorted(run.parent.iterdir())
+    for verb, option in (("predict", "--features.name=maccs"), ("test", "--estimator.name"),
+                         ("predict", "--features")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["baseline", verb, "--model", str(run / "model"), option, "rf"])
+        assert exit_info.value.code == 2
+        assert f"{option.split('=')[0]} does not apply to 'molml baseline {verb}'" in (
+            capsys.readouterr().err
+        )
+    assert sorted(run.parent.iterdir()) == runs
 
 
 def test_cli_print_config(capsys) -> None:

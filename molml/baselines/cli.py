@@ -14,13 +14,16 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from molml.baselines.config import BaselineConfig
 from molml.baselines.run import run_fit, run_predict, run_test
-from molml.errors import EXIT_CODES_HELP
+from molml.errors import EXIT_CODES_HELP, DataError
 
 _COMMANDS: dict[str, str] = {
     "fit": "featurize, split, fit one model per task, evaluate and save",
     "test": "evaluate a saved baseline (--model) on the test split",
     "predict": "predict with a saved baseline (--model) on data.predict_path or the test split",
 }
+
+
+MODEL_SECTIONS = ("--features", "--estimator")  # options a saved baseline fixes
 
 
 def build_parser() -> ArgumentParser:
@@ -55,6 +58,8 @@ def run(args: list[str]) -> Path:
     ``test`` and ``predict`` without ``--config`` use the config of the run that saved
     ``--model`` (``<run>/config.yaml``), so a saved baseline is tested on its own data and split.
     """
+    if args and args[0] in ("test", "predict"):
+        _refuse_model_options(args)
     parser = build_parser()
     namespace = parser.parse_args(_with_run_config(args))
     command = namespace.subcommand
@@ -66,6 +71,20 @@ def run(args: list[str]) -> Path:
         return run_fit(config)
     runner: Callable[[BaselineConfig, str], Path] = run_test if command == "test" else run_predict
     return runner(config, options["model"])
+
+
+def _refuse_model_options(args: list[str]) -> None:
+    """Refuse options that would describe another model than ``--model``: a saved baseline runs
+    with the fingerprint and estimator it was trained with (``--features.n_jobs``, the
+    processes that featurize, still applies)."""
+    for arg in args[1:]:
+        name = arg.split("=", 1)[0]
+        if name.startswith(MODEL_SECTIONS) and name != "--features.n_jobs":
+            raise DataError(
+                f"{name} does not apply to 'molml baseline {args[0]}': a saved baseline runs with "
+                "the fingerprint and estimator it was trained with (fit another baseline to "
+                "change them)"
+            )
 
 
 def _with_run_config(args: list[str]) -> list[str]:
