@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from molml.data.datamodule import keep_input_columns
 from molml.data.readers import check_some_valid
-from molml.errors import deferred_stops
+from molml.errors import DataError, deferred_stops
 from molml.plots import parity_plot, roc_plot
 from molml.tracking import record_mlflow_run
 
@@ -167,13 +167,30 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         self.write_predictions(trainer, pl_module, predictions)
 
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.output_path(trainer)  # refuse an output that is the input before any work
+
+    def output_path(self, trainer: L.Trainer) -> Path:
+        """Where the predictions go: ``output``, else ``predictions.csv`` in the run directory
+        (the working directory when the run has no logger); the file being predicted is
+        refused."""
+        path = Path(self.output or run_directory(trainer) / "predictions.csv")
+        predict_path = getattr(trainer.datamodule, "hparams", {}).get("predict_path")
+        if predict_path and path.exists() and path.resolve() == Path(predict_path).resolve():
+            raise DataError(
+                f"the predictions would be written over the file being predicted, {path}: "
+                "predict a file of another name or from another folder, or keep a logger "
+                "(predictions then go to the run's own folder)"
+            )
+        return path
+
     def write_predictions(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any]
     ) -> None:
         """Write the input rows with ``predictions`` (rows without one get NaN). Also called
         when no molecule could be featurized, as Lightning then runs no prediction loop."""
         self.written = True
-        run_dir = run_directory(trainer)
+        path = self.output_path(trainer)
         frame = trainer.datamodule.predict_frame.copy()
         columns = pl_module.prediction_columns()
         if predictions:
@@ -194,8 +211,9 @@ class PredictionWriter(BasePredictionWriter):
             frame[column] = np.nan
             frame.loc[rows, column] = values[:, j]
         frame = frame[[c for c in frame.columns if c != "status"] + ["status"]]
-        path = Path(self.output or run_dir / "predictions.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            log.warning("predict: replacing the earlier %s", path)
         frame.to_csv(path, index=False)
         print(f"predictions for {len(frame)} rows written to {path}")
         predict_path = getattr(trainer.datamodule, "hparams", {}).get("predict_path")

@@ -1309,6 +1309,17 @@ def test_without_a_logger_a_later_test_leaves_the_fits_run_files_be(
     main(["test", "--config", "config.yaml", "--ckpt_path", str(checkpoint),
           "--data.split", "random", "--data.split_seed", "7", *QUIET])  # fmt: skip
     assert {name: (tmp_path / name).read_bytes() for name in records} == written
+    # predict writes predictions.csv there too, but never over the file it predicts
+    library = tmp_path / "predictions.csv"
+    library.write_text("smiles,name\nCCO,a\nCCN,b\n")
+    predict = ["predict", "--config", "config.yaml", "--ckpt_path", str(checkpoint), *QUIET]
+    with pytest.raises(SystemExit) as info:
+        main([*predict, "--data.predict_path", "predictions.csv"])
+    assert info.value.code == 2
+    assert library.read_text() == "smiles,name\nCCO,a\nCCN,b\n"
+    (tmp_path / "library.csv").write_text(library.read_text())
+    main([*predict, "--data.predict_path", "library.csv"])
+    assert pd.read_csv(library)["name"].tolist() == ["a", "b"] and "logp" in pd.read_csv(library)
 
 
 def test_a_config_with_its_own_callbacks_still_writes_the_run_outputs(
