@@ -406,6 +406,11 @@ def test_cli_fit_test_predict(
             capsys.readouterr().err
         )
     assert sorted(run.parent.iterdir()) == runs
+    # given where a graph checkpoint belongs, the folder is named for what it is
+    from molml.models.files import read_checkpoint
+
+    with pytest.raises(CheckpointError, match="is a fingerprint baseline, not a graph checkpoint"):
+        read_checkpoint(run / "model")
 
 
 def test_cli_print_config(capsys) -> None:

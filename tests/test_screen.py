@@ -561,6 +561,10 @@ def test_bf16_mixed_precision_on_cpu_is_close_to_fp32(trained, library, tmp_path
     # the head runs in fp32: scores are not rounded to bf16's 8 bits, so they rarely tie
     valid = bf16["logp"].dropna()
     assert valid.nunique() > 0.95 * fp32["logp"].dropna().nunique()
+    # Lightning's *-true precisions would round the scores to bf16: refused before any work
+    with pytest.raises(DataError, match="--precision bf16-true is not supported"):
+        screen([trained["ckpt"]], library, tmp_path / "true.csv", precision="bf16-true")
+    assert not list(tmp_path.glob("true.csv*"))
 
 
 def test_default_precision_is_bf16_where_the_cpu_computes_it(trained, library, tmp_path):

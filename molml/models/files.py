@@ -24,6 +24,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     the CPU)."""
     refuse_url(path)
     path = Path(path)
+    if path.is_dir() and (path / "baseline.json").is_file():  # baselines.model.SPEC_FILE
+        raise CheckpointError(
+            f"{path} is a fingerprint baseline, not a graph checkpoint: run it with 'molml "
+            "baseline test|predict --model', 'molml screen --model' or molml.load_model"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

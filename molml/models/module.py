@@ -33,7 +33,7 @@ from molml.models.encoders import (
     unrecorded_arguments,
 )
 from molml.models.files import CHECKPOINT_FORMAT
-from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets
+from molml.models.precision import REDUCED_PRECISIONS, TRUE_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import Readout, make_readout, readout_dim
@@ -43,7 +43,6 @@ from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
-TRUE_PRECISIONS = ("bf16-true", "16-true", "64-true")  # weights cast, inputs not
 
 
 def check_precision(precision: object) -> None:

@@ -28,6 +28,7 @@ MIN_BUCKET = 64
 
 _CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 REDUCED_PRECISIONS = {"bf16-mixed", "16-mixed", "bf16-true", "16-true"}  # Lightning's names
+TRUE_PRECISIONS = ("bf16-true", "16-true", "64-true")  # weights cast, a PyG batch's fields not
 
 
 def bucket_size(rows: int) -> int:

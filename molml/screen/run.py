@@ -37,7 +37,11 @@ from molml.data.readers import (
     nothing_valid_message,
 )
 from molml.errors import DataError
-from molml.models.precision import REDUCED_PRECISIONS, default_inference_precision
+from molml.models.precision import (
+    REDUCED_PRECISIONS,
+    TRUE_PRECISIONS,
+    default_inference_precision,
+)
 from molml.models.sigterm import forward_sigterm_without_broadcast
 from molml.options import check_int
 from molml.predict import load_model
@@ -118,6 +122,11 @@ def screen_library(
         "id_column": id_column,
         "has_header": has_header,
     }
+    if precision in TRUE_PRECISIONS:  # before the models load
+        raise DataError(
+            f"--precision {precision} is not supported (the molecule batches stay float32); "
+            "use 32-true, bf16-mixed or 16-mixed"
+        )
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
     module = ScreeningModule(load_model(models, mc_dropout=mc_dropout))
