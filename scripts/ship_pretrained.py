@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from molml.models.checkpoint import load_checkpoint, read_checkpoint
+from molml.models.files import WEIGHTS_DIGEST, weights_digest
 from molml.models.pretrained import SHIPPED, WEIGHTS_DIR
 
 
@@ -25,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("file", choices=sorted(SHIPPED.values()), help="file in models/weights")
     args = parser.parse_args(argv)
     checkpoint = read_checkpoint(args.checkpoint)
+    spec = {**checkpoint["molml"], WEIGHTS_DIGEST: weights_digest(checkpoint["state_dict"])}
     slim = {
-        "molml": checkpoint["molml"],
+        "molml": spec,
         "state_dict": checkpoint["state_dict"],
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),

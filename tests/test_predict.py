@@ -249,6 +249,34 @@ def test_crafted_specs_are_refused_quickly(graph_run, tmp_path, change, message)
     assert time.perf_counter() - started < 10  # refused before building anything huge
 
 
+def test_changed_weights_are_refused_and_older_checkpoints_without_a_digest_load(
+    graph_run, tmp_path: Path
+) -> None:
+    """A checkpoint records the SHA-256 of its weights when saved: one whose weights were
+    changed since (same size, same format: torch's reader does not notice) is refused, as is
+    a changed copy of a shipped pretrained encoder; one written before the digest loads."""
+    from molml.models.pretrained import pretrained_path, read_pretrained
+
+    blob = torch.load(graph_run["ckpt"], weights_only=True)
+    assert blob["molml"]["weights_sha256"]
+    first = next(name for name in blob["state_dict"] if name.endswith("weight"))
+    blob["state_dict"][first][0, 0] += 1.0
+    changed = tmp_path / "changed.ckpt"
+    torch.save(blob, changed)
+    with pytest.raises(CheckpointError, match="changed.ckpt: its weights are not the ones"):
+        molml.load_model(changed)
+    del blob["molml"]["weights_sha256"]  # as molml wrote checkpoints before it kept the digest
+    older = tmp_path / "older.ckpt"
+    torch.save(blob, older)
+    assert molml.load_model(older).predict(["CCO"])["status"].tolist() == ["ok"]
+    shipped = torch.load(pretrained_path("zinc-dmpnn"), weights_only=True)
+    shipped["state_dict"]["encoder.W_o.weight"][0, 0] += 1.0
+    torch.save(shipped, tmp_path / "zinc.ckpt")
+    with pytest.raises(CheckpointError, match="zinc.ckpt: its weights are not the ones"):
+        read_pretrained(str(tmp_path / "zinc.ckpt"))
+    read_pretrained("zinc-dmpnn")  # the shipped file itself is intact
+
+
 def test_a_url_is_not_fetched() -> None:
     with pytest.raises(CheckpointError, match="not URLs"):
         molml.load_model("https://example.org/model.ckpt")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,23 @@ from molml._version import __version__
 from molml.errors import CheckpointError
 
 CHECKPOINT_FORMAT = 1
+WEIGHTS_DIGEST = "weights_sha256"  # key of the molml spec that records the weights' digest
+
+
+def weights_digest(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 of a state dict: each entry's name, dtype, shape and bytes, in name order. A
+    checkpoint records it when saved (:data:`WEIGHTS_DIGEST`) and is checked against it when
+    read, so changed or damaged weights are refused instead of predicting silently."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        value = state_dict[name]
+        if not isinstance(value, torch.Tensor):
+            digest.update(f"{name}|{value!r}|".encode())
+            continue
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def refuse_url(path: str | Path) -> None:
@@ -64,5 +83,11 @@ def check_checkpoint(path: str | Path, checkpoint: Any) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} was written by molml {spec.get('molml_version', '?')} in checkpoint format "
             f"{spec.get('format')}; this molml {__version__} reads format {CHECKPOINT_FORMAT}"
+        )
+    recorded = spec.get(WEIGHTS_DIGEST)  # checkpoints written before molml recorded it have none
+    if recorded is not None and recorded != weights_digest(checkpoint["state_dict"]):
+        raise CheckpointError(
+            f"{path}: its weights are not the ones it recorded when it was saved (the file was "
+            "changed or damaged since); use an intact copy"
         )
     return checkpoint

@@ -32,7 +32,7 @@ from molml.models.encoders import (
     make_activation,
     unrecorded_arguments,
 )
-from molml.models.files import CHECKPOINT_FORMAT
+from molml.models.files import CHECKPOINT_FORMAT, WEIGHTS_DIGEST, weights_digest
 from molml.models.precision import REDUCED_PRECISIONS, TRUE_PRECISIONS, add_row_buckets
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
@@ -624,6 +624,7 @@ class MoleculeModel(L.LightningModule):
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["molml"] = self.spec()
+        checkpoint["molml"][WEIGHTS_DIGEST] = weights_digest(checkpoint["state_dict"])
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         describe = getattr(datamodule, "describe", None)
         if describe is not None:
