@@ -96,6 +96,7 @@ class MolmlCLI(LightningCLI):
                 f"--ckpt_path {ckpt_path}: give the checkpoint file, e.g. "
                 f"runs/<name>/version_N/checkpoints/{ckpt_path}.ckpt"
             )
+        _check_checkpointing(config.trainer)
         if self.subcommand == "predict":
             _check_prediction_outputs(config.trainer.get("callbacks"))
         data = config.get("data") or {}
@@ -467,6 +468,22 @@ def prepare_mlflow_loggers(trainer: L.Trainer) -> None:
                 client, logger._experiment_name, logger._artifact_location
             )
             warn_if_artifacts_elsewhere(client, logger._experiment_id)
+
+
+def _check_checkpointing(trainer: Any) -> None:
+    """``--trainer.enable_checkpointing false`` beside a checkpoint callback (molml's default
+    list has one) is refused by name, before Lightning raises its own error."""
+    if trainer.get("enable_checkpointing") is not False:
+        return
+    callbacks = trainer.get("callbacks")
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if str(getattr(callback, "class_path", "")).endswith("ModelCheckpoint"):
+            raise DataError(
+                "--trainer.enable_checkpointing false: the run's callbacks keep the best "
+                "checkpoint (fit tests it when training ends, and predict, screen and explain "
+                "load it); leave checkpointing on, or give a trainer.callbacks list without "
+                "a ModelCheckpoint"
+            )
 
 
 def _check_prediction_outputs(callbacks: Any) -> None:

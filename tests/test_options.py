@@ -152,6 +152,22 @@ def test_lightning_checkpoint_aliases_are_refused(property_csv, capsys, verb, al
     assert f"--ckpt_path {alias}: give the checkpoint file" in capsys.readouterr().err
 
 
+def test_checkpointing_off_beside_the_default_checkpoint_callback_is_refused_by_name(
+    property_csv, capsys
+) -> None:
+    """Lightning would raise its own error (exit 1) about a ModelCheckpoint the user never
+    named: it is one of molml's default callbacks."""
+    from molml.cli import main
+
+    argv = ["fit", "--data.path", str(property_csv), "--data.target_columns", '["logp"]']
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--trainer.enable_checkpointing", "false"])
+    assert exit_info.value.code == 2
+    assert "--trainer.enable_checkpointing false: the run's callbacks keep the best" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_database_under_a_file_is_refused_in_one_line(tmp_path: Path) -> None:
     from molml.tracking import absolute_tracking_uri
 
