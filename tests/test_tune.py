@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -678,6 +679,31 @@ def test_a_study_starts_from_the_configs_own_values_where_they_are_in_the_space(
     assert config_point(config, searched) == {"model.lr": 0.001, "model.readout": "mean"}
 
 
+def test_a_trial_whose_heartbeat_went_stale_is_failed_and_its_point_retried_at_once(
+    tmp_path: Path,
+) -> None:
+    """A trial whose process was killed (its heartbeat stops) is failed and its point enqueued
+    when the study resumes, so the first new trial scores it (a grid finished without it:
+    the stale-trial check never ran behind Optuna's storage cache)."""
+    from molml.tune.study import StopSafeStorage, retry_stopped_trials
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = StopSafeStorage(
+            f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1
+        )
+    study = optuna.create_study(storage=storage, study_name="stale")
+    trial = study.ask({"hidden": optuna.distributions.IntDistribution(16, 64)})
+    storage.record_heartbeat(trial._trial_id)  # as the killed process last did
+    time.sleep(2.5)
+    assert retry_stopped_trials(study) == [trial.params]
+    trials = study.get_trials(deepcopy=False)
+    assert trials[0].state.name == "FAIL"
+    assert trials[1].state.name == "WAITING" and trials[1].system_attrs["fixed_params"] == (
+        trial.params
+    )
+
+
 @pytest.mark.slow  # waits out the storage's heartbeat grace period (60 s)
 def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
     property_csv: Path, tmp_path: Path
@@ -714,6 +740,7 @@ def test_a_killed_tuner_resumes_and_its_running_trial_is_failed(
     trials = study_trials(storage, "killed")
     assert trials[killed].state.name == "FAIL"  # not left RUNNING forever
     assert trials[-1].state.name == "COMPLETE" and trials[-1].number > killed
+    assert trials[-1].params == trials[killed].params  # the killed point is tried first
     table = pd.read_csv(tmp_path / "tune" / "killed" / "trials.csv")
     assert table.loc[table["number"] == killed, "state"].item() == "FAIL"
     assert table.loc[table["number"] == killed, "fail_reason"].item() == STOPPED

@@ -659,8 +659,10 @@ def retry_stopped_trials(study: optuna.Study) -> list[dict[str, Any]]:
     killed; stale heartbeats are failed first), so a resumed study still scores them: the
     config's own point, a grid's point. A trial that failed by itself (an error, a non-finite
     metric) is not retried. Returns the parameters enqueued."""
-    storage = study._storage
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval:
+    # the study's storage is Optuna's cache around the RDB storage: Optuna itself checks that
+    # heartbeats are on (an isinstance check on RDBStorage here never held)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     trials: dict[str, list[FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False):
