@@ -172,7 +172,10 @@ def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
 
 
 def test_failed_trials_are_recorded_with_their_reason(
-    property_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    property_csv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = graph_config(tmp_path / "cfg.yaml", property_csv)
@@ -182,10 +185,13 @@ def test_failed_trials_are_recorded_with_their_reason(
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("optuna").addHandler(handler)
     try:
-        main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
-              "--tracking-uri", "none"])  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:  # a study without a result fails
+            main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "2",
+                  "--tracking-uri", "none"])  # fmt: skip
     finally:
         logging.getLogger("optuna").removeHandler(handler)
+    assert exit_info.value.code == 2
+    assert "study cfg: no trial finished (each failed or was pruned)" in capsys.readouterr().err
     trials = study_trials(tmp_path / "runs" / "optuna.db", "cfg")
     assert [t.state.name for t in trials] == ["FAIL", "FAIL"]  # the study went on after one
     table = pd.read_csv(tmp_path / "runs" / "tune" / "cfg" / "trials.csv")
@@ -604,9 +610,11 @@ def test_unknown_estimator_parameter_and_bad_storage_are_refused(
 ) -> None:
     config = xgb_config(tmp_path / "xgb.yaml", property_csv)
     typo = space(tmp_path / "typo.yaml", "estimator.params.max_dept: {int: [2, 6]}\n")
+    fingerprint = space(tmp_path / "fp.yaml", "features.params.radiuss: {int: [1, 3]}\n")
     good = space(tmp_path / "good.yaml", XGB_SPACE)
     cases = [
         (["--search", str(typo)], "did you mean 'max_depth'"),
+        (["--search", str(fingerprint)], "unexpected keyword argument 'radiuss'"),
         (["--search", str(good), "--storage", "nosuchdb://x"], "cannot open the study storage"),
     ]
     for extra, message in cases:

@@ -431,7 +431,7 @@ class BaselineJob(Job):
         return self.config.get("tracking_uri")
 
     def check(self, config: dict[str, Any]) -> None:
-        self.baseline_config(config)
+        self.baseline_config(config).features.make()  # fingerprint options are checked there
 
     def fit(
         self,

@@ -418,11 +418,14 @@ def run_tune(job: Job, space: list[Param], options: TuneOptions) -> Path:
     write_trials(study, directory / "trials.csv")
     best = _best_trial(study)
     outputs: dict[str, Any] = {}
-    if best is None:
-        print(f"study {options.study_name}: no trial finished; see {directory / 'trials.csv'}")
-    else:
+    if best is not None:
         outputs = finish(job, study, best, options, directory)
     tracker.finish(study, best, directory, outputs)
+    if best is None:  # a study without a result is not a success
+        raise DataError(
+            f"study {options.study_name}: no trial finished (each failed or was pruned); "
+            f"the reasons are in {directory / 'trials.csv'}"
+        )
     return directory
 
 
