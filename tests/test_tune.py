@@ -244,6 +244,30 @@ def test_two_processes_share_one_study_and_other_spaces_are_refused(
     assert len(study_trials(storage, "shared")) == 4
 
 
+def test_a_study_resumes_with_its_search_space_in_another_order(
+    property_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same ranges written in another order are the same space (they used to be refused,
+    printing both spaces whole); a changed range is refused by its name."""
+    config = xgb_config(tmp_path / "xgb.yaml", property_csv)
+    depth = "estimator.params.max_depth: {int: [2, 6]}\n"
+    rate = "estimator.params.learning_rate: {float: [0.05, 0.3]}\n"
+    storage = tmp_path / "optuna.db"
+    command = ["tune", "--config", str(config), "--n-trials", "1", "--storage",
+               f"sqlite:///{storage}", "--study-name", "order", "--output-dir",
+               str(tmp_path / "tune"), "--tracking-uri", "none"]  # fmt: skip
+    main([*command, "--search", str(space(tmp_path / "a.yaml", depth + rate))])
+    main([*command, "--search", str(space(tmp_path / "b.yaml", rate + depth))])
+    assert len(study_trials(storage, "order")) == 2
+    wider = rate.replace("0.3]", "0.5]")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--search", str(space(tmp_path / "c.yaml", depth + wider))])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "was made with estimator.params.learning_rate {" in error
+    assert "max_depth" not in error.partition("not")[2].partition(";")[0]
+
+
 def poisoned_data(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     """A table whose test-split rows have logP 1e4 and a split file putting them in test."""
     data = write_property_csv(tmp_path / "poisoned.csv", 240, invalid=False)
@@ -615,6 +639,8 @@ def test_unknown_estimator_parameter_and_bad_storage_are_refused(
     cases = [
         (["--search", str(typo)], "did you mean 'max_depth'"),
         (["--search", str(fingerprint)], "unexpected keyword argument 'radiuss'"),
+        (["--search", str(good), "--pruner=hyperband"], "--pruner: a baseline trial is scored"),
+        (["--search", str(good), "--pruner-warmup", "2"], "--pruner-warmup: a baseline trial"),
         (["--search", str(good), "--storage", "nosuchdb://x"], "cannot open the study storage"),
     ]
     for extra, message in cases:

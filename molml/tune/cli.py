@@ -134,6 +134,12 @@ def tune_main(argv: Sequence[str]) -> Path:
 
     space = read_space(args.search)
     job = make_job(args.config, overrides)
+    pruning = [a.split("=")[0] for a in argv if a.split("=")[0] in ("--pruner", "--pruner-warmup")]
+    if job.kind == "baseline" and not args.cv and pruning:
+        raise DataError(
+            f"{pruning[0]}: a baseline trial is scored once, so there is nothing to prune (with "
+            "--cv it is scored fold by fold, and pruned between folds)"
+        )
     tracking = job.tracking_uri() if args.tracking_uri is None else args.tracking_uri
     options = TuneOptions(
         study_name=args.study_name or Path(args.config[-1]).stem,

@@ -237,6 +237,17 @@ def load_study(
                 f"{sorted(searched)} (another search file); use another --study-name"
             )
         for key, value in expected.items():
+            if key == "search_space":  # the same ranges in another order are the same space
+                stored = {param["name"]: param for param in attrs.get(key) or []}
+                changed = [param for param in value if stored.get(param["name"]) != param]
+                if changed:
+                    name = changed[0]["name"]
+                    raise DataError(
+                        f"study {options.study_name!r} in {options.storage} was made with "
+                        f"{name} {json.dumps(stored.get(name))}, not {json.dumps(changed[0])}; "
+                        "use another --study-name (or the same search space) to add trials"
+                    )
+                continue
             if attrs.get(key) != value:
                 raise DataError(
                     f"study {options.study_name!r} in {options.storage} was made with {key} "
