@@ -147,7 +147,7 @@ def test_graph_study_prunes_resumes_tracks_and_best_yaml_refits(
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny")
+    experiment = client.get_experiment_by_name("tune/tiny")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -295,7 +295,7 @@ def test_cross_validated_trials_log_every_folds_curves(
     main(["tune", "--config", str(config), "--search", str(search), "--n-trials", "1",
           "--cv", "2", "--pruner", "none"])  # fmt: skip
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("cfg")
+    experiment = client.get_experiment_by_name("tune/cfg")
     (trial,) = [
         r
         for r in client.search_runs([experiment.experiment_id])
@@ -803,7 +803,7 @@ def test_a_stopped_tuner_closes_its_mlflow_run_as_killed(
     with pytest.raises(KeyboardInterrupt):
         run_tune(job, read_space(space(tmp_path / "space.yaml", GRAPH_SPACE)), options)
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("tune/stopped").experiment_id])
     assert run.info.status == "KILLED"  # not RUNNING forever
 
 

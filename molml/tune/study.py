@@ -777,9 +777,10 @@ class _Tracker:
         if not options.tracking_uri:
             return
         self.client = mlflow_client(options.tracking_uri)
+        # an experiment of its own: the config's fit runs log to one named like the study
         self.experiment_id = experiment_id(
             self.client,
-            options.study_name,
+            f"tune/{options.study_name}",
             (Path(options.output_dir) / "mlartifacts").resolve().as_uri(),
         )
         parent = self.client.create_run(
