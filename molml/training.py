@@ -674,11 +674,11 @@ class PretrainCLI(MolmlCLI):
         this one stopped before writing its own); other files in the folder are left be."""
         for callback in self.trainer.checkpoint_callbacks:
             folder = checkpoint_folder(self.trainer, callback)
-            names = ("last", callback.filename or "epoch=")
+            written = _written_checkpoint_names(callback.filename)
             earlier = sorted(
                 path
                 for path in (folder.glob("*.ckpt") if folder else [])
-                if path.name.startswith(names)
+                if written.fullmatch(path.name)
             )
             if earlier:
                 log.warning(
@@ -690,6 +690,18 @@ class PretrainCLI(MolmlCLI):
                     path.unlink(missing_ok=True)  # other DDP ranks run this too
             # on every rank alike (Lightning broadcasts the version check from all of them)
             callback._enable_version_counter = False
+
+
+def _written_checkpoint_names(filename: str | None) -> re.Pattern[str]:
+    """The file names a checkpoint callback writes: ``last.ckpt`` and ``<filename>.ckpt``, each
+    with Lightning's ``-vN`` copies; a templated name (``{epoch}``, Lightning's default
+    ``epoch=..-step=..``) by its fixed start. A user's ``best_finetuned.ckpt`` is none of them."""
+    if filename is None or "{" in filename:
+        start = re.escape((filename or "epoch=").split("{")[0])
+        own = f"{start}.*" if start else r"(?!)"
+    else:
+        own = re.escape(filename)
+    return re.compile(rf"(last|{own})(-v\d+)?\.ckpt")
 
 
 SOURCE_KEYS = ("sources", "source_bytes", "source_sha256", "max_molecules")

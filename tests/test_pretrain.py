@@ -219,6 +219,8 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     # (one that this run does not write again too), so none is left beside its own
     (last.parent / "best-v1.ckpt").write_bytes(last.read_bytes())
     (last.parent / "my_weights.ckpt").write_bytes(b"a file of the user's")  # left be
+    (last.parent / "best_finetuned.ckpt").write_bytes(b"named like the run's: left be too")
+    (last.parent / "lastyear.ckpt").write_bytes(b"and this one")
     afresh = subprocess.run(
         [*command, "--resume", "false", "--trainer.max_epochs", "1"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
@@ -227,10 +229,13 @@ def test_a_killed_pretraining_run_resumes_from_its_last_checkpoint(
     assert "starting afresh: deleting the earlier run's checkpoints" in afresh.stderr
     assert sorted(p.name for p in last.parent.glob("*.ckpt")) == [
         "best.ckpt",
+        "best_finetuned.ckpt",
         "last.ckpt",
+        "lastyear.ckpt",
         "my_weights.ckpt",
     ]
-    (last.parent / "my_weights.ckpt").unlink()
+    for name in ("my_weights.ckpt", "best_finetuned.ckpt", "lastyear.ckpt"):
+        (last.parent / name).unlink()
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch
     # a damaged last.ckpt (a stop while it was written) names the way out
     last.write_bytes(last.read_bytes()[:5000])
@@ -370,7 +375,7 @@ def test_encoder_learning_rate_ratio_scales_the_encoder_group(tmp_path: Path) ->
 
 
 def test_pretrained_l2_weight_keeps_the_encoder_near_its_pretrained_weights(
-    pretrained_run: dict, tmp_path: Path
+    pretrained_run: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     best = str(pretrained_run["best"])
     csv = write_task_csv(tmp_path / "logp.csv", 120)
@@ -411,6 +416,16 @@ def test_pretrained_l2_weight_keeps_the_encoder_near_its_pretrained_weights(
     )
     with pytest.raises(DataError, match="set model.pretrained as well"):
         fit(unanchored, data, epochs=1)
+    # fine-tuning options without a pretrained encoder are said to act on random weights
+    for option in ({"freeze_encoder_epochs": 1}, {"encoder_lr_ratio": 0.1}):
+        random_encoder = MoleculeModel(
+            encoder=DMPNN(hidden_dim=16, depth=2), tasks=["logp"], **option
+        )
+        with caplog.at_level(logging.WARNING, logger="molml"):
+            fit(random_encoder, data, epochs=1)
+        assert f"model.{next(iter(option))} sets how a pretrained encoder" in caplog.text
+        assert "starts from random weights" in caplog.text
+        caplog.clear()
 
 
 def test_a_pretrained_model_with_another_featurizer_or_encoder_is_refused(

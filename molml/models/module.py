@@ -8,6 +8,7 @@ the original units. Missing labels (NaN) are masked out of the loss and the metr
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -40,6 +41,7 @@ from molml.models.readout import Readout, make_readout, readout_dim
 from molml.options import check_int, plain_data, same_config
 from molml.tasks import TASK_TYPES, MolecularMetrics, to_prediction
 
+log = logging.getLogger(__name__)
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
@@ -439,6 +441,18 @@ class MoleculeModel(L.LightningModule):
             raise DataError(
                 "model.pretrained_l2_weight pulls the encoder towards pretrained weights; "
                 "set model.pretrained as well"
+            )
+        fine_tuning = {
+            "freeze_encoder_epochs": self.hparams.freeze_encoder_epochs != 0,
+            "encoder_lr_ratio": self.hparams.encoder_lr_ratio != 1,
+        }
+        given = [name for name, set_ in fine_tuning.items() if set_]
+        if given and self.hparams.pretrained is None and self.trainer.is_global_zero:
+            log.warning(
+                "model.%s sets how a pretrained encoder is fine-tuned, but model.pretrained "
+                "is not set: the encoder starts from random weights (a frozen random encoder "
+                "is a baseline at most)",
+                given[0],
             )
         self.on_train_epoch_start()  # a run resumed inside a frozen epoch
 
