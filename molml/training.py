@@ -31,8 +31,8 @@ from molml.data.datamodule import MoleculeDataModule
 from molml.data.pretraining import PretrainDataModule
 from molml.errors import EXIT_CODES_HELP, CheckpointError, DataError
 from molml.models.files import read_checkpoint
-from molml.models.module import MoleculeModel, check_precision
-from molml.models.precision import native_bf16
+from molml.models.module import MoleculeModel
+from molml.models.precision import check_precision, native_bf16
 from molml.models.sigterm import forward_sigterm_without_broadcast
 from molml.options import creatable_directory, same_config
 from molml.tasks import HIGHER_IS_BETTER, LOGGED_METRICS

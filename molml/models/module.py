@@ -34,7 +34,7 @@ from molml.models.encoders import (
     unrecorded_arguments,
 )
 from molml.models.files import CHECKPOINT_FORMAT, WEIGHTS_DIGEST, weights_digest
-from molml.models.precision import REDUCED_PRECISIONS, TRUE_PRECISIONS, add_row_buckets
+from molml.models.precision import REDUCED_PRECISIONS, add_row_buckets, check_precision
 from molml.models.pretrained import TRANSFERRED as ENCODER_PARTS
 from molml.models.pretrained import apply_pretrained, read_pretrained
 from molml.models.readout import Readout, make_readout, readout_dim
@@ -45,16 +45,6 @@ log = logging.getLogger(__name__)
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 FEATURE_CLIP = 10.0  # molecule-level features, in training standard deviations
 MIN_VARIANCE = 1e-6  # of a mean-variance head, in standardized units
-
-
-def check_precision(precision: object) -> None:
-    """Refuse Lightning's ``*-true`` precisions: they cast the weights but not the fields of
-    a PyG batch, so the first linear layer would meet float32 features."""
-    if str(precision) in TRUE_PRECISIONS:
-        raise DataError(
-            f"trainer.precision {precision} is not supported (the molecule batches stay "
-            "float32); use 32-true, bf16-mixed or 16-mixed"
-        )
 
 
 VALIDATION_MASK_SEED = 12345  # the same atoms are hidden in every validation epoch

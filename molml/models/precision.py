@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from torch_geometric.nn.dense.linear import Linear as PygLinear
 
+from molml.errors import DataError
+
 BUCKETS_PER_OCTAVE = 16  # padding wastes at most 1/16 of the rows
 MIN_BUCKET = 64
 
@@ -109,3 +111,13 @@ def native_bf16(accelerator: str = "auto") -> bool:
 def default_inference_precision(accelerator: str = "auto") -> str:
     """``bf16-mixed`` where :func:`native_bf16`, else ``32-true`` (Lightning's names)."""
     return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+
+
+def check_precision(precision: object, option: str = "trainer.precision") -> None:
+    """Refuse Lightning's ``*-true`` precisions: they cast the weights but not the fields of
+    a PyG batch, so the first linear layer would meet float32 features."""
+    if str(precision) in TRUE_PRECISIONS:
+        raise DataError(
+            f"{option} {precision} is not supported (the molecule batches stay float32); use "
+            "32-true, bf16-mixed or 16-mixed"
+        )

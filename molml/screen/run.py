@@ -39,7 +39,7 @@ from molml.data.readers import (
 from molml.errors import DataError
 from molml.models.precision import (
     REDUCED_PRECISIONS,
-    TRUE_PRECISIONS,
+    check_precision,
     default_inference_precision,
 )
 from molml.models.sigterm import forward_sigterm_without_broadcast
@@ -122,11 +122,7 @@ def screen_library(
         "id_column": id_column,
         "has_header": has_header,
     }
-    if precision in TRUE_PRECISIONS:  # before the models load
-        raise DataError(
-            f"--precision {precision} is not supported (the molecule batches stay float32); "
-            "use 32-true, bf16-mixed or 16-mixed"
-        )
+    check_precision(precision, "--precision")  # before the models load
     # file and column problems surface here, before any work is done
     iter_molecule_chunks(input_path, columns=[], **reader_options)
     module = ScreeningModule(load_model(models, mc_dropout=mc_dropout))
